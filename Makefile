@@ -1,0 +1,78 @@
+# pgjobs developer commands. Every target builds the virtualenv it needs, so a fresh clone
+# only needs `make test`. Override any of these on the command line, e.g.
+#   make test PYTHON=python3.12 VENV=.venv-py312 DJANGO='Django>=6.1,<6.2' DATABASES=sqlite
+
+PYTHON ?= python3
+VENV ?= .venv
+DJANGO ?= Django>=5.2
+DATABASES ?= postgres mysql sqlite
+EXTRAS ?= test,mysql,redis,schedule
+PYTEST_ARGS ?=
+PIP_FLAGS ?= --disable-pip-version-check -q
+
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install $(PIP_FLAGS)
+LINT_PATHS := $(wildcard pgjobs tests benchmarks example)
+
+# The install is keyed on what decides it (pyproject.toml, the Django spec, the extras): the
+# same inputs find their stamp and skip pip; changed inputs name a new stamp and reinstall.
+INSTALL_KEY := $(shell { cat pyproject.toml; printf '%s\n' '$(DJANGO)' '$(EXTRAS)'; } | sha1sum | cut -c1-12)
+MARKER := $(VENV)/.pgjobs-venv
+STAMP := $(VENV)/.pgjobs-installed-$(INSTALL_KEY)
+BENCH_STAMP := $(VENV)/.pgjobs-bench-$(INSTALL_KEY)
+
+.PHONY: venv test lint demo serve bench bench-quick clean
+
+venv: $(STAMP)
+
+$(MARKER):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	@echo '$(PYTHON)' > $@
+
+$(STAMP): | $(MARKER)
+	@pkg-config --exists mysqlclient 2>/dev/null || pkg-config --exists mariadb 2>/dev/null \
+		|| echo "note: building mysqlclient needs pkg-config and libmariadb-dev (apt-get install pkg-config libmariadb-dev)" >&2
+	$(PIP) -e '.[$(EXTRAS)]' '$(DJANGO)'
+	@rm -f $(VENV)/.pgjobs-installed-* $(VENV)/.pgjobs-bench-*
+	@touch $@
+
+$(BENCH_STAMP): $(STAMP)
+	$(PIP) -e '.[$(EXTRAS),bench]' '$(DJANGO)'
+	@touch $@
+
+# Lint first: it takes a second and catches what would otherwise fail three database runs.
+test: lint
+	@for db in $(DATABASES); do \
+		echo "==> pytest on $$db ($(VENV), $(DJANGO))"; \
+		PGJOBS_TEST_DB=$$db $(PY) -m pytest $(PYTEST_ARGS) \
+			|| { status=$$?; echo "==> FAILED on $$db (exit $$status)" >&2; exit $$status; }; \
+	done
+
+lint: $(STAMP)
+ifeq ($(strip $(LINT_PATHS)),)
+	@echo "lint: nothing to check yet"
+else
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+endif
+
+demo: $(STAMP)
+	$(PY) example/manage.py demo
+
+serve: $(STAMP)
+	$(PY) example/manage.py serve_demo
+
+bench: $(BENCH_STAMP)
+	$(PY) benchmarks/run.py
+
+bench-quick: $(BENCH_STAMP)
+	$(PY) benchmarks/run.py --quick
+
+# Removes only virtualenvs this Makefile made (they carry its marker) and tool caches.
+clean:
+	@for marker in .venv*/.pgjobs-venv $(MARKER); do \
+		[ -f "$$marker" ] && echo "rm -rf $$(dirname $$marker)" && rm -rf "$$(dirname $$marker)"; \
+	done; true
+	rm -rf .pytest_cache .ruff_cache .hypothesis build dist *.egg-info
+	find . \( -path ./.git -o -path './.venv*' \) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
