@@ -1,0 +1,369 @@
+"""The measuring machinery shared by every system.
+
+A system adapter (``systems/<name>.py``) describes one queue: its Django
+project, its tables, how to start its worker and which worker settings to try.
+``Bench`` runs the same procedures against each adapter:
+
+* ``prepare()``: drop and recreate the system's own database, run ``migrate``.
+* ``enqueue()``: jobs/s for one transaction per job, many jobs in one
+  transaction, and the bulk API where there is one (driver.py does the work
+  inside the system's Django project).
+* ``throughput()``: pre-enqueue N no-op jobs, start K worker processes, wait
+  until all N are finished. The figure is N / (last finish − first start) as the
+  queue itself recorded them in the database, so worker boot time and the
+  harness's polling do not count; wall time from spawning the workers is kept
+  beside it.
+* ``latency()``: one idle worker, probes enqueued one at a time; each records
+  when it started (see projects/bench_record.py).
+
+Workers are real subprocesses in their own session, stopped with SIGTERM and,
+after a grace period, SIGKILL of their process group; every wait has a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_DIR = BENCH_DIR.parent
+PROJECTS_DIR = BENCH_DIR / "projects"
+WORK_DIR = BENCH_DIR / ".work"
+VENV_DIR = WORK_DIR / "venv"
+PYTHON = str(VENV_DIR / "bin" / "python")
+
+PG = {
+    "host": os.environ.get("BENCH_PGHOST", "127.0.0.1"),
+    "port": os.environ.get("BENCH_PGPORT", "5432"),
+    "user": os.environ.get("BENCH_PGUSER", "root"),
+}
+
+
+class BenchError(RuntimeError):
+    """A measurement could not be made; the message says why."""
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """One worker setting to try: K processes, each started with ``args``."""
+
+    processes: int
+    args: tuple[str, ...] = ()
+    label: str = ""
+    # Which no-op job to run (Procrastinate can run async jobs on its loop).
+    variant: str = "sync"
+
+    def describe(self) -> str:
+        what = self.label or " ".join(self.args) or "defaults"
+        if self.variant != "sync":
+            what += f", {self.variant} job"
+        return f"{self.processes} proc × {what}"
+
+
+class System:
+    """What an adapter defines. See systems/*.py for the three queues."""
+
+    name: str = ""
+    project: str = ""  # the Django project package under projects/
+    tables: tuple[str, ...] = ()  # truncated between measurements
+    # SQL returning (finished ok, failed, seconds from first start to last finish).
+    progress_sql: str = ""
+
+    def unavailable(self) -> str | None:
+        """Why this system cannot be measured here, or None."""
+        return None
+
+    def versions(self) -> str:
+        return ""
+
+    def worker_argv(self, config: WorkerConfig) -> list[str]:
+        raise NotImplementedError
+
+    def throughput_configs(self, quick: bool) -> list[WorkerConfig]:
+        raise NotImplementedError
+
+    def latency_configs(self, quick: bool) -> list[WorkerConfig]:
+        raise NotImplementedError
+
+
+def manage_py() -> str:
+    return str(PROJECTS_DIR / "manage.py")
+
+
+def venv_import_check(module: str) -> str | None:
+    """None if ``module`` imports in the benchmark venv, else the error line."""
+    proc = subprocess.run(
+        [PYTHON, "-c", f"import {module}"], capture_output=True, text=True, timeout=60
+    )
+    if proc.returncode == 0:
+        return None
+    lines = proc.stderr.strip().splitlines()
+    return lines[-1] if lines else f"import {module} failed"
+
+
+def venv_version(dist: str) -> str:
+    proc = subprocess.run(
+        [PYTHON, "-c", f"import importlib.metadata as m; print(m.version({dist!r}))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return proc.stdout.strip() or "?"
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank-interpolated percentile (same as numpy's default 'linear')."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = (len(ordered) - 1) * pct / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+class WorkerGroup:
+    """K worker processes, started together and always stopped on exit."""
+
+    def __init__(self, argv: list[str], count: int, env: dict, log_path: Path):
+        self.argv, self.count, self.env, self.log_path = argv, count, env, log_path
+        self.procs: list[subprocess.Popen] = []
+        self.started_at = 0.0
+
+    def __enter__(self) -> WorkerGroup:
+        self.log = open(self.log_path, "ab")
+        self.started_at = time.time()
+        for _ in range(self.count):
+            self.procs.append(
+                subprocess.Popen(
+                    self.argv,
+                    env=self.env,
+                    cwd=PROJECTS_DIR,
+                    stdin=subprocess.DEVNULL,
+                    stdout=self.log,
+                    stderr=subprocess.STDOUT,
+                    # Own session: the group can be signalled without touching us.
+                    start_new_session=True,
+                )
+            )
+        return self
+
+    def dead(self) -> list[int]:
+        return [p.returncode for p in self.procs if p.poll() is not None]
+
+    def stop(self, grace: float = 15.0) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                _signal_group(p.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for p in self.procs:
+            # Also reaps any children left in the group after a clean exit.
+            _signal_group(p.pid, signal.SIGKILL)
+            if p.poll() is None:
+                p.wait(timeout=10)
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self.log.close()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@dataclass
+class Bench:
+    """Runs the procedures above for one system, logging to .work/logs/."""
+
+    system: System
+    log_dir: Path
+    verbose: bool = False
+    db_name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.db_name = f"pgjobs_bench_{self.system.name.replace('-', '_')}"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.latency_file = WORK_DIR / f"latency-{self.system.name}.txt"
+        self.worker_log = self.log_dir / f"{self.system.name}-workers.log"
+
+    # -- plumbing ---------------------------------------------------------
+
+    @property
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env.update(
+            DJANGO_SETTINGS_MODULE=f"{self.system.project}.settings",
+            BENCH_DB=self.db_name,
+            BENCH_LATENCY_FILE=str(self.latency_file),
+            PYTHONPATH=str(PROJECTS_DIR),
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def say(self, msg: str) -> None:
+        print(f"  [{self.system.name}] {msg}", flush=True)
+
+    def run(self, argv: list[str], timeout: float) -> str:
+        try:
+            proc = subprocess.run(
+                argv,
+                env=self.env,
+                cwd=PROJECTS_DIR,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as e:
+            raise BenchError(f"timed out after {timeout:.0f}s: {' '.join(argv[1:3])}") from e
+        with open(self.log_dir / f"{self.system.name}-commands.log", "a") as log:
+            log.write(f"$ {' '.join(argv)}\n{proc.stdout}{proc.stderr}\n")
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
+            raise BenchError(f"{' '.join(argv[1:3])} exited {proc.returncode}:\n{tail}")
+        return proc.stdout
+
+    def driver(self, *args: str, timeout: float = 300) -> dict:
+        out = self.run([PYTHON, str(PROJECTS_DIR / "driver.py"), *args], timeout)
+        lines = [ln for ln in out.strip().splitlines() if ln.startswith("{")]
+        if not lines:
+            raise BenchError(f"driver {args[0]} printed no result")
+        return json.loads(lines[-1])
+
+    def connect(self, dbname: str | None = None) -> psycopg.Connection:
+        return psycopg.connect(dbname=dbname or self.db_name, autocommit=True, **PG)
+
+    def sql(self, query: str) -> tuple | None:
+        with self.connect() as conn:
+            return conn.execute(query).fetchone()
+
+    # -- procedures -------------------------------------------------------
+
+    def prepare(self) -> None:
+        """A fresh database per run, so runs and systems do not interfere."""
+        with self.connect("postgres") as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{self.db_name}"')
+        self.run([PYTHON, manage_py(), "migrate", "--noinput", "-v", "0"], timeout=300)
+
+    def reset(self) -> None:
+        """Empty the queue tables (fresh heap and indexes) between measurements."""
+        with self.connect() as conn:
+            conn.execute(f"TRUNCATE {', '.join(self.system.tables)} RESTART IDENTITY CASCADE")
+
+    def settle(self) -> None:
+        """Same starting state for every system: fresh statistics, clean buffers."""
+        with self.connect() as conn:
+            for table in self.system.tables:
+                conn.execute(f"VACUUM ANALYZE {table}")
+            conn.execute("CHECKPOINT")
+
+    def enqueue(self, mode: str, n: int, repeats: int) -> dict:
+        """Median jobs/s over ``repeats`` runs of ``n`` enqueues in ``mode``."""
+        rates = []
+        for _ in range(repeats):
+            self.reset()
+            res = self.driver("enqueue", "--mode", mode, "--n", str(n), "--warmup", "20")
+            if "unsupported" in res:
+                return {"unsupported": res["unsupported"]}
+            rates.append(res["rate"])
+        return {"rate": statistics.median(rates), "runs": rates, "n": n}
+
+    def preload(self, n: int, variant: str) -> None:
+        """Put n no-op jobs in the queue the fastest way the system offers."""
+        self.reset()
+        for mode in ("bulk", "atomic"):
+            res = self.driver("enqueue", "--mode", mode, "--n", str(n), "--variant", variant)
+            if "unsupported" not in res:
+                return
+        raise BenchError(f"cannot enqueue variant {variant!r}")
+
+    def throughput(self, config: WorkerConfig, n: int) -> dict:
+        self.preload(n, config.variant)
+        self.settle()
+        timeout = max(120.0, n / 40.0)  # far beyond any system's expected time
+        argv = self.system.worker_argv(config)
+        # One polling connection for the whole run: a new connection per poll
+        # would fork a backend ten times a second on a 2-core machine.
+        with self.connect() as conn, WorkerGroup(
+            argv, config.processes, self.env, self.worker_log
+        ) as workers:
+            while True:
+                time.sleep(0.1)
+                done, failed, span = conn.execute(self.system.progress_sql).fetchone()
+                if done + failed >= n:
+                    wall = time.time() - workers.started_at
+                    break
+                if workers.dead():
+                    raise BenchError(
+                        f"worker exited {workers.dead()} with {done}/{n} done; "
+                        f"see {self.worker_log}"
+                    )
+                if time.time() - workers.started_at > timeout:
+                    raise BenchError(f"timed out after {timeout:.0f}s with {done}/{n} done")
+        if failed:
+            raise BenchError(f"{failed} of {n} no-op jobs failed; see {self.worker_log}")
+        return {
+            "config": config.describe(),
+            "processes": config.processes,
+            "n": n,
+            "span_s": float(span),
+            "rate": n / float(span),
+            "wall_s": wall,
+            "wall_rate": n / wall,
+        }
+
+    def latency(self, config: WorkerConfig, n: int, spacing: float) -> dict:
+        self.reset()
+        self.latency_file.unlink(missing_ok=True)
+        timeout = 60.0
+        argv = self.system.worker_argv(config)
+        with WorkerGroup(argv, config.processes, self.env, self.worker_log):
+            res = self.driver(
+                "latency",
+                "--n", str(n),
+                "--spacing", str(spacing),
+                "--timeout", str(timeout),
+                timeout=timeout * 2 + n * spacing + 60,
+            )
+        if "error" in res:
+            raise BenchError(res["error"])
+        lat = res["latencies_ms"]
+        if len(lat) < n:
+            raise BenchError(f"only {len(lat)}/{n} latency probes ran within {timeout:.0f}s")
+        return {
+            "config": config.describe(),
+            "n": n,
+            "p50_ms": percentile(lat, 50),
+            "p95_ms": percentile(lat, 95),
+            "max_ms": max(lat),
+            "mean_ms": statistics.fmean(lat),
+        }
+
+
+def best(results: list[dict], key: str, lower_is_better: bool = False) -> dict | None:
+    ok = [r for r in results if key in r]
+    if not ok:
+        return None
+    return (min if lower_is_better else max)(ok, key=lambda r: r[key])
+
+
+def python_is_venv() -> bool:
+    return Path(sys.prefix).resolve() == VENV_DIR.resolve()

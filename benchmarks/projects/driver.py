@@ -1,0 +1,123 @@
+"""Client side of a benchmark run, executed inside one system's Django project.
+
+The harness runs ``python driver.py <command> ...`` with DJANGO_SETTINGS_MODULE
+pointing at ``<system>_bench.settings``; the system-specific calls come from
+that project's ``tasks.py``, so this file is the same for every system.
+Each command prints one JSON object on stdout.
+
+    enqueue --mode single|atomic|bulk --n N [--variant V] [--warmup K]
+        single: N enqueues, each its own transaction (Django autocommit)
+        atomic: N enqueues inside one transaction.atomic()
+        bulk:   one call of the system's bulk API inside one transaction
+    latency --n N --spacing S [--warmup K] [--timeout T]
+        enqueue K warm-up probes, wait until they ran (the worker is then up
+        and idle), then enqueue N probes one at a time every S seconds and
+        wait until all have recorded their start time.
+"""
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def _tasks():
+    project = os.environ["DJANGO_SETTINGS_MODULE"].rsplit(".", 1)[0]
+    return importlib.import_module(f"{project}.tasks")
+
+
+def cmd_enqueue(args, tasks):
+    from django.db import transaction
+
+    if args.variant not in tasks.NOOP_VARIANTS:
+        return {"unsupported": f"variant {args.variant!r}"}
+    if args.mode == "bulk" and tasks.enqueue_noop_bulk is None:
+        return {"unsupported": "no bulk enqueue API"}
+    # Warm-up outside the timed window: opens the connection, fills caches.
+    for _ in range(args.warmup):
+        tasks.enqueue_noop(args.variant)
+
+    start = time.perf_counter()
+    if args.mode == "single":
+        for _ in range(args.n):
+            tasks.enqueue_noop(args.variant)
+    elif args.mode == "atomic":
+        with transaction.atomic():
+            for _ in range(args.n):
+                tasks.enqueue_noop(args.variant)
+    else:
+        with transaction.atomic():
+            tasks.enqueue_noop_bulk(args.n, args.variant)
+    seconds = time.perf_counter() - start
+    return {"n": args.n, "seconds": seconds, "rate": args.n / seconds}
+
+
+def _wait_for(path, job_nos, timeout):
+    from bench_record import read_records
+
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_records(path)
+        if all(j in records for j in job_nos):
+            return records
+        if time.monotonic() > deadline:
+            return records
+        time.sleep(0.02)
+
+
+def cmd_latency(args, tasks):
+    from bench_record import LATENCY_FILE
+
+    warm = [-(i + 1) for i in range(args.warmup)]
+    for job_no in warm:
+        tasks.enqueue_latency(job_no, time.time())
+    records = _wait_for(LATENCY_FILE, warm, args.timeout)
+    if not all(j in records for j in warm):
+        return {"error": f"worker did not run the warm-up jobs within {args.timeout}s"}
+    # Let the worker settle back into its idle wait before measuring.
+    time.sleep(max(0.5, args.spacing))
+
+    # Enqueue on a fixed schedule, so a slow enqueue does not shift the rest.
+    measured = list(range(args.n))
+    t0 = time.monotonic()
+    for job_no in measured:
+        delay = t0 + job_no * args.spacing - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        tasks.enqueue_latency(job_no, time.time())
+    records = _wait_for(LATENCY_FILE, measured, args.timeout)
+    latencies = [
+        (records[j][1] - records[j][0]) * 1000.0 for j in measured if j in records
+    ]
+    return {"n": args.n, "received": len(latencies), "latencies_ms": latencies}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    enq = sub.add_parser("enqueue")
+    enq.add_argument("--mode", choices=["single", "atomic", "bulk"], required=True)
+    enq.add_argument("--n", type=int, required=True)
+    enq.add_argument("--variant", default="sync")
+    enq.add_argument("--warmup", type=int, default=0)
+    lat = sub.add_parser("latency")
+    lat.add_argument("--n", type=int, required=True)
+    lat.add_argument("--spacing", type=float, default=0.02)
+    lat.add_argument("--warmup", type=int, default=3)
+    lat.add_argument("--timeout", type=float, default=60.0)
+    args = parser.parse_args()
+
+    import django
+
+    django.setup()
+    tasks = _tasks()
+    result = cmd_enqueue(args, tasks) if args.command == "enqueue" else cmd_latency(args, tasks)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""pgjobs: DatabaseBackend, ``manage.py pgjobs_worker --concurrency N``.
+
+Concurrency 1, 4 and 8 are tried with 1 and 2 processes; the best per process
+count is reported, as for the peers.
+"""
+
+from harness import PYTHON, System, WorkerConfig, manage_py, venv_import_check, venv_version
+
+
+class PgJobs(System):
+    name = "pgjobs"
+    project = "pgjobs_bench"
+    tables = ("pgjobs_job",)
+    progress_sql = """
+        SELECT count(*) FILTER (WHERE status = 'succeeded'),
+               count(*) FILTER (WHERE status IN ('failed', 'cancelled')),
+               extract(epoch FROM max(finished_at) - min(started_at))
+        FROM pgjobs_job
+    """
+
+    def unavailable(self):
+        # The package is written alongside the benchmarks; until it imports
+        # with its worker command the peers are measured alone.
+        return venv_import_check("pgjobs.backends, pgjobs.management.commands.pgjobs_worker")
+
+    def versions(self):
+        return f"pgjobs {venv_version('pgjobs')}"
+
+    def worker_argv(self, config):
+        return [PYTHON, manage_py(), "pgjobs_worker", *config.args]
+
+    def throughput_configs(self, quick):
+        concurrencies = (4,) if quick else (1, 4, 8)
+        return [
+            WorkerConfig(procs, ("--concurrency", str(c)), f"concurrency {c}")
+            for procs in (1, 2)
+            for c in concurrencies
+        ]
+
+    def latency_configs(self, quick):
+        return [WorkerConfig(1, ("--concurrency", "4"), "concurrency 4")]
