@@ -1,0 +1,39 @@
+"""pgjobs: background jobs for Django and Wagtail, stored in the site's own database.
+
+The API (Wagtail RFC 72) lives here::
+
+    from pgjobs import background
+    ref = background.enqueue(send_report, args=[42], kwargs={"fmt": "csv"}, priority=10)
+
+``PGJOBS = {"BACKEND": ..., "OPTIONS": {...}}`` chooses the backend; the default,
+``pgjobs.backends.ImmediateBackend``, runs jobs in-band as a direct call would.
+"""
+
+from .backends.base import BaseJobBackend
+from .exceptions import (
+    InvalidBackend,
+    InvalidJob,
+    JobFailed,
+    JobNotFinished,
+    JobNotFound,
+    NotSupported,
+    PgJobsError,
+)
+from .execution import JobContext, current_job
+from .handler import background
+from .refs import JobRef
+
+__all__ = [
+    "BaseJobBackend",
+    "InvalidBackend",
+    "InvalidJob",
+    "JobContext",
+    "JobFailed",
+    "JobNotFinished",
+    "JobNotFound",
+    "JobRef",
+    "NotSupported",
+    "PgJobsError",
+    "background",
+    "current_job",
+]

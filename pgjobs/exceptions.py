@@ -1,0 +1,42 @@
+"""The exceptions pgjobs raises, importable from ``pgjobs`` itself."""
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class PgJobsError(Exception):
+    """Base class of every pgjobs error."""
+
+
+class InvalidJob(PgJobsError, ValueError):
+    """A job cannot be enqueued as given; nothing was written.
+
+    The message says what was wrong and how to fix it.
+    """
+
+
+class NotSupported(PgJobsError, NotImplementedError):
+    """The configured backend does not offer this scheduling mode (RFC 72)."""
+
+
+class InvalidBackend(PgJobsError, ImproperlyConfigured):
+    """``PGJOBS["BACKEND"]`` or its ``OPTIONS`` cannot be used."""
+
+
+class JobNotFound(PgJobsError, LookupError):
+    """No job with that id exists (it may have been pruned)."""
+
+
+class JobNotFinished(PgJobsError):
+    """The job has no result yet: it is still ready or running."""
+
+
+class JobFailed(PgJobsError):
+    """The job ended without a result: it failed or was cancelled.
+
+    ``error`` holds the stored error (``type``, ``message``, ``traceback``) when
+    there is one.
+    """
+
+    def __init__(self, message, error=None):
+        super().__init__(message)
+        self.error = error

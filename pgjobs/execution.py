@@ -1,0 +1,44 @@
+"""Running one job's function, shared by the in-band backend and the worker:
+the current-job context a running job can read, and how errors are recorded."""
+
+import contextvars
+import dataclasses
+import traceback
+
+_current = contextvars.ContextVar("pgjobs_current_job", default=None)
+
+
+@dataclasses.dataclass
+class JobContext:
+    """What a running job can learn about itself: ``pgjobs.current_job()``."""
+
+    id: object
+    func: str
+    queue: str
+    attempt: int
+    max_attempts: int
+    cancel_requested: bool = False
+
+
+def current_job():
+    """The ``JobContext`` of the job running in this thread or task, or None."""
+    return _current.get()
+
+
+def set_current_job(context):
+    """Make ``context`` the current job; returns a token for ``reset_current_job``."""
+    return _current.set(context)
+
+
+def reset_current_job(token):
+    _current.reset(token)
+
+
+def describe_error(exc):
+    """The stored form of an exception: type path, message and traceback."""
+    cls = type(exc)
+    return {
+        "type": f"{cls.__module__}.{cls.__qualname__}",
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }

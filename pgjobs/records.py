@@ -1,0 +1,73 @@
+"""Plain records that pass between the layers: what to store, what a worker runs,
+what a ref shows. No behaviour, no imports from the rest of pgjobs."""
+
+import dataclasses
+import datetime
+from typing import Any
+
+READY = "ready"
+RUNNING = "running"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+STATUSES = (READY, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+FINISHED_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+MIN_PRIORITY = -100
+MAX_PRIORITY = 100
+DEFAULT_PRIORITY = 0
+DEFAULT_QUEUE = "default"
+
+
+@dataclasses.dataclass(slots=True)
+class JobSpec:
+    """A validated job, arguments already encoded, ready for a store to write."""
+
+    func: str
+    args: list
+    kwargs: dict
+    queue: str = DEFAULT_QUEUE
+    priority: int = DEFAULT_PRIORITY
+    run_at: datetime.datetime | None = None  # None: due now, by the database's clock
+    max_attempts: int = 3
+    timeout: float | None = None
+    unique_key: str | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class ClaimedJob:
+    """A job a worker has claimed and is about to run."""
+
+    id: Any
+    func: str
+    args: Any
+    kwargs: Any
+    queue: str
+    priority: int
+    run_at: datetime.datetime
+    attempts: int  # including the attempt this claim starts
+    max_attempts: int
+    timeout: float | None = None
+
+    def claim_order(self):
+        return (-self.priority, self.run_at, self.id)
+
+
+@dataclasses.dataclass(slots=True)
+class JobInfo:
+    """A snapshot of a stored job, as ``JobRef`` shows it."""
+
+    id: Any
+    func: str
+    queue: str
+    status: str
+    priority: int = DEFAULT_PRIORITY
+    run_at: datetime.datetime | None = None
+    attempts: int = 0
+    max_attempts: int = 3
+    created_at: datetime.datetime | None = None
+    started_at: datetime.datetime | None = None
+    finished_at: datetime.datetime | None = None
+    result: Any = None  # encoded, as stored
+    error: dict | None = None
+    worker_id: str | None = None

@@ -1,0 +1,245 @@
+"""How a job's function and arguments travel through storage.
+
+A function travels as its dotted import path and must import back to the very
+same object, so only module-level functions qualify. Arguments travel as JSON;
+values JSON cannot hold faithfully (tuples, datetimes, decimals, UUIDs, model
+instances, ...) travel as *tagged* objects ``{"__pgjobs__": tag, "v": value}``
+and come back as the same type. Nothing is ever pickled.
+"""
+
+import base64
+import datetime
+import decimal
+import inspect
+import json
+import uuid
+
+from django.utils.module_loading import import_string
+
+from .exceptions import InvalidJob
+
+TAG = "__pgjobs__"
+
+
+# -- functions ---------------------------------------------------------------
+
+
+def function_path(func):
+    """Return the dotted path a worker imports to find ``func``.
+
+    Raises ``InvalidJob`` for anything a worker could not import back to the
+    same object: lambdas, nested functions, bound methods, builtins, callable
+    instances.
+    """
+    if isinstance(func, str):
+        path = func
+        load_function(path)  # fails now, at enqueue, rather than in the worker
+        return path
+    name = getattr(func, "__qualname__", None) or repr(func)
+    if inspect.ismethod(func):
+        raise InvalidJob(
+            f"{name} is a bound method; a worker cannot rebuild the object it is bound to. "
+            "Enqueue a module-level function and pass the object's id as an argument."
+        )
+    if inspect.isbuiltin(func) or getattr(func, "__module__", None) in (None, "builtins"):
+        raise InvalidJob(
+            f"{name} is a builtin; wrap it in a module-level function of your own and enqueue that."
+        )
+    if not callable(func) or not hasattr(func, "__qualname__"):
+        raise InvalidJob(f"{func!r} is not a function; enqueue a module-level function.")
+    if func.__name__ == "<lambda>":
+        raise InvalidJob(
+            f"{func.__module__}.{name} is a lambda; a worker cannot import it. "
+            "Define it with `def` at module level."
+        )
+    if "<locals>" in name:
+        raise InvalidJob(
+            f"{func.__module__}.{name} is defined inside another function; a worker cannot "
+            "import it. Move it to module level."
+        )
+    path = f"{func.__module__}.{name}"
+    try:
+        found = import_string(path)
+    except ImportError:
+        found = None
+    if found is not func:
+        raise InvalidJob(
+            f"{path} does not import back to the function given (is it decorated, renamed or "
+            "defined in __main__?). Enqueue the module-level function itself."
+        )
+    return path
+
+
+def load_function(path):
+    """Import the function a job names; raise ``InvalidJob`` with the reason."""
+    try:
+        func = import_string(path)
+    except ImportError as exc:
+        raise InvalidJob(f"cannot import job function {path!r}: {exc}") from None
+    if not callable(func):
+        raise InvalidJob(f"job function {path!r} is a {type(func).__name__}, not a function")
+    return func
+
+
+# -- arguments ---------------------------------------------------------------
+
+
+def _tag(tag, value):
+    return {TAG: tag, "v": value}
+
+
+def _encode(value, where):
+    """Turn ``value`` into JSON-ready data; ``where`` names it in errors."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise InvalidJob(f"{where} is {value!r}, which JSON cannot store; pass a string.")
+        return value
+    if isinstance(value, list):
+        return [_encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, tuple):
+        return _tag("tuple", [_encode(v, f"{where}[{i}]") for i, v in enumerate(value)])
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value) and TAG not in value:
+            return {k: _encode(v, f"{where}[{k!r}]") for k, v in value.items()}
+        # Non-string keys (or a key that looks like our tag) survive as pairs.
+        return _tag(
+            "dict",
+            [
+                [_encode(k, f"{where} key {k!r}"), _encode(v, f"{where}[{k!r}]")]
+                for k, v in value.items()
+            ],
+        )
+    if isinstance(value, datetime.datetime):
+        return _tag("datetime", value.isoformat())
+    if isinstance(value, datetime.date):
+        return _tag("date", value.isoformat())
+    if isinstance(value, datetime.time):
+        return _tag("time", value.isoformat())
+    if isinstance(value, datetime.timedelta):
+        return _tag("timedelta", [value.days, value.seconds, value.microseconds])
+    if isinstance(value, decimal.Decimal):
+        return _tag("decimal", str(value))
+    if isinstance(value, uuid.UUID):
+        return _tag("uuid", str(value))
+    if isinstance(value, (bytes, bytearray)):
+        return _tag("bytes", base64.b64encode(bytes(value)).decode("ascii"))
+    if isinstance(value, (set, frozenset)):
+        items = [_encode(v, f"{where} item") for v in value]
+        return _tag("set" if isinstance(value, set) else "frozenset", items)
+    model_ref = _model_reference(value, where)
+    if model_ref is not None:
+        return _tag("model", model_ref)
+    raise InvalidJob(
+        f"{where} is a {type(value).__module__}.{type(value).__qualname__}, which cannot be "
+        "stored as JSON. Pass plain data (str, int, float, bool, None, list, dict, tuple, "
+        "datetime, date, time, timedelta, Decimal, UUID, bytes, set) or a saved model instance."
+    )
+
+
+def _model_reference(value, where):
+    """Models travel as (app_label.model_name, pk) and are fetched fresh in the worker."""
+    meta = getattr(value, "_meta", None)
+    if meta is None or not hasattr(meta, "label_lower") or not hasattr(value, "pk"):
+        return None
+    if value.pk is None:
+        raise InvalidJob(f"{where} is an unsaved {meta.label} instance; save it before enqueuing.")
+    return [meta.label_lower, _encode(value.pk, f"{where}.pk")]
+
+
+def _decode(value):
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    tag = value.get(TAG)
+    if tag is None:
+        return {k: _decode(v) for k, v in value.items()}
+    inner = value["v"]
+    if tag == "tuple":
+        return tuple(_decode(v) for v in inner)
+    if tag == "dict":
+        return {_decode(k): _decode(v) for k, v in inner}
+    if tag == "datetime":
+        return datetime.datetime.fromisoformat(inner)
+    if tag == "date":
+        return datetime.date.fromisoformat(inner)
+    if tag == "time":
+        return datetime.time.fromisoformat(inner)
+    if tag == "timedelta":
+        return datetime.timedelta(days=inner[0], seconds=inner[1], microseconds=inner[2])
+    if tag == "decimal":
+        return decimal.Decimal(inner)
+    if tag == "uuid":
+        return uuid.UUID(inner)
+    if tag == "bytes":
+        return base64.b64decode(inner)
+    if tag == "set":
+        return {_decode(v) for v in inner}
+    if tag == "frozenset":
+        return frozenset(_decode(v) for v in inner)
+    if tag == "model":
+        return _load_model(inner[0], _decode(inner[1]))
+    raise ValueError(f"unknown tagged value {tag!r}")
+
+
+def _load_model(label, pk):
+    from django.apps import apps
+
+    model = apps.get_model(label)
+    return model._default_manager.get(pk=pk)
+
+
+def encode_arguments(args, kwargs):
+    """Validate and encode a job's arguments; raise ``InvalidJob`` naming the bad one."""
+    if args is None:
+        args = []
+    if kwargs is None:
+        kwargs = {}
+    if not isinstance(args, (list, tuple)):
+        raise InvalidJob(f"args must be a list, not {type(args).__name__}")
+    if not isinstance(kwargs, dict):
+        raise InvalidJob(f"kwargs must be a dict, not {type(kwargs).__name__}")
+    for key in kwargs:
+        if not isinstance(key, str) or not key.isidentifier():
+            raise InvalidJob(f"kwargs key {key!r} is not a valid keyword argument name")
+    encoded_args = [_encode(v, f"args[{i}]") for i, v in enumerate(args)]
+    encoded_kwargs = {k: _encode(v, f"kwargs[{k!r}]") for k, v in kwargs.items()}
+    return encoded_args, encoded_kwargs
+
+
+def decode_arguments(args, kwargs):
+    """Rebuild the arguments a job was enqueued with.
+
+    Raises ``InvalidJob`` when the stored data cannot be decoded (a row edited
+    by hand, a model instance deleted since), so the job fails with a reason.
+    """
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise InvalidJob(
+            f"stored arguments are malformed: args is {type(args).__name__}, kwargs is "
+            f"{type(kwargs).__name__} (expected a JSON list and object)"
+        )
+    try:
+        return _decode(args), _decode(kwargs)
+    except Exception as exc:  # any decoding problem is the row's fault, not the worker's
+        raise InvalidJob(f"cannot decode stored arguments: {type(exc).__name__}: {exc}") from None
+
+
+def dumps(value):
+    """JSON text for the database; strict (no NaN) so every vendor accepts it."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+
+
+def encode_result(value):
+    """Encode a job's return value for storage; unstorable results are described, not lost."""
+    try:
+        return _encode(value, "the job's return value")
+    except InvalidJob:
+        return {TAG: "repr", "v": repr(value)[:1000]}
+
+
+def decode_result(value):
+    if isinstance(value, dict) and value.get(TAG) == "repr":
+        return value["v"]
+    return _decode(value)
