@@ -1,0 +1,78 @@
+"""The ``Job`` table (``pgjobs_job``): one row per job, for every database store."""
+
+from django.db import models
+from django.db.models.functions import Now
+
+from . import records
+
+STATUS_CHOICES = [(status, status.capitalize()) for status in records.STATUSES]
+
+
+class Job(models.Model):
+    """One background job: what to call, when, and what came of it.
+
+    The hot paths (enqueue, claim, finish) use the store's own SQL; this model
+    serves migrations, the admin, and the cooler operations.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    queue = models.CharField(max_length=100, db_default=records.DEFAULT_QUEUE)
+    func = models.CharField("function", max_length=255, help_text="Dotted path of the function.")
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    priority = models.SmallIntegerField(
+        db_default=records.DEFAULT_PRIORITY, help_text="-100..100; higher runs sooner."
+    )
+    run_at = models.DateTimeField(db_default=Now(), help_text="Not run before this time.")
+    status = models.CharField(max_length=10, choices=STATUS_CHOICES, db_default=records.READY)
+    attempts = models.IntegerField(db_default=0)
+    max_attempts = models.IntegerField(db_default=3)
+    timeout = models.FloatField(null=True, blank=True, help_text="Seconds an attempt may take.")
+    created_at = models.DateTimeField(db_default=Now())
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worker_id = models.CharField(max_length=100, null=True, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    unique_key = models.CharField(max_length=255, null=True, blank=True)
+    signature = models.CharField(max_length=128, blank=True, db_default="")
+
+    class Meta:
+        db_table = "pgjobs_job"
+        verbose_name = "job"
+        ordering = ["-id"]
+        indexes = [
+            # Claim order over ready rows only, so claim cost does not grow with
+            # finished history.
+            models.Index(
+                fields=["-priority", "run_at", "id"],
+                name="pgjobs_job_claim_idx",
+                condition=models.Q(status=records.READY),
+            ),
+            # The next deferred job's time, so an idle worker sleeps exactly until it.
+            models.Index(
+                fields=["run_at"],
+                name="pgjobs_job_due_idx",
+                condition=models.Q(status=records.READY),
+            ),
+            # Expired leases of running jobs, for crash recovery.
+            models.Index(
+                fields=["lease_expires_at"],
+                name="pgjobs_job_lease_idx",
+                condition=models.Q(status=records.RUNNING),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(priority__gte=records.MIN_PRIORITY)
+                & models.Q(priority__lte=records.MAX_PRIORITY),
+                name="pgjobs_job_priority_range",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status__in=records.STATUSES), name="pgjobs_job_status_valid"
+            ),
+        ]
+
+    def __str__(self):
+        return f"#{self.id} {self.func} ({self.status})"

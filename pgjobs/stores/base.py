@@ -1,0 +1,98 @@
+"""The store interface: everything a worker (and a storing backend) asks of storage.
+
+A store owns the statements for one kind of storage. The worker calls only
+these methods, so adding a database or a broker is adding one store.
+"""
+
+import abc
+
+
+class Store(abc.ABC):
+    """Where jobs live. Methods are called from the worker's own thread, except
+    ``wait``, which a worker may call from a listener thread."""
+
+    #: How an idle worker learns of new jobs: ``"listen"`` (pushed, ``wait``
+    #: returns early) or ``"poll"`` (``wait`` only sleeps).
+    wakeup = "poll"
+    #: Seconds between polls when the worker is not told otherwise.
+    default_poll_interval = 1.0
+
+    def describe(self):
+        """One line for the worker's banner: storage and wake-up mode."""
+        return f"{type(self).__name__}, polling"
+
+    # -- producers -------------------------------------------------------------
+
+    @abc.abstractmethod
+    def enqueue(self, spec):
+        """Write one job (``JobSpec``); return its ``JobInfo``."""
+
+    def enqueue_many(self, specs):
+        """Write many jobs; stores override this with one statement."""
+        return [self.enqueue(spec) for spec in specs]
+
+    @abc.abstractmethod
+    def get(self, job_id):
+        """The ``JobInfo`` of a job, or None."""
+
+    @abc.abstractmethod
+    def cancel(self, job_id):
+        """Cancel a ready job (True); flag a running one to stop (False)."""
+
+    # -- workers ---------------------------------------------------------------
+
+    @abc.abstractmethod
+    def claim(self, queues, limit, worker_id):
+        """Atomically take up to ``limit`` due jobs in claim order (priority desc,
+        run_at, id) from ``queues`` (None: every queue); return ``ClaimedJob``s."""
+
+    @abc.abstractmethod
+    def finish(self, worker_id, results):
+        """Record successes: ``results`` is a list of ``(job_id, encoded_result)``.
+
+        Only jobs still running under ``worker_id`` are updated, so a job whose
+        lease was lost never completes twice.
+        """
+
+    @abc.abstractmethod
+    def retry(self, worker_id, job_id, error, delay):
+        """A failed attempt: make the job ready again in ``delay`` seconds."""
+
+    @abc.abstractmethod
+    def fail(self, worker_id, job_id, error):
+        """A job failed for good (attempts used up, or it cannot run at all)."""
+
+    @abc.abstractmethod
+    def heartbeat(self, worker_id, job_ids):
+        """Extend the leases of the jobs ``worker_id`` is running."""
+
+    @abc.abstractmethod
+    def rescue(self):
+        """Put running jobs whose lease expired back to ready (or failed when
+        their attempts are used up); return how many."""
+
+    @abc.abstractmethod
+    def release(self, worker_id, job_ids):
+        """Put claimed jobs that did not finish back to ready, attempt uncounted."""
+
+    @abc.abstractmethod
+    def seconds_until_due(self, queues):
+        """Seconds until the next ready job in ``queues`` is due (0 if one is
+        due now), or None when there are none."""
+
+    @abc.abstractmethod
+    def count_due(self, queues):
+        """How many ready jobs in ``queues`` are due now."""
+
+    def listen(self, queues):
+        """Prepare ``wait`` to be woken for jobs in ``queues`` (None: all)."""
+
+    def wait(self, timeout):
+        """Block until woken or ``timeout`` seconds pass; True when woken."""
+        import time
+
+        time.sleep(timeout)
+        return False
+
+    def close(self):
+        """Drop connections held by this thread (they reopen on next use)."""

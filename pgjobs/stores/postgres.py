@@ -1,0 +1,237 @@
+"""The PostgreSQL store: claims with ``FOR UPDATE SKIP LOCKED`` in one statement,
+wakes idle workers with ``LISTEN/NOTIFY``. All of pgjobs' Postgres SQL is here."""
+
+import logging
+import time
+
+import psycopg
+from psycopg import sql
+
+from .. import records
+from ..records import ClaimedJob, JobInfo
+from ..serialization import dumps
+from .orm import INFO_FIELDS, OrmStore, load_json
+
+logger = logging.getLogger("pgjobs")
+
+_INSERT_COLUMNS = "func, args, kwargs, queue, priority, run_at, max_attempts, timeout, unique_key"
+
+# One round trip: the INSERT, and a NOTIFY (sent at commit, so a rolled-back
+# transaction wakes nobody) only when the job is due now.
+ENQUEUE = f"""
+WITH job AS (
+    INSERT INTO pgjobs_job ({_INSERT_COLUMNS})
+    VALUES (%s, %s::jsonb, %s::jsonb, %s, %s, COALESCE(%s, now()), %s, %s, %s)
+    RETURNING {", ".join(INFO_FIELDS)}
+)
+SELECT job.*, CASE WHEN job.run_at <= now() THEN pg_notify(%s, job.queue) END FROM job
+"""
+
+# Many jobs in one statement: arrays unnested into rows; one NOTIFY per queue
+# that received a job due now.
+ENQUEUE_MANY = f"""
+WITH job AS (
+    INSERT INTO pgjobs_job ({_INSERT_COLUMNS})
+    SELECT f, a::jsonb, k::jsonb, q, p, COALESCE(r, now()), m, t, u
+    FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::smallint[],
+                %s::timestamptz[], %s::int[], %s::float8[], %s::text[])
+         WITH ORDINALITY AS v(f, a, k, q, p, r, m, t, u, n)
+    ORDER BY n
+    RETURNING {", ".join(INFO_FIELDS)}
+), woken AS (
+    SELECT pg_notify(%s, queue) FROM (SELECT DISTINCT queue FROM job WHERE run_at <= now()) q
+)
+SELECT job.*, (SELECT count(*) FROM woken) FROM job ORDER BY job.id
+"""
+
+# The claim: lock up to N due rows in claim order, skipping rows other workers
+# hold, and mark them running, in one statement. MATERIALIZED keeps the planner
+# from re-evaluating the subquery per updated row.
+CLAIM = """
+WITH next AS MATERIALIZED (
+    SELECT id FROM pgjobs_job
+    WHERE status = 'ready' AND run_at <= now() {queue_filter}
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE pgjobs_job AS j
+SET status = 'running', attempts = j.attempts + 1, started_at = now(),
+    worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
+FROM next WHERE j.id = next.id
+RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
+          j.attempts, j.max_attempts, j.timeout
+"""
+
+FINISH = """
+UPDATE pgjobs_job AS j
+SET status = 'succeeded', result = v.result::jsonb, finished_at = now(), lease_expires_at = NULL
+FROM unnest(%s::bigint[], %s::text[]) AS v(id, result)
+WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %s
+"""
+
+SECONDS_UNTIL_DUE = """
+SELECT GREATEST(0, EXTRACT(EPOCH FROM min(run_at) - now()))::float8
+FROM pgjobs_job WHERE status = 'ready' {queue_filter}
+"""
+
+
+class PostgresStore(OrmStore):
+    """Jobs in a PostgreSQL database, through Django's connection for the alias."""
+
+    wakeup = "listen"
+    # LISTEN wakes workers for jobs due now; polling only backs it up (and
+    # deferred jobs are waited for exactly, see ``seconds_until_due``).
+    default_poll_interval = 2.0
+
+    def __init__(self, alias="default", **options):
+        super().__init__(alias, **options)
+        self._listener = None
+        self._listen_queues = None
+        self._listener_failed_at = None
+
+    def describe(self):
+        return (
+            f"postgresql database {self.alias!r}, woken by LISTEN/NOTIFY on channel "
+            f"{self.channel!r}"
+        )
+
+    def _cursor(self):
+        return self.connection.cursor()
+
+    @staticmethod
+    def _sql_queue_filter(queues):
+        return "AND queue = ANY(%(queues)s)" if queues else ""
+
+    # -- producers -----------------------------------------------------------------
+
+    def enqueue(self, spec):
+        with self._cursor() as cursor:
+            cursor.execute(
+                ENQUEUE,
+                [
+                    spec.func,
+                    dumps(spec.args),
+                    dumps(spec.kwargs),
+                    spec.queue,
+                    spec.priority,
+                    spec.run_at,
+                    spec.max_attempts,
+                    spec.timeout,
+                    spec.unique_key,
+                    self.channel,
+                ],
+            )
+            return _info(cursor.fetchone())
+
+    def enqueue_many(self, specs):
+        if not specs:
+            return []
+        columns = [
+            [s.func for s in specs],
+            [dumps(s.args) for s in specs],
+            [dumps(s.kwargs) for s in specs],
+            [s.queue for s in specs],
+            [s.priority for s in specs],
+            [s.run_at for s in specs],
+            [s.max_attempts for s in specs],
+            [s.timeout for s in specs],
+            [s.unique_key for s in specs],
+        ]
+        with self._cursor() as cursor:
+            cursor.execute(ENQUEUE_MANY, [*columns, self.channel])
+            return [_info(row) for row in cursor.fetchall()]
+
+    # -- workers -------------------------------------------------------------------
+
+    def claim(self, queues, limit, worker_id):
+        params = {
+            "limit": limit,
+            "worker_id": worker_id,
+            "lease": self.lease_seconds,
+            "queues": list(queues or ()),
+        }
+        with self._cursor() as cursor:
+            cursor.execute(CLAIM.format(queue_filter=self._sql_queue_filter(queues)), params)
+            rows = cursor.fetchall()
+        return [
+            ClaimedJob(id, func, load_json(args), load_json(kwargs), *rest)
+            for id, func, args, kwargs, *rest in rows
+        ]
+
+    def finish(self, worker_id, results):
+        if not results:
+            return
+        ids = [job_id for job_id, _ in results]
+        values = [dumps(result) for _, result in results]
+        with self._cursor() as cursor:
+            cursor.execute(FINISH, [ids, values, worker_id])
+
+    def seconds_until_due(self, queues):
+        query = SECONDS_UNTIL_DUE.format(queue_filter=self._sql_queue_filter(queues))
+        with self._cursor() as cursor:
+            cursor.execute(query, {"queues": list(queues or ())})
+            (value,) = cursor.fetchone()
+        return value
+
+    # -- wake-ups ------------------------------------------------------------------
+
+    def listen(self, queues):
+        self._listen_queues = set(queues) if queues else None
+        self._connect_listener()
+
+    def _connect_listener(self):
+        params = dict(self.connection.get_connection_params())
+        for django_only in ("cursor_factory", "context", "prepare_threshold"):
+            params.pop(django_only, None)
+        conn = psycopg.Connection.connect(**params, autocommit=True)
+        conn.execute(f"LISTEN {sql.Identifier(self.channel).as_string(conn)}")
+        self._listener = conn
+
+    def wait(self, timeout):
+        """Block on the listener connection until a NOTIFY for one of our queues.
+
+        A broken listener is reconnected with backoff; the caller is told it was
+        woken then, since notifications may have been missed meanwhile.
+        """
+        if self._listener is None:
+            return self._reconnect_listener(timeout)
+        try:
+            for notify in self._listener.notifies(timeout=timeout, stop_after=1):
+                if self._listen_queues is None or notify.payload in self._listen_queues:
+                    return True
+            return False
+        except psycopg.Error as exc:
+            logger.warning("pgjobs: lost the LISTEN connection (%s); reconnecting", exc)
+            self._close_listener()
+            return self._reconnect_listener(timeout)
+
+    def _reconnect_listener(self, timeout):
+        try:
+            self._connect_listener()
+        except psycopg.Error as exc:
+            time.sleep(min(timeout, 1.0))
+            if self._listener_failed_at is None:
+                self._listener_failed_at = time.monotonic()
+                logger.warning("pgjobs: cannot LISTEN yet (%s); polling until it can", exc)
+            return False
+        if self._listener_failed_at is not None:
+            logger.warning("pgjobs: LISTEN connection restored")
+            self._listener_failed_at = None
+        return True
+
+    def _close_listener(self):
+        if self._listener is not None:
+            try:
+                self._listener.close()
+            except psycopg.Error:
+                pass
+            self._listener = None
+
+
+def _info(row):
+    values = dict(zip(INFO_FIELDS, row, strict=False))
+    values["result"] = load_json(values["result"])
+    values["error"] = load_json(values["error"])
+    values.setdefault("status", records.READY)
+    return JobInfo(**values)
