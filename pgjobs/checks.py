@@ -1,0 +1,115 @@
+"""System checks (``manage.py check``) for the pgjobs settings, with stable ids.
+
+- ``pgjobs.E001``: ``BACKEND`` cannot be imported or is not a ``BaseJobBackend``.
+- ``pgjobs.E002``: ``OPTIONS`` are not accepted by the backend.
+- ``pgjobs.E003``: a queue name is unknown or invalid.
+- ``pgjobs.E004``: ``SCHEDULE`` is set but the backend cannot schedule (``defer``).
+- ``pgjobs.E005``: ``DatabaseBackend`` without ``"pgjobs"`` in ``INSTALLED_APPS``.
+- ``pgjobs.E006``: the setting is not a dict or has unknown keys.
+"""
+
+from django.apps import apps
+from django.core import checks
+from django.utils.module_loading import import_string
+
+from .backends.base import BaseJobBackend
+from .conf import TOP_LEVEL_KEYS, jobs_settings, setting_name
+from .exceptions import InvalidBackend
+
+
+@checks.register("pgjobs")
+def check_settings(app_configs=None, **kwargs):
+    from django.conf import settings
+
+    name = setting_name()
+    raw = getattr(settings, name, None) or {}
+    if not isinstance(raw, dict):
+        return [
+            checks.Error(
+                f"{name} must be a dict like {{'BACKEND': ..., 'OPTIONS': {{...}}}}.",
+                id="pgjobs.E006",
+            )
+        ]
+    messages = []
+    unknown = sorted(set(raw) - TOP_LEVEL_KEYS)
+    if unknown:
+        messages.append(
+            checks.Error(
+                f"{name} has unknown key(s) {', '.join(unknown)}.",
+                hint=f"Keys are {', '.join(sorted(TOP_LEVEL_KEYS))}.",
+                id="pgjobs.E006",
+            )
+        )
+    config = jobs_settings()
+    path = config["BACKEND"]
+    try:
+        backend_class = import_string(path) if isinstance(path, str) else None
+    except ImportError as exc:
+        backend_class = exc
+    if not (isinstance(backend_class, type) and issubclass(backend_class, BaseJobBackend)):
+        reason = (
+            f"cannot be imported ({backend_class})"
+            if isinstance(backend_class, Exception)
+            else "is not a subclass of pgjobs.BaseJobBackend"
+        )
+        return messages + [
+            checks.Error(
+                f"{name}['BACKEND'] {path!r} {reason}.",
+                hint="Use 'pgjobs.backends.DatabaseBackend', 'pgjobs.backends.ImmediateBackend' "
+                "or the dotted path of your own BaseJobBackend subclass.",
+                id="pgjobs.E001",
+            )
+        ]
+    try:
+        backend = backend_class(config["OPTIONS"])
+    except InvalidBackend as exc:
+        is_queue_problem = "queue" in str(exc).lower()
+        return messages + [
+            checks.Error(
+                f"{name}['OPTIONS'] for {backend_class.__name__}: {exc}",
+                id="pgjobs.E003" if is_queue_problem else "pgjobs.E002",
+            )
+        ]
+    except Exception as exc:  # a third-party backend's own complaint
+        return messages + [
+            checks.Error(
+                f"{name}['OPTIONS'] rejected by {backend_class.__name__}: {exc}", id="pgjobs.E002"
+            )
+        ]
+    if config["SCHEDULE"] and not backend.supports("defer"):
+        messages.append(
+            checks.Error(
+                f"{name}['SCHEDULE'] is set but {backend_class.__name__} cannot schedule jobs "
+                "(it does not define defer()).",
+                hint="Use a backend that defers, such as pgjobs.backends.DatabaseBackend, "
+                "or remove SCHEDULE.",
+                id="pgjobs.E004",
+            )
+        )
+    messages.extend(backend.check())
+    return messages
+
+
+def database_backend_checks(backend):
+    """Checks specific to ``DatabaseBackend`` (called through ``backend.check()``)."""
+    messages = []
+    if not apps.is_installed("pgjobs"):
+        messages.append(
+            checks.Error(
+                "DatabaseBackend stores jobs in the pgjobs_job table, but 'pgjobs' is not in "
+                "INSTALLED_APPS.",
+                hint="Add 'pgjobs' to INSTALLED_APPS and run manage.py migrate.",
+                id="pgjobs.E005",
+            )
+        )
+    from django.conf import settings
+
+    if backend.alias not in settings.DATABASES:
+        messages.append(
+            checks.Error(
+                f"DatabaseBackend OPTIONS['DATABASE'] is {backend.alias!r}, which is not in "
+                f"DATABASES ({', '.join(settings.DATABASES)}).",
+                id="pgjobs.E002",
+            )
+        )
+    return messages

@@ -1,0 +1,67 @@
+"""Options shared by ``pgjobs_worker`` and ``pgjobs_drain``, and the backend they work."""
+
+import logging
+import sys
+
+from django.core.management.base import CommandError
+
+from ...handler import get_backend
+
+
+def add_worker_arguments(parser):
+    parser.add_argument(
+        "--queue",
+        action="append",
+        dest="queues",
+        metavar="Q",
+        help="Work this queue (repeat for several). Default: every configured queue.",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        metavar="N",
+        help="Jobs run at the same time in this process (default 1).",
+    )
+
+
+def workable_backend():
+    """The configured backend's store, or a CommandError that says what to do."""
+    backend = get_backend()
+    if not hasattr(backend, "get_store"):
+        raise CommandError(
+            f"{type(backend).__name__} runs jobs without a worker. Set PGJOBS['BACKEND'] to "
+            "'pgjobs.backends.DatabaseBackend' (or RedisBackend) to work a queue."
+        )
+    return backend
+
+
+def queues_to_work(backend, requested):
+    if not requested:
+        return list(backend.queues) or None
+    if backend.queues:
+        unknown = [q for q in requested if q not in backend.queues]
+        if unknown:
+            raise CommandError(
+                f"unknown queue {', '.join(unknown)}; configured queues are "
+                f"{', '.join(backend.queues)}"
+            )
+    return requested
+
+
+def check_concurrency(value):
+    if value < 1:
+        raise CommandError("--concurrency must be at least 1")
+    return value
+
+
+def configure_logging(verbosity):
+    """Show job logs on stderr unless the site's LOGGING already handles ``pgjobs``."""
+    logger = logging.getLogger("pgjobs")
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+    if logger.level == logging.NOTSET or verbosity != 1:
+        logger.setLevel(level)

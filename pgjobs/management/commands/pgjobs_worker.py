@@ -1,0 +1,80 @@
+"""``manage.py pgjobs_worker``: a persistent worker process."""
+
+from django.core.management.base import BaseCommand
+
+from ...worker import Worker
+from ._options import (
+    add_worker_arguments,
+    check_concurrency,
+    configure_logging,
+    queues_to_work,
+    workable_backend,
+)
+
+
+class Command(BaseCommand):
+    help = "Run background jobs until stopped (SIGTERM/SIGINT finish running jobs first)."
+
+    def add_arguments(self, parser):
+        add_worker_arguments(parser)
+        parser.add_argument(
+            "--poll-interval",
+            type=float,
+            default=None,
+            metavar="S",
+            help="Seconds between polls for new jobs (a safety net where LISTEN wakes "
+            "the worker). Default: 2 on PostgreSQL, 1 elsewhere.",
+        )
+        parser.add_argument(
+            "--grace-period",
+            type=float,
+            default=30.0,
+            metavar="S",
+            help="On SIGTERM, seconds running jobs get to finish before they are put back.",
+        )
+        parser.add_argument(
+            "--prefetch",
+            type=int,
+            default=0,
+            metavar="N",
+            help="Claim up to N jobs beyond free slots, to save round trips (default 0).",
+        )
+
+    def handle(self, *args, **options):
+        configure_logging(options["verbosity"])
+        backend = workable_backend()
+        store = backend.get_store()
+        worker = Worker(
+            store,
+            queues=queues_to_work(backend, options["queues"]),
+            concurrency=check_concurrency(options["concurrency"]),
+            poll_interval=options["poll_interval"] or backend.poll_interval,
+            grace_period=options["grace_period"],
+            retry_policy=backend.retry_policy,
+            prefetch=max(0, options["prefetch"]),
+        )
+        worker.install_signal_handlers()
+        if options["verbosity"] > 0:
+            self.stdout.write(
+                f"pgjobs worker {worker.worker_id}\n"
+                f"  backend:     {type(backend).__name__} ({store.describe()})\n"
+                f"  queues:      {', '.join(worker.queues) if worker.queues else 'all'}\n"
+                f"  concurrency: {worker.concurrency}"
+                + (f" (+{worker.prefetch} prefetched)" if worker.prefetch else "")
+                + "\n"
+                f"  wake-up:     {_wakeup(store, worker)}\n"
+                "Stop with Ctrl-C or SIGTERM."
+            )
+            self.stdout.flush()
+        stats = worker.run()
+        if options["verbosity"] > 0:
+            self.stdout.write(
+                f"pgjobs worker stopped: ran {stats.ran} ({stats.succeeded} succeeded, "
+                f"{stats.failed} failed), put back {stats.released}"
+            )
+
+
+def _wakeup(store, worker):
+    if store.wakeup == "listen":
+        return f"notified, polling every {worker.poll_interval:g} s as a safety net"
+    return f"polling every {worker.poll_interval:g} s"

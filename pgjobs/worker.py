@@ -1,0 +1,397 @@
+"""The worker: claims jobs from a store, runs them in N slots, records outcomes.
+
+It speaks only the store interface (``pgjobs/stores/base.py``), never a vendor.
+One thread claims, records and heartbeats; ``concurrency`` slot threads run
+jobs (``async def`` jobs on one shared event loop); for stores that push
+wake-ups, a listener thread blocks in ``store.wait``.
+"""
+
+import asyncio
+import collections
+import dataclasses
+import inspect
+import logging
+import os
+import queue
+import random
+import signal
+import socket
+import threading
+import time
+import uuid
+
+from django.db import close_old_connections
+
+from .exceptions import InvalidJob
+from .execution import JobContext, describe_error, reset_current_job, set_current_job
+from .retry import RetryPolicy
+from .serialization import decode_arguments, encode_result, load_function
+
+logger = logging.getLogger("pgjobs")
+
+_STOP_SLOT = object()
+
+
+def make_worker_id():
+    """host:pid:random, readable in the admin and unique across restarts."""
+    return f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclasses.dataclass(slots=True)
+class Outcome:
+    ok: bool
+    result: object = None
+    error: dict | None = None
+    permanent: bool = False  # cannot run at all: no point retrying
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class WorkerStats:
+    claimed: int = 0
+    succeeded: int = 0
+    failed: int = 0  # attempts that raised, retried or not
+    retried: int = 0
+    released: int = 0
+
+    @property
+    def ran(self):
+        return self.succeeded + self.failed
+
+
+class Worker:
+    """Works one store until stopped (or, with ``burst``, until nothing is due)."""
+
+    def __init__(
+        self,
+        store,
+        *,
+        queues=None,
+        concurrency=1,
+        poll_interval=None,
+        grace_period=30.0,
+        retry_policy=None,
+        burst=False,
+        max_jobs=None,
+        max_seconds=None,
+        prefetch=0,
+        worker_id=None,
+    ):
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.store = store
+        self.queues = list(queues) if queues else None
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval or store.default_poll_interval
+        self.grace_period = grace_period
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.burst = burst
+        self.max_jobs = max_jobs
+        self.max_seconds = max_seconds
+        self.prefetch = prefetch
+        self.worker_id = worker_id or make_worker_id()
+        self.stats = WorkerStats()
+
+        lease = getattr(store, "lease_seconds", 30.0)
+        self.heartbeat_interval = lease / 3
+        self.rescue_interval = lease
+
+        self._slots_queue = queue.SimpleQueue()  # claimed jobs waiting for a slot
+        self._done = collections.deque()  # (job, outcome) from slots, not yet seen
+        self._unrecorded = []  # outcomes taken from _done, not yet stored
+        self._claimed = {}  # job id -> job, until its outcome is stored
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._signals = 0
+        self._loop = None
+        self._loop_lock = threading.Lock()
+        self._threads = []
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def install_signal_handlers(self):
+        """SIGTERM/SIGINT stop gracefully; a second one exits at once."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        self._signals += 1
+        if self._signals > 1:
+            logger.warning("pgjobs: second signal, exiting now")
+            os._exit(1)
+        logger.info(
+            "pgjobs: %s received; finishing running jobs (grace %s s)",
+            signal.Signals(signum).name,
+            self.grace_period,
+        )
+        self.request_stop()
+
+    def request_stop(self):
+        self._stopping.set()
+        self._wake.set()
+
+    def run(self):
+        """Work until stopped; return the ``WorkerStats``."""
+        started = time.monotonic()
+        self._start_threads()
+        next_heartbeat = started + self.heartbeat_interval
+        # Jitter the first rescue so a fleet restarted together spreads out.
+        next_rescue = started + random.uniform(0, self.rescue_interval)
+        failures = 0
+        while True:
+            self._wake.clear()
+            try:
+                self._record_outcomes()
+                if self._stopping.is_set() or self._limit_reached(started):
+                    break
+                requested, claimed = self._claim()
+                now = time.monotonic()
+                if now >= next_heartbeat:
+                    self._heartbeat()
+                    next_heartbeat = now + self.heartbeat_interval
+                if now >= next_rescue:
+                    self._rescue()
+                    next_rescue = now + self.rescue_interval * random.uniform(0.8, 1.2)
+                if self.burst and not claimed and not self._claimed:
+                    break  # drained: nothing due, nothing running
+                if claimed and claimed == requested:
+                    continue  # there may be more; slots fill or the claim comes back short
+                timeout = self._idle_timeout(claimed)
+                failures = 0
+            except Exception as exc:  # the store is unreachable: back off, keep the jobs
+                failures += 1
+                timeout = min(10.0, 0.25 * 2**failures)
+                level = logging.WARNING if failures == 1 else logging.DEBUG
+                logger.log(level, "pgjobs: store error (%s); retrying in %.2f s", exc, timeout)
+                self._safe_close_store()
+            self._wake.wait(timeout)
+        if self._limit_reached(started):
+            self._finish_in_flight(deadline=None)
+        else:
+            self._finish_in_flight(deadline=time.monotonic() + self.grace_period)
+        return self.stats
+
+    def _limit_reached(self, started):
+        if self.max_jobs is not None and self.stats.claimed >= self.max_jobs:
+            return True
+        return self.max_seconds is not None and time.monotonic() - started >= self.max_seconds
+
+    def _idle_timeout(self, claimed):
+        timeout = self.heartbeat_interval
+        if self._free_slots() == 0 or self.burst:
+            return timeout  # a slot finishing wakes us
+        if claimed == 0:
+            # Nothing due now: sleep until the next deferred job, a wake-up, or the poll.
+            timeout = min(timeout, self.poll_interval)
+            due = self.store.seconds_until_due(self.queues)
+            if due is not None:
+                timeout = min(timeout, due + 0.001)
+        return max(timeout, 0.0)
+
+    def _start_threads(self):
+        for number in range(self.concurrency):
+            thread = threading.Thread(target=self._slot, name=f"pgjobs-slot-{number}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        if self.store.wakeup == "listen" and not self.burst:
+            self.store.listen(self.queues)
+            thread = threading.Thread(target=self._listen, name="pgjobs-listener", daemon=True)
+            thread.start()
+
+    def _listen(self):
+        while not self._stopping.is_set():
+            try:
+                if self.store.wait(self.poll_interval):
+                    self._wake.set()
+            except Exception:  # never let the listener die; polling covers for it
+                logger.exception("pgjobs: listener error")
+                time.sleep(1.0)
+
+    def _safe_close_store(self):
+        try:
+            self.store.close()
+        except Exception:
+            pass
+
+    # -- claiming ----------------------------------------------------------------
+
+    def _free_slots(self):
+        return self.concurrency + self.prefetch - len(self._claimed)
+
+    def _claim(self):
+        free = self._free_slots()
+        if self.max_jobs is not None:
+            free = min(free, self.max_jobs - self.stats.claimed)
+        if free <= 0:
+            return 0, 0
+        jobs = self.store.claim(self.queues, free, self.worker_id)
+        # RETURNING gives no order: dispatch in claim order.
+        jobs.sort(key=lambda job: job.claim_order())
+        for job in jobs:
+            self._claimed[job.id] = job
+            self._slots_queue.put(job)
+        self.stats.claimed += len(jobs)
+        return free, len(jobs)
+
+    def _heartbeat(self):
+        if self._claimed:
+            self.store.heartbeat(self.worker_id, list(self._claimed))
+
+    def _rescue(self):
+        rescued = self.store.rescue()
+        if rescued:
+            logger.warning("pgjobs: put back %d job(s) whose worker stopped heartbeating", rescued)
+
+    # -- running (slot threads) ----------------------------------------------------
+
+    def _slot(self):
+        close_old_connections()
+        while True:
+            job = self._slots_queue.get()
+            if job is _STOP_SLOT:
+                return
+            outcome = self._execute(job)
+            self._done.append((job, outcome))
+            self._wake.set()
+
+    def _execute(self, job):
+        started = time.perf_counter()
+        logger.info(
+            "job %s %s started (attempt %d/%d)", job.id, job.func, job.attempts, job.max_attempts
+        )
+        try:
+            func = load_function(job.func)
+            args, kwargs = decode_arguments(job.args, job.kwargs)
+        except InvalidJob as exc:
+            return Outcome(False, error=describe_error(exc), permanent=True)
+        token = set_current_job(
+            JobContext(job.id, job.func, job.queue, job.attempts, job.max_attempts)
+        )
+        try:
+            if inspect.iscoroutinefunction(func):
+                result = self._run_coroutine(func(*args, **kwargs))
+            else:
+                result = func(*args, **kwargs)
+        except Exception as exc:
+            return Outcome(False, error=describe_error(exc), seconds=time.perf_counter() - started)
+        finally:
+            reset_current_job(token)
+            close_old_connections()
+        return Outcome(True, result=encode_result(result), seconds=time.perf_counter() - started)
+
+    def _run_coroutine(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self._event_loop()).result()
+
+    def _event_loop(self):
+        """One event loop thread for every async job, started on first use."""
+        with self._loop_lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="pgjobs-async", daemon=True).start()
+                self._loop = loop
+            return self._loop
+
+    # -- recording -------------------------------------------------------------------
+
+    def _record_outcomes(self):
+        while self._done:
+            self._unrecorded.append(self._done.popleft())
+        if not self._unrecorded:
+            return
+        successes = [(job.id, outcome.result) for job, outcome in self._unrecorded if outcome.ok]
+        # One statement for every success since the last pass.
+        self.store.finish(self.worker_id, successes)
+        for job, outcome in self._unrecorded:
+            if not outcome.ok:
+                self._record_failure(job, outcome)
+        for job, outcome in self._unrecorded:
+            self._claimed.pop(job.id, None)
+            if outcome.ok:
+                self.stats.succeeded += 1
+                logger.info(
+                    "job %s %s succeeded in %.1f ms", job.id, job.func, outcome.seconds * 1e3
+                )
+        self._unrecorded = []
+
+    def _record_failure(self, job, outcome):
+        # Recording a failure twice (after a store error) is harmless: the store
+        # only updates jobs still running under this worker.
+        error = outcome.error
+        self.stats.failed += 1
+        if outcome.permanent or job.attempts >= job.max_attempts:
+            self.store.fail(self.worker_id, job.id, error)
+            logger.error(
+                "job %s %s failed for good (attempt %d/%d): %s: %s",
+                job.id,
+                job.func,
+                job.attempts,
+                job.max_attempts,
+                error["type"],
+                error["message"],
+            )
+            return
+        delay = self.retry_policy.delay(job.attempts)
+        self.store.retry(self.worker_id, job.id, error, delay)
+        self.stats.retried += 1
+        logger.warning(
+            "job %s %s failed (attempt %d/%d), retrying in %.2f s: %s: %s",
+            job.id,
+            job.func,
+            job.attempts,
+            job.max_attempts,
+            delay,
+            error["type"],
+            error["message"],
+        )
+
+    # -- stopping ----------------------------------------------------------------------
+
+    def _finish_in_flight(self, deadline):
+        """Return unstarted jobs, let running ones finish (until ``deadline``),
+        record what finished and put the rest back."""
+        unstarted = []
+        while True:
+            try:
+                job = self._slots_queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not _STOP_SLOT:
+                unstarted.append(job)
+        self._release(unstarted)
+        for _ in self._threads:
+            self._slots_queue.put(_STOP_SLOT)
+        while self._claimed and (deadline is None or time.monotonic() < deadline):
+            self._wake.clear()
+            self._record_outcomes_patiently()
+            if self._claimed:
+                remaining = 1.0 if deadline is None else deadline - time.monotonic()
+                self._wake.wait(max(0.0, min(1.0, remaining)))
+        self._record_outcomes_patiently()
+        if self._claimed:
+            logger.warning(
+                "pgjobs: %d job(s) still running after the grace period; putting them back",
+                len(self._claimed),
+            )
+            self._release(list(self._claimed.values()))
+
+    def _record_outcomes_patiently(self):
+        for attempt in range(5):
+            try:
+                return self._record_outcomes()
+            except Exception as exc:
+                logger.warning("pgjobs: cannot record outcomes (%s); retrying", exc)
+                self._safe_close_store()
+                time.sleep(0.2 * 2**attempt)
+
+    def _release(self, jobs):
+        if not jobs:
+            return
+        ids = [job.id for job in jobs]
+        try:
+            self.store.release(self.worker_id, ids)
+        except Exception as exc:  # their leases expire and any worker rescues them
+            logger.warning("pgjobs: cannot put back %d job(s) (%s)", len(ids), exc)
+            return
+        for job_id in ids:
+            self._claimed.pop(job_id, None)
+        self.stats.released += len(ids)
