@@ -1,0 +1,73 @@
+"""Django settings for the test suite.
+
+``PGJOBS_TEST_DB`` picks the database (postgres, mysql or sqlite); the worker
+subprocesses the tests start inherit ``PGJOBS_TEST_DB_NAME`` so that they open the
+test database pytest-django created, not the real one.
+"""
+
+import os
+import tempfile
+
+VENDOR = os.environ.get("PGJOBS_TEST_DB", "postgres")
+TEST_NAME = os.environ.get("PGJOBS_TEST_DB_NAME")  # set for worker subprocesses
+SQLITE_DIR = os.environ.get("PGJOBS_TEST_SQLITE_DIR", tempfile.gettempdir())
+
+if VENDOR == "postgres":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": TEST_NAME or "pgjobs",
+            "USER": os.environ.get("PGUSER", "root"),
+            "HOST": os.environ.get("PGHOST", "127.0.0.1"),
+            "PORT": os.environ.get("PGPORT", "5432"),
+            "TEST": {"NAME": "test_pgjobs"},
+        }
+    }
+elif VENDOR == "mysql":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.mysql",
+            "NAME": TEST_NAME or "pgjobs",
+            "USER": "root",
+            "PASSWORD": "",
+            "HOST": os.environ.get("MYSQL_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("MYSQL_PORT", "3306"),
+            "OPTIONS": {"charset": "utf8mb4"},
+            "TEST": {"NAME": "test_pgjobs", "CHARSET": "utf8mb4"},
+        }
+    }
+elif VENDOR == "sqlite":
+    # A file, not :memory:, so that worker subprocesses share it.
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": TEST_NAME or os.path.join(SQLITE_DIR, "pgjobs.sqlite3"),
+            "TEST": {"NAME": os.path.join(SQLITE_DIR, "test_pgjobs.sqlite3")},
+            "OPTIONS": {"timeout": 20},
+        }
+    }
+else:
+    raise RuntimeError(f"PGJOBS_TEST_DB must be postgres, mysql or sqlite, not {VENDOR!r}")
+
+SECRET_KEY = "pgjobs-tests-only"
+USE_TZ = True
+TIME_ZONE = "UTC"
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "pgjobs",
+    "tests.testapp",
+]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+PGJOBS = {
+    "BACKEND": "pgjobs.backends.DatabaseBackend",
+    "OPTIONS": {"QUEUES": ["default", "other"], "RETRY_DELAY": 0.05, "RETRY_MAX_DELAY": 0.2},
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "loggers": {"pgjobs": {"handlers": ["stderr"], "level": "WARNING"}},
+}

@@ -1,0 +1,66 @@
+"""Job functions the tests enqueue. Module level, so workers can import them."""
+
+import asyncio
+import time
+
+from django.db import IntegrityError
+
+from pgjobs import current_job
+
+from .models import Event, Execution
+
+
+def noop():
+    return None
+
+
+def add(a, b):
+    return a + b
+
+
+def echo(*args, **kwargs):
+    return {"args": list(args), "kwargs": kwargs}
+
+
+def record(key):
+    """Record one run of ``key``; a second run of the same key raises."""
+    job = current_job()
+    Execution.objects.create(key=key, started=time.time(), attempt=job.attempt if job else 1)
+    return key
+
+
+def record_event(name, value=0):
+    Event.objects.create(name=name, value=value, at=time.time())
+
+
+def fail_always(message="boom"):
+    raise RuntimeError(message)
+
+
+def fail_until(key, succeed_on_attempt):
+    """Fail until attempt ``succeed_on_attempt``; log each attempt as an Event."""
+    attempt = current_job().attempt
+    Event.objects.create(name=key, value=attempt, at=time.time())
+    if attempt < succeed_on_attempt:
+        raise ValueError(f"attempt {attempt} fails")
+    return attempt
+
+
+def sleep_then_record(key, seconds):
+    time.sleep(seconds)
+    try:
+        Execution.objects.create(key=key, started=time.time())
+    except IntegrityError:
+        Event.objects.create(name="duplicate", at=time.time())
+        raise
+    return key
+
+
+async def async_add(a, b):
+    await asyncio.sleep(0.001)
+    return a + b
+
+
+async def async_fail():
+    await asyncio.sleep(0)
+    raise KeyError("async boom")
