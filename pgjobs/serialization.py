@@ -35,6 +35,8 @@ def function_path(func):
         path = func
         load_function(path)  # fails now, at enqueue, rather than in the worker
         return path
+    if not callable(func):
+        raise InvalidJob(f"{func!r} is not a function; enqueue a module-level function.")
     name = getattr(func, "__qualname__", None) or repr(func)
     if inspect.ismethod(func):
         raise InvalidJob(
@@ -45,7 +47,7 @@ def function_path(func):
         raise InvalidJob(
             f"{name} is a builtin; wrap it in a module-level function of your own and enqueue that."
         )
-    if not callable(func) or not hasattr(func, "__qualname__"):
+    if not hasattr(func, "__qualname__"):
         raise InvalidJob(f"{func!r} is not a function; enqueue a module-level function.")
     if func.__name__ == "<lambda>":
         raise InvalidJob(
