@@ -50,17 +50,13 @@ class Job(models.Model):
                 name="pgjobs_job_claim_idx",
                 condition=models.Q(status=records.READY),
             ),
-            # The next deferred job's time, so an idle worker sleeps exactly until it.
-            models.Index(
-                fields=["run_at"],
-                name="pgjobs_job_due_idx",
-                condition=models.Q(status=records.READY),
-            ),
-            # Expired leases of running jobs, for crash recovery.
+            # Running jobs whose lease may have expired, for crash recovery. The
+            # predicate is on the lease, not the status, so that the planner cannot
+            # pick this index for the batched finish (it must use the primary key).
             models.Index(
                 fields=["lease_expires_at"],
                 name="pgjobs_job_lease_idx",
-                condition=models.Q(status=records.RUNNING),
+                condition=models.Q(lease_expires_at__isnull=False),
             ),
         ]
         constraints = [

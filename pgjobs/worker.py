@@ -141,10 +141,11 @@ class Worker:
         while True:
             self._wake.clear()
             try:
-                self._record_outcomes()
+                successes = self._take_outcomes()
                 if self._stopping.is_set() or self._limit_reached(started):
+                    self._record_successes(successes)
                     break
-                requested, claimed = self._claim()
+                requested, claimed = self._finish_and_claim(successes)
                 now = time.monotonic()
                 if now >= next_heartbeat:
                     self._heartbeat()
@@ -218,13 +219,18 @@ class Worker:
     def _free_slots(self):
         return self.concurrency + self.prefetch - len(self._claimed)
 
-    def _claim(self):
-        free = self._free_slots()
+    def _finish_and_claim(self, successes):
+        """Record successes and claim up to the free slots, in one store call
+        (one round trip and one commit on stores that can)."""
+        free = self._free_slots() + len(successes)  # finished jobs hold no slot
         if self.max_jobs is not None:
             free = min(free, self.max_jobs - self.stats.claimed)
-        if free <= 0:
+        free = max(free, 0)
+        if free == 0 and not successes:
             return 0, 0
-        jobs = self.store.claim(self.queues, free, self.worker_id)
+        results = [(job.id, outcome.result) for job, outcome in successes]
+        jobs = self.store.finish_and_claim(self.worker_id, results, self.queues, free)
+        self._forget(successes)
         # RETURNING gives no order: dispatch in claim order.
         jobs.sort(key=lambda job: job.claim_order())
         for job in jobs:
@@ -293,29 +299,46 @@ class Worker:
 
     # -- recording -------------------------------------------------------------------
 
-    def _record_outcomes(self):
+    def _take_outcomes(self):
+        """Record failures now (each needs its own decision) and return the
+        successes, which are recorded in one statement with the next claim."""
         while self._done:
             self._unrecorded.append(self._done.popleft())
-        if not self._unrecorded:
-            return
-        successes = [(job.id, outcome.result) for job, outcome in self._unrecorded if outcome.ok]
-        # One statement for every success since the last pass.
-        self.store.finish(self.worker_id, successes)
+        successes = []
         for job, outcome in self._unrecorded:
-            if not outcome.ok:
+            if outcome.ok:
+                successes.append((job, outcome))
+            else:
+                # Recording a failure twice (after a store error) is harmless: the
+                # store only updates jobs still running under this worker.
                 self._record_failure(job, outcome)
-        for job, outcome in self._unrecorded:
+                self._forget([(job, outcome)])
+        self._unrecorded = successes
+        return successes
+
+    def _record_successes(self, successes):
+        if successes:
+            self.store.finish(
+                self.worker_id, [(job.id, outcome.result) for job, outcome in successes]
+            )
+            self._forget(successes)
+
+    def _record_outcomes(self):
+        self._record_successes(self._take_outcomes())
+
+    def _forget(self, recorded):
+        """Outcomes now stored: free their slots (and drop stored successes)."""
+        if recorded is self._unrecorded:
+            self._unrecorded = []
+        for job, outcome in recorded:
             self._claimed.pop(job.id, None)
             if outcome.ok:
                 self.stats.succeeded += 1
                 logger.info(
                     "job %s %s succeeded in %.1f ms", job.id, job.func, outcome.seconds * 1e3
                 )
-        self._unrecorded = []
 
     def _record_failure(self, job, outcome):
-        # Recording a failure twice (after a store error) is harmless: the store
-        # only updates jobs still running under this worker.
         error = outcome.error
         self.stats.failed += 1
         if outcome.permanent or job.attempts >= job.max_attempts:

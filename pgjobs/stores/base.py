@@ -54,6 +54,13 @@ class Store(abc.ABC):
         lease was lost never completes twice.
         """
 
+    def finish_and_claim(self, worker_id, results, queues, limit):
+        """``finish(results)`` then ``claim(queues, limit)``; stores that can do
+        both in one round trip (and one commit) override this."""
+        if results:
+            self.finish(worker_id, results)
+        return self.claim(queues, limit, worker_id) if limit > 0 else []
+
     @abc.abstractmethod
     def retry(self, worker_id, job_id, error, delay):
         """A failed attempt: make the job ready again in ``delay`` seconds."""
