@@ -78,6 +78,10 @@ def load_function(path):
         func = import_string(path)
     except ImportError as exc:
         raise InvalidJob(f"cannot import job function {path!r}: {exc}") from None
+    except Exception as exc:  # a malformed path ("."), or a module that raises on import
+        raise InvalidJob(
+            f"cannot import job function {path!r}: {type(exc).__name__}: {exc}"
+        ) from None
     if not callable(func):
         raise InvalidJob(f"job function {path!r} is a {type(func).__name__}, not a function")
     return func
