@@ -75,8 +75,11 @@ class System:
     name: str = ""
     project: str = ""  # the Django project package under projects/
     tables: tuple[str, ...] = ()  # truncated between measurements
-    # SQL returning (finished ok, failed, seconds from first start to last finish).
-    progress_sql: str = ""
+    # SQL returning (finished ok, failed); polled while workers run, so keep it cheap.
+    done_sql: str = ""
+    # SQL returning seconds from the first job start to the last job finish;
+    # run once, after all jobs are done.
+    span_sql: str = ""
 
     def unavailable(self) -> str | None:
         """Why this system cannot be measured here, or None."""
@@ -129,6 +132,37 @@ def percentile(values: list[float], pct: float) -> float:
     lo = int(k)
     hi = min(lo + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def _cpu_times() -> tuple[int, int]:
+    """(busy, total) jiffies over all CPUs since boot, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def cpu_busy(sample: float = 1.0) -> float:
+    """Fraction of the machine's CPU in use over the next ``sample`` seconds."""
+    b0, t0 = _cpu_times()
+    time.sleep(sample)
+    b1, t1 = _cpu_times()
+    return (b1 - b0) / max(1, t1 - t0)
+
+
+def wait_until_quiet(max_busy: float = 0.15, timeout: float = 60.0) -> float:
+    """Wait (bounded) until nothing else is using the CPU; return the last reading.
+
+    Other work on this 2-core machine (test suites, builds) halves the figures,
+    so each measurement starts on a quiet machine when it can, and the reading
+    is reported beside the figures when it cannot.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = cpu_busy(0.5)
+        if busy <= max_busy or time.monotonic() > deadline:
+            return busy
 
 
 class WorkerGroup:
@@ -194,7 +228,8 @@ class Bench:
 
     system: System
     log_dir: Path
-    verbose: bool = False
+    # How long each measurement may wait for other work on the machine to stop.
+    quiet_timeout: float = 60.0
     db_name: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -216,6 +251,9 @@ class Bench:
             PYTHONUNBUFFERED="1",
         )
         return env
+
+    def quiet(self) -> float:
+        return wait_until_quiet(timeout=self.quiet_timeout) if self.quiet_timeout else float("nan")
 
     def say(self, msg: str) -> None:
         print(f"  [{self.system.name}] {msg}", flush=True)
@@ -277,14 +315,15 @@ class Bench:
 
     def enqueue(self, mode: str, n: int, repeats: int) -> dict:
         """Median jobs/s over ``repeats`` runs of ``n`` enqueues in ``mode``."""
-        rates = []
+        rates, busy = [], []
         for _ in range(repeats):
             self.reset()
+            busy.append(self.quiet())
             res = self.driver("enqueue", "--mode", mode, "--n", str(n), "--warmup", "20")
             if "unsupported" in res:
                 return {"unsupported": res["unsupported"]}
             rates.append(res["rate"])
-        return {"rate": statistics.median(rates), "runs": rates, "n": n}
+        return {"rate": statistics.median(rates), "runs": rates, "n": n, "busy_before": max(busy)}
 
     def preload(self, n: int, variant: str) -> None:
         """Put n no-op jobs in the queue the fastest way the system offers."""
@@ -298,6 +337,7 @@ class Bench:
     def throughput(self, config: WorkerConfig, n: int) -> dict:
         self.preload(n, config.variant)
         self.settle()
+        busy = self.quiet()
         timeout = max(120.0, n / 40.0)  # far beyond any system's expected time
         argv = self.system.worker_argv(config)
         # One polling connection for the whole run: a new connection per poll
@@ -306,8 +346,8 @@ class Bench:
             argv, config.processes, self.env, self.worker_log
         ) as workers:
             while True:
-                time.sleep(0.1)
-                done, failed, span = conn.execute(self.system.progress_sql).fetchone()
+                time.sleep(0.2)
+                done, failed = conn.execute(self.system.done_sql).fetchone()
                 if done + failed >= n:
                     wall = time.time() - workers.started_at
                     break
@@ -318,6 +358,7 @@ class Bench:
                     )
                 if time.time() - workers.started_at > timeout:
                     raise BenchError(f"timed out after {timeout:.0f}s with {done}/{n} done")
+            span = conn.execute(self.system.span_sql).fetchone()[0]
         if failed:
             raise BenchError(f"{failed} of {n} no-op jobs failed; see {self.worker_log}")
         return {
@@ -328,12 +369,14 @@ class Bench:
             "rate": n / float(span),
             "wall_s": wall,
             "wall_rate": n / wall,
+            "busy_before": busy,
         }
 
     def latency(self, config: WorkerConfig, n: int, spacing: float) -> dict:
         self.reset()
         self.latency_file.unlink(missing_ok=True)
         timeout = 60.0
+        busy = self.quiet()
         argv = self.system.worker_argv(config)
         with WorkerGroup(argv, config.processes, self.env, self.worker_log):
             res = self.driver(
@@ -355,6 +398,7 @@ class Bench:
             "p95_ms": percentile(lat, 95),
             "max_ms": max(lat),
             "mean_ms": statistics.fmean(lat),
+            "busy_before": busy,
         }
 
 

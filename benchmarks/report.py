@@ -64,6 +64,19 @@ def _ratio(a, b):
     return f"{r:.2f}×" if r < 10 else f"{r:.1f}×"
 
 
+def _fmt_busy(v):
+    return "–" if v is None or v != v else f"{v:.0%}"
+
+
+def _busiest(results: dict) -> float:
+    """Highest machine CPU use seen just before any measurement started."""
+    seen = [0.0]
+    for res in results.values():
+        runs = [*res.get("throughput", []), *res.get("latency", []), *res.get("enqueue", {}).values()]
+        seen += [r["busy_before"] for r in runs if r.get("busy_before") == r.get("busy_before") and r.get("busy_before") is not None]
+    return max(seen)
+
+
 def _figures(res: dict) -> dict:
     """The headline numbers of one system (None where not measured)."""
     enq = res.get("enqueue", {})
@@ -122,6 +135,13 @@ def markdown(results: dict, skipped: dict, meta: dict) -> str:
         f"{c['latency_n']} jobs enqueued one at a time every 20 ms to one idle worker; "
         "each job records time.time() when it starts.",
     ]
+    busiest = _busiest(results)
+    if busiest > 0.25:
+        out.append(
+            f"\n**Caution:** other work was using up to {busiest:.0%} of the CPU just before "
+            "some measurements began (column \"CPU busy before\" below); those figures are "
+            "lower than this machine gives when idle."
+        )
     for name, reason in skipped.items():
         out.append(f"\n**{name} not measured:** {reason}")
 
@@ -136,29 +156,32 @@ def markdown(results: dict, skipped: dict, meta: dict) -> str:
         out.append(f"| {n} | {b1} | {b2} | {bl} |")
 
     out += ["", "## Every processing run", ""]
-    out.append("| system | setting | jobs/s (DB timestamps) | jobs/s (wall, from spawn) |")
-    out.append("|---|---|---:|---:|")
+    out.append(
+        "| system | setting | jobs/s (DB timestamps) | jobs/s (wall, from spawn) | CPU busy before |"
+    )
+    out.append("|---|---|---:|---:|---:|")
     for n in names:
         for r in results[n]["throughput"]:
             if "rate" in r:
                 out.append(
-                    f"| {n} | {r['config']} | {r['rate']:,.0f} | {r['wall_rate']:,.0f} |"
+                    f"| {n} | {r['config']} | {r['rate']:,.0f} | {r['wall_rate']:,.0f} "
+                    f"| {_fmt_busy(r.get('busy_before'))} |"
                 )
             else:
-                out.append(f"| {n} | {r['config']} | failed: {r.get('error', '?')} | |")
+                out.append(f"| {n} | {r['config']} | failed: {r.get('error', '?')} | | |")
 
     out += ["", "## Every latency run", ""]
-    out.append("| system | setting | p50 ms | p95 ms | mean ms | max ms |")
-    out.append("|---|---|---:|---:|---:|---:|")
+    out.append("| system | setting | p50 ms | p95 ms | mean ms | max ms | CPU busy before |")
+    out.append("|---|---|---:|---:|---:|---:|---:|")
     for n in names:
         for r in results[n]["latency"]:
             if "p50_ms" in r:
                 out.append(
                     f"| {n} | {r['config']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
-                    f"| {r['mean_ms']:.1f} | {r['max_ms']:.1f} |"
+                    f"| {r['mean_ms']:.1f} | {r['max_ms']:.1f} | {_fmt_busy(r.get('busy_before'))} |"
                 )
             else:
-                out.append(f"| {n} | {r['config']} | failed: {r.get('error', '?')} | | | |")
+                out.append(f"| {n} | {r['config']} | failed: {r.get('error', '?')} | | | | |")
     return "\n".join(out) + "\n"
 
 

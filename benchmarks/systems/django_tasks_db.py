@@ -17,10 +17,13 @@ class DjangoTasksDB(System):
     name = "django-tasks-db"
     project = "dtdb_bench"
     tables = ("django_tasks_database_dbtaskresult",)
-    progress_sql = """
+    done_sql = """
         SELECT count(*) FILTER (WHERE status = 'SUCCESSFUL'),
-               count(*) FILTER (WHERE status = 'FAILED'),
-               extract(epoch FROM max(finished_at) - min(started_at))
+               count(*) FILTER (WHERE status = 'FAILED')
+        FROM django_tasks_database_dbtaskresult
+    """
+    span_sql = """
+        SELECT extract(epoch FROM max(finished_at) - min(started_at))
         FROM django_tasks_database_dbtaskresult
     """
 

@@ -11,12 +11,12 @@ class PgJobs(System):
     name = "pgjobs"
     project = "pgjobs_bench"
     tables = ("pgjobs_job",)
-    progress_sql = """
+    done_sql = """
         SELECT count(*) FILTER (WHERE status = 'succeeded'),
-               count(*) FILTER (WHERE status IN ('failed', 'cancelled')),
-               extract(epoch FROM max(finished_at) - min(started_at))
+               count(*) FILTER (WHERE status IN ('failed', 'cancelled'))
         FROM pgjobs_job
     """
+    span_sql = "SELECT extract(epoch FROM max(finished_at) - min(started_at)) FROM pgjobs_job"
 
     def unavailable(self):
         # The package is written alongside the benchmarks; until it imports

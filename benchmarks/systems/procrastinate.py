@@ -18,14 +18,17 @@ class Procrastinate(System):
     name = "procrastinate"
     project = "procrastinate_bench"
     tables = ("procrastinate_jobs", "procrastinate_events", "procrastinate_workers")
+    done_sql = """
+        SELECT count(*) FILTER (WHERE status = 'succeeded'),
+               count(*) FILTER (WHERE status IN ('failed', 'aborted'))
+        FROM procrastinate_jobs
+    """
     # The jobs table has no timestamps; the events table (filled by triggers
     # with now()) records when each job started and finished.
-    progress_sql = """
-        SELECT (SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'),
-               (SELECT count(*) FROM procrastinate_jobs WHERE status IN ('failed', 'aborted')),
-               (SELECT extract(epoch FROM max(at) FILTER (WHERE type = 'succeeded')
-                                          - min(at) FILTER (WHERE type = 'started'))
-                FROM procrastinate_events)
+    span_sql = """
+        SELECT extract(epoch FROM max(at) FILTER (WHERE type = 'succeeded')
+                                - min(at) FILTER (WHERE type = 'started'))
+        FROM procrastinate_events
     """
 
     def versions(self):
