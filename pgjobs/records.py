@@ -32,6 +32,7 @@ class JobSpec:
     max_attempts: int = 3
     timeout: float | None = None
     unique_key: str | None = None
+    signature: str = ""  # HMAC over (func, args, kwargs, queue); see serialization.sign_job
 
 
 @dataclasses.dataclass(slots=True)
@@ -48,6 +49,7 @@ class ClaimedJob:
     attempts: int  # including the attempt this claim starts
     max_attempts: int
     timeout: float | None = None
+    signature: str = ""
 
     def claim_order(self):
         return (-self.priority, self.run_at, self.id)

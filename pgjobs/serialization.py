@@ -249,3 +249,59 @@ def decode_result(value):
     if isinstance(value, dict) and value.get(TAG) == "repr":
         return value["v"]
     return _decode(value)
+
+
+# -- signatures ----------------------------------------------------------------
+
+SIGNING_SALT = "pgjobs.job"
+
+
+def _canonical(value):
+    """A form that survives the database's JSON round trip unchanged: sorted keys,
+    and integral floats as integers (jsonb prints 1e20 back as an integer)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    return value
+
+
+def _signed_text(func, args, kwargs, queue):
+    payload = [func, _canonical(args), _canonical(kwargs), queue]
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def _signer():
+    from django.conf import settings
+    from django.core.signing import Signer
+
+    return Signer(
+        salt=SIGNING_SALT, fallback_keys=getattr(settings, "SECRET_KEY_FALLBACKS", []), sep=":"
+    )
+
+
+def sign_job(func, args, kwargs, queue):
+    """HMAC (Django's signing, the site's ``SECRET_KEY``) over what a worker will run.
+
+    ``args`` and ``kwargs`` are the encoded (stored) forms.
+    """
+    return _signer().signature(_signed_text(func, args, kwargs, queue))
+
+
+def verify_job(func, args, kwargs, queue, signature):
+    """Raise ``InvalidJob`` unless ``signature`` was made by this site (its current
+    ``SECRET_KEY`` or one of ``SECRET_KEY_FALLBACKS``) for exactly this job."""
+    from django.core.signing import BadSignature
+
+    signer = _signer()
+    text = _signed_text(func, args, kwargs, queue)
+    try:
+        signer.unsign(f"{text}{signer.sep}{signature or ''}")
+    except BadSignature:
+        raise InvalidJob(
+            f"signature mismatch: job {func!r} was not enqueued by this site (or its row was "
+            "changed since); it will not be run. Enqueue jobs through pgjobs (or "
+            "manage.py pgjobs_enqueue) so they are signed with SECRET_KEY."
+        ) from None

@@ -25,7 +25,7 @@ from django.db import close_old_connections
 from .exceptions import InvalidJob
 from .execution import JobContext, describe_error, reset_current_job, set_current_job
 from .retry import RetryPolicy
-from .serialization import decode_arguments, encode_result, load_function
+from .serialization import decode_arguments, encode_result, load_function, verify_job
 
 logger = logging.getLogger("pgjobs")
 
@@ -266,6 +266,9 @@ class Worker:
             "job %s %s started (attempt %d/%d)", job.id, job.func, job.attempts, job.max_attempts
         )
         try:
+            # Verify before importing anything: a row written by hand must not
+            # make a worker import or call what it names.
+            verify_job(job.func, job.args, job.kwargs, job.queue, job.signature)
             func = load_function(job.func)
             args, kwargs = decode_arguments(job.args, job.kwargs)
         except InvalidJob as exc:

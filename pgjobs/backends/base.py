@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from ..exceptions import InvalidBackend, InvalidJob
 from ..records import DEFAULT_PRIORITY, DEFAULT_QUEUE, MAX_PRIORITY, MIN_PRIORITY, JobSpec
-from ..serialization import encode_arguments, function_path
+from ..serialization import encode_arguments, function_path, sign_job
 
 MODES = ("enqueue", "defer", "aenqueue", "adefer")
 JOB_OPTIONS = ("priority", "queue", "max_attempts", "timeout", "unique_key")
@@ -105,11 +105,13 @@ class BaseJobBackend:
             )
         path = function_path(func)
         encoded_args, encoded_kwargs = encode_arguments(args, kwargs)
+        queue = self.validate_queue(options.get("queue"))
         return JobSpec(
             func=path,
             args=encoded_args,
             kwargs=encoded_kwargs,
-            queue=self.validate_queue(options.get("queue")),
+            queue=queue,
+            signature=sign_job(path, encoded_args, encoded_kwargs, queue),
             priority=validate_priority(options.get("priority")),
             run_at=None if when is None else validate_when(when),
             max_attempts=self.validate_max_attempts(options.get("max_attempts")),

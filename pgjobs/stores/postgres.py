@@ -14,14 +14,16 @@ from .orm import INFO_FIELDS, OrmStore, load_json
 
 logger = logging.getLogger("pgjobs")
 
-_INSERT_COLUMNS = "func, args, kwargs, queue, priority, run_at, max_attempts, timeout, unique_key"
+_INSERT_COLUMNS = (
+    "func, args, kwargs, queue, priority, run_at, max_attempts, timeout, unique_key, signature"
+)
 
 # One round trip: the INSERT, and a NOTIFY (sent at commit, so a rolled-back
 # transaction wakes nobody) only when the job is due now.
 ENQUEUE = f"""
 WITH job AS (
     INSERT INTO pgjobs_job ({_INSERT_COLUMNS})
-    VALUES (%s, %s::jsonb, %s::jsonb, %s, %s, COALESCE(%s, now()), %s, %s, %s)
+    VALUES (%s, %s::jsonb, %s::jsonb, %s, %s, COALESCE(%s, now()), %s, %s, %s, %s)
     RETURNING {", ".join(INFO_FIELDS)}
 )
 SELECT job.*, CASE WHEN job.run_at <= now() THEN pg_notify(%s, job.queue) END FROM job
@@ -32,10 +34,10 @@ SELECT job.*, CASE WHEN job.run_at <= now() THEN pg_notify(%s, job.queue) END FR
 ENQUEUE_MANY = f"""
 WITH job AS (
     INSERT INTO pgjobs_job ({_INSERT_COLUMNS})
-    SELECT f, a::jsonb, k::jsonb, q, p, COALESCE(r, now()), m, t, u
+    SELECT f, a::jsonb, k::jsonb, q, p, COALESCE(r, now()), m, t, u, s
     FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::smallint[],
-                %s::timestamptz[], %s::int[], %s::float8[], %s::text[])
-         WITH ORDINALITY AS v(f, a, k, q, p, r, m, t, u, n)
+                %s::timestamptz[], %s::int[], %s::float8[], %s::text[], %s::text[])
+         WITH ORDINALITY AS v(f, a, k, q, p, r, m, t, u, s, n)
     ORDER BY n
     RETURNING {", ".join(INFO_FIELDS)}
 ), woken AS (
@@ -67,7 +69,7 @@ SET status = 'running', attempts = j.attempts + 1, started_at = now(),
     worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
 FROM next WHERE j.id = next.id
 RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
-          j.attempts, j.max_attempts, j.timeout
+          j.attempts, j.max_attempts, j.timeout, j.signature
 """
 
 # Recording the last batch's successes and claiming the next batch share one
@@ -147,6 +149,7 @@ class PostgresStore(OrmStore):
                 spec.max_attempts,
                 spec.timeout,
                 spec.unique_key,
+                spec.signature,
                 self.channel,
             ],
         )
@@ -165,6 +168,7 @@ class PostgresStore(OrmStore):
             [s.max_attempts for s in specs],
             [s.timeout for s in specs],
             [s.unique_key for s in specs],
+            [s.signature for s in specs],
         ]
         rows = self._execute(ENQUEUE_MANY, [*columns, self.channel])
         return [_info(row) for row in rows]
