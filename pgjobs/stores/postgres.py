@@ -77,8 +77,9 @@ RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
 FINISH_AND_CLAIM = CLAIM.replace("{finished}", "finished AS (" + FINISHED + "),")
 CLAIM = CLAIM.replace("{finished}", "")
 
+# NULL when there is no ready job (GREATEST would turn that NULL into 0: "due now").
 SECONDS_UNTIL_DUE = """
-SELECT GREATEST(0, EXTRACT(EPOCH FROM min(run_at) - now()))::float8
+SELECT EXTRACT(EPOCH FROM min(run_at) - now())::float8
 FROM pgjobs_job WHERE status = 'ready' {queue_filter}
 """
 
@@ -210,7 +211,7 @@ class PostgresStore(OrmStore):
     def seconds_until_due(self, queues):
         query = SECONDS_UNTIL_DUE.format(queue_filter=self._sql_queue_filter(queues))
         ((value,),) = self._execute(query, {"queues": list(queues or ())})
-        return value
+        return None if value is None else max(0.0, value)
 
     # -- wake-ups ------------------------------------------------------------------
 
