@@ -104,8 +104,14 @@ def manage_py() -> str:
 
 def venv_import_check(module: str) -> str | None:
     """None if ``module`` imports in the benchmark venv, else the error line."""
+    # cwd away from the repo root, where "import pgjobs" would find the source
+    # tree whether or not the venv has it installed.
     proc = subprocess.run(
-        [PYTHON, "-c", f"import {module}"], capture_output=True, text=True, timeout=60
+        [PYTHON, "-c", f"import {module}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=WORK_DIR,
     )
     if proc.returncode == 0:
         return None
@@ -135,12 +141,16 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 def _cpu_times() -> tuple[int, int]:
-    """(busy, total) jiffies over all CPUs since boot, from /proc/stat."""
+    """(busy, total) jiffies over all CPUs since boot, from /proc/stat.
+
+    Busy is user + nice + system time: the time processes use. Interrupt and
+    steal time belong to no process, so they are left out of busy (a disk
+    flush for our own commits must not look like someone else's work).
+    """
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
     total = sum(fields[:8])  # guest time is already counted in user
-    return total - idle, total
+    return fields[0] + fields[1] + fields[2], total
 
 
 def cpu_busy(sample: float = 1.0) -> float:
@@ -163,6 +173,73 @@ def wait_until_quiet(max_busy: float = 0.15, timeout: float = 60.0) -> float:
         busy = cpu_busy(0.5)
         if busy <= max_busy or time.monotonic() > deadline:
             return busy
+
+
+def _proc_cpu(pid: int) -> tuple[int, int, str, str] | None:
+    """(utime+stime jiffies, process group, comm, cmdline) of a process, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+    comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2 :].split()  # fields[0] is the state (field 3)
+    return int(fields[11]) + int(fields[12]), int(fields[2]), comm, cmdline
+
+
+class CpuMeter:
+    """How much CPU *other* work used while one measurement ran.
+
+    Everything the machine did (/proc/stat) minus what this measurement did:
+    this harness and its reaped children, the worker process groups, the
+    PostgreSQL processes serving the system's database or the whole server
+    (checkpointer, WAL writer, ...), and kernel threads. What is left is someone else's test suite
+    or build, which on 2 cores skews the figure; the harness repeats a run
+    when it is large. Call ``stop`` while the workers are still alive, so their
+    CPU and that of their database backends can still be read.
+    """
+
+    def __init__(self, db_name: str):
+        self.db_name = db_name
+
+    def _ours(self, worker_pgids: set[int]) -> dict[int, int]:
+        ours = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            info = _proc_cpu(int(entry))
+            if not info:
+                continue
+            cpu, pgrp, comm, cmdline = info
+            # Kernel threads (no cmdline) do our disk flushes as much as anyone's.
+            if pgrp in worker_pgids or not cmdline:
+                ours[int(entry)] = cpu
+            elif comm.startswith("postgres"):
+                client_backend = "127.0.0.1(" in cmdline or "[local]" in cmdline
+                if not client_backend or f" {self.db_name} " in cmdline:
+                    ours[int(entry)] = cpu
+        return ours
+
+    @staticmethod
+    def _harness() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def start(self) -> None:
+        self.busy0, self.total0 = _cpu_times()
+        self.harness0 = self._harness()
+        self.ours0 = self._ours(set())
+
+    def stop(self, worker_pgids: set[int]) -> float:
+        """Fraction of the machine's CPU used by others since ``start``."""
+        busy1, total1 = _cpu_times()
+        ours1 = self._ours(worker_pgids)
+        ours = (self._harness() - self.harness0) * os.sysconf("SC_CLK_TCK")
+        ours += sum(max(0, cpu - self.ours0.get(pid, 0)) for pid, cpu in ours1.items())
+        foreign = (busy1 - self.busy0) - ours
+        return max(0.0, foreign / max(1, total1 - self.total0))
 
 
 class WorkerGroup:
@@ -230,6 +307,9 @@ class Bench:
     log_dir: Path
     # How long each measurement may wait for other work on the machine to stop.
     quiet_timeout: float = 60.0
+    # Repeat a processing run when other work took more than this CPU share.
+    max_foreign: float = 0.10
+    retries: int = 2
     db_name: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -335,29 +415,46 @@ class Bench:
         raise BenchError(f"cannot enqueue variant {variant!r}")
 
     def throughput(self, config: WorkerConfig, n: int) -> dict:
+        """Processing rate of n pre-enqueued no-op jobs with this worker setting.
+
+        A run during which other work took more than ``max_foreign`` of the
+        CPU is repeated (up to ``retries`` times) and the least disturbed run
+        is kept; every attempt is reported.
+        """
+        attempts = []
+        for _ in range(1 + self.retries):
+            attempts.append(self._throughput_once(config, n))
+            if attempts[-1]["others_during"] <= self.max_foreign:
+                break
+        kept = min(attempts, key=lambda r: r["others_during"])
+        return {**kept, "attempts": [(r["rate"], r["others_during"]) for r in attempts]}
+
+    def _throughput_once(self, config: WorkerConfig, n: int) -> dict:
         self.preload(n, config.variant)
         self.settle()
         busy = self.quiet()
         timeout = max(120.0, n / 40.0)  # far beyond any system's expected time
         argv = self.system.worker_argv(config)
+        meter = CpuMeter(self.db_name)
         # One polling connection for the whole run: a new connection per poll
-        # would fork a backend ten times a second on a 2-core machine.
-        with self.connect() as conn, WorkerGroup(
-            argv, config.processes, self.env, self.worker_log
-        ) as workers:
-            while True:
-                time.sleep(0.2)
-                done, failed = conn.execute(self.system.done_sql).fetchone()
-                if done + failed >= n:
-                    wall = time.time() - workers.started_at
-                    break
-                if workers.dead():
-                    raise BenchError(
-                        f"worker exited {workers.dead()} with {done}/{n} done; "
-                        f"see {self.worker_log}"
-                    )
-                if time.time() - workers.started_at > timeout:
-                    raise BenchError(f"timed out after {timeout:.0f}s with {done}/{n} done")
+        # would fork a backend several times a second on a 2-core machine.
+        with self.connect() as conn:
+            meter.start()
+            with WorkerGroup(argv, config.processes, self.env, self.worker_log) as workers:
+                while True:
+                    time.sleep(0.2)
+                    done, failed = conn.execute(self.system.done_sql).fetchone()
+                    if done + failed >= n:
+                        wall = time.time() - workers.started_at
+                        others = meter.stop({p.pid for p in workers.procs})
+                        break
+                    if workers.dead():
+                        raise BenchError(
+                            f"worker exited {workers.dead()} with {done}/{n} done; "
+                            f"see {self.worker_log}"
+                        )
+                    if time.time() - workers.started_at > timeout:
+                        raise BenchError(f"timed out after {timeout:.0f}s with {done}/{n} done")
             span = conn.execute(self.system.span_sql).fetchone()[0]
         if failed:
             raise BenchError(f"{failed} of {n} no-op jobs failed; see {self.worker_log}")
@@ -370,6 +467,7 @@ class Bench:
             "wall_s": wall,
             "wall_rate": n / wall,
             "busy_before": busy,
+            "others_during": others,
         }
 
     def latency(self, config: WorkerConfig, n: int, spacing: float) -> dict:

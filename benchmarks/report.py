@@ -68,12 +68,23 @@ def _fmt_busy(v):
     return "–" if v is None or v != v else f"{v:.0%}"
 
 
+def _fmt_attempts(r):
+    runs = r.get("attempts") or []
+    if len(runs) < 2:
+        return ""
+    return ", ".join(f"{rate:,.0f} @ {others:.0%}" for rate, others in runs)
+
+
 def _busiest(results: dict) -> float:
     """Highest machine CPU use seen just before any measurement started."""
     seen = [0.0]
     for res in results.values():
         runs = [*res.get("throughput", []), *res.get("latency", []), *res.get("enqueue", {}).values()]
-        seen += [r["busy_before"] for r in runs if r.get("busy_before") == r.get("busy_before") and r.get("busy_before") is not None]
+        for r in runs:
+            for key in ("busy_before", "others_during"):
+                v = r.get(key)
+                if v is not None and v == v:  # skip None and NaN
+                    seen.append(v)
     return max(seen)
 
 
@@ -138,9 +149,9 @@ def markdown(results: dict, skipped: dict, meta: dict) -> str:
     busiest = _busiest(results)
     if busiest > 0.25:
         out.append(
-            f"\n**Caution:** other work was using up to {busiest:.0%} of the CPU just before "
-            "some measurements began (column \"CPU busy before\" below); those figures are "
-            "lower than this machine gives when idle."
+            f"\n**Caution:** other work on the machine used up to {busiest:.0%} of its CPU "
+            "around some measurements (columns \"others' CPU\" and \"CPU busy before\" "
+            "below); those figures are lower than this machine gives when idle."
         )
     for name, reason in skipped.items():
         out.append(f"\n**{name} not measured:** {reason}")
@@ -157,18 +168,19 @@ def markdown(results: dict, skipped: dict, meta: dict) -> str:
 
     out += ["", "## Every processing run", ""]
     out.append(
-        "| system | setting | jobs/s (DB timestamps) | jobs/s (wall, from spawn) | CPU busy before |"
+        "| system | setting | jobs/s (DB timestamps) | jobs/s (wall, from spawn) "
+        "| others' CPU during | attempts (jobs/s @ others' CPU) |"
     )
-    out.append("|---|---|---:|---:|---:|")
+    out.append("|---|---|---:|---:|---:|---|")
     for n in names:
         for r in results[n]["throughput"]:
             if "rate" in r:
                 out.append(
                     f"| {n} | {r['config']} | {r['rate']:,.0f} | {r['wall_rate']:,.0f} "
-                    f"| {_fmt_busy(r.get('busy_before'))} |"
+                    f"| {_fmt_busy(r.get('others_during'))} | {_fmt_attempts(r)} |"
                 )
             else:
-                out.append(f"| {n} | {r['config']} | failed: {r.get('error', '?')} | | |")
+                out.append(f"| {n} | {r['config']} | failed: {r.get('error', '?')} | | | |")
 
     out += ["", "## Every latency run", ""]
     out.append("| system | setting | p50 ms | p95 ms | mean ms | max ms | CPU busy before |")

@@ -77,7 +77,9 @@ def measure_system(system, counts: dict, quick: bool, log_dir: Path) -> dict:
     from harness import Bench, BenchError, best
 
     # --quick must stay short, so it waits only briefly for a quiet machine.
-    bench = Bench(system, log_dir, quiet_timeout=5.0 if quick else 60.0)
+    bench = Bench(
+        system, log_dir, quiet_timeout=5.0 if quick else 60.0, retries=0 if quick else 2
+    )
     result: dict = {"versions": system.versions(), "enqueue": {}, "throughput": [], "latency": []}
 
     def attempt(what: str, fn):
@@ -89,7 +91,10 @@ def measure_system(system, counts: dict, quick: bool, log_dir: Path) -> dict:
 
     t0 = time.monotonic()
     bench.say(f"creating database {bench.db_name} and migrating")
-    bench.prepare()
+    prepared = attempt("migrate", bench.prepare)
+    if prepared and "error" in prepared:
+        result["error"] = prepared["error"]
+        return result
 
     for mode in ("single", "atomic", "bulk"):
         res = attempt(
@@ -164,7 +169,11 @@ def main() -> int:
             skipped[name] = reason
             continue
         print(f"== {name}", flush=True)
-        results[name] = measure_system(system, counts, args.quick, log_dir)
+        res = measure_system(system, counts, args.quick, log_dir)
+        if "error" in res:
+            skipped[name] = res["error"]
+        else:
+            results[name] = res
 
     total = time.monotonic() - started
     meta = report.environment(args.quick, counts, total)
