@@ -374,9 +374,12 @@ class Worker:
 
     def _finish_in_flight(self, deadline):
         """Return unstarted jobs, let running ones finish (until ``deadline``),
-        record what finished and put the rest back."""
+        record what finished and put the rest back.
+
+        ``deadline=None`` (a ``max_jobs``/``max_seconds`` limit, not a signal):
+        jobs already claimed still run, so ``--max-jobs N`` runs N jobs."""
         unstarted = []
-        while True:
+        while deadline is not None:
             try:
                 job = self._slots_queue.get_nowait()
             except queue.Empty:
