@@ -13,6 +13,7 @@ from .backends.base import BaseJobBackend
 from .exceptions import (
     InvalidBackend,
     InvalidJob,
+    JobCancelled,
     JobFailed,
     JobNotFinished,
     JobNotFound,
@@ -27,6 +28,7 @@ __all__ = [
     "BaseJobBackend",
     "InvalidBackend",
     "InvalidJob",
+    "JobCancelled",
     "JobContext",
     "JobFailed",
     "JobNotFinished",

@@ -40,3 +40,8 @@ class JobFailed(PgJobsError):
     def __init__(self, message, error=None):
         super().__init__(message)
         self.error = error
+
+
+class JobCancelled(PgJobsError):
+    """Raise this from a job that saw ``current_job().cancel_requested``: the job
+    ends ``cancelled`` instead of failed, and is not retried."""

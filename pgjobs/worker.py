@@ -22,8 +22,9 @@ import uuid
 
 from django.db import close_old_connections
 
-from .exceptions import InvalidJob
+from .exceptions import InvalidJob, JobCancelled
 from .execution import JobContext, describe_error, reset_current_job, set_current_job
+from .records import CANCELLED
 from .retry import RetryPolicy
 from .serialization import decode_arguments, encode_result, load_function, verify_job
 
@@ -44,6 +45,14 @@ class Outcome:
     error: dict | None = None
     permanent: bool = False  # cannot run at all: no point retrying
     seconds: float = 0.0
+    cancelled: bool = False  # the job stopped itself after a cancel request
+
+
+@dataclasses.dataclass(slots=True)
+class RunningJob:
+    job: object
+    context: JobContext
+    deadline: float | None  # time.monotonic() past which the attempt has timed out
 
 
 @dataclasses.dataclass
@@ -106,6 +115,8 @@ class Worker:
         self._loop = None
         self._loop_lock = threading.Lock()
         self._threads = []
+        self._running = {}  # job id -> RunningJob, while a slot runs it
+        self._running_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -141,6 +152,7 @@ class Worker:
         while True:
             self._wake.clear()
             try:
+                until_timeout = self._enforce_timeouts()
                 successes = self._take_outcomes()
                 if self._stopping.is_set() or self._limit_reached(started):
                     self._record_successes(successes)
@@ -158,6 +170,10 @@ class Worker:
                 if claimed and claimed == requested:
                     continue  # there may be more; slots fill or the claim comes back short
                 timeout = self._idle_timeout(claimed)
+                if until_timeout is not None:
+                    timeout = min(timeout, until_timeout)
+                if failures:
+                    logger.warning("pgjobs: store reachable again")
                 failures = 0
             except Exception as exc:  # the store is unreachable: back off, keep the jobs
                 failures += 1
@@ -189,11 +205,15 @@ class Worker:
                 timeout = min(timeout, due + 0.001)
         return max(timeout, 0.0)
 
+    def _start_slot(self):
+        number = len(self._threads)
+        thread = threading.Thread(target=self._slot, name=f"pgjobs-slot-{number}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
     def _start_threads(self):
-        for number in range(self.concurrency):
-            thread = threading.Thread(target=self._slot, name=f"pgjobs-slot-{number}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        for _ in range(self.concurrency):
+            self._start_slot()
         if self.store.wakeup == "listen" and not self.burst:
             self.store.listen(self.queues)
             thread = threading.Thread(target=self._listen, name="pgjobs-listener", daemon=True)
@@ -241,7 +261,9 @@ class Worker:
 
     def _heartbeat(self):
         if self._claimed:
-            self.store.heartbeat(self.worker_id, list(self._claimed))
+            cancel = self.store.heartbeat(self.worker_id, list(self._claimed))
+            if cancel:
+                self._request_cancellations(cancel)
 
     def _rescue(self):
         rescued = self.store.rescue()
@@ -257,7 +279,12 @@ class Worker:
             if job is _STOP_SLOT:
                 return
             outcome = self._execute(job)
-            self._done.append((job, outcome))
+            with self._running_lock:
+                if self._running.pop(job.id, None) is None:
+                    # Timed out: its outcome was recorded and a new slot took
+                    # this one's place, so this thread bows out.
+                    return
+                self._done.append((job, outcome))
             self._wake.set()
 
     def _execute(self, job):
@@ -265,6 +292,12 @@ class Worker:
         logger.info(
             "job %s %s started (attempt %d/%d)", job.id, job.func, job.attempts, job.max_attempts
         )
+        context = JobContext(job.id, job.func, job.queue, job.attempts, job.max_attempts)
+        deadline = None if job.timeout is None else time.monotonic() + job.timeout
+        with self._running_lock:
+            self._running[job.id] = RunningJob(job, context, deadline)
+        if deadline is not None:
+            self._wake.set()  # the main thread watches the deadline from now on
         try:
             # Verify before importing anything: a row written by hand must not
             # make a worker import or call what it names.
@@ -273,14 +306,14 @@ class Worker:
             args, kwargs = decode_arguments(job.args, job.kwargs)
         except InvalidJob as exc:
             return Outcome(False, error=describe_error(exc), permanent=True)
-        token = set_current_job(
-            JobContext(job.id, job.func, job.queue, job.attempts, job.max_attempts)
-        )
+        token = set_current_job(context)
         try:
             if inspect.iscoroutinefunction(func):
-                result = self._run_coroutine(func(*args, **kwargs))
+                result = self._run_coroutine(func(*args, **kwargs), job.timeout)
             else:
                 result = func(*args, **kwargs)
+        except JobCancelled as exc:
+            return Outcome(False, error=describe_error(exc), permanent=True, cancelled=True)
         except Exception as exc:
             return Outcome(False, error=describe_error(exc), seconds=time.perf_counter() - started)
         finally:
@@ -288,7 +321,41 @@ class Worker:
             close_old_connections()
         return Outcome(True, result=encode_result(result), seconds=time.perf_counter() - started)
 
-    def _run_coroutine(self, coroutine):
+    def _enforce_timeouts(self):
+        """Fail running jobs past their timeout and give their slots to new threads.
+
+        A thread cannot be killed: the overdue one runs on, detached, and its
+        eventual outcome is dropped (async jobs are cancelled on their loop).
+        Returns the seconds until the next deadline, or None.
+        """
+        now = time.monotonic()
+        next_deadline = None
+        with self._running_lock:
+            for job_id, running in list(self._running.items()):
+                if running.deadline is None:
+                    continue
+                if running.deadline > now:
+                    next_deadline = min(next_deadline or running.deadline, running.deadline)
+                    continue
+                del self._running[job_id]
+                error = describe_error(
+                    TimeoutError(f"job exceeded its timeout of {running.job.timeout:g} s")
+                )
+                self._done.append((running.job, Outcome(False, error=error)))
+                self._start_slot()
+        return None if next_deadline is None else next_deadline - now
+
+    def _request_cancellations(self, job_ids):
+        with self._running_lock:
+            for job_id in job_ids:
+                running = self._running.get(job_id)
+                if running is not None and not running.context.cancel_requested:
+                    running.context.cancel_requested = True
+                    logger.info("job %s %s: cancellation requested", job_id, running.job.func)
+
+    def _run_coroutine(self, coroutine, timeout):
+        if timeout is not None:
+            coroutine = asyncio.wait_for(coroutine, timeout)
         return asyncio.run_coroutine_threadsafe(coroutine, self._event_loop()).result()
 
     def _event_loop(self):
@@ -344,6 +411,10 @@ class Worker:
     def _record_failure(self, job, outcome):
         error = outcome.error
         self.stats.failed += 1
+        if outcome.cancelled:
+            self.store.fail(self.worker_id, job.id, error, status=CANCELLED)
+            logger.info("job %s %s cancelled itself", job.id, job.func)
+            return
         if outcome.permanent or job.attempts >= job.max_attempts:
             self.store.fail(self.worker_id, job.id, error)
             logger.error(

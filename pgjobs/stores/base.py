@@ -66,12 +66,14 @@ class Store(abc.ABC):
         """A failed attempt: make the job ready again in ``delay`` seconds."""
 
     @abc.abstractmethod
-    def fail(self, worker_id, job_id, error):
-        """A job failed for good (attempts used up, or it cannot run at all)."""
+    def fail(self, worker_id, job_id, error, status="failed"):
+        """A job failed for good (attempts used up, or it cannot run at all); with
+        ``status="cancelled"``, it stopped itself after a cancel request."""
 
     @abc.abstractmethod
     def heartbeat(self, worker_id, job_ids):
-        """Extend the leases of the jobs ``worker_id`` is running."""
+        """Extend the leases of the jobs ``worker_id`` is running; return the ids of
+        those whose cancellation was requested (``JobRef.cancel()`` while running)."""
 
     @abc.abstractmethod
     def rescue(self):
