@@ -27,7 +27,6 @@ import os
 import signal
 import statistics
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -368,10 +367,6 @@ class Bench:
     def connect(self, dbname: str | None = None) -> psycopg.Connection:
         return psycopg.connect(dbname=dbname or self.db_name, autocommit=True, **PG)
 
-    def sql(self, query: str) -> tuple | None:
-        with self.connect() as conn:
-            return conn.execute(query).fetchone()
-
     # -- procedures -------------------------------------------------------
 
     def prepare(self) -> None:
@@ -479,9 +474,12 @@ class Bench:
         with WorkerGroup(argv, config.processes, self.env, self.worker_log):
             res = self.driver(
                 "latency",
-                "--n", str(n),
-                "--spacing", str(spacing),
-                "--timeout", str(timeout),
+                "--n",
+                str(n),
+                "--spacing",
+                str(spacing),
+                "--timeout",
+                str(timeout),
                 timeout=timeout * 2 + n * spacing + 60,
             )
         if "error" in res:
@@ -505,7 +503,3 @@ def best(results: list[dict], key: str, lower_is_better: bool = False) -> dict |
     if not ok:
         return None
     return (min if lower_is_better else max)(ok, key=lambda r: r[key])
-
-
-def python_is_venv() -> bool:
-    return Path(sys.prefix).resolve() == VENV_DIR.resolve()

@@ -79,7 +79,11 @@ def _busiest(results: dict) -> float:
     """Highest machine CPU use seen just before any measurement started."""
     seen = [0.0]
     for res in results.values():
-        runs = [*res.get("throughput", []), *res.get("latency", []), *res.get("enqueue", {}).values()]
+        runs = [
+            *res.get("throughput", []),
+            *res.get("latency", []),
+            *res.get("enqueue", {}).values(),
+        ]
         for r in runs:
             for key in ("busy_before", "others_during"):
                 v = r.get(key)
@@ -108,7 +112,11 @@ def markdown(results: dict, skipped: dict, meta: dict) -> str:
     c = meta["counts"]
     rows = [
         ("enqueue_single", "enqueue, one transaction per job (jobs/s)", _fmt_rate),
-        ("enqueue_atomic", f"enqueue, {c['enqueue_n']:,} jobs in one transaction (jobs/s)", _fmt_rate),
+        (
+            "enqueue_atomic",
+            f"enqueue, {c['enqueue_n']:,} jobs in one transaction (jobs/s)",
+            _fmt_rate,
+        ),
         ("enqueue_bulk", f"enqueue, bulk API, {c['enqueue_n']:,} jobs (jobs/s)", _fmt_rate),
         ("process_1", f"process {c['jobs']:,} no-op jobs, 1 worker process (jobs/s)", _fmt_rate),
         ("process_2", f"process {c['jobs']:,} no-op jobs, 2 worker processes (jobs/s)", _fmt_rate),
@@ -150,7 +158,7 @@ def markdown(results: dict, skipped: dict, meta: dict) -> str:
     if busiest > 0.25:
         out.append(
             f"\n**Caution:** other work on the machine used up to {busiest:.0%} of its CPU "
-            "around some measurements (columns \"others' CPU\" and \"CPU busy before\" "
+            'around some measurements (columns "others\' CPU" and "CPU busy before" '
             "below); those figures are lower than this machine gives when idle."
         )
     for name, reason in skipped.items():

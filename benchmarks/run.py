@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -77,9 +79,7 @@ def measure_system(system, counts: dict, quick: bool, log_dir: Path) -> dict:
     from harness import Bench, BenchError, best
 
     # --quick must stay short, so it waits only briefly for a quiet machine.
-    bench = Bench(
-        system, log_dir, quiet_timeout=5.0 if quick else 60.0, retries=0 if quick else 2
-    )
+    bench = Bench(system, log_dir, quiet_timeout=5.0 if quick else 60.0, retries=0 if quick else 2)
     result: dict = {"versions": system.versions(), "enqueue": {}, "throughput": [], "latency": []}
 
     def attempt(what: str, fn):
@@ -99,7 +99,7 @@ def measure_system(system, counts: dict, quick: bool, log_dir: Path) -> dict:
     for mode in ("single", "atomic", "bulk"):
         res = attempt(
             f"enqueue {mode}",
-            lambda: bench.enqueue(mode, counts["enqueue_n"], counts["enqueue_repeats"]),
+            partial(bench.enqueue, mode, counts["enqueue_n"], counts["enqueue_repeats"]),
         )
         result["enqueue"][mode] = res
         if "rate" in res:
@@ -108,7 +108,7 @@ def measure_system(system, counts: dict, quick: bool, log_dir: Path) -> dict:
             bench.say(f"enqueue {mode:6}: n/a ({res['unsupported']})")
 
     for config in system.throughput_configs(quick):
-        res = attempt(config.describe(), lambda: bench.throughput(config, counts["jobs"]))
+        res = attempt(config.describe(), partial(bench.throughput, config, counts["jobs"]))
         res.setdefault("config", config.describe())
         res.setdefault("processes", config.processes)
         result["throughput"].append(res)
@@ -121,7 +121,7 @@ def measure_system(system, counts: dict, quick: bool, log_dir: Path) -> dict:
     for config in system.latency_configs(quick):
         res = attempt(
             f"latency {config.describe()}",
-            lambda: bench.latency(config, counts["latency_n"], spacing=0.02),
+            partial(bench.latency, config, counts["latency_n"], spacing=0.02),
         )
         res.setdefault("config", config.describe())
         result["latency"].append(res)
@@ -143,6 +143,9 @@ def measure_system(system, counts: dict, quick: bool, log_dir: Path) -> dict:
 def main() -> int:
     args = parse_args()
     ensure_venv()
+    # Turn SIGTERM into SystemExit so the worker groups' context managers
+    # still stop the workers (they run in their own sessions).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     import report
     from harness import REPO_DIR, WORK_DIR

@@ -90,9 +90,7 @@ def cmd_latency(args, tasks):
             time.sleep(delay)
         tasks.enqueue_latency(job_no, time.time())
     records = _wait_for(LATENCY_FILE, measured, args.timeout)
-    latencies = [
-        (records[j][1] - records[j][0]) * 1000.0 for j in measured if j in records
-    ]
+    latencies = [(records[j][1] - records[j][0]) * 1000.0 for j in measured if j in records]
     return {"n": args.n, "received": len(latencies), "latencies_ms": latencies}
 
 

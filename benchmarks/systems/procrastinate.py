@@ -38,9 +38,7 @@ class Procrastinate(System):
         return [PYTHON, manage_py(), "procrastinate", "worker", *config.args]
 
     def throughput_configs(self, quick):
-        settings = (
-            [(4, "sync")] if quick else [(1, "sync"), (4, "sync"), (8, "sync"), (4, "async")]
-        )
+        settings = [(4, "sync")] if quick else [(1, "sync"), (4, "sync"), (8, "sync"), (4, "async")]
         return [
             WorkerConfig(procs, ("--concurrency", str(c)), f"concurrency {c}", variant)
             for procs in (1, 2)

@@ -7,6 +7,7 @@ pgjobs takes plain module-level functions, so the jobs need no decorator.
 """
 
 from bench_record import record_start
+
 from pgjobs import background
 
 NOOP_VARIANTS = ("sync",)
