@@ -15,5 +15,7 @@ class RetryPolicy:
     jitter: float = 0.25
 
     def delay(self, attempts):
-        raw = min(self.cap, self.base * 2 ** max(0, attempts - 1))
+        # The exponent is bounded: 2 ** 1100 overflows a float, and far fewer
+        # doublings than 1000 reach any cap.
+        raw = min(self.cap, self.base * 2.0 ** min(max(0, attempts - 1), 1000))
         return raw * random.uniform(1 - self.jitter, 1 + self.jitter)
