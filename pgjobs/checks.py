@@ -60,15 +60,20 @@ def check_settings(app_configs=None, **kwargs):
                 id="pgjobs.E001",
             )
         ]
+    options = config["OPTIONS"]
+    if isinstance(options, dict) and "QUEUES" in options:
+        # Queue names first, on their own: telling them apart by the words of
+        # the backend's message misfiled every unknown option as E003 (the
+        # message lists the known ones, QUEUES among them).
+        try:
+            BaseJobBackend._queue_names(options["QUEUES"])
+        except InvalidBackend as exc:
+            return messages + [checks.Error(f"{name}['OPTIONS']: {exc}", id="pgjobs.E003")]
     try:
-        backend = backend_class(config["OPTIONS"])
+        backend = backend_class(options)
     except InvalidBackend as exc:
-        is_queue_problem = "queue" in str(exc).lower()
         return messages + [
-            checks.Error(
-                f"{name}['OPTIONS'] for {backend_class.__name__}: {exc}",
-                id="pgjobs.E003" if is_queue_problem else "pgjobs.E002",
-            )
+            checks.Error(f"{name}['OPTIONS'] for {backend_class.__name__}: {exc}", id="pgjobs.E002")
         ]
     except Exception as exc:  # a third-party backend's own complaint
         return messages + [
