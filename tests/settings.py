@@ -49,6 +49,12 @@ elif VENDOR == "sqlite":
 else:
     raise RuntimeError(f"PGJOBS_TEST_DB must be postgres, mysql or sqlite, not {VENDOR!r}")
 
+# Django's default (0) opens a connection per job that touches the database. Worker
+# processes of the load tests keep theirs, as a tuned deployment would; set by
+# tests/conftest.py's start_worker(persistent_connections=True).
+if os.environ.get("PGJOBS_TEST_CONN_MAX_AGE"):
+    DATABASES["default"]["CONN_MAX_AGE"] = float(os.environ["PGJOBS_TEST_CONN_MAX_AGE"])
+
 SECRET_KEY = "pgjobs-tests-only"
 USE_TZ = True
 TIME_ZONE = "UTC"

@@ -1,6 +1,7 @@
 """Job functions the tests enqueue. Module level, so workers can import them."""
 
 import asyncio
+import functools
 import time
 
 from django.db import IntegrityError
@@ -64,3 +65,46 @@ async def async_add(a, b):
 async def async_fail():
     await asyncio.sleep(0)
     raise KeyError("async boom")
+
+
+def whoami():
+    """The running job's context, as the job sees it."""
+    job = current_job()
+    return {
+        "id": job.id,
+        "func": job.func,
+        "queue": job.queue,
+        "attempt": job.attempt,
+        "max_attempts": job.max_attempts,
+    }
+
+
+def _logged(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+@_logged
+def decorated_add(a, b):
+    """Importable as ``tests.testapp.jobs.decorated_add`` (the wrapper);
+    ``decorated_add.__wrapped__`` is not importable by its path."""
+    return a + b
+
+
+class Multiplier:
+    def __init__(self, factor):
+        self.factor = factor
+
+    def __call__(self, value):
+        return value * self.factor
+
+    def times(self, value):
+        return value * self.factor
+
+
+triple = Multiplier(3)  # a callable instance at module level: not a function
+
+UNSERIALISABLE = object()

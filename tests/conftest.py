@@ -1,0 +1,269 @@
+"""Shared fixtures: database availability, real worker processes, polling helpers and
+an in-process worker.
+
+Tests that need the database are skipped when it is unreachable, except under
+``PGJOBS_REQUIRE_SERVICES=1`` (CI), where an unreachable database stops the run
+with an error instead: a green CI run must mean the tests ran.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.db import connection, connections
+from pytest_django.plugin import blocking_manager_key
+
+from pgjobs import records
+from pgjobs.handler import get_backend
+from pgjobs.models import Job
+from pgjobs.worker import Worker
+
+ROOT = Path(__file__).resolve().parent.parent
+VENDOR = os.environ.get("PGJOBS_TEST_DB", "postgres")
+REQUIRE_SERVICES = os.environ.get("PGJOBS_REQUIRE_SERVICES") == "1"
+
+# Bounds for processes the tests start: how long a SIGTERM may take before SIGKILL.
+STOP_TIMEOUT = 15.0
+
+
+# -- database availability ------------------------------------------------------
+
+
+def _database_problem():
+    """Why the test database server cannot be used, or None when it can."""
+    settings = connections["default"].settings_dict
+    if connections["default"].vendor == "sqlite":
+        return None
+    host = settings.get("HOST") or "127.0.0.1"
+    default_port = {"postgresql": 5432, "mysql": 3306}[connections["default"].vendor]
+    port = int(settings.get("PORT") or default_port)
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+    except OSError as exc:
+        return f"cannot reach {connections['default'].vendor} at {host}:{port}: {exc}"
+    try:
+        with connections["default"]._nodb_cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as exc:
+        return f"cannot log in to {connections['default'].vendor} at {host}:{port}: {exc}"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    needs_db = [item for item in items if item.get_closest_marker("django_db")]
+    if not needs_db:
+        return
+    with config.stash[blocking_manager_key].unblock():
+        problem = _database_problem()
+    if problem is None:
+        return
+    if REQUIRE_SERVICES:
+        pytest.exit(
+            f"PGJOBS_REQUIRE_SERVICES=1 but the test database is unavailable: {problem}",
+            returncode=pytest.ExitCode.INTERNAL_ERROR,
+        )
+    skip = pytest.mark.skip(reason=f"database unavailable ({problem})")
+    for item in needs_db:
+        item.add_marker(skip)
+
+
+# -- waiting -----------------------------------------------------------------------
+
+
+def wait_for(condition, timeout=10.0, interval=0.02, message=None):
+    """Poll ``condition()`` until it returns something truthy; return that value.
+
+    Fails the test once ``timeout`` seconds pass. Never loops without a bound.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            what = message or getattr(condition, "__name__", "condition")
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def status_counts():
+    """``{status: count}`` over every job, read from the database now."""
+    counts = {}
+    for status in Job.objects.values_list("status", flat=True):
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def unfinished_jobs():
+    return Job.objects.filter(status__in=[records.READY, records.RUNNING]).count()
+
+
+# -- in-process worker ---------------------------------------------------------------
+
+
+def run_jobs(timeout=30.0, **options):
+    """Run every due job in this process with a single-slot burst worker; return its stats.
+
+    The worker's claims and outcomes use the test's own connection; job functions
+    run in a slot thread with a connection of their own, so jobs that write to
+    the database need ``django_db(transaction=True)``. A watchdog stops the worker
+    (and fails the test) if it is still busy after ``timeout`` seconds.
+    """
+    backend = get_backend()
+    options.setdefault("concurrency", 1)
+    options.setdefault("retry_policy", backend.retry_policy)
+    options.setdefault("grace_period", 1.0)
+    worker = Worker(backend.get_store(), burst=True, **options)
+    fired = threading.Event()
+
+    def watchdog():
+        fired.set()
+        worker.request_stop()
+
+    timer = threading.Timer(timeout, watchdog)
+    timer.start()
+    try:
+        stats = worker.run()
+    finally:
+        timer.cancel()
+    if fired.is_set():
+        pytest.fail(f"the in-process worker was still busy after {timeout} s: {stats}")
+    return stats
+
+
+def work_until(condition, timeout=10.0, **options):
+    """Run burst passes (retries become due over time) until ``condition()`` holds."""
+
+    def done():
+        run_jobs(**options)
+        return condition()
+
+    return wait_for(done, timeout=timeout, interval=0.02, message="jobs to finish")
+
+
+@pytest.fixture
+def jobs_backend():
+    """The DatabaseBackend the test settings configure."""
+    return get_backend()
+
+
+# -- real worker processes -------------------------------------------------------------
+
+
+class WorkerProcess:
+    """A ``manage.py``-style command (``pgjobs_worker``, ``pgjobs_drain``) in a subprocess."""
+
+    def __init__(self, command, args, env, log_dir):
+        self.command = command
+        self.args = list(args)
+        self._stdout_path = log_dir / f"{command}-{id(self)}.out"
+        self._stderr_path = log_dir / f"{command}-{id(self)}.err"
+        with open(self._stdout_path, "wb") as out, open(self._stderr_path, "wb") as err:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "django", command, *self.args],
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+            )
+
+    def __repr__(self):
+        return f"<WorkerProcess {self.process.pid} {self.command} {' '.join(self.args)}>"
+
+    @property
+    def pid(self):
+        return self.process.pid
+
+    @property
+    def stdout(self):
+        return self._stdout_path.read_text(errors="replace")
+
+    @property
+    def stderr(self):
+        return self._stderr_path.read_text(errors="replace")
+
+    @property
+    def returncode(self):
+        return self.process.poll()
+
+    def send_signal(self, signum=signal.SIGTERM):
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+
+    def wait(self, timeout=STOP_TIMEOUT):
+        """Wait for the process to exit; fail the test (and kill it) if it does not."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"{self!r} did not exit within {timeout} s\n{self.output()}")
+
+    def wait_for_output(self, text, timeout=15.0, stream="stdout"):
+        """Wait until ``text`` appears in ``stream`` (the process must stay alive)."""
+
+        def seen():
+            if text in getattr(self, stream):
+                return True
+            if self.process.poll() is not None:
+                pytest.fail(f"{self!r} exited with {self.process.returncode}\n{self.output()}")
+            return False
+
+        wait_for(seen, timeout=timeout, message=f"{text!r} in the {stream} of {self!r}")
+
+    def stop(self, timeout=STOP_TIMEOUT):
+        """SIGTERM, then SIGKILL when it does not exit within ``timeout``; return the code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+    def kill(self):
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+    def output(self):
+        return f"--- stdout of {self!r}\n{self.stdout}--- stderr\n{self.stderr}"
+
+
+@pytest.fixture
+def start_worker(transactional_db, tmp_path):
+    """Start real worker processes on the test database: ``start_worker("--concurrency", "4")``.
+
+    ``command="pgjobs_drain"`` runs a drain instead; ``persistent_connections=True``
+    keeps database connections across jobs (``CONN_MAX_AGE``). Every process is stopped at
+    teardown (SIGTERM, then SIGKILL after a bound), before the database is flushed.
+    """
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "PGJOBS_TEST_DB": VENDOR,
+        "PGJOBS_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
+        "PYTHONUNBUFFERED": "1",
+    }
+    started = []
+
+    def start(*args, command="pgjobs_worker", persistent_connections=False):
+        process_env = dict(env)
+        if persistent_connections:
+            process_env["PGJOBS_TEST_CONN_MAX_AGE"] = "600"
+        process = WorkerProcess(command, args, process_env, tmp_path)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+    for process in started:
+        # Shown by pytest when the test failed: what the workers said.
+        print(process.output())
