@@ -1,0 +1,399 @@
+"""The worker (``pgjobs/worker.py``): claim order, deferral, retries, failures, async jobs
+and the running job's context. Jobs run in this process unless a test needs a real
+worker process."""
+
+import datetime
+import time
+
+import pytest
+from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pgjobs import JobFailed, background, current_job, records
+from pgjobs.models import Job
+from pgjobs.retry import RetryPolicy
+from pgjobs.serialization import sign_job
+from tests.conftest import run_jobs, status_counts, wait_for, work_until
+from tests.testapp import jobs
+from tests.testapp.models import Event, Execution
+
+# -- claim order -------------------------------------------------------------------
+
+job_sets = st.lists(
+    st.tuples(
+        st.one_of(st.sampled_from([-100, 0, 0, 7, 100]), st.integers(-100, 100)),  # priority
+        st.one_of(st.none(), st.integers(0, 3)),  # seconds in the past; None: enqueue now
+        st.sampled_from(["default", "other"]),  # queue
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+def claim_order(job):
+    return (-job.priority, job.run_at, job.id)
+
+
+@pytest.mark.django_db(transaction=True)
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(job_set=job_sets)
+def test_a_single_slot_worker_runs_due_jobs_in_claim_order(job_set):
+    """(priority desc, run_at, id), within the queues a worker works, never early."""
+    Job.objects.all().delete()
+    Event.objects.all().delete()
+    base = timezone.now()  # one instant, so equal offsets give equal run_at (ties by id)
+    for index, (priority, seconds_ago, queue) in enumerate(job_set):
+        options = {"args": [str(index)], "priority": priority, "queue": queue}
+        if seconds_ago is None:
+            background.enqueue(jobs.record_event, **options)
+        else:
+            when = base - datetime.timedelta(seconds=seconds_ago)
+            background.defer(jobs.record_event, when=when, **options)
+    stored = list(Job.objects.all())
+    expected = {
+        queue: [job.args[0] for job in sorted(stored, key=claim_order) if job.queue in queue]
+        for queue in (("other",), ("default", "other"))
+    }
+
+    run_jobs(queues=["other"])
+    ran = list(Event.objects.order_by("id").values_list("name", flat=True))
+    assert ran == expected[("other",)]
+
+    Event.objects.all().delete()
+    run_jobs()
+    ran = list(Event.objects.order_by("id").values_list("name", flat=True))
+    assert ran == [
+        name for name in expected[("default", "other")] if name not in expected[("other",)]
+    ]
+    assert status_counts() == {records.SUCCEEDED: len(job_set)}
+    for job in Job.objects.all():
+        assert job.started_at >= job.run_at, f"job {job.id} started before its run_at"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_deferred_jobs_never_run_early_and_run_soon_after_their_time(start_worker):
+    now = timezone.now()
+    offsets = [0.3, 0.8, 1.5]
+    refs = [
+        background.defer(jobs.record, when=now + datetime.timedelta(seconds=s), args=[f"d{s}"])
+        for s in offsets
+    ]
+    background.defer(jobs.record, when=datetime.timedelta(hours=1), args=["later"])
+    start_worker("--concurrency", "2")
+    wait_for(
+        lambda: all(ref.refresh().status == records.SUCCEEDED for ref in refs),
+        timeout=20,
+        message="the deferred jobs to succeed",
+    )
+    for ref in refs:
+        job = Job.objects.get(pk=ref.id)
+        assert job.started_at >= job.run_at, f"job {job.id} started before its run_at"
+        late = (job.started_at - job.run_at).total_seconds()
+        assert late < 1.5, f"job {job.id} started {late:.3f} s after its run_at"
+    assert not Execution.objects.filter(key="later").exists()
+    assert Job.objects.get(kwargs={}, args=["later"]).status == records.READY
+
+
+@pytest.mark.django_db
+def test_jobs_not_due_yet_are_not_claimed():
+    ref = background.defer(jobs.add, when=datetime.timedelta(minutes=5), args=[1, 2])
+    stats = run_jobs()
+    assert stats.claimed == 0
+    assert ref.refresh().status == records.READY
+    assert ref.attempts == 0
+
+
+# -- retries ----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_failed_attempts_are_retried_with_exponential_backoff_until_one_succeeds():
+    policy = RetryPolicy(base=0.2, cap=10.0, jitter=0.0)
+    ref = background.enqueue(jobs.fail_until, args=["flaky", 3], max_attempts=5)
+
+    gaps = []
+    for attempt in (1, 2):
+        run_jobs(retry_policy=policy)
+        job = Job.objects.get(pk=ref.id)
+        assert job.status == records.READY
+        assert job.attempts == attempt
+        assert job.error["type"] == "builtins.ValueError"
+        assert job.error["message"] == f"attempt {attempt} fails"
+        gaps.append((job.run_at - job.started_at).total_seconds())
+        wait_for(lambda: timezone.now() >= Job.objects.get(pk=ref.id).run_at, timeout=5)
+    run_jobs(retry_policy=policy)
+
+    ref.refresh()
+    assert ref.status == records.SUCCEEDED
+    assert ref.result == 3
+    assert ref.attempts == 3
+    assert list(
+        Event.objects.filter(name="flaky").order_by("id").values_list("value", flat=True)
+    ) == [
+        1,
+        2,
+        3,
+    ]
+    # Backoff doubles: 0.2 s after attempt 1, 0.4 s after attempt 2 (no jitter here).
+    assert 0.2 <= gaps[0] < 0.2 + 1.0
+    assert 0.4 <= gaps[1] < 0.4 + 1.0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_that_keeps_failing_fails_after_max_attempts_with_its_error_kept():
+    ref = background.enqueue(jobs.fail_until, args=["doomed", 99], max_attempts=3)
+    work_until(lambda: ref.refresh().is_finished, timeout=20)
+
+    assert ref.status == records.FAILED
+    assert ref.attempts == 3
+    assert Event.objects.filter(name="doomed").count() == 3
+    assert ref.error["type"] == "builtins.ValueError"
+    assert ref.error["message"] == "attempt 3 fails"
+    assert "fail_until" in ref.error["traceback"]
+    assert "ValueError: attempt 3 fails" in ref.error["traceback"]
+    assert ref.finished_at is not None
+    with pytest.raises(JobFailed, match="attempt 3 fails") as excinfo:
+        ref.result  # noqa: B018 (the property raises)
+    assert excinfo.value.error["type"] == "builtins.ValueError"
+
+
+@pytest.mark.django_db
+def test_max_attempts_one_means_no_retry():
+    ref = background.enqueue(jobs.fail_always, args=["once"], max_attempts=1)
+    stats = run_jobs()
+    assert (stats.failed, stats.retried) == (1, 0)
+    ref.refresh()
+    assert (ref.status, ref.attempts) == (records.FAILED, 1)
+    assert ref.error["message"] == "once"
+
+
+@pytest.mark.django_db
+def test_max_attempts_defaults_to_three_and_to_the_backend_option(settings):
+    assert Job.objects.get(pk=background.enqueue(jobs.noop).id).max_attempts == 3
+    settings.PGJOBS = {
+        **settings.PGJOBS,
+        "OPTIONS": {**settings.PGJOBS["OPTIONS"], "MAX_ATTEMPTS": 5},
+    }
+    assert Job.objects.get(pk=background.enqueue(jobs.noop).id).max_attempts == 5
+    assert Job.objects.get(pk=background.enqueue(jobs.noop, max_attempts=2).id).max_attempts == 2
+
+
+# -- jobs that cannot start ---------------------------------------------------------------
+
+
+def hand_written_row(func, args=None, kwargs=None, signed=True):
+    """A row as a bad deploy or an old release leaves it: bypasses enqueue's checks
+    (but signed with the site's key, unless ``signed=False``).
+
+    ``run_at`` is explicit because the column's default (Django's ``Now()``, the
+    statement's time on Postgres) is later than the test transaction's ``now()``.
+    """
+    args = [] if args is None else args
+    kwargs = kwargs or {}
+    return Job.objects.create(
+        func=func,
+        args=args,
+        kwargs=kwargs,
+        queue="default",
+        signature=sign_job(func, args, kwargs, "default") if signed else "",
+        run_at=timezone.now() - datetime.timedelta(hours=1),
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("func", "args", "kwargs", "message"),
+    [
+        ("tests.testapp.jobs.does_not_exist", [], {}, "does_not_exist"),
+        ("no_such_module.job", [], {}, "no_such_module"),
+        ("tests.testapp.broken_module.job", [], {}, "broken_module cannot be imported"),
+        ("tests.testapp.jobs.UNSERIALISABLE", [], {}, "not a function"),
+        ("tests.testapp.jobs.add", {"a": 1}, {}, "malformed"),
+        ("tests.testapp.jobs.add", [{"__pgjobs__": "no-such-tag", "v": 1}, 2], {}, "no-such-tag"),
+        ("tests.testapp.jobs.add", [{"__pgjobs__": "datetime", "v": "nope"}, 2], {}, "decode"),
+        (
+            "tests.testapp.jobs.echo",
+            [],
+            {"e": {"__pgjobs__": "model", "v": ["testapp.event", 0]}},
+            "DoesNotExist",
+        ),
+    ],
+)
+def test_a_job_that_cannot_start_fails_at_once_and_the_worker_runs_the_others(
+    func, args, kwargs, message
+):
+    before = background.enqueue(jobs.add, args=[1, 2], priority=10)
+    bad = hand_written_row(func, args, kwargs)
+    after = background.enqueue(jobs.add, args=[3, 4], priority=-10)
+
+    stats = run_jobs()
+
+    bad.refresh_from_db()
+    assert bad.status == records.FAILED
+    assert bad.attempts == 1, "a job that cannot start must not be retried"
+    assert bad.error["type"] == "pgjobs.exceptions.InvalidJob"
+    assert message in bad.error["message"]
+    assert before.refresh().result == 3
+    assert after.refresh().result == 7
+    assert stats.succeeded == 2
+
+
+@pytest.mark.django_db
+def test_a_row_not_signed_by_this_site_is_refused_before_anything_is_imported():
+    unsigned = hand_written_row("tests.testapp.broken_module.job", signed=False)
+    good = background.enqueue(jobs.add, args=[1, 1])
+    tampered = background.enqueue(jobs.add, args=[1, 2])
+    Job.objects.filter(pk=tampered.id).update(args=[1, 3])
+
+    run_jobs()
+
+    for job_id in (unsigned.id, tampered.id):
+        job = Job.objects.get(pk=job_id)
+        assert (job.status, job.attempts) == (records.FAILED, 1)
+        assert "signature mismatch" in job.error["message"]
+    assert good.refresh().result == 2
+
+
+# -- async jobs ---------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_async_jobs_run_and_their_result_is_stored():
+    refs = background.enqueue_many([(jobs.async_add, [i, i], {}) for i in range(5)])
+    run_jobs(concurrency=3)
+    assert [ref.refresh().result for ref in refs] == [0, 2, 4, 6, 8]
+
+
+@pytest.mark.django_db
+def test_async_job_failures_are_recorded_like_sync_ones():
+    ref = background.enqueue(jobs.async_fail, max_attempts=1)
+    run_jobs()
+    ref.refresh()
+    assert ref.status == records.FAILED
+    assert ref.error["type"] == "builtins.KeyError"
+    assert "async boom" in ref.error["message"]
+    assert "async_fail" in ref.error["traceback"]
+
+
+# -- the running job's context ----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_current_job_tells_a_job_about_itself():
+    ref = background.enqueue(jobs.whoami, queue="other", max_attempts=4)
+    run_jobs()
+    assert ref.refresh().result == {
+        "id": ref.id,
+        "func": "tests.testapp.jobs.whoami",
+        "queue": "other",
+        "attempt": 1,
+        "max_attempts": 4,
+    }
+    assert current_job() is None, "the context must not leak out of the job"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_current_job_attempt_counts_retries():
+    ref = background.enqueue(jobs.fail_until, args=["counting", 2])
+    work_until(lambda: ref.refresh().is_finished, timeout=20)
+    assert ref.result == 2
+    assert list(Event.objects.filter(name="counting").values_list("value", flat=True)) == [1, 2]
+
+
+# -- results ------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_return_values_are_stored_with_their_types():
+    value = (1, datetime.date(2024, 2, 29), {"k": {1, 2}})
+    ref = background.enqueue(jobs.echo, args=[value], kwargs={"when": datetime.timedelta(days=1)})
+    run_jobs()
+    assert ref.refresh().result == {"args": [value], "kwargs": {"when": datetime.timedelta(days=1)}}
+    assert isinstance(ref.result["args"][0], tuple)
+
+
+@pytest.mark.django_db
+def test_a_return_value_json_cannot_hold_is_kept_as_its_repr():
+    ref = background.enqueue(jobs.echo, args=["x"])
+    Job.objects.filter(pk=ref.id).update(
+        func="tests.testapp.jobs.Multiplier",
+        signature=sign_job("tests.testapp.jobs.Multiplier", ["x"], {}, "default"),
+    )
+    run_jobs()
+    assert ref.refresh().status == records.SUCCEEDED
+    assert ref.result.startswith("<tests.testapp.jobs.Multiplier object")
+
+
+class CountingStore:
+    """Wraps a store and counts the worker's claims; polls (no LISTEN connection)."""
+
+    wakeup = "poll"
+
+    def __init__(self, store):
+        self._store = store
+        self.claims = 0
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def claim(self, *args):
+        self.claims += 1
+        return self._store.claim(*args)
+
+    def finish_and_claim(self, *args):
+        self.claims += 1
+        return self._store.finish_and_claim(*args)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("queue_state", ["empty", "only a job due later"])
+def test_an_idle_worker_does_not_poll_faster_than_its_poll_interval(jobs_backend, queue_state):
+    import threading
+
+    from django.db import connections
+
+    from pgjobs.worker import Worker
+
+    if queue_state != "empty":
+        background.defer(jobs.noop, when=datetime.timedelta(hours=1))
+    store = CountingStore(jobs_backend.get_store())
+    worker = Worker(store, poll_interval=0.25)
+
+    def work():
+        try:
+            worker.run()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    try:
+        wait_for(lambda: store.claims >= 1, timeout=10, message="the first claim")
+        started, claims = time.monotonic(), store.claims
+        time.sleep(1.0)  # measuring a rate: how many claims in one second of idling
+        elapsed, claims = time.monotonic() - started, store.claims - claims
+    finally:
+        worker.request_stop()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert claims <= elapsed / 0.25 + 2, f"{claims} claims in {elapsed:.2f} s while idle"
+
+
+@pytest.mark.django_db
+def test_a_job_with_many_attempts_behind_it_is_retried_at_the_capped_delay():
+    """Backoff is capped (RETRY_MAX_DELAY=0.2 s in the test settings) however many
+    attempts a job has had; computing it must not overflow and wedge the worker."""
+    ref = background.enqueue(jobs.fail_always, max_attempts=5000)
+    Job.objects.filter(pk=ref.id).update(attempts=1500)
+    other = background.enqueue(jobs.add, args=[1, 2], priority=-1)
+    run_jobs(timeout=10)
+    job = Job.objects.get(pk=ref.id)
+    assert (job.status, job.attempts) == (records.READY, 1501)
+    assert (job.run_at - job.started_at).total_seconds() < 0.2 * 1.25 + 1.0
+    assert other.refresh().result == 3
