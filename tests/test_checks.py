@@ -1,0 +1,110 @@
+"""System checks (``pgjobs/checks.py``): each misconfiguration has a stable id that
+``manage.py check`` shows."""
+
+import pytest
+from django.core import checks
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.test import override_settings
+
+IMMEDIATE = "pgjobs.backends.ImmediateBackend"
+DATABASE = "pgjobs.backends.DatabaseBackend"
+
+
+def pgjobs_messages():
+    return [m for m in checks.run_checks() if m.id and m.id.startswith("pgjobs.")]
+
+
+def ids(config=None, **settings):
+    with override_settings(**({"PGJOBS": config} if config is not None else {}), **settings):
+        return sorted({m.id for m in pgjobs_messages()})
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"BACKEND": DATABASE, "OPTIONS": {"QUEUES": ["default", "other"]}},
+        {"BACKEND": IMMEDIATE},
+        {},
+        {"BACKEND": "tests.testapp.backends.EnqueueOnlyBackend", "OPTIONS": {"ANY": "thing"}},
+        {"BACKEND": DATABASE, "SCHEDULE": {}},
+    ],
+)
+def test_good_settings_pass(config):
+    assert ids(config) == []
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "no.such.module.Backend",
+        "pgjobs.backends.NoSuchBackend",
+        "tests.testapp.jobs.add",
+        "os.path",
+    ],
+)
+def test_e001_backend_that_cannot_be_imported_or_is_not_a_backend(backend):
+    with override_settings(PGJOBS={"BACKEND": backend}):
+        (message,) = pgjobs_messages()
+    assert message.id == "pgjobs.E001"
+    assert backend in message.msg
+    assert isinstance(message, checks.Error)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"NOT_AN_OPTION": 1},
+        {"MAX_ATTEMPTS": 0},
+        {"MAX_ATTEMPTS": "3"},
+        {"RETRY_DELAY": -1},
+        {"LEASE_SECONDS": 0},
+        {"DATABASE": "nope"},
+    ],
+)
+def test_e002_options_the_backend_does_not_accept(options):
+    assert ids({"BACKEND": DATABASE, "OPTIONS": options}) == ["pgjobs.E002"]
+
+
+def test_e002_unknown_option_on_the_immediate_backend():
+    assert ids({"BACKEND": IMMEDIATE, "OPTIONS": {"POLL_INTERVAL": 1}}) == ["pgjobs.E002"]
+
+
+def test_e002_names_the_unknown_option():
+    with override_settings(PGJOBS={"BACKEND": DATABASE, "OPTIONS": {"NOT_AN_OPTION": 1}}):
+        (message,) = pgjobs_messages()
+    assert "NOT_AN_OPTION" in message.msg
+
+
+@pytest.mark.parametrize(
+    "queues", ["default", [""], [1], ["x" * 101], [None], {"default": 1}.keys()]
+)
+def test_e003_bad_queue_names(queues):
+    assert ids({"BACKEND": DATABASE, "OPTIONS": {"QUEUES": queues}}) == ["pgjobs.E003"]
+
+
+def test_e004_schedule_on_a_backend_that_cannot_defer():
+    config = {"BACKEND": IMMEDIATE, "SCHEDULE": {"nightly": {"func": "tests.testapp.jobs.noop"}}}
+    with override_settings(PGJOBS=config):
+        (message,) = pgjobs_messages()
+    assert message.id == "pgjobs.E004"
+    assert "ImmediateBackend" in message.msg
+
+
+def test_wagtail_jobs_is_checked_when_pgjobs_is_absent(settings):
+    del settings.PGJOBS
+    settings.WAGTAIL_JOBS = {"BACKEND": "no.such.Backend"}
+    (message,) = pgjobs_messages()
+    assert message.id == "pgjobs.E001"
+    assert "WAGTAIL_JOBS" in message.msg
+
+
+def test_e006_setting_that_is_not_a_dict_or_has_unknown_keys():
+    assert ids("pgjobs.backends.DatabaseBackend") == ["pgjobs.E006"]
+    assert ids({"BACKEND": DATABASE, "OPTION": {}}) == ["pgjobs.E006"]
+
+
+def test_manage_py_check_reports_the_error():
+    with override_settings(PGJOBS={"BACKEND": "no.such.Backend"}):
+        with pytest.raises(SystemCheckError, match="pgjobs.E001"):
+            call_command("check")

@@ -1,0 +1,169 @@
+"""``manage.py pgjobs_drain`` and ``manage.py pgjobs_worker``
+(``pgjobs/management/commands/``)."""
+
+import datetime
+import io
+import signal
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from pgjobs import background, records
+from pgjobs.models import Job
+from tests.conftest import VENDOR, status_counts
+from tests.testapp import jobs
+
+
+@pytest.fixture(autouse=True)
+def keep_signal_handlers():
+    """The commands install SIGTERM/SIGINT handlers; give pytest its own back."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)
+
+
+def drain(*args):
+    out = io.StringIO()
+    call_command("pgjobs_drain", *args, stdout=out)
+    return out.getvalue().strip()
+
+
+# -- pgjobs_drain --------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_drain_runs_every_due_job_and_prints_a_summary():
+    ok = background.enqueue_many([(jobs.add, [n, n], {}) for n in range(5)])
+    bad = background.enqueue(jobs.fail_always, max_attempts=1)
+    flaky = background.enqueue(jobs.fail_always, max_attempts=2)
+    later = background.defer(jobs.noop, when=datetime.timedelta(hours=1))
+
+    summary = drain()
+
+    assert summary == "pgjobs_drain: ran 7, succeeded 5, failed 2 (1 to retry), left 0"
+    assert [ref.refresh().result for ref in ok] == [0, 2, 4, 6, 8]
+    assert bad.refresh().status == records.FAILED
+    assert flaky.refresh().status == records.READY  # its retry is not due yet
+    assert later.refresh().status == records.READY
+
+
+@pytest.mark.django_db
+def test_drain_of_an_empty_queue_says_so():
+    assert drain() == "pgjobs_drain: ran 0, succeeded 0, failed 0 (0 to retry), left 0"
+
+
+@pytest.mark.django_db
+def test_drain_max_jobs_stops_after_that_many_and_reports_what_is_left():
+    background.enqueue_many([(jobs.noop, [], {}) for _ in range(5)])
+    assert (
+        drain("--max-jobs", "2")
+        == "pgjobs_drain: ran 2, succeeded 2, failed 0 (0 to retry), left 3"
+    )
+    assert status_counts() == {records.SUCCEEDED: 2, records.READY: 3}
+    assert drain("--max-jobs", "10", "--concurrency", "3").startswith("pgjobs_drain: ran 3,")
+    assert status_counts() == {records.SUCCEEDED: 5}
+
+
+@pytest.mark.django_db
+def test_drain_queue_works_only_that_queue():
+    other = background.enqueue_many([(jobs.noop, [], {}) for _ in range(2)], queue="other")
+    default = background.enqueue(jobs.noop)
+    assert (
+        drain("--queue", "other")
+        == "pgjobs_drain: ran 2, succeeded 2, failed 0 (0 to retry), left 0"
+    )
+    assert {ref.refresh().status for ref in other} == {records.SUCCEEDED}
+    assert default.refresh().status == records.READY
+    assert drain("--queue", "default", "--queue", "other").startswith("pgjobs_drain: ran 1,")
+
+
+@pytest.mark.django_db
+def test_drain_max_seconds_bounds_claiming():
+    background.enqueue_many([(jobs.noop, [], {}) for _ in range(3)])
+    assert drain("--max-seconds", "30").startswith("pgjobs_drain: ran 3,")
+
+
+@pytest.mark.parametrize("command", ["pgjobs_drain", "pgjobs_worker"])
+@pytest.mark.django_db
+def test_an_unknown_queue_is_a_command_error(command):
+    with pytest.raises(CommandError, match="unknown queue nope"):
+        call_command(command, "--queue", "nope", stdout=io.StringIO())
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "message"),
+    [
+        ("pgjobs_drain", ["--concurrency", "0"], "--concurrency"),
+        ("pgjobs_worker", ["--concurrency", "0"], "--concurrency"),
+        ("pgjobs_drain", ["--max-jobs", "0"], "--max-jobs"),
+        ("pgjobs_drain", ["--max-seconds", "-1"], "--max-seconds"),
+    ],
+)
+@pytest.mark.django_db
+def test_bad_numbers_are_command_errors(command, args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command(command, *args, stdout=io.StringIO())
+
+
+@pytest.mark.parametrize("command", ["pgjobs_drain", "pgjobs_worker"])
+def test_a_backend_without_a_queue_to_work_is_a_command_error(settings, command):
+    settings.PGJOBS = {"BACKEND": "pgjobs.backends.ImmediateBackend"}
+    with pytest.raises(CommandError, match="runs jobs without a worker"):
+        call_command(command, stdout=io.StringIO())
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_drain_as_cron_runs_it(start_worker):
+    refs = background.enqueue_many([(jobs.add, [n, 1], {}) for n in range(10)])
+    process = start_worker("--concurrency", "2", command="pgjobs_drain")
+    assert process.wait(timeout=30) == 0, process.output()
+    assert process.stdout.strip() == (
+        "pgjobs_drain: ran 10, succeeded 10, failed 0 (0 to retry), left 0"
+    )
+    assert [ref.refresh().result for ref in refs] == [n + 1 for n in range(10)]
+
+
+# -- pgjobs_worker -------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_worker_prints_its_banner_and_stops_cleanly_on_sigterm(start_worker):
+    worker = start_worker("--concurrency", "3", "--queue", "other", "--poll-interval", "5")
+    worker.wait_for_output("Stop with Ctrl-C or SIGTERM.")
+    banner = worker.stdout
+    assert "backend:     DatabaseBackend" in banner
+    assert "queues:      other\n" in banner
+    assert "concurrency: 3\n" in banner
+    if VENDOR == "postgres":
+        assert "wake-up:     notified, polling every 5 s as a safety net" in banner
+    else:
+        assert "wake-up:     polling every 5 s" in banner
+
+    ref = background.enqueue(jobs.add, args=[1, 2], queue="other")
+    ignored = background.enqueue(jobs.add, args=[1, 2])
+    assert ref.wait(timeout=20).result == 3
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait() == 0, worker.output()
+    assert "pgjobs worker stopped: ran 1 (1 succeeded, 0 failed), put back 0" in worker.stdout
+    assert ignored.refresh().status == records.READY
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_worker_logs_each_job_through_the_pgjobs_logger(start_worker):
+    worker = start_worker("-v", "2")
+    ref = background.enqueue(jobs.add, args=[2, 2])
+    failed = background.enqueue(jobs.fail_always, args=["logged"], max_attempts=1)
+    assert ref.wait(timeout=20).result == 4
+    failed.wait(timeout=20)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    log = worker.stderr
+    assert f"job {ref.id} tests.testapp.jobs.add started" in log
+    assert f"job {ref.id} tests.testapp.jobs.add succeeded" in log
+    assert f"job {failed.id} tests.testapp.jobs.fail_always failed for good" in log
+    assert "RuntimeError: logged" in log
+    assert Job.objects.get(pk=failed.id).status == records.FAILED

@@ -1,0 +1,144 @@
+"""Real worker processes against the real database: exactly-once under contention,
+graceful shutdown on SIGTERM, and LISTEN wake-ups (``pgjobs/worker.py`` with the
+``pgjobs_worker`` command)."""
+
+import signal
+import time
+
+import pytest
+from django.db import connection
+
+from pgjobs import background, records
+from pgjobs.models import Job
+from tests.conftest import VENDOR, status_counts, unfinished_jobs, wait_for
+from tests.testapp import jobs
+from tests.testapp.models import Event, Execution
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+JOBS = 5_000
+PROCESSES = 4
+CONCURRENCY = 4
+
+
+def test_every_job_runs_exactly_once_across_competing_workers(start_worker):
+    refs = background.enqueue_many([(jobs.record, [f"job-{n}"], {}) for n in range(JOBS)])
+    assert len(refs) == JOBS
+    started = time.monotonic()
+    workers = [
+        start_worker("--concurrency", str(CONCURRENCY), persistent_connections=True)
+        for _ in range(PROCESSES)
+    ]
+
+    wait_for(lambda: unfinished_jobs() == 0, timeout=90, interval=0.2, message="the queue to empty")
+    took = time.monotonic() - started
+
+    assert status_counts() == {records.SUCCEEDED: JOBS}
+    # Execution.key is unique: a second run of any job would have failed it.
+    assert Execution.objects.count() == JOBS
+    assert not Event.objects.filter(name="duplicate").exists()
+    assert Job.objects.filter(attempts=1).count() == JOBS, "no job was retried or run twice"
+    ran_by = set(Job.objects.values_list("worker_id", flat=True).distinct())
+    assert len(ran_by) > 1, "the work should be shared between processes"
+    for worker in workers:
+        worker.send_signal(signal.SIGTERM)
+    for worker in workers:
+        assert worker.wait() == 0, worker.output()
+        assert "Traceback" not in worker.stderr, worker.output()
+    print(f"{JOBS} jobs, {PROCESSES} processes x {CONCURRENCY}: {took:.1f} s incl. startup")
+
+
+def test_sigterm_lets_running_jobs_finish_and_puts_unstarted_ones_back(start_worker):
+    refs = background.enqueue_many(
+        [(jobs.sleep_then_record, [f"sleep-{n}", 1.0], {}) for n in range(6)]
+    )
+    worker = start_worker("--concurrency", "2", "--grace-period", "20")
+    wait_for(
+        lambda: Job.objects.filter(status=records.RUNNING).count() == 2,
+        timeout=20,
+        message="two jobs running",
+    )
+    running = set(Job.objects.filter(status=records.RUNNING).values_list("id", flat=True))
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0, worker.output()
+
+    # The two running jobs finished; the rest were never started and are ready again.
+    for ref in refs:
+        ref.refresh()
+        if ref.id in running:
+            assert ref.status == records.SUCCEEDED, worker.output()
+        else:
+            assert (ref.status, ref.attempts) == (records.READY, 0), worker.output()
+    assert Execution.objects.count() == 2
+
+    # A second worker finishes the rest: nothing was lost.
+    drain = start_worker("--concurrency", "4", command="pgjobs_drain")
+    assert drain.wait(timeout=30) == 0, drain.output()
+    assert status_counts() == {records.SUCCEEDED: 6}
+    assert Execution.objects.count() == 6
+    assert "ran 4, succeeded 4, failed 0" in drain.stdout
+
+
+def test_jobs_still_running_after_the_grace_period_are_put_back(start_worker):
+    refs = background.enqueue_many(
+        [(jobs.sleep_then_record, [f"long-{n}", 1.5], {}) for n in range(2)]
+    )
+    worker = start_worker("--concurrency", "2", "--grace-period", "0.2")
+    wait_for(
+        lambda: Job.objects.filter(status=records.RUNNING).count() == 2,
+        timeout=20,
+        message="both jobs running",
+    )
+    worker.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    assert worker.wait(timeout=20) == 0, worker.output()
+    assert time.monotonic() - stopped < 1.2, "the worker must not wait past its grace period"
+
+    for ref in refs:
+        ref.refresh()
+        assert (ref.status, ref.attempts) == (records.READY, 0), worker.output()
+    assert Execution.objects.count() == 0
+    assert "still running after the grace period" in worker.stderr
+
+    drain = start_worker("--concurrency", "2", command="pgjobs_drain")
+    assert drain.wait(timeout=30) == 0, drain.output()
+    assert status_counts() == {records.SUCCEEDED: 2}
+    assert Execution.objects.count() == 2
+
+
+def test_a_second_signal_exits_at_once(start_worker):
+    background.enqueue(jobs.sleep_then_record, args=["stuck", 30.0])
+    worker = start_worker("--grace-period", "60", "-v", "2")
+    wait_for(lambda: Job.objects.filter(status=records.RUNNING).exists(), timeout=20)
+    worker.send_signal(signal.SIGTERM)
+    worker.wait_for_output("SIGTERM received", stream="stderr")
+    worker.send_signal(signal.SIGTERM)
+    stopped = time.monotonic()
+    code = worker.wait(timeout=10)
+    assert time.monotonic() - stopped < 5
+    assert code != 0, "an abrupt exit must not claim success"
+
+
+@pytest.mark.skipif(VENDOR != "postgres", reason="LISTEN/NOTIFY is PostgreSQL's")
+def test_an_idle_worker_is_woken_by_notify_well_before_its_poll_interval(start_worker):
+    worker = start_worker("--poll-interval", "30")
+    worker.wait_for_output("wake-up:     notified")
+
+    def listening():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'LISTEN %%' AND pid <> pg_backend_pid()"
+            )
+            return cursor.fetchone()[0] > 0
+
+    wait_for(listening, timeout=15, message="the worker's LISTEN connection")
+    # A first job makes sure the worker is past start-up and back to idling.
+    first = background.enqueue(jobs.add, args=[1, 1])
+    assert first.wait(timeout=20).result == 2
+    time.sleep(0.5)  # idle: waiting on LISTEN (its next poll is 10+ s away)
+
+    ref = background.enqueue(jobs.add, args=[2, 2])
+    assert ref.wait(timeout=5).result == 4
+    job = Job.objects.get(pk=ref.id)
+    delay = (job.started_at - job.created_at).total_seconds()
+    assert delay < 1.0, f"started {delay:.3f} s after enqueue: not woken by NOTIFY"
