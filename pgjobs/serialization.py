@@ -94,22 +94,44 @@ def _tag(tag, value):
     return {TAG: tag, "v": value}
 
 
+def _storable_str(value):
+    """Whether a database's JSON column keeps ``value`` as it is: PostgreSQL's jsonb
+    holds neither U+0000 nor lone surrogates (what ``os.fsdecode`` makes of
+    undecodable file names)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _encode(value, where):
     """Turn ``value`` into JSON-ready data; ``where`` names it in errors."""
-    if value is None or isinstance(value, (bool, int, str)):
+    if value is None or isinstance(value, (bool, int)):
         return value
+    if isinstance(value, str):
+        if _storable_str(value):
+            return value
+        return _tag("str", base64.b64encode(value.encode("utf-8", "surrogatepass")).decode())
     if isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise InvalidJob(f"{where} is {value!r}, which JSON cannot store; pass a string.")
+        if "e" in repr(value):
+            # jsonb reads 1e+16 as a number and prints it back as 10000000000000000,
+            # an int to JSON (and not even this float's digits): keep the text.
+            return _tag("float", repr(value))
         return value
     if isinstance(value, list):
         return [_encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, tuple):
         return _tag("tuple", [_encode(v, f"{where}[{i}]") for i, v in enumerate(value)])
     if isinstance(value, dict):
-        if all(isinstance(k, str) for k in value) and TAG not in value:
+        if all(isinstance(k, str) and _storable_str(k) for k in value) and TAG not in value:
             return {k: _encode(v, f"{where}[{k!r}]") for k, v in value.items()}
-        # Non-string keys (or a key that looks like our tag) survive as pairs.
+        # Non-string keys (or a key that looks like our tag, or that the database
+        # cannot hold as it is) survive as pairs.
         return _tag(
             "dict",
             [
@@ -163,6 +185,10 @@ def _decode(value):
     if tag is None:
         return {k: _decode(v) for k, v in value.items()}
     inner = value["v"]
+    if tag == "str":
+        return base64.b64decode(inner).decode("utf-8", "surrogatepass")
+    if tag == "float":
+        return float(inner)
     if tag == "tuple":
         return tuple(_decode(v) for v in inner)
     if tag == "dict":
