@@ -39,6 +39,12 @@ def describe_error(exc):
     cls = type(exc)
     return {
         "type": f"{cls.__module__}.{cls.__qualname__}",
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "message": _storable(str(exc)),
+        "traceback": _storable("".join(traceback.format_exception(exc))),
     }
+
+
+def _storable(text):
+    """``text`` with what a JSON column cannot hold (U+0000, lone surrogates) escaped:
+    an error that cannot be stored would keep its job running forever."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
