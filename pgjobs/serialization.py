@@ -267,8 +267,19 @@ def encode_result(value):
     """Encode a job's return value for storage; unstorable results are described, not lost."""
     try:
         return _encode(value, "the job's return value")
-    except InvalidJob:
-        return {TAG: "repr", "v": repr(value)[:1000]}
+    except (InvalidJob, RecursionError):  # RecursionError: a value that contains itself
+        return {TAG: "repr", "v": _storable_repr(value)}
+
+
+def _storable_repr(value):
+    try:
+        text = repr(value)
+    except Exception as exc:  # a broken __repr__ must not lose the outcome
+        text = f"<{type(value).__qualname__} object (repr failed: {type(exc).__name__})>"
+    text = text[:1000]
+    if not _storable_str(text):  # a custom __repr__ may return anything
+        text = text.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
+    return text
 
 
 def decode_result(value):
