@@ -6,6 +6,7 @@ Tests that need the database are skipped when it is unreachable, except under
 with an error instead: a green CI run must mean the tests ran.
 """
 
+import faulthandler
 import os
 import signal
 import socket
@@ -30,6 +31,8 @@ REQUIRE_SERVICES = os.environ.get("PGJOBS_REQUIRE_SERVICES") == "1"
 
 # Bounds for processes the tests start: how long a SIGTERM may take before SIGKILL.
 STOP_TIMEOUT = 15.0
+# How long an in-process worker may ignore a stop request before the run is ended.
+WEDGED_WORKER_TIMEOUT = 20.0
 
 
 # -- database availability ------------------------------------------------------
@@ -113,7 +116,9 @@ def run_jobs(timeout=30.0, **options):
     The worker's claims and outcomes use the test's own connection; job functions
     run in a slot thread with a connection of their own, so jobs that write to
     the database need ``django_db(transaction=True)``. A watchdog stops the worker
-    (and fails the test) if it is still busy after ``timeout`` seconds.
+    (and fails the test) if it is still busy after ``timeout`` seconds; a worker that
+    ignores the stop request too is a wedged worker, and the whole run ends with
+    every thread's traceback rather than hanging CI.
     """
     backend = get_backend()
     options.setdefault("concurrency", 1)
@@ -124,6 +129,7 @@ def run_jobs(timeout=30.0, **options):
 
     def watchdog():
         fired.set()
+        faulthandler.dump_traceback_later(WEDGED_WORKER_TIMEOUT, exit=True)
         worker.request_stop()
 
     timer = threading.Timer(timeout, watchdog)
@@ -132,6 +138,7 @@ def run_jobs(timeout=30.0, **options):
         stats = worker.run()
     finally:
         timer.cancel()
+        faulthandler.cancel_dump_traceback_later()
     if fired.is_set():
         pytest.fail(f"the in-process worker was still busy after {timeout} s: {stats}")
     return stats

@@ -131,16 +131,16 @@ def test_drain_as_cron_runs_it(start_worker):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.slow
 def test_worker_prints_its_banner_and_stops_cleanly_on_sigterm(start_worker):
-    worker = start_worker("--concurrency", "3", "--queue", "other", "--poll-interval", "5")
+    worker = start_worker("--concurrency", "3", "--queue", "other", "--poll-interval", "0.5")
     worker.wait_for_output("Stop with Ctrl-C or SIGTERM.")
     banner = worker.stdout
     assert "backend:     DatabaseBackend" in banner
     assert "queues:      other\n" in banner
     assert "concurrency: 3\n" in banner
     if VENDOR == "postgres":
-        assert "wake-up:     notified, polling every 5 s as a safety net" in banner
+        assert "wake-up:     notified, polling every 0.5 s as a safety net" in banner
     else:
-        assert "wake-up:     polling every 5 s" in banner
+        assert "wake-up:     polling every 0.5 s" in banner
 
     ref = background.enqueue(jobs.add, args=[1, 2], queue="other")
     ignored = background.enqueue(jobs.add, args=[1, 2])

@@ -81,7 +81,7 @@ def test_sigterm_lets_running_jobs_finish_and_puts_unstarted_ones_back(start_wor
 
 def test_jobs_still_running_after_the_grace_period_are_put_back(start_worker):
     refs = background.enqueue_many(
-        [(jobs.sleep_then_record, [f"long-{n}", 1.5], {}) for n in range(2)]
+        [(jobs.wait_for_event, [f"long-{n}", "go"], {}) for n in range(2)]
     )
     worker = start_worker("--concurrency", "2", "--grace-period", "0.2")
     wait_for(
@@ -90,9 +90,8 @@ def test_jobs_still_running_after_the_grace_period_are_put_back(start_worker):
         message="both jobs running",
     )
     worker.send_signal(signal.SIGTERM)
-    stopped = time.monotonic()
-    assert worker.wait(timeout=20) == 0, worker.output()
-    assert time.monotonic() - stopped < 1.2, "the worker must not wait past its grace period"
+    # The jobs would block for 30 s: exiting well before shows the grace period holds.
+    assert worker.wait(timeout=10) == 0, worker.output()
 
     for ref in refs:
         ref.refresh()
@@ -100,6 +99,7 @@ def test_jobs_still_running_after_the_grace_period_are_put_back(start_worker):
     assert Execution.objects.count() == 0
     assert "still running after the grace period" in worker.stderr
 
+    Event.objects.create(name="go")
     drain = start_worker("--concurrency", "2", command="pgjobs_drain")
     assert drain.wait(timeout=30) == 0, drain.output()
     assert status_counts() == {records.SUCCEEDED: 2}

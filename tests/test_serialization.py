@@ -34,11 +34,15 @@ fixed_offsets = st.builds(
 # themselves across zones (PEP 495), which would test datetime, not pgjobs.
 timezones = st.just(datetime.UTC) | fixed_offsets
 
+# What JSON columns are picky about: U+0000 and lone surrogates (jsonb refuses both).
+awkward_text = st.sampled_from(["a\x00b", "\x00", "\udcff", "file-\udce9.txt", "\ud83d"])
+
 hashable_leaves = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(),
     st.text(max_size=10),
+    awkward_text,
     st.floats(allow_nan=False, allow_infinity=False),
     st.dates(),
     st.datetimes(),
@@ -56,7 +60,9 @@ values = st.recursive(
     lambda children: st.one_of(
         st.lists(children, max_size=4),
         st.lists(children, max_size=4).map(tuple),
-        st.dictionaries(st.text(max_size=8) | st.just("__pgjobs__"), children, max_size=4),
+        st.dictionaries(
+            st.text(max_size=8) | awkward_text | st.just("__pgjobs__"), children, max_size=4
+        ),
         st.dictionaries(
             st.integers() | st.uuids() | st.dates() | st.tuples(st.integers(), st.text(max_size=3)),
             children,
@@ -317,3 +323,29 @@ def test_model_reference_round_trip_keeps_uuid_and_decimal_primary_keys_encoded(
     value = {"id": uuid.UUID(int=7), "amount": decimal.Decimal("1.10")}
     args, _ = through_storage([value], {})
     assert_same([value], args)
+
+
+# -- through the database ----------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(args=st.lists(values, max_size=3), kwargs=st.dictionaries(keyword_names, values, max_size=3))
+def test_arguments_survive_the_database_with_their_types(args, kwargs):
+    """The same property through the real JSON column (jsonb, MySQL JSON, SQLite text)
+    and the store's claim, as a worker receives them."""
+    from pgjobs import background
+    from pgjobs.handler import get_backend
+    from pgjobs.models import Job
+
+    Job.objects.all().delete()
+    ref = background.enqueue(jobs.echo, args=args, kwargs=kwargs)
+    (claimed,) = get_backend().get_store().claim(None, 1, "serialization-test")
+    assert claimed.id == ref.id
+    decoded_args, decoded_kwargs = decode_arguments(claimed.args, claimed.kwargs)
+    assert_same(args, decoded_args, "args")
+    assert_same(kwargs, decoded_kwargs, "kwargs")

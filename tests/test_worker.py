@@ -319,6 +319,16 @@ def test_return_values_are_stored_with_their_types():
 
 
 @pytest.mark.django_db
+def test_a_return_value_that_cannot_be_encoded_at_all_is_kept_as_its_repr():
+    ref = background.enqueue(jobs.self_referential)
+    after = background.enqueue(jobs.add, args=[1, 2], priority=-1)
+    run_jobs(timeout=10)
+    assert ref.refresh().status == records.SUCCEEDED
+    assert ref.result == "[[...]]"
+    assert after.refresh().result == 3
+
+
+@pytest.mark.django_db
 def test_a_return_value_json_cannot_hold_is_kept_as_its_repr():
     ref = background.enqueue(jobs.echo, args=["x"])
     Job.objects.filter(pk=ref.id).update(
@@ -397,3 +407,47 @@ def test_a_job_with_many_attempts_behind_it_is_retried_at_the_capped_delay():
     assert (job.status, job.attempts) == (records.READY, 1501)
     assert (job.run_at - job.started_at).total_seconds() < 0.2 * 1.25 + 1.0
     assert other.refresh().result == 3
+
+
+# -- values the database is picky about ------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_text_jsonb_cannot_hold_is_stored_in_arguments_results_and_errors():
+    """PostgreSQL's jsonb holds neither U+0000 nor lone surrogates. A job that takes,
+    returns or raises them must still be recorded (not wedge the worker in a loop of
+    failing writes)."""
+    text = "before\x00 \udcff after"  # NUL, and a lone surrogate (os.fsdecode)
+    echoed = background.enqueue(jobs.echo, args=[text], kwargs={"k": {text: text}})
+    failed = background.enqueue(jobs.fail_always, args=[text], max_attempts=1)
+    after = background.enqueue(jobs.add, args=[1, 2], priority=-1)
+    run_jobs(timeout=10)
+    assert echoed.refresh().result == {"args": [text], "kwargs": {"k": {text: text}}}
+    failed.refresh()
+    assert failed.status == records.FAILED
+    assert failed.error["type"] == "builtins.RuntimeError"
+    assert failed.error["message"].startswith("before") and failed.error["message"].endswith(
+        "after"
+    )
+    assert after.refresh().result == 3
+
+
+@pytest.mark.django_db
+def test_large_floats_come_back_as_floats():
+    """jsonb prints 1e+16 back as 10000000000000000, which JSON reads as an int."""
+    values = [1e16, -3.602879701896397e16, 1.5e300, 1e-7, 0.1]
+    ref = background.enqueue(jobs.echo, args=values)
+    run_jobs()
+    result = ref.refresh().result["args"]
+    assert result == values
+    assert [type(v) for v in result] == [float] * len(values)
+
+
+@pytest.mark.django_db
+def test_integers_of_any_size_come_back_exactly():
+    values = [2**53 + 1, 2**63 - 1, -(2**63), 2**64 + 1, -(2**70), 10**30]
+    ref = background.enqueue(jobs.echo, args=values)
+    run_jobs()
+    result = ref.refresh().result["args"]
+    assert result == values
+    assert [type(v) for v in result] == [int] * len(values)

@@ -108,3 +108,22 @@ class Multiplier:
 triple = Multiplier(3)  # a callable instance at module level: not a function
 
 UNSERIALISABLE = object()
+
+
+def wait_for_event(key, name, timeout=30.0):
+    """Block until an Event called ``name`` exists (or ``timeout`` passes), then record
+    ``key``: a job that runs exactly as long as the test wants it to."""
+    deadline = time.monotonic() + timeout
+    while not Event.objects.filter(name=name).exists():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"no event {name!r} after {timeout} s")
+        time.sleep(0.02)
+    Execution.objects.create(key=key, started=time.time())
+    return key
+
+
+def self_referential():
+    """Returns a list that contains itself: no JSON for that."""
+    value = []
+    value.append(value)
+    return value
