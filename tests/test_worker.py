@@ -451,3 +451,36 @@ def test_integers_of_any_size_come_back_exactly():
     result = ref.refresh().result["args"]
     assert result == values
     assert [type(v) for v in result] == [int] * len(values)
+
+
+# -- timeouts --------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("func", [jobs.sleep, jobs.async_sleep], ids=["sync", "async"])
+def test_an_attempt_past_its_timeout_fails_and_frees_its_slot(func):
+    slow = background.enqueue(func, args=[5], timeout=0.3, max_attempts=1)
+    quick = background.enqueue(jobs.add, args=[1, 2], priority=-1)
+    started = time.monotonic()
+    run_jobs(timeout=10)
+    assert time.monotonic() - started < 3, "the worker waited for the slow job"
+    slow.refresh()
+    assert slow.status == records.FAILED
+    assert slow.error["type"] == "builtins.TimeoutError"
+    assert quick.refresh().result == 3
+
+
+@pytest.mark.django_db
+def test_a_timed_out_attempt_is_retried_like_any_failure():
+    ref = background.enqueue(jobs.sleep, args=[5], timeout=0.2, max_attempts=2)
+    run_jobs(timeout=10)
+    job = Job.objects.get(pk=ref.id)
+    assert (job.status, job.attempts) == (records.READY, 1)
+    assert job.error["type"] == "builtins.TimeoutError"
+
+
+@pytest.mark.django_db
+def test_a_job_within_its_timeout_succeeds():
+    ref = background.enqueue(jobs.sleep, args=[0.05], timeout=5)
+    run_jobs()
+    assert ref.refresh().result == 0.05

@@ -127,3 +127,14 @@ def self_referential():
     value = []
     value.append(value)
     return value
+
+
+def sleep(seconds):
+    """Sleep and touch nothing: safe to abandon (a timed-out attempt runs on, detached)."""
+    time.sleep(seconds)
+    return seconds
+
+
+async def async_sleep(seconds):
+    await asyncio.sleep(seconds)
+    return seconds
