@@ -194,17 +194,19 @@ class CpuMeter:
     Everything the machine did (/proc/stat) minus what this measurement did:
     this harness and its reaped children, the worker process groups, the
     PostgreSQL processes serving the system's database or the whole server
-    (checkpointer, WAL writer, ...), and kernel threads. What is left is someone else's test suite
-    or build, which on 2 cores skews the figure; the harness repeats a run
-    when it is large. Call ``stop`` while the workers are still alive, so their
+    (checkpointer, WAL writer, ...), and kernel threads. What is left is
+    someone else's test suite or build, which on 2 cores skews the figure;
+    the harness repeats a run when it is large. Call ``stop`` while the workers are still alive, so their
     CPU and that of their database backends can still be read.
     """
 
     def __init__(self, db_name: str):
         self.db_name = db_name
+        self.top_others: list[tuple[str, float]] = []
 
-    def _ours(self, worker_pgids: set[int]) -> dict[int, int]:
-        ours = {}
+    def _scan(self, worker_pgids: set[int]) -> dict[int, tuple[int, bool, str]]:
+        """{pid: (cpu jiffies, is ours, name)} for every process now alive."""
+        procs = {}
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
@@ -213,13 +215,12 @@ class CpuMeter:
                 continue
             cpu, pgrp, comm, cmdline = info
             # Kernel threads (no cmdline) do our disk flushes as much as anyone's.
-            if pgrp in worker_pgids or not cmdline:
-                ours[int(entry)] = cpu
-            elif comm.startswith("postgres"):
+            ours = pgrp in worker_pgids or not cmdline
+            if not ours and comm.startswith("postgres"):
                 client_backend = "127.0.0.1(" in cmdline or "[local]" in cmdline
-                if not client_backend or f" {self.db_name} " in cmdline:
-                    ours[int(entry)] = cpu
-        return ours
+                ours = not client_backend or f" {self.db_name} " in cmdline
+            procs[int(entry)] = (cpu, ours, cmdline[:60] or comm)
+        return procs
 
     @staticmethod
     def _harness() -> float:
@@ -229,16 +230,28 @@ class CpuMeter:
     def start(self) -> None:
         self.busy0, self.total0 = _cpu_times()
         self.harness0 = self._harness()
-        self.ours0 = self._ours(set())
+        self.procs0 = self._scan(set())
 
     def stop(self, worker_pgids: set[int]) -> float:
-        """Fraction of the machine's CPU used by others since ``start``."""
+        """Fraction of the machine's CPU used by others since ``start``.
+
+        Also sets ``top_others``: the busiest other processes still alive, so
+        a disturbed figure can say what disturbed it.
+        """
         busy1, total1 = _cpu_times()
-        ours1 = self._ours(worker_pgids)
+        procs1 = self._scan(worker_pgids)
+        elapsed = max(1, total1 - self.total0)
         ours = (self._harness() - self.harness0) * os.sysconf("SC_CLK_TCK")
-        ours += sum(max(0, cpu - self.ours0.get(pid, 0)) for pid, cpu in ours1.items())
+        others = []
+        for pid, (cpu, is_ours, name) in procs1.items():
+            used = max(0, cpu - self.procs0.get(pid, (0,))[0])
+            if is_ours:
+                ours += used
+            elif used:
+                others.append((name, used / elapsed))
+        self.top_others = sorted(others, key=lambda o: -o[1])[:3]
         foreign = (busy1 - self.busy0) - ours
-        return max(0.0, foreign / max(1, total1 - self.total0))
+        return max(0.0, foreign / elapsed)
 
 
 class WorkerGroup:
@@ -463,6 +476,7 @@ class Bench:
             "wall_rate": n / wall,
             "busy_before": busy,
             "others_during": others,
+            "top_others": [(name, round(share, 3)) for name, share in meter.top_others],
         }
 
     def latency(self, config: WorkerConfig, n: int, spacing: float) -> dict:

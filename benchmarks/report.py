@@ -68,6 +68,16 @@ def _fmt_busy(v):
     return "–" if v is None or v != v else f"{v:.0%}"
 
 
+def _fmt_others(r):
+    """Others' CPU share, naming the busiest other process when it matters."""
+    share = r.get("others_during")
+    text = _fmt_busy(share)
+    top = r.get("top_others") or []
+    if share is not None and share > 0.05 and top:
+        text += f" (`{top[0][0].strip()[:40]}`)"
+    return text
+
+
 def _fmt_attempts(r):
     runs = r.get("attempts") or []
     if len(runs) < 2:
@@ -185,7 +195,7 @@ def markdown(results: dict, skipped: dict, meta: dict) -> str:
             if "rate" in r:
                 out.append(
                     f"| {n} | {r['config']} | {r['rate']:,.0f} | {r['wall_rate']:,.0f} "
-                    f"| {_fmt_busy(r.get('others_during'))} | {_fmt_attempts(r)} |"
+                    f"| {_fmt_others(r)} | {_fmt_attempts(r)} |"
                 )
             else:
                 out.append(f"| {n} | {r['config']} | failed: {r.get('error', '?')} | | | |")
