@@ -64,6 +64,12 @@ class OrmStore(Store):
     def describe(self):
         return f"{self.connection.vendor} database {self.alias!r}, polling"
 
+    def now(self):
+        """The current time as a query expression, in the form the ``DateTimeField``
+        columns store. Django's ``Now()`` is right where the database's clock is
+        in that form; stores for other databases override this."""
+        return Now()
+
     @staticmethod
     def _queue_filter(queues):
         return Q() if not queues else Q(queue__in=list(queues))
@@ -113,7 +119,7 @@ class OrmStore(Store):
         cancelled = (
             self.jobs()
             .filter(pk=job_id, status=records.READY)
-            .update(status=records.CANCELLED, finished_at=Now())
+            .update(status=records.CANCELLED, finished_at=self.now())
         )
         return bool(cancelled)
 
@@ -128,7 +134,7 @@ class OrmStore(Store):
             self._mine(worker_id, [job_id]).update(
                 status=records.SUCCEEDED,
                 result=result,
-                finished_at=Now(),
+                finished_at=self.now(),
                 lease_expires_at=None,
             )
 
@@ -136,20 +142,20 @@ class OrmStore(Store):
         self._mine(worker_id, [job_id]).update(
             status=records.READY,
             error=error,
-            run_at=Now() + Value(seconds(delay)),
+            run_at=self.now() + Value(seconds(delay)),
             worker_id=None,
             lease_expires_at=None,
         )
 
     def fail(self, worker_id, job_id, error):
         self._mine(worker_id, [job_id]).update(
-            status=records.FAILED, error=error, finished_at=Now(), lease_expires_at=None
+            status=records.FAILED, error=error, finished_at=self.now(), lease_expires_at=None
         )
 
     def heartbeat(self, worker_id, job_ids):
         if job_ids:
             self._mine(worker_id, job_ids).update(
-                lease_expires_at=Now() + Value(seconds(self.lease_seconds))
+                lease_expires_at=self.now() + Value(seconds(self.lease_seconds))
             )
 
     def rescue(self):
@@ -160,13 +166,15 @@ class OrmStore(Store):
         }
         return (
             self.jobs()
-            .filter(status=records.RUNNING, lease_expires_at__lt=Now())
+            .filter(status=records.RUNNING, lease_expires_at__lt=self.now())
             .update(
                 status=Case(
                     When(attempts__gte=F("max_attempts"), then=Value(records.FAILED)),
                     default=Value(records.READY),
                 ),
-                finished_at=Case(When(attempts__gte=F("max_attempts"), then=Now()), default=None),
+                finished_at=Case(
+                    When(attempts__gte=F("max_attempts"), then=self.now()), default=None
+                ),
                 error=Value(error, output_field=self.jobs().model._meta.get_field("error")),
                 worker_id=None,
                 lease_expires_at=None,
@@ -196,7 +204,7 @@ class OrmStore(Store):
     def count_due(self, queues):
         return (
             self.jobs()
-            .filter(self._queue_filter(queues), status=records.READY, run_at__lte=Now())
+            .filter(self._queue_filter(queues), status=records.READY, run_at__lte=self.now())
             .count()
         )
 
