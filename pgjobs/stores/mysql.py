@@ -1,0 +1,355 @@
+"""The MySQL/MariaDB store: claims with ``SELECT ... FOR UPDATE SKIP LOCKED`` and
+an ``UPDATE`` in one short transaction; idle workers poll. All of pgjobs' MySQL
+SQL is here.
+
+Needs MariaDB >= 10.6 or MySQL >= 8.0 (``SKIP LOCKED``); migration 0002 adds
+the claim index these servers need (they ignore partial indexes). MariaDB >=
+10.8 and MySQL honour its descending ``priority``, so a claim reads only the
+rows it takes; older MariaDB sorts the due rows on each claim instead.
+
+Time: under ``USE_TZ`` Django stores naive UTC in ``DATETIME(6)`` columns but
+leaves the session time zone alone, so the server's ``NOW()`` is in whatever
+zone it runs in. Every statement here, and the ORM operations through
+``now()``, use ``UTC_TIMESTAMP(6)`` instead.
+"""
+
+import logging
+import random
+import time
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.db.models import BooleanField, DateTimeField, Func, JSONField, Value
+from django.utils import timezone
+from django.utils.functional import cached_property
+
+from ..records import ClaimedJob, JobInfo
+from ..serialization import dumps
+from .orm import INFO_FIELDS, OrmStore, load_json
+
+logger = logging.getLogger("pgjobs")
+
+#: Server errors that only mean "try again": deadlock found (1213), lock wait
+#: timeout (1205). InnoDB rolled the statement or transaction back.
+RETRYABLE_ERRORS = {1205, 1213}
+MAX_ATTEMPTS = 8
+
+#: Rows per INSERT in ``enqueue_many``, well under ``max_allowed_packet``.
+INSERT_BATCH = 500
+
+CLAIMED_FIELDS = (
+    "id",
+    "func",
+    "args",
+    "kwargs",
+    "queue",
+    "priority",
+    "run_at",
+    "attempts",
+    "max_attempts",
+    "timeout",
+    "signature",
+)
+
+# Lock up to N due rows in claim order, skipping rows other workers hold. The
+# rows are read here, locked, so the UPDATE that follows need not return them.
+CLAIM_LOCK = f"""
+SELECT {", ".join(CLAIMED_FIELDS)} FROM pgjobs_job
+WHERE status = 'ready' AND run_at <= {{now}} {{queue_filter}}
+ORDER BY priority DESC, run_at, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+
+CLAIM_MARK = """
+UPDATE pgjobs_job
+SET status = 'running', attempts = attempts + 1, started_at = {now},
+    worker_id = %(worker_id)s, lease_expires_at = {now} + INTERVAL %(lease)s MICROSECOND
+WHERE id IN ({ids})
+"""
+
+# One statement for every success of a batch; the guard keeps a job whose
+# lease was lost from completing twice.
+FINISH = """
+UPDATE pgjobs_job
+SET status = 'succeeded', result = CASE id {cases} END, finished_at = {now},
+    lease_expires_at = NULL
+WHERE id IN ({ids}) AND status = 'running' AND worker_id = %(worker_id)s
+"""
+
+SECONDS_UNTIL_DUE = """
+SELECT TIMESTAMPDIFF(MICROSECOND, {now}, MIN(run_at)) FROM pgjobs_job
+WHERE status = 'ready' {queue_filter}
+"""
+
+
+class UtcNow(Func):
+    """``UTC_TIMESTAMP(6)``: now in the form Django stores under ``USE_TZ``."""
+
+    template = "UTC_TIMESTAMP(6)"
+    output_field = DateTimeField()
+
+
+class MySQLStore(OrmStore):
+    """Jobs in a MySQL or MariaDB database, through Django's connection for the alias."""
+
+    wakeup = "poll"
+    default_poll_interval = 1.0
+
+    # -- time --------------------------------------------------------------------
+
+    @cached_property
+    def _utc_clock(self):
+        """The server's UTC clock matches the stored times (the usual setup).
+        Otherwise (``USE_TZ = False``, or a ``TIME_ZONE`` on the database) the
+        times are local: use this process's clock, converted by Django."""
+        return settings.USE_TZ and self.connection.timezone_name == "UTC"
+
+    def now(self):
+        if self._utc_clock:
+            return UtcNow()
+        return Value(timezone.now(), output_field=DateTimeField())
+
+    def _now_sql(self):
+        """Now, as SQL for the statements below."""
+        if self._utc_clock:
+            return "UTC_TIMESTAMP(6)"
+        # Our own formatting of a datetime: nothing in it needs escaping.
+        local = self.connection.ops.adapt_datetimefield_value(timezone.now())
+        return f"CAST('{local}' AS DATETIME(6))"
+
+    @cached_property
+    def _converters(self):
+        """Column -> how a raw value from the driver becomes the model's value."""
+        converters = {}
+        for field in self.jobs().model._meta.concrete_fields:
+            if isinstance(field, JSONField):
+                converters[field.column] = load_json
+            elif isinstance(field, BooleanField):
+                converters[field.column] = _boolean
+            elif isinstance(field, DateTimeField) and settings.USE_TZ:
+                converters[field.column] = self._aware
+        return converters
+
+    def _aware(self, value):
+        if value is None:
+            return None
+        return self.connection.ops.convert_datetimefield_value(value, None, self.connection)
+
+    def _from_db(self, names, row):
+        converters = self._converters
+        return {
+            name: converters[name](value) if name in converters else value
+            for name, value in zip(names, row, strict=True)
+        }
+
+    # -- plumbing ----------------------------------------------------------------
+
+    def _in_transaction(self):
+        connection = self.connection
+        return connection.in_atomic_block or not connection.get_autocommit()
+
+    def _retrying(self, operation, *args, **kwargs):
+        """Run ``operation``, again after a deadlock or lock wait timeout.
+
+        Inside the caller's transaction there is nothing to retry (the server
+        rolled it back, or the statement's effects are the caller's to judge),
+        so the error goes to the caller.
+        """
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                return operation(*args, **kwargs)
+            except DatabaseError as exc:
+                code = exc.args[0] if exc.args else None
+                if code not in RETRYABLE_ERRORS or attempt == MAX_ATTEMPTS:
+                    raise
+                if self._in_transaction():
+                    raise
+                delay = min(0.5, 0.005 * 2**attempt) * random.uniform(0.5, 1.5)
+                logger.debug("pgjobs: %s; retrying in %.3f s", exc, delay)
+                time.sleep(delay)
+
+    def _claim_transaction(self):
+        """A short transaction of our own, at READ COMMITTED (Django's default
+        for MySQL) so the claim's locking read takes no gap locks; or, inside
+        the caller's transaction, that one."""
+        if self._in_transaction():
+            return transaction.atomic(using=self.alias, savepoint=False)
+        return _ReadCommitted(self)
+
+    @staticmethod
+    def _sql_queue_filter(queues):
+        return "AND queue IN %(queues)s" if queues else ""
+
+    # -- producers ---------------------------------------------------------------
+
+    def _row_values(self, spec):
+        """Column -> database value for one job, through Django's own adapters."""
+        fields = {field.name: field for field in self.jobs().model._meta.concrete_fields}
+        values = self._model_kwargs(spec)
+        values.setdefault("run_at", None)
+        return {
+            name: dumps(value)
+            if isinstance(fields[name], JSONField)
+            else fields[name].get_db_prep_save(value, self.connection)
+            for name, value in values.items()
+        }
+
+    def _insert_sql(self, columns, rows):
+        now = self._now_sql()
+        one_row = ", ".join(
+            f"COALESCE(%s, {now})" if column == "run_at" else "%s" for column in columns
+        )
+        quoted = ", ".join(self.connection.ops.quote_name(column) for column in columns)
+        values = ", ".join([f"({one_row}, {now})"] * rows)
+        return f"INSERT INTO pgjobs_job ({quoted}, created_at) VALUES {values}"
+
+    def enqueue(self, spec):
+        return self._retrying(self._enqueue_rows, [spec])[0]
+
+    def enqueue_many(self, specs):
+        if not specs:
+            return []
+        if len(specs) <= INSERT_BATCH:
+            return self._retrying(self._enqueue_rows, specs)
+        return self._retrying(self._enqueue_batches, specs)
+
+    def _enqueue_batches(self, specs):
+        with transaction.atomic(using=self.alias):  # all or nothing
+            return [
+                info
+                for start in range(0, len(specs), INSERT_BATCH)
+                for info in self._enqueue_rows(specs[start : start + INSERT_BATCH])
+            ]
+
+    def _enqueue_rows(self, specs):
+        """One multi-row INSERT; its rows come back with RETURNING on MariaDB.
+
+        MySQL has no INSERT ... RETURNING, and a multi-row INSERT's ids need not
+        be consecutive there (``innodb_autoinc_lock_mode = 2``), so on MySQL
+        each row is inserted and read back by its own id, in one transaction.
+        """
+        rows = [self._row_values(spec) for spec in specs]
+        columns = list(rows[0])
+        if not self.connection.features.can_return_columns_from_insert:
+            with transaction.atomic(using=self.alias), self.connection.cursor() as cursor:
+                return [self._insert_one(cursor, columns, row) for row in rows]
+        query = f"{self._insert_sql(columns, len(rows))} RETURNING {', '.join(INFO_FIELDS)}"
+        with self.connection.cursor() as cursor:
+            cursor.execute(query, [value for row in rows for value in row.values()])
+            infos = [JobInfo(**self._from_db(INFO_FIELDS, row)) for row in cursor.fetchall()]
+        return sorted(infos, key=lambda info: info.id)
+
+    def _insert_one(self, cursor, columns, row):
+        cursor.execute(self._insert_sql(columns, 1), list(row.values()))
+        cursor.execute(
+            f"SELECT {', '.join(INFO_FIELDS)} FROM pgjobs_job WHERE id = %s", [cursor.lastrowid]
+        )
+        return JobInfo(**self._from_db(INFO_FIELDS, cursor.fetchone()))
+
+    def cancel(self, *args, **kwargs):
+        return self._retrying(super().cancel, *args, **kwargs)
+
+    # -- workers -----------------------------------------------------------------
+
+    def claim(self, queues, limit, worker_id):
+        return self.finish_and_claim(worker_id, [], queues, limit)
+
+    def finish(self, worker_id, results):
+        if results:
+            self._retrying(self._finish, worker_id, results)
+
+    def finish_and_claim(self, worker_id, results, queues, limit):
+        """Record a batch's successes and claim the next batch in one transaction."""
+        if limit <= 0:
+            self.finish(worker_id, results)
+            return []
+        return self._retrying(self._finish_and_claim, worker_id, results, queues, limit)
+
+    def _finish(self, worker_id, results):
+        params = {"worker_id": worker_id}
+        for n, (job_id, result) in enumerate(results):
+            params[f"id{n}"], params[f"result{n}"] = job_id, dumps(result)
+        query = FINISH.format(
+            now=self._now_sql(),
+            cases=" ".join(f"WHEN %(id{n})s THEN %(result{n})s" for n in range(len(results))),
+            ids=", ".join(f"%(id{n})s" for n in range(len(results))),
+        )
+        with self.connection.cursor() as cursor:
+            cursor.execute(query, params)
+
+    def _finish_and_claim(self, worker_id, results, queues, limit):
+        now = self._now_sql()
+        params = {
+            "worker_id": worker_id,
+            "limit": limit,
+            "lease": round(self.lease_seconds * 1e6),
+            "queues": tuple(queues or ()),
+        }
+        with self._claim_transaction():
+            if results:
+                self._finish(worker_id, results)
+            with self.connection.cursor() as cursor:
+                query = CLAIM_LOCK.format(now=now, queue_filter=self._sql_queue_filter(queues))
+                cursor.execute(query, params)
+                rows = cursor.fetchall()
+                if rows:
+                    ids = ", ".join(str(int(row[0])) for row in rows)
+                    cursor.execute(CLAIM_MARK.format(now=now, ids=ids), params)
+        return [self._claimed(row) for row in rows]
+
+    def _claimed(self, row):
+        values = self._from_db(CLAIMED_FIELDS, row)
+        values["attempts"] += 1  # as the UPDATE set it
+        return ClaimedJob(**values)
+
+    # The ORM's operations, retried like the rest.
+
+    def retry(self, *args, **kwargs):
+        return self._retrying(super().retry, *args, **kwargs)
+
+    def fail(self, *args, **kwargs):
+        return self._retrying(super().fail, *args, **kwargs)
+
+    def heartbeat(self, *args, **kwargs):
+        return self._retrying(super().heartbeat, *args, **kwargs)
+
+    def rescue(self, *args, **kwargs):
+        return self._retrying(super().rescue, *args, **kwargs)
+
+    def release(self, *args, **kwargs):
+        return self._retrying(super().release, *args, **kwargs)
+
+    def seconds_until_due(self, queues):
+        query = SECONDS_UNTIL_DUE.format(
+            now=self._now_sql(), queue_filter=self._sql_queue_filter(queues)
+        )
+        with self.connection.cursor() as cursor:
+            cursor.execute(query, {"queues": tuple(queues or ())})
+            (microseconds,) = cursor.fetchone()
+        return None if microseconds is None else max(0.0, microseconds / 1e6)
+
+
+class _ReadCommitted:
+    """``transaction.atomic()`` whose transaction runs at READ COMMITTED, whatever
+    isolation level the connection was configured with."""
+
+    def __init__(self, store):
+        self.store = store
+        self.atomic = transaction.atomic(using=store.alias)
+
+    def __enter__(self):
+        self.atomic.__enter__()
+        if self.store.connection.isolation_level != "read committed":
+            with self.store.connection.cursor() as cursor:
+                # Applies to the transaction atomic() just opened: it has not
+                # run a statement yet.
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+        return self
+
+    def __exit__(self, *exc_info):
+        return self.atomic.__exit__(*exc_info)
+
+
+def _boolean(value):
+    return value if value is None else bool(value)
