@@ -37,6 +37,21 @@ class Job(models.Model):
     error = models.JSONField(null=True, blank=True)
     unique_key = models.CharField(max_length=255, null=True, blank=True)
     signature = models.CharField(max_length=128, blank=True, db_default="")
+    cancel_requested = models.BooleanField(
+        db_default=False, help_text="Set while running: the job is asked to stop."
+    )
+    # ``unique_key`` while the job is ready or running, NULL otherwise: a unique
+    # index on it lets the database refuse a second active job with the same key
+    # on every vendor (MySQL/MariaDB have no partial unique indexes).
+    active_unique_key = models.GeneratedField(
+        expression=models.Case(
+            models.When(status__in=[records.READY, records.RUNNING], then=models.F("unique_key")),
+            default=models.Value(None),
+            output_field=models.CharField(max_length=255, null=True),
+        ),
+        output_field=models.CharField(max_length=255, null=True),
+        db_persist=True,
+    )
 
     class Meta:
         db_table = "pgjobs_job"
@@ -68,7 +83,35 @@ class Job(models.Model):
             models.CheckConstraint(
                 condition=models.Q(status__in=records.STATUSES), name="pgjobs_job_status_valid"
             ),
+            models.UniqueConstraint(
+                fields=["active_unique_key"], name="pgjobs_job_unique_active_key"
+            ),
         ]
 
     def __str__(self):
         return f"#{self.id} {self.func} ({self.status})"
+
+
+class WorkerProcess(models.Model):
+    """A live worker (``pgjobs_worker`` or ``pgjobs_drain``), for ``pgjobs_status``.
+
+    Each worker writes its row at start, refreshes ``heartbeat_at`` with its
+    leases and deletes it when it stops; a row whose heartbeat is old belongs to
+    a worker that died and is removed by the next rescue.
+    """
+
+    id = models.CharField(max_length=100, primary_key=True)
+    hostname = models.CharField(max_length=255)
+    pid = models.IntegerField()
+    queues = models.JSONField(default=list)
+    concurrency = models.IntegerField(default=1)
+    started_at = models.DateTimeField()
+    heartbeat_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "pgjobs_worker"
+        verbose_name = "worker"
+        ordering = ["started_at"]
+
+    def __str__(self):
+        return self.id

@@ -144,6 +144,18 @@ class Worker:
     def run(self):
         """Work until stopped; return the ``WorkerStats``."""
         started = time.monotonic()
+        self.store.register_worker(
+            self.worker_id, socket.gethostname(), os.getpid(), self.queues, self.concurrency
+        )
+        try:
+            return self._run(started)
+        finally:
+            try:
+                self.store.unregister_worker(self.worker_id)
+            except Exception:  # its heartbeat stops; the next rescue removes the row
+                pass
+
+    def _run(self, started):
         self._start_threads()
         next_heartbeat = started + self.heartbeat_interval
         # Jitter the first rescue so a fleet restarted together spreads out.
@@ -260,10 +272,10 @@ class Worker:
         return free, len(jobs)
 
     def _heartbeat(self):
-        if self._claimed:
-            cancel = self.store.heartbeat(self.worker_id, list(self._claimed))
-            if cancel:
-                self._request_cancellations(cancel)
+        # Even idle, so that pgjobs_status sees this worker alive.
+        cancel = self.store.heartbeat(self.worker_id, list(self._claimed))
+        if cancel:
+            self._request_cancellations(cancel)
 
     def _rescue(self):
         rescued = self.store.rescue()

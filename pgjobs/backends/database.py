@@ -70,11 +70,14 @@ class DatabaseBackend(BaseJobBackend):
     # -- RFC 72 modes ------------------------------------------------------------
 
     def enqueue(self, func, args, kwargs, **options):
-        spec = self.prepare(func, args, kwargs, **options)
-        return JobRef(self.store.enqueue(spec), self)
+        return self._store(self.prepare(func, args, kwargs, **options))
 
     def defer(self, func, when, args, kwargs, **options):
-        spec = self.prepare(func, args, kwargs, when, **options)
+        return self._store(self.prepare(func, args, kwargs, when, **options))
+
+    def _store(self, spec):
+        if spec.unique_key is not None:
+            return JobRef(self.store.enqueue_unique(spec), self)
         return JobRef(self.store.enqueue(spec), self)
 
     async def aenqueue(self, func, args, kwargs, **options):
@@ -89,6 +92,8 @@ class DatabaseBackend(BaseJobBackend):
 
     def enqueue_many(self, jobs, **options):
         specs = [self.prepare(func, args, kwargs, **options) for func, args, kwargs in jobs]
+        if any(spec.unique_key is not None for spec in specs):
+            return [self._store(spec) for spec in specs]  # each may meet an existing job
         return [JobRef(info, self) for info in self.store.enqueue_many(specs)]
 
     # -- refs ----------------------------------------------------------------------

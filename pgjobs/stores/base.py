@@ -32,12 +32,25 @@ class Store(abc.ABC):
         return [self.enqueue(spec) for spec in specs]
 
     @abc.abstractmethod
+    def enqueue_unique(self, spec):
+        """Write ``spec`` unless a ready or running job has its ``unique_key``;
+        then return that job's ``JobInfo`` and write nothing (race-free)."""
+
+    @abc.abstractmethod
     def get(self, job_id):
         """The ``JobInfo`` of a job, or None."""
 
     @abc.abstractmethod
     def cancel(self, job_id):
         """Cancel a ready job (True); flag a running one to stop (False)."""
+
+    @abc.abstractmethod
+    def cancel_many(self, job_ids):
+        """``cancel`` for many jobs; returns (cancelled, asked to stop)."""
+
+    @abc.abstractmethod
+    def requeue(self, job_ids):
+        """Make failed or cancelled jobs ready again; returns how many."""
 
     # -- workers ---------------------------------------------------------------
 
@@ -74,6 +87,23 @@ class Store(abc.ABC):
     def heartbeat(self, worker_id, job_ids):
         """Extend the leases of the jobs ``worker_id`` is running; return the ids of
         those whose cancellation was requested (``JobRef.cancel()`` while running)."""
+
+    @abc.abstractmethod
+    def register_worker(self, worker_id, hostname, pid, queues, concurrency):
+        """Record a live worker (``heartbeat`` keeps it fresh)."""
+
+    @abc.abstractmethod
+    def unregister_worker(self, worker_id):
+        """Forget a worker that stopped cleanly."""
+
+    @abc.abstractmethod
+    def status(self):
+        """``{"workers": [...], "queues": [...]}`` for ``pgjobs_status``."""
+
+    @abc.abstractmethod
+    def prune(self, older_than, statuses, batch_size=1000, dry_run=False):
+        """Delete jobs in ``statuses`` that finished before now - ``older_than``,
+        in batches; return how many."""
 
     @abc.abstractmethod
     def rescue(self):

@@ -8,8 +8,8 @@ operations here are off the hot path: refs, retries, failures, leases.
 import datetime
 import json
 
-from django.db import connections
-from django.db.models import Case, F, Min, Q, Value, When
+from django.db import IntegrityError, connections, transaction
+from django.db.models import Case, Count, F, Min, Q, Value, When
 from django.db.models.functions import Now
 from django.utils import timezone
 
@@ -61,6 +61,11 @@ class OrmStore(Store):
 
         return Job.objects.using(self.alias)
 
+    def workers(self):
+        from ..models import WorkerProcess
+
+        return WorkerProcess.objects.using(self.alias)
+
     def describe(self):
         return f"{self.connection.vendor} database {self.alias!r}, polling"
 
@@ -86,6 +91,7 @@ class OrmStore(Store):
             max_attempts=spec.max_attempts,
             timeout=spec.timeout,
             unique_key=spec.unique_key,
+            signature=spec.signature,
         )
         if spec.run_at is not None:
             kwargs["run_at"] = spec.run_at
@@ -111,17 +117,73 @@ class OrmStore(Store):
         job = self.jobs().only(*INFO_FIELDS).filter(pk=job_id).first()
         return None if job is None else self._info(job)
 
+    def enqueue_unique(self, spec):
+        """Enqueue, unless a ready or running job has ``spec.unique_key``: then
+        return that job and write nothing. The unique index on the generated
+        ``active_unique_key`` column decides, so racing processes agree."""
+        for _ in range(10):
+            try:
+                # A savepoint, so that the conflict leaves the caller's transaction usable.
+                with transaction.atomic(using=self.alias):
+                    return self.enqueue(spec)
+            except IntegrityError:
+                existing = self._active_with_key(spec.unique_key)
+                if existing is not None:
+                    return existing
+                # The holder finished between our INSERT and our look: try again.
+        raise IntegrityError(f"cannot enqueue unique_key {spec.unique_key!r}: it keeps conflicting")
+
+    def _active_with_key(self, unique_key):
+        job = self.jobs().only(*INFO_FIELDS).filter(active_unique_key=unique_key).first()
+        return None if job is None else self._info(job)
+
     @staticmethod
     def _info(job):
         return JobInfo(**{name: getattr(job, name) for name in INFO_FIELDS})
 
     def cancel(self, job_id):
+        cancelled, _ = self.cancel_many([job_id])
+        return bool(cancelled)
+
+    def cancel_many(self, job_ids):
+        """Cancel ready jobs; ask running ones to stop (their worker tells them at
+        its next heartbeat). Returns (cancelled, asked)."""
+        job_ids = list(job_ids)
         cancelled = (
             self.jobs()
-            .filter(pk=job_id, status=records.READY)
+            .filter(pk__in=job_ids, status=records.READY)
             .update(status=records.CANCELLED, finished_at=self.now())
         )
-        return bool(cancelled)
+        asked = (
+            self.jobs()
+            .filter(pk__in=job_ids, status=records.RUNNING, cancel_requested=False)
+            .update(cancel_requested=True)
+        )
+        return cancelled, asked
+
+    def requeue(self, job_ids):
+        """Make failed or cancelled jobs ready again, with fresh attempts."""
+        requeued = (
+            self.jobs()
+            .filter(pk__in=list(job_ids), status__in=[records.FAILED, records.CANCELLED])
+            .update(
+                status=records.READY,
+                attempts=0,
+                run_at=self.now(),
+                started_at=None,
+                finished_at=None,
+                worker_id=None,
+                result=None,
+                cancel_requested=False,
+            )
+        )
+        if requeued:
+            self.notify_ready()
+        return requeued
+
+    def notify_ready(self, queues=None):
+        """Tell idle workers that jobs became ready outside enqueue; a no-op
+        where workers poll."""
 
     # -- workers -----------------------------------------------------------------
 
@@ -147,18 +209,99 @@ class OrmStore(Store):
             lease_expires_at=None,
         )
 
-    def fail(self, worker_id, job_id, error):
+    def fail(self, worker_id, job_id, error, status=records.FAILED):
         self._mine(worker_id, [job_id]).update(
-            status=records.FAILED, error=error, finished_at=self.now(), lease_expires_at=None
+            status=status, error=error, finished_at=self.now(), lease_expires_at=None
         )
 
     def heartbeat(self, worker_id, job_ids):
-        if job_ids:
-            self._mine(worker_id, job_ids).update(
-                lease_expires_at=self.now() + Value(seconds(self.lease_seconds))
-            )
+        self.workers().filter(pk=worker_id).update(heartbeat_at=self.now())
+        if not job_ids:
+            return []
+        mine = self._mine(worker_id, job_ids)
+        mine.update(lease_expires_at=self.now() + Value(seconds(self.lease_seconds)))
+        return list(mine.filter(cancel_requested=True).values_list("pk", flat=True))
+
+    # -- the worker registry and status ------------------------------------------------
+
+    def register_worker(self, worker_id, hostname, pid, queues, concurrency):
+        self.workers().update_or_create(
+            pk=worker_id,
+            defaults=dict(
+                hostname=hostname,
+                pid=pid,
+                queues=list(queues or []),
+                concurrency=concurrency,
+                started_at=self.now(),
+                heartbeat_at=self.now(),
+            ),
+        )
+
+    def unregister_worker(self, worker_id):
+        self.workers().filter(pk=worker_id).delete()
+
+    def status(self):
+        """Live workers and per-queue counts, for ``pgjobs_status``."""
+        now = timezone.now()
+        stale = now - seconds(3 * self.lease_seconds)
+        running = dict(
+            self.jobs()
+            .filter(status=records.RUNNING)
+            .values_list("worker_id")
+            .annotate(n=Count("pk"))
+        )
+        workers = [
+            {
+                "id": w.pk,
+                "hostname": w.hostname,
+                "pid": w.pid,
+                "queues": w.queues,
+                "concurrency": w.concurrency,
+                "started_at": w.started_at,
+                "heartbeat_at": w.heartbeat_at,
+                "running": running.get(w.pk, 0),
+            }
+            for w in self.workers().filter(heartbeat_at__gte=stale).order_by("started_at")
+        ]
+        counts = {}
+        for queue, status, n in self.jobs().values_list("queue", "status").annotate(n=Count("pk")):
+            counts.setdefault(queue, {})[status] = n
+        oldest = dict(
+            self.jobs()
+            .filter(status=records.READY, run_at__lte=now)
+            .values_list("queue")
+            .annotate(oldest=Min("run_at"))
+        )
+        queues = [
+            {
+                "queue": queue,
+                "counts": counts[queue],
+                "oldest_due_seconds": (now - oldest[queue]).total_seconds()
+                if queue in oldest
+                else None,
+            }
+            for queue in sorted(counts)
+        ]
+        return {"workers": workers, "queues": queues}
+
+    def prune(self, older_than, statuses, batch_size=1000, dry_run=False):
+        """Delete finished jobs that finished before ``now - older_than``, a batch
+        per statement so that no lock is held for long. Returns how many."""
+        cutoff = timezone.now() - older_than
+        old = self.jobs().filter(status__in=list(statuses), finished_at__lt=cutoff)
+        if dry_run:
+            return old.count()
+        deleted = 0
+        while True:
+            batch = list(old.values_list("pk", flat=True)[:batch_size])
+            if not batch:
+                return deleted
+            deleted += self.jobs().filter(pk__in=batch).delete()[0]
 
     def rescue(self):
+        self.workers().filter(
+            heartbeat_at__lt=self.now() - Value(seconds(3 * self.lease_seconds))
+        ).delete()
         error = {
             "type": "pgjobs.WorkerLost",
             "message": "the worker running this job stopped sending heartbeats",
@@ -169,11 +312,14 @@ class OrmStore(Store):
             .filter(status=records.RUNNING, lease_expires_at__lt=self.now())
             .update(
                 status=Case(
+                    When(cancel_requested=True, then=Value(records.CANCELLED)),
                     When(attempts__gte=F("max_attempts"), then=Value(records.FAILED)),
                     default=Value(records.READY),
                 ),
                 finished_at=Case(
-                    When(attempts__gte=F("max_attempts"), then=self.now()), default=None
+                    When(cancel_requested=True, then=self.now()),
+                    When(attempts__gte=F("max_attempts"), then=self.now()),
+                    default=None,
                 ),
                 error=Value(error, output_field=self.jobs().model._meta.get_field("error")),
                 worker_id=None,

@@ -23,25 +23,32 @@ _INSERT_COLUMNS = (
 ENQUEUE = f"""
 WITH job AS (
     INSERT INTO pgjobs_job ({_INSERT_COLUMNS})
-    VALUES (%s, %s::jsonb, %s::jsonb, %s, %s, COALESCE(%s, now()), %s, %s, %s, %s)
+    VALUES (%s, %s::jsonb, %s::jsonb, %s, %s, COALESCE(%s, statement_timestamp()), %s, %s, %s, %s)
+    {{on_conflict}}
     RETURNING {", ".join(INFO_FIELDS)}
 )
-SELECT job.*, CASE WHEN job.run_at <= now() THEN pg_notify(%s, job.queue) END FROM job
+SELECT job.*, CASE WHEN job.run_at <= statement_timestamp() THEN pg_notify(%s, job.queue) END FROM job
 """
+# A unique job: no row (and no error, which would abort the caller's
+# transaction) when an active job holds the key.
+ENQUEUE_UNIQUE = ENQUEUE.replace(
+    "{on_conflict}", "ON CONFLICT ON CONSTRAINT pgjobs_job_unique_active_key DO NOTHING"
+)
+ENQUEUE = ENQUEUE.replace("{on_conflict}", "")
 
 # Many jobs in one statement: arrays unnested into rows; one NOTIFY per queue
 # that received a job due now.
 ENQUEUE_MANY = f"""
 WITH job AS (
     INSERT INTO pgjobs_job ({_INSERT_COLUMNS})
-    SELECT f, a::jsonb, k::jsonb, q, p, COALESCE(r, now()), m, t, u, s
+    SELECT f, a::jsonb, k::jsonb, q, p, COALESCE(r, statement_timestamp()), m, t, u, s
     FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::smallint[],
                 %s::timestamptz[], %s::int[], %s::float8[], %s::text[], %s::text[])
          WITH ORDINALITY AS v(f, a, k, q, p, r, m, t, u, s, n)
     ORDER BY n
     RETURNING {", ".join(INFO_FIELDS)}
 ), woken AS (
-    SELECT pg_notify(%s, queue) FROM (SELECT DISTINCT queue FROM job WHERE run_at <= now()) q
+    SELECT pg_notify(%s, queue) FROM (SELECT DISTINCT queue FROM job WHERE run_at <= statement_timestamp()) q
 )
 SELECT job.*, (SELECT count(*) FROM woken) FROM job ORDER BY job.id
 """
@@ -59,7 +66,7 @@ WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
 CLAIM = """
 WITH {finished} next AS MATERIALIZED (
     SELECT id FROM pgjobs_job
-    WHERE status = 'ready' AND run_at <= now() {queue_filter}
+    WHERE status = 'ready' AND run_at <= statement_timestamp() {queue_filter}
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -79,7 +86,7 @@ CLAIM = CLAIM.replace("{finished}", "")
 
 # NULL when there is no ready job (GREATEST would turn that NULL into 0: "due now").
 SECONDS_UNTIL_DUE = """
-SELECT EXTRACT(EPOCH FROM min(run_at) - now())::float8
+SELECT EXTRACT(EPOCH FROM min(run_at) - statement_timestamp())::float8
 FROM pgjobs_job WHERE status = 'ready' {queue_filter}
 """
 
@@ -120,10 +127,16 @@ class PostgresStore(OrmStore):
         if raw.prepare_threshold is None and self._may_prepare():
             # Only our cursors can prepare: Django's bind on the client.
             raw.prepare_threshold = 0
-        with connection.wrap_database_errors:
-            with psycopg.Cursor(connection.connection) as cursor:
-                cursor.execute(query, params, prepare=True)
-                return cursor.fetchall() if fetch else None
+        started = time.perf_counter()
+        try:
+            with connection.wrap_database_errors:
+                with psycopg.Cursor(connection.connection) as cursor:
+                    cursor.execute(query, params, prepare=True)
+                    return cursor.fetchall() if fetch else None
+        finally:
+            if connection.queries_logged:  # DEBUG, or a test capturing queries
+                elapsed = time.perf_counter() - started
+                connection.queries_log.append({"sql": query, "time": f"{elapsed:.3f}"})
 
     @staticmethod
     def _sql_queue_filter(queues):
@@ -138,23 +151,39 @@ class PostgresStore(OrmStore):
         return "prepare_threshold" not in options and not options.get("server_side_binding")
 
     def enqueue(self, spec):
-        rows = self._execute(
-            ENQUEUE,
-            [
-                spec.func,
-                dumps(spec.args),
-                dumps(spec.kwargs),
-                spec.queue,
-                spec.priority,
-                spec.run_at,
-                spec.max_attempts,
-                spec.timeout,
-                spec.unique_key,
-                spec.signature,
-                self.channel,
-            ],
+        return _info(self._execute(ENQUEUE, self._enqueue_params(spec))[0])
+
+    def enqueue_unique(self, spec):
+        for _ in range(10):
+            rows = self._execute(ENQUEUE_UNIQUE, self._enqueue_params(spec))
+            if rows:
+                return _info(rows[0])
+            existing = self._active_with_key(spec.unique_key)
+            if existing is not None:
+                return existing
+            # The holder finished between our INSERT and our look: try again.
+        raise RuntimeError(f"cannot enqueue unique_key {spec.unique_key!r}: it keeps conflicting")
+
+    def notify_ready(self, queues=None):
+        self._execute(
+            "SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q",
+            [self.channel, list(queues) if queues else ["*"]],
         )
-        return _info(rows[0])
+
+    def _enqueue_params(self, spec):
+        return [
+            spec.func,
+            dumps(spec.args),
+            dumps(spec.kwargs),
+            spec.queue,
+            spec.priority,
+            spec.run_at,
+            spec.max_attempts,
+            spec.timeout,
+            spec.unique_key,
+            spec.signature,
+            self.channel,
+        ]
 
     def enqueue_many(self, specs):
         if not specs:
@@ -237,7 +266,8 @@ class PostgresStore(OrmStore):
             return self._reconnect_listener(timeout)
         try:
             for notify in self._listener.notifies(timeout=timeout, stop_after=1):
-                if self._listen_queues is None or notify.payload in self._listen_queues:
+                queues = self._listen_queues
+                if queues is None or notify.payload in queues or notify.payload == "*":
                     return True
             return False
         except psycopg.Error as exc:

@@ -1,0 +1,151 @@
+"""The ``Job`` rows in the Django admin: read-only, with retry and cancel actions."""
+
+import json
+
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from . import records
+from .handler import get_backend
+from .models import Job, WorkerProcess
+from .stores import database_store
+
+
+class QueueFilter(admin.SimpleListFilter):
+    """Queues from the settings, not ``SELECT DISTINCT`` over every job ever run."""
+
+    title = "queue"
+    parameter_name = "queue"
+
+    def lookups(self, request, model_admin):
+        queues = getattr(get_backend(), "queues", None) or []
+        return [(name, name) for name in queues]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(queue=self.value()) if self.value() else queryset
+
+
+def _pretty(value):
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "func",
+        "status",
+        "queue",
+        "priority",
+        "run_at",
+        "attempts_display",
+        "created_at",
+        "finished_at",
+    )
+    list_filter = ("status", QueueFilter)
+    search_fields = ("func",)
+    ordering = ("-id",)
+    # No COUNT(*) over the whole table on every page: it grows with history.
+    show_full_result_count = False
+    list_per_page = 100
+    actions = ("retry_jobs", "cancel_jobs")
+    fields = (
+        "id",
+        "func",
+        "status",
+        "queue",
+        "priority",
+        "run_at",
+        "attempts",
+        "max_attempts",
+        "timeout",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "worker_id",
+        "lease_expires_at",
+        "cancel_requested",
+        "unique_key",
+        "args_display",
+        "kwargs_display",
+        "result_display",
+        "error_display",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="attempts")
+    def attempts_display(self, job):
+        return f"{job.attempts}/{job.max_attempts}"
+
+    @admin.display(description="args")
+    def args_display(self, job):
+        return _pretty(job.args)
+
+    @admin.display(description="kwargs")
+    def kwargs_display(self, job):
+        return _pretty(job.kwargs)
+
+    @admin.display(description="result")
+    def result_display(self, job):
+        return _pretty(job.result) if job.status == records.SUCCEEDED else "-"
+
+    @admin.display(description="error")
+    def error_display(self, job):
+        if not job.error:
+            return "-"
+        return format_html(
+            "<strong>{}</strong>: {}<pre>{}</pre>",
+            job.error.get("type", ""),
+            job.error.get("message", ""),
+            job.error.get("traceback", ""),
+        )
+
+    def has_add_permission(self, request):
+        return False  # jobs are enqueued by code, signed with SECRET_KEY
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.has_perm("pgjobs.delete_job")
+
+    @admin.action(
+        description="Retry selected failed or cancelled jobs", permissions=["change_status"]
+    )
+    def retry_jobs(self, request, queryset):
+        ids = list(queryset.values_list("id", flat=True))
+        count = database_store(queryset.db).requeue(ids)
+        self.message_user(request, f"{count} job(s) queued again.", messages.SUCCESS)
+
+    @admin.action(description="Cancel selected jobs", permissions=["change_status"])
+    def cancel_jobs(self, request, queryset):
+        ids = list(queryset.values_list("id", flat=True))
+        cancelled, asked = database_store(queryset.db).cancel_many(ids)
+        text = f"{cancelled} ready job(s) cancelled"
+        if asked:
+            text += f"; {asked} running job(s) asked to stop"
+        self.message_user(request, text + ".", messages.SUCCESS)
+
+    def has_change_status_permission(self, request):
+        """Retry and cancel need the ``pgjobs.change_job`` permission."""
+        return request.user.has_perm("pgjobs.change_job")
+
+
+@admin.register(WorkerProcess)
+class WorkerProcessAdmin(admin.ModelAdmin):
+    list_display = ("id", "hostname", "pid", "concurrency", "started_at", "heartbeat_at")
+    readonly_fields = (
+        "id",
+        "hostname",
+        "pid",
+        "queues",
+        "concurrency",
+        "started_at",
+        "heartbeat_at",
+    )
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
