@@ -6,10 +6,14 @@
 - ``pgjobs.E004``: ``SCHEDULE`` is set but the backend cannot schedule (``defer``).
 - ``pgjobs.E005``: ``DatabaseBackend`` without ``"pgjobs"`` in ``INSTALLED_APPS``.
 - ``pgjobs.E006``: the setting is not a dict or has unknown keys.
+- ``pgjobs.W001``: ``DatabaseBackend`` on a SQLite database that is not in WAL mode.
 """
+
+import re
 
 from django.apps import apps
 from django.core import checks
+from django.db import connections
 from django.utils.module_loading import import_string
 
 from .backends.base import BaseJobBackend
@@ -117,4 +121,35 @@ def database_backend_checks(backend):
                 id="pgjobs.E002",
             )
         )
+    elif connections[backend.alias].vendor == "sqlite":
+        messages.extend(sqlite_wal_check(backend.alias))
     return messages
+
+
+def sqlite_wal_check(alias):
+    """``pgjobs.W001``: outside WAL mode, a worker's writes make web requests wait
+    (and readers make the worker wait). Read from the file's header, so the
+    check opens no connection and creates no file."""
+    connection = connections[alias]
+    init_command = connection.settings_dict.get("OPTIONS", {}).get("init_command", "")
+    if connection.is_in_memory_db() or re.search(r"journal_mode\s*=\s*'?wal", init_command, re.I):
+        return []
+    try:
+        with open(connection.settings_dict["NAME"], "rb") as file:
+            header = file.read(20)
+    except FileNotFoundError:
+        header = b""  # created on first use, in rollback-journal mode
+    except (OSError, TypeError, ValueError):
+        return []  # not a file we can read (a URI, no permission): nothing to say
+    if header[18:20] == b"\x02\x02":  # file format versions: 2 is WAL
+        return []
+    return [
+        checks.Warning(
+            f"DatabaseBackend stores jobs in the SQLite database {alias!r}, which is not in "
+            "WAL mode: while a worker writes, web requests cannot read, and the reverse.",
+            hint=f"Add 'init_command': 'PRAGMA journal_mode=WAL' to DATABASES[{alias!r}]"
+            "['OPTIONS'] (with 'transaction_mode': 'IMMEDIATE'), or run `PRAGMA "
+            "journal_mode=WAL;` once in `manage.py dbshell`: the mode is kept in the file.",
+            id="pgjobs.W001",
+        )
+    ]
