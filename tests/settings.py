@@ -37,13 +37,20 @@ elif VENDOR == "mysql":
         }
     }
 elif VENDOR == "sqlite":
-    # A file, not :memory:, so that worker subprocesses share it.
+    # A file, not :memory:, so that worker subprocesses share it. The OPTIONS are
+    # the ones pgjobs recommends (system check pgjobs.W001): WAL, so readers and
+    # the writer do not wait for each other, and transactions that take the write
+    # lock first, so they wait for it (up to "timeout" seconds) instead of failing.
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": TEST_NAME or os.path.join(SQLITE_DIR, "pgjobs.sqlite3"),
             "TEST": {"NAME": os.path.join(SQLITE_DIR, "test_pgjobs.sqlite3")},
-            "OPTIONS": {"timeout": 20},
+            "OPTIONS": {
+                "timeout": 20,
+                "init_command": "PRAGMA journal_mode=WAL",
+                "transaction_mode": "IMMEDIATE",
+            },
         }
     }
 else:
