@@ -101,9 +101,11 @@ class Worker:
         self.worker_id = worker_id or make_worker_id()
         self.stats = WorkerStats()
 
-        lease = getattr(store, "lease_seconds", 30.0)
+        # Heartbeat three times a lease; look for dead workers' jobs twice a lease,
+        # so a killed worker's jobs are back within about 1.5 leases (30 s by default).
+        lease = getattr(store, "lease_seconds", 20.0)
         self.heartbeat_interval = lease / 3
-        self.rescue_interval = lease
+        self.rescue_interval = lease / 2
 
         self._slots_queue = queue.SimpleQueue()  # claimed jobs waiting for a slot
         self._done = collections.deque()  # (job, outcome) from slots, not yet seen
@@ -158,8 +160,7 @@ class Worker:
     def _run(self, started):
         self._start_threads()
         next_heartbeat = started + self.heartbeat_interval
-        # Jitter the first rescue so a fleet restarted together spreads out.
-        next_rescue = started + random.uniform(0, self.rescue_interval)
+        next_rescue = started  # at once: a drain from cron may be the only one looking
         failures = 0
         while True:
             self._wake.clear()
@@ -169,14 +170,14 @@ class Worker:
                 if self._stopping.is_set() or self._limit_reached(started):
                     self._record_successes(successes)
                     break
-                requested, claimed = self._finish_and_claim(successes)
                 now = time.monotonic()
                 if now >= next_heartbeat:
                     self._heartbeat()
                     next_heartbeat = now + self.heartbeat_interval
-                if now >= next_rescue:
+                if now >= next_rescue:  # before claiming, so rescued jobs are claimable
                     self._rescue()
                     next_rescue = now + self.rescue_interval * random.uniform(0.8, 1.2)
+                requested, claimed = self._finish_and_claim(successes)
                 if self.burst and not claimed and not self._claimed:
                     break  # drained: nothing due, nothing running
                 if claimed and claimed == requested:

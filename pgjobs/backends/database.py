@@ -8,7 +8,7 @@ vendor (``pgjobs/stores/``), which owns every SQL statement. ``pgjobs_worker`` a
 from asgiref.sync import sync_to_async
 from django.utils.functional import cached_property
 
-from ..exceptions import JobNotFound
+from ..exceptions import InvalidBackend, JobNotFound
 from ..refs import JobRef
 from ..retry import RetryPolicy
 from .base import BaseJobBackend
@@ -21,8 +21,9 @@ class DatabaseBackend(BaseJobBackend):
     ``QUEUES`` (default ``["default"]``; ``[]`` accepts any name), ``MAX_ATTEMPTS``
     (3), ``RETRY_DELAY`` (1 s, doubled per attempt), ``RETRY_MAX_DELAY`` (3600 s),
     ``TIMEOUT`` (seconds an attempt may take by default; none), ``LEASE_SECONDS``
-    (30: how long a claim lasts without a heartbeat), ``POLL_INTERVAL`` (the
-    store's default), ``CHANNEL`` (Postgres NOTIFY channel, ``"pgjobs"``).
+    (20: how long a claim lasts without a heartbeat), ``POLL_INTERVAL`` (the
+    store's default), ``CHANNEL`` (Postgres NOTIFY channel, ``"pgjobs"``),
+    ``KEEP_SUCCEEDED`` (True; False deletes a job as soon as it succeeds).
     """
 
     option_names = {
@@ -35,6 +36,7 @@ class DatabaseBackend(BaseJobBackend):
         "LEASE_SECONDS",
         "POLL_INTERVAL",
         "CHANNEL",
+        "KEEP_SUCCEEDED",
     }
 
     def __init__(self, options):
@@ -47,15 +49,25 @@ class DatabaseBackend(BaseJobBackend):
             cap=self._positive_number("RETRY_MAX_DELAY", 3600.0),
         )
         self.default_timeout = self._positive_number("TIMEOUT", None, allow_none=True)
-        self.lease_seconds = self._positive_number("LEASE_SECONDS", 30.0)
+        self.lease_seconds = self._positive_number("LEASE_SECONDS", 20.0)
         self.poll_interval = self._positive_number("POLL_INTERVAL", None, allow_none=True)
         self.channel = self.options.get("CHANNEL", "pgjobs")
+        self.keep_succeeded = self.options.get("KEEP_SUCCEEDED", True)
+        if not isinstance(self.keep_succeeded, bool):
+            raise InvalidBackend(
+                f"OPTIONS['KEEP_SUCCEEDED'] must be True or False, not {self.keep_succeeded!r}"
+            )
 
     @cached_property
     def store(self):
         from ..stores import database_store
 
-        return database_store(self.alias, channel=self.channel, lease_seconds=self.lease_seconds)
+        return database_store(
+            self.alias,
+            channel=self.channel,
+            lease_seconds=self.lease_seconds,
+            keep_succeeded=self.keep_succeeded,
+        )
 
     def get_store(self):
         """The store a worker works (the store interface of DESIGN.md)."""

@@ -68,6 +68,11 @@ SET status = 'running', attempts = attempts + 1, started_at = {now},
 WHERE id IN ({ids})
 """
 
+# KEEP_SUCCEEDED False: succeeded jobs are deleted instead of updated.
+FINISH_DELETE = """
+DELETE FROM pgjobs_job WHERE id IN ({ids}) AND status = 'running' AND worker_id = %(worker_id)s
+"""
+
 # One statement for every success of a batch; the guard keeps a job whose
 # lease was lost from completing twice.
 FINISH = """
@@ -267,6 +272,11 @@ class MySQLStore(OrmStore):
         return self._retrying(self._finish_and_claim, worker_id, results, queues, limit)
 
     def _finish(self, worker_id, results):
+        if not self.keep_succeeded:
+            ids = ", ".join(str(int(job_id)) for job_id, _ in results)
+            with self.connection.cursor() as cursor:
+                cursor.execute(FINISH_DELETE.format(ids=ids), {"worker_id": worker_id})
+            return
         params = {"worker_id": worker_id}
         for n, (job_id, result) in enumerate(results):
             params[f"id{n}"], params[f"result{n}"] = job_id, dumps(result)

@@ -47,10 +47,14 @@ def seconds(delta_seconds):
 class OrmStore(Store):
     """A store over the ``Job`` model on one database alias."""
 
-    def __init__(self, alias="default", *, lease_seconds=30.0, channel="pgjobs"):
+    def __init__(
+        self, alias="default", *, lease_seconds=20.0, channel="pgjobs", keep_succeeded=True
+    ):
         self.alias = alias
         self.lease_seconds = lease_seconds
         self.channel = channel
+        # False: a job that succeeds is deleted at once instead of kept with its result.
+        self.keep_succeeded = keep_succeeded
 
     @property
     def connection(self):
@@ -192,6 +196,9 @@ class OrmStore(Store):
 
     def finish(self, worker_id, results):
         # Portable fallback: one UPDATE per job. Vendor stores batch this.
+        if not self.keep_succeeded:
+            self._mine(worker_id, [job_id for job_id, _ in results]).delete()
+            return
         for job_id, result in results:
             self._mine(worker_id, [job_id]).update(
                 status=records.SUCCEEDED,

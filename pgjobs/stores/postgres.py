@@ -60,6 +60,13 @@ FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
 WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
 """
 
+# KEEP_SUCCEEDED False: succeeded jobs are deleted instead of updated.
+FINISHED_DELETE = """
+DELETE FROM pgjobs_job AS j
+USING unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
+WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
+"""
+
 # The claim: lock up to N due rows in claim order, skipping rows other workers
 # hold, and mark them running, in one statement. MATERIALIZED keeps the planner
 # from re-evaluating the subquery per updated row.
@@ -82,6 +89,7 @@ RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
 # Recording the last batch's successes and claiming the next batch share one
 # statement, so a busy worker pays one round trip and one commit per batch.
 FINISH_AND_CLAIM = CLAIM.replace("{finished}", "finished AS (" + FINISHED + "),")
+DELETE_AND_CLAIM = CLAIM.replace("{finished}", "finished AS (" + FINISHED_DELETE + "),")
 CLAIM = CLAIM.replace("{finished}", "")
 
 # NULL when there is no ready job (GREATEST would turn that NULL into 0: "due now").
@@ -219,12 +227,14 @@ class PostgresStore(OrmStore):
 
     def finish(self, worker_id, results):
         if results:
-            self._execute(FINISHED, self._finish_params(worker_id, results), fetch=False)
+            query = FINISHED if self.keep_succeeded else FINISHED_DELETE
+            self._execute(query, self._finish_params(worker_id, results), fetch=False)
 
     def finish_and_claim(self, worker_id, results, queues, limit):
         if not results:
             return self.claim(queues, limit, worker_id)
-        query = FINISH_AND_CLAIM.format(queue_filter=self._sql_queue_filter(queues))
+        query = FINISH_AND_CLAIM if self.keep_succeeded else DELETE_AND_CLAIM
+        query = query.format(queue_filter=self._sql_queue_filter(queues))
         params = self._claim_params(queues, limit, worker_id)
         params.update(self._finish_params(worker_id, results))
         return _claimed(self._execute(query, params))

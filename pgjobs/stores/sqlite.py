@@ -73,6 +73,11 @@ WHERE id IN ({ids})
 # SQLite >= 3.35: the claim is one statement.
 CLAIM = MARK.format(ids=DUE) + f"RETURNING {', '.join(CLAIMED_FIELDS)}"
 
+# KEEP_SUCCEEDED False: succeeded jobs are deleted instead of updated.
+FINISH_DELETE = """
+DELETE FROM pgjobs_job WHERE id IN ({ids}) AND status = 'running' AND worker_id = %(worker_id)s
+"""
+
 FINISH = """
 UPDATE pgjobs_job
 SET status = 'succeeded', result = CASE id {cases} END, finished_at = %(now)s,
@@ -277,6 +282,11 @@ class SQLiteStore(OrmStore):
         return self._retrying(self._finish_and_claim, worker_id, results, queues, limit)
 
     def _finish(self, worker_id, results):
+        if not self.keep_succeeded:
+            ids = ", ".join(str(int(job_id)) for job_id, _ in results)
+            with self.connection.cursor() as cursor:
+                cursor.execute(FINISH_DELETE.format(ids=ids), {"worker_id": worker_id})
+            return
         params = {"worker_id": worker_id, "now": self._db_time(timezone.now())}
         for n, (job_id, result) in enumerate(results):
             params[f"id{n}"], params[f"result{n}"] = job_id, dumps(result)
