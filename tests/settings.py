@@ -11,6 +11,9 @@ import tempfile
 VENDOR = os.environ.get("PGJOBS_TEST_DB", "postgres")
 TEST_NAME = os.environ.get("PGJOBS_TEST_DB_NAME")  # set for worker subprocesses
 SQLITE_DIR = os.environ.get("PGJOBS_TEST_SQLITE_DIR", tempfile.gettempdir())
+# Each pytest run gets test databases of its own, so that runs side by side (two
+# checkouts, two stacks, several developers on one machine) never drop each other's.
+TEST_DB = f"test_pgjobs_{os.environ.get('PGJOBS_TEST_RUN', os.getpid())}"
 
 if VENDOR == "postgres":
     DATABASES = {
@@ -20,7 +23,7 @@ if VENDOR == "postgres":
             "USER": os.environ.get("PGUSER", "root"),
             "HOST": os.environ.get("PGHOST", "127.0.0.1"),
             "PORT": os.environ.get("PGPORT", "5432"),
-            "TEST": {"NAME": "test_pgjobs"},
+            "TEST": {"NAME": TEST_DB},
         }
     }
 elif VENDOR == "mysql":
@@ -33,7 +36,7 @@ elif VENDOR == "mysql":
             "HOST": os.environ.get("MYSQL_HOST", "127.0.0.1"),
             "PORT": os.environ.get("MYSQL_PORT", "3306"),
             "OPTIONS": {"charset": "utf8mb4"},
-            "TEST": {"NAME": "test_pgjobs", "CHARSET": "utf8mb4"},
+            "TEST": {"NAME": TEST_DB, "CHARSET": "utf8mb4"},
         }
     }
 elif VENDOR == "sqlite":
@@ -45,7 +48,7 @@ elif VENDOR == "sqlite":
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": TEST_NAME or os.path.join(SQLITE_DIR, "pgjobs.sqlite3"),
-            "TEST": {"NAME": os.path.join(SQLITE_DIR, "test_pgjobs.sqlite3")},
+            "TEST": {"NAME": os.path.join(SQLITE_DIR, f"{TEST_DB}.sqlite3")},
             "OPTIONS": {
                 "timeout": 20,
                 "init_command": "PRAGMA journal_mode=WAL",
@@ -66,17 +69,45 @@ SECRET_KEY = "pgjobs-tests-only"
 USE_TZ = True
 TIME_ZONE = "UTC"
 INSTALLED_APPS = [
+    "django.contrib.admin",
     "django.contrib.contenttypes",
     "django.contrib.auth",
+    "django.contrib.sessions",
+    "django.contrib.messages",
     "pgjobs",
     "tests.testapp",
 ]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The least the Django admin needs, for tests/test_admin.py.
+ROOT_URLCONF = "tests.urls"
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
 PGJOBS = {
     "BACKEND": "pgjobs.backends.DatabaseBackend",
     "OPTIONS": {"QUEUES": ["default", "other"], "RETRY_DELAY": 0.05, "RETRY_MAX_DELAY": 0.2},
 }
+# Worker processes of the fault tests run with short leases, so that a killed worker's
+# jobs come back in seconds (set by the tests that start them).
+if os.environ.get("PGJOBS_TEST_LEASE_SECONDS"):
+    PGJOBS["OPTIONS"]["LEASE_SECONDS"] = float(os.environ["PGJOBS_TEST_LEASE_SECONDS"])
 
 LOGGING = {
     "version": 1,
