@@ -78,14 +78,17 @@ def test_a_single_slot_worker_runs_due_jobs_in_claim_order(job_set):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.slow
 def test_deferred_jobs_never_run_early_and_run_soon_after_their_time(start_worker):
+    """DESIGN: never early; late by at most about the poll interval (an idle worker
+    is not told of jobs deferred into the future, it finds them when it polls)."""
+    poll_interval = 0.5
+    worker = start_worker("--concurrency", "2", "--poll-interval", str(poll_interval))
+    worker.wait_for_output("Stop with Ctrl-C or SIGTERM.")
     now = timezone.now()
-    offsets = [0.3, 0.8, 1.5]
     refs = [
         background.defer(jobs.record, when=now + datetime.timedelta(seconds=s), args=[f"d{s}"])
-        for s in offsets
+        for s in (0.3, 0.8, 1.5)
     ]
     background.defer(jobs.record, when=datetime.timedelta(hours=1), args=["later"])
-    start_worker("--concurrency", "2")
     wait_for(
         lambda: all(ref.refresh().status == records.SUCCEEDED for ref in refs),
         timeout=20,
@@ -95,9 +98,9 @@ def test_deferred_jobs_never_run_early_and_run_soon_after_their_time(start_worke
         job = Job.objects.get(pk=ref.id)
         assert job.started_at >= job.run_at, f"job {job.id} started before its run_at"
         late = (job.started_at - job.run_at).total_seconds()
-        assert late < 1.5, f"job {job.id} started {late:.3f} s after its run_at"
+        assert late < poll_interval + 1.5, f"job {job.id} started {late:.3f} s after its run_at"
     assert not Execution.objects.filter(key="later").exists()
-    assert Job.objects.get(kwargs={}, args=["later"]).status == records.READY
+    assert Job.objects.get(args=["later"]).status == records.READY
 
 
 @pytest.mark.django_db
@@ -141,8 +144,8 @@ def test_failed_attempts_are_retried_with_exponential_backoff_until_one_succeeds
         3,
     ]
     # Backoff doubles: 0.2 s after attempt 1, 0.4 s after attempt 2 (no jitter here).
-    assert 0.2 <= gaps[0] < 0.2 + 1.0
-    assert 0.4 <= gaps[1] < 0.4 + 1.0
+    assert 0.2 <= gaps[0] < 0.2 + 2.0
+    assert 0.4 <= gaps[1] < 0.4 + 2.0
 
 
 @pytest.mark.django_db(transaction=True)
