@@ -9,6 +9,7 @@ import pytest
 from django.db import connection
 
 from pgjobs import background, records
+from pgjobs.handler import get_backend
 from pgjobs.models import Job
 from tests.conftest import VENDOR, status_counts, unfinished_jobs, wait_for
 from tests.testapp import jobs
@@ -119,8 +120,9 @@ def test_a_second_signal_exits_at_once(start_worker):
     assert code != 0, "an abrupt exit must not claim success"
 
 
-@pytest.mark.skipif(VENDOR != "postgres", reason="LISTEN/NOTIFY is PostgreSQL's")
 def test_an_idle_worker_is_woken_by_notify_well_before_its_poll_interval(start_worker):
+    if get_backend().get_store().wakeup != "listen":
+        pytest.skip(f"the {VENDOR} store polls; only stores that push wake-ups are woken")
     worker = start_worker("--poll-interval", "30")
     worker.wait_for_output("wake-up:     notified")
 
