@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from pgjobs import JobFailed, JobNotFinished, JobNotFound, JobRef, background, records
 from pgjobs.models import Job
-from tests.conftest import VENDOR, run_jobs
+from tests.conftest import VENDOR, run_jobs, wait_for
 from tests.testapp import jobs
 from tests.testapp.models import Event, Execution
 
@@ -325,3 +325,107 @@ def test_notify_is_sent_at_commit_only_and_only_for_jobs_due_now():
         with transaction.atomic():
             background.enqueue(jobs.noop, queue="other")
         assert notifications(5) == ["other"]
+
+
+# -- unique keys -------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_unique_key_admits_one_ready_or_running_job():
+    first = background.enqueue(jobs.add, args=[1, 2], unique_key="report-42")
+    again = background.enqueue(jobs.add, args=[5, 5], unique_key="report-42")
+    other = background.enqueue(jobs.add, args=[1, 2], unique_key="report-43")
+    assert again.id == first.id, "the existing job is returned, nothing new is written"
+    assert other.id != first.id
+    assert Job.objects.count() == 2
+
+    store = background.backend.get_store()
+    store.claim(None, 10, "w")  # running: still holds the key
+    assert background.enqueue(jobs.noop, unique_key="report-42").id == first.id
+    store.finish("w", [(first.id, 3)])  # finished: the key is free again
+    fresh = background.enqueue(jobs.noop, unique_key="report-42")
+    assert fresh.id not in (first.id, other.id)
+    assert fresh.status == records.READY
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_duplicate_unique_key_does_not_break_the_callers_transaction():
+    with transaction.atomic():
+        first = background.enqueue(jobs.noop, unique_key="k")
+        again = background.enqueue(jobs.noop, unique_key="k")
+        Event.objects.create(name="after the duplicate")  # the transaction still works
+    assert again.id == first.id
+    assert Event.objects.count() == 1
+    assert Job.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_racing_enqueues_of_one_unique_key_write_one_job():
+    import threading
+
+    from django.db import connections
+
+    barrier = threading.Barrier(4)
+    ids, errors = [], []
+
+    def enqueue():
+        try:
+            barrier.wait(10)
+            ids.append(background.enqueue(jobs.noop, unique_key="race").id)
+        except Exception as exc:  # handed to the assertion below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=enqueue) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert len(ids) == 4 and len(set(ids)) == 1
+    assert Job.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_enqueue_many_with_a_unique_key_writes_one_job():
+    refs = background.enqueue_many([(jobs.noop, [], {})] * 3, unique_key="batch")
+    assert len({ref.id for ref in refs}) == 1
+    assert Job.objects.count() == 1
+
+
+# -- cancelling a running job -------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_cancel_of_a_running_job_asks_it_to_stop_and_it_ends_cancelled(jobs_backend):
+    import threading
+
+    from django.db import connections
+
+    from pgjobs.stores import database_store
+    from pgjobs.worker import Worker
+
+    # A short lease: heartbeats, which carry the request, come every lease / 3 s.
+    store = database_store(jobs_backend.alias, lease_seconds=0.6, channel=jobs_backend.channel)
+    worker = Worker(store, poll_interval=0.2)
+    ref = background.enqueue(jobs.wait_for_cancel)
+
+    def work():
+        try:
+            worker.run()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    try:
+        wait_for(lambda: ref.refresh().status == records.RUNNING, timeout=10)
+        assert ref.cancel() is False, "a running job is asked to stop, not cancelled at once"
+        wait_for(lambda: ref.refresh().status == records.CANCELLED, timeout=10)
+    finally:
+        worker.request_stop()
+        thread.join(15)
+    assert not thread.is_alive()
+    assert ref.error["type"] == "pgjobs.exceptions.JobCancelled"
+    assert ref.attempts == 1

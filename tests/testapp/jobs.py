@@ -2,11 +2,12 @@
 
 import asyncio
 import functools
+import os
 import time
 
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 
-from pgjobs import current_job
+from pgjobs import JobCancelled, current_job
 
 from .models import Event, Execution
 
@@ -138,3 +139,60 @@ def sleep(seconds):
 async def async_sleep(seconds):
     await asyncio.sleep(seconds)
     return seconds
+
+
+# -- reliability and fault tests (test_faults.py, test_reliability.py, benchmarks/chaos.py) --
+
+
+def record_once(key, seconds=0.0):
+    """An idempotent job, as at-least-once delivery asks jobs to be.
+
+    Logs each start as ``start:<key>`` (value: this process's pid), works for
+    ``seconds``, then records ``key`` in one transaction at its end together with a
+    ``done:<key>`` event. A run that finds ``key`` already recorded (an earlier run
+    committed, but its worker died before the success was stored) changes nothing
+    and logs ``again:<key>``: work completed twice is visible, never silent.
+    """
+    pid = os.getpid()
+    Event.objects.create(name=f"start:{key}", value=pid, at=time.time())
+    if seconds:
+        time.sleep(seconds)
+    try:
+        with transaction.atomic():
+            Execution.objects.create(key=key, started=time.time(), attempt=current_job().attempt)
+            Event.objects.create(name=f"done:{key}", value=pid, at=time.time())
+    except IntegrityError:
+        Event.objects.create(name=f"again:{key}", value=pid, at=time.time())
+    return key
+
+
+def until_cancelled(key, timeout=30.0):
+    """Work in small steps until cancellation is requested, then stop cleanly by
+    raising ``JobCancelled`` (logged as ``cancelled:<key>``, value: the attempt)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = current_job()
+        if job.cancel_requested:
+            Event.objects.create(name=f"cancelled:{key}", value=job.attempt, at=time.time())
+            raise JobCancelled(f"{key} stopped on request")
+        time.sleep(0.02)
+    raise TimeoutError(f"{key}: no cancellation request after {timeout} s")
+
+
+def fail_unless_event(name):
+    """Fails until an Event called ``name`` exists: a job an operator fixes, then retries."""
+    if not Event.objects.filter(name=name).exists():
+        raise RuntimeError(f"no event {name!r} yet")
+    return name
+
+
+def wait_for_cancel(timeout=20.0):
+    """Run until cancellation is requested (then stop as a job should), or ``timeout``."""
+    from pgjobs import JobCancelled
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if current_job().cancel_requested:
+            raise JobCancelled("stopped on request")
+        time.sleep(0.02)
+    return "never cancelled"
