@@ -1,0 +1,201 @@
+"""``RedisBackend``: jobs stored in Redis, for sites that already run it.
+
+It validates and serialises a job like ``DatabaseBackend``, then hands it to
+``pgjobs.stores.redis.RedisStore``, which owns every Redis command. A job
+enqueued inside a database transaction is pushed when that transaction
+commits (``transaction.on_commit``), so a rolled-back request leaves no job.
+"""
+
+import functools
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import transaction
+from django.utils.functional import cached_property
+
+from ..exceptions import InvalidBackend, JobNotFound
+from ..refs import JobRef
+from ..retry import RetryPolicy
+from .base import BaseJobBackend
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_RESULT_TTL = 7 * 24 * 3600.0
+
+
+class RedisBackend(BaseJobBackend):
+    """Stores jobs in Redis (redis-py: ``pip install pgjobs[redis]``).
+
+    OPTIONS (all optional): ``URL`` (``"redis://127.0.0.1:6379/0"``), ``PREFIX``
+    (``"pgjobs"``: every key starts with it), ``CONNECTION_OPTIONS`` (passed to
+    ``redis.Redis.from_url``), ``QUEUES``, ``MAX_ATTEMPTS``, ``RETRY_DELAY``,
+    ``RETRY_MAX_DELAY``, ``TIMEOUT``, ``LEASE_SECONDS`` and ``POLL_INTERVAL`` as
+    for ``DatabaseBackend``, ``RESULT_TTL`` (seconds a finished job and its
+    result or error are kept: 7 days; ``None`` keeps them until
+    ``pgjobs_prune``), ``DATABASE`` (the Django database whose transactions
+    hold enqueues back until commit: ``"default"``; ``None`` pushes at once).
+    """
+
+    option_names = {
+        "URL",
+        "PREFIX",
+        "CONNECTION_OPTIONS",
+        "QUEUES",
+        "MAX_ATTEMPTS",
+        "RETRY_DELAY",
+        "RETRY_MAX_DELAY",
+        "TIMEOUT",
+        "LEASE_SECONDS",
+        "POLL_INTERVAL",
+        "RESULT_TTL",
+        "DATABASE",
+    }
+
+    def __init__(self, options):
+        super().__init__(options)
+        # Nothing here connects: Django may build backends while apps load.
+        self.url = self.options.get("URL", DEFAULT_URL)
+        if not isinstance(self.url, str) or not self.url:
+            raise InvalidBackend(f"OPTIONS['URL'] must be a redis:// URL, not {self.url!r}")
+        self.prefix = self.options.get("PREFIX", "pgjobs")
+        if not isinstance(self.prefix, str) or not self.prefix:
+            raise InvalidBackend(
+                f"OPTIONS['PREFIX'] must be a non-empty string, not {self.prefix!r}"
+            )
+        self.connection_options = self.options.get("CONNECTION_OPTIONS", {})
+        if not isinstance(self.connection_options, dict):
+            raise InvalidBackend(
+                f"OPTIONS['CONNECTION_OPTIONS'] must be a dict, not {self.connection_options!r}"
+            )
+        self.retry_policy = RetryPolicy(
+            base=self._positive_number("RETRY_DELAY", 1.0),
+            cap=self._positive_number("RETRY_MAX_DELAY", 3600.0),
+        )
+        self.default_timeout = self._positive_number("TIMEOUT", None, allow_none=True)
+        self.lease_seconds = self._positive_number("LEASE_SECONDS", 20.0)
+        self.poll_interval = self._positive_number("POLL_INTERVAL", None, allow_none=True)
+        self.result_ttl = self._positive_number("RESULT_TTL", DEFAULT_RESULT_TTL, allow_none=True)
+        self.database = self.options.get("DATABASE", "default")
+        if self.database is not None and not isinstance(self.database, str):
+            raise InvalidBackend(
+                f"OPTIONS['DATABASE'] must be a database alias or None, not {self.database!r}"
+            )
+
+    @cached_property
+    def store(self):
+        try:
+            from ..stores.redis import RedisStore
+        except ImportError as exc:
+            raise InvalidBackend(
+                f"RedisBackend needs redis-py: pip install 'pgjobs[redis]' ({exc})"
+            ) from None
+        return RedisStore(
+            self.url,
+            prefix=self.prefix,
+            lease_seconds=self.lease_seconds,
+            result_ttl=self.result_ttl,
+            connection_options=self.connection_options,
+        )
+
+    def get_store(self):
+        """The store a worker works (the store interface of DESIGN.md)."""
+        return self.store
+
+    def prepare(self, func, args, kwargs, when=None, **options):
+        spec = super().prepare(func, args, kwargs, when, **options)
+        if spec.timeout is None:
+            spec.timeout = self.default_timeout
+        return spec
+
+    # -- RFC 72 modes ------------------------------------------------------------
+
+    def enqueue(self, func, args, kwargs, **options):
+        return self._push([self.prepare(func, args, kwargs, **options)])[0]
+
+    def defer(self, func, when, args, kwargs, **options):
+        return self._push([self.prepare(func, args, kwargs, when, **options)])[0]
+
+    async def aenqueue(self, func, args, kwargs, **options):
+        return await sync_to_async(self.enqueue, thread_sensitive=True)(
+            func, args, kwargs, **options
+        )
+
+    async def adefer(self, func, when, args, kwargs, **options):
+        return await sync_to_async(self.defer, thread_sensitive=True)(
+            func, when, args, kwargs, **options
+        )
+
+    def enqueue_many(self, jobs, **options):
+        specs = [self.prepare(func, args, kwargs, **options) for func, args, kwargs in jobs]
+        if not specs:
+            return []
+        return self._push(specs)
+
+    def _push(self, specs):
+        """Write the jobs now or, inside a transaction, reserve their ids now and
+        write them when it commits (nothing at all if it rolls back)."""
+        store = self.store
+        if not self._in_transaction():
+            return [JobRef(info, self) for info in store.push(specs)]
+        refs = [None] * len(specs)
+        pending = []
+        for n, spec in enumerate(specs):
+            holder = store.active_holder(spec.unique_key) if spec.unique_key else None
+            if holder is not None:
+                refs[n] = JobRef(holder, self)
+            else:
+                pending.append((n, spec))
+        if pending:
+            ids = store.reserve_ids(len(pending))
+            # A unique job whose key another job took by commit time is not written.
+            transaction.on_commit(
+                functools.partial(store.push, [spec for _, spec in pending], ids),
+                using=self.database,
+            )
+            for (n, spec), job_id in zip(pending, ids, strict=True):
+                refs[n] = JobRef(store.new_info(spec, job_id), self)
+        return refs
+
+    def _in_transaction(self):
+        """True inside an ``atomic()`` block that will commit or roll back.
+
+        The transaction a test case wraps each test in never commits, so it is
+        not counted (as Django's ``durable`` check does not count it); code
+        under test pushes its jobs at once, as outside a transaction.
+        """
+        if self.database is None or self.database not in settings.DATABASES:
+            return False
+        connection = transaction.get_connection(self.database)
+        if not connection.in_atomic_block:
+            return False
+        return not all(
+            getattr(block, "_from_testcase", False) for block in connection.atomic_blocks
+        )
+
+    # -- refs ----------------------------------------------------------------------
+
+    def get_job(self, job_id):
+        return self.store.get(job_id)
+
+    def get_ref(self, job_id):
+        info = self.store.get(job_id)
+        if info is None:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        return JobRef(info, self)
+
+    def cancel_job(self, job_id):
+        return self.store.cancel(job_id)
+
+    def check(self, **kwargs):
+        from django.core import checks
+
+        try:
+            import redis  # noqa: F401
+        except ImportError:
+            return [
+                checks.Error(
+                    "RedisBackend needs redis-py, which is not installed.",
+                    hint="pip install 'pgjobs[redis]'",
+                    id="pgjobs.E007",
+                )
+            ]
+        return []
