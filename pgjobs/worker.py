@@ -68,6 +68,20 @@ class WorkerStats:
         return self.succeeded + self.failed
 
 
+@dataclasses.dataclass(slots=True)
+class _Exited:
+    exc: BaseException
+
+
+async def _contained(coroutine):
+    """asyncio re-raises SystemExit and KeyboardInterrupt out of the event loop,
+    which would stop it for every async job: hand them back as a value instead."""
+    try:
+        return await coroutine
+    except (SystemExit, KeyboardInterrupt) as exc:
+        return _Exited(exc)
+
+
 class Worker:
     """Works one store until stopped (or, with ``burst``, until nothing is due)."""
 
@@ -327,7 +341,7 @@ class Worker:
                 result = func(*args, **kwargs)
         except JobCancelled as exc:
             return Outcome(False, error=describe_error(exc), permanent=True, cancelled=True)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit from library code too: the slot lives on
             return Outcome(False, error=describe_error(exc), seconds=time.perf_counter() - started)
         finally:
             reset_current_job(token)
@@ -369,7 +383,11 @@ class Worker:
     def _run_coroutine(self, coroutine, timeout):
         if timeout is not None:
             coroutine = asyncio.wait_for(coroutine, timeout)
-        return asyncio.run_coroutine_threadsafe(coroutine, self._event_loop()).result()
+        future = asyncio.run_coroutine_threadsafe(_contained(coroutine), self._event_loop())
+        result = future.result()
+        if isinstance(result, _Exited):
+            raise result.exc
+        return result
 
     def _event_loop(self):
         """One event loop thread for every async job, started on first use."""
