@@ -487,3 +487,15 @@ def test_a_job_within_its_timeout_succeeds():
     ref = background.enqueue(jobs.sleep, args=[0.05], timeout=5)
     run_jobs()
     assert ref.refresh().result == 0.05
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("func", [jobs.exit_process, jobs.async_exit_process])
+def test_a_job_that_calls_sys_exit_fails_and_the_worker_goes_on(func):
+    ref = background.enqueue(func, max_attempts=1)
+    after = background.enqueue(jobs.async_add, args=[1, 2], priority=-1)
+    run_jobs(timeout=10)
+    ref.refresh()
+    assert ref.status == records.FAILED
+    assert ref.error["type"] == "builtins.SystemExit"
+    assert after.refresh().result == 3, "sync and async jobs still run after it"

@@ -196,3 +196,13 @@ def wait_for_cancel(timeout=20.0):
             raise JobCancelled("stopped on request")
         time.sleep(0.02)
     return "never cancelled"
+
+
+def exit_process(code=3):
+    """Library code that calls sys.exit(): must not take a worker slot with it."""
+    raise SystemExit(code)
+
+
+async def async_exit_process(code=3):
+    await asyncio.sleep(0)
+    raise SystemExit(code)
