@@ -13,6 +13,7 @@ zone it runs in. Every statement here, and the ORM operations through
 ``now()``, use ``UTC_TIMESTAMP(6)`` instead.
 """
 
+import contextlib
 import logging
 import random
 import time
@@ -174,14 +175,6 @@ class MySQLStore(OrmStore):
                 logger.debug("pgjobs: %s; retrying in %.3f s", exc, delay)
                 time.sleep(delay)
 
-    def _claim_transaction(self):
-        """A short transaction of our own, at READ COMMITTED (Django's default
-        for MySQL) so the claim's locking read takes no gap locks; or, inside
-        the caller's transaction, that one."""
-        if self._in_transaction():
-            return transaction.atomic(using=self.alias, savepoint=False)
-        return _ReadCommitted(self)
-
     @staticmethod
     def _sql_queue_filter(queues):
         return "AND queue IN %(queues)s" if queues else ""
@@ -271,41 +264,60 @@ class MySQLStore(OrmStore):
             return []
         return self._retrying(self._finish_and_claim, worker_id, results, queues, limit)
 
-    def _finish(self, worker_id, results):
-        if not self.keep_succeeded:
-            ids = ", ".join(str(int(job_id)) for job_id, _ in results)
-            with self.connection.cursor() as cursor:
-                cursor.execute(FINISH_DELETE.format(ids=ids), {"worker_id": worker_id})
-            return
+    def _finish_statement(self, worker_id, results):
+        """The statement recording ``results``: an UPDATE, or with
+        ``KEEP_SUCCEEDED = False`` a DELETE. Job ids are integers."""
+        ids = ", ".join(str(int(job_id)) for job_id, _ in results)
         params = {"worker_id": worker_id}
+        if not self.keep_succeeded:
+            return FINISH_DELETE.format(ids=ids), params
+        cases = []
         for n, (job_id, result) in enumerate(results):
-            params[f"id{n}"], params[f"result{n}"] = job_id, dumps(result)
-        query = FINISH.format(
-            now=self._now_sql(),
-            cases=" ".join(f"WHEN %(id{n})s THEN %(result{n})s" for n in range(len(results))),
-            ids=", ".join(f"%(id{n})s" for n in range(len(results))),
-        )
+            cases.append(f"WHEN {int(job_id)} THEN %(result{n})s")
+            params[f"result{n}"] = dumps(result)
+        return FINISH.format(now=self._now_sql(), cases=" ".join(cases), ids=ids), params
+
+    def _finish(self, worker_id, results):
+        query, params = self._finish_statement(worker_id, results)
         with self.connection.cursor() as cursor:
             cursor.execute(query, params)
 
     def _finish_and_claim(self, worker_id, results, queues, limit):
+        """Two round trips: begin, record the successes and lock the next jobs;
+        then mark those running and commit. Inside the caller's transaction,
+        the same statements without the begin and the commit."""
         now = self._now_sql()
         params = {
-            "worker_id": worker_id,
             "limit": limit,
+            "worker_id": worker_id,
             "lease": round(self.lease_seconds * 1e6),
             "queues": tuple(queues or ()),
         }
-        with self._claim_transaction():
-            if results:
-                self._finish(worker_id, results)
-            with self.connection.cursor() as cursor:
-                query = CLAIM_LOCK.format(now=now, queue_filter=self._sql_queue_filter(queues))
-                cursor.execute(query, params)
-                rows = cursor.fetchall()
-                if rows:
-                    ids = ", ".join(str(int(row[0])) for row in rows)
-                    cursor.execute(CLAIM_MARK.format(now=now, ids=ids), params)
+        own = not self._in_transaction()
+        first = []
+        if own:
+            if self.connection.isolation_level != "read committed":
+                # Django's default for MySQL; without it the locking read takes gap locks.
+                first.append("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            first.append("START TRANSACTION")
+        if results:
+            finish, finish_params = self._finish_statement(worker_id, results)
+            first.append(finish)
+            params.update(finish_params)
+        first.append(CLAIM_LOCK.format(now=now, queue_filter=self._sql_queue_filter(queues)))
+        connection = self.connection
+        with connection.cursor() as cursor, connection.wrap_database_errors:
+            try:
+                rows = _execute_all(cursor, first, params)
+                then = [CLAIM_MARK.format(now=now, ids=", ".join(str(int(r[0])) for r in rows))]
+                then = (then if rows else []) + (["COMMIT"] if own else [])
+                if then:
+                    _execute_all(cursor, then, params)
+            except BaseException:
+                if own:
+                    with contextlib.suppress(Exception):
+                        cursor.execute("ROLLBACK")
+                raise
         return [self._claimed(row) for row in rows]
 
     def _claimed(self, row):
@@ -340,25 +352,16 @@ class MySQLStore(OrmStore):
         return None if microseconds is None else max(0.0, microseconds / 1e6)
 
 
-class _ReadCommitted:
-    """``transaction.atomic()`` whose transaction runs at READ COMMITTED, whatever
-    isolation level the connection was configured with."""
-
-    def __init__(self, store):
-        self.store = store
-        self.atomic = transaction.atomic(using=store.alias)
-
-    def __enter__(self):
-        self.atomic.__enter__()
-        if self.store.connection.isolation_level != "read committed":
-            with self.store.connection.cursor() as cursor:
-                # Applies to the transaction atomic() just opened: it has not
-                # run a statement yet.
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-        return self
-
-    def __exit__(self, *exc_info):
-        return self.atomic.__exit__(*exc_info)
+def _execute_all(cursor, statements, params):
+    """Run ``statements`` in one round trip (mysqlclient sends several at once
+    unless told not to); return the rows of the last."""
+    cursor.execute(";\n".join(statements), params)
+    for _ in statements[1:]:
+        cursor.nextset()
+    rows = cursor.fetchall()
+    while cursor.nextset():
+        pass
+    return rows
 
 
 def _boolean(value):
