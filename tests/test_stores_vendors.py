@@ -295,6 +295,23 @@ def test_mysql_times_are_utc_whatever_the_session_time_zone(store, offset):
 
 
 @mysql_only
+@pytest.mark.django_db(transaction=True)
+def test_mysql_claims_without_multi_statements(store, monkeypatch):
+    """A site may turn mysqlclient's multi-statements off: one statement per round trip."""
+    monkeypatch.setitem(connection.settings_dict["OPTIONS"], "multi_statements", False)
+    connection.close()  # reconnect with the option
+    try:
+        first, second = store.enqueue_many([spec(), spec()])
+        (claimed,) = store.claim(None, 1, "w")
+        assert (claimed.id, claimed.attempts) == (first.id, 1)
+        (claimed,) = store.finish_and_claim("w", [(first.id, "done")], None, 5)
+        assert claimed.id == second.id
+        assert store.get(first.id).result == "done"
+    finally:
+        connection.close()
+
+
+@mysql_only
 @pytest.mark.django_db
 def test_mysql_enqueue_without_insert_returning(store, monkeypatch):
     """MySQL 8 has no INSERT ... RETURNING: rows are inserted and read back one by one."""

@@ -306,13 +306,14 @@ class MySQLStore(OrmStore):
             params.update(finish_params)
         first.append(CLAIM_LOCK.format(now=now, queue_filter=self._sql_queue_filter(queues)))
         connection = self.connection
+        together = connection.settings_dict["OPTIONS"].get("multi_statements", True)
         with connection.cursor() as cursor, connection.wrap_database_errors:
             try:
-                rows = _execute_all(cursor, first, params)
+                rows = _execute_all(cursor, first, params, together)
                 then = [CLAIM_MARK.format(now=now, ids=", ".join(str(int(r[0])) for r in rows))]
                 then = (then if rows else []) + (["COMMIT"] if own else [])
                 if then:
-                    _execute_all(cursor, then, params)
+                    _execute_all(cursor, then, params, together)
             except BaseException:
                 if own:
                     with contextlib.suppress(Exception):
@@ -352,9 +353,13 @@ class MySQLStore(OrmStore):
         return None if microseconds is None else max(0.0, microseconds / 1e6)
 
 
-def _execute_all(cursor, statements, params):
+def _execute_all(cursor, statements, params, together=True):
     """Run ``statements`` in one round trip (mysqlclient sends several at once
-    unless told not to); return the rows of the last."""
+    unless told not to), else one by one; return the rows of the last."""
+    if not together:
+        for statement in statements:
+            cursor.execute(statement, params)
+        return cursor.fetchall()
     cursor.execute(";\n".join(statements), params)
     for _ in statements[1:]:
         cursor.nextset()
