@@ -9,6 +9,9 @@ import os
 import tempfile
 
 VENDOR = os.environ.get("PGJOBS_TEST_DB", "postgres")
+# redis: the jobs in Redis (tests/redis_settings.py), the test app's tables in PostgreSQL.
+JOBS_IN_REDIS = VENDOR == "redis"
+VENDOR = "postgres" if JOBS_IN_REDIS else VENDOR
 TEST_NAME = os.environ.get("PGJOBS_TEST_DB_NAME")  # set for worker subprocesses
 SQLITE_DIR = os.environ.get("PGJOBS_TEST_SQLITE_DIR", tempfile.gettempdir())
 # Each pytest run gets test databases of its own, so that runs side by side (two
@@ -108,6 +111,10 @@ PGJOBS = {
 # jobs come back in seconds (set by the tests that start them).
 if os.environ.get("PGJOBS_TEST_LEASE_SECONDS"):
     PGJOBS["OPTIONS"]["LEASE_SECONDS"] = float(os.environ["PGJOBS_TEST_LEASE_SECONDS"])
+if JOBS_IN_REDIS:
+    from tests.redis_settings import redis_jobs_setting
+
+    PGJOBS = redis_jobs_setting(PGJOBS)
 
 LOGGING = {
     "version": 1,
