@@ -27,6 +27,8 @@ from pgjobs.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
 VENDOR = os.environ.get("PGJOBS_TEST_DB", "postgres")
+# PGJOBS_TEST_DB=redis: RedisBackend, the test app's tables in PostgreSQL (tests/redis_settings.py).
+JOBS_IN_REDIS = VENDOR == "redis"
 REQUIRE_SERVICES = os.environ.get("PGJOBS_REQUIRE_SERVICES") == "1"
 
 # Bounds for processes the tests start: how long a SIGTERM may take before SIGKILL.
@@ -40,6 +42,12 @@ WEDGED_WORKER_TIMEOUT = 20.0
 
 def _database_problem():
     """Why the test database server cannot be used, or None when it can."""
+    if JOBS_IN_REDIS:
+        from tests.redis_settings import redis_problem
+
+        problem = redis_problem()
+        if problem:
+            return problem
     settings = connections["default"].settings_dict
     if connections["default"].vendor == "sqlite":
         return None
@@ -59,6 +67,13 @@ def _database_problem():
 
 
 def pytest_collection_modifyitems(config, items):
+    if JOBS_IN_REDIS:
+        from tests.redis_settings import sql_only_reason
+
+        for item in items:
+            reason = sql_only_reason(item.nodeid)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=f"DatabaseBackend only: {reason}"))
     needs_db = [item for item in items if item.get_closest_marker("django_db")]
     if not needs_db:
         return
@@ -97,6 +112,10 @@ def wait_for(condition, timeout=10.0, interval=0.02, message=None):
 
 def status_counts():
     """``{status: count}`` over every job, read from the database now."""
+    if JOBS_IN_REDIS:
+        from tests.redis_settings import redis_status_counts
+
+        return redis_status_counts()
     counts = {}
     for status in Job.objects.values_list("status", flat=True):
         counts[status] = counts.get(status, 0) + 1
@@ -104,6 +123,9 @@ def status_counts():
 
 
 def unfinished_jobs():
+    if JOBS_IN_REDIS:
+        counts = status_counts()
+        return counts.get(records.READY, 0) + counts.get(records.RUNNING, 0)
     return Job.objects.filter(status__in=[records.READY, records.RUNNING]).count()
 
 
@@ -152,6 +174,21 @@ def work_until(condition, timeout=10.0, **options):
         return condition()
 
     return wait_for(done, timeout=timeout, interval=0.02, message="jobs to finish")
+
+
+@pytest.fixture(autouse=True)
+def empty_redis_jobs():
+    """Under PGJOBS_TEST_DB=redis, every test starts and leaves with no jobs, as
+    the database tests do (their jobs go with the test database's rollback or flush)."""
+    if JOBS_IN_REDIS:
+        from tests.redis_settings import flush_jobs, skip_if_job_table_is_read
+
+        flush_jobs()
+        with skip_if_job_table_is_read():
+            yield
+        flush_jobs()
+    else:
+        yield
 
 
 @pytest.fixture
