@@ -6,8 +6,6 @@ enqueued inside a database transaction is pushed when that transaction
 commits (``transaction.on_commit``), so a rolled-back request leaves no job.
 """
 
-import functools
-
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
@@ -22,6 +20,27 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_RESULT_TTL = 7 * 24 * 3600.0
 
 
+class PendingPush:
+    """Jobs enqueued in a transaction: ids reserved now, written on commit."""
+
+    def __init__(self, store, specs):
+        self.store = store
+        self.specs = specs
+        self.ids = store.reserve_ids(len(specs))
+
+    def __call__(self):
+        self.store.push(self.specs, self.ids)
+
+    def infos(self):
+        return [self.store.new_info(s, i) for s, i in zip(self.specs, self.ids, strict=True)]
+
+    def holding(self, unique_key):
+        for spec, job_id in zip(self.specs, self.ids, strict=True):
+            if spec.unique_key == unique_key:
+                return self.store.new_info(spec, job_id)
+        return None
+
+
 class RedisBackend(BaseJobBackend):
     """Stores jobs in Redis (redis-py: ``pip install pgjobs[redis]``).
 
@@ -31,7 +50,8 @@ class RedisBackend(BaseJobBackend):
     ``RETRY_MAX_DELAY``, ``TIMEOUT``, ``LEASE_SECONDS`` and ``POLL_INTERVAL`` as
     for ``DatabaseBackend``, ``RESULT_TTL`` (seconds a finished job and its
     result or error are kept: 7 days; ``None`` keeps them until
-    ``pgjobs_prune``), ``DATABASE`` (the Django database whose transactions
+    ``pgjobs_prune``), ``KEEP_SUCCEEDED`` (True; False deletes a job as soon as
+    it succeeds), ``DATABASE`` (the Django database whose transactions
     hold enqueues back until commit: ``"default"``; ``None`` pushes at once).
     """
 
@@ -47,6 +67,7 @@ class RedisBackend(BaseJobBackend):
         "LEASE_SECONDS",
         "POLL_INTERVAL",
         "RESULT_TTL",
+        "KEEP_SUCCEEDED",
         "DATABASE",
     }
 
@@ -74,6 +95,11 @@ class RedisBackend(BaseJobBackend):
         self.lease_seconds = self._positive_number("LEASE_SECONDS", 20.0)
         self.poll_interval = self._positive_number("POLL_INTERVAL", None, allow_none=True)
         self.result_ttl = self._positive_number("RESULT_TTL", DEFAULT_RESULT_TTL, allow_none=True)
+        self.keep_succeeded = self.options.get("KEEP_SUCCEEDED", True)
+        if not isinstance(self.keep_succeeded, bool):
+            raise InvalidBackend(
+                f"OPTIONS['KEEP_SUCCEEDED'] must be True or False, not {self.keep_succeeded!r}"
+            )
         self.database = self.options.get("DATABASE", "default")
         if self.database is not None and not isinstance(self.database, str):
             raise InvalidBackend(
@@ -93,6 +119,7 @@ class RedisBackend(BaseJobBackend):
             prefix=self.prefix,
             lease_seconds=self.lease_seconds,
             result_ttl=self.result_ttl,
+            keep_succeeded=self.keep_succeeded,
             connection_options=self.connection_options,
         )
 
@@ -139,21 +166,29 @@ class RedisBackend(BaseJobBackend):
         refs = [None] * len(specs)
         pending = []
         for n, spec in enumerate(specs):
-            holder = store.active_holder(spec.unique_key) if spec.unique_key else None
+            holder = self._unique_holder(spec.unique_key) if spec.unique_key else None
             if holder is not None:
                 refs[n] = JobRef(holder, self)
             else:
                 pending.append((n, spec))
         if pending:
-            ids = store.reserve_ids(len(pending))
+            push = PendingPush(store, [spec for _, spec in pending])
             # A unique job whose key another job took by commit time is not written.
-            transaction.on_commit(
-                functools.partial(store.push, [spec for _, spec in pending], ids),
-                using=self.database,
-            )
-            for (n, spec), job_id in zip(pending, ids, strict=True):
-                refs[n] = JobRef(store.new_info(spec, job_id), self)
+            transaction.on_commit(push, using=self.database)
+            for (n, _), info in zip(pending, push.infos(), strict=True):
+                refs[n] = JobRef(info, self)
         return refs
+
+    def _unique_holder(self, unique_key):
+        """The job holding ``unique_key``: one waiting for this transaction to
+        commit, or a ready or running one in Redis."""
+        connection = transaction.get_connection(self.database)
+        for _, callback, *_ in getattr(connection, "run_on_commit", ()):
+            if isinstance(callback, PendingPush) and callback.store is self.store:
+                info = callback.holding(unique_key)
+                if info is not None:
+                    return info
+        return self.store.active_holder(unique_key)
 
     def _in_transaction(self):
         """True inside an ``atomic()`` block that will commit or roll back.

@@ -137,8 +137,9 @@ return out
 """
 )
 
-# ARGV: prefix, worker id, lease µs, limit, result ttl µs, number of results,
-# then (id, encoded result) pairs, then the queues (none: every queue).
+# ARGV: prefix, worker id, lease µs, limit, result ttl µs (-1: delete succeeded
+# jobs at once), number of results, then (id, encoded result) pairs, then the
+# queues (none: every queue).
 # Records the successes, then claims up to limit due jobs in claim order.
 FINISH_AND_CLAIM = (
     _LUA_COMMON
@@ -157,9 +158,13 @@ for _ = 1, n_results do
   local f = redis.call('HMGET', key, 'status', 'worker_id', 'queue', 'unique_key')
   if f[1] == 'running' and f[2] == worker_id then
     redis.call('ZREM', P .. ':running', id)
-    redis.call('HSET', key, 'result', ARGV[i + 1])
     release_unique(f[4], id)
-    finalize(id, f[3], 'succeeded', now, ttl_us)
+    if ttl_us < 0 then
+      redis.call('DEL', key)
+    else
+      redis.call('HSET', key, 'result', ARGV[i + 1])
+      finalize(id, f[3], 'succeeded', now, ttl_us)
+    end
   end
   i = i + 2
 end
@@ -565,12 +570,15 @@ class RedisStore(Store):
         prefix="pgjobs",
         lease_seconds=20.0,
         result_ttl=7 * 24 * 3600.0,
+        keep_succeeded=True,
         connection_options=None,
     ):
         self.url = url
         self.prefix = prefix
         self.lease_seconds = lease_seconds
         self.result_ttl = result_ttl  # None: finished jobs stay until pruned
+        # False: a job that succeeds is deleted at once instead of kept with its result.
+        self.keep_succeeded = keep_succeeded
         options = dict(connection_options or {})
         options["decode_responses"] = True
         self.client = redis.Redis.from_url(url, **options)
@@ -733,7 +741,8 @@ class RedisStore(Store):
             self.finish_and_claim(worker_id, results, None, 0)
 
     def finish_and_claim(self, worker_id, results, queues, limit):
-        args = [worker_id, self._lease_us, max(0, limit), self._ttl_us, len(results)]
+        ttl_us = self._ttl_us if self.keep_succeeded else -1
+        args = [worker_id, self._lease_us, max(0, limit), ttl_us, len(results)]
         for job_id, result in results:
             args += [job_id, dumps(result)]
         args += list(queues or ())
