@@ -99,6 +99,7 @@ class Worker:
         max_seconds=None,
         prefetch=0,
         worker_id=None,
+        periodic=None,
     ):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -114,6 +115,11 @@ class Worker:
         self.prefetch = prefetch
         self.worker_id = worker_id or make_worker_id()
         self.stats = WorkerStats()
+        # Other work the main loop does now and then: [(interval, callable)]. Each
+        # callable runs at start, then every ``interval`` seconds, or sooner when
+        # it returns the seconds until it wants to run again. The commands pass
+        # the scheduler here (pgjobs/schedule.py); the worker knows nothing of it.
+        self._periodic = [[float(interval), func, 0.0, 0] for interval, func in periodic or ()]
 
         # Heartbeat three times a lease; look for dead workers' jobs twice a lease,
         # so a killed worker's jobs are back within about 1.5 leases (30 s by default).
@@ -191,6 +197,7 @@ class Worker:
                 if now >= next_rescue:  # before claiming, so rescued jobs are claimable
                     self._rescue()
                     next_rescue = now + self.rescue_interval * random.uniform(0.8, 1.2)
+                until_periodic = self._run_periodic()  # before claiming: it may enqueue
                 requested, claimed = self._finish_and_claim(successes)
                 if self.burst and not claimed and not self._claimed:
                     break  # drained: nothing due, nothing running
@@ -199,6 +206,8 @@ class Worker:
                 timeout = self._idle_timeout(claimed)
                 if until_timeout is not None:
                     timeout = min(timeout, until_timeout)
+                if until_periodic is not None:
+                    timeout = min(timeout, until_periodic)
                 if failures:
                     logger.warning("pgjobs: store reachable again")
                 failures = 0
@@ -219,6 +228,32 @@ class Worker:
         if self.max_jobs is not None and self.stats.claimed >= self.max_jobs:
             return True
         return self.max_seconds is not None and time.monotonic() - started >= self.max_seconds
+
+    def _run_periodic(self):
+        """Run the ``periodic`` callables that are due; return the seconds until
+        the next one is (None without any). Their errors are logged, never raised."""
+        if not self._periodic:
+            return None
+        for entry in self._periodic:
+            interval, func, due, failures = entry
+            if time.monotonic() < due:
+                continue
+            try:
+                wanted = func()
+                if failures:
+                    logger.warning("pgjobs: %s works again", _name(func))
+                entry[3] = 0
+            except Exception as exc:
+                # Like store errors: say it once, then quietly until it works again.
+                level = logging.WARNING if not failures else logging.DEBUG
+                logger.log(
+                    level, "pgjobs: %s failed (%s); again in %g s", _name(func), exc, interval
+                )
+                entry[3] += 1
+                wanted = None
+            delay = interval if wanted is None else min(interval, max(0.0, wanted))
+            entry[2] = time.monotonic() + delay
+        return max(0.0, min(entry[2] for entry in self._periodic) - time.monotonic())
 
     def _idle_timeout(self, claimed):
         timeout = self.heartbeat_interval
@@ -526,3 +561,7 @@ class Worker:
         for job_id in ids:
             self._claimed.pop(job_id, None)
         self.stats.released += len(ids)
+
+
+def _name(func):
+    return getattr(func, "__qualname__", None) or repr(func)
