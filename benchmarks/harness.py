@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import statistics
 import subprocess
 import time
@@ -45,6 +46,104 @@ PG = {
     "port": os.environ.get("BENCH_PGPORT", "5432"),
     "user": os.environ.get("BENCH_PGUSER", "root"),
 }
+MYSQL = {
+    "host": os.environ.get("BENCH_MYSQLHOST", "127.0.0.1"),
+    "port": int(os.environ.get("BENCH_MYSQLPORT", "3306")),
+    "user": os.environ.get("BENCH_MYSQLUSER", "root"),
+}
+DATABASES = ("postgres", "mysql", "sqlite")
+
+
+class Database:
+    """The database a run uses (``--database``): how the harness reaches it,
+    recreates it, empties its tables and settles it between measurements."""
+
+    def __init__(self, vendor: str, name: str):
+        self.vendor = vendor
+        # For SQLite, the file (projects/bench_common.py reads BENCH_DB).
+        self.name = str(WORK_DIR / f"{name}.sqlite3") if vendor == "sqlite" else name
+
+    def connect(self, server: bool = False):
+        """An autocommit connection with ``execute(sql)``; ``server``: no database."""
+        if self.vendor == "postgres":
+            return psycopg.connect(
+                dbname="postgres" if server else self.name, autocommit=True, **PG
+            )
+        if self.vendor == "mysql":
+            import MySQLdb  # benchmarks/setup.sh installs mysqlclient
+
+            return _Executing(
+                MySQLdb.connect(
+                    **MYSQL, **({} if server else {"database": self.name}), autocommit=True
+                )
+            )
+        return _Executing(sqlite3.connect(self.name, isolation_level=None, timeout=20))
+
+    def version(self) -> str:
+        if self.vendor == "sqlite":
+            return f"SQLite {sqlite3.sqlite_version}"
+        query = "SHOW server_version" if self.vendor == "postgres" else "SELECT VERSION()"
+        with self.connect(server=True) as conn:
+            version = conn.execute(query).fetchone()[0]
+        return f"{'PostgreSQL' if self.vendor == 'postgres' else 'MySQL/MariaDB'} {version}"
+
+    def recreate(self) -> None:
+        if self.vendor == "sqlite":
+            for suffix in ("", "-wal", "-shm"):
+                Path(self.name + suffix).unlink(missing_ok=True)
+            return
+        with self.connect(server=True) as conn:
+            if self.vendor == "postgres":
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+                conn.execute(f'CREATE DATABASE "{self.name}"')
+            else:
+                conn.execute(f"DROP DATABASE IF EXISTS `{self.name}`")
+                conn.execute(f"CREATE DATABASE `{self.name}` CHARACTER SET utf8mb4")
+
+    def empty(self, tables) -> None:
+        """Empty the queue tables (fresh heap and indexes) between measurements."""
+        with self.connect() as conn:
+            if self.vendor == "postgres":
+                conn.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+            elif self.vendor == "mysql":
+                for table in tables:
+                    conn.execute(f"TRUNCATE TABLE {table}")
+            else:
+                for table in tables:
+                    conn.execute(f"DELETE FROM {table}")
+                    conn.execute(f"DELETE FROM sqlite_sequence WHERE name = '{table}'")
+
+    def settle(self, tables) -> None:
+        """Same starting state for every system: fresh statistics, clean buffers."""
+        with self.connect() as conn:
+            if self.vendor == "postgres":
+                for table in tables:
+                    conn.execute(f"VACUUM ANALYZE {table}")
+                conn.execute("CHECKPOINT")
+            elif self.vendor == "mysql":
+                for table in tables:
+                    conn.execute(f"ANALYZE TABLE {table}").fetchall()
+            else:
+                conn.execute("ANALYZE")
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+class _Executing:
+    """A DB-API connection with psycopg's ``execute()`` shortcut, closed on exit."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def execute(self, query: str):
+        cursor = self.conn.cursor()
+        cursor.execute(query)
+        return cursor
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.conn.close()
 
 
 class BenchError(RuntimeError):
@@ -77,8 +176,14 @@ class System:
     # SQL returning (finished ok, failed); polled while workers run, so keep it cheap.
     done_sql: str = ""
     # SQL returning seconds from the first job start to the last job finish;
-    # run once, after all jobs are done.
-    span_sql: str = ""
+    # run once, after all jobs are done. Either may be a {database: sql} dict.
+    span_sql: str | dict = ""
+    # Which --database choices the queue runs on.
+    databases: tuple[str, ...] = ("postgres",)
+
+    def sql(self, name: str, database: str) -> str:
+        query = getattr(self, name)
+        return query[database] if isinstance(query, dict) else query
 
     def unavailable(self) -> str | None:
         """Why this system cannot be measured here, or None."""
@@ -200,8 +305,9 @@ class CpuMeter:
     CPU and that of their database backends can still be read.
     """
 
-    def __init__(self, db_name: str):
+    def __init__(self, db_name: str, vendor: str = "postgres"):
         self.db_name = db_name
+        self.vendor = vendor
         self.top_others: list[tuple[str, float]] = []
 
     def _scan(self, worker_pgids: set[int]) -> dict[int, tuple[int, bool, str]]:
@@ -219,6 +325,8 @@ class CpuMeter:
             if not ours and comm.startswith("postgres"):
                 client_backend = "127.0.0.1(" in cmdline or "[local]" in cmdline
                 ours = not client_backend or f" {self.db_name} " in cmdline
+            if not ours and self.vendor == "mysql" and comm in ("mariadbd", "mysqld"):
+                ours = True  # one process for every client: count it all
             procs[int(entry)] = (cpu, ours, cmdline[:60] or comm)
         return procs
 
@@ -322,10 +430,15 @@ class Bench:
     # Repeat a processing run when other work took more than this CPU share.
     max_foreign: float = 0.10
     retries: int = 2
+    # --database: which database the system's project uses.
+    vendor: str = "postgres"
+    # --producer-rate: jobs/s another process enqueues while workers process.
+    producer_rate: float = 0.0
     db_name: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.db_name = f"pgjobs_bench_{self.system.name.replace('-', '_')}"
+        self.database = Database(self.vendor, f"pgjobs_bench_{self.system.name.replace('-', '_')}")
+        self.db_name = self.database.name
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.latency_file = WORK_DIR / f"latency-{self.system.name}.txt"
         self.worker_log = self.log_dir / f"{self.system.name}-workers.log"
@@ -337,6 +450,7 @@ class Bench:
         env = dict(os.environ)
         env.update(
             DJANGO_SETTINGS_MODULE=f"{self.system.project}.settings",
+            BENCH_DATABASE=self.vendor,
             BENCH_DB=self.db_name,
             BENCH_LATENCY_FILE=str(self.latency_file),
             PYTHONPATH=str(PROJECTS_DIR),
@@ -377,29 +491,21 @@ class Bench:
             raise BenchError(f"driver {args[0]} printed no result")
         return json.loads(lines[-1])
 
-    def connect(self, dbname: str | None = None) -> psycopg.Connection:
-        return psycopg.connect(dbname=dbname or self.db_name, autocommit=True, **PG)
+    def connect(self):
+        return self.database.connect()
 
     # -- procedures -------------------------------------------------------
 
     def prepare(self) -> None:
         """A fresh database per run, so runs and systems do not interfere."""
-        with self.connect("postgres") as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{self.db_name}"')
+        self.database.recreate()
         self.run([PYTHON, manage_py(), "migrate", "--noinput", "-v", "0"], timeout=300)
 
     def reset(self) -> None:
-        """Empty the queue tables (fresh heap and indexes) between measurements."""
-        with self.connect() as conn:
-            conn.execute(f"TRUNCATE {', '.join(self.system.tables)} RESTART IDENTITY CASCADE")
+        self.database.empty(self.system.tables)
 
     def settle(self) -> None:
-        """Same starting state for every system: fresh statistics, clean buffers."""
-        with self.connect() as conn:
-            for table in self.system.tables:
-                conn.execute(f"VACUUM ANALYZE {table}")
-            conn.execute("CHECKPOINT")
+        self.database.settle(self.system.tables)
 
     def enqueue(self, mode: str, n: int, repeats: int) -> dict:
         """Median jobs/s over ``repeats`` runs of ``n`` enqueues in ``mode``."""
@@ -443,7 +549,9 @@ class Bench:
         busy = self.quiet()
         timeout = max(120.0, n / 40.0)  # far beyond any system's expected time
         argv = self.system.worker_argv(config)
-        meter = CpuMeter(self.db_name)
+        meter = CpuMeter(self.db_name, self.vendor)
+        done_sql = self.system.sql("done_sql", self.vendor)
+        producer = self._start_producer()
         # One polling connection for the whole run: a new connection per poll
         # would fork a backend several times a second on a 2-core machine.
         with self.connect() as conn:
@@ -451,7 +559,7 @@ class Bench:
             with WorkerGroup(argv, config.processes, self.env, self.worker_log) as workers:
                 while True:
                     time.sleep(0.2)
-                    done, failed = conn.execute(self.system.done_sql).fetchone()
+                    done, failed = conn.execute(done_sql).fetchone()
                     if done + failed >= n:
                         wall = time.time() - workers.started_at
                         others = meter.stop({p.pid for p in workers.procs})
@@ -463,21 +571,62 @@ class Bench:
                         )
                     if time.time() - workers.started_at > timeout:
                         raise BenchError(f"timed out after {timeout:.0f}s with {done}/{n} done")
-            span = conn.execute(self.system.span_sql).fetchone()[0]
+            produced = self._stop_producer(producer)
+            # With a producer, more than n jobs may have finished within the span.
+            finished = n if producer is None else int(sum(conn.execute(done_sql).fetchone()))
+            span = conn.execute(self.system.sql("span_sql", self.vendor)).fetchone()[0]
         if failed:
             raise BenchError(f"{failed} of {n} no-op jobs failed; see {self.worker_log}")
-        return {
+        result = {
             "config": config.describe(),
             "processes": config.processes,
             "n": n,
             "span_s": float(span),
-            "rate": n / float(span),
+            "rate": finished / float(span),
             "wall_s": wall,
             "wall_rate": n / wall,
             "busy_before": busy,
             "others_during": others,
             "top_others": [(name, round(share, 3)) for name, share in meter.top_others],
         }
+        if produced is not None:
+            result["producer"] = produced
+            if produced.get("errors"):
+                raise BenchError(f"the producer's enqueues failed: {produced}")
+        return result
+
+    def _start_producer(self) -> subprocess.Popen | None:
+        """Another process enqueueing ``producer_rate`` jobs/s, as a web app would."""
+        if not self.producer_rate:
+            return None
+        argv = [
+            PYTHON,
+            str(PROJECTS_DIR / "driver.py"),
+            "produce",
+            "--rate",
+            str(self.producer_rate),
+        ]
+        return subprocess.Popen(
+            argv,
+            env=self.env,
+            cwd=PROJECTS_DIR,
+            stdout=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    def _stop_producer(self, producer: subprocess.Popen | None) -> dict | None:
+        if producer is None:
+            return None
+        producer.send_signal(signal.SIGTERM)
+        try:
+            out, _ = producer.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            _signal_group(producer.pid, signal.SIGKILL)
+            out, _ = producer.communicate()
+        lines = [ln for ln in out.strip().splitlines() if ln.startswith("{")]
+        return json.loads(lines[-1]) if lines else {"errors": 1, "error_samples": ["no report"]}
 
     def latency(self, config: WorkerConfig, n: int, spacing: float) -> dict:
         self.reset()

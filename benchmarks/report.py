@@ -18,7 +18,7 @@ from pathlib import Path
 from harness import PG, REPO_DIR
 
 
-def environment(quick: bool, counts: dict, total_s: float) -> dict:
+def environment(quick: bool, counts: dict, total_s: float, database=None) -> dict:
     try:
         import psycopg
 
@@ -26,6 +26,10 @@ def environment(quick: bool, counts: dict, total_s: float) -> dict:
             pg = conn.execute("SHOW server_version").fetchone()[0]
     except Exception as e:  # the report is still useful without it
         pg = f"? ({e})"
+    try:
+        db = database.version() if database else f"PostgreSQL {pg}"
+    except Exception as e:
+        db = f"{database.vendor} ? ({e})"
     try:
         commit = subprocess.run(
             ["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"],
@@ -42,6 +46,7 @@ def environment(quick: bool, counts: dict, total_s: float) -> dict:
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "postgres": pg,
+        "database": db,
         "counts": counts,
         "total_s": round(total_s),
     }
@@ -141,7 +146,7 @@ def markdown(results: dict, skipped: dict, meta: dict) -> str:
         f"# pgjobs benchmark ({meta['mode']} run)",
         "",
         f"{meta['date']}, commit {meta['commit']}; {meta['cores']} cores, "
-        f"PostgreSQL {meta['postgres']}, Python {meta['python']}; "
+        f"{meta.get('database') or 'PostgreSQL ' + meta['postgres']}, Python {meta['python']}; "
         f"whole run {meta['total_s']} s. "
         + "; ".join(r["versions"] for r in results.values() if r.get("versions"))
         + ".",
@@ -193,6 +198,14 @@ def markdown(results: dict, skipped: dict, meta: dict) -> str:
     for n in names:
         for r in results[n]["throughput"]:
             if "rate" in r:
+                producer = r.get("producer")
+                if producer:  # --producer-rate: what the concurrent enqueuer saw
+                    r = {
+                        **r,
+                        "config": f"{r['config']}, while another process enqueued "
+                        f"{producer['n']} jobs ({producer['errors']} errors, slowest "
+                        f"{producer['slowest_ms']:.0f} ms)",
+                    }
                 out.append(
                     f"| {n} | {r['config']} | {r['rate']:,.0f} | {r['wall_rate']:,.0f} "
                     f"| {_fmt_others(r)} | {_fmt_attempts(r)} |"

@@ -4,6 +4,7 @@
     python benchmarks/run.py                  # full run (several minutes)
     python benchmarks/run.py --quick          # smaller counts, one setting each (< 2 min)
     python benchmarks/run.py --systems pgjobs,procrastinate
+    python benchmarks/run.py --database sqlite --producer-rate 10   # pgjobs on SQLite
 
 For each system, in its own freshly created database: enqueue jobs/s (one
 transaction per job, many in one transaction, bulk API), processing jobs/s of
@@ -15,7 +16,10 @@ individual run, to benchmarks/results/latest.md (raw data in latest.json).
 Runs with any python3: on first use it creates benchmarks/.work/venv (via
 setup.sh) with the peers and pgjobs, then re-runs itself inside that venv.
 PostgreSQL is reached at BENCH_PGHOST/BENCH_PGPORT/BENCH_PGUSER
-(default 127.0.0.1:5432, root, trust auth).
+(default 127.0.0.1:5432, root, trust auth). ``--database mysql`` uses MySQL or
+MariaDB at BENCH_MYSQLHOST/BENCH_MYSQLPORT/BENCH_MYSQLUSER (127.0.0.1:3306,
+root, no password); ``--database sqlite`` a file in benchmarks/.work. Only
+queues that run on that database are measured there.
 """
 
 from __future__ import annotations
@@ -55,12 +59,28 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--jobs", type=int, help="no-op jobs per processing run (default 10000)")
     p.add_argument(
+        "--database",
+        choices=("postgres", "mysql", "sqlite"),
+        default="postgres",
+        help="the database the queues store jobs in (default: postgres)",
+    )
+    p.add_argument(
+        "--producer-rate",
+        type=float,
+        default=0.0,
+        metavar="R",
+        help="during processing runs, another process enqueues R jobs/s; its errors fail the run",
+    )
+    p.add_argument(
         "--output",
         type=Path,
-        default=BENCH_DIR / "results" / "latest.md",
-        help="where to write the Markdown results (a .json with raw data goes beside it)",
+        help="where to write the Markdown results (a .json with raw data goes beside it); "
+        "default results/latest.md, results/latest-<database>.md for other databases",
     )
     args = p.parse_args()
+    if args.output is None:
+        suffix = "" if args.database == "postgres" else f"-{args.database}"
+        args.output = BENCH_DIR / "results" / f"latest{suffix}.md"
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = set(args.systems) - set(ALL_SYSTEMS)
     if unknown:
@@ -75,11 +95,19 @@ def plan(quick: bool, jobs: int | None) -> dict:
     return dict(enqueue_n=2000, enqueue_repeats=3, jobs=jobs or 10000, latency_n=200)
 
 
-def measure_system(system, counts: dict, quick: bool, log_dir: Path) -> dict:
+def measure_system(system, counts: dict, args: argparse.Namespace, log_dir: Path) -> dict:
     from harness import Bench, BenchError, best
 
+    quick = args.quick
     # --quick must stay short, so it waits only briefly for a quiet machine.
-    bench = Bench(system, log_dir, quiet_timeout=5.0 if quick else 60.0, retries=0 if quick else 2)
+    bench = Bench(
+        system,
+        log_dir,
+        quiet_timeout=5.0 if quick else 60.0,
+        retries=0 if quick else 2,
+        vendor=args.database,
+        producer_rate=args.producer_rate,
+    )
     result: dict = {"versions": system.versions(), "enqueue": {}, "throughput": [], "latency": []}
 
     def attempt(what: str, fn):
@@ -148,7 +176,7 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     import report
-    from harness import REPO_DIR, WORK_DIR
+    from harness import REPO_DIR, WORK_DIR, Database
     from systems import SYSTEMS
 
     counts = plan(args.quick, args.jobs)
@@ -158,6 +186,10 @@ def main() -> int:
     skipped: dict = {}
     for name in args.systems:
         system = SYSTEMS[name]
+        if args.database not in system.databases:
+            print(f"  [{name}] skipped: runs on {', '.join(system.databases)} only", flush=True)
+            skipped[name] = f"runs on {', '.join(system.databases)} only"
+            continue
         reason = system.unavailable()
         if reason and name == "pgjobs":
             # pgjobs is installed editable; (re)install in case the package
@@ -172,14 +204,14 @@ def main() -> int:
             skipped[name] = reason
             continue
         print(f"== {name}", flush=True)
-        res = measure_system(system, counts, args.quick, log_dir)
+        res = measure_system(system, counts, args, log_dir)
         if "error" in res:
             skipped[name] = res["error"]
         else:
             results[name] = res
 
     total = time.monotonic() - started
-    meta = report.environment(args.quick, counts, total)
+    meta = report.environment(args.quick, counts, total, Database(args.database, ""))
     text = report.markdown(results, skipped, meta)
     print()
     print(text)

@@ -23,4 +23,8 @@ if [ -f "$repo/pyproject.toml" ]; then
     "$venv/bin/python" -m pip install --quiet -e "$repo" \
         || echo "setup.sh: pgjobs could not be installed; only the peers can be measured" >&2
 fi
+# run.py --database mysql needs mysqlclient (built against libmariadb/libmysqlclient);
+# PostgreSQL and SQLite runs do not, so a failure here is reported, not fatal.
+"$venv/bin/python" -m pip install --quiet "mysqlclient>=2.2" \
+    || echo "setup.sh: mysqlclient could not be installed; --database mysql will not work" >&2
 touch "$venv/.bench-ready"

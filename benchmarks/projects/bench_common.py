@@ -30,6 +30,28 @@ DATABASES = {
     }
 }
 
+# run.py --database mysql|sqlite: the same settings on the other databases
+# (only queues that support them are measured there).
+if os.environ.get("BENCH_DATABASE") == "mysql":
+    DATABASES["default"].update(
+        ENGINE="django.db.backends.mysql",
+        HOST=os.environ.get("BENCH_MYSQLHOST", "127.0.0.1"),
+        PORT=os.environ.get("BENCH_MYSQLPORT", "3306"),
+        USER=os.environ.get("BENCH_MYSQLUSER", "root"),
+        OPTIONS={"charset": "utf8mb4"},
+    )
+elif os.environ.get("BENCH_DATABASE") == "sqlite":
+    # BENCH_DB is the file. WAL and IMMEDIATE transactions, as pgjobs recommends.
+    DATABASES["default"] = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": os.environ["BENCH_DB"],
+        "OPTIONS": {
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL",
+            "transaction_mode": "IMMEDIATE",
+        },
+    }
+
 BASE_APPS = ["django.contrib.contenttypes", "django.contrib.auth"]
 
 # Per-job log lines cost real time at 1,000+ jobs/s; every system is run at

@@ -13,6 +13,10 @@ Each command prints one JSON object on stdout.
         enqueue K warm-up probes, wait until they ran (the worker is then up
         and idle), then enqueue N probes one at a time every S seconds and
         wait until all have recorded their start time.
+    produce --rate R
+        enqueue R no-op jobs/s, each its own transaction, until SIGTERM, as a
+        web app would while workers process; report errors (e.g. SQLite's
+        "database is locked") instead of stopping at the first.
 """
 
 import argparse
@@ -94,6 +98,27 @@ def cmd_latency(args, tasks):
     return {"n": args.n, "received": len(latencies), "latencies_ms": latencies}
 
 
+def cmd_produce(args, tasks):
+    import signal
+
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
+    n, errors, slowest = 0, [], 0.0
+    t0 = time.monotonic()
+    while not stop:
+        delay = t0 + n / args.rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        started = time.perf_counter()
+        try:
+            tasks.enqueue_noop()
+        except Exception as e:  # counted and reported, the run goes on
+            errors.append(f"{type(e).__name__}: {e}")
+        slowest = max(slowest, time.perf_counter() - started)
+        n += 1
+    return {"n": n, "errors": len(errors), "error_samples": errors[:3], "slowest_ms": slowest * 1e3}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,13 +132,15 @@ def main():
     lat.add_argument("--spacing", type=float, default=0.02)
     lat.add_argument("--warmup", type=int, default=3)
     lat.add_argument("--timeout", type=float, default=60.0)
+    sub.add_parser("produce").add_argument("--rate", type=float, required=True)
     args = parser.parse_args()
 
     import django
 
     django.setup()
     tasks = _tasks()
-    result = cmd_enqueue(args, tasks) if args.command == "enqueue" else cmd_latency(args, tasks)
+    command = {"enqueue": cmd_enqueue, "latency": cmd_latency, "produce": cmd_produce}
+    result = command[args.command](args, tasks)
     print(json.dumps(result))
 
 

@@ -13,12 +13,19 @@ class PgJobs(System):
     name = "pgjobs"
     project = "pgjobs_bench"
     tables = ("pgjobs_job",)
+    databases = ("postgres", "mysql", "sqlite")
     done_sql = """
-        SELECT count(*) FILTER (WHERE status = 'succeeded'),
-               count(*) FILTER (WHERE status IN ('failed', 'cancelled'))
+        SELECT COALESCE(SUM(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END), 0),
+               COALESCE(SUM(CASE WHEN status IN ('failed', 'cancelled') THEN 1 ELSE 0 END), 0)
         FROM pgjobs_job
     """
-    span_sql = "SELECT extract(epoch FROM max(finished_at) - min(started_at)) FROM pgjobs_job"
+    span_sql = {
+        "postgres": "SELECT extract(epoch FROM max(finished_at) - min(started_at)) FROM pgjobs_job",
+        "mysql": "SELECT TIMESTAMPDIFF(MICROSECOND, MIN(started_at), MAX(finished_at)) / 1e6 "
+        "FROM pgjobs_job",
+        "sqlite": "SELECT (julianday(MAX(finished_at)) - julianday(MIN(started_at))) * 86400 "
+        "FROM pgjobs_job",
+    }
 
     def unavailable(self):
         # The package is written alongside the benchmarks; until it imports
