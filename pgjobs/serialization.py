@@ -72,10 +72,31 @@ def function_path(func):
     return path
 
 
+#: Objects a job's path may name that are not functions but know how to run, by
+#: class path, with the dotted path of a runner: ``runner(obj)`` returns the function
+#: to call. A task of Django's tasks framework is found at its ``module_path``;
+#: ``pgjobs.django_tasks`` calls its function with the framework's context and signals.
+RUNNERS = {
+    "django.tasks.base.Task": "pgjobs.django_tasks.task_runner",
+    "django_tasks.base.Task": "pgjobs.django_tasks.task_runner",
+}
+
+
+def _runner(obj):
+    for cls in type(obj).__mro__:
+        runner = RUNNERS.get(f"{cls.__module__}.{cls.__qualname__}")
+        if runner is not None:
+            return import_string(runner)
+    return None
+
+
 def load_function(path):
     """Import the function a job names; raise ``InvalidJob`` with the reason."""
     try:
         func = import_string(path)
+        runner = _runner(func)
+        if runner is not None:
+            func = runner(func)
     except ImportError as exc:
         raise InvalidJob(f"cannot import job function {path!r}: {exc}") from None
     except Exception as exc:  # a malformed path ("."), or a module that raises on import
