@@ -1,0 +1,268 @@
+"""``pgjobs.django_tasks.PgJobsBackend`` against the tasks framework's own expectations.
+
+Each test runs once per framework available: the ``django_tasks`` package (what
+Wagtail uses; both stacks) and ``django.tasks`` (Django >= 6.0). Runs in the
+integration pass (``--ds=tests.wagtail_settings``), which sets ``TASKS``.
+"""
+
+import datetime
+import importlib
+import os
+
+import pytest
+from asgiref.sync import async_to_sync
+from django.conf import settings
+from django.core.checks import Error
+from django.test import override_settings
+from django.utils import timezone
+
+if "pgjobs.django_tasks" not in str(getattr(settings, "TASKS", "")):
+    pytest.skip(
+        "integration pass only: pytest --ds=tests.wagtail_settings", allow_module_level=True
+    )
+
+from pgjobs import background, records  # noqa: E402
+from pgjobs.django_tasks import FRAMEWORKS, PgJobsBackend  # noqa: E402
+from pgjobs.models import Job  # noqa: E402
+from tests.conftest import VENDOR, WorkerProcess, run_jobs, work_until  # noqa: E402
+from tests.testapp import jobs  # noqa: E402
+from tests.testapp.models import Event  # noqa: E402
+
+TASK_MODULES = {
+    "django_tasks": "tests.wagtailapp.tasks",
+    "django.tasks": "tests.wagtailapp.dj_tasks",
+}
+
+
+@pytest.fixture(params=[fw.module for fw in FRAMEWORKS])
+def fw(request):
+    """The framework under test."""
+    return next(f for f in FRAMEWORKS if f.module == request.param)
+
+
+@pytest.fixture
+def tasks(fw):
+    """The framework's module of test tasks (``tests/wagtailapp/task_bodies.py``)."""
+    return importlib.import_module(TASK_MODULES[fw.module])
+
+
+def receive(signal):
+    """Connect a receiver to ``signal`` for the test; returns the list it fills."""
+    received = []
+
+    def receiver(sender, task_result, **kwargs):
+        received.append((sender, task_result))
+
+    signal.connect(receiver, weak=False)
+    return received, lambda: signal.disconnect(receiver)
+
+
+# -- enqueue ----------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_enqueue_stores_a_job_the_worker_can_run(fw, tasks):
+    received, disconnect = receive(fw.signals.task_enqueued)
+    try:
+        result = tasks.add.enqueue(1, 2)
+    finally:
+        disconnect()
+    assert isinstance(result, fw.TaskResult)
+    assert result.status == fw.TaskResultStatus.READY
+    assert isinstance(result.id, str) and len(result.id) < 64
+    assert result.enqueued_at is not None and result.started_at is None
+    assert result.args == [1, 2] and result.kwargs == {}
+    assert result.backend == "default" and result.errors == [] and result.worker_ids == []
+    assert not result.is_finished
+    with pytest.raises(ValueError):
+        result.return_value  # noqa: B018
+    job = Job.objects.get(pk=int(result.id))
+    assert job.func == tasks.add.module_path == f"{tasks.__name__}.add"
+    assert (job.queue, job.priority, job.status, job.args) == ("default", 0, "ready", [1, 2])
+    assert received == [(PgJobsBackend, result)]
+
+
+@pytest.mark.django_db
+def test_using_sets_priority_queue_and_run_after(fw, tasks):
+    before = timezone.now()
+    result = tasks.add.using(priority=10, queue_name="other").enqueue(1, 1)
+    job = Job.objects.get(pk=int(result.id))
+    assert (job.priority, job.queue) == (10, "other")
+    when = before + datetime.timedelta(hours=1)
+    deferred = Job.objects.get(pk=int(tasks.add.using(run_after=when).enqueue(2, 2).id))
+    assert deferred.run_at == when
+    # The docs allow a timedelta: from now.
+    relative = tasks.add.using(run_after=datetime.timedelta(minutes=5)).enqueue(3, 3)
+    run_at = Job.objects.get(pk=int(relative.id)).run_at
+    assert (
+        before + datetime.timedelta(minutes=5)
+        <= run_at
+        <= timezone.now() + datetime.timedelta(minutes=5)
+    )
+
+
+@pytest.mark.django_db
+def test_invalid_tasks_raise_the_frameworks_errors(fw, tasks):
+    with pytest.raises(fw.InvalidTask):
+        tasks.add.using(priority=101)
+    with pytest.raises(fw.InvalidTask):
+        tasks.add.using(queue_name="unknown")
+    with pytest.raises(fw.InvalidTask):
+        tasks.add.using(run_after=datetime.datetime(2030, 1, 1))  # naive under USE_TZ
+    with pytest.raises(TypeError):  # arguments must be JSON, as the framework says
+        tasks.echo.enqueue(timezone.now())
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+def test_enqueue_many_writes_rows_in_order(fw, tasks):
+    backend = tasks.add.get_backend()
+    calls = [(tasks.add, [n, n], {}) for n in range(5)]
+    calls.append((tasks.add.using(priority=5), [9, 9], {}))
+    calls.append((tasks.add.using(run_after=datetime.timedelta(hours=1)), [8, 8], {}))
+    results = backend.enqueue_many(calls)
+    assert [r.args for r in results] == [[n, n] for n in range(5)] + [[9, 9], [8, 8]]
+    rows = {job.pk: job for job in Job.objects.all()}
+    assert [rows[int(r.id)].args for r in results] == [r.args for r in results]
+    assert rows[int(results[5].id)].priority == 5
+    assert rows[int(results[6].id)].run_at > timezone.now()
+
+
+def test_async_enqueue_and_get_result(fw, tasks, transactional_db):
+    result = async_to_sync(tasks.double.aenqueue)(21)
+    run_jobs()
+    fetched = async_to_sync(tasks.double.aget_result)(result.id)
+    assert fetched.status == fw.successful and fetched.return_value == 42
+
+
+# -- results -------------------------------------------------------------------------------
+
+
+def test_successful_result(fw, tasks, transactional_db):
+    result = tasks.add.enqueue(1, 2)
+    run_jobs()
+    fetched = tasks.add.get_result(result.id)
+    assert isinstance(fetched, fw.TaskResult)
+    assert fetched.status == fw.successful and fetched.is_finished
+    assert fetched.return_value == 3
+    assert fetched.errors == [] and fetched.attempts == 1 and len(fetched.worker_ids) == 1
+    assert fetched.enqueued_at <= fetched.started_at <= fetched.finished_at
+    assert fetched.last_attempted_at == fetched.started_at
+    assert fetched.task.func is tasks.add.func
+    result.refresh()
+    assert result.status == fw.successful and result.return_value == 3
+    assert Event.objects.filter(name__startswith="task_started:add:").count() == 1
+    assert Event.objects.filter(name=f"task_finished:add:{fw.successful}").count() == 1
+
+
+def test_failure_keeps_the_error(fw, tasks, transactional_db):
+    result = tasks.fail.enqueue("boom")
+    work_until(lambda: Job.objects.get(pk=int(result.id)).status == records.FAILED)
+    result.refresh()
+    assert result.status == fw.TaskResultStatus.FAILED and result.is_finished
+    assert result.attempts == 3  # pgjobs retried it, then gave up
+    (error,) = result.errors
+    assert error.exception_class_path == "builtins.ValueError"
+    assert error.exception_class is ValueError
+    assert "ValueError: boom" in error.traceback
+    with pytest.raises(ValueError):
+        result.return_value  # noqa: B018
+    # Started on every attempt, finished once: when it failed for good.
+    assert Event.objects.filter(name__startswith="task_started:fail:").count() == 3
+    assert list(Event.objects.filter(name__startswith="task_finished:").values_list("name")) == [
+        (f"task_finished:fail:{fw.TaskResultStatus.FAILED}",)
+    ]
+
+
+def test_context_attempt_and_retry(fw, tasks, transactional_db):
+    result = tasks.flaky.enqueue("feed")
+    work_until(lambda: Job.objects.get(pk=int(result.id)).status == records.SUCCEEDED)
+    result.refresh()
+    assert result.return_value == {"attempt": 2, "id": result.id}
+    assert result.attempts == 2
+    # The first attempt's error stays on record, as the frameworks keep every error.
+    assert [e.exception_class_path for e in result.errors] == ["builtins.ConnectionError"]
+    started = Event.objects.filter(name__startswith="task_started:flaky:")
+    assert sorted(started.values_list("value", flat=True)) == [1, 2]
+
+
+def test_a_return_value_that_is_not_json_fails_the_task(fw, tasks, transactional_db):
+    result = tasks.bad_return.enqueue()
+    work_until(lambda: Job.objects.get(pk=int(result.id)).status == records.FAILED)
+    result.refresh()
+    assert result.errors[-1].exception_class_path == "builtins.TypeError"
+
+
+def test_cancelled_job_is_a_failed_task(fw, tasks, transactional_db):
+    result = tasks.add.enqueue(1, 2)
+    background.get(int(result.id)).cancel()
+    result.refresh()
+    assert result.status == fw.TaskResultStatus.FAILED
+    assert result.errors[0].exception_class_path == "pgjobs.exceptions.JobCancelled"
+
+
+@pytest.mark.django_db
+def test_get_result_of_unknown_ids(fw, tasks):
+    backend = tasks.add.get_backend()
+    with pytest.raises(fw.TaskResultDoesNotExist):
+        backend.get_result("999999")
+    with pytest.raises(fw.TaskResultDoesNotExist):
+        backend.get_result("not-an-id")
+    plain = background.enqueue(jobs.add, args=[1, 2])  # a pgjobs job, not a task
+    with pytest.raises(fw.TaskResultDoesNotExist):
+        backend.get_result(str(plain.id))
+    other = tasks.echo.enqueue(1)
+    mismatch = importlib.import_module(f"{fw.module}.exceptions").TaskResultMismatch
+    with pytest.raises(mismatch):
+        tasks.add.get_result(other.id)
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+def test_checks(fw):
+    backend = PgJobsBackend("default", {"QUEUES": ["default", "nightly"], "OPTIONS": {"X": 1}})
+    ids = [m.id for m in backend.check() if isinstance(m, Error)]
+    assert ids == ["pgjobs.E101", "pgjobs.E103"]
+    with override_settings(PGJOBS={"BACKEND": "pgjobs.backends.ImmediateBackend"}):
+        assert [m.id for m in backend.check()] == ["pgjobs.E101", "pgjobs.E102"]
+    assert PgJobsBackend("default", {"QUEUES": ["default"]}).check() == []
+
+
+@pytest.mark.django_db
+def test_enqueue_needs_a_storing_pgjobs_backend(fw, tasks):
+    with override_settings(PGJOBS={"BACKEND": "pgjobs.backends.ImmediateBackend"}):
+        with pytest.raises(fw.InvalidTask, match="DatabaseBackend"):
+            tasks.add.enqueue(1, 2)
+
+
+# -- a real worker process ---------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_worker_process_runs_tasks_and_sends_the_signals(transactional_db, tmp_path):
+    from django.db import connection
+
+    results = [importlib.import_module(TASK_MODULES[fw.module]) for fw in FRAMEWORKS]
+    enqueued = [(module.record.enqueue(f"ran:{module.__name__}"), module) for module in results]
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.wagtail_settings",
+        "PGJOBS_TEST_DB": VENDOR,
+        "PGJOBS_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
+        "PYTHONUNBUFFERED": "1",
+    }
+    worker = WorkerProcess("pgjobs_drain", [], env, tmp_path)
+    try:
+        assert worker.wait(timeout=60) == 0, worker.output()
+    finally:
+        worker.kill()
+    for result, module in enqueued:
+        result.refresh()
+        assert result.return_value == f"ran:{module.__name__}"
+        assert result.worker_ids[0].split(":")[1] == str(worker.pid)
+    names = set(Event.objects.values_list("name", flat=True))
+    assert {f"ran:{module.__name__}" for module in results} <= names
+    for fw in FRAMEWORKS:
+        assert f"task_started:record:{fw.TaskResultStatus.RUNNING}" in names
+        assert f"task_finished:record:{fw.successful}" in names

@@ -1,0 +1,12 @@
+"""URLs of the integration pass: the Django admin and the Wagtail admin."""
+
+from django.contrib import admin
+from django.urls import include, path
+from wagtail import urls as wagtail_urls
+from wagtail.admin import urls as wagtailadmin_urls
+
+urlpatterns = [
+    path("django-admin/", admin.site.urls),
+    path("admin/", include(wagtailadmin_urls)),
+    path("", include(wagtail_urls)),
+]
