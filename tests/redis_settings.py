@@ -42,9 +42,11 @@ def flush_jobs():
 
 
 def redis_status_counts():
-    """``{status: count}`` over every job of this run."""
+    """``{status: count}`` over every job of the configured backend."""
+    from pgjobs.handler import get_backend
+
     counts = {}
-    for queue in _store().status()["queues"]:
+    for queue in get_backend().get_store().status()["queues"]:
         for status, n in queue["counts"].items():
             counts[status] = counts.get(status, 0) + n
     return counts
