@@ -25,6 +25,15 @@ class QueueFilter(admin.SimpleListFilter):
         return queryset.filter(queue=self.value()) if self.value() else queryset
 
 
+def _store(queryset):
+    """The store for these jobs: the configured backend's own when it holds them, so
+    that its OPTIONS (``CHANNEL``: which idle workers a retry wakes) apply."""
+    backend = get_backend()
+    if getattr(backend, "alias", None) == queryset.db and hasattr(backend, "get_store"):
+        return backend.get_store()
+    return database_store(queryset.db)
+
+
 def _pretty(value):
     return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
 
@@ -114,13 +123,13 @@ class JobAdmin(admin.ModelAdmin):
     )
     def retry_jobs(self, request, queryset):
         ids = list(queryset.values_list("id", flat=True))
-        count = database_store(queryset.db).requeue(ids)
+        count = _store(queryset).requeue(ids)
         self.message_user(request, f"{count} job(s) queued again.", messages.SUCCESS)
 
     @admin.action(description="Cancel selected jobs", permissions=["change_status"])
     def cancel_jobs(self, request, queryset):
         ids = list(queryset.values_list("id", flat=True))
-        cancelled, asked = database_store(queryset.db).cancel_many(ids)
+        cancelled, asked = _store(queryset).cancel_many(ids)
         text = f"{cancelled} ready job(s) cancelled"
         if asked:
             text += f"; {asked} running job(s) asked to stop"
