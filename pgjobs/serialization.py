@@ -4,7 +4,9 @@ A function travels as its dotted import path and must import back to the very
 same object, so only module-level functions qualify. Arguments travel as JSON;
 values JSON cannot hold faithfully (tuples, datetimes, decimals, UUIDs, model
 instances, ...) travel as *tagged* objects ``{"__pgjobs__": tag, "v": value}``
-and come back as the same type. Nothing is ever pickled.
+and come back as the same type. A class of your own travels when it defines
+``__pgjobs_encode__(self)`` (returning any of those values) and the classmethod
+``__pgjobs_decode__(data)``. Nothing is ever pickled.
 """
 
 import base64
@@ -177,6 +179,10 @@ def _encode(value, where):
     if isinstance(value, (set, frozenset)):
         items = [_encode(v, f"{where} item") for v in value]
         return _tag("set" if isinstance(value, set) else "frozenset", items)
+    if hasattr(type(value), "__pgjobs_encode__"):
+        cls = type(value)
+        data = _encode(value.__pgjobs_encode__(), f"{where} ({cls.__qualname__})")
+        return _tag("object", [f"{cls.__module__}.{cls.__qualname__}", data])
     model_ref = _model_reference(value, where)
     if model_ref is not None:
         return _tag("model", model_ref)
@@ -234,6 +240,11 @@ def _decode(value):
         return frozenset(_decode(v) for v in inner)
     if tag == "model":
         return _load_model(inner[0], _decode(inner[1]))
+    if tag == "object":
+        cls = import_string(inner[0])
+        if not hasattr(cls, "__pgjobs_decode__"):
+            raise ValueError(f"{inner[0]} does not define __pgjobs_decode__")
+        return cls.__pgjobs_decode__(_decode(inner[1]))
     raise ValueError(f"unknown tagged value {tag!r}")
 
 
