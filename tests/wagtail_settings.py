@@ -29,11 +29,12 @@ INSTALLED_APPS = [
     "tests.wagtailapp",
     "wagtail.users",
     "wagtail.snippets",
+    "wagtail.documents",
+    "wagtail.images",
     "wagtail.sites",
     "wagtail.admin",
     "wagtail",
     "wagtail.search",
-    "modelsearch",
     "modelcluster",
     "taggit",
     "django.contrib.staticfiles",
@@ -52,3 +53,5 @@ TASKS = {
         "QUEUES": ["default", "other"],
     }
 }
+LANGUAGE_CODE = "en"
+WAGTAILADMIN_COMMENTS_ENABLED = False

@@ -1,0 +1,268 @@
+"""The job rows in the Wagtail admin: a read-only snippet listing under its own
+"Jobs" menu item, with the Django admin's filters, search, detail and actions.
+
+Permissions are Django's, as in the Django admin: ``pgjobs.view_job`` (or
+``change_job``) shows the menu item, the listing and the detail; ``change_job``
+allows retry and cancel; ``delete_job`` allows deleting. Nobody adds or edits
+jobs here: code enqueues them, signed with ``SECRET_KEY``.
+"""
+
+import functools
+import json
+
+import django_filters
+from django.contrib.auth import get_permission_codename
+from django.core.exceptions import PermissionDenied
+from django.template.response import TemplateResponse
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+from wagtail import hooks
+from wagtail.admin.filters import WagtailFilterSet
+from wagtail.admin.ui.tables import Column, DateColumn, StatusTagColumn
+from wagtail.permission_policies import ModelPermissionPolicy
+from wagtail.permissions import register_permission_policy
+from wagtail.snippets.bulk_actions.snippet_bulk_action import SnippetBulkAction
+from wagtail.snippets.models import register_snippet
+from wagtail.snippets.views.snippets import IndexView, InspectView, SnippetViewSet
+
+from ... import records
+from ...handler import get_backend
+from ...models import STATUS_CHOICES, Job
+from ...stores import database_store
+
+
+class JobPermissionPolicy(ModelPermissionPolicy):
+    """Django's model permissions, except that nobody adds or edits a job, and
+    ``change_job`` (retry and cancel) implies viewing, as in the Django admin."""
+
+    READ_ONLY = {"add", "change"}
+
+    def user_has_permission(self, user, action):
+        if action in self.READ_ONLY:
+            return False
+        if action == "view":
+            return user.has_perm(self._get_permission_name("view")) or user.has_perm(
+                self._get_permission_name("change")
+            )
+        return super().user_has_permission(user, action)
+
+    def user_has_any_permission(self, user, actions):
+        return any(self.user_has_permission(user, action) for action in actions)
+
+    def users_with_any_permission(self, actions):
+        actions = set(actions) - self.READ_ONLY
+        if "view" in actions:
+            actions.add("change")
+        if not actions:
+            return self.auth_model._default_manager.none()
+        return super().users_with_any_permission(sorted(actions))
+
+
+def can_change_jobs(user):
+    """Retry and cancel, as the Django admin's actions: ``pgjobs.change_job``."""
+    return user.has_perm(f"pgjobs.{get_permission_codename('change', Job._meta)}")
+
+
+def queue_choices():
+    """Queues from the settings, not ``SELECT DISTINCT`` over every job ever run."""
+    return [(name, name) for name in getattr(get_backend(), "queues", None) or []]
+
+
+class JobFilterSet(WagtailFilterSet):
+    status = django_filters.ChoiceFilter(choices=STATUS_CHOICES, label=_("Status"))
+    queue = django_filters.ChoiceFilter(choices=queue_choices, label=_("Queue"))
+
+    class Meta:
+        model = Job
+        fields = ["status", "queue"]
+
+
+def _pre(value):
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
+
+
+class JobIndexView(IndexView):
+    # No COUNT(*) beyond the paginator's one, no per-row queries: the listing
+    # reads only the columns it shows.
+    def get_base_queryset(self):
+        return (
+            super()
+            .get_base_queryset()
+            .only(
+                "id",
+                "func",
+                "status",
+                "queue",
+                "priority",
+                "run_at",
+                "attempts",
+                "max_attempts",
+                "created_at",
+                "finished_at",
+            )
+        )
+
+
+class JobInspectView(InspectView):
+    def get_args_display_value(self):
+        return _pre(self.object.args)
+
+    def get_kwargs_display_value(self):
+        return _pre(self.object.kwargs)
+
+    def get_result_display_value(self):
+        return _pre(self.object.result) if self.object.status == records.SUCCEEDED else "-"
+
+    def get_error_display_value(self):
+        error = self.object.error
+        if not error:
+            return "-"
+        return format_html(
+            "<strong>{}</strong>: {}<pre>{}</pre>",
+            error.get("type", ""),
+            error.get("message", ""),
+            error.get("traceback", ""),
+        )
+
+
+class AttemptsColumn(Column):
+    def get_value(self, instance):
+        return f"{instance.attempts}/{instance.max_attempts}"
+
+
+class JobViewSet(SnippetViewSet):
+    model = Job
+    icon = "cogs"
+    menu_label = _("Jobs")
+    menu_name = "pgjobs"
+    menu_order = 900
+    add_to_admin_menu = True
+    url_prefix = "pgjobs/jobs"
+    url_namespace = "pgjobs_jobs"
+    index_view_class = JobIndexView
+    inspect_view_class = JobInspectView
+    inspect_view_enabled = True
+    copy_view_enabled = False
+    list_display = [
+        "func",
+        StatusTagColumn("status", primary=lambda job: job.status == records.SUCCEEDED),
+        "queue",
+        "priority",
+        DateColumn("run_at", label=_("Run at")),
+        AttemptsColumn("attempts", label=_("Attempts")),
+        DateColumn("created_at", label=_("Created")),
+        DateColumn("finished_at", label=_("Finished")),
+    ]
+    filterset_class = JobFilterSet
+    search_fields = ["func"]
+    search_backend_name = None  # the ORM: the Job table is not in a search index
+    ordering = ["-id"]
+    list_per_page = 50
+    inspect_view_fields = [
+        "id",
+        "func",
+        "status",
+        "queue",
+        "priority",
+        "run_at",
+        "attempts",
+        "max_attempts",
+        "timeout",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "worker_id",
+        "cancel_requested",
+        "unique_key",
+        "args",
+        "kwargs",
+        "result",
+        "error",
+    ]
+
+    def get_urlpatterns(self):
+        patterns = super().get_urlpatterns()
+        for pattern in patterns:
+            pattern.callback = forbidden_as_403(pattern.callback)
+        return patterns
+
+
+def forbidden_as_403(view):
+    """Answer a user without the permission with a 403 page. Wagtail's own views
+    redirect to the dashboard instead; a job listing says plainly that it is closed."""
+
+    @functools.wraps(view)
+    def wrapped(request, *args, **kwargs):
+        try:
+            return view(request, *args, **kwargs)
+        except PermissionDenied:
+            return TemplateResponse(request, "pgjobs_wagtail/403.html", status=403)
+
+    return wrapped
+
+
+register_permission_policy(Job, JobPermissionPolicy(Job))
+register_snippet(JobViewSet)
+
+
+class JobBulkAction(SnippetBulkAction):
+    """A Django admin action over the selected jobs, for users with ``change_job``."""
+
+    models = [Job]
+    template_name = "pgjobs_wagtail/confirm_bulk_action.html"
+
+    def check_perm(self, job):
+        return can_change_jobs(self.request.user)
+
+    def object_context(self, job):
+        return {"item": job}
+
+    def get_context_data(self, **kwargs):
+        return {**super().get_context_data(**kwargs), "action": self}
+
+
+@hooks.register("register_bulk_action")
+class RetryJobsBulkAction(JobBulkAction):
+    display_name = _("Retry")
+    action_type = "retry"
+    aria_label = _("Retry the selected failed or cancelled jobs")
+    action_priority = 10
+    question = _("Queue these jobs again? Only failed and cancelled jobs are retried.")
+
+    @classmethod
+    def execute_action(cls, objects, **kwargs):
+        ids = [job.pk for job in objects]
+        return database_store(Job.objects.db).requeue(ids), 0
+
+    def get_success_message(self, num_parent_objects, num_child_objects):
+        return ngettext(
+            "%(count)d job queued again.", "%(count)d jobs queued again.", num_parent_objects
+        ) % {"count": num_parent_objects}
+
+
+@hooks.register("register_bulk_action")
+class CancelJobsBulkAction(JobBulkAction):
+    display_name = _("Cancel")
+    action_type = "cancel"
+    aria_label = _("Cancel the selected jobs")
+    action_priority = 20
+    classes = {"serious"}
+    question = _("Cancel these jobs? Ready jobs are cancelled; running jobs are asked to stop.")
+
+    @classmethod
+    def execute_action(cls, objects, **kwargs):
+        cancelled, asked = database_store(Job.objects.db).cancel_many([j.pk for j in objects])
+        return cancelled, asked
+
+    def get_success_message(self, num_parent_objects, num_child_objects):
+        text = ngettext(
+            "%(count)d ready job cancelled", "%(count)d ready jobs cancelled", num_parent_objects
+        ) % {"count": num_parent_objects}
+        if num_child_objects:
+            text += ngettext(
+                "; %(count)d running job asked to stop",
+                "; %(count)d running jobs asked to stop",
+                num_child_objects,
+            ) % {"count": num_child_objects}
+        return text + "."

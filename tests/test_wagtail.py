@@ -1,0 +1,296 @@
+"""pgjobs in a real Wagtail site: Wagtail's own tasks in workers, background hooks,
+and the job rows in the Wagtail admin and the Django admin.
+
+Runs in the integration pass (``--ds=tests.wagtail_settings``).
+"""
+
+import pytest
+from django.conf import settings
+
+if "pgjobs.contrib.wagtail" not in settings.INSTALLED_APPS:
+    pytest.skip(
+        "integration pass only: pytest --ds=tests.wagtail_settings", allow_module_level=True
+    )
+
+from django.contrib.auth.models import Permission, User  # noqa: E402
+from django.core.exceptions import ImproperlyConfigured  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.test import RequestFactory  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
+from django.urls import reverse  # noqa: E402
+from wagtail import hooks as wagtail_hooks  # noqa: E402
+from wagtail.models import Collection, Locale, Page, ReferenceIndex, Site  # noqa: E402
+
+from pgjobs import background, records  # noqa: E402
+from pgjobs.contrib.wagtail import hooks  # noqa: E402
+from pgjobs.contrib.wagtail.hooks import BackgroundHook, RequestSnapshot  # noqa: E402
+from pgjobs.models import Job  # noqa: E402
+from pgjobs.serialization import decode_arguments, encode_arguments  # noqa: E402
+from tests.conftest import run_jobs, status_counts  # noqa: E402
+from tests.testapp import jobs  # noqa: E402
+from tests.testapp.models import Event  # noqa: E402
+from tests.wagtailapp.models import ArticlePage  # noqa: E402
+from tests.wagtailapp.wagtail_hooks import remember_publish  # noqa: E402
+
+JOBS_URL = "/admin/pgjobs/jobs/"
+DJANGO_ADMIN_URL = "/django-admin/pgjobs/job/"
+
+
+@pytest.fixture
+def home(db):
+    """The root page and a home page served by the default site (the tables are made
+    without Wagtail's data migrations)."""
+    Locale.objects.get_or_create(language_code="en")
+    Collection.add_root(name="Root")
+    root = Page.add_root(instance=Page(title="Root"))
+    home = root.add_child(instance=Page(title="Home", slug="home"))
+    Site.objects.create(hostname="testserver", root_page=home, is_default_site=True)
+    Job.objects.all().delete()  # the saves above enqueued Wagtail's tasks
+    return home
+
+
+@pytest.fixture
+def admin_user(db):
+    return User.objects.create_superuser("admin", "admin@example.com", "pw")
+
+
+def editor(*perms):
+    """A Wagtail editor (admin access) with the given ``pgjobs`` permissions."""
+    user = User.objects.create_user(f"editor-{'-'.join(perms) or 'none'}", password="pw")
+    user.user_permissions.add(Permission.objects.get(codename="access_admin"))
+    for codename in perms:
+        user.user_permissions.add(Permission.objects.get(codename=codename))
+    return user
+
+
+# -- Wagtail's own tasks ------------------------------------------------------------------
+
+
+def test_publishing_enqueues_wagtails_tasks_and_a_worker_runs_them(home, transactional_db):
+    article = home.add_child(instance=ArticlePage(title="Article", related_page=home))
+    article.save_revision().publish()
+
+    funcs = set(Job.objects.values_list("func", flat=True))
+    assert "wagtail.tasks.update_reference_index_task" in funcs
+    assert "modelsearch.tasks.insert_or_update_object_task" in funcs
+    assert set(Job.objects.values_list("status", flat=True)) == {records.READY}
+    # Not run in the request: the reference index does not know the article yet.
+    article_refs = ReferenceIndex.get_references_for_object(article)
+    assert not article_refs.exists()
+
+    run_jobs()
+    assert status_counts() == {records.SUCCEEDED: Job.objects.count()}
+    assert article_refs.filter(to_object_id=str(home.pk)).exists()
+
+
+def test_publishing_in_the_admin_leaves_the_work_to_workers(home, admin_user, client):
+    client.force_login(admin_user)
+    response = client.post(
+        f"/admin/pages/add/wagtailapp/articlepage/{home.pk}/",
+        {"title": "Hello", "slug": "hello", "related_page": home.pk, "action-publish": "1"},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+    article = ArticlePage.objects.get(slug="hello")
+    assert article.live
+    rows = dict(Job.objects.values_list("func", "status"))
+    assert rows["wagtail.tasks.update_reference_index_task"] == records.READY
+    assert rows["tests.wagtailapp.wagtail_hooks.remember_publish"] == records.READY
+    assert not Event.objects.exists()  # the background hook has not run either
+
+
+def test_the_background_hook_runs_in_a_worker(home, admin_user, transactional_db):
+    request = RequestFactory().post("/admin/pages/7/edit/", HTTP_HOST="testserver")
+    request.user = admin_user
+    article = home.add_child(instance=ArticlePage(title="Draft title"))
+    Job.objects.all().delete()
+    for hook in wagtail_hooks.get_hooks("after_publish_page"):
+        assert hook(request, article) is None  # Wagtail goes on at once
+    (job,) = Job.objects.all()
+    assert (job.func, job.queue) == ("tests.wagtailapp.wagtail_hooks.remember_publish", "other")
+    ArticlePage.objects.filter(pk=article.pk).update(title="Fresh title")  # fetched fresh
+
+    run_jobs()
+    job.refresh_from_db()
+    assert job.status == records.SUCCEEDED, job.error
+    site = Site.objects.get()
+    assert list(Event.objects.values_list("name", "value")) == [
+        (f"published Fresh title by admin POST site={site.pk} /admin/pages/7/edit/", article.pk)
+    ]
+
+
+# -- background hooks -----------------------------------------------------------------------
+
+
+def sync_hook(request, page):
+    return "sync"
+
+
+def test_register_without_background_is_wagtails_register():
+    before = list(wagtail_hooks.get_hooks("after_edit_page"))
+    assert hooks.register("after_edit_page", order=-5)(sync_hook) is sync_hook
+    try:
+        assert wagtail_hooks.get_hooks("after_edit_page") == [sync_hook, *before]
+        assert ("after_edit_page", sync_hook) and hooks.get_hooks is wagtail_hooks.get_hooks
+    finally:
+        wagtail_hooks._hooks["after_edit_page"].remove((sync_hook, -5))
+
+
+def test_background_registration_wraps_the_hook():
+    hooks.register("after_edit_page", sync_hook, order=3, background=True, priority=5)
+    try:
+        proxies = [fn for fn, order in wagtail_hooks._hooks["after_edit_page"] if order == 3]
+        (proxy,) = proxies
+        assert isinstance(proxy, BackgroundHook) and proxy.fn is sync_hook
+        assert proxy.job_options == {"priority": 5}
+    finally:
+        wagtail_hooks._hooks["after_edit_page"].remove((proxy, 3))
+
+
+@pytest.mark.parametrize(
+    "hook_name",
+    ["register_admin_urls", "construct_main_menu", "before_edit_page", "insert_editor_js"],
+)
+def test_synchronous_hooks_refuse_background(hook_name):
+    with pytest.raises(ImproperlyConfigured) as raised:
+        hooks.register(hook_name, background=True)
+    message = str(raised.value)
+    assert hook_name in message and "after_publish_page" in message
+
+
+def test_hooks_whose_objects_are_gone_refuse_background():
+    with pytest.raises(ImproperlyConfigured, match="no longer exists"):
+        hooks.register("after_delete_page", sync_hook, background=True)
+
+
+def test_background_hooks_must_be_importable_functions():
+    def nested(request, page):
+        pass
+
+    with pytest.raises(ImproperlyConfigured, match="module-level"):
+        hooks.register("after_edit_page", nested, background=True)
+    with pytest.raises(TypeError, match="retries"):
+        hooks.register("after_edit_page", sync_hook, background=True, retries=3)
+    with pytest.raises(TypeError, match="background=True"):
+        hooks.register("after_edit_page", sync_hook, priority=3)
+
+
+def test_request_snapshot_travels_as_json(home, admin_user):
+    request = RequestFactory().get("/admin/?q=1", HTTP_HOST="testserver")
+    request.user = admin_user
+    snapshot = RequestSnapshot.from_request(request)
+    assert snapshot == RequestSnapshot(
+        user_id=admin_user.pk,
+        path="/admin/?q=1",
+        method="GET",
+        site_id=Site.objects.get().pk,
+        hostname="testserver",
+    )
+    encoded = encode_arguments([snapshot, home], {})
+    (back, page), _ = decode_arguments(*encoded)
+    assert back == snapshot and back.user == admin_user and back.site.root_page_id == home.pk
+    assert page == home and page is not home
+    assert remember_publish.__module__ == "tests.wagtailapp.wagtail_hooks"
+
+
+# -- the Wagtail admin view -----------------------------------------------------------------
+
+
+@pytest.fixture
+def some_jobs(db):
+    refs = background.enqueue_many([(jobs.add, [n, n]) for n in range(3)])
+    failed = Job.objects.get(pk=refs[0].id)
+    failed.status = records.FAILED
+    failed.error = {"type": "builtins.ValueError", "message": "boom", "traceback": "Traceback"}
+    failed.save()
+    return refs
+
+
+def test_wagtail_listing_filters_searches_and_inspects(home, admin_user, client, some_jobs):
+    client.force_login(admin_user)
+    response = client.get(JOBS_URL)
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "tests.testapp.jobs.add" in html and "Jobs" in html
+    assert client.get(JOBS_URL, {"status": "failed"}).context["object_list"].count() == 1
+    assert client.get(JOBS_URL, {"queue": "other"}).context["object_list"].count() == 0
+    assert client.get(JOBS_URL, {"q": "jobs.add"}).context["object_list"].count() == 3
+    assert client.get(JOBS_URL, {"q": "nothing"}).context["object_list"].count() == 0
+    detail = client.get(f"{JOBS_URL}inspect/{some_jobs[0].id}/").content.decode()
+    assert "builtins.ValueError" in detail and "boom" in detail and "[\n  0,\n  0\n]" in detail
+    # Read-only, even for a superuser.
+    assert client.get(reverse("pgjobs_jobs:add")).status_code == 403
+    assert client.get(reverse("pgjobs_jobs:edit", args=[some_jobs[0].id])).status_code == 403
+
+
+def test_wagtail_retry_and_cancel_actions(home, client, some_jobs):
+    client.force_login(editor("change_job"))
+    failed, ready = some_jobs[0].id, some_jobs[1].id
+    response = client.post(f"/admin/bulk/pgjobs/job/retry/?id={failed}&next={JOBS_URL}")
+    assert response.status_code == 302
+    assert Job.objects.get(pk=failed).status == records.READY
+    client.post(f"/admin/bulk/pgjobs/job/cancel/?id={ready}")
+    assert Job.objects.get(pk=ready).status == records.CANCELLED
+
+
+def test_wagtail_views_respect_permissions(home, client, some_jobs):
+    nobody = editor()
+    client.force_login(nobody)
+    assert client.get(JOBS_URL).status_code == 403
+    assert client.get(f"{JOBS_URL}inspect/{some_jobs[0].id}/").status_code == 403
+    assert JOBS_URL not in client.get("/admin/").content.decode()  # no menu item
+
+    viewer = editor("view_job")
+    client.force_login(viewer)
+    assert client.get(JOBS_URL).status_code == 200
+    assert JOBS_URL in client.get("/admin/").content.decode()
+    client.post(f"/admin/bulk/pgjobs/job/retry/?id={some_jobs[0].id}")
+    assert Job.objects.get(pk=some_jobs[0].id).status == records.FAILED  # not allowed
+
+
+def queries_for(client, url):
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(url).status_code == 200
+    return len(queries)
+
+
+@pytest.mark.parametrize("url", [JOBS_URL, DJANGO_ADMIN_URL])
+def test_listings_do_not_query_per_row(home, admin_user, client, url):
+    """A full page costs what a nearly empty one does; a table of 100,000 jobs only
+    makes the paginator's count slower, never adds queries."""
+    client.force_login(admin_user)
+    background.enqueue_many([(jobs.add, [n, n]) for n in range(3)])
+    client.get(url)  # warm the caches (content types, permissions)
+    few = queries_for(client, url)
+    background.enqueue_many([(jobs.add, [n, n]) for n in range(2000)], queue="other")
+    assert queries_for(client, url) == few
+    assert queries_for(client, f"{url}?status=ready&queue=other") <= few
+
+
+# -- the Django admin -------------------------------------------------------------------------
+
+
+def test_django_admin_list_detail_and_actions(admin_user, client, some_jobs):
+    client.force_login(admin_user)
+    html = client.get(DJANGO_ADMIN_URL).content.decode()
+    for column in ("status", "queue", "priority", "function", "run at", "attempts"):
+        assert column in html.lower()
+    assert client.get(DJANGO_ADMIN_URL, {"q": "jobs.add"}).context["cl"].result_count == 3
+    detail = client.get(f"{DJANGO_ADMIN_URL}{some_jobs[0].id}/change/").content.decode()
+    assert "builtins.ValueError" in detail and "boom" in detail
+    client.post(
+        DJANGO_ADMIN_URL,
+        {"action": "retry_jobs", "_selected_action": [some_jobs[0].id]},
+    )
+    assert Job.objects.get(pk=some_jobs[0].id).status == records.READY
+    client.post(
+        DJANGO_ADMIN_URL,
+        {"action": "cancel_jobs", "_selected_action": [some_jobs[1].id]},
+    )
+    assert Job.objects.get(pk=some_jobs[1].id).status == records.CANCELLED
+
+
+def test_django_admin_respects_permissions(client, some_jobs):
+    staff = User.objects.create_user("staff", password="pw", is_staff=True)
+    client.force_login(staff)
+    assert client.get(DJANGO_ADMIN_URL).status_code == 403
+    assert "pgjobs/job" not in client.get("/django-admin/").content.decode()
