@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 DJANGO ?= Django>=5.2
 DATABASES ?= postgres mysql sqlite
-EXTRAS ?= test,mysql,redis,schedule
+EXTRAS ?= test,mysql,redis,schedule,wagtail
 PYTEST_ARGS ?=
 PIP_FLAGS ?= --disable-pip-version-check -q
 
@@ -41,12 +41,19 @@ $(BENCH_STAMP): $(STAMP)
 	$(PIP) -e '.[$(EXTRAS),bench]' '$(DJANGO)'
 	@touch $@
 
+# The integration pass (Wagtail, Django's tasks framework) runs per database after the core
+# suite, under its own settings, so core tests do not flush Wagtail's tables after each test.
+INTEGRATION_TESTS ?= tests/test_django_tasks.py tests/test_wagtail.py
+
 # Lint first: it takes a second and catches what would otherwise fail three database runs.
 test: lint
 	@for db in $(DATABASES); do \
 		echo "==> pytest on $$db ($(VENV), $(DJANGO))"; \
 		PGJOBS_TEST_DB=$$db $(PY) -m pytest $(PYTEST_ARGS) \
 			|| { status=$$?; echo "==> FAILED on $$db (exit $$status)" >&2; exit $$status; }; \
+		echo "==> pytest on $$db, Wagtail and Django tasks integration"; \
+		PGJOBS_TEST_DB=$$db $(PY) -m pytest --ds=tests.wagtail_settings $(PYTEST_ARGS) $(INTEGRATION_TESTS) \
+			|| { status=$$?; echo "==> FAILED on $$db, integration (exit $$status)" >&2; exit $$status; }; \
 	done
 
 lint: $(STAMP)
