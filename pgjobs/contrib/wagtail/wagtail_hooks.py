@@ -64,6 +64,15 @@ def can_change_jobs(user):
     return user.has_perm(f"pgjobs.{get_permission_codename('change', Job._meta)}")
 
 
+def jobs_store():
+    """The configured backend's store when it holds the ``Job`` rows (its OPTIONS,
+    such as the ``CHANNEL`` a retry wakes workers on, apply), as in the Django admin."""
+    backend = get_backend()
+    if getattr(backend, "alias", None) == Job.objects.db and hasattr(backend, "get_store"):
+        return backend.get_store()
+    return database_store(Job.objects.db)
+
+
 def queue_choices():
     """Queues from the settings, not ``SELECT DISTINCT`` over every job ever run."""
     return [(name, name) for name in getattr(get_backend(), "queues", None) or []]
@@ -233,7 +242,7 @@ class RetryJobsBulkAction(JobBulkAction):
     @classmethod
     def execute_action(cls, objects, **kwargs):
         ids = [job.pk for job in objects]
-        return database_store(Job.objects.db).requeue(ids), 0
+        return jobs_store().requeue(ids), 0
 
     def get_success_message(self, num_parent_objects, num_child_objects):
         return ngettext(
@@ -252,7 +261,7 @@ class CancelJobsBulkAction(JobBulkAction):
 
     @classmethod
     def execute_action(cls, objects, **kwargs):
-        cancelled, asked = database_store(Job.objects.db).cancel_many([j.pk for j in objects])
+        cancelled, asked = jobs_store().cancel_many([j.pk for j in objects])
         return cancelled, asked
 
     def get_success_message(self, num_parent_objects, num_child_objects):
