@@ -180,10 +180,29 @@ class System:
     span_sql: str | dict = ""
     # Which --database choices the queue runs on.
     databases: tuple[str, ...] = ("postgres",)
+    # Other processes (by name) whose CPU counts as the run's own, e.g. a broker.
+    own_processes: tuple[str, ...] = ()
 
     def sql(self, name: str, database: str) -> str:
         query = getattr(self, name)
         return query[database] if isinstance(query, dict) else query
+
+    # Where the jobs are. These defaults read the system's tables with the SQL
+    # above; a queue that keeps its jobs elsewhere (Redis) overrides all four.
+
+    def progress(self, conn, database: str) -> tuple[int, int]:
+        """(finished ok, failed) so far; polled while workers run."""
+        return conn.execute(self.sql("done_sql", database)).fetchone()
+
+    def span(self, conn, database: str) -> float:
+        """Seconds from the first job start to the last job finish."""
+        return float(conn.execute(self.sql("span_sql", database)).fetchone()[0])
+
+    def empty(self, db: Database) -> None:
+        db.empty(self.tables)
+
+    def settle(self, db: Database) -> None:
+        db.settle(self.tables)
 
     def unavailable(self) -> str | None:
         """Why this system cannot be measured here, or None."""
@@ -305,9 +324,10 @@ class CpuMeter:
     CPU and that of their database backends can still be read.
     """
 
-    def __init__(self, db_name: str, vendor: str = "postgres"):
+    def __init__(self, db_name: str, vendor: str = "postgres", own: tuple[str, ...] = ()):
         self.db_name = db_name
         self.vendor = vendor
+        self.own = own
         self.top_others: list[tuple[str, float]] = []
 
     def _scan(self, worker_pgids: set[int]) -> dict[int, tuple[int, bool, str]]:
@@ -327,6 +347,8 @@ class CpuMeter:
                 ours = not client_backend or f" {self.db_name} " in cmdline
             if not ours and self.vendor == "mysql" and comm in ("mariadbd", "mysqld"):
                 ours = True  # one process for every client: count it all
+            if not ours and comm in self.own:
+                ours = True  # the system's broker (redis-server): all of it
             procs[int(entry)] = (cpu, ours, cmdline[:60] or comm)
         return procs
 
@@ -502,10 +524,10 @@ class Bench:
         self.run([PYTHON, manage_py(), "migrate", "--noinput", "-v", "0"], timeout=300)
 
     def reset(self) -> None:
-        self.database.empty(self.system.tables)
+        self.system.empty(self.database)
 
     def settle(self) -> None:
-        self.database.settle(self.system.tables)
+        self.system.settle(self.database)
 
     def enqueue(self, mode: str, n: int, repeats: int) -> dict:
         """Median jobs/s over ``repeats`` runs of ``n`` enqueues in ``mode``."""
@@ -549,8 +571,7 @@ class Bench:
         busy = self.quiet()
         timeout = max(120.0, n / 40.0)  # far beyond any system's expected time
         argv = self.system.worker_argv(config)
-        meter = CpuMeter(self.db_name, self.vendor)
-        done_sql = self.system.sql("done_sql", self.vendor)
+        meter = CpuMeter(self.db_name, self.vendor, self.system.own_processes)
         producer = self._start_producer()
         # One polling connection for the whole run: a new connection per poll
         # would fork a backend several times a second on a 2-core machine.
@@ -559,7 +580,7 @@ class Bench:
             with WorkerGroup(argv, config.processes, self.env, self.worker_log) as workers:
                 while True:
                     time.sleep(0.2)
-                    done, failed = conn.execute(done_sql).fetchone()
+                    done, failed = self.system.progress(conn, self.vendor)
                     if done + failed >= n:
                         wall = time.time() - workers.started_at
                         others = meter.stop({p.pid for p in workers.procs})
@@ -573,8 +594,8 @@ class Bench:
                         raise BenchError(f"timed out after {timeout:.0f}s with {done}/{n} done")
             produced = self._stop_producer(producer)
             # With a producer, more than n jobs may have finished within the span.
-            finished = n if producer is None else int(sum(conn.execute(done_sql).fetchone()))
-            span = conn.execute(self.system.sql("span_sql", self.vendor)).fetchone()[0]
+            finished = n if producer is None else int(sum(self.system.progress(conn, self.vendor)))
+            span = self.system.span(conn, self.vendor)
         if failed:
             raise BenchError(f"{failed} of {n} no-op jobs failed; see {self.worker_log}")
         result = {
