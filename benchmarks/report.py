@@ -17,6 +17,8 @@ from pathlib import Path
 
 from harness import PG, REPO_DIR
 
+REDIS_PEERS = ("rq", "celery")  # compared with pgjobs-redis, not with pgjobs on the database
+
 
 def environment(quick: bool, counts: dict, total_s: float, database=None) -> dict:
     try:
@@ -140,7 +142,15 @@ def markdown(results: dict, skipped: dict, meta: dict) -> str:
     ]
     names = list(results)
     figs = {n: _figures(results[n]) for n in names}
-    peers = [n for n in names if n != "pgjobs"] if "pgjobs" in results else []
+    # pgjobs against the database queues; pgjobs on Redis against the Redis queues.
+    ratios = [
+        (ours, peer)
+        for ours in ("pgjobs", "pgjobs-redis")
+        if ours in results
+        for peer in names
+        if peer not in ("pgjobs", "pgjobs-redis")
+        and (peer in REDIS_PEERS) == (ours == "pgjobs-redis")
+    ]
 
     out = [
         f"# pgjobs benchmark ({meta['mode']} run)",
@@ -152,12 +162,12 @@ def markdown(results: dict, skipped: dict, meta: dict) -> str:
         + ".",
         "",
     ]
-    header = ["figure", *names, *(f"pgjobs ÷ {p}" for p in peers)]
+    header = ["figure", *names, *(f"{ours} ÷ {peer}" for ours, peer in ratios)]
     out.append("| " + " | ".join(header) + " |")
     out.append("|" + "---|" + "---:|" * (len(header) - 1))
     for key, label, fmt in rows:
         cells = [fmt(figs[n][key]) for n in names]
-        cells += [_ratio(figs["pgjobs"][key], figs[p][key]) for p in peers]
+        cells += [_ratio(figs[ours][key], figs[peer][key]) for ours, peer in ratios]
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     out += [
         "",

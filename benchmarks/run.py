@@ -36,7 +36,7 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 VENV_PYTHON = BENCH_DIR / ".work" / "venv" / "bin" / "python"
 READY_MARKER = BENCH_DIR / ".work" / "venv" / ".bench-ready"
-ALL_SYSTEMS = ("pgjobs", "django-tasks-db", "procrastinate")
+ALL_SYSTEMS = ("pgjobs", "django-tasks-db", "procrastinate", "pgjobs-redis", "rq", "celery")
 
 
 def ensure_venv() -> None:

@@ -3,5 +3,10 @@
 from systems.django_tasks_db import DjangoTasksDB
 from systems.pgjobs import PgJobs
 from systems.procrastinate import Procrastinate
+from systems.redis_celery import Celery
+from systems.redis_pgjobs import PgJobsRedis
+from systems.redis_rq import RQ
 
-SYSTEMS = {s.name: s for s in (PgJobs(), DjangoTasksDB(), Procrastinate())}
+SYSTEMS = {
+    s.name: s for s in (PgJobs(), DjangoTasksDB(), Procrastinate(), PgJobsRedis(), RQ(), Celery())
+}

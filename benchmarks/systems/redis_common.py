@@ -1,0 +1,29 @@
+"""What the queues that keep their jobs in Redis share: where Redis is, and
+a Redis database of each one's own, emptied between measurements.
+
+Redis is reached at BENCH_REDIS_URL (default redis://127.0.0.1:6379); the
+queues use databases 10 (pgjobs), 11 (RQ), 12 and 13 (Celery's broker and
+results). The Django projects point at the same numbers (projects/*_bench).
+"""
+
+import os
+
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+def client(db: int):
+    import redis
+
+    return redis.Redis.from_url(f"{REDIS_URL}/{db}", decode_responses=True)
+
+
+def redis_version() -> str:
+    try:
+        return client(0).info("server")["redis_version"]
+    except Exception as e:  # the report is still useful without it
+        return f"? ({e})"
+
+
+def in_batches(items, size=1000):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
