@@ -113,7 +113,9 @@ UNSERIALISABLE = object()
 
 def wait_for_event(key, name, timeout=30.0):
     """Block until an Event called ``name`` exists (or ``timeout`` passes), then record
-    ``key``: a job that runs exactly as long as the test wants it to."""
+    ``key``: a job that runs exactly as long as the test wants it to. Logs
+    ``start:<key>`` when a slot starts it."""
+    Event.objects.create(name=f"start:{key}", at=time.time())
     deadline = time.monotonic() + timeout
     while not Event.objects.filter(name=name).exists():
         if time.monotonic() >= deadline:
