@@ -108,9 +108,9 @@ def test_jobs_still_running_after_the_grace_period_are_put_back(start_worker):
 
 
 def test_a_second_signal_exits_at_once(start_worker):
-    background.enqueue(jobs.sleep_then_record, args=["stuck", 30.0])
+    background.enqueue(jobs.wait_for_event, args=["stuck", "never"])
     worker = start_worker("--grace-period", "60", "-v", "2")
-    wait_for(lambda: Job.objects.filter(status=records.RUNNING).exists(), timeout=20)
+    wait_for(lambda: started_jobs() == 1, timeout=20, message="the job to start")
     worker.send_signal(signal.SIGTERM)
     worker.wait_for_output("SIGTERM received", stream="stderr")
     worker.send_signal(signal.SIGTERM)
