@@ -190,8 +190,6 @@ def fail_unless_event(name):
 
 def wait_for_cancel(timeout=20.0):
     """Run until cancellation is requested (then stop as a job should), or ``timeout``."""
-    from pgjobs import JobCancelled
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if current_job().cancel_requested:
