@@ -115,3 +115,27 @@ class WorkerProcess(models.Model):
 
     def __str__(self):
         return self.id
+
+
+class ScheduleState(models.Model):
+    """Where each schedule of ``PGJOBS["SCHEDULE"]`` stands, shared by every worker
+    and drain so that each tick is enqueued once (``pgjobs/schedule.py``).
+
+    ``last_tick`` only moves forward, by compare-and-set together with the
+    enqueue of the ticks it passes. A schedule removed from the setting keeps
+    its row (harmless); deleting the row makes the schedule start afresh.
+    """
+
+    name = models.CharField(max_length=100, primary_key=True)
+    last_tick = models.DateTimeField(
+        help_text="Ticks up to this time are settled: enqueued, or passed over by catch-up."
+    )
+    last_run = models.DateTimeField(null=True, blank=True, help_text="The latest tick enqueued.")
+
+    class Meta:
+        db_table = "pgjobs_schedule"
+        verbose_name = "schedule"
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name

@@ -73,3 +73,12 @@ class JobInfo:
     result: Any = None  # encoded, as stored
     error: dict | None = None
     worker_id: str | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class ScheduleInfo:
+    """Where a schedule of ``SCHEDULE`` stands in the store (``pgjobs/schedule.py``)."""
+
+    name: str
+    last_tick: datetime.datetime  # ticks up to this time are settled (enqueued or passed over)
+    last_run: datetime.datetime | None = None  # the latest tick enqueued

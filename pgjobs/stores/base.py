@@ -123,6 +123,38 @@ class Store(abc.ABC):
     def count_due(self, queues):
         """How many ready jobs in ``queues`` are due now."""
 
+    # -- schedules (``pgjobs/schedule.py``) -------------------------------------------
+    #
+    # One record per schedule name: ``last_tick``, the time through which its
+    # ticks are settled, and ``last_run``, the latest tick enqueued. Times are
+    # aware datetimes (naive, in TIME_ZONE, when USE_TZ is off), kept to the
+    # microsecond: a ``last_tick`` read back compares equal to the one written.
+
+    def get_schedules(self, names):
+        """``{name: ScheduleInfo}`` for those of ``names`` that have a record."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep schedules")
+
+    def create_schedule(self, name, last_tick):
+        """Create the record of schedule ``name``, settled through ``last_tick``
+        or the store's own current time if that is earlier, unless one exists.
+        True if this call created it."""
+        raise NotImplementedError(f"{type(self).__name__} does not keep schedules")
+
+    def advance_schedule(self, name, last_tick, new_last_tick, specs):
+        """Settle schedule ``name`` through ``new_last_tick`` and enqueue its due
+        jobs ``specs`` (``JobSpec``s, ``unique_key`` honoured), all or nothing,
+        as one atomic compare-and-set:
+
+        - only if the record's ``last_tick`` still equals ``last_tick`` (as read
+          by ``get_schedules``), so that of racing workers exactly one wins;
+        - only if ``new_last_tick`` is not later than the store's own clock, so
+          that a host whose clock runs fast cannot settle ticks early.
+
+        Sets ``last_run`` to ``new_last_tick`` when ``specs`` is not empty.
+        Returns the enqueued jobs' ``JobInfo``s, or None when nothing was written.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not keep schedules")
+
     def listen(self, queues):
         """Prepare ``wait`` to be woken for jobs in ``queues`` (None: all)."""
 

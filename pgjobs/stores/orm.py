@@ -9,12 +9,13 @@ import datetime
 import json
 
 from django.db import IntegrityError, connections, transaction
-from django.db.models import Case, Count, F, Min, Q, Value, When
-from django.db.models.functions import Now
+from django.db.models import Case, Count, DateTimeField, F, Min, Q, Value, When
+from django.db.models.functions import Least, Now
+from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 
 from .. import records
-from ..records import JobInfo
+from ..records import JobInfo, ScheduleInfo
 from .base import Store
 
 INFO_FIELDS = (
@@ -70,6 +71,11 @@ class OrmStore(Store):
 
         return WorkerProcess.objects.using(self.alias)
 
+    def schedules(self):
+        from ..models import ScheduleState
+
+        return ScheduleState.objects.using(self.alias)
+
     def describe(self):
         return f"{self.connection.vendor} database {self.alias!r}, polling"
 
@@ -78,6 +84,11 @@ class OrmStore(Store):
         columns store. Django's ``Now()`` is right where the database's clock is
         in that form; stores for other databases override this."""
         return Now()
+
+    def _retrying(self, operation, *args, **kwargs):
+        """Run ``operation``; vendor stores run it again after errors that only
+        mean "try again" (a deadlock, a busy database)."""
+        return operation(*args, **kwargs)
 
     @staticmethod
     def _queue_filter(queues):
@@ -360,6 +371,51 @@ class OrmStore(Store):
             .filter(self._queue_filter(queues), status=records.READY, run_at__lte=self.now())
             .count()
         )
+
+    # -- schedules -------------------------------------------------------------------
+
+    def get_schedules(self, names):
+        # Keyed by the name asked for: MySQL's collations match names without
+        # case, so "nightly" may find the row of an older "Nightly".
+        asked = {name.casefold(): name for name in names}
+        infos = {}
+        for row in self.schedules().filter(name__in=list(asked.values())):
+            name = asked.get(row.name.casefold(), row.name)
+            infos[name] = ScheduleInfo(name, row.last_tick, row.last_run)
+        return infos
+
+    def create_schedule(self, name, last_tick):
+        return self._retrying(self._create_schedule, name, last_tick)
+
+    def _create_schedule(self, name, last_tick):
+        when = Value(last_tick, output_field=DateTimeField())
+        try:
+            with transaction.atomic(using=self.alias):
+                self.schedules().create(name=name, last_tick=Least(when, self.now()))
+        except IntegrityError:
+            return False
+        return True
+
+    def advance_schedule(self, name, last_tick, new_last_tick, specs):
+        return self._retrying(self._advance_schedule, name, last_tick, new_last_tick, specs)
+
+    def _advance_schedule(self, name, last_tick, new_last_tick, specs):
+        # The UPDATE takes the row's lock: a racing worker waits for this
+        # transaction, then finds last_tick changed and updates nothing.
+        not_early = LessThanOrEqual(Value(new_last_tick, output_field=DateTimeField()), self.now())
+        changes = {"last_tick": new_last_tick}
+        if specs:
+            changes["last_run"] = new_last_tick
+        with transaction.atomic(using=self.alias):
+            won = (
+                self.schedules().filter(not_early, name=name, last_tick=last_tick).update(**changes)
+            )
+            if not won:
+                return None
+            return [
+                self.enqueue_unique(spec) if spec.unique_key else self.enqueue(spec)
+                for spec in specs
+            ]
 
     def close(self):
         self.connection.close()
