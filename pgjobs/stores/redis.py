@@ -50,6 +50,9 @@ local function now_us()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
+local function int(n)
+  return string.format('%d', n)
+end
 local function member(run_at, id)
   return string.format('%016d:%019d', run_at, id)
 end
@@ -76,6 +79,7 @@ local function release_unique(key, id)
   end
 end
 -- A job ends: status, finish time, its place in the done index, its time to live.
+local trimmed = {}
 local function finalize(id, queue, status, now, ttl_us)
   local key = P .. ':job:' .. id
   redis.call('HSET', key, 'status', status, 'finished_at', now, 'lease', '', 'cancel', '0')
@@ -83,7 +87,10 @@ local function finalize(id, queue, status, now, ttl_us)
   redis.call('ZADD', done, now, id)
   if ttl_us > 0 then
     redis.call('PEXPIRE', key, math.floor(ttl_us / 1000))
-    redis.call('ZREMRANGEBYSCORE', done, '-inf', now - ttl_us)
+    if not trimmed[done] then  -- entries whose job expired: once per script
+      trimmed[done] = true
+      redis.call('ZREMRANGEBYSCORE', done, '-inf', now - ttl_us)
+    end
   end
 end
 local function mine(id, worker_id)
@@ -95,7 +102,8 @@ end
 # ARGV: prefix, then per job: id ('' = allocate), func, args, kwargs, queue,
 # priority, run_at µs ('' = now), max_attempts, timeout, unique_key, signature,
 # unique ('1': keep out a second active job with the key).
-# Returns per job {id, existing (1: the holder of its unique key), run_at, created_at}.
+# Returns JSON: per job [id, existing ("1": the holder of its unique key), run_at,
+# created_at], numbers as strings (cjson would round µs timestamps).
 PUSH = (
     _LUA_COMMON
     + """
@@ -113,7 +121,7 @@ while i <= #ARGV do
     end
   end
   if holder then
-    out[#out + 1] = {tonumber(holder), 1, 0, 0}
+    out[#out + 1] = {holder, '1', '0', '0'}
   else
     local id = tonumber(ARGV[i])
     if not id then id = redis.call('INCR', P .. ':seq') end
@@ -129,11 +137,11 @@ while i <= #ARGV do
     redis.call('SADD', P .. ':queues', queue)
     make_ready(id, queue, priority, run_at, now)
     if uk ~= '' then redis.call('SET', P .. ':unique:' .. uk, id) end
-    out[#out + 1] = {id, 0, run_at, now}
+    out[#out + 1] = {int(id), '0', int(run_at), int(now)}
   end
   i = i + 12
 end
-return out
+return cjson.encode(out)
 """
 )
 
@@ -141,6 +149,8 @@ return out
 # jobs at once), number of results, then (id, encoded result) pairs, then the
 # queues (none: every queue).
 # Records the successes, then claims up to limit due jobs in claim order.
+# Returns JSON: per claimed job its fields, as strings. One bulk reply parsed by
+# json.loads costs a fraction of a nested array parsed reply by reply.
 FINISH_AND_CLAIM = (
     _LUA_COMMON
     + """
@@ -168,7 +178,7 @@ for _ = 1, n_results do
   end
   i = i + 2
 end
-if limit <= 0 then return {} end
+if limit <= 0 then return '[]' end
 
 local queues = {}
 for j = i, #ARGV do queues[#queues + 1] = ARGV[j] end
@@ -223,10 +233,11 @@ for _, m in ipairs(picked) do
     redis.call('HSET', key, 'status', 'running', 'attempts', attempts, 'started_at', now,
       'worker_id', worker_id, 'lease', lease)
     redis.call('ZADD', P .. ':running', lease, id)
-    out[#out + 1] = {id, f[2], f[3], f[4], f[5], f[6], f[7], attempts, f[9], f[10], f[11]}
+    out[#out + 1] = {int(id), f[2], f[3], f[4], f[5], f[6], f[7], int(attempts), f[9], f[10], f[11]}
   end
 end
-return out
+if #out == 0 then return '[]' end
+return cjson.encode(out)
 """
 )
 
@@ -648,10 +659,11 @@ class RedisStore(Store):
         args = []
         for n, spec in enumerate(specs):
             args += self._push_args(spec, "" if ids is None else ids[n])
-        rows = self._run("push", *args)
+        rows = json.loads(self._run("push", *args))
         infos = []
         for spec, (job_id, existing, run_at, created_at) in zip(specs, rows, strict=True):
-            if existing:
+            job_id = int(job_id)
+            if existing == "1":
                 infos.append(self.get(job_id))
             else:
                 infos.append(self.new_info(spec, job_id, run_at, created_at))
@@ -746,7 +758,7 @@ class RedisStore(Store):
         for job_id, result in results:
             args += [job_id, dumps(result)]
         args += list(queues or ())
-        rows = self._run("finish_and_claim", *args)
+        rows = json.loads(self._run("finish_and_claim", *args))
         return [
             ClaimedJob(
                 id=int(job_id),
