@@ -1,24 +1,30 @@
-"""``manage.py demo``: enqueue a mix of jobs, watch a real worker run them, show what ran."""
+"""``manage.py demo``: publish Wagtail pages and enqueue a mix of jobs, watch a real
+worker run them all, show what ran."""
 
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count
+from django.test import Client
+from wagtail.models import ReferenceIndex
 
-from demoapp import jobs
+from demoapp import jobs, tasks
+from demoapp.models import ArticlePage
+from demoapp.site import ARTICLES, ensure_admin, home_page, reset_articles
 from pgjobs import background
 from pgjobs.models import Job
 
 
 class Command(BaseCommand):
-    help = "Run the pgjobs demo: enqueue jobs, start a worker, show what ran."
+    help = "Run the pgjobs demo: publish pages, enqueue jobs, start a worker, show what ran."
 
     def add_arguments(self, parser):
         parser.add_argument("--concurrency", type=int, default=4)
@@ -27,11 +33,18 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         database = settings.DATABASES["default"]
         self.stdout.write(f"Database: {database['ENGINE'].rsplit('.', 1)[-1]} {database['NAME']}")
+        started = time.monotonic()
         call_command("migrate", verbosity=0)
+        self.stdout.write(f"Migrated in {time.monotonic() - started:.1f} s.")
+        admin = ensure_admin()
+        home = home_page()
+        reset_articles(home)
         Job.objects.all().delete()
 
-        refs = self.enqueue_jobs()
-        self.stdout.write(f"Enqueued {len(refs)} jobs. Starting a worker:\n")
+        articles = self.publish_pages(home, admin)
+        self.describe_wagtail_jobs(articles)
+        refs = self.enqueue_jobs(articles)
+        self.stdout.write(f"Enqueued {len(refs)} more jobs. Starting a worker:\n")
         worker = subprocess.Popen(
             [
                 sys.executable,
@@ -39,14 +52,9 @@ class Command(BaseCommand):
                 "pgjobs_worker",
                 "--concurrency",
                 str(options["concurrency"]),
-                "--queue",
-                "default",
-                "--queue",
-                "emails",
-                "-v",
-                "1",
             ],
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,  # per-job log lines; the progress line says enough
         )
         try:
@@ -56,19 +64,66 @@ class Command(BaseCommand):
             worker.wait(timeout=30)
         self.stdout.write("")
         self.show_table()
+        self.show_references(articles)
 
-    def enqueue_jobs(self):
+    def publish_pages(self, home, admin):
+        """Two articles through the Wagtail admin, as an editor would; one from code."""
+        client = Client()
+        client.force_login(admin)
+        articles = []
+        for index, (title, _) in enumerate(ARTICLES[:2]):
+            response = client.post(
+                f"/admin/pages/add/demoapp/articlepage/{home.pk}/",
+                {
+                    "title": title,
+                    "slug": f"article-{index + 1}",
+                    "related_page": articles[0].pk if articles else "",
+                    "action-publish": "publish",
+                    "comments-TOTAL_FORMS": "0",
+                    "comments-INITIAL_FORMS": "0",
+                    "comments-MIN_NUM_FORMS": "0",
+                    "comments-MAX_NUM_FORMS": "1000",
+                },
+            )
+            if response.status_code != 302:
+                raise CommandError(f"publishing {title!r} in the admin failed: {response}")
+            articles.append(ArticlePage.objects.get(slug=f"article-{index + 1}"))
+        title, text = ARTICLES[2]
+        page = home.add_child(
+            instance=ArticlePage(
+                title=title, slug="article-3", body=f"<p>{text}</p>", related_page=articles[0]
+            )
+        )
+        page.save_revision(user=admin).publish()
+        articles.append(page)
+        self.stdout.write(
+            f"Published {len(articles)} pages: 2 in the Wagtail admin as {admin.username!r}, 1 "
+            "from code."
+        )
+        return articles
+
+    def describe_wagtail_jobs(self, articles):
+        made = Counter(Job.objects.values_list("func", flat=True))
+        self.stdout.write("The requests did not do this work; they enqueued it as jobs:")
+        for func, count in sorted(made.items()):
+            self.stdout.write(f"  {count:2d} x {func}")
+        refs = ReferenceIndex.get_references_for_object(articles[-1]).count()
+        self.stdout.write(f"Reference index entries for {articles[-1].title!r} so far: {refs}")
+
+    def enqueue_jobs(self, articles):
         refs = []
-        refs += background.enqueue_many([(jobs.render_thumbnail, [n]) for n in range(1, 21)])
+        refs += background.enqueue_many([(jobs.render_thumbnail, [n]) for n in range(1, 13)])
         refs += background.enqueue_many(
-            [(jobs.send_newsletter, [n]) for n in range(1, 11)], queue="emails", priority=-10
+            [(jobs.send_newsletter, [n]) for n in range(1, 7)], queue="emails", priority=-10
         )
         refs.append(
             background.enqueue(jobs.render_thumbnail, args=[99], kwargs={"size": 1024}, priority=50)
         )
         refs.append(background.enqueue(jobs.flaky_import, args=["https://example.com/feed"]))
-        refs += [background.enqueue(jobs.warm_cache, args=[f"/page/{n}/"]) for n in range(3)]
+        refs += [background.enqueue(jobs.warm_cache, args=[page.url]) for page in articles]
         refs.append(background.defer(jobs.nightly_report, when=timedelta(seconds=3)))
+        # Django's tasks framework: a @task of the site's own, on the same queue.
+        refs += [tasks.count_words.enqueue(page.pk) for page in articles]
         return refs
 
     def watch(self, timeout):
@@ -90,16 +145,25 @@ class Command(BaseCommand):
         # A worker claims several jobs in one statement, so they share a start time;
         # within a claim they ran in claim order.
         rows = Job.objects.order_by("started_at", "-priority", "run_at", "id")
-        header = f"{'id':>4}  {'function':<28} {'queue':<7} {'prio':>4} {'tries':>5}  {'status':<9}  result"
+        header = (
+            f"{'id':>4}  {'function':<30} {'queue':<7} {'prio':>4} {'tries':>5}  "
+            f"{'status':<9}  result"
+        )
         self.stdout.write(header)
         self.stdout.write("-" * len(header))
         for job in rows:
             outcome = job.result if job.status == "succeeded" else (job.error or {}).get("message")
             self.stdout.write(
-                f"{job.id:>4}  {job.func.rsplit('.', 1)[-1]:<28} {job.queue:<7} {job.priority:>4} "
-                f"{job.attempts:>5}  {job.status:<9}  {outcome}"
+                f"{job.id:>4}  {job.func.rsplit('.', 1)[-1][:30]:<30} {job.queue:<7} "
+                f"{job.priority:>4} {job.attempts:>5}  {job.status:<9}  {str(outcome)[:60]}"
             )
+
+    def show_references(self, articles):
+        refs = ReferenceIndex.get_references_for_object(articles[-1]).count()
         self.stdout.write(
-            "\nHigher priority ran first; the flaky import failed once and was retried; the "
-            "deferred report waited for its time."
+            f"\nReference index entries for {articles[-1].title!r} now: {refs} (its link to "
+            f"{articles[0].title!r}, recorded by a worker).\n"
+            "Higher priority ran first; the flaky import failed once and was retried; the "
+            "deferred report waited for its time; Wagtail's own tasks and the background "
+            "hook ran in the worker, not in the requests."
         )
