@@ -1,0 +1,193 @@
+"""The Django admin for jobs (``pgjobs/admin.py``): a changelist that stays cheap however
+many jobs there are, a detail page with the job's arguments, result and error, retry
+and cancel actions, and pgjobs' permissions."""
+
+import psycopg
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from pgjobs import background, records
+from pgjobs.models import Job
+from tests.conftest import VENDOR, run_jobs, status_counts
+from tests.testapp import jobs
+from tests.testapp.models import Event
+
+CHANGELIST = reverse("admin:pgjobs_job_changelist")
+
+
+def change_page(job_id):
+    return reverse("admin:pgjobs_job_change", args=[job_id])
+
+
+def queries_for_changelist(client, url=CHANGELIST):
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    assert response.status_code == 200
+    return response, len(queries)
+
+
+def act(client, action, ids):
+    return client.post(
+        CHANGELIST, {"action": action, "_selected_action": [str(i) for i in ids]}, follow=True
+    )
+
+
+@pytest.fixture
+def staff(db):
+    """``staff(*codenames)``: a logged-in-able staff user with those pgjobs permissions."""
+
+    def make(*codenames):
+        user = User.objects.create_user(f"staff-{len(codenames)}", password="pw", is_staff=True)
+        user.user_permissions.set(
+            Permission.objects.filter(content_type__app_label="pgjobs", codename__in=codenames)
+        )
+        return user
+
+    return make
+
+
+@pytest.mark.django_db
+def test_the_changelist_costs_the_same_queries_for_2000_jobs_as_for_a_few(admin_client):
+    background.enqueue_many([(jobs.echo, [n], {"n": n}) for n in range(5)])
+    _, few = queries_for_changelist(admin_client)
+
+    background.enqueue_many([(jobs.echo, [n], {"n": n}) for n in range(1995)])
+    first = list(Job.objects.order_by("id").values_list("id", flat=True)[:300])
+    Job.objects.filter(id__in=first).update(
+        status=records.FAILED, error={"type": "E", "message": "m", "traceback": "t"}
+    )
+    response, many = queries_for_changelist(admin_client)
+    assert many == few, "a query per row"
+    assert many <= 10
+    page = response.content.decode()
+    assert page.count('name="_selected_action"') == 100  # a page, not 2,000 rows
+    assert "tests.testapp.jobs.echo" in page
+
+    # Filtered and searched pages are no dearer.
+    _, filtered = queries_for_changelist(admin_client, CHANGELIST + "?status__exact=failed")
+    _, searched = queries_for_changelist(admin_client, CHANGELIST + "?q=echo&queue=default")
+    assert filtered <= few and searched <= few
+
+
+@pytest.mark.django_db
+def test_the_detail_page_shows_arguments_result_and_error(admin_client):
+    ok = background.enqueue(jobs.echo, args=["hello <b>"], kwargs={"n": 7})
+    bad = background.enqueue(jobs.fail_always, args=["it broke"], max_attempts=1)
+    run_jobs()
+
+    page = admin_client.get(change_page(ok.id)).content.decode()
+    assert "hello &lt;b&gt;" in page, "arguments are shown, escaped"
+    assert "&quot;n&quot;: 7" in page
+    assert "&quot;kwargs&quot;" in page  # the result: {"args": [...], "kwargs": {...}}
+    assert "succeeded" in page.lower()
+
+    page = admin_client.get(change_page(bad.id)).content.decode()
+    assert "builtins.RuntimeError" in page
+    assert "it broke" in page
+    assert "Traceback (most recent call last)" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_retry_action_makes_failed_and_cancelled_jobs_ready_and_a_worker_runs_them(
+    admin_client,
+):
+    failed = background.enqueue(jobs.fail_unless_event, args=["fixed"], max_attempts=1)
+    cancelled = background.enqueue(jobs.add, args=[1, 2])
+    succeeded = background.enqueue(jobs.add, args=[3, 4])
+    cancelled.cancel()
+    run_jobs()
+    assert failed.refresh().status == records.FAILED
+    Event.objects.create(name="fixed")  # the operator fixes the cause...
+
+    response = act(admin_client, "retry_jobs", [failed.id, cancelled.id, succeeded.id])
+
+    assert "2 job(s) queued again." in response.content.decode()
+    assert failed.refresh().status == cancelled.refresh().status == records.READY
+    assert failed.attempts == 0
+    run_jobs()  # ...and a worker runs the jobs again
+    assert failed.refresh().result == "fixed"
+    assert cancelled.refresh().result == 3
+    assert succeeded.refresh().result == 7
+    assert status_counts() == {records.SUCCEEDED: 3}
+
+
+@pytest.mark.django_db
+def test_the_cancel_action_cancels_ready_jobs_and_asks_running_ones_to_stop(admin_client):
+    ready = background.enqueue(jobs.noop)
+    running = background.enqueue(jobs.noop)
+    done = background.enqueue(jobs.noop)
+    store = background.backend.get_store()
+    store.claim(None, 1, "w")  # "ready" is claimed first: same priority, enqueued first
+    Job.objects.filter(pk=ready.id).update(status=records.READY, worker_id=None)
+    Job.objects.filter(pk=running.id).update(status=records.RUNNING, worker_id="w")
+    Job.objects.filter(pk=done.id).update(status=records.SUCCEEDED)
+
+    response = act(admin_client, "cancel_jobs", [ready.id, running.id, done.id])
+
+    assert "1 ready job(s) cancelled; 1 running job(s) asked to stop." in (
+        response.content.decode()
+    )
+    assert ready.refresh().status == records.CANCELLED
+    job = Job.objects.get(pk=running.id)
+    assert (job.status, job.cancel_requested) == (records.RUNNING, True)
+    assert store.heartbeat("w", [running.id]) == [running.id]  # delivered to its worker
+    assert done.refresh().status == records.SUCCEEDED
+
+
+@pytest.mark.django_db
+def test_staff_without_pgjobs_permissions_get_403(client, staff):
+    background.enqueue(jobs.noop)
+    client.force_login(staff())
+    assert client.get(CHANGELIST).status_code == 403
+    assert client.get(change_page(Job.objects.get().id)).status_code == 403
+
+
+@pytest.mark.django_db
+def test_viewers_see_jobs_but_cannot_retry_or_cancel_them(client, staff):
+    ref = background.enqueue(jobs.noop)
+    client.force_login(staff("view_job"))
+    page = client.get(CHANGELIST).content.decode()
+    assert "tests.testapp.jobs.noop" in page
+    assert "cancel_jobs" not in page and "retry_jobs" not in page
+
+    act(client, "cancel_jobs", [ref.id])
+    assert ref.refresh().status == records.READY
+
+    client.force_login(staff("view_job", "change_job"))
+    page = client.get(CHANGELIST).content.decode()
+    assert "cancel_jobs" in page and "retry_jobs" in page
+    act(client, "cancel_jobs", [ref.id])
+    assert ref.refresh().status == records.CANCELLED
+
+
+@pytest.mark.django_db
+def test_jobs_cannot_be_added_or_edited_in_the_admin(admin_client):
+    ref = background.enqueue(jobs.add, args=[1, 2])
+    assert admin_client.get(reverse("admin:pgjobs_job_add")).status_code == 403
+    response = admin_client.post(change_page(ref.id), {"func": "os.system", "args": '["id"]'})
+    assert response.status_code == 403
+    assert Job.objects.get(pk=ref.id).func == "tests.testapp.jobs.add"
+
+
+@pytest.mark.skipif(VENDOR != "postgres", reason="LISTEN/NOTIFY is PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_retried_jobs_wake_workers_on_the_configured_channel(admin_client, settings):
+    settings.PGJOBS = {
+        **settings.PGJOBS,
+        "OPTIONS": {**settings.PGJOBS["OPTIONS"], "CHANNEL": "site_jobs"},
+    }
+    ref = background.enqueue(jobs.noop)
+    ref.cancel()
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    params.pop("context", None)
+    params.pop("prepare_threshold", None)
+    with psycopg.Connection.connect(**params, autocommit=True) as listener:
+        listener.execute("LISTEN site_jobs")
+        act(admin_client, "retry_jobs", [ref.id])
+        woken = list(listener.notifies(timeout=2, stop_after=1))
+    assert ref.refresh().status == records.READY
+    assert [n.channel for n in woken] == ["site_jobs"], "idle workers were not woken"
