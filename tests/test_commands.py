@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 
 from pgjobs import background, records
 from pgjobs.models import Job
-from tests.conftest import VENDOR, status_counts
+from tests.conftest import VENDOR, status_counts, wait_for
 from tests.testapp import jobs
 
 
@@ -167,3 +167,28 @@ def test_worker_logs_each_job_through_the_pgjobs_logger(start_worker):
     assert f"job {failed.id} tests.testapp.jobs.fail_always failed for good" in log
     assert "RuntimeError: logged" in log
     assert Job.objects.get(pk=failed.id).status == records.FAILED
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_drains_overlap_safely_with_each_other_and_with_a_worker(start_worker):
+    import re
+
+    from tests.testapp.models import Execution
+
+    total = 400
+    background.enqueue_many([(jobs.record, [f"k{n}"], {}) for n in range(total)])
+    worker = start_worker("--concurrency", "2", persistent_connections=True)
+    drains = [
+        start_worker("--concurrency", "2", command="pgjobs_drain", persistent_connections=True)
+        for _ in range(2)
+    ]
+    for drain in drains:
+        assert drain.wait(timeout=60) == 0, drain.output()
+    wait_for(lambda: status_counts() == {records.SUCCEEDED: total}, timeout=60)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait() == 0, worker.output()
+
+    assert Execution.objects.count() == total  # unique keys: none ran twice
+    ran = [int(re.findall(r"\bran (\d+)", p.stdout)[-1]) for p in [*drains, worker]]
+    assert sum(ran) == total, [p.stdout for p in [*drains, worker]]
