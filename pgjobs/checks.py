@@ -3,10 +3,21 @@
 - ``pgjobs.E001``: ``BACKEND`` cannot be imported or is not a ``BaseJobBackend``.
 - ``pgjobs.E002``: ``OPTIONS`` are not accepted by the backend.
 - ``pgjobs.E003``: a queue name is unknown or invalid.
-- ``pgjobs.E004``: ``SCHEDULE`` is set but the backend cannot schedule (``defer``).
+- ``pgjobs.E004``: ``SCHEDULE`` is set but the backend cannot schedule (no
+  ``defer``, or no store for ``pgjobs_worker``/``pgjobs_drain`` to work).
 - ``pgjobs.E005``: ``DatabaseBackend`` without ``"pgjobs"`` in ``INSTALLED_APPS``.
 - ``pgjobs.E006``: the setting is not a dict or has unknown keys.
+- ``pgjobs.E007``: ``SCHEDULE`` is not a dict of dicts, an entry has unknown
+  keys, or a schedule name is invalid.
+- ``pgjobs.E008``: a schedule's ``func`` is missing or cannot be imported.
+- ``pgjobs.E009``: a schedule's timing: not exactly one of ``cron`` and ``every``,
+  a bad cron expression, croniter not installed, or ``every`` not a timedelta.
+- ``pgjobs.E010``: a schedule's job options (``args``, ``kwargs``, ``priority``,
+  ``queue``, ``max_attempts``, ``timeout``) or ``catch_up`` are invalid.
+- ``pgjobs.E011``: schedule names that differ only in case (a duplicate name on
+  databases that compare names without case).
 - ``pgjobs.W001``: ``DatabaseBackend`` on a SQLite database that is not in WAL mode.
+- ``pgjobs.W002``: two schedules enqueue the same job at the same times.
 """
 
 import re
@@ -85,18 +96,39 @@ def check_settings(app_configs=None, **kwargs):
                 f"{name}['OPTIONS'] rejected by {backend_class.__name__}: {exc}", id="pgjobs.E002"
             )
         ]
-    if config["SCHEDULE"] and not backend.supports("defer"):
-        messages.append(
+    if config["SCHEDULE"]:
+        messages.extend(schedule_checks(name, config["SCHEDULE"], backend))
+    messages.extend(backend.check())
+    return messages
+
+
+def schedule_checks(name, schedule, backend):
+    """``pgjobs.E004`` and ``E007``-``E011``, ``W002``: ``SCHEDULE`` and the backend."""
+    from .schedule import parse_schedules
+
+    backend_name = type(backend).__name__
+    reason = None
+    if not backend.supports("defer"):
+        reason = "it does not define defer()"
+    elif not hasattr(backend, "get_store"):
+        reason = "pgjobs_worker and pgjobs_drain, which enqueue scheduled jobs, cannot work it"
+    if reason is not None:
+        # The entries are checked once the backend can run them.
+        return [
             checks.Error(
-                f"{name}['SCHEDULE'] is set but {backend_class.__name__} cannot schedule jobs "
-                "(it does not define defer()).",
+                f"{name}['SCHEDULE'] is set but {backend_name} cannot schedule jobs ({reason}).",
                 hint="Use a backend that defers, such as pgjobs.backends.DatabaseBackend, "
                 "or remove SCHEDULE.",
                 id="pgjobs.E004",
             )
+        ]
+    _, problems = parse_schedules(schedule, backend, setting=name)
+    return [
+        (checks.Warning if problem.warning else checks.Error)(
+            problem.message, hint=problem.hint, id=problem.id
         )
-    messages.extend(backend.check())
-    return messages
+        for problem in problems
+    ]
 
 
 def database_backend_checks(backend):

@@ -3,9 +3,11 @@
 import logging
 import sys
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError
 
 from ...handler import get_backend
+from ...schedule import configured_scheduler
 
 
 def add_worker_arguments(parser):
@@ -34,6 +36,14 @@ def workable_backend():
             "'pgjobs.backends.DatabaseBackend' (or RedisBackend) to work a queue."
         )
     return backend
+
+
+def scheduler_for(backend):
+    """The ``Scheduler`` of ``SCHEDULE`` (None without one), or a CommandError."""
+    try:
+        return configured_scheduler(backend)
+    except ImproperlyConfigured as exc:
+        raise CommandError(str(exc)) from None
 
 
 def queues_to_work(backend, requested):

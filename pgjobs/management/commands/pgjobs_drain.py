@@ -8,14 +8,15 @@ from ._options import (
     check_concurrency,
     configure_logging,
     queues_to_work,
+    scheduler_for,
     workable_backend,
 )
 
 
 class Command(BaseCommand):
     help = (
-        "Run the jobs that are due, then exit with a summary. Safe to run from cron "
-        "alongside workers and other drains."
+        "Run the jobs that are due (enqueuing due scheduled jobs first), then exit with a "
+        "summary. Safe to run from cron alongside workers and other drains."
     )
 
     def add_arguments(self, parser):
@@ -39,6 +40,7 @@ class Command(BaseCommand):
         backend = workable_backend()
         store = backend.get_store()
         queues = queues_to_work(backend, options["queues"])
+        scheduler = scheduler_for(backend)
         worker = Worker(
             store,
             queues=queues,
@@ -47,6 +49,7 @@ class Command(BaseCommand):
             burst=True,
             max_jobs=options["max_jobs"],
             max_seconds=options["max_seconds"],
+            periodic=[scheduler.periodic()] if scheduler else None,
         )
         worker.install_signal_handlers()
         stats = worker.run()
@@ -55,3 +58,5 @@ class Command(BaseCommand):
             f"pgjobs_drain: ran {stats.ran}, succeeded {stats.succeeded}, failed {stats.failed}"
             f" ({stats.retried} to retry), left {left}"
         )
+        if scheduler:
+            self.stdout.write(f"pgjobs_drain: enqueued {scheduler.enqueued} scheduled job(s)")

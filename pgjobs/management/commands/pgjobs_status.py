@@ -6,13 +6,14 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from ...records import STATUSES
-from ._options import workable_backend
+from ._options import scheduler_for, workable_backend
 
 
 class Command(BaseCommand):
     help = (
-        "Show live workers and per-queue job counts. With --fail-if-stale S, exit 1 when a "
-        "queue's oldest due job has waited more than S seconds (for monitoring)."
+        "Show live workers, per-queue job counts and each schedule's last and next run. "
+        "With --fail-if-stale S, exit 1 when a queue's oldest due job has waited more than "
+        "S seconds (for monitoring)."
     )
 
     def add_arguments(self, parser):
@@ -20,7 +21,11 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", help="Print JSON instead of tables.")
 
     def handle(self, *args, **options):
-        status = workable_backend().get_store().status()
+        backend = workable_backend()
+        status = backend.get_store().status()
+        scheduler = scheduler_for(backend)
+        if scheduler:
+            status["schedules"] = scheduler.status()
         if options["json"]:
             self.stdout.write(json.dumps(status, default=str, indent=2))
         else:
@@ -61,6 +66,16 @@ class Command(BaseCommand):
         schedules = status.get("schedules")
         if schedules:
             self.stdout.write("")
-            self.stdout.write("Schedules")
+            self.stdout.write(f"Schedules (times in {timezone.get_current_timezone_name()})")
+            width = max(len(s["name"]) for s in schedules)
             for s in schedules:
-                self.stdout.write(f"  {s['name']:<30} last {s['last_run']}  next {s['next_run']}")
+                late = s["overdue_since"]
+                self.stdout.write(
+                    f"  {s['name']:<{width}}  last {_time(s['last_run'])}  next {_time(s['next_run'])}"
+                    + (f"  (due since {_time(late)}: is a worker running?)" if late else "")
+                    + f"  {s['when']}"
+                )
+
+
+def _time(when):
+    return "-" if when is None else f"{timezone.localtime(when):%Y-%m-%d %H:%M:%S}"

@@ -8,6 +8,7 @@ from ._options import (
     check_concurrency,
     configure_logging,
     queues_to_work,
+    scheduler_for,
     workable_backend,
 )
 
@@ -44,6 +45,7 @@ class Command(BaseCommand):
         configure_logging(options["verbosity"])
         backend = workable_backend()
         store = backend.get_store()
+        scheduler = scheduler_for(backend)
         worker = Worker(
             store,
             queues=queues_to_work(backend, options["queues"]),
@@ -52,6 +54,7 @@ class Command(BaseCommand):
             grace_period=options["grace_period"],
             retry_policy=backend.retry_policy,
             prefetch=max(0, options["prefetch"]),
+            periodic=[scheduler.periodic()] if scheduler else None,
         )
         worker.install_signal_handlers()
         if options["verbosity"] > 0:
@@ -63,7 +66,8 @@ class Command(BaseCommand):
                 + (f" (+{worker.prefetch} prefetched)" if worker.prefetch else "")
                 + "\n"
                 f"  wake-up:     {_wakeup(store, worker)}\n"
-                "Stop with Ctrl-C or SIGTERM."
+                + (f"  schedules:   {_schedules(scheduler)}\n" if scheduler else "")
+                + "Stop with Ctrl-C or SIGTERM."
             )
             self.stdout.flush()
         stats = worker.run()
@@ -78,3 +82,8 @@ def _wakeup(store, worker):
     if store.wakeup == "listen":
         return f"notified, polling every {worker.poll_interval:g} s as a safety net"
     return f"polling every {worker.poll_interval:g} s"
+
+
+def _schedules(scheduler):
+    names = [schedule.name for schedule in scheduler.schedules]
+    return f"{len(names)} ({', '.join(names)})"
