@@ -306,6 +306,23 @@ class PgJobsBackend(*dict.fromkeys(fw.BaseTaskBackend for fw in FRAMEWORKS)):
         return messages
 
 
+@checks.register
+def check_task_backends(app_configs=None, **kwargs):
+    """Run ``PgJobsBackend.check()`` when no tasks framework's own check will: Wagtail
+    does not install the ``django_tasks`` app, and ``django.tasks`` registers its check
+    only once something imports it."""
+    if {"django.tasks.checks", "django_tasks.checks"} & set(sys.modules):
+        return []
+    from django.conf import settings
+
+    messages = []
+    for alias, params in (getattr(settings, "TASKS", None) or {}).items():
+        backend_path = params.get("BACKEND", "") if isinstance(params, dict) else ""
+        if backend_path.endswith(".PgJobsBackend") and import_string(backend_path) is PgJobsBackend:
+            messages += PgJobsBackend(alias, params).check()
+    return messages
+
+
 def _not_storing(jobs):
     return (
         f"PgJobsBackend stores tasks with the pgjobs backend, but PGJOBS['BACKEND'] is "

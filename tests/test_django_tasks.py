@@ -230,6 +230,17 @@ def test_checks(fw):
 
 
 @pytest.mark.django_db
+def test_manage_py_check_reports_them():
+    from django.core.checks import run_checks
+
+    tasks_setting = {
+        "default": {"BACKEND": "pgjobs.django_tasks.PgJobsBackend", "OPTIONS": {"RETRIES": 2}}
+    }
+    with override_settings(TASKS=tasks_setting):
+        assert "pgjobs.E101" in {message.id for message in run_checks()}
+
+
+@pytest.mark.django_db
 def test_enqueue_needs_a_storing_pgjobs_backend(fw, tasks):
     with override_settings(PGJOBS={"BACKEND": "pgjobs.backends.ImmediateBackend"}):
         with pytest.raises(fw.InvalidTask, match="DatabaseBackend"):
