@@ -230,7 +230,7 @@ class RedisBackend(BaseJobBackend):
                 checks.Error(
                     "RedisBackend needs redis-py, which is not installed.",
                     hint="pip install 'pgjobs[redis]'",
-                    id="pgjobs.E007",
+                    id="pgjobs.E012",
                 )
             ]
         return []

@@ -21,6 +21,7 @@ Keys, under ``PREFIX`` (``P``)::
     P:unique:<key>          the id of the ready or running job holding a unique key
     P:workers               zset of live workers, scored by last heartbeat
     P:worker:<worker id>    hash: hostname, pid, queues, concurrency, times
+    P:schedule:<name>       hash: last_tick, last_run of a SCHEDULE entry (µs)
     P:wake:<queue>          pub/sub channel: a job became due in <queue>
 """
 
@@ -34,7 +35,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from .. import records
-from ..records import ClaimedJob, JobInfo
+from ..records import ClaimedJob, JobInfo, ScheduleInfo
 from ..serialization import dumps
 from .base import Store
 
@@ -99,48 +100,107 @@ local function mine(id, worker_id)
 end
 """
 
-# ARGV: prefix, then per job: id ('' = allocate), func, args, kwargs, queue,
-# priority, run_at µs ('' = now), max_attempts, timeout, unique_key, signature,
-# unique ('1': keep out a second active job with the key).
-# Returns JSON: per job [id, existing ("1": the holder of its unique key), run_at,
-# created_at], numbers as strings (cjson would round µs timestamps).
+# push_jobs(i, now) writes the jobs whose fields start at ARGV[i], 12 per job:
+# id ('' = allocate), func, args, kwargs, queue, priority, run_at µs ('' = now),
+# max_attempts, timeout, unique_key, signature, unique ('1': keep out a second
+# active job with the key). Returns per job [id, existing ("1": the holder of
+# its unique key, not written), run_at, created_at], numbers as strings
+# (cjson would round µs timestamps).
+_LUA_PUSH = """
+-- Refuse every job before writing any (a script that fails half way keeps
+-- what it wrote): the checks the database stores' constraints make.
+local function check_jobs(i)
+  while i <= #ARGV do
+    local priority = tonumber(ARGV[i + 5])
+    if not priority or priority ~= math.floor(priority) or priority < -100 or priority > 100 then
+      return redis.error_reply('pgjobs: priority out of range: ' .. ARGV[i + 5])
+    end
+    local max_attempts = tonumber(ARGV[i + 7])
+    if not max_attempts or max_attempts < 1 then
+      return redis.error_reply('pgjobs: max_attempts must be >= 1: ' .. ARGV[i + 7])
+    end
+    i = i + 12
+  end
+  return nil
+end
+local function push_jobs(i, now)
+  local out = {}
+  while i <= #ARGV do
+    local uk = ARGV[i + 9]
+    local holder = nil
+    if ARGV[i + 11] == '1' then
+      local h = redis.call('GET', P .. ':unique:' .. uk)
+      if h then
+        local st = redis.call('HGET', P .. ':job:' .. h, 'status')
+        if st == 'ready' or st == 'running' then holder = h end
+      end
+    end
+    if holder then
+      out[#out + 1] = {holder, '1', '0', '0'}
+    else
+      local id = tonumber(ARGV[i])
+      if not id then id = redis.call('INCR', P .. ':seq') end
+      local queue = ARGV[i + 4]
+      local priority = tonumber(ARGV[i + 5])
+      local run_at = tonumber(ARGV[i + 6]) or now
+      if run_at < 0 then run_at = 0 end
+      redis.call('HSET', P .. ':job:' .. id,
+        'func', ARGV[i + 1], 'args', ARGV[i + 2], 'kwargs', ARGV[i + 3], 'queue', queue,
+        'priority', priority, 'run_at', run_at, 'max_attempts', ARGV[i + 7],
+        'timeout', ARGV[i + 8], 'unique_key', uk, 'signature', ARGV[i + 10],
+        'status', 'ready', 'attempts', 0, 'created_at', now, 'cancel', '0')
+      redis.call('SADD', P .. ':queues', queue)
+      make_ready(id, queue, priority, run_at, now)
+      if uk ~= '' then redis.call('SET', P .. ':unique:' .. uk, id) end
+      out[#out + 1] = {int(id), '0', int(run_at), int(now)}
+    end
+    i = i + 12
+  end
+  return out
+end
+"""
+
+# ARGV: prefix, then the jobs (push_jobs). Returns JSON.
 PUSH = (
     _LUA_COMMON
+    + _LUA_PUSH
     + """
+local refused = check_jobs(2)
+if refused then return refused end
+return cjson.encode(push_jobs(2, now_us()))
+"""
+)
+
+# ARGV: prefix, schedule name, last_tick µs: create the record once, settled
+# through last_tick or Redis's own time if that is earlier. 1 if created.
+CREATE_SCHEDULE = (
+    _LUA_COMMON
+    + """
+local key = P .. ':schedule:' .. ARGV[2]
+if redis.call('EXISTS', key) == 1 then return 0 end
+redis.call('HSET', key, 'last_tick', int(math.min(tonumber(ARGV[3]), now_us())), 'last_run', '')
+return 1
+"""
+)
+
+# ARGV: prefix, schedule name, last_tick µs as read, new last_tick µs, then the
+# jobs (push_jobs). Compare-and-set: nothing happens (nil) unless last_tick is
+# unchanged and the new one is not later than Redis's clock.
+ADVANCE_SCHEDULE = (
+    _LUA_COMMON
+    + _LUA_PUSH
+    + """
+local key = P .. ':schedule:' .. ARGV[2]
 local now = now_us()
-local out = {}
-local i = 2
-while i <= #ARGV do
-  local uk = ARGV[i + 9]
-  local holder = nil
-  if ARGV[i + 11] == '1' then
-    local h = redis.call('GET', P .. ':unique:' .. uk)
-    if h then
-      local st = redis.call('HGET', P .. ':job:' .. h, 'status')
-      if st == 'ready' or st == 'running' then holder = h end
-    end
-  end
-  if holder then
-    out[#out + 1] = {holder, '1', '0', '0'}
-  else
-    local id = tonumber(ARGV[i])
-    if not id then id = redis.call('INCR', P .. ':seq') end
-    local queue = ARGV[i + 4]
-    local priority = tonumber(ARGV[i + 5])
-    local run_at = tonumber(ARGV[i + 6]) or now
-    if run_at < 0 then run_at = 0 end
-    redis.call('HSET', P .. ':job:' .. id,
-      'func', ARGV[i + 1], 'args', ARGV[i + 2], 'kwargs', ARGV[i + 3], 'queue', queue,
-      'priority', priority, 'run_at', run_at, 'max_attempts', ARGV[i + 7],
-      'timeout', ARGV[i + 8], 'unique_key', uk, 'signature', ARGV[i + 10],
-      'status', 'ready', 'attempts', 0, 'created_at', now, 'cancel', '0')
-    redis.call('SADD', P .. ':queues', queue)
-    make_ready(id, queue, priority, run_at, now)
-    if uk ~= '' then redis.call('SET', P .. ':unique:' .. uk, id) end
-    out[#out + 1] = {int(id), '0', int(run_at), int(now)}
-  end
-  i = i + 12
+if redis.call('HGET', key, 'last_tick') ~= ARGV[3] or tonumber(ARGV[4]) > now then
+  return false
 end
+local refused = check_jobs(5)
+if refused then return refused end
+redis.call('HSET', key, 'last_tick', ARGV[4])
+if #ARGV >= 5 then redis.call('HSET', key, 'last_run', ARGV[4]) end
+local out = push_jobs(5, now)
+if #out == 0 then return '[]' end
 return cjson.encode(out)
 """
 )
@@ -599,6 +659,8 @@ class RedisStore(Store):
             name: self.client.register_script(source)
             for name, source in (
                 ("push", PUSH),
+                ("create_schedule", CREATE_SCHEDULE),
+                ("advance_schedule", ADVANCE_SCHEDULE),
                 ("finish_and_claim", FINISH_AND_CLAIM),
                 ("retry", RETRY),
                 ("fail", FAIL),
@@ -656,12 +718,19 @@ class RedisStore(Store):
         job holds is not written: that job's ``JobInfo`` stands in for it."""
         if not specs:
             return []
+        return self._pushed(specs, self._run("push", *self._jobs_args(specs, ids)))
+
+    def _jobs_args(self, specs, ids=None):
         args = []
         for n, spec in enumerate(specs):
             args += self._push_args(spec, "" if ids is None else ids[n])
-        rows = json.loads(self._run("push", *args))
+        return args
+
+    def _pushed(self, specs, reply):
         infos = []
-        for spec, (job_id, existing, run_at, created_at) in zip(specs, rows, strict=True):
+        for spec, (job_id, existing, run_at, created_at) in zip(
+            specs, json.loads(reply), strict=True
+        ):
             job_id = int(job_id)
             if existing == "1":
                 infos.append(self.get(job_id))
@@ -888,6 +957,33 @@ class RedisStore(Store):
             deleted += n
             if n == 0:
                 return deleted
+
+    # -- schedules -------------------------------------------------------------------
+
+    def get_schedules(self, names):
+        names = list(names)
+        pipe = self.client.pipeline()
+        for name in names:
+            pipe.hmget(self.key("schedule", name), "last_tick", "last_run")
+        return {
+            name: ScheduleInfo(name, from_us(last_tick), from_us(last_run))
+            for name, (last_tick, last_run) in zip(names, pipe.execute(), strict=True)
+            if last_tick is not None
+        }
+
+    def create_schedule(self, name, last_tick):
+        return bool(self._run("create_schedule", name, to_us(last_tick)))
+
+    def advance_schedule(self, name, last_tick, new_last_tick, specs):
+        specs = list(specs)
+        reply = self._run(
+            "advance_schedule",
+            name,
+            to_us(last_tick),
+            to_us(new_last_tick),
+            *self._jobs_args(specs),
+        )
+        return None if reply is None else self._pushed(specs, reply)
 
     # -- wake-ups --------------------------------------------------------------------
 
