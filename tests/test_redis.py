@@ -830,3 +830,13 @@ def test_a_redis_restart_with_aof_mid_run_loses_nothing(
         assert len(run["done"]) <= 1, (key, run)
     assert "pgjobs: store reachable again" in worker.stderr, worker.output()
     assert worker.stop() == 0, worker.output()
+
+
+@pytest.mark.django_db
+def test_a_batch_with_a_job_redis_must_refuse_writes_nothing(store):
+    good, bad = spec(), spec()
+    bad.priority = 1000  # past validation, as a row written by hand would be
+    with pytest.raises(Exception, match="priority out of range"):
+        store.enqueue_many([good, bad])
+    assert status_counts() == {}
+    assert store.client.get(store.key("seq")) is None, "not even an id was taken"
