@@ -5,7 +5,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 DJANGO ?= Django>=5.2
-DATABASES ?= postgres mysql sqlite
+DATABASES ?= postgres mysql sqlite redis
 EXTRAS ?= test,mysql,redis,schedule,wagtail
 PYTEST_ARGS ?=
 PIP_FLAGS ?= --disable-pip-version-check -q
