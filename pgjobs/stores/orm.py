@@ -56,6 +56,7 @@ class OrmStore(Store):
         self.channel = channel
         # False: a job that succeeds is deleted at once instead of kept with its result.
         self.keep_succeeded = keep_succeeded
+        self._registered = {}  # worker id -> its registry row, to register again
 
     @property
     def connection(self):
@@ -233,7 +234,8 @@ class OrmStore(Store):
         )
 
     def heartbeat(self, worker_id, job_ids):
-        self.workers().filter(pk=worker_id).update(heartbeat_at=self.now())
+        if not self.workers().filter(pk=worker_id).update(heartbeat_at=self.now()):
+            self._register_again(worker_id)
         if not job_ids:
             return []
         mine = self._mine(worker_id, job_ids)
@@ -254,9 +256,22 @@ class OrmStore(Store):
                 heartbeat_at=self.now(),
             ),
         )
+        self._registered[worker_id] = self.workers().get(pk=worker_id)
+
+    def _register_again(self, worker_id):
+        """A rescue removed this live worker's row while it could not heartbeat
+        (paused, cut off): put it back as it was, so that it is listed again."""
+        row = self._registered.get(worker_id)
+        if row is not None:
+            fields = ("hostname", "pid", "queues", "concurrency", "started_at")
+            defaults = {name: getattr(row, name) for name in fields}
+            self.workers().update_or_create(
+                pk=worker_id, defaults={**defaults, "heartbeat_at": self.now()}
+            )
 
     def unregister_worker(self, worker_id):
         self.workers().filter(pk=worker_id).delete()
+        self._registered.pop(worker_id, None)
 
     def status(self):
         """Live workers and per-queue counts, for ``pgjobs_status``."""
