@@ -33,7 +33,7 @@ before it are not run.
 
 When. Ticks are enqueued when they are due, not ahead (a config change cannot
 leave stale deferred jobs behind); the job's ``run_at`` is its tick, so it never
-runs early by the store's clock. Workers look every second, and at the tick.
+runs early by the store's clock. Workers look at each tick, and every 10 s.
 
 Catch-up. After downtime (no worker or drain ran), a schedule runs once, for its
 latest missed tick, not once per missed tick. ``"catch_up": N`` runs up to the
@@ -49,6 +49,7 @@ import logging
 import math
 import re
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
@@ -91,8 +92,11 @@ CRON_ALIASES = {
 CATCH_UP_BATCH = 100
 #: The largest number ``"catch_up"`` takes.
 MAX_CATCH_UP = 1000
-#: Seconds between scheduler passes in a worker, at most (it also wakes at each tick).
-PASS_INTERVAL = 1.0
+#: Seconds between scheduler passes in a worker, at most: passes happen at each
+#: tick; this bounds the delay after the wall clock jumps or the host sleeps.
+PASS_INTERVAL = 10.0
+#: Seconds before a tick the store refused (its clock is behind ours) is tried again.
+RETRY_INTERVAL = 1.0
 #: Seconds before a schedule whose job cannot be built (InvalidJob) is tried again.
 RETRY_AFTER_ERROR = 60.0
 #: Longer than any backward clock change (DST or other) in the tz database since 1970.
@@ -350,8 +354,8 @@ def _parse_entry(setting, name, entry, backend, tz, problems):
         problems.append(
             Problem(
                 "pgjobs.E007",
-                f"{where} must be a dict like {{'func': 'myapp.jobs.nightly', 'cron': '0 3 * * *'}}, "
-                f"not {type(entry).__name__}.",
+                f"{where} must be a dict like {{'func': 'myapp.jobs.nightly', "
+                f"'cron': '0 3 * * *'}}, not {type(entry).__name__}.",
             )
         )
         return None
@@ -583,18 +587,27 @@ def configured_schedules():
 
 
 def _aware(value):
+    """A time read from the store (or a clock), as an aware datetime."""
     if value is None or timezone.is_aware(value):
         return value
     return timezone.make_aware(value, timezone.get_default_timezone())
 
 
+def _stored(value):
+    """A time to write to the store: naive, in TIME_ZONE, when USE_TZ is off."""
+    if settings.USE_TZ:
+        return value
+    return timezone.make_naive(value, timezone.get_default_timezone())
+
+
 class Scheduler:
     """Enqueues the due ticks of ``schedules`` through ``backend``'s store.
 
-    Every worker and drain runs one (``enqueue_due`` every second and at each
-    tick); the store settles races between them. ``clock`` returns the current
-    time; tests pass a fake one. It remembers, per schedule, the next tick after
-    the last settled one it saw, and asks the store only when that is due.
+    Every worker and drain runs one (``enqueue_due`` at each tick, and every
+    ``PASS_INTERVAL`` seconds); the store settles races between them.
+    ``clock`` returns the current time; tests pass a fake one. It remembers,
+    per schedule, the next tick after the last settled one it saw, and asks
+    the store only when that is due.
     """
 
     def __init__(self, backend, schedules, clock=None):
@@ -635,7 +648,7 @@ class Scheduler:
             if state is None:
                 # First sight: its ticks count from now (or from the store's clock,
                 # if that is behind ours).
-                self.store.create_schedule(name, now)
+                self.store.create_schedule(name, _stored(now))
                 state = self.store.get_schedules([name]).get(name)
                 continue
             settled = _aware(state.last_tick)
@@ -655,7 +668,7 @@ class Scheduler:
                 )
                 self._look_at[name] = now + datetime.timedelta(seconds=RETRY_AFTER_ERROR)
                 return
-            jobs = self.store.advance_schedule(name, state.last_tick, ticks[-1], specs)
+            jobs = self.store.advance_schedule(name, state.last_tick, _stored(ticks[-1]), specs)
             if jobs is not None:
                 self.enqueued += len(jobs)
                 for tick, job in zip(ticks, jobs, strict=True):
@@ -672,10 +685,10 @@ class Scheduler:
             if fresh is not None and fresh.last_tick == state.last_tick:
                 # Nobody else moved it: the store's clock has not reached the tick.
                 logger.debug("pgjobs: schedule %s: the store's clock is behind %s", name, ticks[-1])
-                self._look_at[name] = now + datetime.timedelta(seconds=PASS_INTERVAL)
+                self._look_at[name] = now + datetime.timedelta(seconds=RETRY_INTERVAL)
                 return
             state = fresh  # another worker got there first: look again
-        self._look_at[name] = now + datetime.timedelta(seconds=PASS_INTERVAL)
+        self._look_at[name] = now + datetime.timedelta(seconds=RETRY_INTERVAL)
 
     def _spec(self, schedule, tick):
         return self.backend.prepare(
