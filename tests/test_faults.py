@@ -28,6 +28,7 @@ from pgjobs import background, records
 from pgjobs.models import Job
 from pgjobs.serialization import sign_job
 from tests.conftest import (
+    JOBS_IN_REDIS,
     REQUIRE_SERVICES,
     ROOT,
     VENDOR,
@@ -39,7 +40,9 @@ from tests.conftest import (
 from tests.testapp import jobs
 from tests.testapp.models import Event, Execution
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+# The jobs' rows and their SQL: RedisBackend keeps none (tests/test_redis.py covers it).
+SQL_ONLY = pytest.mark.skipif(JOBS_IN_REDIS, reason="DatabaseBackend only: reads pgjobs' tables")
+pytestmark = [SQL_ONLY, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
