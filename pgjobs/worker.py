@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 
-from django.db import close_old_connections
+from django.db import connections
 
 from .exceptions import InvalidJob, JobCancelled
 from .execution import JobContext, describe_error, reset_current_job, set_current_job
@@ -31,6 +31,29 @@ from .serialization import decode_arguments, encode_result, load_function, verif
 logger = logging.getLogger("pgjobs")
 
 _STOP_SLOT = object()
+
+
+def tidy_connections():
+    """After a job, in its slot thread: keep the thread's database connections for
+    the next job, but close those the job broke or left outside autocommit.
+
+    Django's ``close_old_connections`` would close every connection after each
+    job under the default ``CONN_MAX_AGE = 0``, which means "one per request" in
+    a web process; a worker has no requests, and reconnecting per job costs more
+    than most jobs. A positive ``CONN_MAX_AGE`` is honoured as usual.
+    """
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is None:
+            continue
+        if connection.settings_dict["CONN_MAX_AGE"]:
+            connection.close_if_unusable_or_obsolete()
+        elif connection.get_autocommit() != connection.settings_dict["AUTOCOMMIT"]:
+            connection.close()  # the job left a transaction open
+        elif connection.errors_occurred:
+            if connection.is_usable():
+                connection.errors_occurred = False
+            else:
+                connection.close()
 
 
 def make_worker_id():
@@ -172,7 +195,9 @@ class Worker:
         try:
             return self._run(started)
         finally:
+            self._stopping.set()  # ends the listener thread's loop
             try:
+                self.store.stop_listening()
                 self.store.unregister_worker(self.worker_id)
             except Exception:  # its heartbeat stops; the next rescue removes the row
                 pass
@@ -217,6 +242,10 @@ class Worker:
                 level = logging.WARNING if failures == 1 else logging.DEBUG
                 logger.log(level, "pgjobs: store error (%s); retrying in %.2f s", exc, timeout)
                 self._safe_close_store()
+                if self._stopping.is_set():
+                    break  # stopping records what it can, a bounded number of times
+                if failures >= 3 and self._unrecorded:
+                    self._record_one_by_one()
             self._wake.wait(timeout)
         if self._limit_reached(started):
             self._finish_in_flight(deadline=None)
@@ -335,7 +364,6 @@ class Worker:
     # -- running (slot threads) ----------------------------------------------------
 
     def _slot(self):
-        close_old_connections()
         while True:
             job = self._slots_queue.get()
             if job is _STOP_SLOT:
@@ -380,7 +408,7 @@ class Worker:
             return Outcome(False, error=describe_error(exc), seconds=time.perf_counter() - started)
         finally:
             reset_current_job(token)
-            close_old_connections()
+            tidy_connections()
         return Outcome(True, result=encode_result(result), seconds=time.perf_counter() - started)
 
     def _enforce_timeouts(self):
@@ -539,6 +567,28 @@ class Worker:
                 len(self._claimed),
             )
             self._release(list(self._claimed.values()))
+
+    def _record_one_by_one(self):
+        """Successes keep failing to record together: record them one at a time, so
+        that one the store cannot take (a value it refuses) does not hold up the
+        rest; that one is recorded as a failure with the reason."""
+        for job, outcome in list(self._unrecorded):
+            try:
+                self.store.finish(self.worker_id, [(job.id, outcome.result)])
+            except Exception as exc:
+                try:
+                    error = describe_error(
+                        RuntimeError(f"the job's result could not be recorded: {exc}")
+                    )
+                    self.store.fail(self.worker_id, job.id, error)
+                except Exception:
+                    return  # the store itself is down: keep everything for later
+                self.stats.failed += 1
+                self._claimed.pop(job.id, None)
+                self._unrecorded.remove((job, outcome))
+                continue
+            self._forget([(job, outcome)])
+            self._unrecorded.remove((job, outcome))
 
     def _record_outcomes_patiently(self):
         for attempt in range(5):

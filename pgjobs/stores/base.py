@@ -158,6 +158,9 @@ class Store(abc.ABC):
     def listen(self, queues):
         """Prepare ``wait`` to be woken for jobs in ``queues`` (None: all)."""
 
+    def stop_listening(self):
+        """Release what ``listen`` holds (a connection, a subscription)."""
+
     def wait(self, timeout):
         """Block until woken or ``timeout`` seconds pass; True when woken."""
         import time

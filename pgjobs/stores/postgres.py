@@ -111,6 +111,7 @@ class PostgresStore(OrmStore):
         super().__init__(alias, **options)
         self._listener = None
         self._listen_queues = None
+        self._listening = False
         self._listener_failed_at = None
 
     def describe(self):
@@ -256,6 +257,7 @@ class PostgresStore(OrmStore):
 
     def listen(self, queues):
         self._listen_queues = set(queues) if queues else None
+        self._listening = True
         self._connect_listener()
 
     def _connect_listener(self):
@@ -272,6 +274,8 @@ class PostgresStore(OrmStore):
         A broken listener is reconnected with backoff; the caller is told it was
         woken then, since notifications may have been missed meanwhile.
         """
+        if not self._listening:
+            return False
         if self._listener is None:
             return self._reconnect_listener(timeout)
         try:
@@ -281,6 +285,8 @@ class PostgresStore(OrmStore):
                     return True
             return False
         except psycopg.Error as exc:
+            if not self._listening:
+                return False  # stop_listening() closed it under us
             logger.warning("pgjobs: lost the LISTEN connection (%s); reconnecting", exc)
             self._close_listener()
             return self._reconnect_listener(timeout)
@@ -298,6 +304,10 @@ class PostgresStore(OrmStore):
             logger.warning("pgjobs: LISTEN connection restored")
             self._listener_failed_at = None
         return True
+
+    def stop_listening(self):
+        self._listening = False  # a wait() in the listener thread must not reconnect
+        self._close_listener()
 
     def _close_listener(self):
         if self._listener is not None:
