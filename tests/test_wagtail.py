@@ -130,7 +130,7 @@ def test_register_without_background_is_wagtails_register():
     assert hooks.register("after_edit_page", order=-5)(sync_hook) is sync_hook
     try:
         assert wagtail_hooks.get_hooks("after_edit_page") == [sync_hook, *before]
-        assert ("after_edit_page", sync_hook) and hooks.get_hooks is wagtail_hooks.get_hooks
+        assert hooks.get_hooks is wagtail_hooks.get_hooks
     finally:
         wagtail_hooks._hooks["after_edit_page"].remove((sync_hook, -5))
 
