@@ -178,21 +178,33 @@ class OrmStore(Store):
         return cancelled, asked
 
     def requeue(self, job_ids):
-        """Make failed or cancelled jobs ready again, with fresh attempts."""
-        requeued = (
-            self.jobs()
-            .filter(pk__in=list(job_ids), status__in=[records.FAILED, records.CANCELLED])
-            .update(
-                status=records.READY,
-                attempts=0,
-                run_at=self.now(),
-                started_at=None,
-                finished_at=None,
-                worker_id=None,
-                result=None,
-                cancel_requested=False,
-            )
+        """Make failed or cancelled jobs ready again, with fresh attempts.
+
+        A job whose ``unique_key`` another ready or running job holds (or one taken
+        back just before it, for the same key) stays as it is, rather than failing
+        the whole call: two active jobs never share a key.
+        """
+        finished = self.jobs().filter(
+            pk__in=list(job_ids), status__in=[records.FAILED, records.CANCELLED]
         )
+        ready_again = dict(
+            status=records.READY,
+            attempts=0,
+            run_at=self.now(),
+            started_at=None,
+            finished_at=None,
+            worker_id=None,
+            result=None,
+            cancel_requested=False,
+        )
+        requeued = finished.filter(unique_key__isnull=True).update(**ready_again)
+        keyed = finished.filter(unique_key__isnull=False).order_by("pk")
+        for pk in list(keyed.values_list("pk", flat=True)):
+            try:
+                with transaction.atomic(using=self.alias):  # a savepoint inside the caller's
+                    requeued += finished.filter(pk=pk).update(**ready_again)
+            except IntegrityError:
+                pass  # its key is taken
         if requeued:
             self.notify_ready()
         return requeued
