@@ -195,3 +195,24 @@ def test_retried_jobs_wake_workers_on_the_configured_channel(admin_client, setti
         woken = list(listener.notifies(timeout=2, stop_after=1))
     assert ref.refresh().status == records.READY
     assert [n.channel for n in woken] == ["site_jobs"], "idle workers were not woken"
+
+
+@pytest.mark.django_db
+def test_retry_skips_a_job_whose_unique_key_another_job_now_holds(admin_client):
+    old = background.enqueue(jobs.fail_always, unique_key="nightly", max_attempts=1)
+    older = background.enqueue(jobs.fail_always, unique_key="daily", max_attempts=1)
+    plain = background.enqueue(jobs.fail_always, max_attempts=1)
+    run_jobs()
+    holder = background.enqueue(jobs.noop, unique_key="nightly")  # the key is free again
+    twin = background.enqueue(jobs.fail_always, unique_key="daily", max_attempts=1, priority=9)
+    run_jobs(max_jobs=1)  # twin fails too: two failed jobs with the key "daily"
+    assert twin.refresh().status == records.FAILED
+
+    response = act(admin_client, "retry_jobs", [old.id, older.id, twin.id, plain.id])
+
+    assert response.status_code == 200
+    assert "2 job(s) queued again." in response.content.decode()
+    assert old.refresh().status == records.FAILED, "nightly is held by another job"
+    assert holder.refresh().status == records.READY
+    assert {older.refresh().status, twin.refresh().status} == {records.READY, records.FAILED}
+    assert plain.refresh().status == records.READY
