@@ -16,7 +16,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from pgjobs import background, records
+from pgjobs import JobNotFound, background, records
 from pgjobs.models import Job, WorkerProcess
 from pgjobs.serialization import verify_job
 from tests.conftest import JOBS_IN_REDIS, ROOT, VENDOR, run_jobs, wait_for
@@ -229,6 +229,25 @@ def test_prune_refuses_bad_arguments(args, message):
     with pytest.raises(CommandError, match=message):
         command("pgjobs_prune", *args)
     assert Job.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_keep_succeeded_false_deletes_jobs_as_they_succeed_and_keeps_the_rest(settings):
+    options = {**settings.PGJOBS["OPTIONS"], "KEEP_SUCCEEDED": False}
+    settings.PGJOBS = {**settings.PGJOBS, "OPTIONS": options}
+    ok = background.enqueue_many([(jobs.add, [n, n], {}) for n in range(5)])
+    bad = background.enqueue(jobs.fail_always, max_attempts=1)
+    flaky = background.enqueue(jobs.fail_always, max_attempts=2)
+    later = background.defer(jobs.noop, when=datetime.timedelta(hours=1))
+
+    stats = run_jobs(concurrency=3)
+
+    assert stats.succeeded == 5
+    assert set(Job.objects.values_list("id", flat=True)) == {bad.id, flaky.id, later.id}
+    assert bad.refresh().status == records.FAILED
+    assert flaky.refresh().status == records.READY  # its retry is not due yet
+    with pytest.raises(JobNotFound):
+        ok[0].refresh()
 
 
 # -- pgjobs_enqueue ----------------------------------------------------------------------------
