@@ -232,8 +232,12 @@ class OrmStore(Store):
             )
 
     def retry(self, worker_id, job_id, error, delay):
+        """Ready again in ``delay`` seconds; cancelled instead when its cancellation
+        was asked for while it ran (it failed before, or without, seeing the request)."""
+        asked = Q(cancel_requested=True)
         self._mine(worker_id, [job_id]).update(
-            status=records.READY,
+            status=Case(When(asked, then=Value(records.CANCELLED)), default=Value(records.READY)),
+            finished_at=Case(When(asked, then=self.now()), default=None),
             error=error,
             run_at=self.now() + Value(seconds(delay)),
             worker_id=None,
