@@ -106,6 +106,19 @@ def test_a_rescued_job_whose_cancellation_was_requested_ends_cancelled(lease):
     assert not Execution.objects.exists()
 
 
+@pytest.mark.django_db
+def test_a_job_asked_to_stop_that_then_fails_ends_cancelled_not_retried():
+    store = background.backend.get_store()
+    ref = background.enqueue(jobs.noop, max_attempts=5)
+    store.claim(None, 1, "w")
+    assert ref.cancel() is False
+    store.retry("w", ref.id, ERROR, 0)  # it failed before (or without) seeing the request
+    ref.refresh()
+    assert (ref.status, ref.attempts, ref.error) == (records.CANCELLED, 1, ERROR)
+    assert ref.finished_at is not None
+    assert store.claim(None, 1, "w") == []
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.slow
 def test_a_live_worker_slower_than_its_lease_keeps_its_job(start_worker_with_lease):
@@ -309,15 +322,17 @@ def test_a_running_job_is_told_to_stop_and_is_never_killed(start_worker_with_lea
     start = start_worker_with_lease(1.5)  # a heartbeat every half second
     polite = background.enqueue(jobs.until_cancelled, args=["polite"], max_attempts=3)
     stubborn = background.enqueue(jobs.sleep_then_record, args=["stubborn", 2.0])
-    worker = start("--concurrency", "2")
+    failing = background.enqueue(jobs.fail_after, args=[2.0], max_attempts=3)
+    worker = start("--concurrency", "3")
     wait_for(
-        lambda: status_counts() == {records.RUNNING: 2}, timeout=20, message="both jobs running"
+        lambda: status_counts() == {records.RUNNING: 3}, timeout=20, message="the jobs running"
     )
 
     asked = time.monotonic()
     assert polite.cancel() is False, "running: asked to stop, not cancelled yet"
     assert stubborn.cancel() is False
-    assert Job.objects.filter(cancel_requested=True).count() == 2
+    assert failing.cancel() is False
+    assert Job.objects.filter(cancel_requested=True).count() == 3
 
     polite.wait(timeout=10)
     assert time.monotonic() - asked < 5, "delivered by the next heartbeat"
@@ -328,4 +343,8 @@ def test_a_running_job_is_told_to_stop_and_is_never_killed(start_worker_with_lea
     # A job that does not look at the flag is not interrupted: it runs to its end.
     assert stubborn.wait(timeout=10).result == "stubborn"
     assert Execution.objects.filter(key="stubborn").count() == 1
+    # One that fails after the request is not retried: it was asked to stop.
+    failing.wait(timeout=10)
+    assert (failing.status, failing.attempts) == (records.CANCELLED, 1)
+    assert failing.error["message"] == "gave up"
     assert worker.returncode is None, worker.output()

@@ -206,3 +206,9 @@ def exit_process(code=3):
 async def async_exit_process(code=3):
     await asyncio.sleep(0)
     raise SystemExit(code)
+
+
+def fail_after(seconds, message="gave up"):
+    """Work for ``seconds``, then fail with an ordinary exception (not JobCancelled)."""
+    time.sleep(seconds)
+    raise RuntimeError(message)
