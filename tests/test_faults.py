@@ -167,6 +167,15 @@ def test_workers_killed_again_and_again_lose_nothing_and_complete_nothing_twice(
 
 def cut_connections(cursor):
     """Terminate every other connection to this database; return how many."""
+    if VENDOR == "mysql":
+        cursor.execute(
+            "SELECT id FROM information_schema.processlist "
+            "WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+        )
+        ids = [connection_id for (connection_id,) in cursor.fetchall()]
+        for connection_id in ids:
+            cursor.execute(f"KILL {int(connection_id)}")
+        return len(ids)
     cursor.execute(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
         "WHERE datname = current_database() AND pid <> pg_backend_pid()"
@@ -229,6 +238,23 @@ def test_a_worker_whose_connections_are_cut_reconnects_and_listens_again(
     assert log.count("pgjobs: store reachable again") >= 1, worker.output()
     worker.send_signal(signal.SIGTERM)
     assert worker.wait() == 0, worker.output()
+
+
+@pytest.mark.skipif(VENDOR != "mysql", reason="KILL of MySQL/MariaDB connections")
+def test_a_mysql_worker_whose_connections_are_killed_reconnects_and_carries_on(start_worker):
+    keys = [f"cut-{n}" for n in range(200)]
+    background.enqueue_many([(jobs.record_once, [key, 0.02], {}) for key in keys])
+    worker = start_worker("--concurrency", "4")
+    wait_for(lambda: Execution.objects.count() >= 40, timeout=30, message="jobs to run")
+    with connection.cursor() as cursor:
+        assert cut_connections(cursor) >= 1
+    assert Execution.objects.count() < len(keys), "the cut must come while jobs are running"
+
+    wait_for(lambda: unfinished_jobs() == 0, timeout=60, interval=0.1, message="all jobs")
+    assert_done_once(keys)
+    assert worker.returncode is None, worker.output()
+    assert "pgjobs: store reachable again" in worker.stderr, worker.output()
+    assert background.enqueue(jobs.add, args=[1, 1]).wait(timeout=10).result == 2
 
 
 # -- database restart ------------------------------------------------------------------------
