@@ -274,7 +274,8 @@ class PgJobsBackend(*dict.fromkeys(fw.BaseTaskBackend for fw in FRAMEWORKS)):
         task = None if info is None else load_task(info.func)
         if task is None:
             raise fw.TaskResultDoesNotExist(f"no task result with id {result_id!r}")
-        return task_result(fw, task, info, self.alias)
+        args, kwargs = _stored_arguments(self.jobs, info.id)
+        return task_result(fw, task, info, self.alias, args, kwargs)
 
     # -- checks ----------------------------------------------------------------------
 
@@ -345,12 +346,29 @@ def load_task(path):
     return found if isinstance(found, TASK_CLASSES) else None
 
 
-def task_result(fw, task, info, alias):
-    """A ``TaskResult`` of framework ``fw`` from a pgjobs ``JobInfo``."""
+def _stored_arguments(jobs, job_id):
+    """The arguments a task was enqueued with: a ``JobInfo`` does not carry them, so
+    they are read from the ``Job`` row (``DatabaseBackend``); empty where the
+    backend keeps no such row."""
+    from .backends.database import DatabaseBackend
+
+    if not isinstance(jobs, DatabaseBackend):
+        return [], {}
+    from .models import Job
+
+    row = Job.objects.using(jobs.alias).filter(pk=job_id).values_list("args", "kwargs").first()
+    if row is None:
+        return [], {}
     try:
-        args, kwargs = decode_arguments(info.args, info.kwargs)
-    except (InvalidJob, AttributeError):
-        args, kwargs = [], {}
+        return decode_arguments(*row)
+    except InvalidJob:
+        return [], {}
+
+
+def task_result(fw, task, info, alias, args=(), kwargs=None):
+    """A ``TaskResult`` of framework ``fw`` from a pgjobs ``JobInfo`` (and the
+    arguments, which a ``JobInfo`` does not hold)."""
+    args, kwargs = list(args), dict(kwargs or {})
     errors = []
     if info.error:
         errors.append(

@@ -23,8 +23,14 @@ if "pgjobs.django_tasks" not in str(getattr(settings, "TASKS", "")):
 
 from pgjobs import background, records  # noqa: E402
 from pgjobs.django_tasks import FRAMEWORKS, PgJobsBackend  # noqa: E402
-from pgjobs.models import Job  # noqa: E402
-from tests.conftest import VENDOR, WorkerProcess, run_jobs, work_until  # noqa: E402
+from tests.conftest import (  # noqa: E402
+    JOBS_IN_REDIS,
+    VENDOR,
+    WorkerProcess,
+    run_jobs,
+    status_counts,
+    work_until,
+)
 from tests.testapp import jobs  # noqa: E402
 from tests.testapp.models import Event  # noqa: E402
 
@@ -76,24 +82,28 @@ def test_enqueue_stores_a_job_the_worker_can_run(fw, tasks):
     assert not result.is_finished
     with pytest.raises(ValueError):
         result.return_value  # noqa: B018
-    job = Job.objects.get(pk=int(result.id))
+    job = background.get(int(result.id))
     assert job.func == tasks.add.module_path == f"{tasks.__name__}.add"
-    assert (job.queue, job.priority, job.status, job.args) == ("default", 0, "ready", [1, 2])
+    assert (job.queue, job.priority, job.status) == ("default", 0, "ready")
     assert received == [(PgJobsBackend, result)]
+    fetched = tasks.add.get_result(result.id)
+    assert fetched.status == fw.TaskResultStatus.READY and fetched.enqueued_at is not None
+    if not JOBS_IN_REDIS:  # a JobInfo has no arguments: they come from the Job row
+        assert (fetched.args, fetched.kwargs) == ([1, 2], {})
 
 
 @pytest.mark.django_db
 def test_using_sets_priority_queue_and_run_after(fw, tasks):
     before = timezone.now()
     result = tasks.add.using(priority=10, queue_name="other").enqueue(1, 1)
-    job = Job.objects.get(pk=int(result.id))
+    job = background.get(int(result.id))
     assert (job.priority, job.queue) == (10, "other")
     when = before + datetime.timedelta(hours=1)
-    deferred = Job.objects.get(pk=int(tasks.add.using(run_after=when).enqueue(2, 2).id))
+    deferred = background.get(int(tasks.add.using(run_after=when).enqueue(2, 2).id))
     assert deferred.run_at == when
     # The docs allow a timedelta: from now.
     relative = tasks.add.using(run_after=datetime.timedelta(minutes=5)).enqueue(3, 3)
-    run_at = Job.objects.get(pk=int(relative.id)).run_at
+    run_at = background.get(int(relative.id)).run_at
     assert (
         before + datetime.timedelta(minutes=5)
         <= run_at
@@ -111,7 +121,7 @@ def test_invalid_tasks_raise_the_frameworks_errors(fw, tasks):
         tasks.add.using(run_after=datetime.datetime(2030, 1, 1))  # naive under USE_TZ
     with pytest.raises(TypeError):  # arguments must be JSON, as the framework says
         tasks.echo.enqueue(timezone.now())
-    assert not Job.objects.exists()
+    assert status_counts() == {}
 
 
 @pytest.mark.django_db
@@ -122,10 +132,12 @@ def test_enqueue_many_writes_rows_in_order(fw, tasks):
     calls.append((tasks.add.using(run_after=datetime.timedelta(hours=1)), [8, 8], {}))
     results = backend.enqueue_many(calls)
     assert [r.args for r in results] == [[n, n] for n in range(5)] + [[9, 9], [8, 8]]
-    rows = {job.pk: job for job in Job.objects.all()}
-    assert [rows[int(r.id)].args for r in results] == [r.args for r in results]
-    assert rows[int(results[5].id)].priority == 5
-    assert rows[int(results[6].id)].run_at > timezone.now()
+    refs = [background.get(int(r.id)) for r in results]
+    assert len({ref.id for ref in refs}) == 7
+    assert [ref.priority for ref in refs] == [0] * 5 + [5, 0]
+    assert refs[6].run_at > timezone.now()
+    if not JOBS_IN_REDIS:
+        assert [backend.get_result(r.id).args for r in results] == [r.args for r in results]
 
 
 def test_async_enqueue_and_get_result(fw, tasks, transactional_db):
@@ -157,7 +169,7 @@ def test_successful_result(fw, tasks, transactional_db):
 
 def test_failure_keeps_the_error(fw, tasks, transactional_db):
     result = tasks.fail.enqueue("boom")
-    work_until(lambda: Job.objects.get(pk=int(result.id)).status == records.FAILED)
+    work_until(lambda: background.get(int(result.id)).status == records.FAILED)
     result.refresh()
     assert result.status == fw.TaskResultStatus.FAILED and result.is_finished
     assert result.attempts == 3  # pgjobs retried it, then gave up
@@ -176,7 +188,7 @@ def test_failure_keeps_the_error(fw, tasks, transactional_db):
 
 def test_context_attempt_and_retry(fw, tasks, transactional_db):
     result = tasks.flaky.enqueue("feed")
-    work_until(lambda: Job.objects.get(pk=int(result.id)).status == records.SUCCEEDED)
+    work_until(lambda: background.get(int(result.id)).status == records.SUCCEEDED)
     result.refresh()
     assert result.return_value == {"attempt": 2, "id": result.id}
     assert result.attempts == 2
@@ -188,7 +200,7 @@ def test_context_attempt_and_retry(fw, tasks, transactional_db):
 
 def test_a_return_value_that_is_not_json_fails_the_task(fw, tasks, transactional_db):
     result = tasks.bad_return.enqueue()
-    work_until(lambda: Job.objects.get(pk=int(result.id)).status == records.FAILED)
+    work_until(lambda: background.get(int(result.id)).status == records.FAILED)
     result.refresh()
     assert result.errors[-1].exception_class_path == "builtins.TypeError"
 
