@@ -110,30 +110,32 @@ def test_status_lists_live_workers_and_queues_and_fails_when_a_queue_is_stale(st
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.slow
-def test_a_live_worker_dropped_from_the_registry_registers_again(
-    start_worker, monkeypatch, settings
-):
+def test_a_live_worker_dropped_from_the_registry_registers_again(request, monkeypatch, settings):
     """A worker that could not heartbeat for a while (paused, cut off) is dropped from
     the registry by the next rescue; once it heartbeats again, it is listed again."""
-    monkeypatch.setenv("PGJOBS_TEST_LEASE_SECONDS", "1")
+    monkeypatch.setenv("PGJOBS_TEST_LEASE_SECONDS", "1")  # a heartbeat every 1/3 s
     settings.PGJOBS = {
         **settings.PGJOBS,
         "OPTIONS": {**settings.PGJOBS["OPTIONS"], "LEASE_SECONDS": 1.0},
     }
+    start_worker = request.getfixturevalue("start_worker")  # now: it reads the environment
     worker = start_worker()
     worker.wait_for_output("Stop with Ctrl-C or SIGTERM.")
     worker_id = worker.stdout.split()[2]
     wait_for(lambda: WorkerProcess.objects.filter(pk=worker_id).exists(), timeout=10)
     started_at = WorkerProcess.objects.get(pk=worker_id).started_at
 
-    WorkerProcess.objects.filter(pk=worker_id).update(heartbeat_at=ago(minutes=5))
-    background.backend.get_store().rescue()
-    assert not WorkerProcess.objects.filter(pk=worker_id).exists()
+    def dropped():  # as a rescue does to a worker silent for three leases
+        WorkerProcess.objects.filter(pk=worker_id).update(heartbeat_at=ago(minutes=5))
+        background.backend.get_store().rescue()
+        return not WorkerProcess.objects.filter(pk=worker_id).exists()
+
+    wait_for(dropped, timeout=5, message="the rescue to drop the worker")
 
     def listed():
         return [w["id"] for w in json.loads(command("pgjobs_status", "--json"))["workers"]]
 
-    wait_for(lambda: listed() == [worker_id], timeout=10, message="the worker listed again")
+    wait_for(lambda: listed() == [worker_id], timeout=5, message="the worker listed again")
     again = WorkerProcess.objects.get(pk=worker_id)
     assert (again.pid, again.started_at) == (worker.pid, started_at)
     assert worker.returncode is None, worker.output()
