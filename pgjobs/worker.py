@@ -364,6 +364,14 @@ class Worker:
     # -- running (slot threads) ----------------------------------------------------
 
     def _slot(self):
+        try:
+            self._run_slot()
+        finally:
+            # A thread's connections outlive it unless closed: close them, so a
+            # worker run inside a longer process leaves none behind.
+            connections.close_all()
+
+    def _run_slot(self):
         while True:
             job = self._slots_queue.get()
             if job is _STOP_SLOT:
