@@ -22,6 +22,7 @@ from pgjobs import records
 from pgjobs.checks import sqlite_wal_check
 from pgjobs.handler import get_backend
 from pgjobs.models import Job
+from pgjobs.stores import database_store
 from pgjobs.worker import Worker
 
 from .conftest import VENDOR, wait_for
@@ -142,6 +143,22 @@ def test_worker_claims_again_at_once_after_a_job(store):
         thread.join(30)
     assert time.monotonic() - started < 10  # one 60 s poll would take far longer
     assert outcome["result"].succeeded == 30
+
+
+@pytest.mark.skipif(VENDOR not in ("mysql", "sqlite"), reason="MySQL/MariaDB and SQLite stores")
+@pytest.mark.django_db
+def test_without_use_tz_times_are_local(settings):
+    """USE_TZ = False: Django stores local times, so "now" must be local too."""
+    settings.USE_TZ, settings.TIME_ZONE = False, "America/Chicago"  # far from UTC
+    store = database_store("default")  # a store reads the time settings once
+    due = store.enqueue(spec())
+    later = store.enqueue(spec(run_at=datetime.datetime.now() + datetime.timedelta(minutes=10)))
+    assert abs(due.run_at - datetime.datetime.now()) < datetime.timedelta(seconds=5)
+    assert [job.id for job in store.claim(None, 5, "w")] == [due.id]
+    assert 590 < store.seconds_until_due(None) <= 600
+    store.retry("w", due.id, {"type": "E", "message": "", "traceback": ""}, 600)
+    assert store.claim(None, 5, "w") == [] and store.count_due(None) == 0
+    assert store.get(later.id).status == records.READY
 
 
 # -- MySQL and MariaDB ----------------------------------------------------------------
