@@ -840,3 +840,28 @@ def test_a_batch_with_a_job_redis_must_refuse_writes_nothing(store):
         store.enqueue_many([good, bad])
     assert status_counts() == {}
     assert store.client.get(store.key("seq")) is None, "not even an id was taken"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_jobs_of_one_transaction_are_written_together_at_commit(store):
+    from django.db import connection
+
+    from pgjobs.backends.redis import PendingPush
+
+    with transaction.atomic():
+        first = [background.enqueue(jobs.noop) for _ in range(5)]
+        try:
+            with transaction.atomic():
+                dropped = background.enqueue(jobs.noop)
+                raise Rollback
+        except Rollback:
+            pass
+        later = background.enqueue_many([(jobs.noop, [], {})] * 3)
+        pushes = [f for _, f, *_ in connection.run_on_commit if isinstance(f, PendingPush)]
+        assert len(pushes) == 1, "one write for the transaction, not one per job"
+        assert store.count_due(None) == 0
+    ids = [ref.id for ref in first + later]
+    assert ids == sorted(ids) and len(set(ids)) == 8
+    assert [job(job_id).status for job_id in ids] == [records.READY] * 8
+    assert store.get(dropped.id) is None
+    assert store.count_due(None) == 8

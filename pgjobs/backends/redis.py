@@ -21,18 +21,36 @@ DEFAULT_RESULT_TTL = 7 * 24 * 3600.0
 
 
 class PendingPush:
-    """Jobs enqueued in a transaction: ids reserved now, written on commit."""
+    """Jobs enqueued in one transaction (and savepoint): written together when it
+    commits (one script call), dropped with it when it rolls back.
 
-    def __init__(self, store, specs):
+    Their ids are handed out at once, from blocks reserved in Redis (1, 2, 4, ...
+    up to 128 at a time), so that a transaction enqueueing many jobs does not pay
+    a round trip for each. Ids left over are skipped, as a database sequence does.
+    """
+
+    def __init__(self, store, savepoint_ids):
         self.store = store
-        self.specs = specs
-        self.ids = store.reserve_ids(len(specs))
+        self.savepoint_ids = savepoint_ids
+        self.specs = []
+        self.ids = []
+        self._spare = []
+        self._block = 1
+
+    def add(self, specs):
+        """Take ``specs`` along; return their ``JobInfo``s (ids known now)."""
+        missing = len(specs) - len(self._spare)
+        if missing > 0:
+            self._spare += self.store.reserve_ids(max(missing, self._block))
+            self._block = min(2 * self._block, 128)
+        ids, self._spare = self._spare[: len(specs)], self._spare[len(specs) :]
+        self.specs += specs
+        self.ids += ids
+        return [self.store.new_info(spec, job_id) for spec, job_id in zip(specs, ids, strict=True)]
 
     def __call__(self):
+        # A unique job whose key another job took by commit time is not written.
         self.store.push(self.specs, self.ids)
-
-    def infos(self):
-        return [self.store.new_info(s, i) for s, i in zip(self.specs, self.ids, strict=True)]
 
     def holding(self, unique_key):
         for spec, job_id in zip(self.specs, self.ids, strict=True):
@@ -172,12 +190,31 @@ class RedisBackend(BaseJobBackend):
             else:
                 pending.append((n, spec))
         if pending:
-            push = PendingPush(store, [spec for _, spec in pending])
-            # A unique job whose key another job took by commit time is not written.
-            transaction.on_commit(push, using=self.database)
-            for (n, _), info in zip(pending, push.infos(), strict=True):
+            infos = self._pending_push().add([spec for _, spec in pending])
+            for (n, _), info in zip(pending, infos, strict=True):
                 refs[n] = JobRef(info, self)
         return refs
+
+    def _pending_push(self):
+        """The ``PendingPush`` jobs enqueued now join: the transaction's latest
+        on-commit callback when it is ours and of the same savepoint (so that it
+        shares their fate), else a new one."""
+        connection = transaction.get_connection(self.database)
+        savepoint_ids = set(connection.savepoint_ids)
+        callbacks = getattr(connection, "run_on_commit", None)
+        if callbacks:
+            last = callbacks[-1]
+            if (
+                isinstance(last, tuple)
+                and len(last) >= 2
+                and isinstance(last[1], PendingPush)
+                and last[1].store is self.store
+                and last[0] == savepoint_ids
+            ):
+                return last[1]
+        push = PendingPush(self.store, savepoint_ids)
+        transaction.on_commit(push, using=self.database)
+        return push
 
     def _unique_holder(self, unique_key):
         """The job holding ``unique_key``: one waiting for this transaction to
