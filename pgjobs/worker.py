@@ -10,6 +10,7 @@ import asyncio
 import collections
 import dataclasses
 import inspect
+import itertools
 import logging
 import os
 import queue
@@ -189,9 +190,8 @@ class Worker:
     def run(self):
         """Work until stopped; return the ``WorkerStats``."""
         started = time.monotonic()
-        self.store.register_worker(
-            self.worker_id, socket.gethostname(), os.getpid(), self.queues, self.concurrency
-        )
+        if not self._register():
+            return self.stats  # stopped before the store was ever reachable
         try:
             return self._run(started)
         finally:
@@ -201,6 +201,23 @@ class Worker:
                 self.store.unregister_worker(self.worker_id)
             except Exception:  # its heartbeat stops; the next rescue removes the row
                 pass
+
+    def _register(self):
+        """Register this worker, waiting (with backoff) for a store that is down at
+        start-up, as it would for one that goes down later. False if stopped first."""
+        for failures in itertools.count():
+            try:
+                self.store.register_worker(
+                    self.worker_id, socket.gethostname(), os.getpid(), self.queues, self.concurrency
+                )
+                return True
+            except Exception as exc:
+                delay = min(10.0, 0.25 * 2 ** min(failures + 1, 10))
+                level = logging.WARNING if failures == 0 else logging.DEBUG
+                logger.log(level, "pgjobs: store unreachable (%s); retrying in %.2f s", exc, delay)
+                self._safe_close_store()
+                if self._stopping.wait(delay):
+                    return False
 
     def _run(self, started):
         self._start_threads()
