@@ -865,3 +865,34 @@ def test_jobs_of_one_transaction_are_written_together_at_commit(store):
     assert [job(job_id).status for job_id in ids] == [records.READY] * 8
     assert store.get(dropped.id) is None
     assert store.count_due(None) == 8
+
+
+@pytest.mark.django_db
+def test_status_prune_and_drain_commands_work_the_redis_store(store):
+    import io
+
+    from django.core.management import call_command
+
+    def command(*args):
+        out = io.StringIO()
+        call_command(*args, stdout=out)
+        return out.getvalue()
+
+    background.enqueue_many([(jobs.add, [n, n], {}) for n in range(3)])
+    background.enqueue(jobs.fail_always, max_attempts=1, queue="other")
+    background.defer(jobs.noop, when=datetime.timedelta(hours=1))
+    assert command("pgjobs_drain").strip() == (
+        "pgjobs_drain: ran 4, succeeded 3, failed 1 (0 to retry), left 0"
+    )
+    status = json.loads(command("pgjobs_status", "--json"))
+    counts = {q["queue"]: q["counts"] for q in status["queues"]}
+    assert counts == {
+        "default": {records.READY: 1, records.SUCCEEDED: 3},
+        "other": {records.FAILED: 1},
+    }
+    assert "default" in command("pgjobs_status")
+    assert "would delete 4" in command("pgjobs_prune", "--older-than", "0s", "--dry-run")
+    assert "deleted 3 succeeded" in command(
+        "pgjobs_prune", "--older-than", "0s", "--status", "succeeded"
+    )
+    assert status_counts() == {records.READY: 1, records.FAILED: 1}

@@ -550,11 +550,12 @@ return {now, out, workers}
 """
 )
 
-# ARGV: prefix, cutoff µs, batch size, dry run ('1'), statuses...
+# ARGV: prefix, age µs (jobs that finished longer ago go), batch size, dry run
+# ('1'), statuses...
 PRUNE = (
     _LUA_COMMON
     + """
-local cutoff = '(' .. ARGV[2]
+local cutoff = '(' .. int(now_us() - tonumber(ARGV[2]))
 local batch = tonumber(ARGV[3])
 local n = 0
 for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
@@ -947,13 +948,13 @@ class RedisStore(Store):
     def prune(self, older_than, statuses, batch_size=1000, dry_run=False):
         """Delete finished jobs that finished before now - ``older_than``, up to
         ``batch_size`` per queue and status in each script call."""
-        cutoff = int(time.time() * 1e6 - older_than.total_seconds() * 1e6)
+        age_us = older_than // MICROSECOND
         statuses = list(statuses)
         if dry_run:
-            return self._run("prune", cutoff, batch_size, "1", *statuses)
+            return self._run("prune", age_us, batch_size, "1", *statuses)
         deleted = 0
         while True:
-            n = self._run("prune", cutoff, batch_size, "0", *statuses)
+            n = self._run("prune", age_us, batch_size, "0", *statuses)
             deleted += n
             if n == 0:
                 return deleted
