@@ -875,7 +875,13 @@ def test_status_prune_and_drain_commands_work_the_redis_store(store):
 
     def command(*args):
         out = io.StringIO()
-        call_command(*args, stdout=out)
+        # pgjobs_drain installs its SIGTERM/SIGINT handlers: give pytest its own back.
+        saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            call_command(*args, stdout=out)
+        finally:
+            for signum, handler in saved.items():
+                signal.signal(signum, handler)
         return out.getvalue()
 
     background.enqueue_many([(jobs.add, [n, n], {}) for n in range(3)])
