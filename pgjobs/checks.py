@@ -16,6 +16,7 @@
   ``queue``, ``max_attempts``, ``timeout``) or ``catch_up`` are invalid.
 - ``pgjobs.E011``: schedule names that differ only in case (a duplicate name on
   databases that compare names without case).
+- ``pgjobs.E012``: ``RedisBackend`` without redis-py installed (``pgjobs[redis]``).
 - ``pgjobs.W001``: ``DatabaseBackend`` on a SQLite database that is not in WAL mode.
 - ``pgjobs.W002``: two schedules enqueue the same job at the same times.
 """
