@@ -12,10 +12,14 @@ and come back as the same type. A class of your own travels when it defines
 import base64
 import datetime
 import decimal
+import functools
+import hashlib
+import hmac
 import inspect
 import json
 import uuid
 
+from django.utils.encoding import force_bytes
 from django.utils.module_loading import import_string
 
 from .exceptions import InvalidJob
@@ -337,40 +341,58 @@ def _canonical(value):
     return value
 
 
+_SIGNED_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def _signed_text(func, args, kwargs, queue):
-    payload = [func, _canonical(args), _canonical(kwargs), queue]
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return _SIGNED_ENCODER.encode([func, _canonical(args), _canonical(kwargs), queue])
 
 
-def _signer():
+def _hmac_keys():
+    """The HMAC keys for the site's ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS``,
+    current key first. Signing is on every job's path (enqueue and run), and
+    Django's ``Signer`` derives its key afresh on each call (about 30 µs): the
+    derived keys are cached per secret, the rest is one C-level HMAC."""
     from django.conf import settings
-    from django.core.signing import Signer
 
-    return Signer(
-        salt=SIGNING_SALT, fallback_keys=getattr(settings, "SECRET_KEY_FALLBACKS", []), sep=":"
+    return _derive_keys(settings.SECRET_KEY, tuple(getattr(settings, "SECRET_KEY_FALLBACKS", ())))
+
+
+@functools.lru_cache(maxsize=8)
+def _derive_keys(secret_key, fallbacks):
+    # What django.utils.crypto.salted_hmac does for Signer(salt=SIGNING_SALT):
+    # the key salt is the signer's salt + "signer", the key sha256(salt + secret).
+    key_salt = f"{SIGNING_SALT}signer".encode()
+    return tuple(
+        hashlib.sha256(key_salt + force_bytes(secret)).digest()
+        for secret in (secret_key, *fallbacks)
     )
+
+
+def _signature(key, text):
+    digest = hmac.digest(key, text.encode(), "sha256")
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def sign_job(func, args, kwargs, queue):
     """HMAC (Django's signing, the site's ``SECRET_KEY``) over what a worker will run.
 
-    ``args`` and ``kwargs`` are the encoded (stored) forms.
+    ``args`` and ``kwargs`` are the encoded (stored) forms. The value is what
+    ``django.core.signing.Signer(salt=SIGNING_SALT).signature()`` returns.
     """
-    return _signer().signature(_signed_text(func, args, kwargs, queue))
+    return _signature(_hmac_keys()[0], _signed_text(func, args, kwargs, queue))
 
 
 def verify_job(func, args, kwargs, queue, signature):
     """Raise ``InvalidJob`` unless ``signature`` was made by this site (its current
     ``SECRET_KEY`` or one of ``SECRET_KEY_FALLBACKS``) for exactly this job."""
-    from django.core.signing import BadSignature
-
-    signer = _signer()
     text = _signed_text(func, args, kwargs, queue)
-    try:
-        signer.unsign(f"{text}{signer.sep}{signature or ''}")
-    except BadSignature:
-        raise InvalidJob(
-            f"signature mismatch: job {func!r} was not enqueued by this site (or its row was "
-            "changed since); it will not be run. Enqueue jobs through pgjobs (or "
-            "manage.py pgjobs_enqueue) so they are signed with SECRET_KEY."
-        ) from None
+    given = (signature or "").encode()
+    for key in _hmac_keys():
+        if hmac.compare_digest(given, _signature(key, text).encode()):
+            return
+    raise InvalidJob(
+        f"signature mismatch: job {func!r} was not enqueued by this site (or its row was "
+        "changed since); it will not be run. Enqueue jobs through pgjobs (or "
+        "manage.py pgjobs_enqueue) so they are signed with SECRET_KEY."
+    )
