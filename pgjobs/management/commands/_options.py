@@ -68,7 +68,8 @@ def check_concurrency(value):
 def configure_logging(verbosity):
     """Show job logs on stderr unless the site's LOGGING already handles ``pgjobs``."""
     logger = logging.getLogger("pgjobs")
-    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    # pgjobs_drain passes verbosity - 1, so -v 0 arrives as -1: quiet, not DEBUG.
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     if not logger.handlers and not logging.getLogger().handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
