@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """How pgjobs on PostgreSQL behaves as the table, the load and the worker count grow.
 
-    benchmarks/.work/venv/bin/python benchmarks/scale.py            # full (about 15 minutes)
+    benchmarks/.work/venv/bin/python benchmarks/scale.py            # full (about 13 minutes)
     benchmarks/.work/venv/bin/python benchmarks/scale.py --quick    # about 30 s, a smoke test
     benchmarks/.work/venv/bin/python benchmarks/scale.py --only claim,memory
     benchmarks/.work/venv/bin/python benchmarks/scale.py --pgjobs-options '{"KEEP_SUCCEEDED": 60}'
+    benchmarks/.work/venv/bin/python benchmarks/scale.py --only size --size-rate 1000 --size-seconds 60
 
 Four measurements, in a database of their own (``pgjobs_bench_scale``, dropped,
 recreated and migrated per run), with the pgjobs_bench project:
@@ -36,6 +37,7 @@ figures in results/scale.json. Worker logs are in .work/logs/scale-*.log.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -43,6 +45,7 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +79,8 @@ class Plan:
     claim_ready: int
     claim_calls: int
     claim_warmup: int
-    size_rate: float  # jobs/s the producer enqueues
+    size_rate: float  # jobs/s the producers enqueue, together
+    size_producers: int  # processes sharing size_rate
     size_seconds: float
     size_sample: float  # seconds between samples
     size_processes: int
@@ -97,6 +101,7 @@ FULL = Plan(
     claim_calls=300,
     claim_warmup=20,
     size_rate=2000.0,
+    size_producers=2,
     size_seconds=600.0,
     size_sample=10.0,
     size_processes=2,
@@ -113,9 +118,10 @@ FULL = Plan(
 QUICK = Plan(
     claim_sizes=(0, 50_000, 200_000),
     claim_ready=2000,
-    claim_calls=80,
+    claim_calls=60,
     claim_warmup=10,
     size_rate=500.0,
+    size_producers=1,
     size_seconds=4.0,
     size_sample=1.0,
     size_processes=2,
@@ -123,7 +129,7 @@ QUICK = Plan(
     fanout_jobs=5000,
     fanout_processes=(2, 8),
     fanout_concurrency=8,
-    latency_probes=100,
+    latency_probes=60,
     latency_spacing=0.02,
     memory_jobs=5000,
     memory_concurrency=8,
@@ -410,9 +416,23 @@ class Scale:
             )
         if others > 0.10:
             lines += ["", f"Disturbed: other work used {others:.0%} of the CPU meanwhile."]
+        seq_scans = [
+            _fmt_int(r["finished"])
+            for r in rows
+            if any("Seq Scan on pgjobs_job" in ln for e in r["explain"] for ln in e.get("plan", ()))
+        ]
+        if seq_scans:
+            lines += [
+                "",
+                f"The plan scans the whole table (Seq Scan on pgjobs_job) with "
+                f"{', '.join(seq_scans)} finished rows: the planner's choice for a table it "
+                f"last analyzed as small, which gets dearer as the table grows until the next "
+                f"ANALYZE (the calls above add finished rows as they go).",
+            ]
         lines += ["", "![claim cost vs table size](claim-vs-table-size.png)", ""]
         largest = rows[-1]
-        explain = next((e for e in largest["explain"] if e.get("plan")), None)
+        plans = [e for e in largest["explain"] if e.get("plan")]
+        explain = max(plans, key=lambda e: e["limit"]) if plans else None
         if explain:
             heap_pages = largest["sizes"]["heap"] // 8192
             total = explain["total_buffers"]
@@ -468,9 +488,14 @@ class Scale:
 
     SIZE_SQL = """
         SELECT pg_total_relation_size('pgjobs_job'), pg_relation_size('pgjobs_job'),
-               s.n_live_tup, s.n_dead_tup, s.autovacuum_count,
-               (SELECT coalesce(max(id), 0) FROM pgjobs_job)
+               s.n_live_tup, s.n_dead_tup, s.autovacuum_count
         FROM pg_stat_user_tables s WHERE s.relname = 'pgjobs_job'
+    """
+    # One statement, so one snapshot: the highest id (jobs enqueued so far, the
+    # ids starting at 1) and the jobs by status see the same rows.
+    COUNTS_SQL = """
+        SELECT (SELECT coalesce(max(id), 0) FROM pgjobs_job), status, count(*)
+        FROM pgjobs_job GROUP BY status
     """
 
     def part_size(self) -> list[str]:
@@ -482,35 +507,48 @@ class Scale:
         with self.workers(plan.size_processes, plan.size_concurrency) as workers:
             self.wait_registered(workers, plan.size_processes)
             meter.start()
-            producer = self.start_producer(plan.size_rate)
+            producers = [
+                self.start_producer(plan.size_rate / plan.size_producers)
+                for _ in range(plan.size_producers)
+            ]
             try:
                 with self.connect() as conn:
                     autovacuums = conn.execute(self.SIZE_SQL).fetchone()[4]
-                    # The clock starts at the first job, not at the producer's Django start-up.
-                    self.wait_first_job(conn, producer)
+                    # The clock starts at the first job, not at the producers' Django start-up.
+                    self.wait_first_job(conn, producers)
                     t0 = time.monotonic()
                     while True:
                         samples.append(self.sample(conn, time.monotonic() - t0, autovacuums))
                         if workers.dead():
                             raise BenchError(f"worker exited {workers.dead()}")
-                        if producer.poll() is not None:
-                            raise BenchError(f"the producer exited {producer.returncode}")
+                        if any(p.poll() is not None for p in producers):
+                            raise BenchError("a producer exited; see the commands log")
                         elapsed = time.monotonic() - t0
                         if elapsed >= plan.size_seconds:
                             break
                         next_at = len(samples) * plan.size_sample
                         time.sleep(max(0.0, min(next_at, plan.size_seconds) - elapsed))
             finally:
-                produced = self.stop_producer(producer)
+                reports = [self.stop_producer(p) for p in producers]
             others = meter.stop({p.pid for p in workers.procs})
-        if produced.get("errors"):
-            raise BenchError(f"the producer's enqueues failed: {produced}")
+        produced = {
+            "n": sum(r.get("n", 0) for r in reports),
+            "errors": sum(r.get("errors", 0) for r in reports),
+            "slowest_ms": max(r.get("slowest_ms", float("nan")) for r in reports),
+            "reports": reports,
+        }
+        if produced["errors"]:
+            raise BenchError(f"the producers' enqueues failed: {reports}")
         first, last = samples[0], samples[-1]
         seconds = max(1e-9, last["t"] - first["t"])
         result = {
             "rate_asked": plan.size_rate,
             "rate_enqueued": (last["enqueued"] - first["enqueued"]) / seconds,
-            "rate_succeeded": (last["succeeded"] - first["succeeded"]) / seconds,
+            # Finished: still there as succeeded, or already deleted.
+            "rate_succeeded": (
+                last["succeeded"] + last["deleted"] - first["succeeded"] - first["deleted"]
+            )
+            / seconds,
             "seconds": seconds,
             "produced": produced,
             "samples": samples,
@@ -527,20 +565,20 @@ class Scale:
         )
         return self.report_size(result)
 
-    def wait_first_job(self, conn, producer: subprocess.Popen, timeout: float = 60.0) -> None:
+    def wait_first_job(self, conn, producers: list, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while conn.execute("SELECT coalesce(max(id), 0) FROM pgjobs_job").fetchone()[0] == 0:
-            if producer.poll() is not None:
-                raise BenchError(f"the producer exited {producer.returncode} before enqueueing")
+            if any(p.poll() is not None for p in producers):
+                raise BenchError("a producer exited before enqueueing")
             if time.monotonic() > deadline:
                 raise BenchError(f"the producer enqueued nothing in {timeout:.0f}s")
             time.sleep(0.02)
 
     def sample(self, conn, t: float, autovacuums: int) -> dict:
-        total, heap, live, dead, autovac, max_id = conn.execute(self.SIZE_SQL).fetchone()
-        counts = dict(
-            conn.execute("SELECT status, count(*) FROM pgjobs_job GROUP BY status").fetchall()
-        )
+        total, heap, live, dead, autovac = conn.execute(self.SIZE_SQL).fetchone()
+        rows = conn.execute(self.COUNTS_SQL).fetchall()
+        max_id = rows[0][0] if rows else 0
+        counts = {status: count for _, status, count in rows}
         return {
             "t": round(t, 2),
             "total_mb": round(_mb(total), 2),
@@ -550,6 +588,9 @@ class Scale:
             "autovacuums": autovac - autovacuums,
             "enqueued": max_id,
             **{s: counts.get(s, 0) for s in ("ready", "running", "succeeded", "failed")},
+            # Enqueued and no longer in the table: deleted by the worker (retention).
+            # An enqueue not yet committed below the highest id counts here meanwhile.
+            "deleted": max(0, max_id - sum(counts.values())),
         }
 
     def start_producer(self, rate: float) -> subprocess.Popen:
@@ -594,6 +635,7 @@ class Scale:
         "running",
         "succeeded",
         "failed",
+        "deleted",
     )
 
     def write_size_csv(self, samples: list[dict]) -> None:
@@ -612,7 +654,8 @@ class Scale:
         lines = [
             "### 2. Table size under sustained load",
             "",
-            f"One producer process enqueues {plan.size_rate:,.0f} no-op jobs/s, each in its own "
+            f"{plan.size_producers} producer process(es) (`driver.py produce`) enqueue "
+            f"{plan.size_rate:,.0f} no-op jobs/s in total, each in its own "
             f"transaction, for {plan.size_seconds:.0f} s while {plan.size_processes} worker "
             f"processes (`pgjobs_worker -v 0 --concurrency {plan.size_concurrency}`, PGJOBS "
             f"OPTIONS {json.dumps(self.options) if self.options else 'default'}) work the queue. "
@@ -621,11 +664,17 @@ class Scale:
             f"{produced.get('slowest_ms', float('nan')):.1f} ms). The table grew "
             f"{(last['total_mb'] - first['total_mb']) / minutes:.1f} MB/min to "
             f"{last['total_mb']:.1f} MB ({last['heap_mb']:.1f} MB heap), holding "
-            f"{last['succeeded']:,} succeeded and {last['ready']:,} ready jobs at the end.",
+            f"{last['succeeded']:,} succeeded and {last['ready']:,} ready jobs at the end; "
+            f"{last['deleted']:,} finished jobs had been deleted."
+            + (
+                " The producers fell short of the rate asked (on this machine's CPU)."
+                if result["rate_enqueued"] < 0.9 * plan.size_rate
+                else ""
+            ),
             "",
             "| s | total MB | heap MB | n_live_tup | n_dead_tup | autovacuums | enqueued "
-            "| ready | running | succeeded |",
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| ready | running | succeeded | deleted |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         step = max(1, len(samples) // 20)  # at most about 20 rows here; all in the CSV
         shown = samples[::step]
@@ -635,7 +684,7 @@ class Scale:
             lines.append(
                 f"| {s['t']:.0f} | {s['total_mb']:.1f} | {s['heap_mb']:.1f} | {s['n_live_tup']:,} "
                 f"| {s['n_dead_tup']:,} | {s['autovacuums']} | {s['enqueued']:,} | {s['ready']:,} "
-                f"| {s['running']:,} | {s['succeeded']:,} |"
+                f"| {s['running']:,} | {s['succeeded']:,} | {s['deleted']:,} |"
             )
         if result["others"] > 0.10:
             lines += ["", f"Disturbed: other work used {result['others']:.0%} of the CPU."]
@@ -669,6 +718,7 @@ class Scale:
             ("n_dead_tup", ":"),
             ("succeeded", "--"),
             ("ready", "-."),
+            ("deleted", "-"),
         ):
             bottom.plot(ts, [s[key] for s in samples], style, label=key)
         bottom.set_xlabel("seconds")
@@ -792,10 +842,12 @@ class Scale:
             "### 3. Fan-out: many worker processes",
             "",
             f"{plan.fanout_jobs:,} no-op jobs enqueued in one `enqueue_many` once every worker "
-            f"is up and idle; rate = jobs ÷ (last finish − first start). Commits per job: "
-            f"`pg_stat_database.xact_commit` of the run's database over the processing, less "
-            f"the enqueue and the harness's own polls (so one per claim or finish round trip, "
-            f"plus the few idle polls while the counts settle).",
+            f"is up and idle; jobs/s = jobs ÷ (last finish − first start), and from the "
+            f"enqueue call to the last finish. Commits per job: `pg_stat_database.xact_commit` "
+            f"of the run's database over the processing, less the enqueue's and the "
+            f"harness's own, as a count of round trips (each claim, finish, heartbeat or "
+            f"poll of a worker is one transaction); a few start-up and idle-poll commits of "
+            f"each worker are included.",
             "",
             "| workers | jobs/s | jobs/s from enqueue | commits per job | others' CPU |",
             "|---|---:|---:|---:|---:|",
@@ -815,10 +867,17 @@ class Scale:
                 f"Latency with {r['processes']} idle workers × concurrency {r['concurrency']}: "
                 f"{lat['n']} probes enqueued one at a time {plan.latency_spacing * 1000:.0f} ms "
                 f"apart: p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms, max "
-                f"{lat['max_ms']:.1f} ms; {lat['commits_per_probe']:.1f} commits per probe "
-                f"besides its enqueue (about 2 per woken worker process when every NOTIFY "
-                f"wakes them all; about 2 in total when one takes the job and the others "
-                f"stay asleep).",
+                f"{lat['max_ms']:.1f} ms. Commits per probe besides its enqueue: "
+                f"{lat['commits_per_probe']:.1f} (including the workers' idle polls and "
+                f"shut-down). Claiming and finishing a probe takes one or two; each worker "
+                f"process a NOTIFY wakes for nothing adds at least one (its empty claim), so "
+                f"a figure near or above {r['processes']} means each probe woke every "
+                f"process: "
+                + (
+                    "**it did** (a thundering herd)."
+                    if lat["commits_per_probe"] >= r["processes"] - 1
+                    else "it did not."
+                ),
             ]
         return lines + [""]
 
@@ -912,15 +971,17 @@ def run(
     database: str = "postgres",
     only: tuple[str, ...] = PARTS,
     options: dict | None = None,
+    overrides: dict | None = None,
 ) -> list[str]:
     """Run the chosen parts; return the Markdown lines. A part that fails is
-    reported as such and the others still run."""
+    reported as such and the others still run. ``overrides``: Plan fields."""
     lines = ["## Scale: pgjobs on PostgreSQL", ""]
     if database != "postgres":
         return lines + [f"Not measured: the scale runs use PostgreSQL only (not {database}).", ""]
     results_dir.mkdir(parents=True, exist_ok=True)
     options = _options_from_env() if options is None else options
-    scale = Scale(QUICK if quick else FULL, results_dir, options)
+    plan = dataclasses.replace(QUICK if quick else FULL, **(overrides or {}))
+    scale = Scale(plan, results_dir, options)
     started = time.monotonic()
     scale.say(f"preparing database {DB_NAME} ({'quick' if quick else 'full'} run)")
     scale.prepare()
@@ -930,7 +991,9 @@ def run(
         part_started = time.monotonic()
         try:
             lines += getattr(scale, f"part_{part}")()
-        except BenchError as exc:
+        except Exception as exc:  # reported; the other parts still run
+            if not isinstance(exc, BenchError):
+                traceback.print_exc()
             scale.say(f"{part}: FAILED: {exc}")
             lines += [f"### {part}: not measured", "", f"Failed: {exc}", ""]
             scale.raw[part] = {"error": str(exc)}
@@ -949,6 +1012,9 @@ def run_all(quick: bool, results_dir: Path, database: str = "postgres") -> list[
 
 
 def main() -> int:
+    venv = Path(PYTHON)
+    if Path(sys.prefix).resolve() != venv.parent.parent.resolve() and venv.exists():
+        os.execv(PYTHON, [PYTHON, __file__, *sys.argv[1:]])  # the benchmark venv
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, about 30 s")
     parser.add_argument(
@@ -963,6 +1029,8 @@ def main() -> int:
     parser.add_argument(
         "--results-dir", type=Path, default=BENCH_DIR / "results", help="default: results/"
     )
+    parser.add_argument("--size-rate", type=float, metavar="R", help="size: jobs/s enqueued")
+    parser.add_argument("--size-seconds", type=float, metavar="S", help="size: how long")
     args = parser.parse_args()
     only = tuple(p.strip() for p in args.only.split(",") if p.strip())
     unknown = [p for p in only if p not in PARTS]
@@ -971,7 +1039,12 @@ def main() -> int:
     options = json.loads(args.pgjobs_options) if args.pgjobs_options else None
     if options is not None and not isinstance(options, dict):
         parser.error("--pgjobs-options must be a JSON object")
-    lines = run(args.quick, args.results_dir, only=only, options=options)
+    overrides = {
+        field: value
+        for field, value in (("size_rate", args.size_rate), ("size_seconds", args.size_seconds))
+        if value is not None
+    }
+    lines = run(args.quick, args.results_dir, only=only, options=options, overrides=overrides)
     text = "\n".join(lines) + "\n"
     print("\n" + text)
     (args.results_dir / "scale.md").write_text(text)
