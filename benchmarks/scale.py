@@ -285,17 +285,20 @@ class Scale:
             self.wait_backends_gone({pid}, timeout=5.0)  # its commits reported before ours
 
     def wait_done(self, workers: WorkerGroup, n: int, timeout: float, on_poll=None) -> float:
-        """Wait until n jobs have succeeded; return when (time.time()). Raises on a
-        failed job, a dead worker or the timeout."""
+        """Wait until the n jobs just enqueued into the empty table have run; return
+        when (time.time()). Raises on a failed job, a dead worker or the timeout.
+        Jobs not ready or running have finished, whether the worker kept or
+        deleted them (retention)."""
         deadline = time.monotonic() + timeout
         conn = self.connect()
         pid = conn.info.backend_pid
         try:
             while True:
-                done, failed = conn.execute(
-                    "SELECT count(*) FILTER (WHERE status = 'succeeded'), "
+                pending, failed = conn.execute(
+                    "SELECT count(*) FILTER (WHERE status IN ('ready', 'running')), "
                     "count(*) FILTER (WHERE status IN ('failed', 'cancelled')) FROM pgjobs_job"
                 ).fetchone()
+                done = n - pending - failed
                 if on_poll:
                     on_poll()
                 if failed:
@@ -311,12 +314,19 @@ class Scale:
             conn.close()
             self.wait_backends_gone({pid}, timeout=5.0)
 
-    def span(self) -> float:
+    def rate(self) -> tuple[float | None, float | None]:
+        """(jobs/s, seconds): the succeeded jobs over the time from the first one's start
+        to the last one's finish, as the worker recorded them. If the worker has
+        deleted some (retention), those it kept give the rate; (None, None) if too
+        few are left to tell."""
         with self.connect() as conn:
-            (span,) = conn.execute(
-                "SELECT extract(epoch FROM max(finished_at) - min(started_at)) FROM pgjobs_job"
+            count, span = conn.execute(
+                "SELECT count(*), extract(epoch FROM max(finished_at) - min(started_at)) "
+                "FROM pgjobs_job WHERE status = 'succeeded'"
             ).fetchone()
-        return float(span)
+        if not span or count < 2:
+            return None, None
+        return count / float(span), float(span)
 
     # -- 1. claim cost vs table size ------------------------------------------------
 
@@ -777,9 +787,9 @@ class Scale:
                 workers, n, timeout=max(120.0, n / 20.0), on_poll=lambda: polls.append(1)
             )
             run["others_during"] = meter.stop({p.pid for p in workers.procs})
-            run["span_s"] = self.span()
-            run["rate"] = n / run["span_s"]
+            rate, run["span_s"] = self.rate()
             run["wall_rate"] = n / (done_at - t_enqueue)
+            run["rate"] = rate or run["wall_rate"]
             # Ours: the bulk enqueue (one transaction), each progress poll, the span query.
             ours = self.driver_commits + 1 + len(polls) + 1
             if with_latency:
@@ -797,7 +807,7 @@ class Scale:
             run["commits_per_job"] = (commits_end - commits0 - ours) / n
         line = (
             f"fan-out {processes} × {plan.fanout_concurrency}: {run['rate']:,.0f} jobs/s "
-            f"({run['commits_per_job']:.2f} commits/job)"
+            f"({run['commits_per_job']:.3f} commits/job)"
         )
         if with_latency:
             lat = run["latency"]
@@ -855,7 +865,7 @@ class Scale:
         for r in runs:
             lines.append(
                 f"| {r['processes']} × concurrency {r['concurrency']} | {r['rate']:,.0f} "
-                f"| {r['wall_rate']:,.0f} | {r['commits_per_job']:.2f} "
+                f"| {r['wall_rate']:,.0f} | {r['commits_per_job']:.3f} "
                 f"| {r['others_during']:.0%} |"
             )
         with_latency = [r for r in runs if "latency" in r]
@@ -906,7 +916,8 @@ class Scale:
             result["rss_after_mb"] = status["VmRSS"]
             result["hwm_mb"] = status["VmHWM"]
             result["max_sampled_rss_mb"] = max(rss, default=status["VmRSS"])
-            result["rate"] = n / self.span()
+            rate, _ = self.rate()
+            result["rate"] = rate or float("nan")
         result["target_mb"] = MEMORY_TARGET_MB
         result["ok"] = result["hwm_mb"] < MEMORY_TARGET_MB
         self.raw["memory"] = result
