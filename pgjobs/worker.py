@@ -22,6 +22,7 @@ import time
 import uuid
 
 from django.db import connections
+from django.db.backends.signals import connection_created
 
 from .exceptions import InvalidJob, JobCancelled
 from .execution import JobContext, describe_error, reset_current_job, set_current_job
@@ -43,7 +44,7 @@ def tidy_connections():
     a web process; a worker has no requests, and reconnecting per job costs more
     than most jobs. A positive ``CONN_MAX_AGE`` is honoured as usual.
     """
-    for connection in connections.all(initialized_only=True):
+    for connection in getattr(_thread_connections, "seen", ()):
         if connection.connection is None:
             continue
         if connection.settings_dict["CONN_MAX_AGE"]:
@@ -55,6 +56,23 @@ def tidy_connections():
                 connection.errors_occurred = False
             else:
                 connection.close()
+
+
+# The connections each thread has opened, as Django's connection_created signal
+# reports them: tidy_connections looks at these few instead of asking
+# ``connections.all()``, whose thread-local lookups cost more than a no-op job.
+_thread_connections = threading.local()
+
+
+def _remember_connection(sender, connection, **kwargs):
+    seen = getattr(_thread_connections, "seen", None)
+    if seen is None:
+        seen = _thread_connections.seen = []
+    if not any(known is connection for known in seen):
+        seen.append(connection)
+
+
+connection_created.connect(_remember_connection, dispatch_uid="pgjobs.worker.connections")
 
 
 def make_worker_id():
@@ -163,6 +181,23 @@ class Worker:
         self._threads = []
         self._running = {}  # job id -> RunningJob, while a slot runs it
         self._running_lock = threading.Lock()
+        self._functions = {}  # job path -> (function, is a coroutine function)
+        self._log_jobs = True  # per-job log lines, when the logger shows INFO
+
+        # Batching (see _claim_size): what a job and a claim take, as moving
+        # averages, size the prefetch; slots wake the main thread only when
+        # the queue of claimed jobs runs low (_low_water) or an outcome needs
+        # recording at once, not after every job.
+        self._job_seconds = None
+        self._claim_seconds = None
+        self._low_water = 0
+        self._first_unrecorded_at = None  # monotonic time of the oldest stored-later success
+        self._due_checked_at = -1.0  # last seconds_until_due query, and its answer
+        self._due_at = None
+        # The last claim came back short: the store had no more due jobs. Until a
+        # wake-up (or a slot runs dry), claiming again would come back empty.
+        self._drained = False
+        self._notified = False  # set by the listener thread
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -220,6 +255,9 @@ class Worker:
                     return False
 
     def _run(self, started):
+        # Asked once: at thousands of jobs a second even a disabled log call per
+        # job shows in a profile.
+        self._log_jobs = logger.isEnabledFor(logging.INFO)
         self._start_threads()
         next_heartbeat = started + self.heartbeat_interval
         next_rescue = started  # at once: a drain from cron may be the only one looking
@@ -240,12 +278,18 @@ class Worker:
                     self._rescue()
                     next_rescue = now + self.rescue_interval * random.uniform(0.8, 1.2)
                 until_periodic = self._run_periodic()  # before claiming: it may enqueue
-                requested, claimed = self._finish_and_claim(successes)
+                wanted = self._claim_size(successes)
+                if wanted or self._must_record(successes):
+                    requested, claimed = self._finish_and_claim(successes, wanted)
+                else:
+                    requested = claimed = None  # enough queued: claim later, in a bigger batch
                 if self.burst and not claimed and not self._claimed:
                     break  # drained: nothing due, nothing running
                 if claimed and claimed == requested:
                     continue  # there may be more; slots fill or the claim comes back short
                 timeout = self._idle_timeout(claimed)
+                if self._unrecorded:
+                    timeout = min(timeout, self._record_within())
                 if until_timeout is not None:
                     timeout = min(timeout, until_timeout)
                 if until_periodic is not None:
@@ -303,15 +347,27 @@ class Worker:
 
     def _idle_timeout(self, claimed):
         timeout = self.heartbeat_interval
-        if self._free_slots() == 0 or self.burst:
-            return timeout  # a slot finishing wakes us
+        if claimed is None or self._free_slots() == 0 or self.burst:
+            return timeout  # a slot finishing (or running low on jobs) wakes us
         if claimed == 0:
             # Nothing due now: sleep until the next deferred job, a wake-up, or the poll.
             timeout = min(timeout, self.poll_interval)
-            due = self.store.seconds_until_due(self.queues)
+            due = self._seconds_until_due()
             if due is not None:
                 timeout = min(timeout, due + 0.001)
         return max(timeout, 0.0)
+
+    def _seconds_until_due(self):
+        """``store.seconds_until_due``, asked at most every 0.1 s: a worker under
+        moderate load comes back empty-handed after nearly every job, and one
+        extra query per job would double its round trips. A deferred job
+        enqueued meanwhile is found at most 0.1 s late."""
+        now = time.monotonic()
+        if now - self._due_checked_at >= 0.1:
+            due = self.store.seconds_until_due(self.queues)
+            self._due_checked_at = now
+            self._due_at = None if due is None else now + due
+        return None if self._due_at is None else max(0.0, self._due_at - now)
 
     def _start_slot(self):
         number = len(self._threads)
@@ -331,6 +387,7 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 if self.store.wait(self.poll_interval):
+                    self._notified = True
                     self._wake.set()
             except Exception:  # never let the listener die; polling covers for it
                 logger.exception("pgjobs: listener error")
@@ -344,23 +401,65 @@ class Worker:
 
     # -- claiming ----------------------------------------------------------------
 
-    def _free_slots(self):
-        return self.concurrency + self.prefetch - len(self._claimed)
+    def _prefetch_target(self):
+        """How many jobs to hold beyond the slots: enough to keep every slot busy
+        for about two claim round trips, so slots never wait for a claim, and no
+        more (at most ``prefetch``), so that slow jobs are not held back from
+        other workers. Zero until a few jobs and claims have been timed."""
+        if not self.prefetch or self._job_seconds is None or self._claim_seconds is None:
+            return 0
+        wanted = self.concurrency * 2 * self._claim_seconds / max(self._job_seconds, 1e-6)
+        return min(self.prefetch, int(wanted))
 
-    def _finish_and_claim(self, successes):
-        """Record successes and claim up to the free slots, in one store call
-        (one round trip and one commit on stores that can)."""
-        free = self._free_slots() + len(successes)  # finished jobs hold no slot
+    def _free_slots(self):
+        return self.concurrency + self._prefetch_target() - len(self._claimed)
+
+    def _claim_size(self, successes):
+        """How many jobs to claim now: none while more than ``_low_water`` claimed
+        jobs still wait for a slot (claiming later claims more at once), else
+        up to the free capacity."""
+        prefetch = self._prefetch_target()
+        self._low_water = prefetch // 2
+        waiting = self._slots_queue.qsize()
+        if waiting > self._low_water:
+            return 0
+        if self._notified:
+            self._notified = self._drained = False
+        elif self._drained and waiting:
+            return 0  # nothing new since the store ran out: claim when the slots run dry
+        free = self.concurrency + prefetch - len(self._claimed) + len(successes)
         if self.max_jobs is not None:
             free = min(free, self.max_jobs - self.stats.claimed)
-        free = max(free, 0)
+        return max(free, 0)
+
+    def _must_record(self, successes):
+        """Record successes without claiming: when nothing is left to run (so that
+        results appear at once), or when they have waited ``_record_within``."""
+        if not successes:
+            return False
+        return self._slots_queue.qsize() == 0 or self._record_within() == 0
+
+    def _record_within(self):
+        """Seconds until the oldest unrecorded success must be stored (50 ms after
+        it finished: batching saves round trips, not visible delay)."""
+        if self._first_unrecorded_at is None:
+            return self.heartbeat_interval
+        return max(0.0, self._first_unrecorded_at + 0.05 - time.monotonic())
+
+    def _finish_and_claim(self, successes, free):
+        """Record successes and claim up to ``free`` jobs, in one store call
+        (one round trip and one commit on stores that can)."""
         if free == 0 and not successes:
             return 0, 0
         results = [(job.id, outcome.result) for job, outcome in successes]
+        started = time.perf_counter()
         jobs = self.store.finish_and_claim(self.worker_id, results, self.queues, free)
+        if free:
+            self._claim_seconds = _average(self._claim_seconds, time.perf_counter() - started)
+            self._drained = len(jobs) < free
         self._forget(successes)
-        # RETURNING gives no order: dispatch in claim order.
-        jobs.sort(key=lambda job: job.claim_order())
+        if not self.store.claims_in_order:
+            jobs.sort(key=lambda job: job.claim_order())
         for job in jobs:
             self._claimed[job.id] = job
             self._slots_queue.put(job)
@@ -400,13 +499,23 @@ class Worker:
                     # this one's place, so this thread bows out.
                     return
                 self._done.append((job, outcome))
-            self._wake.set()
+            # Wake the main thread when it has something to do: a failure to
+            # record, or claimed jobs running low (with no prefetch: this slot
+            # is about to idle). Otherwise successes wait to be recorded with
+            # the next claim, or within _record_within at the latest.
+            if not outcome.ok or self._slots_queue.qsize() <= self._low_water:
+                self._wake.set()
 
     def _execute(self, job):
         started = time.perf_counter()
-        logger.info(
-            "job %s %s started (attempt %d/%d)", job.id, job.func, job.attempts, job.max_attempts
-        )
+        if self._log_jobs:
+            logger.info(
+                "job %s %s started (attempt %d/%d)",
+                job.id,
+                job.func,
+                job.attempts,
+                job.max_attempts,
+            )
         context = JobContext(job.id, job.func, job.queue, job.attempts, job.max_attempts)
         deadline = None if job.timeout is None else time.monotonic() + job.timeout
         with self._running_lock:
@@ -417,13 +526,13 @@ class Worker:
             # Verify before importing anything: a row written by hand must not
             # make a worker import or call what it names.
             verify_job(job.func, job.args, job.kwargs, job.queue, job.signature)
-            func = load_function(job.func)
+            func, is_coroutine = self._function(job.func)
             args, kwargs = decode_arguments(job.args, job.kwargs)
         except InvalidJob as exc:
             return Outcome(False, error=describe_error(exc), permanent=True)
         token = set_current_job(context)
         try:
-            if inspect.iscoroutinefunction(func):
+            if is_coroutine:
                 result = self._run_coroutine(func(*args, **kwargs), job.timeout)
             else:
                 result = func(*args, **kwargs)
@@ -435,6 +544,15 @@ class Worker:
             reset_current_job(token)
             tidy_connections()
         return Outcome(True, result=encode_result(result), seconds=time.perf_counter() - started)
+
+    def _function(self, path):
+        """The function a job names, imported once per worker."""
+        try:
+            return self._functions[path]
+        except KeyError:
+            func = load_function(path)  # InvalidJob is not cached: fixed code gets a chance
+            self._functions[path] = found = (func, inspect.iscoroutinefunction(func))
+            return found
 
     def _enforce_timeouts(self):
         """Fail running jobs past their timeout and give their slots to new threads.
@@ -492,7 +610,12 @@ class Worker:
         """Record failures now (each needs its own decision) and return the
         successes, which are recorded in one statement with the next claim."""
         while self._done:
-            self._unrecorded.append(self._done.popleft())
+            job, outcome = self._done.popleft()
+            self._unrecorded.append((job, outcome))
+            if outcome.seconds:
+                self._job_seconds = _average(self._job_seconds, outcome.seconds)
+        if self._unrecorded and self._first_unrecorded_at is None:
+            self._first_unrecorded_at = time.monotonic()
         successes = []
         for job, outcome in self._unrecorded:
             if outcome.ok:
@@ -503,6 +626,8 @@ class Worker:
                 self._record_failure(job, outcome)
                 self._forget([(job, outcome)])
         self._unrecorded = successes
+        if not successes:
+            self._first_unrecorded_at = None
         return successes
 
     def _record_successes(self, successes):
@@ -519,13 +644,15 @@ class Worker:
         """Outcomes now stored: free their slots (and drop stored successes)."""
         if recorded is self._unrecorded:
             self._unrecorded = []
+            self._first_unrecorded_at = None
         for job, outcome in recorded:
             self._claimed.pop(job.id, None)
             if outcome.ok:
                 self.stats.succeeded += 1
-                logger.info(
-                    "job %s %s succeeded in %.1f ms", job.id, job.func, outcome.seconds * 1e3
-                )
+                if self._log_jobs:
+                    logger.info(
+                        "job %s %s succeeded in %.1f ms", job.id, job.func, outcome.seconds * 1e3
+                    )
 
     def _record_failure(self, job, outcome):
         error = outcome.error
@@ -636,6 +763,11 @@ class Worker:
         for job_id in ids:
             self._claimed.pop(job_id, None)
         self.stats.released += len(ids)
+
+
+def _average(average, value, weight=0.1):
+    """Exponentially weighted moving average: recent jobs and claims count most."""
+    return value if average is None else average + weight * (value - average)
 
 
 def _name(func):

@@ -16,6 +16,8 @@ class Store(abc.ABC):
     wakeup = "poll"
     #: Seconds between polls when the worker is not told otherwise.
     default_poll_interval = 1.0
+    #: ``claim`` returns jobs in claim order already (no ``run_at`` needed to sort).
+    claims_in_order = False
 
     def describe(self):
         """One line for the worker's banner: storage and wake-up mode."""
