@@ -12,13 +12,13 @@ and come back as the same type. A class of your own travels when it defines
 import base64
 import datetime
 import decimal
-import functools
 import hashlib
 import hmac
 import inspect
 import json
 import uuid
 
+from django.core.signals import setting_changed
 from django.utils.encoding import force_bytes
 from django.utils.module_loading import import_string
 
@@ -288,15 +288,20 @@ def decode_arguments(args, kwargs):
             f"stored arguments are malformed: args is {type(args).__name__}, kwargs is "
             f"{type(kwargs).__name__} (expected a JSON list and object)"
         )
+    if not args and not kwargs:
+        return [], {}
     try:
         return _decode(args), _decode(kwargs)
     except Exception as exc:  # any decoding problem is the row's fault, not the worker's
         raise InvalidJob(f"cannot decode stored arguments: {type(exc).__name__}: {exc}") from None
 
 
+_DB_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def dumps(value):
     """JSON text for the database; strict (no NaN) so every vendor accepts it."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return _DB_ENCODER.encode(value)
 
 
 def encode_result(value):
@@ -352,13 +357,29 @@ def _hmac_keys():
     """The HMAC keys for the site's ``SECRET_KEY`` and ``SECRET_KEY_FALLBACKS``,
     current key first. Signing is on every job's path (enqueue and run), and
     Django's ``Signer`` derives its key afresh on each call (about 30 µs): the
-    derived keys are cached per secret, the rest is one C-level HMAC."""
-    from django.conf import settings
+    derived keys are kept until those settings change, the rest is one C-level HMAC."""
+    global _keys
+    if _keys is None:
+        from django.conf import settings
 
-    return _derive_keys(settings.SECRET_KEY, tuple(getattr(settings, "SECRET_KEY_FALLBACKS", ())))
+        _keys = _derive_keys(
+            settings.SECRET_KEY, tuple(getattr(settings, "SECRET_KEY_FALLBACKS", ()))
+        )
+    return _keys
 
 
-@functools.lru_cache(maxsize=8)
+_keys = None
+
+
+def _forget_keys(setting, **kwargs):
+    global _keys
+    if setting in ("SECRET_KEY", "SECRET_KEY_FALLBACKS"):
+        _keys = None
+
+
+setting_changed.connect(_forget_keys, dispatch_uid="pgjobs.serialization.keys")
+
+
 def _derive_keys(secret_key, fallbacks):
     # What django.utils.crypto.salted_hmac does for Signer(salt=SIGNING_SALT):
     # the key salt is the signer's salt + "signer", the key sha256(salt + secret).
