@@ -119,6 +119,49 @@ class BaseJobBackend:
             unique_key=validate_unique_key(options.get("unique_key")),
         )
 
+    def prepare_many(self, jobs, **options):
+        """``prepare`` for many ``(func, args, kwargs)`` calls sharing ``options``.
+
+        The options are checked once (by preparing the first call), and a function,
+        or an ``(args, kwargs)`` pair, that recurs in ``jobs`` as the same object is
+        encoded and signed once: a bulk enqueue pays per job only for what differs.
+        An invalid call raises ``InvalidJob`` saying which one, and nothing is written.
+        """
+        if not jobs:
+            return []
+        first = self.prepare(*jobs[0], **options)
+        paths = {}
+        encoded = {}  # (id(func), id(args), id(kwargs)) -> (args, kwargs, signature)
+        specs = []
+        for index, (func, args, kwargs) in enumerate(jobs):
+            # The objects live in ``jobs`` for the whole loop, so their ids stay theirs.
+            key = (id(func), id(args), id(kwargs))
+            found = encoded.get(key)
+            if found is None:
+                try:
+                    path = paths.get(id(func)) or paths.setdefault(id(func), function_path(func))
+                    encoded_args, encoded_kwargs = encode_arguments(args, kwargs)
+                except InvalidJob as exc:
+                    raise InvalidJob(f"job {index} of enqueue_many: {exc}") from None
+                signature = sign_job(path, encoded_args, encoded_kwargs, first.queue)
+                found = encoded[key] = (path, encoded_args, encoded_kwargs, signature)
+            path, encoded_args, encoded_kwargs, signature = found
+            specs.append(
+                JobSpec(
+                    func=path,
+                    args=encoded_args,
+                    kwargs=encoded_kwargs,
+                    queue=first.queue,
+                    signature=signature,
+                    priority=first.priority,
+                    run_at=first.run_at,
+                    max_attempts=first.max_attempts,
+                    timeout=first.timeout,
+                    unique_key=first.unique_key,
+                )
+            )
+        return specs
+
     def validate_queue(self, queue):
         if queue is None:
             return self.queues[0] if self.queues else DEFAULT_QUEUE
