@@ -784,7 +784,7 @@ class Scale:
                 raise BenchError(f"bulk enqueue: {res['unsupported']}")
             polls = []
             done_at = self.wait_done(
-                workers, n, timeout=max(120.0, n / 20.0), on_poll=lambda: polls.append(1)
+                workers, n, timeout=max(120.0, n / 100.0), on_poll=lambda: polls.append(1)
             )
             run["others_during"] = meter.stop({p.pid for p in workers.procs})
             rate, run["span_s"] = self.rate()
@@ -908,7 +908,7 @@ class Scale:
             self.wait_done(
                 workers,
                 n,
-                timeout=max(120.0, n / 20.0),
+                timeout=max(120.0, n / 100.0),
                 on_poll=lambda: rss.append(_proc_status(pid)["VmRSS"]),
             )
             time.sleep(1.0)
