@@ -73,6 +73,16 @@ class Job(models.Model):
                 name="pgjobs_job_lease_idx",
                 condition=models.Q(lease_expires_at__isnull=False),
             ),
+            # Finished jobs by status and age, for the retention every worker
+            # enforces (KEEP_SUCCEEDED, KEEP_FAILED) and pgjobs_prune: a prune reads
+            # only expired rows of the statuses it deletes, however many failed
+            # jobs are kept meanwhile. Partial, so ready and running rows have no
+            # entry; MySQL/MariaDB ignore the condition and index every row.
+            models.Index(
+                fields=["status", "finished_at"],
+                name="pgjobs_job_finished_idx",
+                condition=models.Q(finished_at__isnull=False),
+            ),
         ]
         constraints = [
             models.CheckConstraint(
