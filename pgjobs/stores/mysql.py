@@ -14,6 +14,7 @@ zone it runs in. Every statement here, and the ORM operations through
 """
 
 import contextlib
+import datetime
 import logging
 import random
 import time
@@ -87,6 +88,21 @@ SECONDS_UNTIL_DUE = """
 SELECT TIMESTAMPDIFF(MICROSECOND, {now}, MIN(run_at)) FROM pgjobs_job
 WHERE status = 'ready' {queue_filter}
 """
+
+# Retention: lock up to N jobs in the given statuses that finished before now -
+# age, oldest first (in the order of pgjobs_job_finished_idx, so that it is read
+# and no more), skipping rows another pruner holds, then delete them in the same
+# short transaction. Concurrent pruners take different rows and never wait for
+# each other; each row is deleted once.
+PRUNE_LOCK = """
+SELECT id FROM pgjobs_job
+WHERE status IN %(statuses)s AND finished_at < {now} - INTERVAL %(age)s MICROSECOND
+ORDER BY status, finished_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+"""
+
+PRUNE_DELETE = "DELETE FROM pgjobs_job WHERE id IN ({ids})"
 
 
 class UtcNow(Func):
@@ -342,6 +358,41 @@ class MySQLStore(OrmStore):
 
     def release(self, *args, **kwargs):
         return self._retrying(super().release, *args, **kwargs)
+
+    def prune_batch(self, older_than, statuses, limit):
+        """Delete up to ``limit`` expired jobs: lock them (``SKIP LOCKED``), delete
+        them, commit; two round trips, retried after a deadlock."""
+        return self._retrying(self._prune_batch, older_than, statuses, limit)
+
+    def _prune_batch(self, older_than, statuses, limit):
+        params = {
+            "statuses": tuple(statuses),
+            "age": older_than // datetime.timedelta(microseconds=1),
+            "limit": limit,
+        }
+        own = not self._in_transaction()
+        first = []
+        if own:
+            if self.connection.isolation_level != "read committed":
+                first.append("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            first.append("START TRANSACTION")
+        first.append(PRUNE_LOCK.format(now=self._now_sql()))
+        connection = self.connection
+        together = connection.settings_dict["OPTIONS"].get("multi_statements", True)
+        with connection.cursor() as cursor, connection.wrap_database_errors:
+            try:
+                rows = _execute_all(cursor, first, params, together)
+                ids = ", ".join(str(int(job_id)) for (job_id,) in rows)
+                then = [PRUNE_DELETE.format(ids=ids)] if rows else []
+                then += ["COMMIT"] if own else []
+                if then:
+                    _execute_all(cursor, then, None, together)
+            except BaseException:
+                if own:
+                    with contextlib.suppress(Exception):
+                        cursor.execute("ROLLBACK")
+                raise
+        return len(rows)
 
     def seconds_until_due(self, queues):
         query = SECONDS_UNTIL_DUE.format(

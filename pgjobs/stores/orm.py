@@ -347,6 +347,27 @@ class OrmStore(Store):
                 return deleted
             deleted += self.jobs().filter(pk__in=batch).delete()[0]
 
+    def prune_batch(self, older_than, statuses, limit):
+        """Delete up to ``limit`` jobs in ``statuses`` that finished more than
+        ``older_than`` (a timedelta) ago, by the database's clock; return how many.
+
+        Short statements, for the retention every worker enforces (see
+        ``pgjobs_worker``): callers run it again while it returns ``limit``.
+        Oldest first, in the order of ``pgjobs_job_finished_idx``, so that the
+        database reads that index and no more than it needs. Vendor stores
+        override this so that concurrent pruners skip each other's rows; this
+        portable version may let two of them pick the same rows, which one
+        deletes and the other finds gone.
+        """
+        statuses = list(statuses)
+        expired = self.jobs().filter(
+            status__in=statuses, finished_at__lt=self.now() - Value(older_than)
+        )
+        ids = list(expired.order_by("status", "finished_at").values_list("pk", flat=True)[:limit])
+        if not ids:
+            return 0
+        return self.jobs().filter(pk__in=ids, status__in=statuses).delete()[0]
+
     def rescue(self):
         self.workers().filter(
             heartbeat_at__lt=self.now() - Value(seconds(3 * self.lease_seconds))

@@ -98,6 +98,29 @@ SELECT EXTRACT(EPOCH FROM min(run_at) - statement_timestamp())::float8
 FROM pgjobs_job WHERE status = 'ready' {queue_filter}
 """
 
+# Retention: delete up to N jobs in the given statuses that finished before
+# now - age, oldest first. The ORDER BY is the index's, so the planner reads
+# pgjobs_job_finished_idx and stops after N rows (without it, when many rows
+# have expired, it prefers a sequential scan that may read much of the table
+# before finding them); the ids come back as one array, so the DELETE finds
+# them by primary key whatever a generic plan guesses of N. SKIP LOCKED:
+# concurrent pruners (one per worker) take different rows and never wait for
+# each other, nor for a person retrying a failed job in the admin; each row is
+# deleted once.
+PRUNE_BATCH = """
+WITH deleted AS (
+    DELETE FROM pgjobs_job WHERE id = ANY(ARRAY(
+        SELECT id FROM pgjobs_job
+        WHERE status = ANY(%(statuses)s) AND finished_at < now() - %(age)s * interval '1 second'
+        ORDER BY status, finished_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ))
+    RETURNING 1
+)
+SELECT count(*) FROM deleted
+"""
+
 
 class PostgresStore(OrmStore):
     """Jobs in a PostgreSQL database, through Django's connection for the alias."""
@@ -316,6 +339,16 @@ class PostgresStore(OrmStore):
             except psycopg.Error:
                 pass
             self._listener = None
+
+    def prune_batch(self, older_than, statuses, limit):
+        """Delete up to ``limit`` expired jobs in one statement (``PRUNE_BATCH``)."""
+        params = {
+            "statuses": list(statuses),
+            "age": older_than.total_seconds(),
+            "limit": limit,
+        }
+        ((deleted,),) = self._execute(PRUNE_BATCH, params)
+        return deleted
 
 
 def _claimed(rows):

@@ -959,6 +959,12 @@ class RedisStore(Store):
             if n == 0:
                 return deleted
 
+    def prune_batch(self, older_than, statuses, limit):
+        """Delete jobs in ``statuses`` that finished more than ``older_than`` ago, up
+        to ``limit`` per queue and status, in one script call; return how many.
+        For the retentions shorter than the keys' own expiry (``RedisBackend``)."""
+        return self._run("prune", older_than // MICROSECOND, limit, "0", *statuses)
+
     # -- schedules -------------------------------------------------------------------
 
     def get_schedules(self, names):

@@ -91,6 +91,18 @@ COUNT_DUE = (
     "SELECT COUNT(*) FROM pgjobs_job WHERE status = 'ready' AND run_at <= %(now)s {queue_filter}"
 )
 
+# Retention: up to N jobs in the given statuses that finished before a cutoff,
+# oldest first, read from pgjobs_job_finished_idx (``finished_at <`` implies
+# its ``finished_at IS NOT NULL``). SQLite has one writer: pruners take turns.
+PRUNE_BATCH = """
+DELETE FROM pgjobs_job WHERE id IN (
+    SELECT id FROM pgjobs_job
+    WHERE status IN ({statuses}) AND finished_at < %(cutoff)s
+    ORDER BY status, finished_at
+    LIMIT %(limit)s
+)
+"""
+
 
 def is_busy(exc):
     """SQLite's "database is locked" (or "database table is locked")."""
@@ -352,6 +364,22 @@ class SQLiteStore(OrmStore):
         if next_run is None:
             return None
         return max(0.0, (self._from_db_time(next_run) - timezone.now()).total_seconds())
+
+    def prune_batch(self, older_than, statuses, limit):
+        """Delete up to ``limit`` expired jobs in one statement, under the write
+        lock (taken first, waiting the busy timeout), retried while busy."""
+        return self._retrying(self._prune_batch, older_than, statuses, limit)
+
+    def _prune_batch(self, older_than, statuses, limit):
+        params = {"cutoff": self._db_time(timezone.now() - older_than), "limit": limit}
+        names = []
+        for n, status in enumerate(statuses):
+            params[f"status{n}"] = status
+            names.append(f"%(status{n})s")
+        query = PRUNE_BATCH.format(statuses=", ".join(names))
+        with self._write_transaction(), self.connection.cursor() as cursor:
+            cursor.execute(query, params)
+            return cursor.rowcount
 
     def count_due(self, queues):
         params = {"now": self._db_time(timezone.now())}
