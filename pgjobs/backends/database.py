@@ -5,13 +5,60 @@ vendor (``pgjobs/stores/``), which owns every SQL statement. ``pgjobs_worker`` a
 ``pgjobs_drain`` work the same store.
 """
 
+import datetime
+import math
+import numbers
+
 from asgiref.sync import sync_to_async
 from django.utils.functional import cached_property
 
+from .. import records
 from ..exceptions import InvalidBackend, JobNotFound
 from ..refs import JobRef
 from ..retry import RetryPolicy
 from .base import BaseJobBackend
+
+#: How long a succeeded job stays by default: 5 minutes. Long enough for whoever
+#: enqueued it to read its result (``JobRef.wait()``, ``ref.result``, Django's
+#: ``TaskResult``), short enough that the table holds minutes of history, not
+#: weeks, at any rate of jobs: at 2,000 jobs/s that is 600,000 rows. (Oban's
+#: pruner keeps a minute, River a day.)
+DEFAULT_KEEP_SUCCEEDED = 300.0
+#: How long failed and cancelled jobs stay by default: a week, for a person to see.
+DEFAULT_KEEP_FAILED = 7 * 24 * 3600.0
+
+#: The statuses each retention option covers.
+SUCCEEDED_STATUSES = (records.SUCCEEDED,)
+FAILED_STATUSES = (records.FAILED, records.CANCELLED)
+
+
+def retention_option(options, key, default, *, allow_false):
+    """``OPTIONS[key]`` (``KEEP_SUCCEEDED``, ``KEEP_FAILED``) as True (keep until
+    ``pgjobs_prune`` deletes them), False (delete at once; only where
+    ``allow_false``) or seconds > 0 as a float; ``InvalidBackend`` otherwise."""
+    value = options.get(key, default)
+    if isinstance(value, bool):
+        if value or allow_false:
+            return value
+    elif isinstance(value, datetime.timedelta):
+        if value > datetime.timedelta(0):
+            return value.total_seconds()
+    elif isinstance(value, numbers.Real) and 0 < value < math.inf:
+        return float(value)
+    accepted = "True (keep them until pgjobs_prune deletes them), "
+    if allow_false:
+        accepted += "False (delete each job as soon as it succeeds), "
+    accepted += "or how long to keep them: a number of seconds > 0 or a datetime.timedelta"
+    raise InvalidBackend(f"OPTIONS[{key!r}] must be {accepted}; not {value!r}")
+
+
+def retention_rules_for(keep_succeeded, keep_failed):
+    """``[(statuses, timedelta)]``: the finished jobs that expire, and after how long."""
+    rules = []
+    for statuses, keep in ((SUCCEEDED_STATUSES, keep_succeeded), (FAILED_STATUSES, keep_failed)):
+        if not isinstance(keep, bool):
+            rules.append((statuses, datetime.timedelta(seconds=keep)))
+    return rules
 
 
 class DatabaseBackend(BaseJobBackend):
@@ -23,7 +70,10 @@ class DatabaseBackend(BaseJobBackend):
     ``TIMEOUT`` (seconds an attempt may take by default; none), ``LEASE_SECONDS``
     (20: how long a claim lasts without a heartbeat), ``POLL_INTERVAL`` (the
     store's default), ``CHANNEL`` (Postgres NOTIFY channel, ``"pgjobs"``),
-    ``KEEP_SUCCEEDED`` (True; False deletes a job as soon as it succeeds).
+    ``KEEP_SUCCEEDED`` (how long succeeded jobs stay: 300 s; a number of seconds
+    or a timedelta, True until pruned by hand, False not at all),
+    ``KEEP_FAILED`` (the same for failed and cancelled jobs: 7 days; True
+    until pruned by hand). Workers delete jobs past these (``retention_rules``).
     """
 
     option_names = {
@@ -37,6 +87,7 @@ class DatabaseBackend(BaseJobBackend):
         "POLL_INTERVAL",
         "CHANNEL",
         "KEEP_SUCCEEDED",
+        "KEEP_FAILED",
     }
 
     def __init__(self, options):
@@ -52,11 +103,13 @@ class DatabaseBackend(BaseJobBackend):
         self.lease_seconds = self._positive_number("LEASE_SECONDS", 20.0)
         self.poll_interval = self._positive_number("POLL_INTERVAL", None, allow_none=True)
         self.channel = self.options.get("CHANNEL", "pgjobs")
-        self.keep_succeeded = self.options.get("KEEP_SUCCEEDED", True)
-        if not isinstance(self.keep_succeeded, bool):
-            raise InvalidBackend(
-                f"OPTIONS['KEEP_SUCCEEDED'] must be True or False, not {self.keep_succeeded!r}"
-            )
+        # True, False or seconds; the store only asks whether to keep the row at all.
+        self.keep_succeeded = retention_option(
+            self.options, "KEEP_SUCCEEDED", DEFAULT_KEEP_SUCCEEDED, allow_false=True
+        )
+        self.keep_failed = retention_option(
+            self.options, "KEEP_FAILED", DEFAULT_KEEP_FAILED, allow_false=False
+        )
 
     @cached_property
     def store(self):
@@ -72,6 +125,11 @@ class DatabaseBackend(BaseJobBackend):
     def get_store(self):
         """The store a worker works (the store interface of DESIGN.md)."""
         return self.store
+
+    def retention_rules(self):
+        """``[(statuses, timedelta)]``: finished jobs that workers delete once they
+        finished longer ago than that (``KEEP_SUCCEEDED``, ``KEEP_FAILED``)."""
+        return retention_rules_for(self.keep_succeeded, self.keep_failed)
 
     def prepare(self, func, args, kwargs, when=None, **options):
         spec = super().prepare(func, args, kwargs, when, **options)

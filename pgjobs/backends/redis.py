@@ -15,9 +15,14 @@ from ..exceptions import InvalidBackend, JobNotFound
 from ..refs import JobRef
 from ..retry import RetryPolicy
 from .base import BaseJobBackend
+from .database import (
+    DEFAULT_KEEP_FAILED,
+    DEFAULT_KEEP_SUCCEEDED,
+    retention_option,
+    retention_rules_for,
+)
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
-DEFAULT_RESULT_TTL = 7 * 24 * 3600.0
 
 
 class PendingPush:
@@ -65,12 +70,16 @@ class RedisBackend(BaseJobBackend):
     OPTIONS (all optional): ``URL`` (``"redis://127.0.0.1:6379/0"``), ``PREFIX``
     (``"pgjobs"``: every key starts with it), ``CONNECTION_OPTIONS`` (passed to
     ``redis.Redis.from_url``), ``QUEUES``, ``MAX_ATTEMPTS``, ``RETRY_DELAY``,
-    ``RETRY_MAX_DELAY``, ``TIMEOUT``, ``LEASE_SECONDS`` and ``POLL_INTERVAL`` as
-    for ``DatabaseBackend``, ``RESULT_TTL`` (seconds a finished job and its
-    result or error are kept: 7 days; ``None`` keeps them until
-    ``pgjobs_prune``), ``KEEP_SUCCEEDED`` (True; False deletes a job as soon as
-    it succeeds), ``DATABASE`` (the Django database whose transactions
-    hold enqueues back until commit: ``"default"``; ``None`` pushes at once).
+    ``RETRY_MAX_DELAY``, ``TIMEOUT``, ``LEASE_SECONDS``, ``POLL_INTERVAL``,
+    ``KEEP_SUCCEEDED`` (300 s) and ``KEEP_FAILED`` (7 days) as for
+    ``DatabaseBackend``, ``RESULT_TTL`` (the older option: both retentions at
+    once, ``None`` meaning True; ``KEEP_SUCCEEDED``/``KEEP_FAILED`` given beside
+    it win), ``DATABASE`` (the Django database whose transactions hold enqueues
+    back until commit: ``"default"``; ``None`` pushes at once).
+
+    Retention is Redis's own key expiry where it can be: every finished job's
+    key expires after the longest finite retention (``result_ttl``), and
+    workers delete the jobs of a shorter one (``retention_rules``) sooner.
     """
 
     option_names = {
@@ -86,6 +95,7 @@ class RedisBackend(BaseJobBackend):
         "POLL_INTERVAL",
         "RESULT_TTL",
         "KEEP_SUCCEEDED",
+        "KEEP_FAILED",
         "DATABASE",
     }
 
@@ -112,17 +122,38 @@ class RedisBackend(BaseJobBackend):
         self.default_timeout = self._positive_number("TIMEOUT", None, allow_none=True)
         self.lease_seconds = self._positive_number("LEASE_SECONDS", 20.0)
         self.poll_interval = self._positive_number("POLL_INTERVAL", None, allow_none=True)
-        self.result_ttl = self._positive_number("RESULT_TTL", DEFAULT_RESULT_TTL, allow_none=True)
-        self.keep_succeeded = self.options.get("KEEP_SUCCEEDED", True)
-        if not isinstance(self.keep_succeeded, bool):
-            raise InvalidBackend(
-                f"OPTIONS['KEEP_SUCCEEDED'] must be True or False, not {self.keep_succeeded!r}"
-            )
+        self._init_retention()
         self.database = self.options.get("DATABASE", "default")
         if self.database is not None and not isinstance(self.database, str):
             raise InvalidBackend(
                 f"OPTIONS['DATABASE'] must be a database alias or None, not {self.database!r}"
             )
+
+    def _init_retention(self):
+        """``keep_succeeded``, ``keep_failed`` (True, False or seconds, as for
+        ``DatabaseBackend``) and ``result_ttl``, the expiry every finished job's key
+        gets: the longest finite retention (None when one is True: no expiry)."""
+        keep_succeeded, keep_failed = DEFAULT_KEEP_SUCCEEDED, DEFAULT_KEEP_FAILED
+        if "RESULT_TTL" in self.options:
+            ttl = self._positive_number("RESULT_TTL", None, allow_none=True)
+            keep_succeeded = keep_failed = True if ttl is None else ttl
+        self.keep_succeeded = retention_option(
+            self.options, "KEEP_SUCCEEDED", keep_succeeded, allow_false=True
+        )
+        self.keep_failed = retention_option(
+            self.options, "KEEP_FAILED", keep_failed, allow_false=False
+        )
+        kept = [keep for keep in (self.keep_succeeded, self.keep_failed) if keep is not False]
+        self.result_ttl = None if any(keep is True for keep in kept) else max(kept)
+
+    def retention_rules(self):
+        """``[(statuses, timedelta)]`` that workers enforce: the retentions shorter
+        than the keys' own expiry (``result_ttl``), which Redis enforces itself."""
+        return [
+            (statuses, age)
+            for statuses, age in retention_rules_for(self.keep_succeeded, self.keep_failed)
+            if self.result_ttl is None or age.total_seconds() < self.result_ttl
+        ]
 
     @cached_property
     def store(self):
