@@ -8,6 +8,7 @@ from django.core.management.base import CommandError
 
 from ...handler import get_backend
 from ...schedule import configured_scheduler
+from ._retention import Pruner
 
 
 def add_worker_arguments(parser):
@@ -44,6 +45,16 @@ def scheduler_for(backend):
         return configured_scheduler(backend)
     except ImproperlyConfigured as exc:
         raise CommandError(str(exc)) from None
+
+
+def pruner_for(backend):
+    """The ``Pruner`` that deletes finished jobs past ``KEEP_SUCCEEDED`` and
+    ``KEEP_FAILED`` (None when none of them expire, or the store cannot)."""
+    rules = backend.retention_rules() if hasattr(backend, "retention_rules") else []
+    store = backend.get_store()
+    if not rules or not hasattr(store, "prune_batch"):
+        return None
+    return Pruner(store, rules)
 
 
 def queues_to_work(backend, requested):

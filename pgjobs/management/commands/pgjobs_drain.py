@@ -7,6 +7,7 @@ from ._options import (
     add_worker_arguments,
     check_concurrency,
     configure_logging,
+    pruner_for,
     queues_to_work,
     scheduler_for,
     workable_backend,
@@ -41,6 +42,7 @@ class Command(BaseCommand):
         store = backend.get_store()
         queues = queues_to_work(backend, options["queues"])
         scheduler = scheduler_for(backend)
+        pruner = pruner_for(backend)
         worker = Worker(
             store,
             queues=queues,
@@ -49,7 +51,7 @@ class Command(BaseCommand):
             burst=True,
             max_jobs=options["max_jobs"],
             max_seconds=options["max_seconds"],
-            periodic=[scheduler.periodic()] if scheduler else None,
+            periodic=[part.periodic() for part in (scheduler, pruner) if part] or None,
         )
         worker.install_signal_handlers()
         stats = worker.run()
@@ -60,3 +62,7 @@ class Command(BaseCommand):
         )
         if scheduler:
             self.stdout.write(f"pgjobs_drain: enqueued {scheduler.enqueued} scheduled job(s)")
+        if pruner and pruner.deleted:
+            self.stdout.write(
+                f"pgjobs_drain: deleted {pruner.deleted} finished job(s) past their retention"
+            )

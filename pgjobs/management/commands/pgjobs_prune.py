@@ -1,4 +1,10 @@
-"""``manage.py pgjobs_prune``: delete finished jobs older than a given age, in batches."""
+"""``manage.py pgjobs_prune``: delete finished jobs older than a given age, in batches.
+
+Workers enforce ``KEEP_SUCCEEDED`` and ``KEEP_FAILED`` by themselves
+(``_retention.py``); this command is for pruning by hand, and keeps its own
+explicit ``--older-than`` (7 days by default) rather than following those options,
+so that an existing cron line does not start deleting more than it did.
+"""
 
 import re
 from datetime import timedelta
@@ -23,7 +29,9 @@ def parse_age(text):
 class Command(BaseCommand):
     help = (
         "Delete finished jobs (succeeded, failed, cancelled) that finished longer ago than "
-        "--older-than. Deletes in small batches, so it never holds long locks."
+        "--older-than. Deletes in small batches, so it never holds long locks. Workers and "
+        "drains already delete jobs older than OPTIONS['KEEP_SUCCEEDED'] (5 minutes) and "
+        "['KEEP_FAILED'] (7 days); this is for pruning by hand, e.g. when those are True."
     )
 
     def add_arguments(self, parser):

@@ -7,6 +7,7 @@ from ._options import (
     add_worker_arguments,
     check_concurrency,
     configure_logging,
+    pruner_for,
     queues_to_work,
     scheduler_for,
     workable_backend,
@@ -46,6 +47,7 @@ class Command(BaseCommand):
         backend = workable_backend()
         store = backend.get_store()
         scheduler = scheduler_for(backend)
+        pruner = pruner_for(backend)
         worker = Worker(
             store,
             queues=queues_to_work(backend, options["queues"]),
@@ -54,7 +56,7 @@ class Command(BaseCommand):
             grace_period=options["grace_period"],
             retry_policy=backend.retry_policy,
             prefetch=max(0, options["prefetch"]),
-            periodic=[scheduler.periodic()] if scheduler else None,
+            periodic=[part.periodic() for part in (scheduler, pruner) if part] or None,
         )
         worker.install_signal_handlers()
         if options["verbosity"] > 0:
@@ -67,6 +69,7 @@ class Command(BaseCommand):
                 + "\n"
                 f"  wake-up:     {_wakeup(store, worker)}\n"
                 + (f"  schedules:   {_schedules(scheduler)}\n" if scheduler else "")
+                + (f"  retention:   {pruner.describe()}\n" if pruner else "")
                 + "Stop with Ctrl-C or SIGTERM."
             )
             self.stdout.flush()

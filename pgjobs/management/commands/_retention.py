@@ -1,0 +1,114 @@
+"""The pruner ``pgjobs_worker`` and ``pgjobs_drain`` run beside their jobs: it
+deletes finished jobs once they are older than the backend's retention
+(``KEEP_SUCCEEDED``, ``KEEP_FAILED``), so the job table holds minutes or days of
+history, not all of it, without a cron job.
+
+It is a ``periodic`` callable of the ``Worker`` (as the scheduler is), so it runs
+on the worker's main thread between claims: each call deletes a few small
+batches and stops after ``max_batches`` or ``time_budget``, whichever comes
+first, so that claims are never held up for long and no statement holds many
+row locks. With rows left over, it asks to run again in about a second;
+otherwise at about half the shortest retention (at most a minute), jittered so
+that the pruners of workers started together do not run in step. Every worker
+runs one: the stores' ``prune_batch`` lets concurrent pruners skip each other's
+rows, so several of them share a backlog instead of repeating work.
+"""
+
+import logging
+import random
+import time
+
+logger = logging.getLogger("pgjobs")
+
+#: Rows per DELETE statement.
+BATCH_SIZE = 2000
+#: Statements per call at most.
+MAX_BATCHES = 10
+#: Seconds a call may go on starting statements (the worker's main loop waits).
+TIME_BUDGET = 0.25
+#: Seconds until the next call when a call stopped with expired rows left.
+BACKLOG_DELAY = 1.0
+#: Bounds of the seconds between calls when there is nothing left to delete.
+MIN_INTERVAL = 1.0
+MAX_INTERVAL = 60.0
+#: Each delay is multiplied by a random factor in this range.
+JITTER = (0.8, 1.2)
+
+
+class Pruner:
+    """Deletes the finished jobs of ``store`` that ``rules`` (``[(statuses,
+    timedelta)]``, from the backend's ``retention_rules()``) say have expired."""
+
+    def __init__(
+        self,
+        store,
+        rules,
+        *,
+        batch_size=BATCH_SIZE,
+        max_batches=MAX_BATCHES,
+        time_budget=TIME_BUDGET,
+        clock=time.monotonic,
+    ):
+        if not rules:
+            raise ValueError("a Pruner needs at least one (statuses, age) rule")
+        self.store = store
+        self.rules = [(tuple(statuses), age) for statuses, age in rules]
+        self.batch_size = batch_size
+        self.max_batches = max_batches
+        self.time_budget = time_budget
+        self.clock = clock
+        shortest = min(age.total_seconds() for _, age in self.rules)
+        self.interval = min(max(shortest / 2, MIN_INTERVAL), MAX_INTERVAL)
+        self.deleted = 0  # jobs this pruner deleted
+
+    def describe(self):
+        """One line for the worker's banner: what expires when."""
+        rules = ", ".join(
+            f"{'/'.join(statuses)} after {_duration(age.total_seconds())}"
+            for statuses, age in self.rules
+        )
+        return f"deletes {rules} (looks every {_duration(self.interval)})"
+
+    def periodic(self):
+        """The ``(interval, callable)`` pair a ``Worker`` runs (its ``periodic``
+        argument); ``prune`` returns each next delay, jitter included."""
+        return (self.interval * JITTER[1], self.prune)
+
+    def prune(self):
+        """Delete expired jobs, a bounded number of batches, taking the rules in
+        turn so that a backlog of one does not starve the other; return the
+        seconds until the next call."""
+        started = self.clock()
+        pending = list(self.rules)
+        batches = deleted = 0
+        while pending and batches < self.max_batches:
+            for rule in list(pending):
+                statuses, age = rule
+                n = self.store.prune_batch(age, statuses, self.batch_size)
+                deleted += n
+                batches += 1
+                if n < self.batch_size:
+                    pending.remove(rule)  # its expired rows are gone (or held by another pruner)
+                if batches >= self.max_batches or self.clock() - started >= self.time_budget:
+                    break
+            else:
+                continue
+            break
+        self.deleted += deleted
+        if deleted:
+            logger.debug(
+                "pgjobs: deleted %d finished job(s) past their retention in %.3f s%s",
+                deleted,
+                self.clock() - started,
+                ", more to come" if pending else "",
+            )
+        delay = BACKLOG_DELAY if pending else self.interval
+        return delay * random.uniform(*JITTER)
+
+
+def _duration(seconds):
+    """``300`` -> ``5 min``, ``604800`` -> ``7 d``, ``90`` -> ``90 s``."""
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g} {unit}"
+    return f"{seconds:g} s"
