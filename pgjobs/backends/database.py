@@ -161,7 +161,7 @@ class DatabaseBackend(BaseJobBackend):
         )
 
     def enqueue_many(self, jobs, **options):
-        specs = [self.prepare(func, args, kwargs, **options) for func, args, kwargs in jobs]
+        specs = self.prepare_many(jobs, **options)
         if any(spec.unique_key is not None for spec in specs):
             return [self._store(spec) for spec in specs]  # each may meet an existing job
         return [JobRef(info, self) for info in self.store.enqueue_many(specs)]

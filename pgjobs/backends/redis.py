@@ -201,7 +201,7 @@ class RedisBackend(BaseJobBackend):
         )
 
     def enqueue_many(self, jobs, **options):
-        specs = [self.prepare(func, args, kwargs, **options) for func, args, kwargs in jobs]
+        specs = self.prepare_many(jobs, **options)
         if not specs:
             return []
         return self._push(specs)

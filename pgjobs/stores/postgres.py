@@ -1,10 +1,13 @@
 """The PostgreSQL store: claims with ``FOR UPDATE SKIP LOCKED`` in one statement,
 wakes idle workers with ``LISTEN/NOTIFY``. All of pgjobs' Postgres SQL is here."""
 
+import datetime
+import json
 import logging
 import time
 
 import psycopg
+from django.db import transaction
 from psycopg import sql
 
 from .. import records
@@ -19,7 +22,10 @@ _INSERT_COLUMNS = (
 )
 
 # One round trip: the INSERT, and a NOTIFY (sent at commit, so a rolled-back
-# transaction wakes nobody) only when the job is due now.
+# transaction wakes nobody) only when the job is due now. The payload names the
+# queue, the first new job's id and how many jobs there are: workers use the id
+# to share out who answers (see Worker._answers), so that N new jobs wake about
+# N workers rather than all of them.
 ENQUEUE = f"""
 WITH job AS (
     INSERT INTO pgjobs_job ({_INSERT_COLUMNS})
@@ -27,12 +33,16 @@ WITH job AS (
     {{on_conflict}}
     RETURNING {", ".join(INFO_FIELDS)}
 )
-SELECT job.*, CASE WHEN job.run_at <= statement_timestamp() THEN pg_notify(%s, job.queue) END FROM job
+SELECT job.*, CASE WHEN job.run_at <= statement_timestamp()
+                   THEN pg_notify(%s, json_build_object('q', job.queue, 'id', job.id, 'n', 1)::text)
+              END
+FROM job
 """
 # A unique job: no row (and no error, which would abort the caller's
 # transaction) when an active job holds the key.
 ENQUEUE_UNIQUE = ENQUEUE.replace(
-    "{on_conflict}", "ON CONFLICT ON CONSTRAINT pgjobs_job_unique_active_key DO NOTHING"
+    "{on_conflict}",
+    "ON CONFLICT (active_unique_key) WHERE active_unique_key IS NOT NULL DO NOTHING",
 )
 ENQUEUE = ENQUEUE.replace("{on_conflict}", "")
 
@@ -48,11 +58,33 @@ WITH job AS (
     ORDER BY n
     RETURNING {", ".join(INFO_FIELDS)}
 ), woken AS (
-    SELECT pg_notify(%s, queue) FROM (SELECT DISTINCT queue FROM job WHERE run_at <= statement_timestamp()) q
+    SELECT pg_notify(%s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
+    FROM job WHERE run_at <= statement_timestamp() GROUP BY queue
 )
 SELECT job.*, (SELECT count(*) FROM woken) FROM job ORDER BY job.id
 """
 
+# Bulk enqueue by COPY (see PostgresStore.enqueue_many): ids are taken from the
+# table's sequence first, with the database's clock for jobs due now, so that
+# the rows need no RETURNING and the refs need no parsing.
+# The sequence is named in the statement as a regclass literal, found once
+# per store: looking it up per row would cost ten times the nextval itself.
+SEQUENCE_NAME = "SELECT pg_get_serial_sequence('pgjobs_job', 'id')"
+RESERVE_IDS = """
+SELECT statement_timestamp(), array(SELECT nextval({sequence}::regclass) FROM generate_series(1, %s))
+"""
+COPY_JOBS = f"COPY pgjobs_job (id, created_at, {_INSERT_COLUMNS}) FROM STDIN"
+NOTIFY_QUEUES = """
+SELECT pg_notify(%s, json_build_object('q', q, 'id', i, 'n', n)::text)
+FROM unnest(%s::text[], %s::bigint[], %s::int[]) AS v(q, i, n)
+"""
+#: Below this many jobs, one INSERT statement beats three round trips.
+COPY_THRESHOLD = 100
+COPY_CHUNK = 5000
+
+# ``ids`` arrives as one array literal and ``results`` as NULL when every result
+# is None (unnest pads it with NULLs): a no-op job then costs no per-element
+# dumping in Python.
 FINISHED = """
 UPDATE pgjobs_job AS j
 SET status = 'succeeded', result = v.result::jsonb, finished_at = now(), lease_expires_at = NULL
@@ -69,7 +101,8 @@ WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
 
 # The claim: lock up to N due rows in claim order, skipping rows other workers
 # hold, and mark them running, in one statement. MATERIALIZED keeps the planner
-# from re-evaluating the subquery per updated row.
+# from re-evaluating the subquery per updated row. Rows come back in claim order
+# (RETURNING has none), so the worker needs no run_at to sort them by.
 CLAIM = """
 WITH {finished} next AS MATERIALIZED (
     SELECT id FROM pgjobs_job
@@ -77,13 +110,16 @@ WITH {finished} next AS MATERIALIZED (
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE pgjobs_job AS j
+    SET status = 'running', attempts = j.attempts + 1, started_at = now(),
+        worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
+    FROM next WHERE j.id = next.id
+    RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
+              j.attempts, j.max_attempts, j.timeout, j.signature
 )
-UPDATE pgjobs_job AS j
-SET status = 'running', attempts = j.attempts + 1, started_at = now(),
-    worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
-FROM next WHERE j.id = next.id
-RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
-          j.attempts, j.max_attempts, j.timeout, j.signature
+SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature
+FROM claimed ORDER BY priority DESC, run_at, id
 """
 
 # Recording the last batch's successes and claiming the next batch share one
@@ -126,6 +162,7 @@ class PostgresStore(OrmStore):
     """Jobs in a PostgreSQL database, through Django's connection for the alias."""
 
     wakeup = "listen"
+    claims_in_order = True
     # LISTEN wakes workers for jobs due now; polling only backs it up (and
     # deferred jobs are waited for exactly, see ``seconds_until_due``).
     default_poll_interval = 2.0
@@ -136,6 +173,7 @@ class PostgresStore(OrmStore):
         self._listen_queues = None
         self._listening = False
         self._listener_failed_at = None
+        self._reserve_ids = None  # RESERVE_IDS with the table's sequence filled in
 
     def describe(self):
         return (
@@ -220,6 +258,8 @@ class PostgresStore(OrmStore):
     def enqueue_many(self, specs):
         if not specs:
             return []
+        if len(specs) >= COPY_THRESHOLD:
+            return self._copy_many(specs)
         columns = [
             [s.func for s in specs],
             [dumps(s.args) for s in specs],
@@ -234,6 +274,49 @@ class PostgresStore(OrmStore):
         ]
         rows = self._execute(ENQUEUE_MANY, [*columns, self.channel])
         return [_info(row) for row in rows]
+
+    def _copy_many(self, specs):
+        """Many jobs by COPY, in one transaction (the caller's, if any): reserve ids
+        and read the clock, COPY the rows, then one NOTIFY per queue with a job due
+        now, delivered at commit. Three round trips however many jobs."""
+        connection = self.connection
+        with transaction.atomic(using=self.alias):
+            ((now, ids),) = self._execute(self._reserve_ids_query(), [len(specs)])
+            with connection.wrap_database_errors:
+                with psycopg.Cursor(connection.connection) as cursor:
+                    with cursor.copy(COPY_JOBS) as copy:
+                        # In chunks: the server parses one while the next is built.
+                        for start in range(0, len(specs), COPY_CHUNK):
+                            end = start + COPY_CHUNK
+                            copy.write(_copy_text(ids[start:end], now, specs[start:end]))
+            due = {}  # queue -> [first id, count] of the jobs due now
+            for job_id, spec in zip(ids, specs, strict=True):
+                if spec.run_at is None or spec.run_at <= now:
+                    due.setdefault(spec.queue, [job_id, 0])[1] += 1
+            if due:
+                queues = sorted(due)
+                params = [queues, [due[q][0] for q in queues], [due[q][1] for q in queues]]
+                self._execute(NOTIFY_QUEUES, [self.channel, *params], fetch=False)
+        return [
+            JobInfo(
+                id=job_id,
+                func=spec.func,
+                queue=spec.queue,
+                status=records.READY,
+                priority=spec.priority,
+                run_at=spec.run_at or now,
+                max_attempts=spec.max_attempts,
+                created_at=now,
+            )
+            for job_id, spec in zip(ids, specs, strict=True)
+        ]
+
+    def _reserve_ids_query(self):
+        if self._reserve_ids is None:
+            ((name,),) = self._execute(SEQUENCE_NAME, [])
+            literal = sql.Literal(name).as_string(self.connection.connection)
+            self._reserve_ids = RESERVE_IDS.format(sequence=literal)
+        return self._reserve_ids
 
     # -- workers -------------------------------------------------------------------
 
@@ -265,11 +348,12 @@ class PostgresStore(OrmStore):
 
     @staticmethod
     def _finish_params(worker_id, results):
-        return {
-            "worker_id": worker_id,
-            "ids": [job_id for job_id, _ in results],
-            "results": [dumps(result) for _, result in results],
-        }
+        ids = "{" + ",".join([str(int(job_id)) for job_id, _ in results]) + "}"
+        if all(result is None for _, result in results):
+            encoded = None  # unnest pads a NULL array: every result NULL
+        else:
+            encoded = [None if result is None else dumps(result) for _, result in results]
+        return {"worker_id": worker_id, "ids": ids, "results": encoded}
 
     def seconds_until_due(self, queues):
         query = SECONDS_UNTIL_DUE.format(queue_filter=self._sql_queue_filter(queues))
@@ -303,9 +387,10 @@ class PostgresStore(OrmStore):
             return self._reconnect_listener(timeout)
         try:
             for notify in self._listener.notifies(timeout=timeout, stop_after=1):
+                wakeup = _wakeup(notify.payload)
                 queues = self._listen_queues
-                if queues is None or notify.payload in queues or notify.payload == "*":
-                    return True
+                if queues is None or wakeup.queue in queues or wakeup.queue == "*":
+                    return wakeup
             return False
         except psycopg.Error as exc:
             if not self._listening:
@@ -351,11 +436,75 @@ class PostgresStore(OrmStore):
         return deleted
 
 
+# COPY's text format: a backslash, tab, newline or carriage return in a value
+# is written as an escape; NULL is \N.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_value(value):
+    if value is None:
+        return "\\N"
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    return str(value).translate(_COPY_ESCAPES)
+
+
+def _copy_text(ids, now, specs):
+    """The rows of COPY_JOBS in COPY's text format, built here rather than by
+    psycopg's per-row writer: values shared by many jobs (the function, the
+    arguments of a repeated call, the options of the call) are formatted once."""
+    formatted = {}  # id(value) -> text; every value is alive in ``specs`` meanwhile
+
+    def text(value):
+        found = formatted.get(id(value))
+        if found is None:
+            found = formatted[id(value)] = _copy_value(value)
+        return found
+
+    created = _copy_value(now)
+    lines = []
+    for job_id, spec in zip(ids, specs, strict=True):
+        args = formatted.get(id(spec.args))
+        if args is None:
+            args = formatted[id(spec.args)] = _copy_value(dumps(spec.args))
+        kwargs = formatted.get(id(spec.kwargs))
+        if kwargs is None:
+            kwargs = formatted[id(spec.kwargs)] = _copy_value(dumps(spec.kwargs))
+        lines.append(
+            f"{job_id}\t{created}\t{text(spec.func)}\t{args}\t{kwargs}\t{text(spec.queue)}\t"
+            f"{spec.priority}\t{created if spec.run_at is None else text(spec.run_at)}\t"
+            f"{spec.max_attempts}\t{text(spec.timeout)}\t{text(spec.unique_key)}\t"
+            f"{text(spec.signature)}\n"
+        )
+    return "".join(lines)
+
+
+def _wakeup(payload):
+    """A ``Wakeup`` from a NOTIFY payload: JSON from enqueues, or a bare queue name
+    (``notify_ready``, or a producer running an older pgjobs)."""
+    if payload.startswith("{"):
+        try:
+            data = json.loads(payload)
+            return records.Wakeup(str(data["q"]), int(data["id"]), int(data["n"]))
+        except (ValueError, KeyError, TypeError):
+            pass
+    return records.Wakeup(payload)
+
+
 def _claimed(rows):
     return [
-        ClaimedJob(id, func, load_json(args), load_json(kwargs), *rest)
+        ClaimedJob(id, func, _load_arguments(args), _load_arguments(kwargs), *rest)
         for id, func, args, kwargs, *rest in rows
     ]
+
+
+def _load_arguments(text):
+    # Most jobs have no args or no kwargs: skip the JSON parser for those.
+    if text == "[]":
+        return []
+    if text == "{}":
+        return {}
+    return load_json(text)
 
 
 def _info(row):

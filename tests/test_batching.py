@@ -1,0 +1,219 @@
+"""Batching without trading correctness (issue #8): prefetching workers run every
+job exactly once, hand back what they had not started when stopped, and lose
+nothing when killed; wake-ups are shared out so that one job wakes one worker;
+bulk enqueues (COPY on PostgreSQL) keep every argument; signatures stay
+Django's."""
+
+import datetime
+import signal
+import string
+import time
+
+import pytest
+from django.core.signing import Signer
+from django.db import connection
+from django.db.models import Count
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pgjobs import background, records
+from pgjobs.handler import get_backend
+from pgjobs.models import Job
+from pgjobs.serialization import SIGNING_SALT, _signed_text, sign_job, verify_job
+from pgjobs.worker import Worker
+from tests.conftest import JOBS_IN_REDIS, run_jobs, status_counts, unfinished_jobs, wait_for
+from tests.test_faults import start_worker_with_lease  # noqa: F401 (a fixture)
+from tests.testapp import jobs
+from tests.testapp.models import Event, Execution
+
+sql_table_only = pytest.mark.skipif(JOBS_IN_REDIS, reason="reads the SQL Job table")
+
+
+def running_under(pid):
+    return Job.objects.filter(status=records.RUNNING, worker_id__contains=f":{pid}:")
+
+
+def train(start_worker_args, start):
+    """A worker that has timed some short jobs, so that it prefetches."""
+    worker = start(*start_worker_args, persistent_connections=True)
+    background.enqueue_many([(jobs.noop, [], {})] * 200)
+    wait_for(lambda: unfinished_jobs() == 0, timeout=60, message="the training jobs")
+    return worker
+
+
+# -- exactly once, with batches and prefetch ----------------------------------------
+
+
+@sql_table_only
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_prefetching_workers_run_every_job_exactly_once(start_worker):
+    total = 3000
+    background.enqueue_many([(jobs.record, [f"job-{n}"], {}) for n in range(total)])
+    workers = [
+        start_worker("--concurrency", "2", "--prefetch", "50", persistent_connections=True)
+        for _ in range(3)
+    ]
+    wait_for(lambda: unfinished_jobs() == 0, timeout=120, interval=0.2, message="every job")
+
+    assert status_counts() == {records.SUCCEEDED: total}
+    assert Execution.objects.count() == total  # Execution.key is unique: no job ran twice
+    assert Job.objects.filter(attempts=1).count() == total
+    # Jobs claimed by one statement share started_at (the transaction's time): some
+    # claim took more jobs than a worker has slots, so prefetching was exercised.
+    batches = Job.objects.values("worker_id", "started_at").annotate(n=Count("id"))
+    assert max(batch["n"] for batch in batches) > 2
+    for worker in workers:
+        assert worker.stop() == 0, worker.output()
+
+
+@sql_table_only
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_stopping_worker_hands_back_the_jobs_it_prefetched(start_worker):
+    worker = train(["--concurrency", "1", "--prefetch", "100"], start_worker)
+    blocker = background.enqueue(jobs.wait_for_event, args=["blocker", "release"], priority=10)
+    refs = background.enqueue_many([(jobs.record, [f"job-{n}"], {}) for n in range(150)])
+    # One slot, blocked: every other job this worker holds was prefetched.
+    wait_for(lambda: running_under(worker.pid).count() > 1, message="prefetched jobs")
+    held = set(running_under(worker.pid).values_list("id", flat=True)) - {blocker.id}
+
+    worker.send_signal(signal.SIGTERM)
+    Event.objects.create(name="release")
+    assert worker.wait() == 0, worker.output()
+
+    assert blocker.refresh().status == records.SUCCEEDED
+    handed_back = Job.objects.filter(id__in=held)
+    assert handed_back.count() == len(held) > 0
+    assert set(handed_back.values_list("status", flat=True)) == {records.READY}
+    assert set(handed_back.values_list("attempts", flat=True)) == {0}, "attempts not counted"
+    assert not Execution.objects.filter(key__startswith="job-").exists(), "none had started"
+
+    run_jobs()
+    assert {ref.refresh().status for ref in refs} == {records.SUCCEEDED}
+    assert Execution.objects.filter(key__startswith="job-").count() == 150
+
+
+@sql_table_only
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_the_prefetched_jobs_of_a_killed_worker_come_back(start_worker_with_lease):  # noqa: F811
+    start = start_worker_with_lease(2.0)
+    victim = train(["--concurrency", "1", "--prefetch", "100"], start)
+    background.enqueue(jobs.wait_for_event, args=["blocker", "release"], priority=10)
+    background.enqueue_many([(jobs.record, [f"job-{n}"], {}) for n in range(150)])
+    wait_for(lambda: running_under(victim.pid).count() > 1, message="prefetched jobs")
+    held = running_under(victim.pid).count()
+
+    victim.kill()
+    Event.objects.create(name="release")
+    start("--concurrency", "4")
+    wait_for(lambda: unfinished_jobs() == 0, timeout=60, message="the rescued jobs")
+
+    assert status_counts() == {records.SUCCEEDED: 201 + 150}
+    assert Execution.objects.filter(key__startswith="job-").count() == 150
+    # The rescue counts the interrupted attempt: held jobs ran on their second.
+    assert Job.objects.filter(attempts=2).count() >= held - 1  # the blocker may have started
+
+
+# -- one wake-up, one worker ------------------------------------------------------------
+
+
+def worker_ranked(rank, workers):
+    worker = Worker(get_backend().get_store())
+    worker._ranks = {"default": (rank, workers)}
+    return worker
+
+
+@given(
+    workers=st.integers(1, 12),
+    first_id=st.integers(1, 10**12),
+    count=st.integers(1, 30),
+)
+@settings(max_examples=200, deadline=None)
+def test_a_wakeup_for_n_jobs_is_answered_by_n_workers(workers, first_id, count):
+    wakeup = records.Wakeup("default", first_id, count)
+    answering = [rank for rank in range(workers) if worker_ranked(rank, workers)._answers(wakeup)]
+    assert len(answering) == min(count, workers)
+
+
+def test_wakeups_without_ids_or_for_unranked_workers_are_answered():
+    worker = worker_ranked(3, 4)
+    assert worker._answers(True)
+    assert worker._answers(records.Wakeup("default"))  # a bare queue name
+    assert worker._answers(records.Wakeup("elsewhere", 7, 1))  # no rank for this queue
+
+
+@sql_table_only
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_idle_workers_share_out_wakeups_and_every_job_still_starts_promptly(
+    start_worker_with_lease,  # noqa: F811
+):
+    if connection.vendor != "postgresql":
+        pytest.skip("LISTEN/NOTIFY wake-ups: PostgreSQL")
+    start = start_worker_with_lease(3.0)  # heartbeats, which learn the other workers, every 1 s
+    workers = [start("--concurrency", "2") for _ in range(4)]
+    for worker in workers:
+        worker.wait_for_output("Stop with Ctrl-C")
+    store = get_backend().get_store()
+    wait_for(lambda: len(store.live_workers()) == 4)
+    time.sleep(1.5)  # every worker has heartbeated since all four registered
+    ranked = sorted(worker_id for worker_id, _ in store.live_workers())
+    for n in range(40):
+        background.enqueue(jobs.record, args=[f"job-{n}"])
+        time.sleep(0.05)
+    wait_for(lambda: unfinished_jobs() == 0, timeout=30, message="every job")
+    assert Execution.objects.count() == 40
+    # The worker whose rank is the job's id modulo 4 answers it; the others do not
+    # claim (a herd would leave it to chance: about a quarter would match).
+    ran_by = dict(Job.objects.values_list("id", "worker_id"))
+    by_rank = [job_id for job_id, worker_id in ran_by.items() if worker_id == ranked[job_id % 4]]
+    assert len(by_rank) >= 36, f"{len(by_rank)} of 40 jobs ran on the worker meant to answer"
+    starts = Job.objects.values_list("created_at", "started_at")
+    slowest = max((started - created).total_seconds() for created, started in starts)
+    assert slowest < 1.0, f"a job waited {slowest:.3f} s for a worker"
+
+
+# -- bulk enqueue -------------------------------------------------------------------------
+
+TRICKY = st.text(string.printable + "é☃\\\t\n\r\"'{}[]", max_size=20)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bulk_enqueue_keeps_every_argument_and_the_order():
+    values = ["tab\there", "new\nline", "back\\slash", 'quote"s', "\\N", "", "é☃", "{}", "[]"]
+    calls = [(jobs.echo, [values[n % 9], n], {"v": values[n % 7]}) for n in range(150)]
+    calls += [(jobs.echo, [value], {"k": [value, {"x": value}]}) for value in values]
+    refs = background.enqueue_many(calls, priority=5)
+    assert [ref.id for ref in refs] == sorted(ref.id for ref in refs)
+    assert {ref.status for ref in refs} == {records.READY}
+    run_jobs(timeout=60)
+    for ref, (_, args, kwargs) in zip(refs, calls, strict=True):
+        assert ref.refresh().status == records.SUCCEEDED
+        assert ref.result == {"args": args, "kwargs": kwargs}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bulk_enqueue_of_deferred_jobs_runs_none_early():
+    refs = background.enqueue_many([(jobs.noop, [], {})] * 120, when=datetime.timedelta(hours=1))
+    run_jobs()
+    assert {ref.refresh().status for ref in refs} == {records.READY}
+
+
+# -- signatures ---------------------------------------------------------------------------
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | TRICKY,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TRICKY, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(args=st.lists(JSONISH, max_size=4), kwargs=st.dictionaries(TRICKY, JSONISH, max_size=3))
+@settings(max_examples=200, deadline=None)
+def test_signatures_are_what_djangos_signer_makes(args, kwargs):
+    text = _signed_text("pkg.mod.func", args, kwargs, "default")
+    expected = Signer(salt=SIGNING_SALT, sep=":").signature(text)
+    assert sign_job("pkg.mod.func", args, kwargs, "default") == expected
+    verify_job("pkg.mod.func", args, kwargs, "default", expected)
