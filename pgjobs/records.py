@@ -55,6 +55,16 @@ class ClaimedJob:
         return (-self.priority, self.run_at, self.id)
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Wakeup:
+    """What ``Store.wait`` was woken for: new jobs due now in ``queue``; with
+    ``first_id`` (the lowest new job id) and ``count`` when the store knows them."""
+
+    queue: str
+    first_id: int | None = None
+    count: int = 1
+
+
 @dataclasses.dataclass(slots=True)
 class JobInfo:
     """A snapshot of a stored job, as ``JobRef`` shows it."""

@@ -198,6 +198,11 @@ class Worker:
         # wake-up (or a slot runs dry), claiming again would come back empty.
         self._drained = False
         self._notified = False  # set by the listener thread
+        self._slot_freed = False  # set by a slot that found no claimed job left
+        self._look_again_at = 0.0  # drained: when to claim again unasked (poll, deferred job)
+        # Sharing out wake-ups: {queue: (this worker's rank, workers serving it)},
+        # from the store's list of live workers, refreshed with each heartbeat.
+        self._ranks = {}
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -259,7 +264,7 @@ class Worker:
         # job shows in a profile.
         self._log_jobs = logger.isEnabledFor(logging.INFO)
         self._start_threads()
-        next_heartbeat = started + self.heartbeat_interval
+        next_heartbeat = started  # at once: it also learns the other workers (_answers)
         next_rescue = started  # at once: a drain from cron may be the only one looking
         failures = 0
         while True:
@@ -347,14 +352,15 @@ class Worker:
 
     def _idle_timeout(self, claimed):
         timeout = self.heartbeat_interval
-        if claimed is None or self._free_slots() == 0 or self.burst:
-            return timeout  # a slot finishing (or running low on jobs) wakes us
+        if self.burst:
+            return timeout  # a slot finishing wakes us
         if claimed == 0:
             # Nothing due now: sleep until the next deferred job, a wake-up, or the poll.
-            timeout = min(timeout, self.poll_interval)
             due = self._seconds_until_due()
             if due is not None:
-                timeout = min(timeout, due + 0.001)
+                self._look_again_at = min(self._look_again_at, time.monotonic() + due + 0.001)
+        if self._drained and self._free_slots() > 0:
+            timeout = min(timeout, self._look_again_at - time.monotonic())
         return max(timeout, 0.0)
 
     def _seconds_until_due(self):
@@ -386,12 +392,49 @@ class Worker:
     def _listen(self):
         while not self._stopping.is_set():
             try:
-                if self.store.wait(self.poll_interval):
-                    self._notified = True
+                woken = self.store.wait(self.poll_interval)
+                if woken:
+                    if self._answers(woken):
+                        self._notified = True
+                    else:
+                        # Others answer at once; look ourselves a little later, in
+                        # case they cannot (busy, or gone since the last heartbeat).
+                        later = time.monotonic() + random.uniform(0.05, 0.15)
+                        self._look_again_at = min(self._look_again_at, later)
                     self._wake.set()
             except Exception:  # never let the listener die; polling covers for it
                 logger.exception("pgjobs: listener error")
                 time.sleep(1.0)
+
+    def _answers(self, woken):
+        """Whether this worker claims at once for a wake-up: for N new jobs, the
+        N workers (of W serving the queue) whose rank follows the first job's id,
+        modulo W. Every worker reads the same NOTIFY, so they agree without
+        talking; the rest would only find the jobs taken (a thundering herd:
+        with 8 idle workers, 7 empty claims per job)."""
+        if woken is True or woken.first_id is None:
+            return True
+        rank, workers = self._ranks.get(woken.queue, (None, 0))
+        if rank is None:
+            return True  # not in the list (yet): answer everything
+        return (rank - woken.first_id) % workers < woken.count
+
+    def _refresh_ranks(self):
+        peers = self.store.live_workers()
+        if peers is None:
+            self._ranks = {}
+            return
+        queues = {q for _, serves in peers if serves for q in serves} | set(self.queues or ())
+        ranks = {}
+        for name in queues:
+            serving = sorted(w for w, serves in peers if serves is None or name in serves)
+            if self.worker_id in serving:
+                ranks[name] = (serving.index(self.worker_id), len(serving))
+        everyone = sorted(w for w, serves in peers if serves is None)
+        if self.worker_id in everyone:
+            # A queue no worker names: only the workers serving every queue take it.
+            ranks = _DefaultRanks(ranks, (everyone.index(self.worker_id), len(everyone)))
+        self._ranks = ranks
 
     def _safe_close_store(self):
         try:
@@ -423,10 +466,14 @@ class Worker:
         waiting = self._slots_queue.qsize()
         if waiting > self._low_water:
             return 0
-        if self._notified:
-            self._notified = self._drained = False
-        elif self._drained and waiting:
-            return 0  # nothing new since the store ran out: claim when the slots run dry
+        if self._notified or self._slot_freed:
+            self._notified = self._slot_freed = self._drained = False
+        elif self._drained and (
+            waiting or (not self.burst and time.monotonic() < self._look_again_at)
+        ):
+            # Nothing new since the store ran out: wait for a wake-up meant for us,
+            # the next deferred job, or the poll.
+            return 0
         free = self.concurrency + prefetch - len(self._claimed) + len(successes)
         if self.max_jobs is not None:
             free = min(free, self.max_jobs - self.stats.claimed)
@@ -457,6 +504,8 @@ class Worker:
         if free:
             self._claim_seconds = _average(self._claim_seconds, time.perf_counter() - started)
             self._drained = len(jobs) < free
+            if self._drained:
+                self._look_again_at = time.monotonic() + self.poll_interval
         self._forget(successes)
         if not self.store.claims_in_order:
             jobs.sort(key=lambda job: job.claim_order())
@@ -471,6 +520,8 @@ class Worker:
         cancel = self.store.heartbeat(self.worker_id, list(self._claimed))
         if cancel:
             self._request_cancellations(cancel)
+        if self.store.wakeup == "listen" and not self.burst:
+            self._refresh_ranks()
 
     def _rescue(self):
         rescued = self.store.rescue()
@@ -503,7 +554,10 @@ class Worker:
             # record, or claimed jobs running low (with no prefetch: this slot
             # is about to idle). Otherwise successes wait to be recorded with
             # the next claim, or within _record_within at the latest.
-            if not outcome.ok or self._slots_queue.qsize() <= self._low_water:
+            waiting = self._slots_queue.qsize()
+            if waiting == 0:
+                self._slot_freed = True  # a natural moment to look for more work
+            if not outcome.ok or waiting <= self._low_water:
                 self._wake.set()
 
     def _execute(self, job):
@@ -763,6 +817,17 @@ class Worker:
         for job_id in ids:
             self._claimed.pop(job_id, None)
         self.stats.released += len(ids)
+
+
+class _DefaultRanks(dict):
+    """Ranks per queue, with a default for queues no worker names."""
+
+    def __init__(self, ranks, default):
+        super().__init__(ranks)
+        self.default = default
+
+    def get(self, queue, fallback=None):
+        return super().get(queue, self.default)
 
 
 def _average(average, value, weight=0.1):

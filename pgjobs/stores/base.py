@@ -94,6 +94,12 @@ class Store(abc.ABC):
     def register_worker(self, worker_id, hostname, pid, queues, concurrency):
         """Record a live worker (``heartbeat`` keeps it fresh)."""
 
+    def live_workers(self):
+        """``[(worker_id, queues or None), ...]`` of the workers heartbeating now,
+        so that a wake-up can be answered by as many workers as it has jobs
+        (``Worker._answers``); None when the store cannot tell."""
+        return None
+
     @abc.abstractmethod
     def unregister_worker(self, worker_id):
         """Forget a worker that stopped cleanly."""
@@ -164,7 +170,8 @@ class Store(abc.ABC):
         """Release what ``listen`` holds (a connection, a subscription)."""
 
     def wait(self, timeout):
-        """Block until woken or ``timeout`` seconds pass; True when woken."""
+        """Block until woken or ``timeout`` seconds pass. Falsy when not woken;
+        when woken, True or a ``records.Wakeup`` saying for which jobs."""
         import time
 
         time.sleep(timeout)

@@ -274,6 +274,13 @@ class OrmStore(Store):
         )
         self._registered[worker_id] = self.workers().get(pk=worker_id)
 
+    def live_workers(self):
+        # Heartbeats come every lease/3: a worker silent for half a lease is
+        # likely gone (its share of wake-ups then falls to the others' jitter).
+        fresh = self.now() - Value(seconds(self.lease_seconds / 2))
+        rows = self.workers().filter(heartbeat_at__gte=fresh).values_list("pk", "queues")
+        return [(worker_id, queues or None) for worker_id, queues in rows]
+
     def _register_again(self, worker_id):
         """A rescue removed this live worker's row while it could not heartbeat
         (paused, cut off): put it back as it was, so that it is listed again."""
