@@ -10,6 +10,11 @@ from ...handler import get_backend
 from ...schedule import configured_scheduler
 from ._retention import Pruner
 
+#: Enough to batch claims of short jobs hundreds at a time; the worker sizes its
+#: prefetch to the jobs it sees (see Worker._prefetch_target), so long jobs are
+#: not held back from other workers.
+DEFAULT_PREFETCH = 200
+
 
 def add_worker_arguments(parser):
     parser.add_argument(
@@ -25,6 +30,15 @@ def add_worker_arguments(parser):
         default=1,
         metavar="N",
         help="Jobs run at the same time in this process (default 1).",
+    )
+    parser.add_argument(
+        "--prefetch",
+        type=int,
+        default=DEFAULT_PREFETCH,
+        metavar="N",
+        help="Claim up to N jobs beyond free slots when jobs are short, so that slots do "
+        "not wait for the database; the worker holds only about two round trips' worth "
+        f"of work (default {DEFAULT_PREFETCH}; 0 claims only for free slots).",
     )
 
 

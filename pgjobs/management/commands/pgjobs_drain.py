@@ -48,6 +48,7 @@ class Command(BaseCommand):
             queues=queues,
             concurrency=check_concurrency(options["concurrency"]),
             retry_policy=backend.retry_policy,
+            prefetch=max(0, options["prefetch"]),
             burst=True,
             max_jobs=options["max_jobs"],
             max_seconds=options["max_seconds"],

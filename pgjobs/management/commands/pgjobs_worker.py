@@ -34,13 +34,6 @@ class Command(BaseCommand):
             metavar="S",
             help="On SIGTERM, seconds running jobs get to finish before they are put back.",
         )
-        parser.add_argument(
-            "--prefetch",
-            type=int,
-            default=0,
-            metavar="N",
-            help="Claim up to N jobs beyond free slots, to save round trips (default 0).",
-        )
 
     def handle(self, *args, **options):
         configure_logging(options["verbosity"])
@@ -64,10 +57,13 @@ class Command(BaseCommand):
                 f"pgjobs worker {worker.worker_id}\n"
                 f"  backend:     {type(backend).__name__} ({store.describe()})\n"
                 f"  queues:      {', '.join(worker.queues) if worker.queues else 'all'}\n"
-                f"  concurrency: {worker.concurrency}"
-                + (f" (+{worker.prefetch} prefetched)" if worker.prefetch else "")
-                + "\n"
-                f"  wake-up:     {_wakeup(store, worker)}\n"
+                f"  concurrency: {worker.concurrency}\n"
+                + (
+                    f"  prefetch:    up to {worker.prefetch} short jobs beyond the slots\n"
+                    if worker.prefetch
+                    else ""
+                )
+                + f"  wake-up:     {_wakeup(store, worker)}\n"
                 + (f"  schedules:   {_schedules(scheduler)}\n" if scheduler else "")
                 + (f"  retention:   {pruner.describe()}\n" if pruner else "")
                 + "Stop with Ctrl-C or SIGTERM."
