@@ -2,6 +2,7 @@
 (``pgjobs/refs.py``): what a stored job looks like, refs, cancel, transactions."""
 
 import datetime
+import json
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -323,8 +324,14 @@ def test_notify_is_sent_at_commit_only_and_only_for_jobs_due_now():
         assert notifications(0.3) == [], "a deferred job must not wake workers now"
 
         with transaction.atomic():
-            background.enqueue(jobs.noop, queue="other")
-        assert notifications(5) == ["other"]
+            ref = background.enqueue(jobs.noop, queue="other")
+        (payload,) = notifications(5)
+        # The queue, and the job's id and count, by which workers share out who answers.
+        assert json.loads(payload) == {"q": "other", "id": ref.id, "n": 1}
+
+        background.enqueue_many([(jobs.noop, [], {})] * 150 + [(jobs.noop, [1], {})] * 2)
+        (payload,) = notifications(5)
+        assert json.loads(payload)["n"] == 152, "one NOTIFY for a bulk enqueue, with its count"
 
 
 # -- unique keys -------------------------------------------------------------------------------
