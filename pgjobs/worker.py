@@ -557,8 +557,8 @@ class Worker:
             waiting = self._slots_queue.qsize()
             if waiting == 0:
                 self._slot_freed = True  # a natural moment to look for more work
-            if not outcome.ok or waiting <= self._low_water:
-                self._wake.set()
+            if (not outcome.ok or waiting <= self._low_water) and not self._wake.is_set():
+                self._wake.set()  # (set() takes a lock even when already set)
 
     def _execute(self, job):
         started = time.perf_counter()
