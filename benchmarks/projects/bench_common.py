@@ -52,7 +52,8 @@ elif os.environ.get("BENCH_DATABASE") == "sqlite":
         },
     }
 
-BASE_APPS = ["django.contrib.contenttypes", "django.contrib.auth"]
+# bench_rows: the table the "orm" job kind inserts into (one row per job).
+BASE_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "bench_rows"]
 
 # Per-job log lines cost real time at 1,000+ jobs/s; every system is run at
 # WARNING so none pays for logging the others do not.

@@ -5,10 +5,14 @@ pointing at ``<system>_bench.settings``; the system-specific calls come from
 that project's ``tasks.py``, so this file is the same for every system.
 Each command prints one JSON object on stdout.
 
-    enqueue --mode single|atomic|bulk --n N [--variant V] [--warmup K]
+    enqueue --mode single|atomic|bulk[,...] --n N [--kind K] [--variant V] [--warmup W]
         single: N enqueues, each its own transaction (Django autocommit)
         atomic: N enqueues inside one transaction.atomic()
         bulk:   one call of the system's bulk API inside one transaction
+        Several modes, comma-separated, run one after the other (the jobs
+        stay queued) and print {"modes": {mode: result}}.
+        K is the job kind (noop, orm, sleep50; default noop), V the way the
+        system runs it (default: the first of tasks.JOBS[K]).
     latency --n N --spacing S [--warmup K] [--timeout T]
         enqueue K warm-up probes, wait until they ran (the worker is then up
         and idle), then enqueue N probes one at a time every S seconds and
@@ -16,7 +20,14 @@ Each command prints one JSON object on stdout.
     produce --rate R
         enqueue R no-op jobs/s, each its own transaction, until SIGTERM, as a
         web app would while workers process; report errors (e.g. SQLite's
-        "database is locked") instead of stopping at the first.
+        "database is locked") instead of stopping at the first, and the rate
+        it managed. It prints "ready" once Django is set up and it starts.
+    serve
+        read commands (the arguments above, as a JSON list) one per line on
+        stdin and answer each with one JSON line, until stdin closes: the
+        harness keeps one driver per system so that each enqueue or latency
+        run does not pay for a Python and Django start-up. An exception in a
+        command is answered with {"failed": "..."}.
 """
 
 import argparse
@@ -35,27 +46,46 @@ def _tasks():
 
 
 def cmd_enqueue(args, tasks):
+    modes = args.mode.split(",")
+    if len(modes) == 1:
+        return enqueue_timed(args, tasks, args.mode, args.warmup)
+    # The warm-up once, before the first mode.
+    return {
+        "modes": {
+            mode: enqueue_timed(args, tasks, mode, args.warmup if i == 0 else 0)
+            for i, mode in enumerate(modes)
+        }
+    }
+
+
+def enqueue_timed(args, tasks, mode, warmup):
     from django.db import transaction
 
-    if args.variant not in tasks.NOOP_VARIANTS:
-        return {"unsupported": f"variant {args.variant!r}"}
-    if args.mode == "bulk" and tasks.enqueue_noop_bulk is None:
+    if mode not in ("single", "atomic", "bulk"):
+        return {"unsupported": f"mode {mode!r}"}
+    variants = tasks.JOBS.get(args.kind)
+    if not variants:
+        return {"unsupported": f"job kind {args.kind!r}"}
+    variant = args.variant or variants[0]
+    if variant not in variants:
+        return {"unsupported": f"{args.kind} job variant {variant!r}"}
+    if mode == "bulk" and tasks.enqueue_bulk is None:
         return {"unsupported": "no bulk enqueue API"}
     # Warm-up outside the timed window: opens the connection, fills caches.
-    for _ in range(args.warmup):
-        tasks.enqueue_noop(args.variant)
+    for _ in range(warmup):
+        tasks.enqueue(args.kind, variant)
 
     start = time.perf_counter()
-    if args.mode == "single":
+    if mode == "single":
         for _ in range(args.n):
-            tasks.enqueue_noop(args.variant)
-    elif args.mode == "atomic":
+            tasks.enqueue(args.kind, variant)
+    elif mode == "atomic":
         with transaction.atomic():
             for _ in range(args.n):
-                tasks.enqueue_noop(args.variant)
+                tasks.enqueue(args.kind, variant)
     else:
         with transaction.atomic():
-            tasks.enqueue_noop_bulk(args.n, args.variant)
+            tasks.enqueue_bulk(args.n, args.kind, variant)
     seconds = time.perf_counter() - start
     return {"n": args.n, "seconds": seconds, "rate": args.n / seconds}
 
@@ -104,6 +134,7 @@ def cmd_produce(args, tasks):
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(True))
     n, errors, slowest = 0, [], 0.0
+    print("ready", flush=True)
     t0 = time.monotonic()
     while not stop:
         delay = t0 + n / args.rate - time.monotonic()
@@ -111,21 +142,51 @@ def cmd_produce(args, tasks):
             time.sleep(delay)
         started = time.perf_counter()
         try:
-            tasks.enqueue_noop()
+            tasks.enqueue()
         except Exception as e:  # counted and reported, the run goes on
             errors.append(f"{type(e).__name__}: {e}")
         slowest = max(slowest, time.perf_counter() - started)
         n += 1
-    return {"n": n, "errors": len(errors), "error_samples": errors[:3], "slowest_ms": slowest * 1e3}
+    seconds = time.monotonic() - t0
+    return {
+        "n": n,
+        "seconds": seconds,
+        "rate": n / seconds if seconds else 0.0,
+        "errors": len(errors),
+        "error_samples": errors[:3],
+        "slowest_ms": slowest * 1e3,
+    }
+
+
+COMMANDS = {"enqueue": cmd_enqueue, "latency": cmd_latency, "produce": cmd_produce}
+
+
+def cmd_serve(parser, tasks):
+    import traceback
+
+    from django.db import close_old_connections
+
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            args = parser.parse_args(json.loads(line))
+            result = COMMANDS[args.command](args, tasks)
+        except BaseException as e:  # SystemExit from argparse too: answer, carry on
+            traceback.print_exc()
+            result = {"failed": f"{type(e).__name__}: {e}"}
+            close_old_connections()
+        print(json.dumps(result), flush=True)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     enq = sub.add_parser("enqueue")
-    enq.add_argument("--mode", choices=["single", "atomic", "bulk"], required=True)
+    enq.add_argument("--mode", required=True, help="single, atomic or bulk; or several, a,b")
     enq.add_argument("--n", type=int, required=True)
-    enq.add_argument("--variant", default="sync")
+    enq.add_argument("--kind", default="noop")
+    enq.add_argument("--variant", default="")
     enq.add_argument("--warmup", type=int, default=0)
     lat = sub.add_parser("latency")
     lat.add_argument("--n", type=int, required=True)
@@ -133,15 +194,17 @@ def main():
     lat.add_argument("--warmup", type=int, default=3)
     lat.add_argument("--timeout", type=float, default=60.0)
     sub.add_parser("produce").add_argument("--rate", type=float, required=True)
+    sub.add_parser("serve")
     args = parser.parse_args()
 
     import django
 
     django.setup()
     tasks = _tasks()
-    command = {"enqueue": cmd_enqueue, "latency": cmd_latency, "produce": cmd_produce}
-    result = command[args.command](args, tasks)
-    print(json.dumps(result))
+    if args.command == "serve":
+        cmd_serve(parser, tasks)
+        return
+    print(json.dumps(COMMANDS[args.command](args, tasks)))
 
 
 if __name__ == "__main__":

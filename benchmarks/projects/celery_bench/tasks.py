@@ -1,13 +1,14 @@
 """Celery side of the benchmark: ``@app.task`` functions and ``.delay()``.
 
-Same names as every ``<system>_bench/tasks.py`` (see ``pgjobs_bench/tasks.py``).
+Same names as every ``<system>_bench/tasks.py`` (see ``pgjobs_bench/tasks.py``);
+only the no-op kind is measured on Redis.
 """
 
 from bench_record import record_start
 
 from celery_bench.celery import app
 
-NOOP_VARIANTS = ("sync",)
+JOBS = {"noop": ("sync",)}
 
 
 @app.task
@@ -20,11 +21,11 @@ def latency_probe(job_no, enqueued):
     record_start(job_no, enqueued)
 
 
-def enqueue_noop(variant="sync"):
+def enqueue(kind="noop", variant="sync"):
     noop.delay()
 
 
-enqueue_noop_bulk = None  # Celery has no bulk enqueue
+enqueue_bulk = None  # Celery has no bulk enqueue
 
 
 def enqueue_latency(job_no, enqueued):

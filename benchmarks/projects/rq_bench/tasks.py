@@ -1,13 +1,14 @@
 """RQ side of the benchmark: plain functions, enqueued through django-rq's queue.
 
-Same names as every ``<system>_bench/tasks.py`` (see ``pgjobs_bench/tasks.py``).
+Same names as every ``<system>_bench/tasks.py`` (see ``pgjobs_bench/tasks.py``);
+only the no-op kind is measured on Redis.
 """
 
 import functools
 
 from bench_record import record_start
 
-NOOP_VARIANTS = ("sync",)
+JOBS = {"noop": ("sync",)}
 
 
 def noop():
@@ -25,11 +26,11 @@ def _queue():
     return django_rq.get_queue("default")
 
 
-def enqueue_noop(variant="sync"):
+def enqueue(kind="noop", variant="sync"):
     _queue().enqueue(noop)
 
 
-def enqueue_noop_bulk(n, variant="sync"):
+def enqueue_bulk(n, kind="noop", variant="sync"):
     from rq import Queue
 
     _queue().enqueue_many([Queue.prepare_data(noop) for _ in range(n)])
