@@ -4,17 +4,19 @@ A system adapter (``systems/<name>.py``) describes one queue: its Django
 project, its tables, how to start its worker and which worker settings to try.
 ``Bench`` runs the same procedures against each adapter:
 
-* ``prepare()``: drop and recreate the system's own database, run ``migrate``.
+* ``prepare()``: drop and recreate the system's own database, run ``migrate``
+  and whatever else the system needs (PGQueuer: ``pgq install``).
 * ``enqueue()``: jobs/s for one transaction per job, many jobs in one
   transaction, and the bulk API where there is one (driver.py does the work
   inside the system's Django project).
-* ``throughput()``: pre-enqueue N no-op jobs, start K worker processes, wait
-  until all N are finished. The figure is N / (last finish − first start) as the
-  queue itself recorded them in the database, so worker boot time and the
-  harness's polling do not count; wall time from spawning the workers is kept
-  beside it.
-* ``latency()``: one idle worker, probes enqueued one at a time; each records
-  when it started (see projects/bench_record.py).
+* ``throughput()``: pre-enqueue N jobs of one kind (no-op, one ORM insert,
+  a 50 ms sleep), start K worker processes, wait until all N are finished. The
+  figure is N / (last finish − first start) as the queue itself recorded them
+  in the database, so worker boot time and the harness's polling do not count;
+  wall time from spawning the workers is kept beside it.
+* ``latency()``: one worker, probes enqueued one at a time; each records when
+  it started (see projects/bench_record.py). The worker is idle, or (``load``)
+  busy with the no-op jobs another process enqueues at a steady rate.
 
 Workers are real subprocesses in their own session, stopped with SIGTERM and,
 after a grace period, SIGKILL of their process group; every wait has a timeout.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import sqlite3
 import statistics
@@ -58,8 +61,9 @@ class Database:
     """The database a run uses (``--database``): how the harness reaches it,
     recreates it, empties its tables and settles it between measurements."""
 
-    def __init__(self, vendor: str, name: str):
+    def __init__(self, vendor: str, name: str, checkpoint: bool = True):
         self.vendor = vendor
+        self.checkpoint = checkpoint
         # For SQLite, the file (projects/bench_common.py reads BENCH_DB).
         self.name = str(WORK_DIR / f"{name}.sqlite3") if vendor == "sqlite" else name
 
@@ -114,18 +118,21 @@ class Database:
                     conn.execute(f"DELETE FROM sqlite_sequence WHERE name = '{table}'")
 
     def settle(self, tables) -> None:
-        """Same starting state for every system: fresh statistics, clean buffers."""
+        """Same starting state for every system: fresh statistics, clean buffers
+        (the checkpoint is left out when ``checkpoint`` is false, for --quick)."""
         with self.connect() as conn:
             if self.vendor == "postgres":
                 for table in tables:
                     conn.execute(f"VACUUM ANALYZE {table}")
-                conn.execute("CHECKPOINT")
+                if self.checkpoint:
+                    conn.execute("CHECKPOINT")
             elif self.vendor == "mysql":
                 for table in tables:
                     conn.execute(f"ANALYZE TABLE {table}").fetchall()
             else:
                 conn.execute("ANALYZE")
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                if self.checkpoint:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 class _Executing:
@@ -150,6 +157,9 @@ class BenchError(RuntimeError):
     """A measurement could not be made; the message says why."""
 
 
+JOB_KINDS = ("noop", "orm", "sleep50")
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     """One worker setting to try: K processes, each started with ``args``."""
@@ -157,12 +167,18 @@ class WorkerConfig:
     processes: int
     args: tuple[str, ...] = ()
     label: str = ""
-    # Which no-op job to run (Procrastinate can run async jobs on its loop).
-    variant: str = "sync"
+    # Which job to run: its kind (JOB_KINDS) and the way the system runs it
+    # ("" for the system's default; e.g. Procrastinate's "async" runs an
+    # ``async def`` job on its loop instead of a sync one in a thread).
+    variant: str = ""
+    kind: str = "noop"
+    # Where the setting sits on the plots' x axis: the concurrency, or the
+    # batch size for PGQueuer (None: 1).
+    x: float | None = None
 
     def describe(self) -> str:
         what = self.label or " ".join(self.args) or "defaults"
-        if self.variant != "sync":
+        if self.variant not in ("", "sync"):
             what += f", {self.variant} job"
         return f"{self.processes} proc × {what}"
 
@@ -182,6 +198,9 @@ class System:
     databases: tuple[str, ...] = ("postgres",)
     # Other processes (by name) whose CPU counts as the run's own, e.g. a broker.
     own_processes: tuple[str, ...] = ()
+    # --quick: the share of the quick job counts a processing run uses. A slow
+    # queue gets fewer jobs, so that the quick run stays within two minutes.
+    quick_share: float = 1.0
 
     def sql(self, name: str, database: str) -> str:
         query = getattr(self, name)
@@ -219,6 +238,14 @@ class System:
 
     def latency_configs(self, quick: bool) -> list[WorkerConfig]:
         raise NotImplementedError
+
+    def kind_configs(self, quick: bool) -> list[WorkerConfig]:
+        """Settings for the job kinds other than the no-op (``WorkerConfig.kind``)."""
+        return []
+
+    def setup_commands(self, db: Database) -> list[list[str]]:
+        """Commands to run after ``migrate`` in a fresh database (with the run's env)."""
+        return []
 
 
 def manage_py() -> str:
@@ -456,13 +483,21 @@ class Bench:
     vendor: str = "postgres"
     # --producer-rate: jobs/s another process enqueues while workers process.
     producer_rate: float = 0.0
+    # Checkpoint the database before each processing run (--quick: no).
+    checkpoint: bool = True
+    # One driver.py process for the system's enqueues and probes (see driver()).
+    serve_driver: bool = True
     db_name: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.database = Database(self.vendor, f"pgjobs_bench_{self.system.name.replace('-', '_')}")
+        self.database = Database(
+            self.vendor, f"pgjobs_bench_{self.system.name.replace('-', '_')}", self.checkpoint
+        )
         self.db_name = self.database.name
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.latency_file = WORK_DIR / f"latency-{self.system.name}.txt"
+        self._unsupported: set[str] = set()
+        self._served: subprocess.Popen | None = None
         self.worker_log = self.log_dir / f"{self.system.name}-workers.log"
 
     # -- plumbing ---------------------------------------------------------
@@ -475,7 +510,9 @@ class Bench:
             BENCH_DATABASE=self.vendor,
             BENCH_DB=self.db_name,
             BENCH_LATENCY_FILE=str(self.latency_file),
-            PYTHONPATH=str(PROJECTS_DIR),
+            # The caller's PYTHONPATH after the projects, e.g. to measure
+            # another checkout of pgjobs than the editable install.
+            PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECTS_DIR), env.get("PYTHONPATH")])),
             PYTHONUNBUFFERED="1",
         )
         return env
@@ -507,11 +544,73 @@ class Bench:
         return proc.stdout
 
     def driver(self, *args: str, timeout: float = 300) -> dict:
-        out = self.run([PYTHON, str(PROJECTS_DIR / "driver.py"), *args], timeout)
-        lines = [ln for ln in out.strip().splitlines() if ln.startswith("{")]
-        if not lines:
-            raise BenchError(f"driver {args[0]} printed no result")
-        return json.loads(lines[-1])
+        """Run one driver.py command in the system's project; its JSON result.
+
+        The commands go to one ``driver.py serve`` process per system, started
+        on first use, so that each does not pay for a Python and Django
+        start-up (``serve_driver=False``: a new process per command).
+        """
+        if not self.serve_driver:
+            out = self.run([PYTHON, str(PROJECTS_DIR / "driver.py"), *args], timeout)
+            lines = [ln for ln in out.strip().splitlines() if ln.startswith("{")]
+            if not lines:
+                raise BenchError(f"driver {args[0]} printed no result")
+            return json.loads(lines[-1])
+        if self._served is None or self._served.poll() is not None:
+            self._served = subprocess.Popen(
+                [PYTHON, str(PROJECTS_DIR / "driver.py"), "serve"],
+                env=self.env,
+                cwd=PROJECTS_DIR,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=open(self.log_dir / f"{self.system.name}-driver.log", "ab"),
+                text=True,
+                start_new_session=True,
+            )
+        proc = self._served
+        with open(self.log_dir / f"{self.system.name}-commands.log", "a") as log:
+            log.write(f"> driver.py {' '.join(args)}\n")
+        try:
+            proc.stdin.write(json.dumps(list(args)) + "\n")
+            proc.stdin.flush()
+        except OSError as e:
+            raise BenchError(f"driver {args[0]}: the driver has exited ({e})") from e
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.close_driver()
+                raise BenchError(f"driver {args[0]} timed out after {timeout:.0f}s")
+            ready, _, _ = select.select([proc.stdout], [], [], min(left, 1.0))
+            if not ready:
+                continue
+            line = proc.stdout.readline()
+            if not line:
+                raise BenchError(
+                    f"driver {args[0]}: the driver exited ({proc.wait()}); see "
+                    f"{self.log_dir / (self.system.name + '-driver.log')}"
+                )
+            if line.startswith("{"):
+                break
+        with open(self.log_dir / f"{self.system.name}-commands.log", "a") as log:
+            log.write(line)
+        res = json.loads(line)
+        if "failed" in res:
+            raise BenchError(f"driver {args[0]}: {res['failed']}")
+        return res
+
+    def close_driver(self) -> None:
+        """Stop the ``driver.py serve`` process, if one runs."""
+        proc, self._served = self._served, None
+        if proc is None:
+            return
+        try:
+            proc.stdin.close()
+            proc.wait(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            _signal_group(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        proc.stdout.close()
 
     def connect(self):
         return self.database.connect()
@@ -520,8 +619,11 @@ class Bench:
 
     def prepare(self) -> None:
         """A fresh database per run, so runs and systems do not interfere."""
+        self.close_driver()  # its connection goes with the database
         self.database.recreate()
         self.run([PYTHON, manage_py(), "migrate", "--noinput", "-v", "0"], timeout=300)
+        for argv in self.system.setup_commands(self.database):
+            self.run(argv, timeout=120)
 
     def reset(self) -> None:
         self.system.empty(self.database)
@@ -530,28 +632,53 @@ class Bench:
         self.system.settle(self.database)
 
     def enqueue(self, mode: str, n: int, repeats: int) -> dict:
-        """Median jobs/s over ``repeats`` runs of ``n`` enqueues in ``mode``."""
-        rates, busy = [], []
+        """Median jobs/s over ``repeats`` runs of ``n`` enqueues in ``mode``
+        (``mode`` may name several, comma-separated: one driver run does them
+        in turn, and the result is {mode: result})."""
+        modes = mode.split(",")
+        rates: dict = {m: [] for m in modes}
+        unsupported, busy = {}, []
         for _ in range(repeats):
             self.reset()
             busy.append(self.quiet())
             res = self.driver("enqueue", "--mode", mode, "--n", str(n), "--warmup", "20")
-            if "unsupported" in res:
-                return {"unsupported": res["unsupported"]}
-            rates.append(res["rate"])
-        return {"rate": statistics.median(rates), "runs": rates, "n": n, "busy_before": max(busy)}
+            for m in modes:
+                one = res["modes"][m] if len(modes) > 1 else res
+                if "unsupported" in one:
+                    unsupported[m] = {"unsupported": one["unsupported"]}
+                else:
+                    rates[m].append(one["rate"])
+        results = {
+            m: unsupported.get(m)
+            or {
+                "rate": statistics.median(rates[m]),
+                "runs": rates[m],
+                "n": n,
+                "busy_before": max(busy),
+            }
+            for m in modes
+        }
+        return results if len(modes) > 1 else results[mode]
 
-    def preload(self, n: int, variant: str) -> None:
-        """Put n no-op jobs in the queue the fastest way the system offers."""
+    def preload(self, n: int, kind: str = "noop", variant: str = "") -> None:
+        """Put n jobs of one kind in the queue the fastest way the system offers."""
         self.reset()
         for mode in ("bulk", "atomic"):
-            res = self.driver("enqueue", "--mode", mode, "--n", str(n), "--variant", variant)
+            if mode in self._unsupported:
+                continue
+            res = self.driver(
+                "enqueue", "--mode", mode, "--n", str(n), "--kind", kind, "--variant", variant
+            )
             if "unsupported" not in res:
                 return
-        raise BenchError(f"cannot enqueue variant {variant!r}")
+            if res["unsupported"] == "no bulk enqueue API":
+                self._unsupported.add(mode)  # no need to ask again
+        raise BenchError(
+            f"cannot enqueue {kind} jobs ({variant or 'default'}): {res['unsupported']}"
+        )
 
     def throughput(self, config: WorkerConfig, n: int) -> dict:
-        """Processing rate of n pre-enqueued no-op jobs with this worker setting.
+        """Processing rate of n pre-enqueued jobs (``config.kind``) with this worker setting.
 
         A run during which other work took more than ``max_foreign`` of the
         CPU is repeated (up to ``retries`` times) and the least disturbed run
@@ -566,10 +693,10 @@ class Bench:
         return {**kept, "attempts": [(r["rate"], r["others_during"]) for r in attempts]}
 
     def _throughput_once(self, config: WorkerConfig, n: int) -> dict:
-        self.preload(n, config.variant)
+        self.preload(n, config.kind, config.variant)
         self.settle()
         busy = self.quiet()
-        timeout = max(120.0, n / 40.0)  # far beyond any system's expected time
+        timeout = max(120.0, n / 10.0)  # far beyond any system's expected time
         argv = self.system.worker_argv(config)
         meter = CpuMeter(self.db_name, self.vendor, self.system.own_processes)
         producer = self._start_producer()
@@ -597,10 +724,12 @@ class Bench:
             finished = n if producer is None else int(sum(self.system.progress(conn, self.vendor)))
             span = self.system.span(conn, self.vendor)
         if failed:
-            raise BenchError(f"{failed} of {n} no-op jobs failed; see {self.worker_log}")
+            raise BenchError(f"{failed} of {n} {config.kind} jobs failed; see {self.worker_log}")
         result = {
             "config": config.describe(),
             "processes": config.processes,
+            "kind": config.kind,
+            "x": config.x or 1,
             "n": n,
             "span_s": float(span),
             "rate": finished / float(span),
@@ -616,17 +745,13 @@ class Bench:
                 raise BenchError(f"the producer's enqueues failed: {produced}")
         return result
 
-    def _start_producer(self) -> subprocess.Popen | None:
-        """Another process enqueueing ``producer_rate`` jobs/s, as a web app would."""
-        if not self.producer_rate:
+    def _start_producer(self, rate: float | None = None) -> subprocess.Popen | None:
+        """Another process enqueueing ``rate`` no-op jobs/s (default: ``producer_rate``),
+        each in its own transaction, as a web app would."""
+        rate = self.producer_rate if rate is None else rate
+        if not rate:
             return None
-        argv = [
-            PYTHON,
-            str(PROJECTS_DIR / "driver.py"),
-            "produce",
-            "--rate",
-            str(self.producer_rate),
-        ]
+        argv = [PYTHON, str(PROJECTS_DIR / "driver.py"), "produce", "--rate", str(rate)]
         return subprocess.Popen(
             argv,
             env=self.env,
@@ -636,6 +761,22 @@ class Bench:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+
+    @staticmethod
+    def _await_ready(producer: subprocess.Popen, timeout: float = 30.0) -> None:
+        """Wait until the producer has set Django up and started enqueueing."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([producer.stdout], [], [], 0.1)
+            if ready:
+                line = producer.stdout.readline()
+                if line.strip() == "ready":
+                    return
+                if not line:
+                    break
+            if producer.poll() is not None:
+                break
+        raise BenchError(f"the producer did not start (exit code {producer.poll()})")
 
     def _stop_producer(self, producer: subprocess.Popen | None) -> dict | None:
         if producer is None:
@@ -649,37 +790,81 @@ class Bench:
         lines = [ln for ln in out.strip().splitlines() if ln.startswith("{")]
         return json.loads(lines[-1]) if lines else {"errors": 1, "error_samples": ["no report"]}
 
-    def latency(self, config: WorkerConfig, n: int, spacing: float) -> dict:
+    def latency(
+        self,
+        config: WorkerConfig,
+        n: int,
+        spacing: float,
+        load_rate: float = 0.0,
+        producers: int = 2,
+    ) -> dict:
+        """Enqueue→start latency of n probes, ``spacing`` seconds apart.
+
+        With ``load_rate``, ``producers`` other processes together enqueue that
+        many no-op jobs/s (one transaction each; one process alone cannot
+        enqueue 1,000 jobs/s into every queue on 2 cores) for the whole run, and
+        the worker runs them beside the probes. The probes start once the worker
+        has caught up with the backlog built while it booted: driver.py's
+        warm-up probes wait behind it.
+        """
         self.reset()
         self.latency_file.unlink(missing_ok=True)
-        timeout = 60.0
+        timeout = 30.0 if load_rate else 60.0
         busy = self.quiet()
         argv = self.system.worker_argv(config)
-        with WorkerGroup(argv, config.processes, self.env, self.worker_log):
-            res = self.driver(
-                "latency",
-                "--n",
-                str(n),
-                "--spacing",
-                str(spacing),
-                "--timeout",
-                str(timeout),
-                timeout=timeout * 2 + n * spacing + 60,
-            )
+        running = []
+        try:
+            if load_rate:
+                for _ in range(producers):
+                    running.append(self._start_producer(load_rate / producers))
+                for producer in running:
+                    self._await_ready(producer)
+            with WorkerGroup(argv, config.processes, self.env, self.worker_log) as workers:
+                res = self.driver(
+                    "latency",
+                    "--n",
+                    str(n),
+                    "--spacing",
+                    str(spacing),
+                    "--timeout",
+                    str(timeout),
+                    timeout=timeout * 2 + n * spacing + 60,
+                )
+                dead = workers.dead()
+        finally:
+            produced = [self._stop_producer(p) for p in running]
         if "error" in res:
             raise BenchError(res["error"])
+        if dead:
+            raise BenchError(f"worker exited {dead}; see {self.worker_log}")
         lat = res["latencies_ms"]
         if len(lat) < n:
             raise BenchError(f"only {len(lat)}/{n} latency probes ran within {timeout:.0f}s")
-        return {
+        result = {
             "config": config.describe(),
             "n": n,
             "p50_ms": percentile(lat, 50),
             "p95_ms": percentile(lat, 95),
+            "p99_ms": percentile(lat, 99),
             "max_ms": max(lat),
             "mean_ms": statistics.fmean(lat),
             "busy_before": busy,
+            "latencies_ms": [round(v, 3) for v in lat],
         }
+        if produced:
+            errors = sum(p.get("errors", 1) for p in produced)
+            result["load_rate"] = load_rate
+            result["producer"] = {
+                "processes": len(produced),
+                "n": sum(p.get("n", 0) for p in produced),
+                "rate": sum(p.get("rate", 0.0) for p in produced),
+                "errors": errors,
+                "slowest_ms": max(p.get("slowest_ms", 0.0) for p in produced),
+            }
+            if errors:
+                samples = [e for p in produced for e in p.get("error_samples", [])]
+                raise BenchError(f"the producers' enqueues failed: {samples[:3]}")
+        return result
 
 
 def best(results: list[dict], key: str, lower_is_better: bool = False) -> dict | None:

@@ -1,9 +1,12 @@
-"""Turn measured results into the Markdown report (and its raw JSON).
+"""Turn measured results into the Markdown report, its raw JSON and the plots.
 
 The headline table has one column per system and a pgjobs/peer ratio column
 per peer. For jobs/s a ratio above 1 means pgjobs is faster; for latency a
-ratio below 1 means pgjobs is faster. Below it: the setting each headline
-figure came from, and every individual run, so nothing is hidden behind "best".
+ratio below 1 means pgjobs is faster. Then pgjobs against the targets of
+issue #8 (among them pgjobs / PGQueuer's best), the plots (PNG, beside the
+report: no-op jobs/s against concurrency, jobs/s by job kind, latency CDFs),
+the setting each headline figure came from, and every individual run, so
+nothing is hidden behind "best".
 """
 
 from __future__ import annotations
@@ -113,20 +116,89 @@ def _figures(res: dict) -> dict:
     """The headline numbers of one system (None where not measured)."""
     enq = res.get("enqueue", {})
     best = res.get("best", {})
+    kinds = res.get("best_kind") or {}
     lat = res.get("best_latency") or {}
+    load = res.get("best_latency_load") or {}
     return {
         "enqueue_single": enq.get("single", {}).get("rate"),
         "enqueue_atomic": enq.get("atomic", {}).get("rate"),
         "enqueue_bulk": enq.get("bulk", {}).get("rate"),
         "process_1": (best.get(1) or {}).get("rate"),
         "process_2": (best.get(2) or {}).get("rate"),
+        "orm": (kinds.get("orm") or {}).get("rate"),
+        "sleep50": (kinds.get("sleep50") or {}).get("rate"),
         "latency_p50": lat.get("p50_ms"),
         "latency_p95": lat.get("p95_ms"),
+        "load_p50": load.get("p50_ms"),
+        "load_p95": load.get("p95_ms"),
     }
 
 
-def markdown(results: dict, skipped: dict, meta: dict) -> str:
+def _best_rate(res: dict) -> dict | None:
+    """The fastest no-op processing run of a system, whatever its process count."""
+    runs = [r for r in res.get("throughput", []) if "rate" in r]
+    return max(runs, key=lambda r: r["rate"]) if runs else None
+
+
+def _targets(results: dict) -> list[str]:
+    """pgjobs against the goals of issue #8, each marked met or not."""
+    ours = results.get("pgjobs")
+    if not ours:
+        return []
+    figs = _figures(ours)
+    out = ["", "## Targets (pgjobs)", ""]
+    out.append("| target | measured | |")
+    out.append("|---|---|---|")
+
+    def row(what, measured, ok):
+        verdict = "–" if ok is None else ("met" if ok else "**not met**")
+        out.append(f"| {what} | {measured} | {verdict} |")
+
+    peer = results.get("pgqueuer")
+    if peer:
+        mine, theirs = _best_rate(ours), _best_rate(peer)
+        if mine and theirs:
+            ratio = mine["rate"] / theirs["rate"]
+            row(
+                "no-op jobs/s, pgjobs / PGQueuer best ≥ 1.5×",
+                f"{ratio:.2f}× ({mine['rate']:,.0f} with {mine['config']}; PGQueuer "
+                f"{theirs['rate']:,.0f} with {theirs['config']})",
+                ratio >= 1.5,
+            )
+        for procs in (1, 2):
+            a = (ours["best"].get(procs) or {}).get("rate")
+            b = (peer["best"].get(procs) or {}).get("rate")
+            if a and b:
+                row(
+                    f"… with {procs} process{'es' if procs > 1 else ''} each",
+                    f"{a / b:.2f}× ({a:,.0f} / {b:,.0f})",
+                    None,
+                )
+    p50, p95 = figs["latency_p50"], figs["latency_p95"]
+    if p50 is not None:
+        row("idle latency p50 ≤ 2 ms", f"{p50:.1f} ms", p50 <= 2)
+        row("idle latency p95 ≤ 5 ms", f"{p95:.1f} ms", p95 <= 5)
+    load = ours.get("best_latency_load")
+    if load and "p95_ms" in load:
+        reached = _load_reached(load)
+        row(
+            f"latency p95 ≤ 10 ms under {load['load_rate']:,.0f} jobs/s",
+            f"{load['p95_ms']:.1f} ms ({load['producer']['rate']:,.0f} jobs/s enqueued"
+            + ("" if reached else "; the offered rate was not reached: machine too busy?")
+            + ")",
+            load["p95_ms"] <= 10 if reached else None,
+        )
+    return out
+
+
+def _load_reached(run: dict) -> bool:
+    """Whether the producers enqueued at least 90% of the offered rate."""
+    return run["producer"]["rate"] >= 0.9 * run["load_rate"]
+
+
+def markdown(results: dict, skipped: dict, meta: dict, plots: dict | None = None) -> str:
     c = meta["counts"]
+    load_rate = c.get("load_rate") or 0
     rows = [
         ("enqueue_single", "enqueue, one transaction per job (jobs/s)", _fmt_rate),
         (
@@ -135,13 +207,19 @@ def markdown(results: dict, skipped: dict, meta: dict) -> str:
             _fmt_rate,
         ),
         ("enqueue_bulk", f"enqueue, bulk API, {c['enqueue_n']:,} jobs (jobs/s)", _fmt_rate),
-        ("process_1", f"process {c['jobs']:,} no-op jobs, 1 worker process (jobs/s)", _fmt_rate),
-        ("process_2", f"process {c['jobs']:,} no-op jobs, 2 worker processes (jobs/s)", _fmt_rate),
+        ("process_1", "process no-op jobs, 1 worker process (jobs/s)", _fmt_rate),
+        ("process_2", "process no-op jobs, 2 worker processes (jobs/s)", _fmt_rate),
+        ("orm", "process jobs of one ORM insert, best setting (jobs/s)", _fmt_rate),
+        ("sleep50", "process jobs of a 50 ms sleep, best setting (jobs/s)", _fmt_rate),
         ("latency_p50", "enqueue→start latency p50, idle worker (ms)", _fmt_ms),
         ("latency_p95", "enqueue→start latency p95, idle worker (ms)", _fmt_ms),
+        ("load_p50", f"latency p50 while {load_rate:,.0f} jobs/s are enqueued (ms)", _fmt_ms),
+        ("load_p95", f"latency p95 while {load_rate:,.0f} jobs/s are enqueued (ms)", _fmt_ms),
     ]
     names = list(results)
     figs = {n: _figures(results[n]) for n in names}
+    # Leave out rows nobody measured (e.g. job kinds on Redis, no load run).
+    rows = [r for r in rows if any(figs[n][r[0]] is not None for n in names)]
     # pgjobs against the database queues; pgjobs on Redis against the Redis queues.
     ratios = [
         (ours, peer)
@@ -174,11 +252,23 @@ def markdown(results: dict, skipped: dict, meta: dict) -> str:
         "Ratios: for jobs/s above 1× means pgjobs is faster; for latency below 1× "
         "means pgjobs is faster. Enqueue figures are the median of "
         f"{c['enqueue_repeats']} run(s). Processing is N ÷ (last finish − first start) "
-        "as each queue recorded it in its own table, at the best worker setting tried "
-        "(below); workers start after all N jobs are enqueued. Latency: "
-        f"{c['latency_n']} jobs enqueued one at a time every 20 ms to one idle worker; "
-        "each job records time.time() when it starts.",
+        "as each queue recorded it in its own tables, at the best worker setting tried "
+        f"(below); workers start after all N jobs are enqueued. N = {c['jobs']:,} no-op, "
+        f"{c.get('orm_jobs', 0):,} ORM-insert and {c.get('sleep50_jobs', 0):,} 50-ms-sleep "
+        "jobs"
+        + (
+            " (fewer for the slower queues in a quick run: see every run below)"
+            if meta["mode"] == "quick"
+            else ""
+        )
+        + ". Latency: "
+        f"{c['latency_n']} jobs enqueued one at a time every 20 ms to one worker process; "
+        "each job records time.time() when it starts. Under load, other processes "
+        f"enqueue {load_rate:,.0f} no-op jobs/s meanwhile, each in its own transaction, "
+        "and the same worker runs them; a queue that processes fewer no-op jobs/s than "
+        "that is not measured under load (its backlog would only grow).",
     ]
+    out += _targets(results)
     busiest = _busiest(results)
     if busiest > 0.25:
         out.append(
@@ -189,24 +279,37 @@ def markdown(results: dict, skipped: dict, meta: dict) -> str:
     for name, reason in skipped.items():
         out.append(f"\n**{name} not measured:** {reason}")
 
+    if plots:
+        out += ["", "## Plots", ""]
+        for title, filename in plots.items():
+            out.append(f"![{title}]({filename})")
+            out.append("")
+
     out += ["", "## Settings behind the headline figures", ""]
-    out.append("| system | 1 process | 2 processes | latency |")
-    out.append("|---|---|---|---|")
+    out.append("| system | 1 process | 2 processes | orm | sleep50 | latency | under load |")
+    out.append("|---|---|---|---|---|---|---|")
     for n in names:
         r = results[n]
-        b1 = (r["best"].get(1) or {}).get("config", "–")
-        b2 = (r["best"].get(2) or {}).get("config", "–")
-        bl = (r.get("best_latency") or {}).get("config", "–")
-        out.append(f"| {n} | {b1} | {b2} | {bl} |")
+        kinds = r.get("best_kind") or {}
+        cells = [
+            (r["best"].get(1) or {}).get("config", "–"),
+            (r["best"].get(2) or {}).get("config", "–"),
+            (kinds.get("orm") or {}).get("config", "–"),
+            (kinds.get("sleep50") or {}).get("config", "–"),
+            (r.get("best_latency") or {}).get("config", "–"),
+            (r.get("best_latency_load") or {}).get("config", "–"),
+        ]
+        out.append(f"| {n} | " + " | ".join(cells) + " |")
 
     out += ["", "## Every processing run", ""]
     out.append(
-        "| system | setting | jobs/s (DB timestamps) | jobs/s (wall, from spawn) "
+        "| system | jobs | setting | jobs/s (DB timestamps) | jobs/s (wall, from spawn) "
         "| others' CPU during | attempts (jobs/s @ others' CPU) |"
     )
-    out.append("|---|---|---:|---:|---:|---|")
+    out.append("|---|---|---|---:|---:|---:|---|")
     for n in names:
-        for r in results[n]["throughput"]:
+        for r in [*results[n]["throughput"], *results[n].get("kinds", [])]:
+            kind = r.get("kind", "noop")
             if "rate" in r:
                 producer = r.get("producer")
                 if producer:  # --producer-rate: what the concurrent enqueuer saw
@@ -217,25 +320,166 @@ def markdown(results: dict, skipped: dict, meta: dict) -> str:
                         f"{producer['slowest_ms']:.0f} ms)",
                     }
                 out.append(
-                    f"| {n} | {r['config']} | {r['rate']:,.0f} | {r['wall_rate']:,.0f} "
-                    f"| {_fmt_others(r)} | {_fmt_attempts(r)} |"
+                    f"| {n} | {r.get('n', 0):,} {kind} | {r['config']} | {r['rate']:,.0f} "
+                    f"| {r['wall_rate']:,.0f} | {_fmt_others(r)} | {_fmt_attempts(r)} |"
                 )
             else:
-                out.append(f"| {n} | {r['config']} | failed: {r.get('error', '?')} | | | |")
+                out.append(
+                    f"| {n} | {kind} | {r['config']} | failed: {r.get('error', '?')} | | | |"
+                )
 
     out += ["", "## Every latency run", ""]
-    out.append("| system | setting | p50 ms | p95 ms | mean ms | max ms | CPU busy before |")
-    out.append("|---|---|---:|---:|---:|---:|---:|")
+    out.append(
+        "| system | setting | load (jobs/s enqueued) | p50 ms | p95 ms | p99 ms | mean ms "
+        "| max ms | CPU busy before |"
+    )
+    out.append("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for n in names:
-        for r in results[n]["latency"]:
+        for r in [*results[n]["latency"], *results[n].get("latency_load", [])]:
+            producer = r.get("producer")
+            load = (
+                f"{producer['rate']:,.0f} of {r['load_rate']:,.0f}"
+                + ("" if _load_reached(r) else " (**not reached**)")
+                if producer
+                else ("–" if "skipped" in r or r in results[n]["latency"] else "failed")
+            )
             if "p50_ms" in r:
+                p99 = r.get("p99_ms")
                 out.append(
-                    f"| {n} | {r['config']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
+                    f"| {n} | {r['config']} | {load if producer else 'idle'} "
+                    f"| {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
+                    f"| {'–' if p99 is None else f'{p99:.1f}'} "
                     f"| {r['mean_ms']:.1f} | {r['max_ms']:.1f} | {_fmt_busy(r.get('busy_before'))} |"
                 )
+            elif "skipped" in r:
+                out.append(f"| {n} | {r['config']} | not measured: {r['skipped']} | | | | | | |")
             else:
-                out.append(f"| {n} | {r['config']} | failed: {r.get('error', '?')} | | | | |")
+                out.append(
+                    f"| {n} | {r['config']} | {load} | failed: {r.get('error', '?')} | | | | | |"
+                )
     return "\n".join(out) + "\n"
+
+
+def plots(results: dict, output: Path) -> dict:
+    """Draw the PNGs beside ``output``; {title: file name} for the report."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        print(f"plots: skipped (matplotlib: {e})", flush=True)
+        return {}
+    drawn = {}
+    for title, suffix, draw in (
+        ("No-op jobs/s against concurrency", "throughput", _plot_throughput),
+        ("Jobs/s by job kind", "kinds", _plot_kinds),
+        ("Enqueue→start latency, CDF", "latency", _plot_latency),
+    ):
+        path = output.with_name(f"{output.stem}-{suffix}.png")
+        fig = draw(plt, results)
+        if fig is None:
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        drawn[title] = path.name
+    return drawn
+
+
+def _colors(plt, names):
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {n: cycle[i % len(cycle)] for i, n in enumerate(names)}
+
+
+def _plot_throughput(plt, results):
+    """x: each system's concurrency knob (PGQueuer: batch size); best per x."""
+    lines = {}
+    for name, res in results.items():
+        for r in res.get("throughput", []):
+            if "rate" in r:
+                points = lines.setdefault((name, r["processes"]), {})
+                x = r.get("x") or 1
+                points[x] = max(points.get(x, 0), r["rate"])
+    if not lines:
+        return None
+    colors = _colors(plt, list(results))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for (name, procs), points in sorted(lines.items()):
+        xs = sorted(points)
+        ax.plot(
+            xs,
+            [points[x] for x in xs],
+            marker="o" if procs == 1 else "s",
+            linestyle="-" if procs == 1 else "--",
+            color=colors[name],
+            label=f"{name}, {procs} process{'es' if procs > 1 else ''}",
+        )
+    ax.set_xscale("log")
+    ticks = sorted({x for points in lines.values() for x in points})
+    ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("concurrency per process (PGQueuer: --batch-size; best run at each)")
+    ax.set_ylabel("no-op jobs/s (DB timestamps)")
+    ax.set_ylim(bottom=0)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title("Processing rate of pre-enqueued no-op jobs")
+    return fig
+
+
+def _plot_kinds(plt, results):
+    kinds = ("noop", "orm", "sleep50")
+    names = [n for n in results if any((results[n].get("best_kind") or {}).values())]
+    if not names:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5))
+    width = 0.8 / len(names)
+    colors = _colors(plt, list(results))
+    for i, name in enumerate(names):
+        res = results[name]
+        best = {"noop": _best_rate(res), **(res.get("best_kind") or {})}
+        values = [(best.get(k) or {}).get("rate", 0) for k in kinds]
+        xs = [j + (i - (len(names) - 1) / 2) * width for j in range(len(kinds))]
+        ax.bar(xs, values, width, label=name, color=colors[name])
+    ax.set_xticks(range(len(kinds)), ["no-op", "one ORM insert", "50 ms sleep"])
+    ax.set_yscale("log")
+    ax.set_ylabel("jobs/s, best setting (log scale)")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title("Processing rate by job kind")
+    return fig
+
+
+def _plot_latency(plt, results):
+    colors = _colors(plt, list(results))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    drawn = False
+    for name, res in results.items():
+        for run, style, what in (
+            (res.get("best_latency"), "-", "idle"),
+            (res.get("best_latency_load"), "--", "under load"),
+        ):
+            lat = sorted((run or {}).get("latencies_ms") or [])
+            if not lat:
+                continue
+            ys = [(i + 1) / len(lat) for i in range(len(lat))]
+            ax.step(lat, ys, where="post", linestyle=style, color=colors[name],
+                    label=f"{name}, {what}")  # fmt: skip
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    for target in (2, 5, 10):
+        ax.axvline(target, color="grey", linestyle=":", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("enqueue → start (ms, log scale); dotted: 2, 5 and 10 ms")
+    ax.set_ylabel("fraction of probes")
+    ax.set_ylim(0, 1.01)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title("Latency CDF: idle worker (solid), under load (dashed)")
+    return fig
 
 
 def write(path: Path, text: str, raw: dict) -> None:

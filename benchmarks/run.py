@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
-"""Measure pgjobs against django-tasks-db and Procrastinate on the local PostgreSQL.
+"""Measure pgjobs against PGQueuer, Procrastinate and django-tasks-db (and, on
+Redis, RQ and Celery) on the local PostgreSQL.
 
-    python benchmarks/run.py                  # full run (several minutes)
-    python benchmarks/run.py --quick          # smaller counts, one setting each (< 2 min)
-    python benchmarks/run.py --systems pgjobs,procrastinate
+    python benchmarks/run.py                  # full run (about 40 minutes)
+    python benchmarks/run.py --quick          # smaller counts, few settings (< 2 min)
+    python benchmarks/run.py --systems pgjobs,pgqueuer
     python benchmarks/run.py --database sqlite --producer-rate 10   # pgjobs on SQLite
 
 For each system, in its own freshly created database: enqueue jobs/s (one
-transaction per job, many in one transaction, bulk API), processing jobs/s of
+transaction per job, many in one transaction, bulk API); processing jobs/s of
 N pre-enqueued no-op jobs with 1 and 2 worker processes (best worker setting
-of those tried), and enqueue-to-start latency p50/p95 with an idle worker.
-Prints a Markdown table with pgjobs/peer ratios and writes it, with every
-individual run, to benchmarks/results/latest.md (raw data in latest.json).
+of those tried), and of two other job kinds (one ORM insert; a 50 ms sleep);
+enqueue-to-start latency p50/p95 with an idle worker, and with a worker busy
+with the 1,000 no-op jobs/s that other processes enqueue. Prints a Markdown
+table with pgjobs/peer ratios and writes it, with every individual run and
+two plots, to benchmarks/results/latest.md (raw data in latest.json). Then
+runs benchmarks/scale.py, when it exists, and appends its section.
 
 Runs with any python3: on first use it creates benchmarks/.work/venv (via
 setup.sh) with the peers and pgjobs, then re-runs itself inside that venv.
@@ -25,6 +29,7 @@ queues that run on that database are measured there.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import signal
 import subprocess
@@ -36,28 +41,66 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 VENV_PYTHON = BENCH_DIR / ".work" / "venv" / "bin" / "python"
 READY_MARKER = BENCH_DIR / ".work" / "venv" / ".bench-ready"
-ALL_SYSTEMS = ("pgjobs", "django-tasks-db", "procrastinate", "pgjobs-redis", "rq", "celery")
+ALL_SYSTEMS = (
+    "pgjobs",
+    "procrastinate",
+    "django-tasks-db",
+    "pgjobs-redis",
+    "rq",
+    "celery",
+)
+# --quick measures the database queues only unless --systems says otherwise:
+# the Redis queues would take it past two minutes.
+QUICK_SYSTEMS = ("pgjobs", "procrastinate", "django-tasks-db")
+KINDS = ("orm", "sleep50")
 
 
 def ensure_venv() -> None:
-    """Re-exec inside the benchmark venv, creating it first if needed."""
-    if Path(sys.prefix).resolve() == VENV_PYTHON.parent.parent.resolve():
-        return
-    if not READY_MARKER.exists():
-        print("Creating benchmarks/.work/venv (peers + pgjobs) ...", flush=True)
+    """Re-exec inside the benchmark venv, creating or updating it first if needed.
+
+    setup.sh leaves the hash of requirements.txt in READY_MARKER; a venv made
+    from other requirements (a peer added or re-pinned since) is updated.
+    """
+    wanted = hashlib.sha256((BENCH_DIR / "requirements.txt").read_bytes()).hexdigest()
+    have = READY_MARKER.read_text().strip() if READY_MARKER.exists() else None
+    if have != wanted:
+        print(
+            f"{'Updating' if have is not None else 'Creating'} benchmarks/.work/venv "
+            "(peers + pgjobs) ...",
+            flush=True,
+        )
         subprocess.run(["bash", str(BENCH_DIR / "setup.sh")], check=True)
-    os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), __file__, *sys.argv[1:]])
+    if Path(sys.prefix).resolve() != VENV_PYTHON.parent.parent.resolve():
+        os.execv(str(VENV_PYTHON), [str(VENV_PYTHON), __file__, *sys.argv[1:]])
 
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="small counts, one setting each")
+    p.add_argument("--quick", action="store_true", help="small counts, few settings (< 2 min)")
     p.add_argument(
         "--systems",
-        default=",".join(ALL_SYSTEMS),
-        help=f"comma-separated, from {', '.join(ALL_SYSTEMS)} (default: all)",
+        help=f"comma-separated, from {', '.join(ALL_SYSTEMS)} (default: all; "
+        f"with --quick: {', '.join(QUICK_SYSTEMS)})",
     )
     p.add_argument("--jobs", type=int, help="no-op jobs per processing run (default 10000)")
+    p.add_argument(
+        "--kinds",
+        default=",".join(KINDS),
+        help=f"job kinds measured beside the no-op, from {', '.join(KINDS)} "
+        "(default: both; '' for none)",
+    )
+    p.add_argument(
+        "--load-rate",
+        type=float,
+        default=1000.0,
+        metavar="R",
+        help="latency under load: no-op jobs/s other processes enqueue meanwhile "
+        "(default 1000; 0 skips the measurement)",
+    )
+    p.add_argument(
+        "--no-scale", action="store_true", help="do not run benchmarks/scale.py at the end"
+    )
+    p.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
     p.add_argument(
         "--database",
         choices=("postgres", "mysql", "sqlite"),
@@ -81,34 +124,62 @@ def parse_args() -> argparse.Namespace:
     if args.output is None:
         suffix = "" if args.database == "postgres" else f"-{args.database}"
         args.output = BENCH_DIR / "results" / f"latest{suffix}.md"
+    if args.systems is None:
+        args.systems = ",".join(QUICK_SYSTEMS if args.quick else ALL_SYSTEMS)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = set(args.systems) - set(ALL_SYSTEMS)
     if unknown:
         p.error(f"unknown system(s): {', '.join(sorted(unknown))}")
+    args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    if set(args.kinds) - set(KINDS):
+        p.error(f"unknown job kind(s): {', '.join(sorted(set(args.kinds) - set(KINDS)))}")
     return args
 
 
-def plan(quick: bool, jobs: int | None) -> dict:
+def plan(quick: bool, jobs: int | None, load_rate: float) -> dict:
     """Counts per mode; quick trades precision for a run under two minutes."""
     if quick:
-        return dict(enqueue_n=500, enqueue_repeats=1, jobs=jobs or 2000, latency_n=50)
-    return dict(enqueue_n=2000, enqueue_repeats=3, jobs=jobs or 10000, latency_n=200)
+        counts = dict(enqueue_n=300, enqueue_repeats=1, jobs=jobs or 2000, latency_n=50)
+        counts.update(orm_jobs=500, sleep50_jobs=300)
+    else:
+        counts = dict(enqueue_n=2000, enqueue_repeats=3, jobs=jobs or 10000, latency_n=200)
+        counts.update(orm_jobs=5000, sleep50_jobs=2000)
+    counts.update(noop_jobs=counts["jobs"], load_rate=load_rate)
+    return counts
 
 
 def measure_system(system, counts: dict, args: argparse.Namespace, log_dir: Path) -> dict:
-    from harness import Bench, BenchError, best
+    from harness import Bench
 
-    quick = args.quick
-    # --quick must stay short, so it waits only briefly for a quiet machine.
     bench = Bench(
         system,
         log_dir,
-        quiet_timeout=5.0 if quick else 60.0,
-        retries=0 if quick else 2,
+        # --quick must stay short: it does not wait for a quiet machine and
+        # does not repeat disturbed runs (each figure says how busy it was).
+        quiet_timeout=0.0 if args.quick else 60.0,
+        retries=0 if args.quick else 2,
         vendor=args.database,
         producer_rate=args.producer_rate,
+        checkpoint=not args.quick,
     )
-    result: dict = {"versions": system.versions(), "enqueue": {}, "throughput": [], "latency": []}
+    try:
+        return _measure(bench, system, counts, args)
+    finally:
+        bench.close_driver()
+
+
+def _measure(bench, system, counts: dict, args: argparse.Namespace) -> dict:
+    from harness import BenchError, best
+
+    quick = args.quick
+    result: dict = {
+        "versions": system.versions(),
+        "enqueue": {},
+        "throughput": [],
+        "kinds": [],
+        "latency": [],
+        "latency_load": [],
+    }
 
     def attempt(what: str, fn):
         try:
@@ -124,25 +195,39 @@ def measure_system(system, counts: dict, args: argparse.Namespace, log_dir: Path
         result["error"] = prepared["error"]
         return result
 
-    for mode in ("single", "atomic", "bulk"):
-        res = attempt(
-            f"enqueue {mode}",
-            partial(bench.enqueue, mode, counts["enqueue_n"], counts["enqueue_repeats"]),
-        )
-        result["enqueue"][mode] = res
+    modes = ("single", "atomic", "bulk")
+    if counts["enqueue_repeats"] == 1:
+        # One driver run for the three modes saves two Django start-ups.
+        both = attempt("enqueue", partial(bench.enqueue, ",".join(modes), counts["enqueue_n"], 1))
+        result["enqueue"] = {m: both.get(m, both) for m in modes}
+    else:
+        for mode in modes:
+            result["enqueue"][mode] = attempt(
+                f"enqueue {mode}",
+                partial(bench.enqueue, mode, counts["enqueue_n"], counts["enqueue_repeats"]),
+            )
+    for mode in modes:
+        res = result["enqueue"][mode]
         if "rate" in res:
             bench.say(f"enqueue {mode:6}: {res['rate']:8.0f} jobs/s")
         elif "unsupported" in res:
             bench.say(f"enqueue {mode:6}: n/a ({res['unsupported']})")
 
-    for config in system.throughput_configs(quick):
-        res = attempt(config.describe(), partial(bench.throughput, config, counts["jobs"]))
+    configs = system.throughput_configs(quick)
+    configs += [c for c in system.kind_configs(quick) if c.kind in args.kinds]
+    for config in configs:
+        n = counts[f"{config.kind}_jobs"]
+        if quick:
+            n = max(100, int(n * system.quick_share))
+        res = attempt(config.describe(), partial(bench.throughput, config, n))
         res.setdefault("config", config.describe())
         res.setdefault("processes", config.processes)
-        result["throughput"].append(res)
+        res.setdefault("kind", config.kind)
+        res.setdefault("x", config.x or 1)
+        result["throughput" if config.kind == "noop" else "kinds"].append(res)
         if "rate" in res:
             bench.say(
-                f"process {config.describe():40}: {res['rate']:7.0f} jobs/s "
+                f"{config.kind:7} {config.describe():40}: {res['rate']:7.0f} jobs/s "
                 f"(wall from spawn {res['wall_rate']:.0f} jobs/s)"
             )
 
@@ -163,9 +248,68 @@ def measure_system(system, counts: dict, args: argparse.Namespace, log_dir: Path
         procs: best([r for r in result["throughput"] if r.get("processes") == procs], "rate")
         for procs in (1, 2)
     }
+    result["best_kind"] = {kind: best(_of_kind(result, kind), "rate") for kind in KINDS}
     result["best_latency"] = best(result["latency"], "p50_ms", lower_is_better=True)
+
+    load = counts["load_rate"]
+    configs = system.latency_configs(quick)[:1] if load else []
+    for config in configs:
+        # A queue that cannot run the offered jobs as fast as they come has no
+        # steady latency to measure: its backlog, and each probe's wait, grow
+        # for as long as the run lasts.
+        capacity = result["best"].get(config.processes) or {}
+        if capacity.get("rate", 0) < load:
+            why = (
+                f"processes {capacity.get('rate', 0):,.0f} no-op jobs/s with "
+                f"{config.processes} process(es), fewer than the {load:,.0f}/s offered"
+            )
+            bench.say(f"latency under load: not measured: {why}")
+            result["latency_load"].append({"config": config.describe(), "skipped": why})
+            continue
+        res = attempt(
+            f"latency under load {config.describe()}",
+            partial(bench.latency, config, counts["latency_n"], spacing=0.02, load_rate=load),
+        )
+        res.setdefault("config", config.describe())
+        result["latency_load"].append(res)
+        if "p50_ms" in res:
+            bench.say(
+                f"latency {config.describe():40}: p50 {res['p50_ms']:.1f} ms, "
+                f"p95 {res['p95_ms']:.1f} ms while {res['producer']['rate']:,.0f} jobs/s "
+                "were enqueued"
+            )
+    result["best_latency_load"] = best(result["latency_load"], "p95_ms", lower_is_better=True)
     result["seconds"] = time.monotonic() - t0
     return result
+
+
+def _of_kind(result: dict, kind: str) -> list[dict]:
+    return [r for r in result["kinds"] if r.get("kind") == kind]
+
+
+def run_scale(args: argparse.Namespace) -> list[str]:
+    """benchmarks/scale.py's section of the report, when that module is there."""
+    if args.no_scale:
+        return []
+    try:
+        import scale
+    except ImportError as e:
+        print(f"scale: skipped (benchmarks/scale.py not importable: {e})", flush=True)
+        return []
+    print("== scale (benchmarks/scale.py)", flush=True)
+    started = time.monotonic()
+    try:
+        lines = scale.run_all(
+            quick=args.quick, results_dir=args.output.parent, database=args.database
+        )
+    except ImportError as e:
+        print(f"scale: skipped ({e})", flush=True)
+        return []
+    except Exception as e:  # the rest of the report is still worth writing
+        print(f"scale: FAILED: {type(e).__name__}: {e}", flush=True)
+        return ["", "## Scale", "", f"scale.py failed: {type(e).__name__}: {e}"]
+    print(f"scale: done in {time.monotonic() - started:.0f}s", flush=True)
+    return list(lines)
 
 
 def main() -> int:
@@ -179,7 +323,7 @@ def main() -> int:
     from harness import REPO_DIR, WORK_DIR, Database
     from systems import SYSTEMS
 
-    counts = plan(args.quick, args.jobs)
+    counts = plan(args.quick, args.jobs, args.load_rate)
     started = time.monotonic()
     log_dir = WORK_DIR / "logs"
     results: dict = {}
@@ -212,11 +356,24 @@ def main() -> int:
 
     total = time.monotonic() - started
     meta = report.environment(args.quick, counts, total, Database(args.database, ""))
-    text = report.markdown(results, skipped, meta)
+    plots = {} if args.no_plots else report.plots(results, args.output)
+    text = report.markdown(results, skipped, meta, plots)
+    raw = {"meta": meta, "results": results, "skipped": skipped}
     print()
     print(text)
-    report.write(args.output, text, {"meta": meta, "results": results, "skipped": skipped})
-    print(f"Written to {args.output} ({total:.0f}s in all)")
+    report.write(args.output, text, raw)
+    print(f"Written to {args.output} ({total:.0f}s in all)", flush=True)
+
+    scale_lines = run_scale(args)
+    if scale_lines:
+        text = text + "\n".join(scale_lines) + "\n"
+        raw["scale"] = scale_lines
+        report.write(args.output, text, raw)
+        print("\n".join(scale_lines))
+        print(
+            f"Scale section appended to {args.output} ({time.monotonic() - started:.0f}s in all)",
+            flush=True,
+        )
     return 0
 
 

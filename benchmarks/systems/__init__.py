@@ -8,5 +8,13 @@ from systems.redis_pgjobs import PgJobsRedis
 from systems.redis_rq import RQ
 
 SYSTEMS = {
-    s.name: s for s in (PgJobs(), DjangoTasksDB(), Procrastinate(), PgJobsRedis(), RQ(), Celery())
+    s.name: s
+    for s in (
+        PgJobs(),
+        DjangoTasksDB(),
+        Procrastinate(),
+        PgJobsRedis(),
+        RQ(),
+        Celery(),
+    )
 }

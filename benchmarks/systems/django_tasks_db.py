@@ -6,6 +6,7 @@ here: persistent connections (CONN_MAX_AGE=None in bench_common), no random
 startup delay, no autoreload, a small poll interval, logging at WARNING
 (``-v 0``; at the default verbosity it logs every task). Latency is also
 measured at the default 1 s interval, which is what users get out of the box.
+Its only concurrency is more processes, so the 50 ms sleep is also run with 4.
 """
 
 from harness import PYTHON, System, WorkerConfig, manage_py, venv_version
@@ -14,9 +15,10 @@ FAST_POLL = "0.1"
 
 
 class DjangoTasksDB(System):
+    quick_share = 0.1  # a slow queue: fewer jobs in --quick runs
     name = "django-tasks-db"
     project = "dtdb_bench"
-    tables = ("django_tasks_database_dbtaskresult",)
+    tables = ("django_tasks_database_dbtaskresult", "bench_row")
     done_sql = """
         SELECT count(*) FILTER (WHERE status = 'SUCCESSFUL'),
                count(*) FILTER (WHERE status = 'FAILED')
@@ -38,13 +40,19 @@ class DjangoTasksDB(System):
         ]  # fmt: skip
 
     def throughput_configs(self, quick):
-        return [
-            WorkerConfig(procs, ("--interval", FAST_POLL), f"interval {FAST_POLL}s")
-            for procs in (1, 2)
-        ]
+        return [_config(procs) for procs in (1, 2)]
+
+    def kind_configs(self, quick):
+        if quick:
+            return [_config(1, "orm"), _config(4, "sleep50")]
+        return [_config(1, "orm"), _config(2, "orm"), _config(2, "sleep50"), _config(4, "sleep50")]
 
     def latency_configs(self, quick):
-        configs = [WorkerConfig(1, ("--interval", FAST_POLL), f"interval {FAST_POLL}s")]
+        configs = [_config(1)]
         if not quick:
             configs.append(WorkerConfig(1, ("--interval", "1"), "interval 1s (default)"))
         return configs
+
+
+def _config(procs, kind="noop"):
+    return WorkerConfig(procs, ("--interval", FAST_POLL), f"interval {FAST_POLL}s", kind=kind)

@@ -1,18 +1,65 @@
-"""pgjobs: DatabaseBackend, ``manage.py pgjobs_worker --concurrency N``.
+"""pgjobs: DatabaseBackend, ``manage.py pgjobs_worker --concurrency N [--prefetch M]``.
 
-Concurrency 1, 4 and 8, and 4 with ``--prefetch 4`` (claim ahead of free
-slots), are tried with 1 and 2 processes; the best per process count is
-reported, as for the peers. ``-v 0``: at the default verbosity the worker logs
-every job's start and end, which the peers are not asked to do either.
+The settings tried are the lists below, each with 1 and 2 processes; the best
+per process count is reported, as for the peers. Each setting is a dict of
+worker options (``{"concurrency": 4, "prefetch": 200}`` becomes
+``--concurrency 4 --prefetch 200``); an option left out keeps the worker's
+default (prefetch: 200). To try a new worker option, such as ``--batch``, add
+it to the dicts. ``-v 0``: at the default verbosity the worker logs every
+job's start and end, which the peers are not asked to do either.
 """
 
 from harness import PYTHON, System, WorkerConfig, manage_py, venv_import_check, venv_version
+
+# No-op throughput: every combination, with 1 and 2 processes.
+THROUGHPUT = [
+    {"concurrency": c, "prefetch": p} for c in (1, 4, 8) for p in (0, 100, 200)
+]  # fmt: skip
+THROUGHPUT_QUICK = [{"concurrency": 4}]
+PROCESSES = (1, 2)
+PROCESSES_QUICK = (1, 2)
+
+# Latency: one process, each setting idle; the first also under load.
+LATENCY = [{"concurrency": 4}]
+
+# The other job kinds: "orm" (one ORM insert) and "sleep50" (a 50 ms sleep,
+# where concurrency is what counts), with (processes, options, variant).
+KINDS = {
+    "orm": [(1, {"concurrency": 1}, ""), (1, {"concurrency": 4}, ""), (2, {"concurrency": 4}, "")],
+    "sleep50": [
+        (1, {"concurrency": 8}, ""),
+        (1, {"concurrency": 32}, ""),
+        (1, {"concurrency": 128}, ""),
+        (1, {"concurrency": 128}, "async"),
+        (2, {"concurrency": 64}, ""),
+    ],
+}
+KINDS_QUICK = {
+    "orm": [(1, {"concurrency": 4}, "")],
+    "sleep50": [(1, {"concurrency": 64}, "")],
+}
+
+
+def config(processes, options, kind="noop", variant=""):
+    """A WorkerConfig from a dict of pgjobs_worker options."""
+    args, label = (), []
+    for name, value in options.items():
+        args += (f"--{name.replace('_', '-')}", str(value))
+        label.append(f"{name} {value}")
+    return WorkerConfig(
+        processes,
+        args,
+        ", ".join(label) or "defaults",
+        variant=variant,
+        kind=kind,
+        x=options.get("concurrency", 1),
+    )
 
 
 class PgJobs(System):
     name = "pgjobs"
     project = "pgjobs_bench"
-    tables = ("pgjobs_job",)
+    tables = ("pgjobs_job", "bench_row")
     databases = ("postgres", "mysql", "sqlite")
     done_sql = """
         SELECT COALESCE(SUM(CASE WHEN status = 'succeeded' THEN 1 ELSE 0 END), 0),
@@ -39,17 +86,20 @@ class PgJobs(System):
         return [PYTHON, manage_py(), "pgjobs_worker", "-v", "0", *config.args]
 
     def throughput_configs(self, quick):
-        settings = [("4",)] if quick else [("1",), ("4",), ("8",), ("4", "4")]
-        configs = []
-        for procs in (1, 2):
-            for concurrency, *prefetch in settings:
-                args = ("--concurrency", concurrency)
-                label = f"concurrency {concurrency}"
-                if prefetch:
-                    args += ("--prefetch", prefetch[0])
-                    label += f", prefetch {prefetch[0]}"
-                configs.append(WorkerConfig(procs, args, label))
-        return configs
+        settings = THROUGHPUT_QUICK if quick else THROUGHPUT
+        return [
+            config(procs, options)
+            for procs in (PROCESSES_QUICK if quick else PROCESSES)
+            for options in settings
+        ]
 
     def latency_configs(self, quick):
-        return [WorkerConfig(1, ("--concurrency", "4"), "concurrency 4")]
+        return [config(1, options) for options in LATENCY]
+
+    def kind_configs(self, quick):
+        kinds = KINDS_QUICK if quick else KINDS
+        return [
+            config(procs, options, kind, variant)
+            for kind, settings in kinds.items()
+            for procs, options, variant in settings
+        ]

@@ -4,7 +4,11 @@ The worker is one asyncio loop per process that fetches one job per query and
 runs up to ``--concurrency`` jobs at once (sync jobs in threads). It is woken
 by LISTEN/NOTIFY (an insert trigger). Tried: concurrency 1, 4, 8 with a sync
 no-op, and concurrency 4 with an ``async def`` no-op (no thread hop), with 1
-and 2 processes; the best per process count is reported. The management
+and 2 processes; the best per process count is reported. The job kinds: the
+ORM insert is a sync task (concurrency 1 and 4); the 50 ms sleep is tried as
+a sync task (which runs in asyncio's default thread pool, at most
+min(32, cores + 4) = 6 threads here, whatever the concurrency) and as an
+``async def`` task with ``asyncio.sleep`` (concurrency 8 and 32). The management
 command leaves logging to Django's LOGGING (WARNING in bench_common); the plain
 ``procrastinate`` CLI would default to INFO and log every job's start and end.
 Finished jobs are kept (``--delete-jobs never``, the default), as in the
@@ -15,9 +19,10 @@ from harness import PYTHON, System, WorkerConfig, manage_py, venv_version
 
 
 class Procrastinate(System):
+    quick_share = 0.25  # a slow queue: fewer jobs in --quick runs
     name = "procrastinate"
     project = "procrastinate_bench"
-    tables = ("procrastinate_jobs", "procrastinate_events", "procrastinate_workers")
+    tables = ("procrastinate_jobs", "procrastinate_events", "procrastinate_workers", "bench_row")
     done_sql = """
         SELECT count(*) FILTER (WHERE status = 'succeeded'),
                count(*) FILTER (WHERE status IN ('failed', 'aborted'))
@@ -39,11 +44,31 @@ class Procrastinate(System):
 
     def throughput_configs(self, quick):
         settings = [(4, "sync")] if quick else [(1, "sync"), (4, "sync"), (8, "sync"), (4, "async")]
-        return [
-            WorkerConfig(procs, ("--concurrency", str(c)), f"concurrency {c}", variant)
-            for procs in (1, 2)
-            for c, variant in settings
-        ]
+        return [_config(procs, c, variant) for procs in (1, 2) for c, variant in settings]
 
     def latency_configs(self, quick):
-        return [WorkerConfig(1, ("--concurrency", "4"), "concurrency 4")]
+        return [_config(1, 4)]
+
+    def kind_configs(self, quick):
+        if quick:
+            return [_config(1, 4, kind="orm"), _config(1, 32, "async", "sleep50")]
+        return [
+            _config(1, 1, kind="orm"),
+            _config(1, 4, kind="orm"),
+            _config(2, 4, kind="orm"),
+            _config(1, 8, "sync", "sleep50"),
+            _config(1, 8, "async", "sleep50"),
+            _config(1, 32, "async", "sleep50"),
+            _config(2, 32, "async", "sleep50"),
+        ]
+
+
+def _config(procs, concurrency, variant="sync", kind="noop"):
+    return WorkerConfig(
+        procs,
+        ("--concurrency", str(concurrency)),
+        f"concurrency {concurrency}",
+        variant,
+        kind,
+        x=concurrency,
+    )

@@ -21,6 +21,7 @@ BROKER_DB, RESULTS_DB = 12, 13  # projects/celery_bench/settings.py
 
 
 class Celery(System):
+    quick_share = 0.5  # a slow queue: fewer jobs in --quick runs
     name = "celery"
     project = "celery_bench"
     own_processes = ("redis-server",)

@@ -1,6 +1,6 @@
 """pgjobs on Redis: RedisBackend, the same ``manage.py pgjobs_worker`` as on
-PostgreSQL, with the same worker settings tried (concurrency 1, 4, 8, and 4
-with ``--prefetch 4``).
+PostgreSQL, with concurrency 1, 4 and 8 at the worker's default prefetch
+(``THROUGHPUT`` below); only the no-op kind is measured on Redis.
 
 Progress and the span come from the store's own records: the ``done`` sorted
 set of the queue and each job hash's ``started_at``/``finished_at``
@@ -9,11 +9,14 @@ set of the queue and each job hash's ``started_at``/``finished_at``
 
 from harness import BenchError, venv_import_check, venv_version
 
-from systems.pgjobs import PgJobs
+from systems.pgjobs import PgJobs, config
 from systems.redis_common import client, in_batches, redis_version
 
 DB = 10
 PREFIX = "pgjobs-bench"  # projects/pgjobs_redis_bench/settings.py
+
+THROUGHPUT = [{"concurrency": c} for c in (1, 4, 8)]
+THROUGHPUT_QUICK = [{"concurrency": 4}]
 
 
 class PgJobsRedis(PgJobs):
@@ -29,6 +32,13 @@ class PgJobsRedis(PgJobs):
 
     def versions(self):
         return f"pgjobs {venv_version('pgjobs')} on Redis {redis_version()}"
+
+    def throughput_configs(self, quick):
+        settings = THROUGHPUT_QUICK if quick else THROUGHPUT
+        return [config(procs, options) for procs in (1, 2) for options in settings]
+
+    def kind_configs(self, quick):
+        return []
 
     def progress(self, conn, database):
         pipe = client(DB).pipeline()

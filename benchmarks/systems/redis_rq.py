@@ -22,6 +22,7 @@ def _parse(stamp):
 
 
 class RQ(System):
+    quick_share = 0.25  # a slow queue: fewer jobs in --quick runs
     name = "rq"
     project = "rq_bench"
     own_processes = ("redis-server",)
