@@ -43,6 +43,7 @@ VENV_PYTHON = BENCH_DIR / ".work" / "venv" / "bin" / "python"
 READY_MARKER = BENCH_DIR / ".work" / "venv" / ".bench-ready"
 ALL_SYSTEMS = (
     "pgjobs",
+    "pgqueuer",
     "procrastinate",
     "django-tasks-db",
     "pgjobs-redis",
@@ -51,7 +52,7 @@ ALL_SYSTEMS = (
 )
 # --quick measures the database queues only unless --systems says otherwise:
 # the Redis queues would take it past two minutes.
-QUICK_SYSTEMS = ("pgjobs", "procrastinate", "django-tasks-db")
+QUICK_SYSTEMS = ("pgjobs", "pgqueuer", "procrastinate", "django-tasks-db")
 KINDS = ("orm", "sleep50")
 
 

@@ -27,4 +27,5 @@ fi
 # PostgreSQL and SQLite runs do not, so a failure here is reported, not fatal.
 "$venv/bin/python" -m pip install --quiet "mysqlclient>=2.2" \
     || echo "setup.sh: mysqlclient could not be installed; --database mysql will not work" >&2
-touch "$venv/.bench-ready"
+# run.py re-runs this script when requirements.txt changes.
+sha256sum "$here/requirements.txt" | cut -d' ' -f1 > "$venv/.bench-ready"

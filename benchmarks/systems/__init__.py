@@ -2,6 +2,7 @@
 
 from systems.django_tasks_db import DjangoTasksDB
 from systems.pgjobs import PgJobs
+from systems.pgqueuer import PgQueuer
 from systems.procrastinate import Procrastinate
 from systems.redis_celery import Celery
 from systems.redis_pgjobs import PgJobsRedis
@@ -11,6 +12,7 @@ SYSTEMS = {
     s.name: s
     for s in (
         PgJobs(),
+        PgQueuer(),
         DjangoTasksDB(),
         Procrastinate(),
         PgJobsRedis(),
