@@ -10,6 +10,7 @@ and come back as the same type. A class of your own travels when it defines
 """
 
 import base64
+import binascii
 import datetime
 import decimal
 import hashlib
@@ -404,16 +405,15 @@ def _derive_keys(secret_key, fallbacks):
 
 
 def _signature(key, text):
-    digest = hmac.digest(key, text.encode(), "sha256")
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return _base64(hmac.digest(key, text.encode(), "sha256")).decode()
 
 
-def _digest_of(signature):
-    """The HMAC digest a signature encodes (unpadded URL-safe base64), or None."""
-    try:
-        return base64.urlsafe_b64decode(f"{signature}{'=' * (-len(signature or '') % 4)}")
-    except (ValueError, TypeError):
-        return None
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
+def _base64(digest):
+    """Unpadded URL-safe base64, as Django's signatures are (binascii: no wrappers)."""
+    return binascii.b2a_base64(digest, newline=False).translate(_URLSAFE).rstrip(b"=")
 
 
 def sign_job(func, args, kwargs, queue):
@@ -429,9 +429,9 @@ def verify_job(func, args, kwargs, queue, signature):
     """Raise ``InvalidJob`` unless ``signature`` was made by this site (its current
     ``SECRET_KEY`` or one of ``SECRET_KEY_FALLBACKS``) for exactly this job."""
     text = _signed_text(func, args, kwargs, queue).encode()
-    given = _digest_of(signature)
+    given = (signature or "").encode("ascii", "replace")
     for key in _hmac_keys():
-        if given is not None and hmac.compare_digest(given, hmac.digest(key, text, "sha256")):
+        if hmac.compare_digest(given, _base64(hmac.digest(key, text, "sha256"))):
             return
     raise InvalidJob(
         f"signature mismatch: job {func!r} was not enqueued by this site (or its row was "
