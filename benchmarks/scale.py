@@ -509,6 +509,31 @@ class Scale:
     """
 
     def part_size(self) -> list[str]:
+        # PostgreSQL ships with autovacuum on, and pgjobs relies on it (migration 0005
+        # tunes it for the job table). A server where it is off (this machine's is)
+        # would show the growth of a misconfigured server, not pgjobs': it is turned
+        # on for this part only, said so in the report, and restored afterwards.
+        with self.connect() as conn:
+            was_on = conn.execute("SHOW autovacuum").fetchone()[0] == "on"
+            if not was_on:
+                self.say("autovacuum is off on this server: turned on for the table-size part")
+                conn.execute("ALTER SYSTEM SET autovacuum = on")
+                conn.execute("SELECT pg_reload_conf()")
+        try:
+            lines = self._part_size()
+        finally:
+            if not was_on:
+                with self.connect() as conn:
+                    conn.execute("ALTER SYSTEM RESET autovacuum")
+                    conn.execute("SELECT pg_reload_conf()")
+        if not was_on:
+            lines.append(
+                "\nThe server had autovacuum off (PostgreSQL's default is on); it was turned "
+                "on for this measurement and restored afterwards.\n"
+            )
+        return lines
+
+    def _part_size(self) -> list[str]:
         plan = self.plan
         self.empty()
         self.quiet()
