@@ -34,6 +34,9 @@ logger = logging.getLogger("pgjobs")
 
 _STOP_SLOT = object()
 
+#: Seconds between looks at the live workers, by which wake-ups are shared out.
+RANKS_INTERVAL = 1.0
+
 
 def tidy_connections():
     """After a job, in its slot thread: keep the thread's database connections for
@@ -200,6 +203,7 @@ class Worker:
         self._notified = False  # set by the listener thread
         self._slot_freed = False  # set by a slot that found no claimed job left
         self._look_again_at = 0.0  # drained: when to claim again unasked (poll, deferred job)
+        self._sleeping_until = 0.0  # while the main thread waits: until when
         # Sharing out wake-ups: {queue: (this worker's rank, workers serving it)},
         # from the store's list of live workers, refreshed with each heartbeat.
         self._ranks = {}
@@ -264,7 +268,8 @@ class Worker:
         # job shows in a profile.
         self._log_jobs = logger.isEnabledFor(logging.INFO)
         self._start_threads()
-        next_heartbeat = started  # at once: it also learns the other workers (_answers)
+        next_heartbeat = started
+        next_ranks = started  # the other workers, for _answers
         next_rescue = started  # at once: a drain from cron may be the only one looking
         failures = 0
         while True:
@@ -279,6 +284,11 @@ class Worker:
                 if now >= next_heartbeat:
                     self._heartbeat()
                     next_heartbeat = now + self.heartbeat_interval
+                if now >= next_ranks and self.store.wakeup == "listen" and not self.burst:
+                    # Every second, not every heartbeat: workers that start together
+                    # must soon agree on who answers (until then more of them do).
+                    self._refresh_ranks()
+                    next_ranks = now + RANKS_INTERVAL
                 if now >= next_rescue:  # before claiming, so rescued jobs are claimable
                     self._rescue()
                     next_rescue = now + self.rescue_interval * random.uniform(0.8, 1.2)
@@ -312,7 +322,9 @@ class Worker:
                     break  # stopping records what it can, a bounded number of times
                 if failures >= 3 and self._unrecorded:
                     self._record_one_by_one()
+            self._sleeping_until = time.monotonic() + timeout
             self._wake.wait(timeout)
+            self._sleeping_until = 0.0
         if self._limit_reached(started):
             self._finish_in_flight(deadline=None)
         else:
@@ -393,15 +405,22 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 woken = self.store.wait(self.poll_interval)
-                if woken:
-                    if self._answers(woken):
-                        self._notified = True
-                    else:
-                        # Others answer at once; look ourselves a little later, in
-                        # case they cannot (busy, or gone since the last heartbeat).
-                        later = time.monotonic() + random.uniform(0.05, 0.15)
-                        self._look_again_at = min(self._look_again_at, later)
+                if not woken:
+                    continue
+                if self._answers(woken):
+                    self._notified = True
                     self._wake.set()
+                    continue
+                # Others answer at once; look ourselves a little later, in case
+                # they cannot (busy, or gone since we last listed the workers).
+                # The main thread is woken only to wait less, not for every
+                # NOTIFY: eight idle processes churning per job would slow the
+                # one that answers.
+                later = time.monotonic() + random.uniform(0.05, 0.15)
+                if later < self._look_again_at:
+                    self._look_again_at = later
+                    if later < self._sleeping_until:
+                        self._wake.set()
             except Exception:  # never let the listener die; polling covers for it
                 logger.exception("pgjobs: listener error")
                 time.sleep(1.0)
@@ -520,8 +539,6 @@ class Worker:
         cancel = self.store.heartbeat(self.worker_id, list(self._claimed))
         if cancel:
             self._request_cancellations(cancel)
-        if self.store.wakeup == "listen" and not self.burst:
-            self._refresh_ranks()
 
     def _rescue(self):
         rescued = self.store.rescue()
