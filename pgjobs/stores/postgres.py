@@ -7,7 +7,7 @@ import logging
 import time
 
 import psycopg
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from psycopg import sql
 
 from .. import records
@@ -344,7 +344,19 @@ class PostgresStore(OrmStore):
         query = query.format(queue_filter=self._sql_queue_filter(queues))
         params = self._claim_params(queues, limit, worker_id)
         params.update(self._finish_params(worker_id, results))
-        return _claimed(self._execute(query, params))
+        try:
+            return _claimed(self._execute(query, params))
+        except DatabaseError as exc:
+            if not isinstance(exc.__cause__, psycopg.errors.DeadlockDetected):
+                raise
+            # Rare, and harmless but for the wait: a claim's FOR UPDATE keeps the
+            # lock on a row it rechecked and skipped (one another worker had just
+            # claimed, found through a stale index entry), so two workers each
+            # finishing jobs the other's claim touched can wait on each other.
+            # Apart, neither can: a finish alone waits on no claim that waits.
+            logger.debug("pgjobs: finish-and-claim deadlocked; finishing, then claiming")
+            self.finish(worker_id, results)
+            return self.claim(queues, limit, worker_id)
 
     @staticmethod
     def _finish_params(worker_id, results):
