@@ -74,8 +74,13 @@ def test_a_stopping_worker_hands_back_the_jobs_it_prefetched(start_worker):
     worker = train(["--concurrency", "1", "--prefetch", "100"], start_worker)
     blocker = background.enqueue(jobs.wait_for_event, args=["blocker", "release"], priority=10)
     refs = background.enqueue_many([(jobs.record, [f"job-{n}"], {}) for n in range(150)])
+
     # One slot, blocked: every other job this worker holds was prefetched.
-    wait_for(lambda: running_under(worker.pid).count() > 1, message="prefetched jobs")
+    def blocked_with_prefetched_jobs():
+        started = Event.objects.filter(name="start:blocker").exists()
+        return started and running_under(worker.pid).count() > 1
+
+    wait_for(blocked_with_prefetched_jobs, message="the blocker running, more jobs prefetched")
     held = set(running_under(worker.pid).values_list("id", flat=True)) - {blocker.id}
 
     worker.send_signal(signal.SIGTERM)
