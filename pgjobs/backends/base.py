@@ -131,35 +131,31 @@ class BaseJobBackend:
             return []
         first = self.prepare(*jobs[0], **options)
         paths = {}
-        encoded = {}  # (id(func), id(args), id(kwargs)) -> (args, kwargs, signature)
+        prepared = {}  # (id(func), id(args), id(kwargs)) -> its JobSpec, shared by repeats
         specs = []
         for index, (func, args, kwargs) in enumerate(jobs):
             # The objects live in ``jobs`` for the whole loop, so their ids stay theirs.
             key = (id(func), id(args), id(kwargs))
-            found = encoded.get(key)
-            if found is None:
+            spec = prepared.get(key)
+            if spec is None:
                 try:
                     path = paths.get(id(func)) or paths.setdefault(id(func), function_path(func))
                     encoded_args, encoded_kwargs = encode_arguments(args, kwargs)
                 except InvalidJob as exc:
                     raise InvalidJob(f"job {index} of enqueue_many: {exc}") from None
-                signature = sign_job(path, encoded_args, encoded_kwargs, first.queue)
-                found = encoded[key] = (path, encoded_args, encoded_kwargs, signature)
-            path, encoded_args, encoded_kwargs, signature = found
-            specs.append(
-                JobSpec(
+                spec = prepared[key] = JobSpec(
                     func=path,
                     args=encoded_args,
                     kwargs=encoded_kwargs,
                     queue=first.queue,
-                    signature=signature,
+                    signature=sign_job(path, encoded_args, encoded_kwargs, first.queue),
                     priority=first.priority,
                     run_at=first.run_at,
                     max_attempts=first.max_attempts,
                     timeout=first.timeout,
                     unique_key=first.unique_key,
                 )
-            )
+            specs.append(spec)  # a repeated call shares its spec: stores only read them
         return specs
 
     def validate_queue(self, queue):

@@ -463,31 +463,30 @@ def _copy_value(value):
 
 def _copy_text(ids, now, specs):
     """The rows of COPY_JOBS in COPY's text format, built here rather than by
-    psycopg's per-row writer: values shared by many jobs (the function, the
-    arguments of a repeated call, the options of the call) are formatted once."""
-    formatted = {}  # id(value) -> text; every value is alive in ``specs`` meanwhile
+    psycopg's per-row writer: a spec shared by many jobs (``prepare_many`` gives a
+    repeated call one) is formatted once, and so is any value shared by specs."""
+    created = _copy_value(now)
+    texts = {}  # id(value) -> COPY text; every value is alive in ``specs`` meanwhile
+    tails = {}  # id(spec) -> the row after its id
 
-    def text(value):
-        found = formatted.get(id(value))
+    def text(value, encode=False):
+        found = texts.get(id(value))
         if found is None:
-            found = formatted[id(value)] = _copy_value(value)
+            found = texts[id(value)] = _copy_value(dumps(value) if encode else value)
         return found
 
-    created = _copy_value(now)
     lines = []
     for job_id, spec in zip(ids, specs, strict=True):
-        args = formatted.get(id(spec.args))
-        if args is None:
-            args = formatted[id(spec.args)] = _copy_value(dumps(spec.args))
-        kwargs = formatted.get(id(spec.kwargs))
-        if kwargs is None:
-            kwargs = formatted[id(spec.kwargs)] = _copy_value(dumps(spec.kwargs))
-        lines.append(
-            f"{job_id}\t{created}\t{text(spec.func)}\t{args}\t{kwargs}\t{text(spec.queue)}\t"
-            f"{spec.priority}\t{created if spec.run_at is None else text(spec.run_at)}\t"
-            f"{spec.max_attempts}\t{text(spec.timeout)}\t{text(spec.unique_key)}\t"
-            f"{text(spec.signature)}\n"
-        )
+        tail = tails.get(id(spec))
+        if tail is None:
+            tail = tails[id(spec)] = (
+                f"{created}\t{text(spec.func)}\t{text(spec.args, True)}\t"
+                f"{text(spec.kwargs, True)}\t{text(spec.queue)}\t{spec.priority}\t"
+                f"{created if spec.run_at is None else text(spec.run_at)}\t"
+                f"{spec.max_attempts}\t{text(spec.timeout)}\t{text(spec.unique_key)}\t"
+                f"{text(spec.signature)}\n"
+            )
+        lines.append(f"{job_id}\t{tail}")
     return "".join(lines)
 
 
