@@ -414,7 +414,7 @@ class Worker:
                 # Others answer at once; look ourselves a little later, in case
                 # they cannot (busy, or gone since we last listed the workers).
                 # The main thread is woken only to wait less, not for every
-                # NOTIFY: eight idle processes churning per job would slow the
+                # wake-up: eight idle processes churning per job would slow the
                 # one that answers.
                 later = time.monotonic() + random.uniform(0.05, 0.15)
                 if later < self._look_again_at:
@@ -428,7 +428,7 @@ class Worker:
     def _answers(self, woken):
         """Whether this worker claims at once for a wake-up: for N new jobs, the
         N workers (of W serving the queue) whose rank follows the first job's id,
-        modulo W. Every worker reads the same NOTIFY, so they agree without
+        modulo W. Every worker reads the same wake-up, so they agree without
         talking; the rest would only find the jobs taken (a thundering herd:
         with 8 idle workers, 7 empty claims per job)."""
         if woken is True or woken.first_id is None:
