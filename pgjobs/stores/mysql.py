@@ -309,32 +309,18 @@ class MySQLStore(OrmStore):
             "lease": round(self.lease_seconds * 1e6),
             "queues": tuple(queues or ()),
         }
-        own = not self._in_transaction()
         first = []
-        if own:
-            if self.connection.isolation_level != "read committed":
-                # Django's default for MySQL; without it the locking read takes gap locks.
-                first.append("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            first.append("START TRANSACTION")
         if results:
             finish, finish_params = self._finish_statement(worker_id, results)
             first.append(finish)
             params.update(finish_params)
         first.append(CLAIM_LOCK.format(now=now, queue_filter=self._sql_queue_filter(queues)))
-        connection = self.connection
-        together = connection.settings_dict["OPTIONS"].get("multi_statements", True)
-        with connection.cursor() as cursor, connection.wrap_database_errors:
-            try:
-                rows = _execute_all(cursor, first, params, together)
-                then = [CLAIM_MARK.format(now=now, ids=", ".join(str(int(r[0])) for r in rows))]
-                then = (then if rows else []) + (["COMMIT"] if own else [])
-                if then:
-                    _execute_all(cursor, then, params, together)
-            except BaseException:
-                if own:
-                    with contextlib.suppress(Exception):
-                        cursor.execute("ROLLBACK")
-                raise
+
+        def mark(rows):
+            ids = ", ".join(str(int(row[0])) for row in rows)
+            return [CLAIM_MARK.format(now=now, ids=ids)], params
+
+        rows = self._lock_then(first, params, mark)
         return [self._claimed(row) for row in rows]
 
     def _claimed(self, row):
@@ -364,34 +350,46 @@ class MySQLStore(OrmStore):
         them, commit; two round trips, retried after a deadlock."""
         return self._retrying(self._prune_batch, older_than, statuses, limit)
 
+    def _lock_then(self, first, params, then):
+        """Run ``first`` (ending in a locking read), then ``then(rows)``'s statements
+        for the rows it returned, in one short READ COMMITTED transaction of our
+        own, or inside the caller's. One round trip each when the site allows
+        multi-statements. Returns the locking read's rows."""
+        own = not self._in_transaction()
+        begin = []
+        if own:
+            if self.connection.isolation_level != "read committed":
+                # Django's default for MySQL; without it the locking read takes gap locks.
+                begin.append("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            begin.append("START TRANSACTION")
+        connection = self.connection
+        together = connection.settings_dict["OPTIONS"].get("multi_statements", True)
+        with connection.cursor() as cursor, connection.wrap_database_errors:
+            try:
+                rows = _execute_all(cursor, begin + first, params, together)
+                follow, follow_params = then(rows) if rows else ([], None)
+                follow += ["COMMIT"] if own else []
+                if follow:
+                    _execute_all(cursor, follow, follow_params, together)
+            except BaseException:
+                if own:
+                    with contextlib.suppress(Exception):
+                        cursor.execute("ROLLBACK")
+                raise
+        return rows
+
     def _prune_batch(self, older_than, statuses, limit):
         params = {
             "statuses": tuple(statuses),
             "age": older_than // datetime.timedelta(microseconds=1),
             "limit": limit,
         }
-        own = not self._in_transaction()
-        first = []
-        if own:
-            if self.connection.isolation_level != "read committed":
-                first.append("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            first.append("START TRANSACTION")
-        first.append(PRUNE_LOCK.format(now=self._now_sql()))
-        connection = self.connection
-        together = connection.settings_dict["OPTIONS"].get("multi_statements", True)
-        with connection.cursor() as cursor, connection.wrap_database_errors:
-            try:
-                rows = _execute_all(cursor, first, params, together)
-                ids = ", ".join(str(int(job_id)) for (job_id,) in rows)
-                then = [PRUNE_DELETE.format(ids=ids)] if rows else []
-                then += ["COMMIT"] if own else []
-                if then:
-                    _execute_all(cursor, then, None, together)
-            except BaseException:
-                if own:
-                    with contextlib.suppress(Exception):
-                        cursor.execute("ROLLBACK")
-                raise
+
+        def delete(rows):
+            ids = ", ".join(str(int(job_id)) for (job_id,) in rows)
+            return [PRUNE_DELETE.format(ids=ids)], None
+
+        rows = self._lock_then([PRUNE_LOCK.format(now=self._now_sql())], params, delete)
         return len(rows)
 
     def seconds_until_due(self, queues):
