@@ -123,6 +123,8 @@ def _figures(res: dict) -> dict:
         "enqueue_single": enq.get("single", {}).get("rate"),
         "enqueue_atomic": enq.get("atomic", {}).get("rate"),
         "enqueue_bulk": enq.get("bulk", {}).get("rate"),
+        "enqueue_big": enq.get("bulk_big", {}).get("rate"),
+        "enqueue_distinct": enq.get("distinct_big", {}).get("rate"),
         "process_1": (best.get(1) or {}).get("rate"),
         "process_2": (best.get(2) or {}).get("rate"),
         "orm": (kinds.get("orm") or {}).get("rate"),
@@ -174,6 +176,16 @@ def _targets(results: dict) -> list[str]:
                     f"{a / b:.2f}× ({a:,.0f} / {b:,.0f})",
                     None,
                 )
+    for key, what in (("enqueue_big", "the same job"), ("enqueue_distinct", "own arguments")):
+        rate = figs[key]
+        if rate is not None:
+            theirs = _figures(peer)[key] if peer else None
+            versus = f"; PGQueuer {theirs:,.0f}, {rate / theirs:.2f}×" if theirs else ""
+            row(
+                f"enqueue_many ≥ 100,000 jobs/s in one call ({what})",
+                f"{rate:,.0f} jobs/s{versus}",
+                rate >= 100_000,
+            )
     p50, p95 = figs["latency_p50"], figs["latency_p95"]
     if p50 is not None:
         row("idle latency p50 ≤ 2 ms", f"{p50:.1f} ms", p50 <= 2)
@@ -207,6 +219,16 @@ def markdown(results: dict, skipped: dict, meta: dict, plots: dict | None = None
             _fmt_rate,
         ),
         ("enqueue_bulk", f"enqueue, bulk API, {c['enqueue_n']:,} jobs (jobs/s)", _fmt_rate),
+        (
+            "enqueue_big",
+            f"enqueue, bulk API, {c.get('big_n', 0):,} jobs in one call (jobs/s)",
+            _fmt_rate,
+        ),
+        (
+            "enqueue_distinct",
+            f"enqueue, bulk API, {c.get('big_n', 0):,} jobs each with its own argument (jobs/s)",
+            _fmt_rate,
+        ),
         ("process_1", "process no-op jobs, 1 worker process (jobs/s)", _fmt_rate),
         ("process_2", "process no-op jobs, 2 worker processes (jobs/s)", _fmt_rate),
         ("orm", "process jobs of one ORM insert, best setting (jobs/s)", _fmt_rate),

@@ -141,9 +141,11 @@ def plan(quick: bool, jobs: int | None, load_rate: float) -> dict:
     """Counts per mode; quick trades precision for a run under two minutes."""
     if quick:
         counts = dict(enqueue_n=300, enqueue_repeats=1, jobs=jobs or 2000, latency_n=50)
+        counts.update(big_n=20000)
         counts.update(orm_jobs=500, sleep50_jobs=300)
     else:
         counts = dict(enqueue_n=2000, enqueue_repeats=3, jobs=jobs or 10000, latency_n=200)
+        counts.update(big_n=100000)
         counts.update(orm_jobs=5000, sleep50_jobs=2000)
     counts.update(noop_jobs=counts["jobs"], load_rate=load_rate)
     return counts
@@ -213,6 +215,17 @@ def _measure(bench, system, counts: dict, args: argparse.Namespace) -> dict:
             bench.say(f"enqueue {mode:6}: {res['rate']:8.0f} jobs/s")
         elif "unsupported" in res:
             bench.say(f"enqueue {mode:6}: n/a ({res['unsupported']})")
+
+    # The bulk API with one big call: the same job many times, and jobs that each
+    # carry their own argument (encoding and signing then cost per job).
+    for mode in ("bulk", "distinct"):
+        res = attempt(
+            f"enqueue {mode}, one call",
+            partial(bench.enqueue, mode, counts["big_n"], counts["enqueue_repeats"]),
+        )
+        result["enqueue"][f"{mode}_big"] = res
+        if "rate" in res:
+            bench.say(f"enqueue {mode}, {counts['big_n']:,} in one call: {res['rate']:8.0f} jobs/s")
 
     configs = system.throughput_configs(quick)
     configs += [c for c in system.kind_configs(quick) if c.kind in args.kinds]

@@ -61,7 +61,7 @@ def cmd_enqueue(args, tasks):
 def enqueue_timed(args, tasks, mode, warmup):
     from django.db import transaction
 
-    if mode not in ("single", "atomic", "bulk"):
+    if mode not in ("single", "atomic", "bulk", "distinct"):
         return {"unsupported": f"mode {mode!r}"}
     variants = tasks.JOBS.get(args.kind)
     if not variants:
@@ -71,6 +71,9 @@ def enqueue_timed(args, tasks, mode, warmup):
         return {"unsupported": f"{args.kind} job variant {variant!r}"}
     if mode == "bulk" and tasks.enqueue_bulk is None:
         return {"unsupported": "no bulk enqueue API"}
+    bulk_distinct = getattr(tasks, "enqueue_bulk_distinct", None)
+    if mode == "distinct" and (bulk_distinct is None or args.kind != "noop"):
+        return {"unsupported": "not measured for this queue"}
     # Warm-up outside the timed window: opens the connection, fills caches.
     for _ in range(warmup):
         tasks.enqueue(args.kind, variant)
@@ -83,6 +86,9 @@ def enqueue_timed(args, tasks, mode, warmup):
         with transaction.atomic():
             for _ in range(args.n):
                 tasks.enqueue(args.kind, variant)
+    elif mode == "distinct":
+        with transaction.atomic():
+            bulk_distinct(args.n, variant)
     else:
         with transaction.atomic():
             tasks.enqueue_bulk(args.n, args.kind, variant)
@@ -183,7 +189,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     enq = sub.add_parser("enqueue")
-    enq.add_argument("--mode", required=True, help="single, atomic or bulk; or several, a,b")
+    enq.add_argument(
+        "--mode",
+        required=True,
+        help="single, atomic, bulk or distinct (bulk, each job its own argument); or several, a,b",
+    )
     enq.add_argument("--n", type=int, required=True)
     enq.add_argument("--kind", default="noop")
     enq.add_argument("--variant", default="")

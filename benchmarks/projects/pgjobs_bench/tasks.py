@@ -63,6 +63,14 @@ def enqueue_bulk(n, kind="noop", variant="sync"):
     background.enqueue_many([(_FUNCTIONS[kind, variant], [], {})] * n)
 
 
+def noop_numbered(job_no):
+    """A no-op that takes an argument: each job of a bulk call its own."""
+
+
+def enqueue_bulk_distinct(n, variant="sync"):
+    background.enqueue_many([(noop_numbered, [job_no], {}) for job_no in range(n)])
+
+
 def enqueue_noop(variant="sync"):
     enqueue("noop", variant)
 

@@ -49,5 +49,11 @@ def enqueue_bulk(n, kind="noop", variant="async"):
     _queries.enqueue([ENTRYPOINTS[kind, variant]] * n, [None] * n, [0] * n)
 
 
+def enqueue_bulk_distinct(n, variant="async"):
+    """One bulk call whose jobs each carry their own payload (the no-op ignores it)."""
+    payloads = [str(job_no).encode() for job_no in range(n)]
+    _queries.enqueue([ENTRYPOINTS["noop", variant]] * n, payloads, [0] * n)
+
+
 def enqueue_latency(job_no, enqueued):
     _queries.enqueue("latency_probe", json.dumps([job_no, enqueued]).encode())
