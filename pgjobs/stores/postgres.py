@@ -464,30 +464,43 @@ def _copy_value(value):
 def _copy_text(ids, now, specs):
     """The rows of COPY_JOBS in COPY's text format, built here rather than by
     psycopg's per-row writer: a spec shared by many jobs (``prepare_many`` gives a
-    repeated call one) is formatted once, and so is any value shared by specs."""
+    repeated call one) is formatted once, and so are the columns that jobs with
+    different arguments share."""
     created = _copy_value(now)
-    texts = {}  # id(value) -> COPY text; every value is alive in ``specs`` meanwhile
-    tails = {}  # id(spec) -> the row after its id
-
-    def text(value, encode=False):
-        found = texts.get(id(value))
-        if found is None:
-            found = texts[id(value)] = _copy_value(dumps(value) if encode else value)
-        return found
+    tails = {}  # id(spec) -> the row after its id; every spec is alive meanwhile
+    middles = {}  # the columns between kwargs and signature, shared by specs
+    funcs = {}  # function path -> its COPY text
 
     lines = []
     for job_id, spec in zip(ids, specs, strict=True):
         tail = tails.get(id(spec))
         if tail is None:
+            # The jobs of one enqueue_many call differ in their arguments (and so
+            # their signatures) and share the rest, which is formatted once.
+            shared = (spec.queue, spec.priority, spec.run_at, spec.max_attempts, spec.timeout,
+                      spec.unique_key)  # fmt: skip
+            middle = middles.get(shared)
+            if middle is None:
+                run_at = created if spec.run_at is None else _copy_value(spec.run_at)
+                middle = middles[shared] = "\t".join(
+                    [_copy_value(spec.queue), str(spec.priority), run_at, str(spec.max_attempts),
+                     _copy_value(spec.timeout), _copy_value(spec.unique_key)]
+                )  # fmt: skip
+            func = funcs.get(spec.func)
+            if func is None:
+                func = funcs[spec.func] = _copy_value(spec.func)
             tail = tails[id(spec)] = (
-                f"{created}\t{text(spec.func)}\t{text(spec.args, True)}\t"
-                f"{text(spec.kwargs, True)}\t{text(spec.queue)}\t{spec.priority}\t"
-                f"{created if spec.run_at is None else text(spec.run_at)}\t"
-                f"{spec.max_attempts}\t{text(spec.timeout)}\t{text(spec.unique_key)}\t"
-                f"{text(spec.signature)}\n"
+                f"{created}\t{func}\t{_copy_json(spec.args)}\t"
+                f"{_copy_json(spec.kwargs)}\t{middle}\t{_copy_value(spec.signature)}\n"
             )
         lines.append(f"{job_id}\t{tail}")
     return "".join(lines)
+
+
+def _copy_json(value):
+    if not value:  # the empty args or kwargs of most jobs
+        return "[]" if isinstance(value, list) else "{}"
+    return dumps(value).translate(_COPY_ESCAPES)
 
 
 def _wakeup(payload):
