@@ -4,6 +4,7 @@ import datetime
 import decimal
 import json
 import uuid
+from http import HTTPStatus
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,6 +12,8 @@ from hypothesis import strategies as st
 
 from pgjobs import InvalidJob
 from pgjobs.serialization import (
+    _canonical,
+    _signed_json,
     decode_arguments,
     decode_result,
     dumps,
@@ -124,6 +127,28 @@ def test_arguments_round_trip_with_their_types(args, kwargs):
 @given(value=values)
 def test_results_round_trip_with_their_types(value):
     assert_same(value, decode_result(json.loads(dumps(encode_result(value)))))
+
+
+# Ints (and int subclasses, which the quick path must leave to the encoder), strings
+# of every kind, bools and None: what the quick path for plain argument lists covers.
+plain = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.text(max_size=8),
+    st.sampled_from([HTTPStatus.OK, HTTPStatus.NOT_FOUND]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(args=st.lists(plain, max_size=6))
+def test_plain_argument_lists_are_encoded_and_signed_as_the_json_encoders_would(args):
+    encoded, _ = encode_arguments(args, {})
+    assert dumps(encoded) == json.JSONEncoder(separators=(",", ":")).encode(encoded)
+    signed = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    assert _signed_json(encoded) == signed.encode(_canonical(encoded))
+    as_stored = [int(v) if isinstance(v, HTTPStatus) else v for v in args]  # as before
+    assert_same(as_stored, through_storage(args, {})[0], "args")
 
 
 def test_tuple_args_come_back_as_a_list_of_args_but_tuples_inside_stay_tuples():
