@@ -482,7 +482,12 @@ class Worker:
         up to the free capacity."""
         prefetch = self._prefetch_target()
         self._low_water = prefetch // 2
-        waiting = self._slots_queue.qsize()
+        # Jobs queued beyond the idle slots about to take them. A job queued a
+        # moment ago that no idle slot has picked up yet is no reason to wait:
+        # counting it, the main thread skipped the claim for the slots that had
+        # just freed, and they idled until the next job ended.
+        idle = self.concurrency - len(self._running)
+        waiting = max(0, self._slots_queue.qsize() - idle)
         if waiting > self._low_water:
             return 0
         if self._notified or self._slot_freed:
@@ -557,7 +562,16 @@ class Worker:
 
     def _run_slot(self):
         while True:
-            job = self._slots_queue.get()
+            try:
+                job = self._slots_queue.get_nowait()
+            except queue.Empty:
+                # This slot is idle: make sure the main thread knows before waiting.
+                # The queue's size seen after the job is not enough: slots that
+                # finish together may all see one job queued, which only one gets.
+                self._slot_freed = True
+                if not self._wake.is_set():
+                    self._wake.set()
+                job = self._slots_queue.get()
             if job is _STOP_SLOT:
                 return
             outcome = self._execute(job)
@@ -568,13 +582,11 @@ class Worker:
                     return
                 self._done.append((job, outcome))
             # Wake the main thread when it has something to do: a failure to
-            # record, or claimed jobs running low (with no prefetch: this slot
-            # is about to idle). Otherwise successes wait to be recorded with
+            # record, or prefetched jobs running low (an empty queue is seen at
+            # the top of the loop). Otherwise successes wait to be recorded with
             # the next claim, or within _record_within at the latest.
             waiting = self._slots_queue.qsize()
-            if waiting == 0:
-                self._slot_freed = True  # a natural moment to look for more work
-            if (not outcome.ok or waiting <= self._low_water) and not self._wake.is_set():
+            if (not outcome.ok or 0 < waiting <= self._low_water) and not self._wake.is_set():
                 self._wake.set()  # (set() takes a lock even when already set)
 
     def _execute(self, job):

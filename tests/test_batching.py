@@ -121,6 +121,22 @@ def test_the_prefetched_jobs_of_a_killed_worker_come_back(start_worker_with_leas
     assert Job.objects.filter(attempts=2).count() >= held - 1  # the blocker may have started
 
 
+@pytest.mark.parametrize("queued", [0, 1, 3])
+def test_a_claim_fills_every_idle_slot_though_a_job_still_waits_to_be_picked_up(queued):
+    # Slots that finish together wake the main thread once. The jobs it claimed for
+    # the first of them may still sit in the queue when it looks again: those will
+    # go to idle slots, so they must not stop it claiming for the rest (it did,
+    # and the rest idled until some job ended: 50 ms jobs ran at half speed).
+    slots = 4
+    worker = Worker(get_backend().get_store(), concurrency=slots)
+    for job_id in range(queued):
+        worker._slots_queue.put(job_id)  # claimed, not yet taken by a slot
+    finished = slots  # every slot ran a job that ended; none has been recorded yet
+    worker._claimed = {job_id: job_id for job_id in range(queued + finished)}
+    successes = [(job_id, None) for job_id in range(queued, queued + finished)]
+    assert worker._claim_size(successes) == slots - queued
+
+
 # -- one wake-up, one worker ------------------------------------------------------------
 
 
