@@ -27,13 +27,19 @@ LATENCY = [{"concurrency": 4}]
 # The other job kinds: "orm" (one ORM insert) and "sleep50" (a 50 ms sleep,
 # where concurrency is what counts), with (processes, options, variant).
 KINDS = {
-    "orm": [(1, {"concurrency": 1}, ""), (1, {"concurrency": 4}, ""), (2, {"concurrency": 4}, "")],
+    "orm": [
+        (1, {"concurrency": 1}, ""),
+        (1, {"concurrency": 4}, ""),
+        (2, {"concurrency": 4}, ""),
+        (2, {"concurrency": 8}, ""),
+    ],
     "sleep50": [
         (1, {"concurrency": 8}, ""),
         (1, {"concurrency": 32}, ""),
         (1, {"concurrency": 128}, ""),
         (1, {"concurrency": 128}, "async"),
         (2, {"concurrency": 64}, ""),
+        (2, {"concurrency": 256}, "async"),
     ],
 }
 KINDS_QUICK = {
