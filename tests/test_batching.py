@@ -187,10 +187,13 @@ def test_idle_workers_share_out_wakeups_and_every_job_still_starts_promptly(
     wait_for(lambda: unfinished_jobs() == 0, timeout=30, message="every job")
     assert Execution.objects.count() == 40
     # The worker whose rank is the job's id modulo 4 answers it; the others do not
-    # claim (a herd would leave it to chance: about a quarter would match).
+    # claim (a herd would leave it to chance: about 10 of 40 would match, rarely
+    # more than 18). Some go elsewhere on a busy machine: the others look for
+    # themselves 50-150 ms after a wake-up, in case the one meant to answer cannot;
+    # when it is that slow, they take the job (CI with two lanes saw 31-35 of 40).
     ran_by = dict(Job.objects.values_list("id", "worker_id"))
     by_rank = [job_id for job_id, worker_id in ran_by.items() if worker_id == ranked[job_id % 4]]
-    assert len(by_rank) >= 36, f"{len(by_rank)} of 40 jobs ran on the worker meant to answer"
+    assert len(by_rank) >= 24, f"{len(by_rank)} of 40 jobs ran on the worker meant to answer"
     starts = Job.objects.values_list("created_at", "started_at")
     slowest = max((started - created).total_seconds() for created, started in starts)
     assert slowest < 1.0, f"a job waited {slowest:.3f} s for a worker"
