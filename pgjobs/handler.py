@@ -135,6 +135,8 @@ def _dict(kwargs):
 
 
 def _job_triple(job):
+    if type(job) is tuple and len(job) == 3 and job[1] is not None and job[2] is not None:
+        return job  # already one (the usual case, checked first: bulk calls pass many)
     if isinstance(job, (list, tuple)) and 1 <= len(job) <= 3:
         func, args, kwargs = (*job, None, None)[:3]
         return func, _list(args), _dict(kwargs)

@@ -33,6 +33,9 @@ class JobSpec:
     timeout: float | None = None
     unique_key: str | None = None
     signature: str = ""  # HMAC over (func, args, kwargs, queue); see serialization.sign_job
+    # The JSON text of args, when whoever prepared the job made it already (a bulk
+    # enqueue signs that text): a store may write it rather than encode args again.
+    args_json: str | None = None
 
 
 @dataclasses.dataclass(slots=True)

@@ -16,6 +16,8 @@ class JobRef:
     or last refreshed; ``refresh()`` reads the job again from its backend.
     """
 
+    __slots__ = ("_info", "_backend")  # a bulk enqueue makes one per job
+
     def __init__(self, info: JobInfo, backend=None):
         self._info = info
         self._backend = backend

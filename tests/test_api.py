@@ -2,10 +2,12 @@
 backend, backends written to the RFC's bare signatures, the settings, and the
 bad input every storing call rejects without writing anything."""
 
+import contextlib
 import datetime
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
@@ -318,6 +320,26 @@ def test_enqueue_many_writes_nothing_when_any_job_is_bad():
     with pytest.raises(InvalidJob, match=r"args\[0\]"):
         background.enqueue_many([(jobs.add, [1, 2], {})] * 3 + [(jobs.echo, [object()], {})])
     assert status_counts() == {}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("in_transaction", [False, True])
+@pytest.mark.parametrize("bad", [1, 11_000])
+def test_a_bad_job_deep_in_a_bulk_enqueue_writes_nothing_though_earlier_ones_were_sent(
+    in_transaction, bad
+):
+    # 12,000 jobs: on PostgreSQL job 1 is prepared while the ids are reserved, and
+    # by job 11,000 the first chunks of the COPY (5,000 rows each) have gone to
+    # the server.
+    calls = [(jobs.echo, [n, "x"], {}) for n in range(12_000)]
+    calls[bad] = (jobs.echo, [bad, object()], {})
+    with transaction.atomic() if in_transaction else contextlib.nullcontext():
+        with pytest.raises(InvalidJob, match=rf"job {bad} of enqueue_many: args\[1\]"):
+            background.enqueue_many(calls)
+        # The caller's transaction is still usable, and nothing of the call is in it.
+        assert status_counts() == {}
+        background.enqueue(jobs.noop)
+    assert status_counts() == {"ready": 1}
 
 
 def test_invalid_job_is_a_value_error():

@@ -16,7 +16,7 @@ from .. import records
 from ..exceptions import InvalidBackend, JobNotFound
 from ..refs import JobRef
 from ..retry import RetryPolicy
-from .base import BaseJobBackend
+from .base import BaseJobBackend, collector_paused
 
 #: How long a succeeded job stays by default: 5 minutes. Long enough for whoever
 #: enqueued it to read its result (``JobRef.wait()``, ``ref.result``, Django's
@@ -161,10 +161,11 @@ class DatabaseBackend(BaseJobBackend):
         )
 
     def enqueue_many(self, jobs, **options):
-        specs = self.prepare_many(jobs, **options)
-        if any(spec.unique_key is not None for spec in specs):
-            return [self._store(spec) for spec in specs]  # each may meet an existing job
-        return [JobRef(info, self) for info in self.store.enqueue_many(specs)]
+        with collector_paused(len(jobs)):
+            specs = self.iter_prepared(jobs, **options)
+            if specs.first is not None and specs.first.unique_key is not None:
+                return [self._store(spec) for spec in specs]  # each may meet an existing job
+            return [JobRef(info, self) for info in self.store.enqueue_many(specs)]
 
     # -- refs ----------------------------------------------------------------------
 

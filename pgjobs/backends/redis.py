@@ -14,7 +14,7 @@ from django.utils.functional import cached_property
 from ..exceptions import InvalidBackend, JobNotFound
 from ..refs import JobRef
 from ..retry import RetryPolicy
-from .base import BaseJobBackend
+from .base import BaseJobBackend, collector_paused
 from .database import (
     DEFAULT_KEEP_FAILED,
     DEFAULT_KEEP_SUCCEEDED,
@@ -201,10 +201,11 @@ class RedisBackend(BaseJobBackend):
         )
 
     def enqueue_many(self, jobs, **options):
-        specs = self.prepare_many(jobs, **options)
-        if not specs:
-            return []
-        return self._push(specs)
+        with collector_paused(len(jobs)):
+            specs = self.prepare_many(jobs, **options)
+            if not specs:
+                return []
+            return self._push(specs)
 
     def _push(self, specs):
         """Write the jobs now or, inside a transaction, reserve their ids now and

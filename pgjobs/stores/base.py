@@ -30,7 +30,13 @@ class Store(abc.ABC):
         """Write one job (``JobSpec``); return its ``JobInfo``."""
 
     def enqueue_many(self, specs):
-        """Write many jobs; stores override this with one statement."""
+        """Write many jobs, all or none; return their ``JobInfo``s in order.
+
+        ``specs`` is a sized iterable of ``JobSpec`` to read once (a backend's
+        ``PreparedJobs`` makes each as it is read, and may raise ``InvalidJob``
+        part way: then nothing may be written). Stores override this with one
+        statement."""
+        specs = list(specs)  # every spec made, so valid, before the first is written
         return [self.enqueue(spec) for spec in specs]
 
     @abc.abstractmethod

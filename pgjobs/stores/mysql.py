@@ -222,6 +222,7 @@ class MySQLStore(OrmStore):
         return self._retrying(self._enqueue_rows, [spec])[0]
 
     def enqueue_many(self, specs):
+        specs = list(specs)  # read once, see Store.enqueue_many
         if not specs:
             return []
         if len(specs) <= INSERT_BATCH:

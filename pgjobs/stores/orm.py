@@ -123,6 +123,7 @@ class OrmStore(Store):
     def enqueue_many(self, specs):
         from ..models import Job
 
+        specs = list(specs)  # read once, see Store.enqueue_many
         rows = [Job(**self._model_kwargs(spec)) for spec in specs]
         created = self.jobs().bulk_create(rows)
         if created and created[0].pk is not None:

@@ -237,6 +237,7 @@ class SQLiteStore(OrmStore):
         return self._retrying(self._enqueue_rows, [spec])[0]
 
     def enqueue_many(self, specs):
+        specs = list(specs)  # read once, see Store.enqueue_many
         if not specs:
             return []
         return self._retrying(self._enqueue_many, specs)
