@@ -67,8 +67,13 @@ def noop_numbered(job_no):
     """A no-op that takes an argument: each job of a bulk call its own."""
 
 
-def enqueue_bulk_distinct(n, variant="sync"):
-    background.enqueue_many([(noop_numbered, [job_no], {}) for job_no in range(n)])
+def distinct_batch(n, variant="sync"):
+    """What a caller of ``enqueue_bulk_distinct`` has made: n jobs, each its own argument."""
+    return [(noop_numbered, [job_no], {}) for job_no in range(n)]
+
+
+def enqueue_bulk_distinct(batch):
+    background.enqueue_many(batch)
 
 
 def enqueue_noop(variant="sync"):

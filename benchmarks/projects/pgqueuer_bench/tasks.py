@@ -49,10 +49,15 @@ def enqueue_bulk(n, kind="noop", variant="async"):
     _queries.enqueue([ENTRYPOINTS[kind, variant]] * n, [None] * n, [0] * n)
 
 
-def enqueue_bulk_distinct(n, variant="async"):
-    """One bulk call whose jobs each carry their own payload (the no-op ignores it)."""
+def distinct_batch(n, variant="async"):
+    """What a caller of ``enqueue_bulk_distinct`` has made: each job its own payload
+    (the no-op ignores it), with the entrypoint and priority lists the call takes."""
     payloads = [str(job_no).encode() for job_no in range(n)]
-    _queries.enqueue([ENTRYPOINTS["noop", variant]] * n, payloads, [0] * n)
+    return [ENTRYPOINTS["noop", variant]] * n, payloads, [0] * n
+
+
+def enqueue_bulk_distinct(batch):
+    _queries.enqueue(*batch)
 
 
 def enqueue_latency(job_no, enqueued):
