@@ -14,7 +14,6 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 from psycopg import sql
-from psycopg.copy import QueuedLibpqWriter
 
 from .. import records
 from ..records import ClaimedJob, JobInfo
@@ -299,7 +298,7 @@ class PostgresStore(OrmStore):
 
         The specs are read a chunk at a time and each chunk is sent before the
         next is read, so the server stores one chunk while the backend prepares
-        the next (``PreparedJobs``): on two cores that halves the time. A spec
+        the next (``PreparedJobs``), each on its own core. A spec
         that turns out invalid part way aborts the COPY, and nothing is stored."""
         connection = self.connection
         infos = []
@@ -321,11 +320,10 @@ class PostgresStore(OrmStore):
             start = 0
             with connection.wrap_database_errors:
                 with psycopg.Cursor(connection.connection) as cursor:
-                    # A writer thread sends each chunk while this one makes the
-                    # next (write() only queues it), so the server stores and
-                    # Python prepares at once.
-                    writer = QueuedLibpqWriter(cursor)
-                    with cursor.copy(COPY_JOBS, writer=writer) as copy:
+                    # write() returns once a chunk is in the socket's buffers, so
+                    # the server stores it while the next is prepared (a writer
+                    # thread, psycopg's QueuedLibpqWriter, measured no faster).
+                    with cursor.copy(COPY_JOBS) as copy:
                         while chunk:
                             chunk_ids = ids[start : start + len(chunk)]
                             copy.write(rows.data(chunk_ids, chunk))
