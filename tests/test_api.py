@@ -342,6 +342,14 @@ def test_a_bad_job_deep_in_a_bulk_enqueue_writes_nothing_though_earlier_ones_wer
     assert status_counts() == {"ready": 1}
 
 
+@pytest.mark.django_db
+def test_a_bad_job_in_a_unique_bulk_enqueue_writes_nothing():
+    calls = [(jobs.echo, [1], {}), (jobs.echo, [object()], {}), (jobs.echo, [3], {})]
+    with pytest.raises(InvalidJob, match=r"job 1 of enqueue_many: args\[0\]"):
+        background.enqueue_many(calls, unique_key="nightly")
+    assert status_counts() == {}
+
+
 def test_invalid_job_is_a_value_error():
     assert issubclass(InvalidJob, ValueError)
     assert issubclass(NotSupported, NotImplementedError)

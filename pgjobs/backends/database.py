@@ -164,7 +164,9 @@ class DatabaseBackend(BaseJobBackend):
         with collector_paused(len(jobs)):
             specs = self.iter_prepared(jobs, **options)
             if specs.first is not None and specs.first.unique_key is not None:
-                return [self._store(spec) for spec in specs]  # each may meet an existing job
+                # Each may meet an existing job. All are made first, so that an
+                # invalid one stops the call before anything is stored.
+                return [self._store(spec) for spec in list(specs)]
             return [JobRef(info, self) for info in self.store.enqueue_many(specs)]
 
     # -- refs ----------------------------------------------------------------------
