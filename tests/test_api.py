@@ -21,9 +21,10 @@ from pgjobs import (
 )
 from pgjobs.backends import DatabaseBackend, ImmediateBackend
 from pgjobs.models import Job
-from tests.conftest import run_jobs, status_counts
+from tests.conftest import JOBS_IN_REDIS, run_jobs, status_counts
 from tests.testapp import jobs
 from tests.testapp.backends import EnqueueOnlyBackend
+from tests.testapp.models import Event
 
 IMMEDIATE = {"BACKEND": "pgjobs.backends.ImmediateBackend"}
 ENQUEUE_ONLY = {"BACKEND": "tests.testapp.backends.EnqueueOnlyBackend"}
@@ -272,6 +273,7 @@ BAD_CALLS = {
     "max_attempts zero": (jobs.noop, {"max_attempts": 0}, "max_attempts"),
     "max_attempts a float": (jobs.noop, {"max_attempts": 2.0}, "max_attempts"),
     "max_attempts a bool": (jobs.noop, {"max_attempts": True}, "max_attempts"),
+    "max_attempts past 32 bits": (jobs.noop, {"max_attempts": 2**31}, "2,147,483,647"),
     "timeout negative": (jobs.noop, {"timeout": -1}, "timeout"),
     "unique_key not a string": (jobs.noop, {"unique_key": 5}, "unique_key"),
     "args not a list": (jobs.echo, {"args": "abc"}, "args must be a list"),
@@ -340,6 +342,34 @@ def test_a_bad_job_deep_in_a_bulk_enqueue_writes_nothing_though_earlier_ones_wer
         assert status_counts() == {}
         background.enqueue(jobs.noop)
     assert status_counts() == {"ready": 1}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_arguments_whose_encoding_reads_the_database_go_in_a_big_bulk_enqueue():
+    # Job 5,500 comes after the first chunk: on PostgreSQL the COPY is open by
+    # then, and its connection can run no query. Encoding happens before.
+    Event.objects.create(name="one")
+    calls = [(jobs.echo, [n], {}) for n in range(6_000)]
+    calls[5_500] = (jobs.echo, [jobs.EventCount()], {})
+    refs = background.enqueue_many(calls)
+    assert status_counts() == {"ready": 6_000}
+    if not JOBS_IN_REDIS:  # stored as the count when it was encoded
+        assert Job.objects.get(pk=refs[5_500].id).args[0]["v"] == [
+            "tests.testapp.jobs.EventCount",
+            1,
+        ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bulk_enqueue_keeps_the_arguments_as_they_were_when_called():
+    # On Redis the jobs are written when the transaction commits: a list the
+    # caller changes meanwhile must not change the job (nor break its signature).
+    args = [1, "one"]
+    with transaction.atomic():
+        refs = background.enqueue_many([(jobs.echo, args, {})] * 2)
+        args[0] = 2
+    run_jobs()
+    assert [ref.refresh().result for ref in refs] == [{"args": [1, "one"], "kwargs": {}}] * 2
 
 
 @pytest.mark.django_db

@@ -308,6 +308,26 @@ def test_a_bulk_enqueue_reads_naive_times_in_the_sites_zone_without_use_tz():
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "local",
+    [
+        datetime.datetime(2026, 11, 1, 1, 30),  # New York passes 01:30 twice that night
+        datetime.datetime(2026, 3, 8, 2, 30),  # and skips 02:30 that one
+    ],
+)
+def test_a_bulk_enqueue_reads_local_times_at_clock_changes_as_postgresql_does(local):
+    if connection.vendor != "postgresql" or JOBS_IN_REDIS:
+        pytest.skip("PostgreSQL's reading of local times; the COPY path writes instants")
+    pgjobs = dict(django_settings.PGJOBS)
+    with override_settings(USE_TZ=False, TIME_ZONE="America/New_York", PGJOBS=pgjobs):
+        background.defer(jobs.noop, local)  # an INSERT: the server reads the local time
+        background.enqueue_many([(jobs.noop, [], {})] * 120, when=local)  # COPY, binary
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT DISTINCT extract(epoch FROM run_at) FROM pgjobs_job")
+            assert len(cursor.fetchall()) == 1
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_bulk_enqueue_of_deferred_jobs_runs_none_early():
     refs = background.enqueue_many([(jobs.noop, [], {})] * 120, when=datetime.timedelta(hours=1))
     run_jobs()

@@ -337,7 +337,7 @@ def test_e009_bad_timing(timing, text):
         ({"queue": "nope"}, "unknown queue 'nope'"),
         ({"args": "x"}, "args must be a list"),
         ({"kwargs": {"when": object()}}, "kwargs['when']"),
-        ({"max_attempts": 0}, "max_attempts must be a whole number >= 1"),
+        ({"max_attempts": 0}, "max_attempts must be a whole number from 1 to 2,147,483,647"),
         ({"timeout": -1}, "timeout must be a number of seconds > 0"),
         ({"catch_up": "some"}, "['catch_up'] is 'some'"),
         ({"catch_up": 0}, "['catch_up'] is 0"),

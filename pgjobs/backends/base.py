@@ -7,6 +7,7 @@ store jobs call ``prepare()`` to turn a call into a validated ``JobSpec``.
 """
 
 import contextlib
+import dataclasses
 import datetime
 import gc
 import numbers
@@ -22,6 +23,7 @@ MODES = ("enqueue", "defer", "aenqueue", "adefer")
 JOB_OPTIONS = ("priority", "queue", "max_attempts", "timeout", "unique_key")
 MAX_QUEUE_NAME_LENGTH = 100
 MAX_UNIQUE_KEY_LENGTH = 255
+MAX_ATTEMPTS = 2**31 - 1  # the column is a 32-bit integer
 
 
 #: From this many jobs on, a bulk enqueue pauses the cyclic garbage collector.
@@ -35,7 +37,8 @@ def collector_paused(count):
     until it returns, so none is garbage; but their number sets off full
     collections that walk them again and again, which cost 100,000 distinct jobs
     a third of their time. Reference counting still frees what the call drops.
-    An application that turned the collector off itself keeps it off."""
+    A collector off when the call starts stays off. The collector is global: a
+    thread that turns it off during the call sees it on again afterwards."""
     if count < GC_PAUSE_JOBS or not gc.isenabled():
         yield
         return
@@ -47,23 +50,40 @@ def collector_paused(count):
 
 
 class PreparedJobs:
-    """The ``JobSpec``s of a bulk enqueue, in order, made as they are read: an
-    iterable to read once, with its length. Reading it may raise ``InvalidJob``
-    part way; a store then writes none of them (its transaction rolls back)."""
+    """The ``JobSpec``s of a bulk enqueue, in order: an iterable to read once,
+    with its length, whose specs are made as a store reads them.
 
-    def __init__(self, count, first, specs):
+    Preparing has two steps. ``encode()`` runs whatever may run the application's
+    code or touch the database: it imports each function and encodes arguments
+    that are not plain (a model instance, an object's ``__pgjobs_encode__``); of
+    plain arguments it makes the JSON. Reading then signs each job and makes its
+    spec, computation only, so a store may read while its connection is busy
+    (PostgreSQL's COPY) once it has called ``encode()``; reading calls it when
+    nobody has. Either step may raise ``InvalidJob``; a store then writes none
+    of the jobs (its transaction rolls back)."""
+
+    def __init__(self, backend, jobs, first):
         self.first = first  # the spec of the first job: the options every job shares
-        self._count = count
-        self._specs = specs
+        self._backend = backend
+        self._jobs = jobs
+        self._encoded = None
+        self._read = False
 
     def __len__(self):
-        return self._count
+        return len(self._jobs)
+
+    def encode(self):
+        if self._encoded is None and self._jobs:
+            self._encoded = self._backend._encode_jobs(self._jobs, self.first)
 
     def __iter__(self):
-        specs, self._specs = self._specs, None
-        if specs is None:
+        if self._read:
             raise RuntimeError("PreparedJobs are read once; make a list of them to read again")
-        return specs
+        self._read = True
+        if not self._jobs:
+            return iter(())
+        self.encode()
+        return self._backend._signed_specs(self._encoded, self.first)
 
 
 class BaseJobBackend:
@@ -169,7 +189,7 @@ class BaseJobBackend:
         return list(self.iter_prepared(jobs, **options))
 
     def iter_prepared(self, jobs, **options):
-        """``prepare_many`` as a ``PreparedJobs``: the specs are prepared as a store
+        """``prepare_many`` as a ``PreparedJobs``, whose specs are made as a store
         reads them, so that a store can write the first while the rest are made.
 
         The options are checked once (by preparing the first call). A job whose
@@ -178,19 +198,18 @@ class BaseJobBackend:
         function's pre-hashed part; a call that repeats the one before it (the
         same objects, as ``[(f, [], {})] * n`` gives) shares its spec.
         """
-        if not jobs:
-            return PreparedJobs(0, None, iter(()))
-        first = self.prepare(*jobs[0], **options)
-        return PreparedJobs(len(jobs), first, self._prepared(jobs, first))
+        first = self.prepare(*jobs[0], **options) if jobs else None
+        return PreparedJobs(self, jobs, first)
 
-    def _prepared(self, jobs, first):
-        shared = (first.queue, first.priority, first.run_at, first.max_attempts, first.timeout,
-                  first.unique_key)  # fmt: skip
+    def _encode_jobs(self, jobs, first):
+        """``PreparedJobs.encode``: per job, its spec when its arguments are not
+        plain, else what signing needs: ``(path, signer, args, args_json)``."""
         functions = {}  # id(func) -> (path, JobSigner); every func lives in jobs meanwhile
-        last_func = last_args = last_kwargs = last_spec = None
+        encoded = []
+        last_func = last_args = last_kwargs = last_item = None
         for index, (func, args, kwargs) in enumerate(jobs):
             if func is last_func and args is last_args and kwargs is last_kwargs:
-                yield last_spec  # the call before, again: stores only read specs
+                encoded.append(last_item)  # the same item: its spec is made once
                 continue
             try:
                 known = functions.get(id(func))
@@ -201,15 +220,44 @@ class BaseJobBackend:
                 no_kwargs = type(kwargs) is dict and not kwargs
                 args_json = plain_args_json(args) if no_kwargs else None
                 if args_json is not None:
-                    spec = JobSpec(path, args, kwargs, *shared, signer.sign(args_json), args_json)
+                    # A copy: a store may write the list after the caller changed it
+                    # (Redis, at commit), and the signature is of this JSON.
+                    item = (path, signer, list(args), args_json)
                 else:
                     encoded_args, encoded_kwargs = encode_arguments(args, kwargs)
-                    spec = JobSpec(path, encoded_args, encoded_kwargs, *shared,
-                                   sign_job(path, encoded_args, encoded_kwargs, first.queue))  # fmt: skip
+                    item = dataclasses.replace(
+                        first,
+                        func=path,
+                        args=encoded_args,
+                        kwargs=encoded_kwargs,
+                        signature=sign_job(path, encoded_args, encoded_kwargs, first.queue),
+                        args_json=None,
+                    )
             except InvalidJob as exc:
                 raise InvalidJob(f"job {index} of enqueue_many: {exc}") from None
-            last_func, last_args, last_kwargs, last_spec = func, args, kwargs, spec
-            yield spec
+            last_func, last_args, last_kwargs, last_item = func, args, kwargs, item
+            encoded.append(item)
+        return encoded
+
+    @staticmethod
+    def _signed_specs(encoded, first):
+        """The specs of ``_encode_jobs``' items, plain ones signed now."""
+        queue, priority, run_at, attempts, timeout, key = (
+            first.queue, first.priority, first.run_at, first.max_attempts, first.timeout,
+            first.unique_key,
+        )  # fmt: skip
+        spec_type = JobSpec
+        last_item = last_spec = None
+        for item in encoded:
+            if item is not last_item:
+                if type(item) is spec_type:
+                    last_spec = item
+                else:
+                    path, signer, args, args_json = item
+                    last_spec = spec_type(path, args, {}, queue, priority, run_at, attempts,
+                                          timeout, key, signer.sign(args_json), args_json)  # fmt: skip
+                last_item = item
+            yield last_spec  # a repeated call shares its spec: stores only read them
 
     def validate_queue(self, queue):
         if queue is None:
@@ -226,8 +274,10 @@ class BaseJobBackend:
     def validate_max_attempts(self, value):
         if value is None:
             return self.max_attempts
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidJob(f"max_attempts must be a whole number >= 1, not {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ATTEMPTS:
+            raise InvalidJob(
+                f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS:,}, not {value!r}"
+            )
         return value
 
 

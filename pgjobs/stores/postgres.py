@@ -303,14 +303,20 @@ class PostgresStore(OrmStore):
         connection = self.connection
         infos = []
         due = {}  # queue -> [first id, count] of the jobs due now
-        pending = iter(specs)
+        pending = None
+
+        def first_chunk():
+            # Starting to read a PreparedJobs encodes every job: imports and
+            # arguments that may query the database, which must be done before
+            # the COPY keeps the connection busy.
+            nonlocal pending
+            pending = iter(specs)
+            return list(itertools.islice(pending, COPY_CHUNK))
+
         with transaction.atomic(using=self.alias):
-            # Reserving ids costs the server about a microsecond each: the first
-            # chunk, about as long to prepare, is made meanwhile.
-            first = max(COPY_CHUNK, count // 10)
-            now, ids, chunk = self._reserve_ids(
-                count, lambda: list(itertools.islice(pending, first))
-            )
+            # Reserving ids costs the server about a microsecond each: the jobs
+            # are encoded and the first chunk made meanwhile.
+            now, ids, chunk = self._reserve_ids(count, first_chunk)
             # Naive times (USE_TZ = False) are in the zone the connection reads
             # them in; refs then hold naive times, as the ORM's would.
             zone = zoneinfo.ZoneInfo(connection.timezone_name)
@@ -341,16 +347,27 @@ class PostgresStore(OrmStore):
 
     def _reserve_ids(self, count, meanwhile):
         """``(now, ids, meanwhile())``: ``count`` new job ids and the database's clock,
-        with ``meanwhile`` run while the server reserves them (the query is sent in
-        pipeline mode, and its answer read once ``meanwhile`` returns)."""
+        with ``meanwhile`` run while the server reserves them: the query is sent in
+        pipeline mode (libpq 14 or later; else first), and its answer read once
+        ``meanwhile`` returns."""
         query = self._reserve_ids_query()
         connection = self.connection
+        started = time.perf_counter()
         with connection.wrap_database_errors:
             raw = connection.connection
-            with raw.pipeline(), psycopg.Cursor(raw) as cursor:
-                cursor.execute(query, [count], prepare=True)
+            if psycopg.Pipeline.is_supported():
+                with raw.pipeline(), psycopg.Cursor(raw) as cursor:
+                    cursor.execute(query, [count], prepare=True)
+                    done = meanwhile()
+                    ((now, low, high),) = cursor.fetchall()
+            else:
+                with psycopg.Cursor(raw) as cursor:
+                    cursor.execute(query, [count], prepare=True)
+                    ((now, low, high),) = cursor.fetchall()
                 done = meanwhile()
-                ((now, low, high),) = cursor.fetchall()
+        if connection.queries_logged:
+            elapsed = time.perf_counter() - started
+            connection.queries_log.append({"sql": query, "time": f"{elapsed:.3f}"})
         if high - low + 1 == count:
             return now, range(low, high + 1), done
         ((ids,),) = self._execute(self._reserve_id_list_sql, [count])
@@ -583,8 +600,17 @@ _EMPTY_JSONB = _jsonb("{}")
 def _timestamptz(value, zone):
     """timestamptz's binary form: microseconds since 2000-01-01 UTC."""
     if value.tzinfo is None:
-        value = value.replace(tzinfo=zone)
+        value = _as_postgres_reads(value, zone)
     return struct.pack(">iq", 8, (value - _PG_EPOCH) // _MICROSECOND)
+
+
+def _as_postgres_reads(naive, zone):
+    """``naive`` in ``zone`` as PostgreSQL reads a local time. A time the clocks
+    pass twice takes the offset after the change, one they skip the offset
+    before it: either way the smaller of the two offsets (PEP 495's ``fold``
+    picks between them)."""
+    return min(naive.replace(tzinfo=zone, fold=0), naive.replace(tzinfo=zone, fold=1),
+               key=lambda local: local.utcoffset())  # fmt: skip
 
 
 def _copied_infos(ids, specs, now, due):

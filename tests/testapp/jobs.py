@@ -212,3 +212,18 @@ def fail_after(seconds, message="gave up"):
     """Work for ``seconds``, then fail with an ordinary exception (not JobCancelled)."""
     time.sleep(seconds)
     raise RuntimeError(message)
+
+
+class EventCount:
+    """An argument whose encoding reads the database, as a lazy object's or a
+    model-backed value's may: it travels as the number of Event rows then."""
+
+    def __init__(self, count=None):
+        self.count = count
+
+    def __pgjobs_encode__(self):
+        return Event.objects.count()
+
+    @classmethod
+    def __pgjobs_decode__(cls, data):
+        return cls(data)
