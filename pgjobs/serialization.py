@@ -466,10 +466,8 @@ class _HmacKey:
         self.inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
         self.outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
 
-    def digest(self, text, inner=None):
-        """The HMAC of ``text``, or of what ``inner`` (a copy of ``self.inner``,
-        updated) has been given followed by ``text``."""
-        inner = self.inner.copy() if inner is None else inner.copy()
+    def digest(self, text):
+        inner = self.inner.copy()
         inner.update(text)
         outer = self.outer.copy()
         outer.update(inner.digest())
