@@ -6,6 +6,8 @@ these methods, so adding a database or a broker is adding one store.
 
 import abc
 
+from ..serialization import dumps
+
 
 class Store(abc.ABC):
     """Where jobs live. Methods are called from the worker's own thread, except
@@ -185,3 +187,9 @@ class Store(abc.ABC):
 
     def close(self):
         """Drop connections held by this thread (they reopen on next use)."""
+
+
+def args_json(spec):
+    """The JSON text to store for ``spec.args``: the one its preparer made and
+    signed (``JobSpec.args_json``, bulk enqueues), else encoded now."""
+    return dumps(spec.args) if spec.args_json is None else spec.args_json

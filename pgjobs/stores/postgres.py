@@ -18,6 +18,7 @@ from psycopg import sql
 from .. import records
 from ..records import ClaimedJob, JobInfo
 from ..serialization import dumps
+from .base import args_json
 from .orm import INFO_FIELDS, OrmStore, load_json
 
 logger = logging.getLogger("pgjobs")
@@ -278,7 +279,7 @@ class PostgresStore(OrmStore):
             return []
         columns = [
             [s.func for s in specs],
-            [dumps(s.args) for s in specs],
+            [args_json(s) for s in specs],
             [dumps(s.kwargs) for s in specs],
             [s.queue for s in specs],
             [s.priority for s in specs],
@@ -576,9 +577,7 @@ class _CopyRows:
                 _NULL if spec.timeout is None else struct.pack(">id", 8, spec.timeout),
                 _NULL if spec.unique_key is None else _text(spec.unique_key),
             ])  # fmt: skip
-        args = spec.args_json
-        if args is None:
-            args = dumps(spec.args)
+        args = args_json(spec)
         kwargs = _EMPTY_JSONB if not spec.kwargs else _jsonb(dumps(spec.kwargs))
         return b"".join([head, _jsonb(args), kwargs, middle, _text(spec.signature)])
 

@@ -37,7 +37,7 @@ from django.utils import timezone
 from .. import records
 from ..records import ClaimedJob, JobInfo, ScheduleInfo
 from ..serialization import dumps
-from .base import Store
+from .base import Store, args_json
 
 logger = logging.getLogger("pgjobs")
 
@@ -701,7 +701,7 @@ class RedisStore(Store):
         return [
             job_id,
             spec.func,
-            dumps(spec.args),
+            args_json(spec),
             dumps(spec.kwargs),
             spec.queue,
             spec.priority,
