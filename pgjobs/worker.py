@@ -179,6 +179,7 @@ class Worker:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._signals = 0
+        self._signal_fd = None  # written by the signal handler (install_signal_handlers)
         self._loop = None
         self._loop_lock = threading.Lock()
         self._threads = []
@@ -211,7 +212,20 @@ class Worker:
     # -- lifecycle -------------------------------------------------------------
 
     def install_signal_handlers(self):
-        """SIGTERM/SIGINT stop gracefully; a second one exits at once."""
+        """SIGTERM/SIGINT stop gracefully; a second one exits at once.
+
+        Python runs a handler in the main thread between two of its bytecodes,
+        possibly while that thread holds the lock inside ``self._wake`` (on its
+        way into or out of a wait). ``Event.set()`` in the handler would then wait
+        for that lock forever, and the worker would never stop. So the handler
+        only writes the signal's number to a pipe; a thread of its own reads it
+        and asks the worker to stop, as any other thread may.
+        """
+        read_fd, self._signal_fd = os.pipe()
+        relay = threading.Thread(
+            target=self._relay_signal, args=(read_fd,), name="pgjobs-signals", daemon=True
+        )
+        relay.start()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
 
@@ -220,6 +234,13 @@ class Worker:
         if self._signals > 1:
             logger.warning("pgjobs: second signal, exiting now")
             os._exit(1)
+        os.write(self._signal_fd, bytes([signum]))  # takes no lock: see install_signal_handlers
+
+    def _relay_signal(self, read_fd):
+        try:
+            signum = os.read(read_fd, 1)[0]
+        finally:
+            os.close(read_fd)
         logger.info(
             "pgjobs: %s received; finishing running jobs (grace %s s)",
             signal.Signals(signum).name,

@@ -3,6 +3,8 @@ and the running job's context. Jobs run in this process unless a test needs a re
 worker process."""
 
 import datetime
+import signal
+import threading
 import time
 
 import pytest
@@ -11,9 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgjobs import JobFailed, background, current_job, records
+from pgjobs.handler import get_backend
 from pgjobs.models import Job
 from pgjobs.retry import RetryPolicy
 from pgjobs.serialization import sign_job
+from pgjobs.worker import Worker
 from tests.conftest import run_jobs, status_counts, wait_for, work_until
 from tests.testapp import jobs
 from tests.testapp.models import Event, Execution
@@ -499,3 +503,32 @@ def test_a_job_that_calls_sys_exit_fails_and_the_worker_goes_on(func):
     assert ref.status == records.FAILED
     assert ref.error["type"] == "builtins.SystemExit"
     assert after.refresh().result == 3, "sync and async jobs still run after it"
+
+
+# -- signals -------------------------------------------------------------------------
+
+
+def test_a_signal_that_arrives_while_the_worker_holds_its_wake_up_lock_still_stops_it():
+    """A handler runs in the main thread between two bytecodes, so it can find the
+    lock inside the worker's wake-up event held by that very thread (entering or
+    leaving a wait). A handler that set the event there waited for itself forever:
+    the worker logged the signal and never stopped. Here the lock is held by the
+    thread that runs the handler, as it is at that moment."""
+    worker = Worker(get_backend().get_store())
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    handled = threading.Event()
+
+    def signalled_while_holding_the_lock():
+        with worker._wake._cond:  # what Event.wait holds on its way in and out
+            worker._on_signal(signal.SIGTERM, None)
+        handled.set()
+
+    try:
+        worker.install_signal_handlers()
+        threading.Thread(target=signalled_while_holding_the_lock, daemon=True).start()
+        assert handled.wait(5), "the signal handler waited on a lock its own thread holds"
+        assert worker._stopping.wait(5), "the signal did not ask the worker to stop"
+        assert worker._wake.is_set(), "a waiting main loop would not wake up"
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
