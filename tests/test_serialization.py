@@ -7,11 +7,13 @@ import uuid
 from http import HTTPStatus
 
 import pytest
+from django.core.signing import Signer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pgjobs import InvalidJob
 from pgjobs.serialization import (
+    SIGNING_SALT,
     _canonical,
     _signed_json,
     decode_arguments,
@@ -21,6 +23,8 @@ from pgjobs.serialization import (
     encode_result,
     function_path,
     load_function,
+    sign_job,
+    verify_job,
 )
 from tests.testapp import jobs
 from tests.testapp.models import Event
@@ -151,6 +155,72 @@ def test_plain_argument_lists_are_encoded_and_signed_as_the_json_encoders_would(
     assert_same(as_stored, through_storage(args, {})[0], "args")
 
 
+# What a single enqueue encodes once for storing and signing (BaseJobBackend.prepare),
+# and what it must leave to encode_arguments: whole floats (signed as ints), floats
+# whose repr has an exponent (stored tagged), NaN and infinities (refused), tuples.
+quick_path_args = st.lists(
+    plain
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.sampled_from([0.5, -2.25, 1e-7, 1e16, 2.0, -0.0, 0.1 + 0.2])
+    | st.tuples(st.integers()),
+    max_size=5,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(args=quick_path_args)
+def test_a_single_enqueue_stores_and_signs_what_encode_arguments_and_sign_job_would(args):
+    from pgjobs.handler import get_backend
+
+    backend = get_backend()
+    try:
+        encoded, _ = encode_arguments(args, {})
+    except InvalidJob:
+        with pytest.raises(InvalidJob):
+            backend.prepare(jobs.echo, args, {})
+        return
+    spec = backend.prepare(jobs.echo, args, {})
+    assert_same(encoded, spec.args, "args")
+    assert spec.kwargs == {}
+    if spec.args_json is not None:  # the JSON encoders' text, not pgjobs' own shortcut's
+        assert spec.args_json == json.JSONEncoder(separators=(",", ":")).encode(encoded)
+    signed = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    text = signed.encode(["tests.testapp.jobs.echo", _canonical(encoded), {}, spec.queue])
+    assert spec.signature == sign_job("tests.testapp.jobs.echo", encoded, {}, spec.queue)
+    assert spec.signature == Signer(salt=SIGNING_SALT, sep=":").signature(text)
+    assert spec.args is not args, "the caller's list must not be stored (it may change)"
+
+
+@pytest.mark.django_db(transaction=True)
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    args=st.lists(
+        plain
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.sampled_from([0.1 + 0.2, 123456.789, 1.9999999999999998, -7.25]),
+        max_size=4,
+    )
+)
+def test_fractional_float_arguments_pass_the_workers_signature_check(args):
+    """The JSON a single enqueue signs is the one the worker rebuilds from the column."""
+    from pgjobs import background
+    from pgjobs.handler import get_backend
+    from pgjobs.models import Job
+
+    Job.objects.all().delete()
+    ref = background.enqueue(jobs.echo, args=args)
+    (claimed,) = get_backend().get_store().claim(None, 1, "serialization-test")
+    assert claimed.id == ref.id
+    verify_job(claimed.func, claimed.args, claimed.kwargs, claimed.queue, claimed.signature)
+    decoded_args, _ = decode_arguments(claimed.args, claimed.kwargs)
+    as_stored = [int(v) if isinstance(v, HTTPStatus) else v for v in args]
+    assert_same(as_stored, decoded_args, "args")
+
+
 def test_tuple_args_come_back_as_a_list_of_args_but_tuples_inside_stay_tuples():
     args, kwargs = through_storage((1, (2, 3)), {})
     assert args == [1, (2, 3)]
@@ -272,6 +342,18 @@ def test_module_level_functions_travel_as_their_dotted_path():
 
 def test_a_decorated_function_that_imports_back_to_itself_is_accepted():
     assert function_path(jobs.decorated_add) == "tests.testapp.jobs.decorated_add"
+
+
+def test_a_function_replaced_in_its_module_is_rejected_though_enqueued_before(monkeypatch):
+    """function_path remembers the functions it checked; it still looks that the
+    module holds the very same one, as a worker importing the path will."""
+    original = jobs.add
+    assert function_path(original) == "tests.testapp.jobs.add"
+    monkeypatch.setattr(jobs, "add", jobs.echo)
+    with pytest.raises(InvalidJob, match="does not import back"):
+        function_path(original)
+    monkeypatch.undo()
+    assert function_path(original) == "tests.testapp.jobs.add"
 
 
 def test_a_string_path_is_checked_and_kept():

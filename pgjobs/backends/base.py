@@ -17,7 +17,14 @@ from django.utils import timezone
 
 from ..exceptions import InvalidBackend, InvalidJob
 from ..records import DEFAULT_PRIORITY, DEFAULT_QUEUE, MAX_PRIORITY, MIN_PRIORITY, JobSpec
-from ..serialization import JobSigner, encode_arguments, function_path, plain_args_json, sign_job
+from ..serialization import (
+    JobSigner,
+    encode_arguments,
+    function_path,
+    job_signer,
+    plain_args_json,
+    sign_job,
+)
 
 MODES = ("enqueue", "defer", "aenqueue", "adefer")
 JOB_OPTIONS = ("priority", "queue", "max_attempts", "timeout", "unique_key")
@@ -162,20 +169,30 @@ class BaseJobBackend:
 
     def prepare(self, func, args, kwargs, when=None, **options):
         """Validate a call and return the ``JobSpec`` to store; raise ``InvalidJob``."""
-        unknown = sorted(set(options) - set(JOB_OPTIONS))
-        if unknown:
-            raise InvalidJob(
-                f"unknown job option {', '.join(unknown)}; options are {', '.join(JOB_OPTIONS)}"
-            )
+        if options:
+            unknown = sorted(set(options) - set(JOB_OPTIONS))
+            if unknown:
+                raise InvalidJob(
+                    f"unknown job option {', '.join(unknown)}; options are {', '.join(JOB_OPTIONS)}"
+                )
         path = function_path(func)
-        encoded_args, encoded_kwargs = encode_arguments(args, kwargs)
         queue = self.validate_queue(options.get("queue"))
+        # Most jobs: plain args, no kwargs. Their JSON is made once, stored as it is
+        # and signed from the function's pre-hashed part (as a bulk enqueue does).
+        args_json = plain_args_json(args) if type(kwargs) is dict and not kwargs else None
+        if args_json is not None:
+            encoded_args, encoded_kwargs = list(args), {}  # a copy, as encode_arguments makes
+            signature = job_signer(path, queue).sign(args_json)
+        else:
+            encoded_args, encoded_kwargs = encode_arguments(args, kwargs)
+            signature = sign_job(path, encoded_args, encoded_kwargs, queue)
         return JobSpec(
             func=path,
             args=encoded_args,
             kwargs=encoded_kwargs,
             queue=queue,
-            signature=sign_job(path, encoded_args, encoded_kwargs, queue),
+            signature=signature,
+            args_json=args_json,
             priority=validate_priority(options.get("priority")),
             run_at=None if when is None else validate_when(when),
             max_attempts=self.validate_max_attempts(options.get("max_attempts")),

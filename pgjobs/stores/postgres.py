@@ -258,7 +258,7 @@ class PostgresStore(OrmStore):
     def _enqueue_params(self, spec):
         return [
             spec.func,
-            dumps(spec.args),
+            args_json(spec),
             dumps(spec.kwargs),
             spec.queue,
             spec.priority,
