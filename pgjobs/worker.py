@@ -221,6 +221,8 @@ class Worker:
         only writes the signal's number to a pipe; a thread of its own reads it
         and asks the worker to stop, as any other thread may.
         """
+        if threading.current_thread() is not threading.main_thread():
+            raise ValueError("signal handlers can only be installed from the main thread")
         read_fd, self._signal_fd = os.pipe()
         relay = threading.Thread(
             target=self._relay_signal, args=(read_fd,), name="pgjobs-signals", daemon=True
@@ -234,13 +236,17 @@ class Worker:
         if self._signals > 1:
             logger.warning("pgjobs: second signal, exiting now")
             os._exit(1)
-        os.write(self._signal_fd, bytes([signum]))  # takes no lock: see install_signal_handlers
+        if self._signal_fd is not None:  # None: run() has ended, nothing is left to stop
+            os.write(self._signal_fd, bytes([signum]))  # takes no lock: see above
 
     def _relay_signal(self, read_fd):
         try:
-            signum = os.read(read_fd, 1)[0]
+            received = os.read(read_fd, 1)
         finally:
             os.close(read_fd)
+        if not received:
+            return  # run() ended and closed the pipe: no signal came
+        signum = received[0]
         logger.info(
             "pgjobs: %s received; finishing running jobs (grace %s s)",
             signal.Signals(signum).name,
@@ -261,11 +267,19 @@ class Worker:
             return self._run(started)
         finally:
             self._stopping.set()  # ends the listener thread's loop
+            self._close_signal_pipe()
             try:
                 self.store.stop_listening()
                 self.store.unregister_worker(self.worker_id)
             except Exception:  # its heartbeat stops; the next rescue removes the row
                 pass
+
+    def _close_signal_pipe(self):
+        """Let the signal relay thread end (it reads end-of-file), freeing the pipe:
+        a process may run many workers (drains, tests), each installing handlers."""
+        fd, self._signal_fd = self._signal_fd, None
+        if fd is not None:
+            os.close(fd)
 
     def _register(self):
         """Register this worker, waiting (with backoff) for a store that is down at

@@ -528,7 +528,28 @@ def test_a_signal_that_arrives_while_the_worker_holds_its_wake_up_lock_still_sto
         threading.Thread(target=signalled_while_holding_the_lock, daemon=True).start()
         assert handled.wait(5), "the signal handler waited on a lock its own thread holds"
         assert worker._stopping.wait(5), "the signal did not ask the worker to stop"
-        assert worker._wake.is_set(), "a waiting main loop would not wake up"
+        # The relay thread sets _stopping, then _wake: wait for both, do not peek.
+        assert worker._wake.wait(5), "a waiting main loop would not wake up"
+    finally:
+        for signum, handler in saved.items():
+            signal.signal(signum, handler)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_that_installed_signal_handlers_frees_their_pipe_and_thread_when_it_ends():
+    """Drains run in-process (cron wrappers, tests) install handlers each time: the
+    relay thread and its pipe must not outlive the run."""
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        worker = Worker(get_backend().get_store(), burst=True)
+        worker.install_signal_handlers()
+        relays = [t for t in threading.enumerate() if t.name == "pgjobs-signals" and t.is_alive()]
+        assert relays, "no relay thread"
+        worker.run()
+        for relay in relays:
+            relay.join(5)
+        assert not any(relay.is_alive() for relay in relays), "the relay thread outlived run()"
+        worker._on_signal(signal.SIGTERM, None)  # after the run: nothing to stop, no error
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
