@@ -536,8 +536,9 @@ class JobSigner:
     their arguments as ``plain_args_json`` made it (already the signed form): the
     function's part of the text is hashed once, so each job costs one short HMAC."""
 
-    def __init__(self, func, queue):
-        key = _hmac_keys()[0]
+    def __init__(self, func, queue, key=None):
+        if key is None:
+            key = _hmac_keys()[0]
         self._head = key.inner.copy()
         self._head.update(f"[{_encode_string(func)},".encode())
         self._outer = key.outer
@@ -556,15 +557,20 @@ class JobSigner:
 def job_signer(func, queue):
     """The ``JobSigner`` of ``func`` on ``queue``, kept for the next job of theirs
     (until ``SECRET_KEY`` changes): a single enqueue then hashes only its args."""
-    signer = _signers.get((func, queue))
-    if signer is None:
-        if len(_signers) >= _SIGNERS_KEPT:
-            _signers.clear()
-        signer = _signers[func, queue] = JobSigner(func, queue)
+    keys = _hmac_keys()
+    kept = _signers.get((func, queue))
+    # A signer made from other keys (another thread made it while SECRET_KEY changed,
+    # and stored it after _forget_keys cleared the rest) is made again.
+    if kept is not None and kept[0] is keys:
+        return kept[1]
+    if len(_signers) >= _SIGNERS_KEPT:
+        _signers.clear()
+    signer = JobSigner(func, queue, keys[0])
+    _signers[func, queue] = (keys, signer)
     return signer
 
 
-_signers = {}
+_signers = {}  # (func, queue) -> (the keys it was made from, JobSigner)
 _SIGNERS_KEPT = 1000
 
 

@@ -221,6 +221,29 @@ def test_fractional_float_arguments_pass_the_workers_signature_check(args):
     assert_same(as_stored, decoded_args, "args")
 
 
+def test_a_kept_signer_made_from_an_old_secret_key_is_not_used(settings):
+    """A thread may store a signer made from the old key just after SECRET_KEY changed
+    and the kept signers were cleared; the next job must be signed with the new key."""
+    from pgjobs import serialization
+
+    old_signer = serialization.job_signer("tests.testapp.jobs.echo", "default")
+    old_keys = serialization._hmac_keys()
+    settings.SECRET_KEY = "another secret key, of at least fifty characters, for the test"
+    serialization._signers["tests.testapp.jobs.echo", "default"] = (old_keys, old_signer)
+    signer = serialization.job_signer("tests.testapp.jobs.echo", "default")
+    expected = sign_job("tests.testapp.jobs.echo", [1], {}, "default")
+    assert signer.sign("[1]") == expected
+    assert old_signer.sign("[1]") != expected
+
+
+@pytest.mark.parametrize("options", [{"queue": "no-such-queue"}, {"queue": ""}])
+def test_bad_arguments_are_reported_before_a_bad_queue(options):
+    from pgjobs.handler import get_backend
+
+    with pytest.raises(InvalidJob, match=r"args\[0\]"):
+        get_backend().prepare(jobs.echo, [object()], {}, **options)
+
+
 def test_tuple_args_come_back_as_a_list_of_args_but_tuples_inside_stay_tuples():
     args, kwargs = through_storage((1, (2, 3)), {})
     assert args == [1, (2, 3)]

@@ -176,15 +176,17 @@ class BaseJobBackend:
                     f"unknown job option {', '.join(unknown)}; options are {', '.join(JOB_OPTIONS)}"
                 )
         path = function_path(func)
-        queue = self.validate_queue(options.get("queue"))
         # Most jobs: plain args, no kwargs. Their JSON is made once, stored as it is
         # and signed from the function's pre-hashed part (as a bulk enqueue does).
         args_json = plain_args_json(args) if type(kwargs) is dict and not kwargs else None
         if args_json is not None:
             encoded_args, encoded_kwargs = list(args), {}  # a copy, as encode_arguments makes
-            signature = job_signer(path, queue).sign(args_json)
         else:
             encoded_args, encoded_kwargs = encode_arguments(args, kwargs)
+        queue = self.validate_queue(options.get("queue"))
+        if args_json is not None:
+            signature = job_signer(path, queue).sign(args_json)
+        else:
             signature = sign_job(path, encoded_args, encoded_kwargs, queue)
         return JobSpec(
             func=path,
