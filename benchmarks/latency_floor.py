@@ -29,6 +29,7 @@ import sys
 import time
 
 import psycopg
+from harness import percentile
 from psycopg import sql
 
 DATABASE = "pgjobs_bench_floor"
@@ -106,11 +107,6 @@ def one_round(probes: int, spacing: float, out_path: str) -> dict:
         "claim_ms": [(r[2] - r[1]) * 1e3 for r in rows],
         "total_ms": [(r[2] - r[0]) * 1e3 for r in rows],
     }
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
 
 
 def main() -> None:

@@ -388,6 +388,12 @@ def plain_args_json(args):
     return _plain_list_json(args, storable_only=True) if type(args) is list else None
 
 
+def plain_call_json(args, kwargs):
+    """``plain_args_json(args)`` for a call without kwargs, else None: the calls
+    whose JSON is made once for storing and signing (single and bulk enqueues)."""
+    return plain_args_json(args) if type(kwargs) is dict and not kwargs else None
+
+
 def encode_result(value):
     """Encode a job's return value for storage; unstorable results are described, not lost."""
     try:

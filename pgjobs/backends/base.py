@@ -22,7 +22,7 @@ from ..serialization import (
     encode_arguments,
     function_path,
     job_signer,
-    plain_args_json,
+    plain_call_json,
     sign_job,
 )
 
@@ -178,16 +178,16 @@ class BaseJobBackend:
         path = function_path(func)
         # Most jobs: plain args, no kwargs. Their JSON is made once, stored as it is
         # and signed from the function's pre-hashed part (as a bulk enqueue does).
-        args_json = plain_args_json(args) if type(kwargs) is dict and not kwargs else None
-        if args_json is not None:
-            encoded_args, encoded_kwargs = list(args), {}  # a copy, as encode_arguments makes
-        else:
+        args_json = plain_call_json(args, kwargs)
+        if args_json is None:
             encoded_args, encoded_kwargs = encode_arguments(args, kwargs)
-        queue = self.validate_queue(options.get("queue"))
-        if args_json is not None:
-            signature = job_signer(path, queue).sign(args_json)
         else:
+            encoded_args, encoded_kwargs = list(args), {}  # a copy, as encode_arguments makes
+        queue = self.validate_queue(options.get("queue"))  # after the arguments' errors
+        if args_json is None:
             signature = sign_job(path, encoded_args, encoded_kwargs, queue)
+        else:
+            signature = job_signer(path, queue).sign(args_json)
         return JobSpec(
             func=path,
             args=encoded_args,
@@ -212,7 +212,7 @@ class BaseJobBackend:
         reads them, so that a store can write the first while the rest are made.
 
         The options are checked once (by preparing the first call). A job whose
-        args are plain (``plain_args_json``) and kwargs empty, most jobs of a bulk
+        args are plain and kwargs empty (``plain_call_json``), most jobs of a bulk
         call, is encoded once for storing and signing, and signed from its
         function's pre-hashed part; a call that repeats the one before it (the
         same objects, as ``[(f, [], {})] * n`` gives) shares its spec.
@@ -236,8 +236,7 @@ class BaseJobBackend:
                     path = function_path(func)
                     known = functions[id(func)] = (path, JobSigner(path, first.queue))
                 path, signer = known
-                no_kwargs = type(kwargs) is dict and not kwargs
-                args_json = plain_args_json(args) if no_kwargs else None
+                args_json = plain_call_json(args, kwargs)
                 if args_json is not None:
                     # A copy: a store may write the list after the caller changed it
                     # (Redis, at commit), and the signature is of this JSON.
