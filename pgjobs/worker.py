@@ -442,7 +442,7 @@ class Worker:
                 woken = self.store.wait(self.poll_interval)
                 if not woken:
                     continue
-                if self._answers(woken):
+                if woken is True or any(self._answers(wakeup) for wakeup in woken):
                     self._notified = True
                     self._wake.set()
                     continue

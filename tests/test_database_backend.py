@@ -3,6 +3,7 @@
 
 import datetime
 import json
+import time
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -10,6 +11,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from pgjobs import JobFailed, JobNotFinished, JobNotFound, JobRef, background, records
+from pgjobs.handler import get_backend
 from pgjobs.models import Job
 from tests.conftest import VENDOR, run_jobs, wait_for
 from tests.testapp import jobs
@@ -332,6 +334,29 @@ def test_notify_is_sent_at_commit_only_and_only_for_jobs_due_now():
         background.enqueue_many([(jobs.noop, [], {})] * 150 + [(jobs.noop, [1], {})] * 2)
         (payload,) = notifications(5)
         assert json.loads(payload)["n"] == 152, "one NOTIFY for a bulk enqueue, with its count"
+
+
+@pytest.mark.skipif(VENDOR != "postgres", reason="LISTEN/NOTIFY is PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("queues", [None, ["other"]], ids=["every queue", "one queue"])
+def test_a_listening_store_reports_every_wakeup_even_those_that_arrive_together(queues):
+    """Jobs committed together notify together, and psycopg reads such NOTIFYs in
+    one go. Each names the job a different worker answers (Worker._answers): a
+    store that handed over only the first lost the others' turn."""
+    store = get_backend().get_store()
+    store.listen(queues)
+    try:
+        with transaction.atomic():
+            refs = [background.enqueue(jobs.noop, queue=q) for q in ("other", "default", "other")]
+        time.sleep(0.3)  # every NOTIFY has reached the socket: one read takes them all
+        reported = []
+        while woken := store.wait(0.5):
+            reported += [(wakeup.queue, wakeup.first_id) for wakeup in woken]
+    finally:
+        store.stop_listening()
+    assert reported == [
+        (ref.queue, ref.id) for ref in refs if queues is None or ref.queue in queues
+    ]
 
 
 # -- unique keys -------------------------------------------------------------------------------

@@ -179,7 +179,8 @@ class Store(abc.ABC):
 
     def wait(self, timeout):
         """Block until woken or ``timeout`` seconds pass. Falsy when not woken;
-        when woken, True or a ``records.Wakeup`` saying for which jobs."""
+        when woken, True or a list of ``records.Wakeup`` saying for which jobs
+        (every one that arrived: the worker may answer any of them)."""
         import time
 
         time.sleep(timeout)

@@ -452,22 +452,28 @@ class PostgresStore(OrmStore):
         self._listener = conn
 
     def wait(self, timeout):
-        """Block on the listener connection until a NOTIFY for one of our queues.
+        """Block on the listener connection until NOTIFYs arrive; return the
+        wake-ups among them for our queues (an empty list: none for us).
 
-        A broken listener is reconnected with backoff; the caller is told it was
-        woken then, since notifications may have been missed meanwhile.
+        Every notification that arrived is read: those that come in one packet
+        (two enqueues committed together) are handed over together. Stopping
+        at the first would drop the rest, which psycopg has already read, and
+        a worker whose turn a dropped one was (``Worker._answers``) would not
+        answer it. A broken listener is reconnected with backoff; the caller
+        is told it was woken then, since notifications may have been missed.
         """
         if not self._listening:
             return False
         if self._listener is None:
             return self._reconnect_listener(timeout)
         try:
-            for notify in self._listener.notifies(timeout=timeout, stop_after=1):
-                wakeup = _wakeup(notify.payload)
-                queues = self._listen_queues
-                if queues is None or wakeup.queue in queues or wakeup.queue == "*":
-                    return wakeup
-            return False
+            # stop_after=1 ends the wait once a packet has been read, whole.
+            notifies = self._listener.notifies(timeout=timeout, stop_after=1)
+            wakeups = [_wakeup(notify.payload) for notify in notifies]
+            queues = self._listen_queues
+            if queues is None:
+                return wakeups
+            return [w for w in wakeups if w.queue in queues or w.queue == "*"]
         except psycopg.Error as exc:
             if not self._listening:
                 return False  # stop_listening() closed it under us
