@@ -288,6 +288,55 @@ def test_async_job_failures_are_recorded_like_sync_ones():
     assert "async_fail" in ref.error["traceback"]
 
 
+@pytest.mark.django_db
+def test_async_jobs_run_side_by_side_but_never_more_than_concurrency_at_once():
+    """They share one event loop, each holding a slot while it awaits, so jobs
+    prefetched beyond the slots (for short jobs) wait their turn."""
+    jobs.ASYNC_STATE["most"] = 0
+    background.enqueue_many([(jobs.async_overlap, [0.002], {})] * 150)
+    stats = run_jobs(concurrency=3, prefetch=100)
+    assert stats.succeeded == 150
+    assert jobs.ASYNC_STATE["most"] == 3
+    assert jobs.ASYNC_STATE["running"] == 0
+
+
+@pytest.mark.django_db
+def test_an_async_job_past_its_timeout_is_cancelled_on_its_event_loop():
+    ref = background.enqueue(
+        jobs.async_sleep_noting_cancel, args=["overdue", 30], timeout=0.2, max_attempts=1
+    )
+    run_jobs(timeout=10)
+    assert ref.refresh().status == records.FAILED
+    assert ref.error["type"] == "builtins.TimeoutError"
+    wait_for(lambda: "overdue" in jobs.ASYNC_STATE["cancelled"], timeout=5)
+
+
+@pytest.mark.django_db
+def test_a_stopping_worker_cancels_async_jobs_still_running_after_the_grace_period():
+    ref = background.enqueue(jobs.async_sleep_noting_cancel, args=["stuck", 30])
+    worker = Worker(get_backend().get_store(), concurrency=2, grace_period=0.2, burst=True)
+
+    def stop_once_started():
+        wait_for(lambda: "stuck" in jobs.ASYNC_STATE["started"], timeout=10)
+        worker.request_stop()
+
+    threading.Thread(target=stop_once_started, daemon=True).start()
+    started = time.monotonic()
+    worker.run()
+    assert time.monotonic() - started < 5, "the worker waited for the job, not the grace period"
+    job = Job.objects.get(pk=ref.id)
+    assert (job.status, job.attempts) == (records.READY, 0), "put back, attempt uncounted"
+    wait_for(lambda: "stuck" in jobs.ASYNC_STATE["cancelled"], timeout=5)
+
+
+@pytest.mark.django_db
+def test_current_job_tells_an_async_job_about_itself():
+    ref = background.enqueue(jobs.async_whoami, max_attempts=2)
+    run_jobs()
+    assert ref.refresh().result["id"] == ref.id
+    assert ref.result["attempt"] == 1
+
+
 # -- the running job's context ----------------------------------------------------------------
 
 

@@ -63,6 +63,37 @@ async def async_add(a, b):
     return a + b
 
 
+async def async_whoami():
+    await asyncio.sleep(0)
+    return whoami()
+
+
+# Async jobs of in-process workers (test_worker.py) report here: they all run on
+# the worker's one event loop, so plain module-level state needs no lock.
+ASYNC_STATE = {"running": 0, "most": 0, "started": set(), "cancelled": set()}
+
+
+async def async_overlap(seconds):
+    """Count how many of these run at once (ASYNC_STATE["most"])."""
+    ASYNC_STATE["running"] += 1
+    ASYNC_STATE["most"] = max(ASYNC_STATE["most"], ASYNC_STATE["running"])
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        ASYNC_STATE["running"] -= 1
+
+
+async def async_sleep_noting_cancel(key, seconds):
+    """Sleep; note in ASYNC_STATE when it started and whether it was cancelled."""
+    ASYNC_STATE["started"].add(key)
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        ASYNC_STATE["cancelled"].add(key)
+        raise
+    return seconds
+
+
 async def async_fail():
     await asyncio.sleep(0)
     raise KeyError("async boom")
