@@ -40,6 +40,8 @@ KINDS = {
         (1, {"concurrency": 128}, "async"),
         (2, {"concurrency": 64}, ""),
         (2, {"concurrency": 256}, "async"),
+        # A slot per job in flight: asyncio-native peers run every claimed job at once.
+        (2, {"concurrency": 1000}, "async"),
     ],
 }
 KINDS_QUICK = {
