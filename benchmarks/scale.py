@@ -23,7 +23,8 @@ recreated and migrated per run), with the pgjobs_bench project:
    processes (concurrency 8 each), then enqueue-to-start latency of probes
    enqueued one at a time with the 8 processes idle; the database's commit
    count per job (``pg_stat_database.xact_commit``) shows how many round trips
-   each job costs and whether one NOTIFY wakes every worker.
+   each job costs, and the looks at ready jobs per probe (claim-index and table
+   scans, ``Scale.looks``) whether one NOTIFY makes every worker claim.
 4. memory: one worker at concurrency 8 runs 100,000 no-op jobs; its resident
    memory after (VmRSS) and at peak (VmHWM).
 
@@ -178,7 +179,9 @@ class Scale:
             BENCH_DB=self.db.name,
             BENCH_LATENCY_FILE=str(self.latency_file),
             BENCH_PGJOBS_OPTIONS=json.dumps(self.options),
-            PYTHONPATH=str(PROJECTS_DIR),
+            # The caller's PYTHONPATH after the projects, as run.py keeps it: to
+            # measure another checkout of pgjobs than the editable install.
+            PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECTS_DIR), env.get("PYTHONPATH")])),
             PYTHONUNBUFFERED="1",
         )
         return env
@@ -246,6 +249,23 @@ class Scale:
         with self.db.connect(server=True) as conn:
             row = conn.execute(
                 "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (self.db.name,)
+            ).fetchone()
+        return int(row[0])
+
+    def looks(self) -> int:
+        """Statements that looked for ready jobs so far: scans of the claim index and
+        whole-table scans of pgjobs_job, whatever plan each worker got. These are
+        claims and due-time queries (``seconds_until_due``); finishes, heartbeats and
+        rescues find their rows by other indexes. Unlike commits, they leave out the
+        transaction in which each listening backend reads a NOTIFY (PostgreSQL's
+        async.c), one per listener and notification, so 8 idle processes add 8
+        commits per job whoever answers it."""
+        with self.connect() as conn:
+            row = conn.execute(
+                "SELECT (SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_user_indexes"
+                "        WHERE indexrelname = 'pgjobs_job_claim_idx')"
+                "     + (SELECT coalesce(sum(seq_scan), 0) FROM pg_stat_user_tables"
+                "        WHERE relname = 'pgjobs_job')"
             ).fetchone()
         return int(row[0])
 
@@ -819,7 +839,7 @@ class Scale:
             ours = self.driver_commits + 1 + len(polls) + 1
             if with_latency:
                 time.sleep(self.stats_settle)
-                commits1 = self.commits()
+                commits1, looks1 = self.commits(), self.looks()
                 run["commits_per_job"] = (commits1 - commits0 - ours) / n
                 run["latency"] = self.latency(workers)
         self.wait_backends_gone()
@@ -828,6 +848,7 @@ class Scale:
             probes = plan.latency_probes + 3  # driver.py enqueues 3 warm-up probes first
             ours = self.driver_commits + probes
             run["latency"]["commits_per_probe"] = (commits_end - commits1 - ours) / probes
+            run["latency"]["looks_per_probe"] = (self.looks() - looks1) / probes
         else:
             run["commits_per_job"] = (commits_end - commits0 - ours) / n
         line = (
@@ -838,7 +859,8 @@ class Scale:
             lat = run["latency"]
             line += (
                 f"; idle latency p50 {lat['p50_ms']:.1f} ms p95 {lat['p95_ms']:.1f} ms, "
-                f"{lat['commits_per_probe']:.1f} commits/probe"
+                f"{lat['looks_per_probe']:.1f} looks and {lat['commits_per_probe']:.1f} "
+                "commits/probe"
             )
         self.say(line)
         return run
@@ -902,17 +924,20 @@ class Scale:
                 f"Latency with {r['processes']} idle workers × concurrency {r['concurrency']}: "
                 f"{lat['n']} probes enqueued one at a time {plan.latency_spacing * 1000:.0f} ms "
                 f"apart: p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms, max "
-                f"{lat['max_ms']:.1f} ms. Commits per probe besides its enqueue: "
-                f"{lat['commits_per_probe']:.1f} (including the workers' idle polls and "
-                f"shut-down). Claiming and finishing a probe takes one or two; each worker "
-                f"process a NOTIFY wakes for nothing adds at least one (its empty claim), so "
-                f"a figure near or above {r['processes']} means each probe woke every "
-                f"process: "
+                f"{lat['max_ms']:.1f} ms. Looks at ready jobs per probe, by every worker "
+                f"(claims and due-time queries, counted as scans of the claim index or of "
+                f"the table; idle polls included): {lat['looks_per_probe']:.1f}. Claiming "
+                f"and finishing a probe takes two or three; a worker a NOTIFY wakes for "
+                f"nothing adds its empty claim and a due-time query, so {r['processes']} "
+                f"or more means each probe woke every process: "
                 + (
                     "**it did** (a thundering herd)."
-                    if lat["commits_per_probe"] >= r["processes"] - 1
+                    if lat["looks_per_probe"] >= r["processes"]
                     else "it did not."
                 ),
+                f"Commits per probe besides its enqueue: {lat['commits_per_probe']:.1f}. "
+                f"Most are not the workers': each listening backend reads a NOTIFY in a "
+                f"transaction of its own, {r['processes']} per probe here.",
             ]
         return lines + [""]
 
