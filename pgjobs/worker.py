@@ -38,6 +38,8 @@ _STOP_SLOT = object()
 RANKS_INTERVAL = 1.0
 #: After a claim that found nothing although a job is due: seconds until the next look.
 DUE_NOW_RECHECK = 0.05
+#: How long a drain (``burst``) keeps looking for a due job its claims skip.
+HELD_JOB_PATIENCE = 1.0
 
 
 def tidy_connections():
@@ -208,6 +210,7 @@ class Worker:
         self._slot_freed = False  # set by a slot that found no claimed job left
         self._look_again_at = 0.0  # drained: when to claim again unasked (poll, deferred job)
         self._sleeping_until = 0.0  # while the main thread waits: until when
+        self._held_since = None  # burst: since when claims skip a job still due
         # Sharing out wake-ups: {queue: (this worker's rank, workers serving it)},
         # from the store's list of live workers, refreshed with each heartbeat.
         self._ranks = {}
@@ -336,8 +339,13 @@ class Worker:
                     requested, claimed = self._finish_and_claim(successes, wanted)
                 else:
                     requested = claimed = None  # enough queued: claim later, in a bigger batch
+                held = False
                 if self.burst and not claimed and not self._claimed:
-                    break  # drained: nothing due, nothing running
+                    held = self._due_job_held()
+                    if not held:
+                        break  # drained: nothing due, nothing running
+                elif claimed:
+                    self._held_since = None
                 if claimed and claimed == requested:
                     continue  # there may be more; slots fill or the claim comes back short
                 timeout = self._idle_timeout(claimed)
@@ -347,6 +355,8 @@ class Worker:
                     timeout = min(timeout, until_timeout)
                 if until_periodic is not None:
                     timeout = min(timeout, until_periodic)
+                if held:
+                    timeout = min(timeout, DUE_NOW_RECHECK)
                 if failures:
                     logger.warning("pgjobs: store reachable again")
                 failures = 0
@@ -368,6 +378,20 @@ class Worker:
         else:
             self._finish_in_flight(deadline=time.monotonic() + self.grace_period)
         return self.stats
+
+    def _due_job_held(self):
+        """Burst: whether a job is still due although the claim found none, so
+        that a drain looks again (for up to HELD_JOB_PATIENCE seconds) rather
+        than leave it to the next drain. Such a row is held for a moment by
+        another transaction: a racing drain's pruner or claim, which on MySQL
+        locks rows it reads and does not take. A job another worker claimed is
+        no longer ready, so a drain that is done pays one query for this."""
+        now = time.monotonic()
+        if self._held_since is None:
+            self._held_since = now
+        elif now - self._held_since > HELD_JOB_PATIENCE:
+            return False
+        return self.store.seconds_until_due(self.queues) == 0
 
     def _limit_reached(self, started):
         if self.max_jobs is not None and self.stats.claimed >= self.max_jobs:
@@ -411,9 +435,9 @@ class Worker:
                 # "Due now" right after a claim that found nothing is a job another
                 # worker is claiming (its claim not yet committed) or a row someone
                 # holds locked. Claiming again in a millisecond found it locked
-                # again, for as long as the answer was kept: about 75 empty claims
-                # per probe with 8 idle workers. One more look a little later still
-                # starts a deferred job that became due since the claim.
+                # again, for as long as the answer was kept: 700 empty claims a
+                # second while one row stayed held. One more look a little later
+                # still starts a deferred job that became due since the claim.
                 delay = due + 0.001 if due > 0 else DUE_NOW_RECHECK
                 self._look_again_at = min(self._look_again_at, time.monotonic() + delay)
         if self._drained and self._free_slots() > 0:
@@ -429,6 +453,10 @@ class Worker:
         if now - self._due_checked_at >= 0.1:
             due = self.store.seconds_until_due(self.queues)
             self._due_checked_at = now
+            # From the answer's arrival, not the question's: an estimate early by
+            # the query's trip could send the claim before the job is due, and
+            # the look after that empty claim waits DUE_NOW_RECHECK.
+            now = time.monotonic()
             self._due_at = None if due is None else now + due
         return None if self._due_at is None else max(0.0, self._due_at - now)
 

@@ -350,7 +350,9 @@ def test_a_listening_store_reports_every_wakeup_even_those_that_arrive_together(
             refs = [background.enqueue(jobs.noop, queue=q) for q in ("other", "default", "other")]
         time.sleep(0.3)  # every NOTIFY has reached the socket: one read takes them all
         reported = []
-        while woken := store.wait(0.5):
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            woken = store.wait(0.2) or []  # [] too: a read with none for our queues
             reported += [(wakeup.queue, wakeup.first_id) for wakeup in woken]
     finally:
         store.stop_listening()
