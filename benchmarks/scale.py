@@ -928,8 +928,10 @@ class Scale:
                 f"(claims and due-time queries, counted as scans of the claim index or of "
                 f"the table; idle polls included): {lat['looks_per_probe']:.1f}. Claiming "
                 f"and finishing a probe takes two or three; a worker a NOTIFY wakes for "
-                f"nothing adds its empty claim and a due-time query, so {r['processes']} "
-                f"or more means each probe woke every process: "
+                f"nothing looks once more 50-150 ms later, in case the one meant to answer "
+                f"cannot; at {plan.latency_spacing * 1000:.0f} ms between probes one such "
+                f"look covers several. A herd, every process claiming each probe at once, "
+                f"would make {r['processes']} or more: "
                 + (
                     "**it did** (a thundering herd)."
                     if lat["looks_per_probe"] >= r["processes"]
