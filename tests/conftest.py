@@ -6,6 +6,7 @@ Tests that need the database are skipped when it is unreachable, except under
 with an error instead: a green CI run must mean the tests ran.
 """
 
+import contextlib
 import faulthandler
 import os
 import signal
@@ -17,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from pytest_django.plugin import blocking_manager_key
 
 from pgjobs import records
@@ -127,6 +128,32 @@ def unfinished_jobs():
         counts = status_counts()
         return counts.get(records.READY, 0) + counts.get(records.RUNNING, 0)
     return Job.objects.filter(status__in=[records.READY, records.RUNNING]).count()
+
+
+@contextlib.contextmanager
+def job_row_locked(job_id, seconds=30.0):
+    """Hold job ``job_id``'s row (``SELECT ... FOR UPDATE``) in another thread and
+    transaction, as another worker's claim in flight would, until ``release()``
+    (what the block gets), the block's end, or ``seconds``, whichever comes first."""
+    locked, release = threading.Event(), threading.Event()
+
+    def hold():
+        try:
+            with transaction.atomic():
+                Job.objects.select_for_update().get(pk=job_id)
+                locked.set()
+                release.wait(seconds)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert locked.wait(10), "the job's row could not be locked"
+        yield release.set
+    finally:
+        release.set()
+        holder.join(10)
 
 
 # -- in-process worker ---------------------------------------------------------------

@@ -15,7 +15,7 @@ import time
 import pytest
 from django.conf import settings as django_settings
 from django.core.signing import Signer
-from django.db import connection, connections, transaction
+from django.db import connection
 from django.db.models import Count
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -37,7 +37,14 @@ from pgjobs.serialization import (
     verify_job,
 )
 from pgjobs.worker import Worker
-from tests.conftest import JOBS_IN_REDIS, run_jobs, status_counts, unfinished_jobs, wait_for
+from tests.conftest import (
+    JOBS_IN_REDIS,
+    job_row_locked,
+    run_jobs,
+    status_counts,
+    unfinished_jobs,
+    wait_for,
+)
 from tests.test_faults import start_worker_with_lease  # noqa: F401 (a fixture)
 from tests.testapp import jobs
 from tests.testapp.models import Event, Execution
@@ -226,36 +233,19 @@ def test_an_idle_worker_does_not_spin_on_a_due_job_another_transaction_holds():
     if connection.vendor == "sqlite":
         pytest.skip("SQLite has no row locks: a claim waits for the writer instead")
     ref = background.enqueue(jobs.noop)
-    locked, release = threading.Event(), threading.Event()
-
-    def hold_the_row():
-        try:
-            with transaction.atomic():
-                Job.objects.select_for_update().get(pk=ref.id)
-                locked.set()
-                release.wait(30)
-        finally:
-            connections.close_all()
-
-    holder = threading.Thread(target=hold_the_row)
-    holder.start()
     released_at = []
+    with job_row_locked(ref.id) as release:
 
-    def release_the_row():
-        released_at.append(timezone.now())
-        release.set()
+        def release_the_row():
+            released_at.append(timezone.now())
+            release()
 
-    try:
-        assert locked.wait(10)
         worker = Worker(get_backend().get_store(), concurrency=2, poll_interval=5.0)
         timers = [threading.Timer(1.0, release_the_row), threading.Timer(1.5, worker.request_stop)]
         with CaptureQueriesContext(connection) as queries:
             for timer in timers:
                 timer.start()
             worker.run()
-    finally:
-        release.set()
-        holder.join(10)
     claims = [q for q in queries if "SKIP LOCKED" in q["sql"] and "pgjobs_job" in q["sql"]]
     assert 1 <= len(claims) <= 40, f"{len(claims)} claims in 1.5 s for one held job"
     job = Job.objects.get(pk=ref.id)

@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from django.db import connection, connections, transaction
+from django.db import connection
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -19,7 +19,14 @@ from pgjobs.models import Job
 from pgjobs.retry import RetryPolicy
 from pgjobs.serialization import sign_job
 from pgjobs.worker import Worker
-from tests.conftest import JOBS_IN_REDIS, run_jobs, status_counts, wait_for, work_until
+from tests.conftest import (
+    JOBS_IN_REDIS,
+    job_row_locked,
+    run_jobs,
+    status_counts,
+    wait_for,
+    work_until,
+)
 from tests.testapp import jobs
 from tests.testapp.models import Event, Execution
 
@@ -276,22 +283,8 @@ def test_a_drain_runs_a_due_job_that_another_transaction_held_for_a_moment():
     if connection.vendor == "sqlite" or JOBS_IN_REDIS:
         pytest.skip("row locks: PostgreSQL and MySQL/MariaDB")
     ref = background.enqueue(jobs.add, args=[2, 3])
-    locked = threading.Event()
-
-    def hold_the_row_briefly():
-        try:
-            with transaction.atomic():
-                Job.objects.select_for_update().get(pk=ref.id)
-                locked.set()
-                time.sleep(0.3)
-        finally:
-            connections.close_all()
-
-    holder = threading.Thread(target=hold_the_row_briefly)
-    holder.start()
-    assert locked.wait(10)
-    stats = run_jobs()
-    holder.join(10)
+    with job_row_locked(ref.id, seconds=0.3):
+        stats = run_jobs()
     assert stats.succeeded == 1
     assert ref.refresh().result == 5
 
