@@ -15,7 +15,7 @@ import time
 import pytest
 from django.conf import settings as django_settings
 from django.core.signing import Signer
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -186,6 +186,30 @@ def test_wakeups_without_ids_or_for_unranked_workers_are_answered():
     assert worker._answers(True)
     assert worker._answers(records.Wakeup("default"))  # a bare queue name
     assert worker._answers(records.Wakeup("elsewhere", 7, 1))  # no rank for this queue
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_listener_answers_its_own_wakeup_even_when_another_came_first_in_the_packet():
+    """Two jobs committed together notify together; each is another worker's turn.
+    The worker whose job is the second must answer at once, not 50-150 ms later."""
+    if get_backend().get_store().wakeup != "listen" or JOBS_IN_REDIS:
+        pytest.skip("NOTIFY payloads that name the job: PostgreSQL")
+    before = background.enqueue(jobs.noop)  # the next two jobs get the next two ids
+    worker = worker_ranked((before.id + 2) % 2, 2)  # the second one's turn only
+    worker.store.listen(None)
+    listener = threading.Thread(target=worker._listen, daemon=True)
+    listener.start()  # listen() has run LISTEN: what is committed from here reaches it
+    try:
+        with transaction.atomic():
+            first, second = [background.enqueue(jobs.noop) for _ in range(2)]
+        assert (first.id, second.id) == (before.id + 1, before.id + 2)
+        assert not worker._answers(records.Wakeup("default", first.id, 1))
+        # Not answered, it would only look for itself 50-150 ms later: never _notified.
+        wait_for(lambda: worker._notified, timeout=2, interval=0.01, message="an answer")
+    finally:
+        worker._stopping.set()
+        worker.store.stop_listening()
+        listener.join(5)
 
 
 @sql_table_only
