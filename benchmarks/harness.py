@@ -248,6 +248,12 @@ class System:
         return []
 
 
+def projects_pythonpath(env: dict) -> str:
+    """PYTHONPATH for benchmark commands and workers: the projects, then the caller's
+    own, e.g. to measure another checkout of pgjobs than the editable install."""
+    return os.pathsep.join(filter(None, [str(PROJECTS_DIR), env.get("PYTHONPATH")]))
+
+
 def manage_py() -> str:
     return str(PROJECTS_DIR / "manage.py")
 
@@ -510,9 +516,7 @@ class Bench:
             BENCH_DATABASE=self.vendor,
             BENCH_DB=self.db_name,
             BENCH_LATENCY_FILE=str(self.latency_file),
-            # The caller's PYTHONPATH after the projects, e.g. to measure
-            # another checkout of pgjobs than the editable install.
-            PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECTS_DIR), env.get("PYTHONPATH")])),
+            PYTHONPATH=projects_pythonpath(env),
             PYTHONUNBUFFERED="1",
         )
         return env

@@ -63,6 +63,7 @@ from harness import (  # noqa: E402  (after the path is set)
     WorkerGroup,
     manage_py,
     percentile,
+    projects_pythonpath,
     wait_until_quiet,
 )
 
@@ -179,9 +180,7 @@ class Scale:
             BENCH_DB=self.db.name,
             BENCH_LATENCY_FILE=str(self.latency_file),
             BENCH_PGJOBS_OPTIONS=json.dumps(self.options),
-            # The caller's PYTHONPATH after the projects, as run.py keeps it: to
-            # measure another checkout of pgjobs than the editable install.
-            PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECTS_DIR), env.get("PYTHONPATH")])),
+            PYTHONPATH=projects_pythonpath(env),
             PYTHONUNBUFFERED="1",
         )
         return env
