@@ -239,6 +239,10 @@ class System:
     def latency_configs(self, quick: bool) -> list[WorkerConfig]:
         raise NotImplementedError
 
+    def latency_configs_for(self, database: str, quick: bool) -> list[WorkerConfig]:
+        """The latency settings on ``database`` (a queue may add some where it polls)."""
+        return self.latency_configs(quick)
+
     def kind_configs(self, quick: bool) -> list[WorkerConfig]:
         """Settings for the job kinds other than the no-op (``WorkerConfig.kind``)."""
         return []
@@ -246,6 +250,18 @@ class System:
     def setup_commands(self, db: Database) -> list[list[str]]:
         """Commands to run after ``migrate`` in a fresh database (with the run's env)."""
         return []
+
+
+def vendor_span_sql(table: str) -> dict:
+    """``System.span_sql`` for a table with ``started_at`` and ``finished_at``
+    columns, in each database's own dialect."""
+    return {
+        "postgres": f"SELECT extract(epoch FROM max(finished_at) - min(started_at)) FROM {table}",
+        "mysql": "SELECT TIMESTAMPDIFF(MICROSECOND, MIN(started_at), MAX(finished_at)) / 1e6 "
+        f"FROM {table}",
+        "sqlite": "SELECT (julianday(MAX(finished_at)) - julianday(MIN(started_at))) * 86400 "
+        f"FROM {table}",
+    }
 
 
 def projects_pythonpath(env: dict) -> str:

@@ -245,7 +245,7 @@ def _measure(bench, system, counts: dict, args: argparse.Namespace) -> dict:
                 f"(wall from spawn {res['wall_rate']:.0f} jobs/s)"
             )
 
-    for config in system.latency_configs(quick):
+    for config in system.latency_configs_for(args.database, quick):
         res = attempt(
             f"latency {config.describe()}",
             partial(bench.latency, config, counts["latency_n"], spacing=0.02),
@@ -266,7 +266,7 @@ def _measure(bench, system, counts: dict, args: argparse.Namespace) -> dict:
     result["best_latency"] = best(result["latency"], "p50_ms", lower_is_better=True)
 
     load = counts["load_rate"]
-    configs = system.latency_configs(quick)[:1] if load else []
+    configs = system.latency_configs_for(args.database, quick)[:1] if load else []
     for config in configs:
         # A queue that cannot run the offered jobs as fast as they come has no
         # steady latency to measure: its backlog, and each probe's wait, grow

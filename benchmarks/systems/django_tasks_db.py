@@ -9,7 +9,7 @@ measured at the default 1 s interval, which is what users get out of the box.
 Its only concurrency is more processes, so the 50 ms sleep is also run with 4.
 """
 
-from harness import PYTHON, System, WorkerConfig, manage_py, venv_version
+from harness import PYTHON, System, WorkerConfig, manage_py, vendor_span_sql, venv_version
 
 FAST_POLL = "0.1"
 
@@ -19,15 +19,14 @@ class DjangoTasksDB(System):
     name = "django-tasks-db"
     project = "dtdb_bench"
     tables = ("django_tasks_database_dbtaskresult", "bench_row")
+    databases = ("postgres", "mysql", "sqlite")
+    # Plain SQL every vendor runs: MariaDB has no FILTER clause.
     done_sql = """
-        SELECT count(*) FILTER (WHERE status = 'SUCCESSFUL'),
-               count(*) FILTER (WHERE status = 'FAILED')
+        SELECT COALESCE(SUM(CASE WHEN status = 'SUCCESSFUL' THEN 1 ELSE 0 END), 0),
+               COALESCE(SUM(CASE WHEN status = 'FAILED' THEN 1 ELSE 0 END), 0)
         FROM django_tasks_database_dbtaskresult
     """
-    span_sql = """
-        SELECT extract(epoch FROM max(finished_at) - min(started_at))
-        FROM django_tasks_database_dbtaskresult
-    """
+    span_sql = vendor_span_sql("django_tasks_database_dbtaskresult")
 
     def versions(self):
         return f"django-tasks-db {venv_version('django-tasks-db')}, django-tasks {venv_version('django-tasks')}"

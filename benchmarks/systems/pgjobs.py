@@ -9,7 +9,15 @@ it to the dicts. ``-v 0``: at the default verbosity the worker logs every
 job's start and end, which the peers are not asked to do either.
 """
 
-from harness import PYTHON, System, WorkerConfig, manage_py, venv_import_check, venv_version
+from harness import (
+    PYTHON,
+    System,
+    WorkerConfig,
+    manage_py,
+    vendor_span_sql,
+    venv_import_check,
+    venv_version,
+)
 
 # No-op throughput: every combination, with 1 and 2 processes.
 # For no-op jobs one slot per process is best: the job costs less than the
@@ -21,8 +29,10 @@ THROUGHPUT_QUICK = [{"concurrency": 1}]
 PROCESSES = (1, 2)
 PROCESSES_QUICK = (1, 2)
 
-# Latency: one process, each setting idle; the first also under load.
+# Latency: one process, each setting idle; the first also under load. On the
+# databases without LISTEN/NOTIFY also with a poll as fast as django-tasks-db's.
 LATENCY = [{"concurrency": 4}]
+POLLING_FAST = 0.1
 
 # The other job kinds: "orm" (one ORM insert) and "sleep50" (a 50 ms sleep,
 # where concurrency is what counts), with (processes, options, variant).
@@ -76,13 +86,7 @@ class PgJobs(System):
                COALESCE(SUM(CASE WHEN status IN ('failed', 'cancelled') THEN 1 ELSE 0 END), 0)
         FROM pgjobs_job
     """
-    span_sql = {
-        "postgres": "SELECT extract(epoch FROM max(finished_at) - min(started_at)) FROM pgjobs_job",
-        "mysql": "SELECT TIMESTAMPDIFF(MICROSECOND, MIN(started_at), MAX(finished_at)) / 1e6 "
-        "FROM pgjobs_job",
-        "sqlite": "SELECT (julianday(MAX(finished_at)) - julianday(MIN(started_at))) * 86400 "
-        "FROM pgjobs_job",
-    }
+    span_sql = vendor_span_sql("pgjobs_job")
 
     def unavailable(self):
         # The package is written alongside the benchmarks; until it imports
@@ -105,6 +109,14 @@ class PgJobs(System):
 
     def latency_configs(self, quick):
         return [config(1, options) for options in LATENCY]
+
+    def latency_configs_for(self, database, quick):
+        configs = self.latency_configs(quick)
+        if database != "postgres":
+            # No LISTEN/NOTIFY there: workers poll, every second by default.
+            # django-tasks-db is measured polling every 0.1 s too.
+            configs.append(config(1, {**LATENCY[0], "poll_interval": POLLING_FAST}))
+        return configs
 
     def kind_configs(self, quick):
         kinds = KINDS_QUICK if quick else KINDS
