@@ -2,8 +2,10 @@
 
 It speaks only the store interface (``pgjobs/stores/base.py``), never a vendor.
 One thread claims, records and heartbeats; ``concurrency`` slot threads run
-jobs (``async def`` jobs on one shared event loop); for stores that push
-wake-ups, a listener thread blocks in ``store.wait``.
+jobs; ``async def`` jobs run as tasks on one shared event loop, started there
+straight from the claim when they can be (``Worker._dispatch``); for stores
+that push wake-ups, a listener thread blocks in ``store.wait``. Each running
+job holds one of ``concurrency`` tokens, whichever way it runs.
 """
 
 import asyncio
@@ -103,6 +105,7 @@ class RunningJob:
     context: JobContext
     deadline: float | None  # time.monotonic() past which the attempt has timed out
     future: object = None  # an async job's, from the event loop
+    on_loop: bool = False  # started straight on the event loop: its task holds the token
 
 
 @dataclasses.dataclass
@@ -178,6 +181,17 @@ class Worker:
         self.rescue_interval = lease / 2
 
         self._slots_queue = queue.SimpleQueue()  # claimed jobs waiting for a slot
+        # Tokens: one per job that may run now, so that slots and the async jobs
+        # started straight on the event loop together run at most ``concurrency``.
+        self._tokens = queue.SimpleQueue()
+        for _ in range(concurrency):
+            self._tokens.put(None)
+        # Claimed jobs handed to the slots without a token (_Tokenless): as many as
+        # were sent, less those whose slot has taken one since (one entry each, in
+        # a deque the slots append to and only the main thread empties: no lock).
+        self._tokenless_sent = 0
+        self._tokenless_served = collections.deque()
+        self._abandoned = False  # the grace period is over: no claimed job may start now
         self._done = collections.deque()  # (job, outcome) from slots, not yet seen
         self._unrecorded = []  # outcomes taken from _done, not yet stored
         self._claimed = {}  # job id -> job, until its outcome is stored
@@ -606,11 +620,59 @@ class Worker:
         self._forget(successes)
         if not self.store.claims_in_order:
             jobs.sort(key=lambda job: job.claim_order())
-        for job in jobs:
-            self._claimed[job.id] = job
-            self._slots_queue.put(job)
+        self._dispatch(jobs)
         self.stats.claimed += len(jobs)
         return free, len(jobs)
+
+    def _dispatch(self, jobs):
+        """Hand claimed jobs to the slots in claim order, each with a token, and
+        start the async ones among them as tasks on the event loop instead, the
+        whole batch in one hand-over.
+
+        Through a slot, each async job cost two thread hand-overs (to the slot, and
+        from it to the loop) and a waiting thread: with hundreds of 50 ms jobs in
+        flight, the hand-overs set the pace. Once the tokens run out, jobs go to
+        the slots without one (``_Tokenless``), and every job after them too until
+        they have theirs, so that no job overtakes one claimed before it.
+        """
+        claimed, tokens, functions = self._claimed, self._tokens, self._functions
+        put = self._slots_queue.put
+        straight = []
+        # Only this thread takes tokens without waiting, and only while no slot
+        # waits for one: a token counted here is still there to take.
+        with_token = 0 if self._tokenless_waiting() else min(len(jobs), tokens.qsize())
+        for job in itertools.islice(jobs, with_token):
+            tokens.get_nowait()
+            claimed[job.id] = job
+            if (functions.get(job.func) or self._classify(job))[1]:
+                straight.append(job)
+            else:
+                put(job)
+        if with_token < len(jobs):
+            self._tokenless_sent += len(jobs) - with_token
+            for job in itertools.islice(jobs, with_token, None):
+                claimed[job.id] = job
+                put(_Tokenless(job))
+        if straight:
+            self._event_loop().call_soon_threadsafe(self._start_on_loop, straight)
+
+    def _tokenless_waiting(self):
+        """How many jobs sent without a token still wait for one (main thread)."""
+        served = self._tokenless_served
+        for _ in range(len(served)):
+            served.popleft()
+            self._tokenless_sent -= 1
+        return self._tokenless_sent
+
+    def _classify(self, job):
+        """``(function, is async)`` for a job whose function is not imported yet:
+        imported once the job's signature is verified, as a slot would before running
+        it. A job that cannot start is a sync one here: its slot records why."""
+        try:
+            verify_job(job.func, job.args, job.kwargs, job.queue, job.signature)
+            return self._function(job.func)
+        except InvalidJob:
+            return (None, False)
 
     def _heartbeat(self):
         # Even idle, so that pgjobs_status sees this worker alive.
@@ -647,23 +709,24 @@ class Worker:
                 job = self._slots_queue.get()
             if job is _STOP_SLOT:
                 return
-            outcome = self._execute(job)
-            with self._running_lock:
-                if self._running.pop(job.id, None) is None:
-                    # Timed out: its outcome was recorded and a new slot took
-                    # this one's place, so this thread bows out.
-                    return
-                self._done.append((job, outcome))
-            # Wake the main thread when it has something to do: a failure to
-            # record, or prefetched jobs running low (an empty queue is seen at
-            # the top of the loop). Otherwise successes wait to be recorded with
-            # the next claim, or within _record_within at the latest.
-            waiting = self._slots_queue.qsize()
-            if (not outcome.ok or 0 < waiting <= self._low_water) and not self._wake.is_set():
-                self._wake.set()  # (set() takes a lock even when already set)
+            if type(job) is _Tokenless:
+                job = job.job
+                self._tokens.get()  # until a running job ends
+                self._tokenless_served.append(None)
+            running = self._begin(job)
+            if running is None:  # put back at the end of the grace period
+                self._tokens.put(None)
+                continue
+            outcome = self._execute(job, running)
+            if not self._job_ended(job, outcome):
+                # Timed out: its outcome was recorded, and a new slot took this
+                # one's place with a token of its own, so this thread bows out.
+                return
+            self._tokens.put(None)
 
-    def _execute(self, job):
-        started = time.perf_counter()
+    def _begin(self, job, on_loop=False):
+        """Log the job's start and count it as running; None if it must not start,
+        because the grace period is over and claimed jobs are being put back."""
         if self._log_jobs:
             logger.info(
                 "job %s %s started (attempt %d/%d)",
@@ -674,33 +737,98 @@ class Worker:
             )
         context = JobContext(job.id, job.func, job.queue, job.attempts, job.max_attempts)
         deadline = None if job.timeout is None else time.monotonic() + job.timeout
-        running = RunningJob(job, context, deadline)
+        running = RunningJob(job, context, deadline, on_loop=on_loop)
         with self._running_lock:
+            if self._abandoned:
+                return None
             self._running[job.id] = running
         if deadline is not None:
             self._wake.set()  # the main thread watches the deadline from now on
+        return running
+
+    def _job_ended(self, job, outcome):
+        """Hand the outcome to the main thread; False if the job had timed out (its
+        outcome is recorded already)."""
+        with self._running_lock:
+            if self._running.pop(job.id, None) is None:
+                return False
+            self._done.append((job, outcome))
+        # Wake the main thread when it has something to do: a failure to
+        # record, or prefetched jobs running low (an empty queue is seen at
+        # the top of the loop). Otherwise successes wait to be recorded with
+        # the next claim, or within _record_within at the latest.
+        waiting = self._slots_queue.qsize()
+        if (not outcome.ok or 0 < waiting <= self._low_water) and not self._wake.is_set():
+            self._wake.set()  # (set() takes a lock even when already set)
+        return True
+
+    def _prepare(self, job):
+        """The job's function and arguments; ``InvalidJob`` if it cannot start.
+
+        Verify before importing anything: a row written by hand must not make a
+        worker import or call what it names."""
+        verify_job(job.func, job.args, job.kwargs, job.queue, job.signature)
+        func, is_coroutine = self._function(job.func)
+        args, kwargs = decode_arguments(job.args, job.kwargs)
+        return func, is_coroutine, args, kwargs
+
+    def _execute(self, job, running):
+        """Run the job in this slot's thread (an async one on the loop, waiting)."""
+        started = time.perf_counter()
         try:
-            # Verify before importing anything: a row written by hand must not
-            # make a worker import or call what it names.
-            verify_job(job.func, job.args, job.kwargs, job.queue, job.signature)
-            func, is_coroutine = self._function(job.func)
-            args, kwargs = decode_arguments(job.args, job.kwargs)
+            func, is_coroutine, args, kwargs = self._prepare(job)
         except InvalidJob as exc:
-            return Outcome(False, error=describe_error(exc), permanent=True)
-        token = set_current_job(context)
+            return _cannot_start(exc)
+        token = set_current_job(running.context)
         try:
             if is_coroutine:
                 result = self._run_coroutine(running, func(*args, **kwargs))
             else:
                 result = func(*args, **kwargs)
-        except JobCancelled as exc:
-            return Outcome(False, error=describe_error(exc), permanent=True, cancelled=True)
         except BaseException as exc:  # SystemExit from library code too: the slot lives on
-            return Outcome(False, error=describe_error(exc), seconds=time.perf_counter() - started)
+            return _failed(exc, started)
         finally:
             reset_current_job(token)
             tidy_connections()
-        return Outcome(True, result=encode_result(result), seconds=time.perf_counter() - started)
+        return _succeeded(result, started)
+
+    def _start_on_loop(self, jobs):
+        """On the event loop: start jobs that ``_dispatch`` holds tokens for."""
+        for job in jobs:
+            running = self._begin(job, on_loop=True)
+            if running is None:
+                self._tokens.put(None)
+                continue
+            # The task is kept (asyncio itself holds only a weak reference).
+            running.future = self._loop.create_task(self._run_on_loop(job, running))
+
+    async def _run_on_loop(self, job, running):
+        outcome = await self._execute_async(job, running)
+        self._job_ended(job, outcome)
+        self._tokens.put(None)  # its own, even past its timeout: no slot replaces a task
+        if self._slots_queue.qsize() == 0:
+            # A share of the concurrency is free and no claimed job waits for it.
+            self._slot_freed = True
+            if not self._wake.is_set():
+                self._wake.set()
+
+    async def _execute_async(self, job, running):
+        started = time.perf_counter()
+        try:
+            func, _, args, kwargs = self._prepare(job)
+        except InvalidJob as exc:
+            return _cannot_start(exc)
+        token = set_current_job(running.context)  # the task's own copy of the context
+        try:
+            coroutine = func(*args, **kwargs)
+            if job.timeout is not None:
+                coroutine = asyncio.wait_for(coroutine, job.timeout)
+            result = await coroutine
+        except BaseException as exc:  # cancelled (grace period) or SystemExit: an outcome too
+            return _failed(exc, started)
+        finally:
+            reset_current_job(token)
+        return _succeeded(result, started)
 
     def _function(self, path):
         """The function a job names, imported once per worker."""
@@ -732,7 +860,12 @@ class Worker:
                     TimeoutError(f"job exceeded its timeout of {running.job.timeout:g} s")
                 )
                 self._done.append((running.job, Outcome(False, error=error)))
-                self._start_slot()
+                if running.on_loop:
+                    self._cancel(running)  # the task ends, and gives its token back
+                else:
+                    # The overdue thread keeps its token to the end: a new one for the new slot.
+                    self._tokens.put(None)
+                    self._start_slot()
         return None if next_deadline is None else next_deadline - now
 
     def _request_cancellations(self, job_ids):
@@ -865,7 +998,9 @@ class Worker:
                 job = self._slots_queue.get_nowait()
             except queue.Empty:
                 break
-            if job is not _STOP_SLOT:
+            if type(job) is _Tokenless:
+                unstarted.append(job.job)
+            elif job is not _STOP_SLOT:
                 unstarted.append(job)
         self._release(unstarted)
         for _ in self._threads:
@@ -882,6 +1017,8 @@ class Worker:
                 "pgjobs: %d job(s) still running after the grace period; putting them back",
                 len(self._claimed),
             )
+            with self._running_lock:
+                self._abandoned = True  # a slot still waiting for a token must not start
             self._cancel_async_jobs()  # threads cannot be stopped; tasks can
             self._release(list(self._claimed.values()))
 
@@ -889,9 +1026,17 @@ class Worker:
         """Cancel the async jobs still running: they are put back, and must not
         run on, on a loop that outlives the worker (a drain inside a process)."""
         with self._running_lock:
-            futures = [running.future for running in self._running.values() if running.future]
-        for future in futures:
-            future.cancel()
+            running = list(self._running.values())
+        for job in running:
+            self._cancel(job)
+
+    def _cancel(self, running):
+        """Cancel an async job's task (on its loop: asyncio is not thread-safe)."""
+        if running.on_loop:
+            # Its task may be a moment from being created; on the loop, it is.
+            self._loop.call_soon_threadsafe(lambda: running.future.cancel())
+        elif running.future is not None:
+            running.future.cancel()  # a concurrent Future, which cancels its task
 
     def _record_one_by_one(self):
         """Successes keep failing to record together: record them one at a time, so
@@ -938,6 +1083,15 @@ class Worker:
         self.stats.released += len(ids)
 
 
+class _Tokenless:
+    """A claimed job handed to the slots when no token was free (see Worker._dispatch)."""
+
+    __slots__ = ("job",)
+
+    def __init__(self, job):
+        self.job = job
+
+
 class _DefaultRanks(dict):
     """Ranks per queue, with a default for queues no worker names."""
 
@@ -947,6 +1101,20 @@ class _DefaultRanks(dict):
 
     def get(self, queue, fallback=None):
         return super().get(queue, self.default)
+
+
+def _cannot_start(exc):
+    return Outcome(False, error=describe_error(exc), permanent=True)
+
+
+def _failed(exc, started):
+    if isinstance(exc, JobCancelled):
+        return Outcome(False, error=describe_error(exc), permanent=True, cancelled=True)
+    return Outcome(False, error=describe_error(exc), seconds=time.perf_counter() - started)
+
+
+def _succeeded(result, started):
+    return Outcome(True, result=encode_result(result), seconds=time.perf_counter() - started)
 
 
 def _average(average, value, weight=0.1):

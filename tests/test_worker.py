@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -352,6 +352,104 @@ def test_a_stopping_worker_cancels_async_jobs_still_running_after_the_grace_peri
     job = Job.objects.get(pk=ref.id)
     assert (job.status, job.attempts) == (records.READY, 0), "put back, attempt uncounted"
     wait_for(lambda: "stuck" in jobs.ASYNC_STATE["cancelled"], timeout=5)
+
+
+@pytest.mark.django_db
+def test_sync_and_async_jobs_together_never_run_more_than_concurrency_at_once():
+    """Async jobs start as tasks on the loop, without a slot thread each; a token
+    per running job keeps slots and tasks together within ``concurrency``."""
+    jobs.ASYNC_STATE.update(running=0, most=0)
+    background.enqueue_many(
+        [(jobs.overlap if n % 2 else jobs.async_overlap, [0.005], {}) for n in range(160)]
+    )
+    stats = run_jobs(concurrency=3, prefetch=100)
+    assert stats.succeeded == 160
+    assert jobs.ASYNC_STATE["most"] == 3
+    assert jobs.ASYNC_STATE["running"] == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(kinds=st.lists(st.tuples(st.integers(-3, 3), st.booleans()), min_size=20, max_size=60))
+def test_prefetched_sync_and_async_jobs_start_in_claim_order(kinds):
+    """One slot, batches of prefetched jobs of both kinds: an async job started
+    straight on the loop must not overtake a sync job claimed before it."""
+    if JOBS_IN_REDIS:
+        from tests.redis_settings import flush_jobs
+
+        flush_jobs()
+    else:
+        Job.objects.all().delete()
+    jobs.ASYNC_STATE["order"] = []
+    for index, (priority, is_async) in enumerate(kinds):
+        func = jobs.async_note_start if is_async else jobs.note_start
+        background.enqueue(func, args=[index], priority=priority)
+    expected = [index for index, _ in sorted(enumerate(kinds), key=lambda k: -k[1][0])]
+    stats = run_jobs(concurrency=1, prefetch=50)
+    assert stats.succeeded == len(kinds)
+    assert jobs.ASYNC_STATE["order"] == expected
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("overdue", [jobs.sleep, jobs.async_sleep])
+def test_a_timed_out_job_gives_its_share_of_the_concurrency_back(overdue):
+    """A slot's overdue thread cannot be stopped: a new slot takes its place. An
+    overdue task is cancelled and returns its share itself. Either way, with one
+    slot, the jobs after it still run."""
+    late = background.enqueue(overdue, args=[30], timeout=0.2, max_attempts=1, priority=1)
+    after = [background.enqueue(kind, args=[0.01]) for kind in (jobs.sleep, jobs.async_sleep)]
+    stats = run_jobs(concurrency=1, timeout=15)
+    assert late.refresh().status == records.FAILED
+    assert late.error["type"] == "builtins.TimeoutError"
+    assert [ref.refresh().status for ref in after] == [records.SUCCEEDED] * 2
+    assert stats.succeeded == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_still_waiting_for_a_slot_when_the_grace_period_ends_is_put_back_unrun():
+    """An async job on the loop holds the one share of the concurrency; a sync job
+    claimed meanwhile (prefetched) waits in a slot for it. When the grace period
+    ends it is put back, and must not start when the cancelled task frees its share."""
+    for name in ("started", "cancelled"):
+        jobs.ASYNC_STATE[name].clear()
+    jobs.ASYNC_STATE["order"] = []
+    worker = Worker(
+        get_backend().get_store(),
+        concurrency=1,
+        prefetch=50,
+        grace_period=0.3,
+        poll_interval=0.05,
+    )
+    found = {}
+
+    def drive():
+        try:
+            # Quick jobs first, so that the worker has timed jobs and claims
+            # and prefetches; then the one that holds the share, then the late one.
+            background.enqueue_many([(jobs.note_start, ["quick"], {})] * 20)
+            wait_for(lambda: jobs.ASYNC_STATE["order"].count("quick") == 20, timeout=10)
+            background.enqueue(jobs.async_sleep_noting_cancel, args=["stuck", 30])
+            wait_for(lambda: "stuck" in jobs.ASYNC_STATE["started"], timeout=10)
+            found["late"] = late = background.enqueue(jobs.note_start, args=["late"])
+            wait_for(lambda: late.refresh().status == records.RUNNING, timeout=10)
+            time.sleep(0.1)  # into the slot, waiting for the share
+        finally:
+            worker.request_stop()
+            connections.close_all()
+
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    worker.run()
+    driver.join(timeout=30)
+    wait_for(lambda: "stuck" in jobs.ASYNC_STATE["cancelled"], timeout=5)
+    time.sleep(0.3)  # time enough for the slot to start it, if it were going to
+    assert "late" not in jobs.ASYNC_STATE["order"]
+    late = found["late"].refresh()
+    assert (late.status, late.attempts) == (records.READY, 0), "put back, attempt uncounted"
 
 
 @pytest.mark.django_db

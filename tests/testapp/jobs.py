@@ -3,6 +3,7 @@
 import asyncio
 import functools
 import os
+import threading
 import time
 
 from django.db import IntegrityError, transaction
@@ -68,19 +69,49 @@ async def async_whoami():
     return whoami()
 
 
-# Async jobs of in-process workers (test_worker.py) report here: they all run on
-# the worker's one event loop, so plain module-level state needs no lock.
-ASYNC_STATE = {"running": 0, "most": 0, "started": set(), "cancelled": set()}
+# Jobs of in-process workers (test_worker.py) report here. Async jobs all run on
+# the worker's one event loop; the lock is for the sync ones beside them in slots.
+ASYNC_STATE = {"running": 0, "most": 0, "started": set(), "cancelled": set(), "order": []}
+_STATE_LOCK = threading.Lock()
+
+
+def _overlap_begins():
+    with _STATE_LOCK:
+        ASYNC_STATE["running"] += 1
+        ASYNC_STATE["most"] = max(ASYNC_STATE["most"], ASYNC_STATE["running"])
+
+
+def _overlap_ends():
+    with _STATE_LOCK:
+        ASYNC_STATE["running"] -= 1
 
 
 async def async_overlap(seconds):
-    """Count how many of these run at once (ASYNC_STATE["most"])."""
-    ASYNC_STATE["running"] += 1
-    ASYNC_STATE["most"] = max(ASYNC_STATE["most"], ASYNC_STATE["running"])
+    """Count how many of these (and of ``overlap``) run at once (ASYNC_STATE["most"])."""
+    _overlap_begins()
     try:
         await asyncio.sleep(seconds)
     finally:
-        ASYNC_STATE["running"] -= 1
+        _overlap_ends()
+
+
+def overlap(seconds):
+    """``async_overlap`` for a slot thread, counted with it."""
+    _overlap_begins()
+    try:
+        time.sleep(seconds)
+    finally:
+        _overlap_ends()
+
+
+def note_start(name):
+    """Note the order jobs start in (ASYNC_STATE["order"])."""
+    with _STATE_LOCK:
+        ASYNC_STATE["order"].append(name)
+
+
+async def async_note_start(name):
+    note_start(name)
 
 
 async def async_sleep_noting_cancel(key, seconds):
