@@ -3,6 +3,7 @@
 
     python benchmarks/latency_floor.py                 # 300 probes, 20 ms apart, as run.py's
     python benchmarks/latency_floor.py --probes 1000 --rounds 3
+    python benchmarks/latency_floor.py --statements bare
 
 A bare psycopg loop does what every LISTEN/NOTIFY queue must do for one job, and
 nothing else: a producer INSERTs a row and NOTIFYs in one committed statement;
@@ -13,6 +14,13 @@ figure is the time from just before the INSERT to the claim's return: what
 ``run.py``'s idle latency would be for a queue that cost nothing in Python. Run it
 beside ``run.py`` (the same hour), since this machine's idle round trips vary a lot
 from day to day (CPUs woken from idle, other tenants).
+
+The same loop then runs pgjobs' own two statements instead (``--statements``
+picks; each round runs both, one after the other): its ENQUEUE and CLAIM from
+``pgjobs/stores/postgres.py`` on its migrated ``pgjobs_job`` table. That is
+pgjobs' latency with its worker's Python taken away, so the three figures
+(bare loop, pgjobs' statements, ``run.py``'s pgjobs) split the gap between
+the floor and pgjobs into what its SQL costs and what its Python costs.
 
 It uses its own database, ``pgjobs_bench_floor``, dropped and recreated, at
 BENCH_PGHOST/BENCH_PGPORT/BENCH_PGUSER (as run.py).
@@ -29,21 +37,32 @@ import sys
 import time
 
 import psycopg
-from harness import percentile
+from harness import PROJECTS_DIR, PYTHON, manage_py, percentile, projects_pythonpath
 from psycopg import sql
+from psycopg.types.string import TextLoader
 
 DATABASE = "pgjobs_bench_floor"
 CHANNEL = "floor"
-CLAIM = """
+BARE_CLAIM = """
 UPDATE floor_job SET status = 'running'
 WHERE id = (SELECT id FROM floor_job WHERE status = 'ready' ORDER BY id LIMIT 1
             FOR UPDATE SKIP LOCKED)
 RETURNING id
 """
-ENQUEUE = """
+BARE_ENQUEUE = """
 WITH job AS (INSERT INTO floor_job DEFAULT VALUES RETURNING id)
 SELECT pg_notify(%s, %s) FROM job
 """
+# pgjobs' statements, with the parameters its store sends for a job that takes
+# one argument (here the time the probe was sent) and the claim of an idle
+# worker at concurrency 4.
+PGJOBS_CHANNEL = "pgjobs"
+PGJOBS_CLAIM_PARAMS = {"limit": 4, "worker_id": "floor", "lease": 20.0, "queues": []}
+
+
+def pgjobs_enqueue_params(sent: float) -> list:
+    args = json.dumps([sent])
+    return ["floor.probe", args, "{}", "default", 0, None, 1, None, None, "-", PGJOBS_CHANNEL]
 
 
 def dsn(dbname: str) -> str:
@@ -61,13 +80,57 @@ def recreate() -> None:
         conn.execute(
             "CREATE TABLE floor_job (id bigserial PRIMARY KEY, status text NOT NULL DEFAULT 'ready')"
         )
+    # pgjobs' table as its migrations make it, indexes and storage settings included.
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="pgjobs_bench.settings", BENCH_DB=DATABASE)
+    env["PYTHONPATH"] = projects_pythonpath(env)
+    subprocess.run(
+        [PYTHON, manage_py(), "migrate", "-v", "0"], env=env, check=True, cwd=PROJECTS_DIR
+    )
 
 
-def claimer(seconds: float, out_path: str) -> None:
+class Statements:
+    """One enqueue and one claim, and how to read the probe's send time back."""
+
+    def __init__(self, name: str):
+        self.name = name
+        if name == "bare":
+            self.channel = CHANNEL
+        else:
+            from pgjobs.stores.postgres import CLAIM, ENQUEUE
+
+            self.channel, self.enqueue_sql = PGJOBS_CHANNEL, ENQUEUE
+            self.claim_sql = CLAIM.format(queue_filter="")
+
+    def connect(self, **kwargs):
+        conn = psycopg.connect(dsn(DATABASE), **kwargs)
+        # As Django's connection does: jsonb arrives as text, decoded by pgjobs.
+        conn.adapters.register_loader("jsonb", TextLoader)
+        return conn
+
+    def enqueue(self, conn, sent: float) -> None:
+        if self.name == "bare":
+            conn.execute(BARE_ENQUEUE, [CHANNEL, repr(sent)], prepare=True).fetchall()
+        else:
+            conn.execute(self.enqueue_sql, pgjobs_enqueue_params(sent), prepare=True).fetchall()
+
+    def claim(self, conn, notify) -> float:
+        """Claim; return the probe's send time."""
+        if self.name == "bare":
+            conn.execute(BARE_CLAIM, prepare=True).fetchall()
+            return float(notify.payload)
+        rows = conn.execute(self.claim_sql, PGJOBS_CLAIM_PARAMS, prepare=True).fetchall()
+        return json.loads(rows[0][2])[0] if rows else 0.0
+
+    def empty(self) -> None:
+        with self.connect(autocommit=True) as conn:
+            conn.execute("TRUNCATE floor_job" if self.name == "bare" else "TRUNCATE pgjobs_job")
+
+
+def claimer(statements: Statements, seconds: float, out_path: str) -> None:
     """The worker's side: wait on LISTEN, claim at once, note when (time.time())."""
     listener = psycopg.connect(dsn(DATABASE), autocommit=True)
-    listener.execute(f"LISTEN {CHANNEL}")
-    conn = psycopg.connect(dsn(DATABASE), autocommit=True, prepare_threshold=0)
+    listener.execute(f"LISTEN {statements.channel}")
+    conn = statements.connect(autocommit=True, prepare_threshold=0)
     seen = []
     print("ready", flush=True)
     deadline = time.monotonic() + seconds
@@ -75,30 +138,31 @@ def claimer(seconds: float, out_path: str) -> None:
         # Leave the generator before using a connection: the claim has its own.
         for notify in list(listener.notifies(timeout=0.5, stop_after=1)):
             received = time.time()
-            conn.execute(CLAIM, prepare=True).fetchall()
-            seen.append((float(notify.payload), received, time.time()))
+            sent = statements.claim(conn, notify)
+            seen.append((sent, received, time.time()))
     with open(out_path, "w") as out:
         json.dump(seen, out)
 
 
-def one_round(probes: int, spacing: float, out_path: str) -> dict:
+def one_round(statements: Statements, probes: int, spacing: float, out_path: str) -> dict:
+    statements.empty()  # as run.py empties the tables before each run
     seconds = probes * spacing + 5
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--claimer", str(seconds), out_path],
+        [sys.executable, __file__, "--claimer", statements.name, str(seconds), out_path],
         stdout=subprocess.PIPE,
         text=True,
     )
     if proc.stdout.readline().strip() != "ready":
         raise SystemExit("the claimer did not start")
-    with psycopg.connect(dsn(DATABASE), autocommit=True, prepare_threshold=0) as conn:
-        conn.execute(ENQUEUE, [CHANNEL, "0"], prepare=True).fetchall()  # warm-up
+    with statements.connect(autocommit=True, prepare_threshold=0) as conn:
+        statements.enqueue(conn, 0.0)  # warm-up
         time.sleep(0.5)
         t0 = time.monotonic()
         for n in range(probes):
             delay = t0 + n * spacing - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            conn.execute(ENQUEUE, [CHANNEL, repr(time.time())], prepare=True).fetchall()
+            statements.enqueue(conn, time.time())
     proc.wait(timeout=seconds + 30)
     with open(out_path) as f:
         rows = [r for r in json.load(f) if r[0] > 0]
@@ -114,28 +178,43 @@ def main() -> None:
     p.add_argument("--probes", type=int, default=300, help="probes per round (default 300)")
     p.add_argument("--spacing", type=float, default=0.02, help="seconds apart (default 0.02)")
     p.add_argument("--rounds", type=int, default=2, help="rounds, each a new claimer (default 2)")
-    p.add_argument("--claimer", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--statements",
+        default="bare,pgjobs",
+        help="whose statements the loop runs, from bare and pgjobs (default: both, in turn)",
+    )
+    p.add_argument("--claimer", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.claimer:
-        claimer(float(args.claimer[0]), args.claimer[1])
+        name, seconds, out_path = args.claimer
+        claimer(Statements(name), float(seconds), out_path)
         return
+    names = args.statements.split(",")
+    if not names or set(names) - {"bare", "pgjobs"}:
+        p.error(f"--statements takes bare, pgjobs or both, not {args.statements!r}")
     recreate()
     out_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".work", "floor.json")
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    print(f"bare LISTEN/NOTIFY loop, {args.probes} probes {args.spacing * 1e3:g} ms apart")
-    totals = []
+    print(f"LISTEN/NOTIFY loop, no queue, {args.probes} probes {args.spacing * 1e3:g} ms apart")
+    totals = {name: [] for name in names}
     for number in range(1, args.rounds + 1):
-        result = one_round(args.probes, args.spacing, out_path)
-        totals.extend(result["total_ms"])
-        parts = ", ".join(
-            f"{name.removesuffix('_ms')} p50 {statistics.median(values):.2f}"
-            for name, values in result.items()
+        for name in names:  # in turn, so that both see the same hour
+            result = one_round(Statements(name), args.probes, args.spacing, out_path)
+            totals[name].extend(result["total_ms"])
+            parts = ", ".join(
+                f"{part.removesuffix('_ms')} p50 {statistics.median(values):.2f}"
+                for part, values in result.items()
+            )
+            print(
+                f"  round {number}, {name + ' statements:':19} {parts} ms "
+                f"(n={len(result['total_ms'])})",
+                flush=True,
+            )
+    for name, values in totals.items():
+        print(
+            f"{name + ' statements:':19} enqueue-to-claim p50 {statistics.median(values):.2f} ms, "
+            f"p95 {percentile(values, 95):.2f} ms"
         )
-        print(f"  round {number}: {parts} ms (n={len(result['total_ms'])})", flush=True)
-    print(
-        f"floor: enqueue-to-claim p50 {statistics.median(totals):.2f} ms, "
-        f"p95 {percentile(totals, 95):.2f} ms"
-    )
 
 
 if __name__ == "__main__":
