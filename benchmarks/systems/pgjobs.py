@@ -48,6 +48,7 @@ KINDS = {
         (1, {"concurrency": 32}, ""),
         (1, {"concurrency": 128}, ""),
         (1, {"concurrency": 128}, "async"),
+        (1, {"concurrency": 1000}, "async"),
         (2, {"concurrency": 64}, ""),
         (2, {"concurrency": 256}, "async"),
         # A slot per job in flight: asyncio-native peers run every claimed job at once.
