@@ -35,6 +35,9 @@ from .serialization import decode_arguments, encode_result, load_function, verif
 logger = logging.getLogger("pgjobs")
 
 _STOP_SLOT = object()
+# In the slots' queue for a job claimed while no token was free: the slot that
+# takes it waits for a token, then takes the oldest such job (Worker._dispatch).
+_TOKENLESS = object()
 
 #: Seconds between looks at the live workers, by which wake-ups are shared out.
 RANKS_INTERVAL = 1.0
@@ -42,6 +45,9 @@ RANKS_INTERVAL = 1.0
 DUE_NOW_RECHECK = 0.05
 #: How long a drain (``burst``) keeps looking for a due job its claims skip.
 HELD_JOB_PATIENCE = 1.0
+#: Stores without wake-ups: seconds to the next look after a claim that found jobs,
+#: doubling with each empty claim up to the poll interval (see Worker._next_poll).
+BUSY_POLL = 0.05
 
 
 def tidy_connections():
@@ -186,7 +192,8 @@ class Worker:
         self._tokens = queue.SimpleQueue()
         for _ in range(concurrency):
             self._tokens.put(None)
-        # Claimed jobs handed to the slots without a token (_Tokenless): as many as
+        self._tokenless_jobs = collections.deque()  # claimed while no token was free
+        # Their _TOKENLESS markers handed to the slots without a token: as many as
         # were sent, less those whose slot has taken one since (one entry each, in
         # a deque the slots append to and only the main thread empties: no lock).
         self._tokenless_sent = 0
@@ -223,6 +230,7 @@ class Worker:
         self._notified = False  # set by the listener thread
         self._slot_freed = False  # set by a slot that found no claimed job left
         self._look_again_at = 0.0  # drained: when to claim again unasked (poll, deferred job)
+        self._poll_delay = self.poll_interval  # stores that poll: until the next look
         self._sleeping_until = 0.0  # while the main thread waits: until when
         self._held_since = None  # burst: since when claims skip a job still due
         # Sharing out wake-ups: {queue: (this worker's rank, workers serving it)},
@@ -614,9 +622,11 @@ class Worker:
         jobs = self.store.finish_and_claim(self.worker_id, results, self.queues, free)
         if free:
             self._claim_seconds = _average(self._claim_seconds, time.perf_counter() - started)
+            if jobs:
+                self._poll_delay = BUSY_POLL  # jobs are coming: see _next_poll
             self._drained = len(jobs) < free
             if self._drained:
-                self._look_again_at = time.monotonic() + self.poll_interval
+                self._look_again_at = time.monotonic() + self._next_poll(len(jobs))
         self._forget(successes)
         if not self.store.claims_in_order:
             jobs.sort(key=lambda job: job.claim_order())
@@ -632,8 +642,10 @@ class Worker:
         Through a slot, each async job cost two thread hand-overs (to the slot, and
         from it to the loop) and a waiting thread: with hundreds of 50 ms jobs in
         flight, the hand-overs set the pace. Once the tokens run out, jobs go to
-        the slots without one (``_Tokenless``), and every job after them too until
-        they have theirs, so that no job overtakes one claimed before it.
+        the slots without one, and every job after them too until they have
+        theirs, so that no job overtakes one claimed before it. Such a job stays
+        here, in ``_tokenless_jobs``, until a slot has a token for it: stopping
+        hands it back unstarted, like a job still in the slots' queue.
         """
         claimed, tokens, functions = self._claimed, self._tokens, self._functions
         put = self._slots_queue.put
@@ -652,7 +664,8 @@ class Worker:
             self._tokenless_sent += len(jobs) - with_token
             for job in itertools.islice(jobs, with_token, None):
                 claimed[job.id] = job
-                put(_Tokenless(job))
+                self._tokenless_jobs.append(job)
+                put(_TOKENLESS)
         if straight:
             self._event_loop().call_soon_threadsafe(self._start_on_loop, straight)
 
@@ -673,6 +686,24 @@ class Worker:
             return self._function(job.func)
         except InvalidJob:
             return (None, False)
+
+    def _next_poll(self, found):
+        """Seconds until the next look after a claim that came back short (one that
+        found jobs has set ``_poll_delay`` to BUSY_POLL).
+
+        A store that wakes workers (LISTEN) needs a poll only as a safety net. A
+        store that does not makes a worker that has caught up wait for the poll
+        for each job enqueued after that: half a second on average with the 1 s
+        default, under a steady load as much as when idle. So while jobs keep
+        coming the worker looks again soon (``BUSY_POLL``), and backs off,
+        doubling the wait with each claim that finds nothing, to the poll
+        interval: a few more queries after each burst of jobs, no more."""
+        if self.store.wakeup == "listen":
+            return self.poll_interval
+        if not found:
+            self._poll_delay *= 2
+        self._poll_delay = min(self._poll_delay, self.poll_interval)
+        return self._poll_delay
 
     def _heartbeat(self):
         # Even idle, so that pgjobs_status sees this worker alive.
@@ -709,10 +740,14 @@ class Worker:
                 job = self._slots_queue.get()
             if job is _STOP_SLOT:
                 return
-            if type(job) is _Tokenless:
-                job = job.job
+            if job is _TOKENLESS:
                 self._tokens.get()  # until a running job ends
                 self._tokenless_served.append(None)
+                try:
+                    job = self._tokenless_jobs.popleft()
+                except IndexError:  # handed back: the worker is stopping
+                    self._tokens.put(None)
+                    continue
             running = self._begin(job)
             if running is None:  # put back at the end of the grace period
                 self._tokens.put(None)
@@ -877,12 +912,9 @@ class Worker:
                     logger.info("job %s %s: cancellation requested", job_id, running.job.func)
 
     def _run_coroutine(self, running, coroutine):
-        """Run an async job on the shared event loop, this slot's thread waiting.
-
-        (Starting it and moving on, with a token per running job so that at
-        most ``concurrency`` run, measured no faster at 2,000 jobs in flight, and
-        slower in each run beside this: the loop's one thread then also did
-        every job's bookkeeping.)"""
+        """Run an async job on the shared event loop, this slot's thread waiting:
+        for the async jobs ``_dispatch`` hands to a slot, those claimed while no
+        token was free. The rest start on the loop without a thread."""
         if running.job.timeout is not None:
             coroutine = asyncio.wait_for(coroutine, running.job.timeout)
         future = asyncio.run_coroutine_threadsafe(_contained(coroutine), self._event_loop())
@@ -998,10 +1030,13 @@ class Worker:
                 job = self._slots_queue.get_nowait()
             except queue.Empty:
                 break
-            if type(job) is _Tokenless:
-                unstarted.append(job.job)
-            elif job is not _STOP_SLOT:
+            if job is not _STOP_SLOT and job is not _TOKENLESS:
                 unstarted.append(job)
+        while deadline is not None and self._tokenless_jobs:
+            try:
+                unstarted.append(self._tokenless_jobs.popleft())
+            except IndexError:  # a slot took the last one meanwhile
+                break
         self._release(unstarted)
         for _ in self._threads:
             self._slots_queue.put(_STOP_SLOT)
@@ -1081,15 +1116,6 @@ class Worker:
         for job_id in ids:
             self._claimed.pop(job_id, None)
         self.stats.released += len(ids)
-
-
-class _Tokenless:
-    """A claimed job handed to the slots when no token was free (see Worker._dispatch)."""
-
-    __slots__ = ("job",)
-
-    def __init__(self, job):
-        self.job = job
 
 
 class _DefaultRanks(dict):

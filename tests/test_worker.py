@@ -289,6 +289,38 @@ def test_a_drain_runs_a_due_job_that_another_transaction_held_for_a_moment():
     assert ref.refresh().result == 5
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_polling_worker_that_just_ran_a_job_looks_again_soon_not_at_the_next_poll():
+    """Without wake-ups (SQLite, MySQL/MariaDB), a worker that has caught up would
+    leave each job enqueued just after for the next poll: half the interval on
+    average, under a steady trickle as much as idle. After a claim that found jobs
+    it looks again within BUSY_POLL, doubling the wait while it finds none."""
+    store = get_backend().get_store()
+    if store.wakeup == "listen":
+        pytest.skip("PostgreSQL and Redis wake workers: nothing to poll for")
+    first = background.enqueue(jobs.add, args=[1, 1])
+    worker = Worker(store, concurrency=1, poll_interval=5.0)
+    found = {}
+
+    def drive():
+        try:
+            wait_for(lambda: first.refresh().status == records.SUCCEEDED, timeout=10)
+            time.sleep(0.2)
+            second = background.enqueue(jobs.add, args=[2, 2])
+            enqueued = time.monotonic()
+            wait_for(lambda: second.refresh().status == records.SUCCEEDED, timeout=10)
+            found["waited"] = time.monotonic() - enqueued
+        finally:
+            worker.request_stop()
+            connections.close_all()
+
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    worker.run()
+    driver.join(timeout=30)
+    assert found["waited"] < 1.5, "it waited for the 5 s poll"
+
+
 # -- async jobs ---------------------------------------------------------------------------
 
 
@@ -410,10 +442,10 @@ def test_a_timed_out_job_gives_its_share_of_the_concurrency_back(overdue):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_job_still_waiting_for_a_slot_when_the_grace_period_ends_is_put_back_unrun():
+def test_a_prefetched_job_waiting_for_a_share_of_the_concurrency_is_handed_back_unrun():
     """An async job on the loop holds the one share of the concurrency; a sync job
-    claimed meanwhile (prefetched) waits in a slot for it. When the grace period
-    ends it is put back, and must not start when the cancelled task frees its share."""
+    claimed meanwhile (prefetched) waits for it. A stopping worker hands it back
+    unstarted, and it must not start when the cancelled task frees its share."""
     for name in ("started", "cancelled"):
         jobs.ASYNC_STATE[name].clear()
     jobs.ASYNC_STATE["order"] = []
