@@ -193,6 +193,30 @@ def run_jobs(timeout=30.0, **options):
     return stats
 
 
+def run_worker_while(worker, drive, timeout=30.0):
+    """Run ``worker`` in this thread while ``drive()`` runs in another, which stops
+    the worker when it returns; return the worker's stats. A failure in ``drive``
+    (a ``wait_for`` that timed out) fails the test here."""
+    failures = []
+
+    def driver():
+        try:
+            drive()
+        except BaseException as exc:  # pytest.fail's exception too
+            failures.append(exc)
+        finally:
+            worker.request_stop()
+            connections.close_all()
+
+    thread = threading.Thread(target=driver, daemon=True)
+    thread.start()
+    stats = worker.run()
+    thread.join(timeout=timeout)
+    if failures:
+        raise failures[0]
+    return stats
+
+
 def work_until(condition, timeout=10.0, **options):
     """Run burst passes (retries become due over time) until ``condition()`` holds."""
 

@@ -8,7 +8,7 @@ import threading
 import time
 
 import pytest
-from django.db import connection, connections
+from django.db import connection
 from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,6 +23,7 @@ from tests.conftest import (
     JOBS_IN_REDIS,
     job_row_locked,
     run_jobs,
+    run_worker_while,
     status_counts,
     wait_for,
     work_until,
@@ -303,21 +304,14 @@ def test_a_polling_worker_that_just_ran_a_job_looks_again_soon_not_at_the_next_p
     found = {}
 
     def drive():
-        try:
-            wait_for(lambda: first.refresh().status == records.SUCCEEDED, timeout=10)
-            time.sleep(0.2)
-            second = background.enqueue(jobs.add, args=[2, 2])
-            enqueued = time.monotonic()
-            wait_for(lambda: second.refresh().status == records.SUCCEEDED, timeout=10)
-            found["waited"] = time.monotonic() - enqueued
-        finally:
-            worker.request_stop()
-            connections.close_all()
+        wait_for(lambda: first.refresh().status == records.SUCCEEDED, timeout=10)
+        time.sleep(0.2)
+        second = background.enqueue(jobs.add, args=[2, 2])
+        enqueued = time.monotonic()
+        wait_for(lambda: second.refresh().status == records.SUCCEEDED, timeout=10)
+        found["waited"] = time.monotonic() - enqueued
 
-    driver = threading.Thread(target=drive, daemon=True)
-    driver.start()
-    worker.run()
-    driver.join(timeout=30)
+    run_worker_while(worker, drive)
     assert found["waited"] < 1.5, "it waited for the 5 s poll"
 
 
@@ -459,24 +453,17 @@ def test_a_prefetched_job_waiting_for_a_share_of_the_concurrency_is_handed_back_
     found = {}
 
     def drive():
-        try:
-            # Quick jobs first, so that the worker has timed jobs and claims
-            # and prefetches; then the one that holds the share, then the late one.
-            background.enqueue_many([(jobs.note_start, ["quick"], {})] * 20)
-            wait_for(lambda: jobs.ASYNC_STATE["order"].count("quick") == 20, timeout=10)
-            background.enqueue(jobs.async_sleep_noting_cancel, args=["stuck", 30])
-            wait_for(lambda: "stuck" in jobs.ASYNC_STATE["started"], timeout=10)
-            found["late"] = late = background.enqueue(jobs.note_start, args=["late"])
-            wait_for(lambda: late.refresh().status == records.RUNNING, timeout=10)
-            time.sleep(0.1)  # into the slot, waiting for the share
-        finally:
-            worker.request_stop()
-            connections.close_all()
+        # Quick jobs first, so that the worker has timed jobs and claims and
+        # prefetches; then the one that holds the share, then the late one.
+        background.enqueue_many([(jobs.note_start, ["quick"], {})] * 20)
+        wait_for(lambda: jobs.ASYNC_STATE["order"].count("quick") == 20, timeout=10)
+        background.enqueue(jobs.async_sleep_noting_cancel, args=["stuck", 30])
+        wait_for(lambda: "stuck" in jobs.ASYNC_STATE["started"], timeout=10)
+        found["late"] = late = background.enqueue(jobs.note_start, args=["late"])
+        wait_for(lambda: late.refresh().status == records.RUNNING, timeout=10)
+        time.sleep(0.1)  # claimed, waiting for the share
 
-    driver = threading.Thread(target=drive, daemon=True)
-    driver.start()
-    worker.run()
-    driver.join(timeout=30)
+    run_worker_while(worker, drive)
     wait_for(lambda: "stuck" in jobs.ASYNC_STATE["cancelled"], timeout=5)
     time.sleep(0.3)  # time enough for the slot to start it, if it were going to
     assert "late" not in jobs.ASYNC_STATE["order"]
