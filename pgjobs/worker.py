@@ -680,11 +680,12 @@ class Worker:
     def _classify(self, job):
         """``(function, is async)`` for a job whose function is not imported yet:
         imported once the job's signature is verified, as a slot would before running
-        it. A job that cannot start is a sync one here: its slot records why."""
+        it. A job that cannot start is a sync one here: its slot records why. (Any
+        error: one escaping here would leave the batch half handed on.)"""
         try:
             verify_job(job.func, job.args, job.kwargs, job.queue, job.signature)
             return self._function(job.func)
-        except InvalidJob:
+        except Exception:
             return (None, False)
 
     def _next_poll(self, found):
