@@ -3,9 +3,10 @@
 It speaks only the store interface (``pgjobs/stores/base.py``), never a vendor.
 One thread claims, records and heartbeats; ``concurrency`` slot threads run
 jobs; ``async def`` jobs run as tasks on one shared event loop, started there
-straight from the claim when they can be (``Worker._dispatch``); for stores
-that push wake-ups, a listener thread blocks in ``store.wait``. Each running
-job holds one of ``concurrency`` tokens, whichever way it runs.
+straight from the claim (``Worker._dispatch``), or by the slot that got a token
+for one claimed while none was free; for stores that push wake-ups, a listener
+thread blocks in ``store.wait``. Each running job holds one of ``concurrency``
+tokens, whichever way it runs.
 """
 
 import asyncio
@@ -125,20 +126,6 @@ class WorkerStats:
     @property
     def ran(self):
         return self.succeeded + self.failed
-
-
-@dataclasses.dataclass(slots=True)
-class _Exited:
-    exc: BaseException
-
-
-async def _contained(coroutine):
-    """asyncio re-raises SystemExit and KeyboardInterrupt out of the event loop,
-    which would stop it for every async job: hand them back as a value instead."""
-    try:
-        return await coroutine
-    except (SystemExit, KeyboardInterrupt) as exc:
-        return _Exited(exc)
 
 
 class Worker:
@@ -735,9 +722,7 @@ class Worker:
                 # This slot is idle: make sure the main thread knows before waiting.
                 # The queue's size seen after the job is not enough: slots that
                 # finish together may all see one job queued, which only one gets.
-                self._slot_freed = True
-                if not self._wake.is_set():
-                    self._wake.set()
+                self._share_freed()
                 job = self._slots_queue.get()
             if job is _STOP_SLOT:
                 return
@@ -749,6 +734,11 @@ class Worker:
                 except IndexError:  # handed back: the worker is stopping
                     self._tokens.put(None)
                     continue
+                if (self._functions.get(job.func) or self._classify(job))[1]:
+                    # An async job: a task on the loop with this token, as
+                    # _dispatch starts one, rather than a thread waiting for it.
+                    self._event_loop().call_soon_threadsafe(self._start_on_loop, [job])
+                    continue
             running = self._begin(job)
             if running is None:  # put back at the end of the grace period
                 self._tokens.put(None)
@@ -759,6 +749,13 @@ class Worker:
                 # one's place with a token of its own, so this thread bows out.
                 return
             self._tokens.put(None)
+
+    def _share_freed(self):
+        """A share of the concurrency is free: tell the main thread, which claims
+        for it. (``set()`` takes a lock even when the event is set already.)"""
+        self._slot_freed = True
+        if not self._wake.is_set():
+            self._wake.set()
 
     def _begin(self, job, on_loop=False):
         """Log the job's start and count it as running; None if it must not start,
@@ -809,18 +806,17 @@ class Worker:
         return func, is_coroutine, args, kwargs
 
     def _execute(self, job, running):
-        """Run the job in this slot's thread (an async one on the loop, waiting)."""
+        """Run a sync job in this slot's thread."""
         started = time.perf_counter()
         try:
             func, is_coroutine, args, kwargs = self._prepare(job)
         except InvalidJob as exc:
             return _cannot_start(exc)
+        if is_coroutine:
+            return self._execute_async_waiting(job, running, started)
         token = set_current_job(running.context)
         try:
-            if is_coroutine:
-                result = self._run_coroutine(running, func(*args, **kwargs))
-            else:
-                result = func(*args, **kwargs)
+            result = func(*args, **kwargs)
         except BaseException as exc:  # SystemExit from library code too: the slot lives on
             return _failed(exc, started)
         finally:
@@ -843,10 +839,7 @@ class Worker:
         self._job_ended(job, outcome)
         self._tokens.put(None)  # its own, even past its timeout: no slot replaces a task
         if self._slots_queue.qsize() == 0:
-            # A share of the concurrency is free and no claimed job waits for it.
-            self._slot_freed = True
-            if not self._wake.is_set():
-                self._wake.set()
+            self._share_freed()  # and no claimed job waits for it
 
     async def _execute_async(self, job, running):
         started = time.perf_counter()
@@ -912,18 +905,18 @@ class Worker:
                     running.context.cancel_requested = True
                     logger.info("job %s %s: cancellation requested", job_id, running.job.func)
 
-    def _run_coroutine(self, running, coroutine):
-        """Run an async job on the shared event loop, this slot's thread waiting:
-        for the async jobs ``_dispatch`` hands to a slot, those claimed while no
-        token was free. The rest start on the loop without a thread."""
-        if running.job.timeout is not None:
-            coroutine = asyncio.wait_for(coroutine, running.job.timeout)
-        future = asyncio.run_coroutine_threadsafe(_contained(coroutine), self._event_loop())
+    def _execute_async_waiting(self, job, running, started):
+        """An async job that reached a slot's thread: its function could not be
+        imported when the job was claimed (``_classify``), and could now. It runs
+        on the loop all the same, this thread waiting for it."""
+        future = asyncio.run_coroutine_threadsafe(
+            self._execute_async(job, running), self._event_loop()
+        )
         running.future = future  # for a worker that stops before it ends
-        result = future.result()
-        if isinstance(result, _Exited):
-            raise result.exc
-        return result
+        try:
+            return future.result()
+        except BaseException as exc:  # cancelled at the end of the grace period
+            return _failed(exc, started)
 
     def _event_loop(self):
         """One event loop thread for every async job, started on first use."""

@@ -472,6 +472,26 @@ def test_a_prefetched_job_waiting_for_a_share_of_the_concurrency_is_handed_back_
 
 
 @pytest.mark.django_db
+def test_an_async_job_whose_function_only_imports_at_the_second_look_runs_on_the_loop():
+    """The claim looks at a job's function to start async ones on the loop; when
+    the import fails there and works in the slot a moment later, the job still
+    runs as an async job (on the loop thread), not as a call returning a coroutine."""
+    import sys
+
+    from tests.testapp import flaky_async
+
+    ref = background.enqueue(flaky_async.where_am_i, args=[1, 2], max_attempts=1)
+    sys.modules.pop(flaky_async.__name__)
+    jobs.IMPORT_FAILURES[0] = 1
+    try:
+        run_jobs(concurrency=1)
+    finally:
+        jobs.IMPORT_FAILURES[0] = 0
+    assert ref.refresh().status == records.SUCCEEDED, ref.error
+    assert ref.result == ["pgjobs-async", 3]
+
+
+@pytest.mark.django_db
 def test_current_job_tells_an_async_job_about_itself():
     ref = background.enqueue(jobs.async_whoami, max_attempts=2)
     run_jobs()
