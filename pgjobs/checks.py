@@ -19,6 +19,9 @@
 - ``pgjobs.E012``: ``RedisBackend`` without redis-py installed (``pgjobs[redis]``).
 - ``pgjobs.W001``: ``DatabaseBackend`` on a SQLite database that is not in WAL mode.
 - ``pgjobs.W002``: two schedules enqueue the same job at the same times.
+- ``pgjobs.W003``: autovacuum will not run on the PostgreSQL table of jobs (a
+  database check: ``migrate`` and ``check --database ALIAS`` run it, and
+  ``pgjobs_worker`` at start-up).
 """
 
 import re
@@ -101,6 +104,48 @@ def check_settings(app_configs=None, **kwargs):
         messages.extend(schedule_checks(name, config["SCHEDULE"], backend))
     messages.extend(backend.check())
     return messages
+
+
+@checks.register("pgjobs", checks.Tags.database)
+def check_database(app_configs=None, databases=None, **kwargs):
+    """The checks that query the database: only for the aliases Django asks about
+    (none unless ``migrate`` or ``check --database``), as its own database checks."""
+    if not databases:
+        return []
+    from .handler import get_backend
+
+    try:
+        backend = get_backend()
+    except Exception:
+        return []  # check_settings says what is wrong with the setting
+    if getattr(backend, "alias", None) not in databases:
+        return []
+    return upkeep_checks(backend)
+
+
+def upkeep_checks(backend):
+    """``pgjobs.W003``: what keeps the store from reclaiming finished jobs' space.
+    Silent when the store cannot be asked (unreachable, or not migrated yet: the
+    worker and ``migrate`` say so themselves)."""
+    try:
+        problems = backend.get_store().upkeep_problems()
+    except Exception:
+        return []
+    if not problems:
+        return []
+    where = getattr(backend, "alias", None)
+    return [
+        checks.Warning(
+            f"Autovacuum will not reclaim finished jobs' rows"
+            f"{f' in database {where!r}' if where else ''}: {'; '.join(problems)}. The "
+            "pgjobs_job table and its indexes then grow for as long as jobs run, and "
+            "claims slow down as they grow.",
+            hint="Turn autovacuum on again (autovacuum = on and track_counts = on, "
+            "PostgreSQL's defaults; ALTER TABLE pgjobs_job RESET (autovacuum_enabled)), "
+            "or run VACUUM pgjobs_job every few minutes (cron).",
+            id="pgjobs.W003",
+        )
+    ]
 
 
 def schedule_checks(name, schedule, backend):

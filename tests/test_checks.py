@@ -1,11 +1,17 @@
 """System checks (``pgjobs/checks.py``): each misconfiguration has a stable id that
 ``manage.py check`` shows."""
 
+import contextlib
+import signal
+
 import pytest
 from django.core import checks
 from django.core.management import call_command
 from django.core.management.base import SystemCheckError
+from django.db import connection
 from django.test import override_settings
+
+from tests.conftest import VENDOR
 
 IMMEDIATE = "pgjobs.backends.ImmediateBackend"
 DATABASE = "pgjobs.backends.DatabaseBackend"
@@ -112,3 +118,72 @@ def test_manage_py_check_reports_the_error():
     with override_settings(PGJOBS={"BACKEND": "no.such.Backend"}):
         with pytest.raises(SystemCheckError, match="pgjobs.E001"):
             call_command("check", "--tag", "pgjobs")
+
+
+# -- pgjobs.W003, a database check: it asks the database itself --------------------
+
+
+def database_messages():
+    """What ``migrate`` and ``check --database default`` add to the checks."""
+    return [m for m in checks.run_checks(databases=["default"]) if m.id.startswith("pgjobs.")]
+
+
+def server_has_autovacuum():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('autovacuum')::bool")
+        return cursor.fetchone()[0]
+
+
+@contextlib.contextmanager
+def job_table_autovacuum(enabled):
+    with connection.cursor() as cursor:
+        cursor.execute(f"ALTER TABLE pgjobs_job SET (autovacuum_enabled = {enabled})")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE pgjobs_job RESET (autovacuum_enabled)")
+
+
+@pytest.mark.django_db
+def test_w003_says_why_autovacuum_will_not_reclaim_the_job_table():
+    if VENDOR != "postgres":
+        pytest.skip("only PostgreSQL has autovacuum")
+    with job_table_autovacuum("false"):
+        (warning,) = database_messages()
+    assert warning.id == "pgjobs.W003"
+    assert "the pgjobs_job table has autovacuum_enabled = false" in warning.msg
+    assert "ALTER TABLE pgjobs_job RESET (autovacuum_enabled)" in warning.hint
+    # The server's own setting is reported as it is (this machine's CI config may
+    # turn it off); a table that allows autovacuum adds nothing to it.
+    with job_table_autovacuum("true"):
+        messages = database_messages()
+    if server_has_autovacuum():
+        assert messages == []
+    else:
+        (warning,) = messages
+        assert "the server has autovacuum = off" in warning.msg
+        assert "autovacuum_enabled" not in warning.msg
+
+
+@pytest.mark.django_db
+def test_w003_is_not_a_question_for_other_stores_nor_for_plain_check():
+    messages = database_messages() if VENDOR != "postgres" else []
+    assert [m.id for m in messages] == []
+    assert "pgjobs.W003" not in {m.id for m in checks.run_checks()}, (
+        "database checks need --database"
+    )
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_w003_is_logged_when_a_worker_starts(start_worker):
+    if VENDOR != "postgres":
+        pytest.skip("only PostgreSQL has autovacuum")
+    with job_table_autovacuum("false"):
+        worker = start_worker("--concurrency", "1")
+        worker.wait_for_output("Stop with Ctrl-C or SIGTERM.")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait() == 0, worker.output()
+    assert "(pgjobs.W003)" in worker.stderr
+    assert "autovacuum_enabled = false" in worker.stderr

@@ -189,6 +189,11 @@ class Store(abc.ABC):
     def close(self):
         """Drop connections held by this thread (they reopen on next use)."""
 
+    def upkeep_problems(self):
+        """Why the storage will not reclaim the space of finished jobs by itself,
+        one sentence each (``pgjobs.W003``); none where it needs no upkeep."""
+        return []
+
 
 def args_json(spec):
     """The JSON text to store for ``spec.args``: the one its preparer made and

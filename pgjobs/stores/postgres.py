@@ -148,6 +148,24 @@ SELECT EXTRACT(EPOCH FROM min(run_at) - statement_timestamp())::float8
 FROM pgjobs_job WHERE status = 'ready' {queue_filter}
 """
 
+# What stops autovacuum from reclaiming the dead rows every job leaves (claimed,
+# finished, deleted: migration 0005): then the table and its indexes grow for as
+# long as jobs run, and claims step over ever more dead entries. ``track_counts``
+# feeds autovacuum the counts of dead rows it acts on. The settings are read as
+# the server applies them to this session (ALTER DATABASE and ALTER ROLE count).
+UPKEEP_PROBLEMS = """
+SELECT problem FROM (VALUES
+    (NOT current_setting('autovacuum')::bool, 'the server has autovacuum = off'),
+    (NOT current_setting('track_counts')::bool,
+     'the server has track_counts = off, without which autovacuum never runs'),
+    (EXISTS (SELECT FROM pg_class AS c, pg_options_to_table(c.reloptions) AS o
+             WHERE c.oid = to_regclass('pgjobs_job') AND o.option_name = 'autovacuum_enabled'
+               AND NOT o.option_value::bool),
+     'the pgjobs_job table has autovacuum_enabled = false')
+) AS checked(found, problem)
+WHERE found
+"""
+
 # Retention: delete up to N jobs in the given statuses that finished before
 # now - age, oldest first. The ORDER BY is the index's, so the planner reads
 # pgjobs_job_finished_idx and stops after N rows (without it, when many rows
@@ -506,6 +524,9 @@ class PostgresStore(OrmStore):
             except psycopg.Error:
                 pass
             self._listener = None
+
+    def upkeep_problems(self):
+        return [problem for (problem,) in self._execute(UPKEEP_PROBLEMS, [])]
 
     def prune_batch(self, older_than, statuses, limit):
         """Delete up to ``limit`` expired jobs in one statement (``PRUNE_BATCH``)."""

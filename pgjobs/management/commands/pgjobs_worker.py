@@ -1,7 +1,10 @@
 """``manage.py pgjobs_worker``: a persistent worker process."""
 
+import logging
+
 from django.core.management.base import BaseCommand
 
+from ...checks import upkeep_checks
 from ...worker import Worker
 from ._options import (
     add_worker_arguments,
@@ -52,6 +55,12 @@ class Command(BaseCommand):
             periodic=[part.periodic() for part in (scheduler, pruner) if part] or None,
         )
         worker.install_signal_handlers()
+        # pgjobs.W003 is a database check, which `manage.py check` leaves out: a
+        # worker is where a table that will only grow is worth saying at start.
+        for warning in upkeep_checks(backend):
+            logging.getLogger("pgjobs").warning(
+                "pgjobs: %s (%s) HINT: %s", warning.msg, warning.id, warning.hint
+            )
         if options["verbosity"] > 0:
             self.stdout.write(
                 f"pgjobs worker {worker.worker_id}\n"
