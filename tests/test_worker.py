@@ -3,6 +3,7 @@ and the running job's context. Jobs run in this process unless a test needs a re
 worker process."""
 
 import datetime
+import itertools
 import signal
 import threading
 import time
@@ -313,6 +314,42 @@ def test_a_polling_worker_that_just_ran_a_job_looks_again_soon_not_at_the_next_p
 
     run_worker_while(worker, drive)
     assert found["waited"] < 1.5, "it waited for the 5 s poll"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_polling_worker_backs_off_to_its_poll_interval_once_jobs_stop_coming():
+    """The other half: after the last job, the looks thin out, each wait twice
+    the one before, until they are ``poll_interval`` apart and no further."""
+    store = get_backend().get_store()
+    if store.wakeup == "listen":
+        pytest.skip("PostgreSQL and Redis wake workers: nothing to poll for")
+    claims = []
+    claim = store.finish_and_claim
+
+    def noted_claim(*args, **kwargs):
+        claims.append(time.monotonic())
+        return claim(*args, **kwargs)
+
+    store.finish_and_claim = noted_claim  # the real store's claim, its times noted
+    ref = background.enqueue(jobs.add, args=[1, 1])
+    worker = Worker(store, concurrency=1, poll_interval=0.8)
+    window = {}
+
+    def drive():
+        wait_for(lambda: ref.refresh().status == records.SUCCEEDED, timeout=10)
+        window["start"] = time.monotonic()
+        time.sleep(3.2)  # about 0.05 + 0.1 + 0.2 + 0.4 + 0.8 + 0.8 + 0.8 s of looks
+        window["end"] = time.monotonic()
+
+    try:
+        run_worker_while(worker, drive)
+    finally:
+        del store.finish_and_claim
+    idle = [t for t in claims if window["start"] <= t <= window["end"]]
+    gaps = [round(later - earlier, 2) for earlier, later in itertools.pairwise(idle)]
+    assert len(idle) <= 10, f"{len(idle)} looks in 3.2 s: it kept polling fast ({gaps})"
+    assert max(gaps) >= 0.7, f"it never reached its 0.8 s poll interval: {gaps}"
+    assert max(gaps) < 1.3, f"it backed off past its 0.8 s poll interval: {gaps}"
 
 
 # -- async jobs ---------------------------------------------------------------------------
