@@ -278,6 +278,64 @@ def test_an_idle_worker_does_not_spin_on_a_due_job_another_transaction_holds():
     assert waited < 0.5, f"started {waited:.3f} s after the row was free (poll: 5 s)"
 
 
+@sql_table_only
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_that_started_on_an_empty_table_finishes_jobs_by_index_once_it_grew():
+    """A prepared statement keeps its generic plan until the table is analyzed: one
+    made on a near-empty table scans it whole, every batch, however big retained
+    jobs make it. A worker's connection replans with each heartbeat, and plans
+    once per heartbeat, not per claim (``PostgresStore._replan``)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's plan cache")
+    store = get_backend().get_store()
+
+    def one_job():
+        background.enqueue(jobs.noop)
+        (job,) = store.claim(None, 1, "w")
+        store.finish_and_claim("w", [(job.id, None)], None, 1)
+
+    def finish_plan():
+        """The generic plan of the worker's finish-and-claim statement."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT name, cardinality(parameter_types), custom_plans "
+                "FROM pg_prepared_statements WHERE statement LIKE %s",
+                ["%finished AS (%claimed AS (%"],
+            )
+            ((name, params, custom_plans),) = cursor.fetchall()
+            cursor.execute(f"EXPLAIN EXECUTE {name}({', '.join(['NULL'] * params)})")
+            return "\n".join(row[0] for row in cursor.fetchall()), custom_plans
+
+    with connection.cursor() as cursor:  # no autovacuum to replan it meanwhile
+        cursor.execute("ALTER TABLE pgjobs_job SET (autovacuum_enabled = false)")
+    try:
+        store.register_worker("w", "host", 1, None, 1)
+        store.heartbeat("w", [])
+        for _ in range(3):
+            one_job()
+        with connection.cursor() as cursor:  # retained history, as minutes of jobs leave
+            cursor.execute(
+                "INSERT INTO pgjobs_job (func, args, kwargs, queue, priority, run_at, "
+                "max_attempts, signature, status, attempts, created_at, finished_at) "
+                "SELECT 'f', '[]', '{}', 'default', 0, now(), 1, '', 'succeeded', 1, now(), "
+                "now() FROM generate_series(1, 20000)"
+            )
+        one_job()
+        plan, _ = finish_plan()
+        assert "Seq Scan on pgjobs_job" in plan, "the plan made for the empty table"
+        store.heartbeat("w", [])
+        one_job()
+        plan, custom_plans = finish_plan()
+        assert "Seq Scan on pgjobs_job" not in plan, plan
+        assert custom_plans == 0
+    finally:
+        store.unregister_worker("w")
+        with connection.cursor() as cursor:
+            cursor.execute("ALTER TABLE pgjobs_job RESET (autovacuum_enabled)")
+            cursor.execute("SHOW plan_cache_mode")
+            assert cursor.fetchone() == ("auto",), "the connection is left as it was"
+
+
 # -- bulk enqueue -------------------------------------------------------------------------
 
 TRICKY = st.text(string.printable + "é☃\\\t\n\r\"'{}[]", max_size=20)
