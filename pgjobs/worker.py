@@ -572,7 +572,12 @@ class Worker:
         waiting = max(0, self._slots_queue.qsize() - idle)
         if waiting > self._low_water:
             return 0
-        if self._notified or self._slot_freed:
+        # A slot that ran dry is news for a store that is polled (it may have
+        # jobs the last look missed), not for one that wakes the worker once it
+        # has run out: under a steady trickle every job ended so, in a claim
+        # that found nothing, a third of all claims.
+        freed = self._slot_freed and not (self._drained and self.store.wakeup == "listen")
+        if self._notified or freed:
             self._notified = self._slot_freed = self._drained = False
         elif self._drained and (
             waiting or (not self.burst and time.monotonic() < self._look_again_at)

@@ -352,6 +352,42 @@ def test_a_polling_worker_backs_off_to_its_poll_interval_once_jobs_stop_coming()
     assert max(gaps) < 1.3, f"it backed off past its 0.8 s poll interval: {gaps}"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_woken_worker_does_not_claim_when_a_slot_runs_dry_after_the_store_ran_out():
+    """With a store that wakes workers (PostgreSQL, Redis), a worker that caught up
+    claims for each wake-up, not again each time a job ends: under a trickle of
+    jobs that second claim found nothing, for every job."""
+    store = get_backend().get_store()
+    if store.wakeup != "listen":
+        pytest.skip("a polled store has no wake-ups: a slot running dry is its cue")
+    empty = []
+    claim = store.finish_and_claim
+
+    def noted_claim(worker_id, results, queues, limit):
+        jobs_claimed = claim(worker_id, results, queues, limit)
+        if limit and not jobs_claimed:
+            empty.append(time.monotonic())
+        return jobs_claimed
+
+    store.finish_and_claim = noted_claim
+    worker = Worker(store, concurrency=2, poll_interval=5.0)
+    refs = []
+
+    def drive():
+        time.sleep(0.3)  # the worker is idle, its first empty claims made
+        empty.clear()
+        for n in range(20):
+            refs.append(background.enqueue(jobs.add, args=[n, n]))
+            wait_for(lambda: refs[-1].refresh().status == records.SUCCEEDED, timeout=10)
+
+    try:
+        run_worker_while(worker, drive)
+    finally:
+        del store.finish_and_claim
+    assert [ref.result for ref in refs] == [2 * n for n in range(20)]
+    assert len(empty) <= 5, f"{len(empty)} claims found nothing for 20 jobs"
+
+
 # -- async jobs ---------------------------------------------------------------------------
 
 
