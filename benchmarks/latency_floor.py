@@ -4,6 +4,7 @@
     python benchmarks/latency_floor.py                 # 300 probes, 20 ms apart, as run.py's
     python benchmarks/latency_floor.py --probes 1000 --rounds 3
     python benchmarks/latency_floor.py --statements bare
+    python benchmarks/latency_floor.py --load 1000    # as run.py's "while 1,000 jobs/s"
 
 A bare psycopg loop does what every LISTEN/NOTIFY queue must do for one job, and
 nothing else: a producer INSERTs a row and NOTIFYs in one committed statement;
@@ -22,6 +23,12 @@ pgjobs' latency with its worker's Python taken away, so the three figures
 (bare loop, pgjobs' statements, ``run.py``'s pgjobs) split the gap between
 the floor and pgjobs into what its SQL costs and what its Python costs.
 
+With ``--load RATE``, two more processes enqueue that many jobs/s between them
+with the same statement, each in its own transaction, and the claimer claims
+those too: the floor for run.py's latency under load. Their loops are bare
+psycopg, cheaper than any queue's producer (run.py's enqueue through Django),
+so the machine has more time left for the claimer than it has under run.py.
+
 It uses its own database, ``pgjobs_bench_floor``, dropped and recreated, at
 BENCH_PGHOST/BENCH_PGPORT/BENCH_PGUSER (as run.py).
 """
@@ -29,6 +36,7 @@ BENCH_PGHOST/BENCH_PGPORT/BENCH_PGUSER (as run.py).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -43,16 +51,18 @@ from psycopg.types.string import TextLoader
 
 DATABASE = "pgjobs_bench_floor"
 CHANNEL = "floor"
+# A row's ``sent`` is the time its probe was sent (0 for the jobs of --load).
 BARE_CLAIM = """
 UPDATE floor_job SET status = 'running'
 WHERE id = (SELECT id FROM floor_job WHERE status = 'ready' ORDER BY id LIMIT 1
             FOR UPDATE SKIP LOCKED)
-RETURNING id
+RETURNING sent
 """
 BARE_ENQUEUE = """
-WITH job AS (INSERT INTO floor_job DEFAULT VALUES RETURNING id)
-SELECT pg_notify(%s, %s) FROM job
+WITH job AS (INSERT INTO floor_job (sent) VALUES (%s) RETURNING id)
+SELECT pg_notify(%s, '') FROM job
 """
+LOAD_PRODUCERS = 2
 # pgjobs' statements, with the parameters its store sends for a job that takes
 # one argument (here the time the probe was sent) and the claim of an idle
 # worker at concurrency 4.
@@ -78,7 +88,8 @@ def recreate() -> None:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
     with psycopg.connect(dsn(DATABASE), autocommit=True) as conn:
         conn.execute(
-            "CREATE TABLE floor_job (id bigserial PRIMARY KEY, status text NOT NULL DEFAULT 'ready')"
+            "CREATE TABLE floor_job (id bigserial PRIMARY KEY, "
+            "status text NOT NULL DEFAULT 'ready', sent float8 NOT NULL)"
         )
     # pgjobs' table as its migrations make it, indexes and storage settings included.
     env = dict(os.environ, DJANGO_SETTINGS_MODULE="pgjobs_bench.settings", BENCH_DB=DATABASE)
@@ -109,17 +120,16 @@ class Statements:
 
     def enqueue(self, conn, sent: float) -> None:
         if self.name == "bare":
-            conn.execute(BARE_ENQUEUE, [CHANNEL, repr(sent)], prepare=True).fetchall()
+            conn.execute(BARE_ENQUEUE, [sent, CHANNEL], prepare=True).fetchall()
         else:
             conn.execute(self.enqueue_sql, pgjobs_enqueue_params(sent), prepare=True).fetchall()
 
-    def claim(self, conn, notify) -> float:
-        """Claim; return the probe's send time."""
+    def claim(self, conn) -> list[float]:
+        """Claim; return the send times of the rows claimed (0 for load jobs)."""
         if self.name == "bare":
-            conn.execute(BARE_CLAIM, prepare=True).fetchall()
-            return float(notify.payload)
+            return [sent for (sent,) in conn.execute(BARE_CLAIM, prepare=True).fetchall()]
         rows = conn.execute(self.claim_sql, PGJOBS_CLAIM_PARAMS, prepare=True).fetchall()
-        return json.loads(rows[0][2])[0] if rows else 0.0
+        return [json.loads(row[2])[0] for row in rows]
 
     def empty(self) -> None:
         with self.connect(autocommit=True) as conn:
@@ -136,24 +146,47 @@ def claimer(statements: Statements, seconds: float, out_path: str) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         # Leave the generator before using a connection: the claim has its own.
-        for notify in list(listener.notifies(timeout=0.5, stop_after=1)):
+        for _ in list(listener.notifies(timeout=0.5, stop_after=1)):
             received = time.time()
-            sent = statements.claim(conn, notify)
-            seen.append((sent, received, time.time()))
+            for sent in statements.claim(conn):
+                seen.append((sent, received, time.time()))
     with open(out_path, "w") as out:
         json.dump(seen, out)
 
 
-def one_round(statements: Statements, probes: int, spacing: float, out_path: str) -> dict:
+def producer(statements: Statements, rate: float, seconds: float) -> None:
+    """--load: enqueue ``rate`` jobs/s, each in its own transaction, for ``seconds``."""
+    with statements.connect(autocommit=True, prepare_threshold=0) as conn:
+        print("ready", flush=True)
+        t0 = time.monotonic()
+        for n in itertools.count():
+            delay = t0 + n / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if time.monotonic() - t0 > seconds:
+                return
+            statements.enqueue(conn, 0.0)
+
+
+def start(argv: list[str]) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, __file__, *argv], stdout=subprocess.PIPE, text=True)
+    if proc.stdout.readline().strip() != "ready":
+        raise SystemExit(f"{argv[0]} did not start")
+    return proc
+
+
+def one_round(
+    statements: Statements, probes: int, spacing: float, out_path: str, load: float
+) -> dict:
     statements.empty()  # as run.py empties the tables before each run
     seconds = probes * spacing + 5
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--claimer", statements.name, str(seconds), out_path],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    if proc.stdout.readline().strip() != "ready":
-        raise SystemExit("the claimer did not start")
+    proc = start(["--claimer", statements.name, str(seconds), out_path])
+    producers = [
+        start(["--producer", statements.name, str(load / LOAD_PRODUCERS), str(seconds)])
+        for _ in range(LOAD_PRODUCERS if load else 0)
+    ]
+    if producers:
+        time.sleep(1.0)  # the load is steady before the first probe
     with statements.connect(autocommit=True, prepare_threshold=0) as conn:
         statements.enqueue(conn, 0.0)  # warm-up
         time.sleep(0.5)
@@ -164,6 +197,8 @@ def one_round(statements: Statements, probes: int, spacing: float, out_path: str
                 time.sleep(delay)
             statements.enqueue(conn, time.time())
     proc.wait(timeout=seconds + 30)
+    for load_producer in producers:
+        load_producer.wait(timeout=30)
     with open(out_path) as f:
         rows = [r for r in json.load(f) if r[0] > 0]
     return {
@@ -183,11 +218,23 @@ def main() -> None:
         default="bare,pgjobs",
         help="whose statements the loop runs, from bare and pgjobs (default: both, in turn)",
     )
+    p.add_argument(
+        "--load",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="jobs/s that two other processes enqueue meanwhile (default 0: idle)",
+    )
     p.add_argument("--claimer", nargs=3, help=argparse.SUPPRESS)
+    p.add_argument("--producer", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.claimer:
         name, seconds, out_path = args.claimer
         claimer(Statements(name), float(seconds), out_path)
+        return
+    if args.producer:
+        name, rate, seconds = args.producer
+        producer(Statements(name), float(rate), float(seconds))
         return
     names = args.statements.split(",")
     if not names or set(names) - {"bare", "pgjobs"}:
@@ -195,11 +242,14 @@ def main() -> None:
     recreate()
     out_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".work", "floor.json")
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    print(f"LISTEN/NOTIFY loop, no queue, {args.probes} probes {args.spacing * 1e3:g} ms apart")
+    print(
+        f"LISTEN/NOTIFY loop, no queue, {args.probes} probes {args.spacing * 1e3:g} ms apart"
+        + (f", {args.load:g} other jobs/s enqueued meanwhile" if args.load else "")
+    )
     totals = {name: [] for name in names}
     for number in range(1, args.rounds + 1):
         for name in names:  # in turn, so that both see the same hour
-            result = one_round(Statements(name), args.probes, args.spacing, out_path)
+            result = one_round(Statements(name), args.probes, args.spacing, out_path, args.load)
             totals[name].extend(result["total_ms"])
             parts = ", ".join(
                 f"{part.removesuffix('_ms')} p50 {statistics.median(values):.2f}"
