@@ -336,6 +336,33 @@ def test_a_worker_that_started_on_an_empty_table_finishes_jobs_by_index_once_it_
             assert cursor.fetchone() == ("auto",), "the connection is left as it was"
 
 
+@sql_table_only
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_leaves_the_plan_cache_alone_where_nothing_is_prepared():
+    """``prepare_threshold = None`` (PgBouncer in transaction mode): a session's
+    SET would outlive it on a server connection another client gets next."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's plan cache")
+    connection.close()
+    options = connection.settings_dict.setdefault("OPTIONS", {})
+    options["prepare_threshold"] = None
+    try:
+        store = get_backend().get_store()
+        store.register_worker("w", "host", 1, None, 1)
+        background.enqueue(jobs.noop)
+        store.heartbeat("w", [])
+        assert len(store.claim(None, 1, "w")) == 1
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW plan_cache_mode")
+            assert cursor.fetchone() == ("auto",)
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements")
+            assert cursor.fetchone() == (0,)
+        store.unregister_worker("w")
+    finally:
+        del options["prepare_threshold"]
+        connection.close()
+
+
 # -- bulk enqueue -------------------------------------------------------------------------
 
 TRICKY = st.text(string.printable + "é☃\\\t\n\r\"'{}[]", max_size=20)

@@ -447,8 +447,19 @@ class PostgresStore(OrmStore):
 
     def unregister_worker(self, worker_id):
         super().unregister_worker(worker_id)
-        with self.connection.cursor() as cursor:  # the connection may serve others now
-            cursor.execute("RESET plan_cache_mode")
+        if self._prepares():  # the connection may serve others now
+            with self.connection.cursor() as cursor:
+                cursor.execute("RESET plan_cache_mode")
+
+    def _prepares(self):
+        """Whether our statements are prepared on this thread's connection (see
+        ``_execute``): not where the site keeps psycopg from preparing, as for
+        PgBouncer in transaction mode, where a session's SET would reach whoever
+        gets its server connection next."""
+        raw = self.connection.connection
+        if raw is None:
+            return False
+        return raw.prepare_threshold is not None or self._may_prepare()
 
     def _replan(self):
         """Plan the worker's prepared statements again, for the table as it is now,
@@ -472,7 +483,10 @@ class PostgresStore(OrmStore):
         here is written for one: parameters as arrays, no estimate that depends
         on them), and ``DISCARD PLANS`` drops them each heartbeat, so that they
         are made again for the table's current size. Together: 0.35 ms.
+        Nothing to do where nothing is prepared (``_prepares``).
         """
+        if not self._prepares():
+            return
         with self.connection.cursor() as cursor:
             cursor.execute("SET plan_cache_mode = force_generic_plan")
             cursor.execute("DISCARD PLANS")
