@@ -278,6 +278,20 @@ def test_an_idle_worker_does_not_spin_on_a_due_job_another_transaction_holds():
     assert waited < 0.5, f"started {waited:.3f} s after the row was free (poll: 5 s)"
 
 
+def finish_and_claim_plan():
+    """The generic plan of the worker's finish-and-claim statement, prepared on this
+    thread's connection, and how many custom plans it had."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name, cardinality(parameter_types), custom_plans "
+            "FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["%finished AS (%claimed AS (%"],
+        )
+        ((name, params, custom_plans),) = cursor.fetchall()
+        cursor.execute(f"EXPLAIN EXECUTE {name}({', '.join(['NULL'] * params)})")
+        return "\n".join(row[0] for row in cursor.fetchall()), custom_plans
+
+
 @sql_table_only
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_that_started_on_an_empty_table_finishes_jobs_by_index_once_it_grew():
@@ -294,18 +308,6 @@ def test_a_worker_that_started_on_an_empty_table_finishes_jobs_by_index_once_it_
         (job,) = store.claim(None, 1, "w")
         store.finish_and_claim("w", [(job.id, None)], None, 1)
 
-    def finish_plan():
-        """The generic plan of the worker's finish-and-claim statement."""
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT name, cardinality(parameter_types), custom_plans "
-                "FROM pg_prepared_statements WHERE statement LIKE %s",
-                ["%finished AS (%claimed AS (%"],
-            )
-            ((name, params, custom_plans),) = cursor.fetchall()
-            cursor.execute(f"EXPLAIN EXECUTE {name}({', '.join(['NULL'] * params)})")
-            return "\n".join(row[0] for row in cursor.fetchall()), custom_plans
-
     with connection.cursor() as cursor:  # no autovacuum to replan it meanwhile
         cursor.execute("ALTER TABLE pgjobs_job SET (autovacuum_enabled = false)")
     try:
@@ -313,27 +315,57 @@ def test_a_worker_that_started_on_an_empty_table_finishes_jobs_by_index_once_it_
         store.heartbeat("w", [])
         for _ in range(3):
             one_job()
-        with connection.cursor() as cursor:  # retained history, as minutes of jobs leave
+        with connection.cursor() as cursor:
+            # Retained history, as minutes of jobs leave, and a backlog of ready jobs
+            # (of a lower priority, claimed after ours): a generic plan guesses a
+            # claim's LIMIT at a tenth of them, and joined that many by a scan.
             cursor.execute(
                 "INSERT INTO pgjobs_job (func, args, kwargs, queue, priority, run_at, "
                 "max_attempts, signature, status, attempts, created_at, finished_at) "
-                "SELECT 'f', '[]', '{}', 'default', 0, now(), 1, '', 'succeeded', 1, now(), "
-                "now() FROM generate_series(1, 20000)"
+                "SELECT 'f', '[]', '{}', 'default', -1, now() - interval '1 hour', 1, '', "
+                "CASE WHEN n % 2 = 0 THEN 'succeeded' ELSE 'ready' END, 1, now(), "
+                "CASE WHEN n % 2 = 0 THEN now() END FROM generate_series(1, 20000) AS n"
             )
         one_job()
-        plan, _ = finish_plan()
+        plan, _ = finish_and_claim_plan()
         assert "Seq Scan on pgjobs_job" in plan, "the plan made for the empty table"
         store.heartbeat("w", [])
         one_job()
-        plan, custom_plans = finish_plan()
+        plan, custom_plans = finish_and_claim_plan()
         assert "Seq Scan on pgjobs_job" not in plan, plan
         assert custom_plans == 0
     finally:
         store.unregister_worker("w")
         with connection.cursor() as cursor:
             cursor.execute("ALTER TABLE pgjobs_job RESET (autovacuum_enabled)")
-            cursor.execute("SHOW plan_cache_mode")
-            assert cursor.fetchone() == ("auto",), "the connection is left as it was"
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone() == ("auto",), "the connection is left as it was"
+
+
+@sql_table_only
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_from_a_large_backlog_updates_its_rows_by_primary_key():
+    """A generic plan guesses a claim's LIMIT at a tenth of the due rows: joining
+    that many to the table made the claim of one job scan a backlog of 20,000
+    whole, 4.8 ms instead of 0.8 (a worker at concurrency 1 ran 4x slower)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's plan cache")
+    background.enqueue_many([(jobs.noop, [], {})] * 20000)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE pgjobs_job")
+    store = get_backend().get_store()
+    try:
+        store.register_worker("w", "host", 1, None, 1)
+        store.heartbeat("w", [])  # generic plans from here on
+        (job,) = store.claim(None, 1, "w")
+        for _ in range(2):
+            (job,) = store.finish_and_claim("w", [(job.id, None)], None, 1)
+        plan, custom_plans = finish_and_claim_plan()
+    finally:
+        store.unregister_worker("w")
+    assert custom_plans == 0
+    assert "Seq Scan on pgjobs_job" not in plan, plan
 
 
 @sql_table_only
