@@ -449,10 +449,12 @@ class PostgresStore(OrmStore):
         return cancel
 
     def unregister_worker(self, worker_id):
-        super().unregister_worker(worker_id)
-        if self._prepares():  # the connection may serve others now
-            with self.connection.cursor() as cursor:
-                cursor.execute("RESET plan_cache_mode")
+        try:
+            super().unregister_worker(worker_id)
+        finally:
+            if self._prepares():  # the connection may serve others now
+                with self.connection.cursor() as cursor:
+                    cursor.execute("RESET plan_cache_mode")
 
     def _prepares(self):
         """Whether our statements are prepared on this thread's connection (see
@@ -482,17 +484,25 @@ class PostgresStore(OrmStore):
           generic plan assumes ten ids to finish): with the plans discarded
           regularly, planning took 30% of that process's time.
 
-        So the worker's connection always uses generic plans (every statement
-        here is written for one: parameters as arrays, no estimate that depends
-        on them), and ``DISCARD PLANS`` drops them each heartbeat, so that they
+        So the worker's connection always uses generic plans (the statements
+        here are written for one: ids as arrays, read through the primary key;
+        a claim's LIMIT leaves the claim index the cheapest way whatever its
+        value), and ``DISCARD PLANS`` drops them each heartbeat, so that they
         are made again for the table's current size. Together: 0.35 ms.
-        Nothing to do where nothing is prepared (``_prepares``).
+        Nothing to do where nothing is prepared (``_prepares``). With Django's
+        ``server_side_binding`` and a ``prepare_threshold`` of your own, the
+        ORM's statements on this connection get generic plans too.
+
+        Best effort: a worker whose plans cannot be dropped still works.
         """
         if not self._prepares():
             return
-        with self.connection.cursor() as cursor:
-            cursor.execute("SET plan_cache_mode = force_generic_plan")
-            cursor.execute("DISCARD PLANS")
+        try:
+            with self.connection.cursor() as cursor:
+                cursor.execute("SET plan_cache_mode = force_generic_plan")
+                cursor.execute("DISCARD PLANS")
+        except DatabaseError as exc:
+            logger.debug("pgjobs: cannot replan the worker's statements (%s)", exc)
 
     @staticmethod
     def _finish_params(worker_id, results):
