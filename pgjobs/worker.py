@@ -437,8 +437,10 @@ class Worker:
         timeout = self.heartbeat_interval
         if self.burst:
             return timeout  # a slot finishing wakes us
-        if claimed == 0:
-            # Nothing due now: sleep until the next deferred job, a wake-up, or the poll.
+        if claimed is not None and self._drained:
+            # The claim came back short: nothing more is due now. Sleep until the
+            # next deferred job or retry (no wake-up tells of those), a wake-up,
+            # or the poll.
             due = self._seconds_until_due()
             if due is not None:
                 # "Due now" right after a claim that found nothing is a job another
@@ -1003,6 +1005,10 @@ class Worker:
             return
         delay = self.retry_policy.delay(job.attempts)
         self.store.retry(self.worker_id, job.id, error, delay)
+        # No wake-up tells of a retry: look for it when it is due, asking the
+        # store afresh (the answer kept for 0.1 s predates it).
+        self._look_again_at = min(self._look_again_at, time.monotonic() + delay)
+        self._due_checked_at = -1.0
         self.stats.retried += 1
         logger.warning(
             "job %s %s failed (attempt %d/%d), retrying in %.2f s: %s: %s",

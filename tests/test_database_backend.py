@@ -338,6 +338,39 @@ def test_notify_is_sent_at_commit_only_and_only_for_jobs_due_now():
 
 @pytest.mark.skipif(VENDOR != "postgres", reason="LISTEN/NOTIFY is PostgreSQL's")
 @pytest.mark.django_db(transaction=True)
+def test_jobs_put_back_by_a_stopping_worker_or_a_rescue_wake_the_workers():
+    """No enqueue tells of them: without a wake-up, idle workers would find them at
+    their next poll, busy ones at their next short claim."""
+    import psycopg
+
+    params = dict(connection.get_connection_params())
+    for django_only in ("cursor_factory", "context", "prepare_threshold"):
+        params.pop(django_only, None)
+    store = get_backend().get_store()
+    ref = background.enqueue(jobs.noop)
+    with psycopg.Connection.connect(**params, autocommit=True) as listener:
+        listener.execute("LISTEN pgjobs")
+
+        def notifications(timeout):
+            return [n.payload for n in listener.notifies(timeout=timeout, stop_after=1)]
+
+        (job,) = store.claim(None, 1, "w")
+        store.release("w", [job.id])
+        assert notifications(5) == ["*"], "released"
+        assert Job.objects.get(pk=ref.id).status == records.READY
+
+        (job,) = store.claim(None, 1, "w")
+        Job.objects.filter(pk=job.id).update(
+            lease_expires_at=timezone.now() - datetime.timedelta(hours=1)
+        )
+        assert store.rescue() == 1
+        assert notifications(5) == ["*"], "rescued"
+        assert store.rescue() == 0
+        assert notifications(0.3) == [], "nothing put back, nobody woken"
+
+
+@pytest.mark.skipif(VENDOR != "postgres", reason="LISTEN/NOTIFY is PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("queues", [None, ["other"]], ids=["every queue", "one queue"])
 def test_a_listening_store_reports_every_wakeup_even_those_that_arrive_together(queues):
     """Jobs committed together notify together, and psycopg reads such NOTIFYs in

@@ -388,6 +388,55 @@ def test_a_woken_worker_does_not_claim_when_a_slot_runs_dry_after_the_store_ran_
     assert len(empty) <= 5, f"{len(empty)} claims found nothing for 20 jobs"
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_retry_runs_when_due_though_no_wake_up_tells_of_it():
+    """A retry is due later, and nothing wakes a worker for it: the worker that
+    recorded it looks again when it is due, not at the next poll."""
+    worker = Worker(
+        get_backend().get_store(),
+        concurrency=2,
+        poll_interval=5.0,
+        retry_policy=RetryPolicy(base=0.2, cap=0.2, jitter=0.0),
+    )
+    found = {}
+
+    def drive():
+        ref = background.enqueue(jobs.fail_until, args=["retry-when-due", 2], max_attempts=2)
+        wait_for(lambda: ref.refresh().status == records.SUCCEEDED, timeout=15)
+        first, second = Event.objects.filter(name="retry-when-due").order_by("value")
+        found["waited"] = second.at - first.at
+
+    run_worker_while(worker, drive, timeout=30)
+    assert found["waited"] < 1.5, f"the 0.2 s retry ran {found['waited']:.2f} s later (poll: 5 s)"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_deferred_job_starts_when_due_while_other_jobs_keep_the_worker_busy():
+    """A worker claiming for a trickle of jobs, its claims coming back with fewer
+    than it asked for, still starts a deferred job when it is due, not at the
+    next poll: no wake-up tells of it."""
+    if JOBS_IN_REDIS:
+        pytest.skip("reads started_at from the SQL Job table")
+    store = get_backend().get_store()
+    if store.wakeup != "listen":
+        pytest.skip("a polled store hears of no job before its next poll, deferred or not")
+    worker = Worker(store, concurrency=2, poll_interval=5.0)
+    found = {}
+
+    def drive():
+        time.sleep(0.2)
+        due = timezone.now() + datetime.timedelta(seconds=0.5)
+        deferred = background.enqueue(jobs.add, args=[1, 1], when=due)
+        for _ in range(40):  # a trickle of jobs, one every 25 ms, for a second
+            background.enqueue(jobs.noop)
+            time.sleep(0.025)
+        wait_for(lambda: deferred.refresh().status == records.SUCCEEDED, timeout=10)
+        found["late"] = (Job.objects.get(pk=deferred.id).started_at - due).total_seconds()
+
+    run_worker_while(worker, drive)
+    assert found["late"] < 0.5, f"the deferred job started {found['late']:.2f} s late (poll: 5 s)"
+
+
 # -- async jobs ---------------------------------------------------------------------------
 
 

@@ -385,7 +385,7 @@ class OrmStore(Store):
             "message": "the worker running this job stopped sending heartbeats",
             "traceback": "",
         }
-        return (
+        rescued = (
             self.jobs()
             .filter(status=records.RUNNING, lease_expires_at__lt=self.now())
             .update(
@@ -404,16 +404,21 @@ class OrmStore(Store):
                 lease_expires_at=None,
             )
         )
+        if rescued:
+            self.notify_ready()  # no enqueue told the workers of these
+        return rescued
 
     def release(self, worker_id, job_ids):
         if job_ids:
-            self._mine(worker_id, job_ids).update(
+            released = self._mine(worker_id, job_ids).update(
                 status=records.READY,
                 attempts=F("attempts") - 1,
                 worker_id=None,
                 started_at=None,
                 lease_expires_at=None,
             )
+            if released:
+                self.notify_ready()  # for the workers that stay
 
     def seconds_until_due(self, queues):
         next_run = (
