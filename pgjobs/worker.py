@@ -128,6 +128,22 @@ class WorkerStats:
         return self.succeeded + self.failed
 
 
+@dataclasses.dataclass(slots=True)
+class _Exited:
+    exc: BaseException
+
+
+async def _contained(coroutine):
+    """asyncio re-raises SystemExit and KeyboardInterrupt out of the event loop,
+    which would stop it for every async job: hand them back as a value instead.
+    (A job's own coroutine must be wrapped: ``asyncio.wait_for`` runs it as a
+    task of its own on Python 3.11, whose exception would escape the loop.)"""
+    try:
+        return await coroutine
+    except (SystemExit, KeyboardInterrupt) as exc:
+        return _Exited(exc)
+
+
 class Worker:
     """Works one store until stopped (or, with ``burst``, until nothing is due)."""
 
@@ -813,7 +829,8 @@ class Worker:
         return func, is_coroutine, args, kwargs
 
     def _execute(self, job, running):
-        """Run a sync job in this slot's thread."""
+        """Run a sync job in this slot's thread (an async one only when it comes
+        here after all: ``_execute_async_waiting``)."""
         started = time.perf_counter()
         try:
             func, is_coroutine, args, kwargs = self._prepare(job)
@@ -856,10 +873,12 @@ class Worker:
             return _cannot_start(exc)
         token = set_current_job(running.context)  # the task's own copy of the context
         try:
-            coroutine = func(*args, **kwargs)
+            coroutine = _contained(func(*args, **kwargs))
             if job.timeout is not None:
                 coroutine = asyncio.wait_for(coroutine, job.timeout)
             result = await coroutine
+            if isinstance(result, _Exited):
+                raise result.exc
         except BaseException as exc:  # cancelled (grace period) or SystemExit: an outcome too
             return _failed(exc, started)
         finally:

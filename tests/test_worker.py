@@ -827,9 +827,12 @@ def test_a_job_within_its_timeout_succeeds():
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("timeout", [None, 30], ids=["no-timeout", "timeout"])
 @pytest.mark.parametrize("func", [jobs.exit_process, jobs.async_exit_process])
-def test_a_job_that_calls_sys_exit_fails_and_the_worker_goes_on(func):
-    ref = background.enqueue(func, max_attempts=1)
+def test_a_job_that_calls_sys_exit_fails_and_the_worker_goes_on(func, timeout):
+    """With a timeout, an async job runs inside ``asyncio.wait_for``, as a task of its
+    own on Python 3.11: its SystemExit must not stop the loop the others run on."""
+    ref = background.enqueue(func, max_attempts=1, timeout=timeout)
     after = background.enqueue(jobs.async_add, args=[1, 2], priority=-1)
     run_jobs(timeout=10)
     ref.refresh()
