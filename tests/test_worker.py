@@ -318,8 +318,8 @@ def test_a_polling_worker_that_just_ran_a_job_looks_again_soon_not_at_the_next_p
 
 @pytest.mark.django_db(transaction=True)
 def test_a_polling_worker_backs_off_to_its_poll_interval_once_jobs_stop_coming():
-    """The other half: after the last job, the looks thin out, each wait twice
-    the one before, until they are ``poll_interval`` apart and no further."""
+    """The other half: after the last job, the looks thin out (each wait twice the
+    one before) until they are ``poll_interval`` apart, and no further."""
     store = get_backend().get_store()
     if store.wakeup == "listen":
         pytest.skip("PostgreSQL and Redis wake workers: nothing to poll for")
@@ -348,6 +348,8 @@ def test_a_polling_worker_backs_off_to_its_poll_interval_once_jobs_stop_coming()
     idle = [t for t in claims if window["start"] <= t <= window["end"]]
     gaps = [round(later - earlier, 2) for earlier, later in itertools.pairwise(idle)]
     assert len(idle) <= 10, f"{len(idle)} looks in 3.2 s: it kept polling fast ({gaps})"
+    assert len(idle) >= 4, f"{len(idle)} looks in 3.2 s: it waited for the poll at once"
+    assert gaps[0] < 0.35, f"the first looks after the job came slowly: {gaps}"
     assert max(gaps) >= 0.7, f"it never reached its 0.8 s poll interval: {gaps}"
     assert max(gaps) < 1.3, f"it backed off past its 0.8 s poll interval: {gaps}"
 

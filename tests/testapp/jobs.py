@@ -69,11 +69,11 @@ async def async_whoami():
     return whoami()
 
 
-# Jobs of in-process workers (test_worker.py) report here. Async jobs all run on
-# the worker's one event loop; the lock is for the sync ones beside them in slots.
 # How many more times tests.testapp.flaky_async fails to import.
 IMPORT_FAILURES = [0]
 
+# Jobs of in-process workers (test_worker.py) report here. Async jobs all run on
+# the worker's one event loop; the lock is for the sync ones beside them in slots.
 ASYNC_STATE = {"running": 0, "most": 0, "started": set(), "cancelled": set(), "order": []}
 _STATE_LOCK = threading.Lock()
 
