@@ -158,6 +158,8 @@ class BenchError(RuntimeError):
 
 
 JOB_KINDS = ("noop", "orm", "sleep50")
+#: A processing run in which no job finishes for this long has stalled.
+STALL_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -725,6 +727,7 @@ class Bench:
         with self.connect() as conn:
             meter.start()
             with WorkerGroup(argv, config.processes, self.env, self.worker_log) as workers:
+                most, progressed_at = 0, time.time()
                 while True:
                     time.sleep(0.2)
                     done, failed = self.system.progress(conn, self.vendor)
@@ -732,6 +735,21 @@ class Bench:
                         wall = time.time() - workers.started_at
                         others = meter.stop({p.pid for p in workers.procs})
                         break
+                    # Fail a stalled run now rather than at the timeout, and one whose
+                    # finished jobs retention deleted (pgjobs keeps them 5 minutes):
+                    # its count would never reach n.
+                    if done + failed > most:
+                        most, progressed_at = done + failed, time.time()
+                    elif done + failed < most:
+                        raise BenchError(
+                            f"finished jobs were deleted during the run ({most} -> "
+                            f"{done + failed} of {n}): it outlasted the queue's retention"
+                        )
+                    elif time.time() - progressed_at > STALL_SECONDS:
+                        raise BenchError(
+                            f"no job finished for {STALL_SECONDS:.0f} s ({most}/{n} done); "
+                            f"see {self.worker_log}"
+                        )
                     if workers.dead():
                         raise BenchError(
                             f"worker exited {workers.dead()} with {done}/{n} done; "
