@@ -657,7 +657,7 @@ class Worker:
         here, in ``_tokenless_jobs``, until a slot has a token for it: stopping
         hands it back unstarted, like a job still in the slots' queue.
         """
-        claimed, tokens, functions = self._claimed, self._tokens, self._functions
+        claimed, tokens = self._claimed, self._tokens
         put = self._slots_queue.put
         straight = []
         # Only this thread takes tokens without waiting, and only while no slot
@@ -666,7 +666,7 @@ class Worker:
         for job in itertools.islice(jobs, with_token):
             tokens.get_nowait()
             claimed[job.id] = job
-            if (functions.get(job.func) or self._classify(job))[1]:
+            if self._is_async(job):
                 straight.append(job)
             else:
                 put(job)
@@ -686,6 +686,10 @@ class Worker:
             served.popleft()
             self._tokenless_sent -= 1
         return self._tokenless_sent
+
+    def _is_async(self, job):
+        """Whether the job's function is an ``async def`` (imported on first sight)."""
+        return (self._functions.get(job.func) or self._classify(job))[1]
 
     def _classify(self, job):
         """``(function, is async)`` for a job whose function is not imported yet:
@@ -757,7 +761,7 @@ class Worker:
                 except IndexError:  # handed back: the worker is stopping
                     self._tokens.put(None)
                     continue
-                if (self._functions.get(job.func) or self._classify(job))[1]:
+                if self._is_async(job):
                     # An async job: a task on the loop with this token, as
                     # _dispatch starts one, rather than a thread waiting for it.
                     self._event_loop().call_soon_threadsafe(self._start_on_loop, [job])
