@@ -32,6 +32,7 @@ import sqlite3
 import statistics
 import subprocess
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,6 +134,31 @@ class Database:
                 conn.execute("ANALYZE")
                 if self.checkpoint:
                     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+@contextmanager
+def postgres_autovacuum(say=print):
+    """Autovacuum on for as long as the block runs, as PostgreSQL ships.
+
+    pgjobs relies on it (its migration 0005 tunes it for the job table), and
+    so does every peer whose table sees updates and deletes. A server that has
+    it off (this machine's CI configuration does) would measure a
+    misconfigured server: it is turned on, said, and restored afterwards.
+    Yields whether it had to be turned on.
+    """
+    with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
+        was_on = conn.execute("SHOW autovacuum").fetchone()[0] == "on"
+        if not was_on:
+            say("autovacuum is off on this server: turned on for this run")
+            conn.execute("ALTER SYSTEM SET autovacuum = on")
+            conn.execute("SELECT pg_reload_conf()")
+    try:
+        yield not was_on
+    finally:
+        if not was_on:
+            with psycopg.connect(dbname="postgres", autocommit=True, **PG) as conn:
+                conn.execute("ALTER SYSTEM RESET autovacuum")
+                conn.execute("SELECT pg_reload_conf()")
 
 
 class _Executing:

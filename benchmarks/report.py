@@ -258,6 +258,12 @@ def markdown(results: dict, skipped: dict, meta: dict, plots: dict | None = None
         f"{meta['date']}, commit {meta['commit']}; {meta['cores']} cores, "
         f"{meta.get('database') or 'PostgreSQL ' + meta['postgres']}, Python {meta['python']}; "
         f"whole run {meta['total_s']} s. "
+        + (
+            "The server had autovacuum off; it was turned on for this run (PostgreSQL's "
+            "default) and restored afterwards. "
+            if meta.get("autovacuum_turned_on")
+            else ""
+        )
         + "; ".join(r["versions"] for r in results.values() if r.get("versions"))
         + ".",
         "",

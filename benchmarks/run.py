@@ -35,6 +35,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
@@ -333,11 +334,20 @@ def main() -> int:
     # still stop the workers (they run in their own sessions).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
+    from harness import postgres_autovacuum
+
+    counts = plan(args.quick, args.jobs, args.load_rate)
+    with ExitStack() as stack:
+        # The queues are measured on a PostgreSQL as shipped: autovacuum on.
+        turned_on = args.database == "postgres" and stack.enter_context(postgres_autovacuum())
+        return _run(args, counts, turned_on)
+
+
+def _run(args: argparse.Namespace, counts: dict, autovacuum_turned_on: bool) -> int:
     import report
     from harness import REPO_DIR, WORK_DIR, Database
     from systems import SYSTEMS
 
-    counts = plan(args.quick, args.jobs, args.load_rate)
     started = time.monotonic()
     log_dir = WORK_DIR / "logs"
     results: dict = {}
@@ -370,6 +380,7 @@ def main() -> int:
 
     total = time.monotonic() - started
     meta = report.environment(args.quick, counts, total, Database(args.database, ""))
+    meta["autovacuum_turned_on"] = autovacuum_turned_on
     plots = {} if args.no_plots else report.plots(results, args.output)
     text = report.markdown(results, skipped, meta, plots)
     raw = {"meta": meta, "results": results, "skipped": skipped}
