@@ -107,12 +107,21 @@ def test_a_stopping_worker_hands_back_the_jobs_it_prefetched(start_worker):
     held = set(running_under(worker.pid).values_list("id", flat=True)) - {blocker.id}
 
     worker.send_signal(signal.SIGTERM)
+    # Handed back while the running job goes on: released only after that, so that
+    # the blocker cannot end before the worker has seen the signal (the slot would
+    # then start the next prefetched job, as it may before a stop).
+    handed_back = Job.objects.filter(id__in=held)
+    assert len(held) > 0
+    wait_for(
+        lambda: handed_back.filter(status=records.READY).count() == len(held),
+        message="the prefetched jobs handed back while the blocker still runs",
+    )
+    assert Job.objects.get(id=blocker.id).status == records.RUNNING
     Event.objects.create(name="release")
     assert worker.wait() == 0, worker.output()
 
     assert blocker.refresh().status == records.SUCCEEDED
-    handed_back = Job.objects.filter(id__in=held)
-    assert handed_back.count() == len(held) > 0
+    assert handed_back.count() == len(held)
     assert set(handed_back.values_list("status", flat=True)) == {records.READY}
     assert set(handed_back.values_list("attempts", flat=True)) == {0}, "attempts not counted"
     assert not Execution.objects.filter(key__startswith="job-").exists(), "none had started"
