@@ -53,6 +53,9 @@ class ClaimedJob:
     max_attempts: int
     timeout: float | None = None
     signature: str = ""
+    # Why the job cannot run, when the store claimed its row but could not read it
+    # (arguments it cannot decode, ...): the worker fails it at once, alone.
+    problem: str | None = None
 
     def claim_order(self):
         return (-self.priority, self.run_at, self.id)
@@ -86,6 +89,8 @@ class JobInfo:
     result: Any = None  # encoded, as stored
     error: dict | None = None
     worker_id: str | None = None
+    args: Any = None  # encoded, as stored
+    kwargs: Any = None
 
 
 @dataclasses.dataclass(slots=True)

@@ -101,6 +101,9 @@ class BaseJobBackend:
     reported by ``manage.py check`` (``pgjobs.E002``).
     """
 
+    #: Jobs are stored and run by workers (``get_store()``, refs by id, retention);
+    #: False for backends that run a job as it is enqueued.
+    stores_jobs = False
     #: Option keys this backend understands; ``None`` accepts any.
     option_names = None
     #: Default for ``max_attempts`` when neither the call nor OPTIONS give one.

@@ -76,6 +76,8 @@ class DatabaseBackend(BaseJobBackend):
     until pruned by hand). Workers delete jobs past these (``retention_rules``).
     """
 
+    stores_jobs = True
+
     option_names = {
         "DATABASE",
         "QUEUES",

@@ -82,6 +82,8 @@ class RedisBackend(BaseJobBackend):
     workers delete the jobs of a shorter one (``retention_rules``) sooner.
     """
 
+    stores_jobs = True
+
     option_names = {
         "URL",
         "PREFIX",

@@ -13,13 +13,30 @@ class Store(abc.ABC):
     """Where jobs live. Methods are called from the worker's own thread, except
     ``wait``, which a worker may call from a listener thread."""
 
-    #: How an idle worker learns of new jobs: ``"listen"`` (pushed, ``wait``
-    #: returns early) or ``"poll"`` (``wait`` only sleeps).
-    wakeup = "poll"
-    #: Seconds between polls when the worker is not told otherwise.
-    default_poll_interval = 1.0
+    # -- capabilities: declared here, read by callers, never probed ---------------
+
+    #: ``wait`` returns early when jobs arrive (PostgreSQL LISTEN, Redis pub/sub);
+    #: otherwise it only sleeps and workers poll.
+    supports_listen = False
     #: ``claim`` returns jobs in claim order already (no ``run_at`` needed to sort).
     claims_in_order = False
+    #: ``live_workers`` answers, so that wake-ups can be shared out between workers.
+    supports_live_workers = False
+    #: ``get_schedules``, ``create_schedule`` and ``advance_schedule`` work.
+    supports_schedules = False
+    #: An enqueue inside the caller's ``transaction.atomic()`` commits or rolls back
+    #: with it (the SQL stores). When False, a storing backend holds the jobs until
+    #: the transaction commits, through the deferred-write methods below.
+    enqueues_in_transaction = True
+    #: Seconds between polls when the worker is not told otherwise.
+    default_poll_interval = 1.0
+    #: Seconds a claim lasts without a heartbeat (stores set it from their options).
+    lease_seconds = 20.0
+
+    @property
+    def wakeup(self):
+        """``"listen"`` or ``"poll"``: ``supports_listen`` as the older name reads it."""
+        return "listen" if self.supports_listen else "poll"
 
     def describe(self):
         """One line for the worker's banner: storage and wake-up mode."""

@@ -115,7 +115,6 @@ class UtcNow(Func):
 class MySQLStore(OrmStore):
     """Jobs in a MySQL or MariaDB database, through Django's connection for the alias."""
 
-    wakeup = "poll"
     default_poll_interval = 1.0
 
     # -- time --------------------------------------------------------------------

@@ -48,6 +48,9 @@ def seconds(delta_seconds):
 class OrmStore(Store):
     """A store over the ``Job`` model on one database alias."""
 
+    supports_live_workers = True
+    supports_schedules = True
+
     def __init__(
         self, alias="default", *, lease_seconds=20.0, channel="pgjobs", keep_succeeded=True
     ):

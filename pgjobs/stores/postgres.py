@@ -196,7 +196,7 @@ SELECT count(*) FROM deleted
 class PostgresStore(OrmStore):
     """Jobs in a PostgreSQL database, through Django's connection for the alias."""
 
-    wakeup = "listen"
+    supports_listen = True
     claims_in_order = True
     # LISTEN wakes workers for jobs due now; polling only backs it up (and
     # deferred jobs are waited for exactly, see ``seconds_until_due``).

@@ -631,7 +631,10 @@ def _json(value):
 class RedisStore(Store):
     """Jobs in one Redis database, under a key prefix."""
 
-    wakeup = "listen"
+    supports_listen = True
+    supports_live_workers = True
+    supports_schedules = True
+    enqueues_in_transaction = False
     # Pub/sub wakes workers for due jobs; polling only backs it up.
     default_poll_interval = 2.0
 

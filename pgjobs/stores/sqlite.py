@@ -115,7 +115,6 @@ def is_busy(exc):
 class SQLiteStore(OrmStore):
     """Jobs in a SQLite database file, through Django's connection for the alias."""
 
-    wakeup = "poll"
     default_poll_interval = 1.0
 
     # -- time --------------------------------------------------------------------
