@@ -20,8 +20,8 @@ from django.utils import timezone
 
 from pgjobs import JobNotFound, background, records
 from pgjobs.backends import DatabaseBackend
+from pgjobs.backends.database import DEFAULT_KEEP_FAILED, DEFAULT_KEEP_SUCCEEDED
 from pgjobs.backends.redis import RedisBackend
-from pgjobs.backends.storing import DEFAULT_KEEP_FAILED, DEFAULT_KEEP_SUCCEEDED
 from pgjobs.exceptions import InvalidBackend
 from pgjobs.handler import get_backend
 from pgjobs.management.commands import _retention

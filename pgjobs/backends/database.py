@@ -6,7 +6,10 @@ statement. An enqueue inside ``transaction.atomic()`` is part of that
 transaction. ``pgjobs_worker`` and ``pgjobs_drain`` work the same store.
 """
 
-from .storing import StoringBackend
+# DEFAULT_KEEP_*: defined here before StoringBackend; still importable from here.
+from .storing import DEFAULT_KEEP_FAILED, DEFAULT_KEEP_SUCCEEDED, StoringBackend
+
+__all__ = ["DEFAULT_KEEP_FAILED", "DEFAULT_KEEP_SUCCEEDED", "DatabaseBackend"]
 
 
 class DatabaseBackend(StoringBackend):
