@@ -118,7 +118,7 @@ def check_database(app_configs=None, databases=None, **kwargs):
         backend = get_backend()
     except Exception:
         return []  # check_settings says what is wrong with the setting
-    if getattr(backend, "alias", None) not in databases:
+    if backend.jobs_database not in databases:
         return []
     return upkeep_checks(backend)
 
@@ -133,7 +133,7 @@ def upkeep_checks(backend):
         return []
     if not problems:
         return []
-    where = getattr(backend, "alias", None)
+    where = backend.jobs_database
     return [
         checks.Warning(
             f"Autovacuum will not reclaim finished jobs' rows"
@@ -156,7 +156,7 @@ def schedule_checks(name, schedule, backend):
     reason = None
     if not backend.supports("defer"):
         reason = "it does not define defer()"
-    elif not hasattr(backend, "get_store"):
+    elif not backend.stores_jobs:
         reason = "pgjobs_worker and pgjobs_drain, which enqueue scheduled jobs, cannot work it"
     if reason is not None:
         # The entries are checked once the backend can run them.

@@ -2,8 +2,14 @@
 
 A backend defines any of ``enqueue(func, args, kwargs)``, ``defer(func, when,
 args, kwargs)``, ``aenqueue(...)`` and ``adefer(...)``; a mode it does not define
-is not supported (``background`` then raises ``NotSupported``). Backends that
-store jobs call ``prepare()`` to turn a call into a validated ``JobSpec``.
+is not supported (``background`` then raises ``NotSupported``). Everything else a
+caller may ask of a backend is declared here, as a class attribute or a method
+with a default, so that callers read it instead of probing with ``hasattr``:
+``stores_jobs`` (refs by id, a store for workers: see ``StoringBackend`` in
+``storing.py``), ``jobs_database`` (the database whose ``Job`` table holds the
+jobs) and ``enqueue_many`` (one ``enqueue`` per job unless a backend writes them
+at once). Backends that store jobs call ``prepare()`` to turn a call into a
+validated ``JobSpec``.
 """
 
 import contextlib
@@ -15,7 +21,7 @@ import numbers
 from django.conf import settings
 from django.utils import timezone
 
-from ..exceptions import InvalidBackend, InvalidJob
+from ..exceptions import InvalidBackend, InvalidJob, NotSupported
 from ..records import DEFAULT_PRIORITY, DEFAULT_QUEUE, MAX_PRIORITY, MIN_PRIORITY, JobSpec
 from ..serialization import (
     JobSigner,
@@ -101,9 +107,15 @@ class BaseJobBackend:
     reported by ``manage.py check`` (``pgjobs.E002``).
     """
 
-    #: Jobs are stored and run by workers (``get_store()``, refs by id, retention);
+    #: Jobs are stored and run by workers: the backend has ``get_store()``,
+    #: ``get_job(id)``, ``get_ref(id)``, ``cancel_job(id)``, ``retention_rules()``,
+    #: ``lease_seconds`` and ``poll_interval``, as ``StoringBackend`` gives them.
     #: False for backends that run a job as it is enqueued.
     stores_jobs = False
+    #: The Django database alias whose ``Job`` table holds this backend's jobs, so
+    #: that the admin works them through this backend's store; None when its jobs
+    #: live elsewhere (Redis) or nowhere (run in-band).
+    jobs_database = None
     #: Option keys this backend understands; ``None`` accepts any.
     option_names = None
     #: Default for ``max_attempts`` when neither the call nor OPTIONS give one.
@@ -135,6 +147,25 @@ class BaseJobBackend:
     @classmethod
     def supported_modes(cls):
         return [mode for mode in MODES if cls.supports(mode)]
+
+    def mode_method(self, mode):
+        """The bound method for ``mode``; ``NotSupported`` when it is not defined."""
+        if not self.supports(mode):
+            supported = ", ".join(self.supported_modes()) or "nothing"
+            raise NotSupported(
+                f"{type(self).__name__} does not support {mode}() (it supports {supported}). "
+                "Configure a backend that does, such as pgjobs.backends.DatabaseBackend."
+            )
+        return getattr(self, mode)
+
+    def enqueue_many(self, jobs, **options):
+        """Enqueue ``(func, args, kwargs)`` jobs sharing ``options``; return what each
+        ``enqueue`` returned, in order. This default calls ``enqueue`` once per job,
+        passing ``options`` as given (none when the caller gave none, so that an
+        ``enqueue`` with the RFC's exact signature works); storing backends write
+        all the jobs at once."""
+        enqueue = self.mode_method("enqueue")
+        return [enqueue(func, args, kwargs, **options) for func, args, kwargs in jobs]
 
     def check(self, **kwargs):
         """System check messages about this backend's configuration."""

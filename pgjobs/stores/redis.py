@@ -774,8 +774,8 @@ class RedisStore(Store):
     def enqueue(self, spec):
         return self.push([spec])[0]
 
-    def enqueue_many(self, specs):
-        return self.push(list(specs))
+    def enqueue_many(self, specs, ids=None):
+        return self.push(list(specs), ids)
 
     def enqueue_unique(self, spec):
         return self.push([spec])[0]
