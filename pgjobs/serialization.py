@@ -148,7 +148,7 @@ def _tag(tag, value):
     return {TAG: tag, "v": value}
 
 
-def _storable_str(value):
+def storable_str(value):
     """Whether a database's JSON column keeps ``value`` as it is: PostgreSQL's jsonb
     holds neither U+0000 nor lone surrogates (what ``os.fsdecode`` makes of
     undecodable file names)."""
@@ -165,17 +165,44 @@ def _is_plain(value):
     """Whether ``value`` is stored as it is, decided quickly for the arguments most
     jobs take (ids, names, flags); anything else goes through ``_encode``."""
     kind = type(value)
-    if kind is int or kind is bool or value is None:
+    if kind is int:
+        return -_MAX_INT < value < _MAX_INT
+    if kind is bool or value is None:
         return True
     return kind is str and value.isascii() and "\x00" not in value
 
 
-def _encode(value, where):
-    """Turn ``value`` into JSON-ready data; ``where`` names it in errors."""
-    if value is None or isinstance(value, (bool, int)):
+#: How deep containers may nest in a job's arguments (a list in a list is 2 levels),
+#: on the way in and out. Well below what Python's recursion limit lets the
+#: encoder, the decoder and JSON readers reach (about 1,000 frames, a tagged value
+#: taking two or three JSON levels) and what jsonb holds.
+MAX_DEPTH = 100
+
+#: The most digits a stored integer may have: Python refuses to read or write
+#: longer ones as text (``sys.get_int_max_str_digits``), so a worker could not
+#: decode the row.
+MAX_INT_DIGITS = 4300
+_MAX_INT = 10**MAX_INT_DIGITS
+
+
+class _TooDeep(Exception):
+    """Raised from deep inside ``_encode``; ``encode_arguments`` names the argument."""
+
+
+def _encode(value, where, depth=0):
+    """Turn ``value`` into JSON-ready data; ``where`` names it in errors, ``depth``
+    counts the containers around it."""
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        if -_MAX_INT < value < _MAX_INT:
+            return value
+        raise InvalidJob(
+            f"{where} is an integer of more than {MAX_INT_DIGITS:,} digits, which JSON readers "
+            "refuse; pass it as a str (or a Decimal)."
+        )
     if isinstance(value, str):
-        if _storable_str(value):
+        if storable_str(value):
             return value
         return _tag("str", base64.b64encode(value.encode("utf-8", "surrogatepass")).decode())
     if isinstance(value, float):
@@ -186,19 +213,22 @@ def _encode(value, where):
             # an int to JSON (and not even this float's digits): keep the text.
             return _tag("float", repr(value))
         return value
+    if depth >= MAX_DEPTH and isinstance(value, (list, tuple, dict, set, frozenset)):
+        raise _TooDeep
+    inner = depth + 1
     if isinstance(value, list):
-        return [_encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_encode(v, f"{where}[{i}]", inner) for i, v in enumerate(value)]
     if isinstance(value, tuple):
-        return _tag("tuple", [_encode(v, f"{where}[{i}]") for i, v in enumerate(value)])
+        return _tag("tuple", [_encode(v, f"{where}[{i}]", inner) for i, v in enumerate(value)])
     if isinstance(value, dict):
-        if all(isinstance(k, str) and _storable_str(k) for k in value) and TAG not in value:
-            return {k: _encode(v, f"{where}[{k!r}]") for k, v in value.items()}
+        if all(isinstance(k, str) and storable_str(k) for k in value) and TAG not in value:
+            return {k: _encode(v, f"{where}[{k!r}]", inner) for k, v in value.items()}
         # Non-string keys (or a key that looks like our tag, or that the database
         # cannot hold as it is) survive as pairs.
         return _tag(
             "dict",
             [
-                [_encode(k, f"{where} key {k!r}"), _encode(v, f"{where}[{k!r}]")]
+                [_encode(k, f"{where} key {k!r}", inner), _encode(v, f"{where}[{k!r}]", inner)]
                 for k, v in value.items()
             ],
         )
@@ -217,11 +247,13 @@ def _encode(value, where):
     if isinstance(value, (bytes, bytearray)):
         return _tag("bytes", base64.b64encode(bytes(value)).decode("ascii"))
     if isinstance(value, (set, frozenset)):
-        items = [_encode(v, f"{where} item") for v in value]
+        items = [_encode(v, f"{where} item", inner) for v in value]
         return _tag("set" if isinstance(value, set) else "frozenset", items)
     if hasattr(type(value), "__pgjobs_encode__"):
+        if depth >= MAX_DEPTH:
+            raise _TooDeep
         cls = type(value)
-        data = _encode(value.__pgjobs_encode__(), f"{where} ({cls.__qualname__})")
+        data = _encode(value.__pgjobs_encode__(), f"{where} ({cls.__qualname__})", inner)
         return _tag("object", [f"{cls.__module__}.{cls.__qualname__}", data])
     model_ref = _model_reference(value, where)
     if model_ref is not None:
@@ -231,6 +263,47 @@ def _encode(value, where):
         "stored as JSON. Pass plain data (str, int, float, bool, None, list, dict, tuple, "
         "datetime, date, time, timedelta, Decimal, UUID, bytes, set) or a saved model instance."
     )
+
+
+def _encode_argument(value, where):
+    """``_encode`` for one argument of a job, a too deep one named as a whole."""
+    try:
+        return _encode(value, where)
+    except (_TooDeep, RecursionError):
+        # RecursionError: an argument's __pgjobs_encode__ or __repr__ of its own.
+        if _refers_to_itself(value):
+            problem = "refers to itself (a container inside itself), which JSON cannot hold"
+        else:
+            problem = f"is nested deeper than {MAX_DEPTH} levels"
+        raise InvalidJob(f"{where} {problem}; pass flatter data (or ids to look up).") from None
+
+
+def _refers_to_itself(value):
+    """Whether a container holds itself, at any depth: a walk with a stack (deep
+    data must not exhaust Python's), each container explored once."""
+    on_path, done = set(), set()
+    stack = [(value, False)]
+    while stack:
+        item, leaving = stack.pop()
+        key = id(item)
+        if leaving:
+            on_path.discard(key)
+            done.add(key)
+            continue
+        if isinstance(item, dict):
+            children = [*item.keys(), *item.values()]
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            children = item
+        else:
+            continue
+        if key in on_path:
+            return True
+        if key in done:
+            continue
+        on_path.add(key)
+        stack.append((item, True))
+        stack.extend((child, False) for child in children)
+    return False
 
 
 def _model_reference(value, where):
@@ -243,23 +316,26 @@ def _model_reference(value, where):
     return [meta.label_lower, _encode(value.pk, f"{where}.pk")]
 
 
-def _decode(value):
+def _decode(value, depth=0):
+    if depth >= MAX_DEPTH and isinstance(value, (list, dict)):
+        raise ValueError(f"the arguments are nested deeper than {MAX_DEPTH} levels")
+    inner_depth = depth + 1
     if isinstance(value, list):
-        return [_decode(v) for v in value]
+        return [_decode(v, inner_depth) for v in value]
     if not isinstance(value, dict):
         return value
     tag = value.get(TAG)
     if tag is None:
-        return {k: _decode(v) for k, v in value.items()}
+        return {k: _decode(v, inner_depth) for k, v in value.items()}
     inner = value["v"]
     if tag == "str":
         return base64.b64decode(inner).decode("utf-8", "surrogatepass")
     if tag == "float":
         return float(inner)
     if tag == "tuple":
-        return tuple(_decode(v) for v in inner)
+        return tuple(_decode(v, inner_depth) for v in inner)
     if tag == "dict":
-        return {_decode(k): _decode(v) for k, v in inner}
+        return {_decode(k, inner_depth): _decode(v, inner_depth) for k, v in inner}
     if tag == "datetime":
         return datetime.datetime.fromisoformat(inner)
     if tag == "date":
@@ -275,16 +351,16 @@ def _decode(value):
     if tag == "bytes":
         return base64.b64decode(inner)
     if tag == "set":
-        return {_decode(v) for v in inner}
+        return {_decode(v, inner_depth) for v in inner}
     if tag == "frozenset":
-        return frozenset(_decode(v) for v in inner)
+        return frozenset(_decode(v, inner_depth) for v in inner)
     if tag == "model":
-        return _load_model(inner[0], _decode(inner[1]))
+        return _load_model(inner[0], _decode(inner[1], inner_depth))
     if tag == "object":
         cls = import_string(inner[0])
         if not hasattr(cls, "__pgjobs_decode__"):
             raise ValueError(f"{inner[0]} does not define __pgjobs_decode__")
-        return cls.__pgjobs_decode__(_decode(inner[1]))
+        return cls.__pgjobs_decode__(_decode(inner[1], inner_depth))
     raise ValueError(f"unknown tagged value {tag!r}")
 
 
@@ -308,8 +384,10 @@ def encode_arguments(args, kwargs):
     for key in kwargs:
         if not isinstance(key, str) or not key.isidentifier():
             raise InvalidJob(f"kwargs key {key!r} is not a valid keyword argument name")
-    encoded_args = [v if _is_plain(v) else _encode(v, f"args[{i}]") for i, v in enumerate(args)]
-    encoded_kwargs = {k: _encode(v, f"kwargs[{k!r}]") for k, v in kwargs.items()}
+    encoded_args = [
+        v if _is_plain(v) else _encode_argument(v, f"args[{i}]") for i, v in enumerate(args)
+    ]
+    encoded_kwargs = {k: _encode_argument(v, f"kwargs[{k!r}]") for k, v in kwargs.items()}
     return encoded_args, encoded_kwargs
 
 
@@ -327,7 +405,8 @@ def decode_arguments(args, kwargs):
     if not args and not kwargs:
         return [], {}
     try:
-        return _decode(args), _decode(kwargs)
+        # Each argument from depth 0, as encode_arguments encoded it.
+        return [_decode(v) for v in args], {k: _decode(v) for k, v in kwargs.items()}
     except Exception as exc:  # any decoding problem is the row's fault, not the worker's
         raise InvalidJob(f"cannot decode stored arguments: {type(exc).__name__}: {exc}") from None
 
@@ -360,6 +439,8 @@ def _plain_list_json(values, storable_only=False):
     for value in values:
         kind = type(value)
         if kind is int:
+            if not -_MAX_INT < value < _MAX_INT:
+                return None  # too long to write as text: _encode says so
             parts.append(int.__repr__(value))
         elif kind is str:
             if storable_only and (not value.isascii() or "\x00" in value):
@@ -398,7 +479,7 @@ def encode_result(value):
     """Encode a job's return value for storage; unstorable results are described, not lost."""
     try:
         return _encode(value, "the job's return value")
-    except (InvalidJob, RecursionError):  # RecursionError: a value that contains itself
+    except (InvalidJob, _TooDeep, RecursionError):  # a value that contains itself, say
         return {TAG: "repr", "v": _storable_repr(value)}
 
 
@@ -408,7 +489,7 @@ def _storable_repr(value):
     except Exception as exc:  # a broken __repr__ must not lose the outcome
         text = f"<{type(value).__qualname__} object (repr failed: {type(exc).__name__})>"
     text = text[:1000]
-    if not _storable_str(text):  # a custom __repr__ may return anything
+    if not storable_str(text):  # a custom __repr__ may return anything
         text = text.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
     return text
 
