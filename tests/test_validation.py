@@ -3,12 +3,14 @@ one line that names the argument and says how to fix it, and writes nothing. Als
 modules may hold jobs (``PGJOBS["JOB_MODULES"]``), enforced at enqueue, in the worker
 and by ``manage.py check``."""
 
+import datetime
 import io
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
-from pgjobs import InvalidJob, background
+from pgjobs import InvalidJob, background, records
 from pgjobs.serialization import (
     MAX_DEPTH,
     decode_arguments,
@@ -49,9 +51,83 @@ def command_refused(*args):
     return message
 
 
+# -- 1. timeout and --delay ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), float("-inf"), -1, 0, 1e30])
+def test_a_timeout_that_is_not_a_sane_number_of_seconds_is_refused(timeout):
+    message = refused(lambda: background.enqueue(jobs.noop, timeout=timeout), "timeout")
+    assert "seconds" in message
+
+
+def test_a_timeout_of_a_day_is_accepted():
+    assert background.enqueue(jobs.noop, timeout=86400.0).refresh().status == records.READY
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0"])
+def test_the_enqueue_command_refuses_a_bad_timeout(value):
+    assert "timeout" in command_refused("tests.testapp.jobs.noop", "--timeout", value)
+
+
+@pytest.mark.parametrize("value", ["nan", "1e30", "inf", "-inf", "1e13"])
+def test_the_enqueue_command_refuses_a_delay_it_cannot_count(value):
+    assert "--delay" in command_refused("tests.testapp.jobs.noop", "--delay", value)
+
+
+def test_the_enqueue_command_refuses_a_number_python_will_not_read():
+    message = command_refused("tests.testapp.jobs.echo", "--args", f"[{'9' * 5000}]")
+    assert "--args" in message and "digits" in message
+
+
+def test_the_enqueue_command_refuses_json_nested_deeper_than_python_reads():
+    assert "--args" in command_refused("tests.testapp.jobs.echo", "--args", "[" * 3000 + "]" * 3000)
+
+
 def test_an_integer_too_long_for_json_readers_is_refused_from_code():
     refused(lambda: background.enqueue(jobs.echo, args=[10**5000]), "args[0]", "digits")
     refused(lambda: background.enqueue(jobs.echo, kwargs={"n": -(10**5000)}), "kwargs['n']")
+
+
+# -- 2. when --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        datetime.timedelta.max,
+        datetime.timedelta.min,
+        datetime.timedelta(days=9_000 * 366),
+        datetime.datetime.max.replace(tzinfo=datetime.UTC),
+        datetime.datetime(9999, 12, 31, 20, tzinfo=datetime.timezone(datetime.timedelta(hours=-5))),
+        datetime.datetime.min.replace(tzinfo=datetime.UTC),
+    ],
+    ids=[
+        "timedelta-max",
+        "timedelta-min",
+        "9000-years",
+        "datetime-max",
+        "max-west",
+        "datetime-min",
+    ],
+)
+def test_a_when_out_of_the_databases_range_is_refused(when):
+    refused(lambda: background.defer(jobs.noop, when), "when")
+
+
+def test_defer_with_when_none_is_refused_naming_when():
+    message = refused(lambda: background.defer(jobs.noop, None), "when")
+    assert "enqueue()" in message
+
+
+def test_adefer_with_when_none_is_refused_naming_when():
+    from asgiref.sync import async_to_sync
+
+    refused(lambda: async_to_sync(background.adefer)(jobs.noop, None), "when")
+
+
+def test_a_when_a_thousand_years_ahead_is_accepted():
+    when = timezone.now() + datetime.timedelta(days=365 * 1000)
+    assert background.defer(jobs.noop, when).refresh().status == records.READY
 
 
 # -- 3. nesting -----------------------------------------------------------------------------
@@ -98,3 +174,35 @@ def test_an_encode_hook_that_returns_itself_is_refused():
             return self
 
     refused(lambda: background.enqueue(jobs.echo, args=[Loops()]), "args[0]")
+
+
+# -- 4. queue names -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def any_queue(settings):
+    settings.PGJOBS = {**settings.PGJOBS, "OPTIONS": {**settings.PGJOBS["OPTIONS"], "QUEUES": []}}
+
+
+@pytest.mark.parametrize(
+    ("queue", "words"),
+    [
+        ("q" * 101, ["queue", "100 characters"]),
+        ("", ["queue", "non-empty"]),
+        (7, ["queue", "string"]),
+        (b"default", ["queue", "string"]),
+        ("nul\x00queue", ["queue"]),
+    ],
+    ids=["101-chars", "empty", "int", "bytes", "nul"],
+)
+def test_a_queue_name_the_database_cannot_hold_is_refused(any_queue, queue, words):
+    refused(lambda: background.enqueue(jobs.noop, queue=queue), *words)
+    refused(lambda: background.enqueue_many([(jobs.noop, [], {})], queue=queue), *words)
+
+
+def test_a_queue_name_of_100_characters_is_accepted(any_queue):
+    assert background.enqueue(jobs.noop, queue="q" * 100).refresh().queue == "q" * 100
+
+
+def test_a_unique_key_the_database_cannot_hold_is_refused():
+    refused(lambda: background.enqueue(jobs.noop, unique_key="a\x00b"), "unique_key")
