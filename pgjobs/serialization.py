@@ -26,6 +26,7 @@ from django.core.signals import setting_changed
 from django.utils.encoding import force_bytes
 from django.utils.module_loading import import_string
 
+from .conf import SETTING_NAMES, job_modules, setting_name
 from .exceptions import InvalidJob
 
 TAG = "__pgjobs__"
@@ -34,17 +35,20 @@ TAG = "__pgjobs__"
 # -- functions ---------------------------------------------------------------
 
 
-def function_path(func):
+def function_path(func, check_modules=True):
     """Return the dotted path a worker imports to find ``func``.
 
     Raises ``InvalidJob`` for anything a worker could not import back to the
     same object: lambdas, nested functions, bound methods, builtins, callable
-    instances.
+    instances, classes; and (unless ``check_modules`` is false) for a function
+    outside the job modules (``job_module_problem``), which workers refuse.
     """
     if isinstance(func, str):
         path = func
-        load_function(path)  # fails now, at enqueue, rather than in the worker
+        load_function(path, check_modules)  # fails now, at enqueue, rather than in the worker
         return path
+    if not check_modules:
+        return _checked_function_path(func, check_modules)
     if type(func) is types.FunctionType:
         # A function seen before: only look that its module still holds it (what
         # import_string would find), not every check again. Each enqueue's checks
@@ -67,7 +71,7 @@ _function_paths = {}
 _FUNCTION_PATHS_KEPT = 1000
 
 
-def _checked_function_path(func):
+def _checked_function_path(func, check_modules=True):
     if not callable(func):
         raise InvalidJob(f"{func!r} is not a function; enqueue a module-level function.")
     name = getattr(func, "__qualname__", None) or repr(func)
@@ -80,7 +84,14 @@ def _checked_function_path(func):
         raise InvalidJob(
             f"{name} is a builtin; wrap it in a module-level function of your own and enqueue that."
         )
-    if not hasattr(func, "__qualname__"):
+    if inspect.isclass(func):
+        raise InvalidJob(
+            f"{func.__module__}.{name} is a class, not a function; enqueue a module-level "
+            "function that uses it."
+        )
+    if not isinstance(func, types.FunctionType):
+        # Callable instances, partials, functions written in C: none imports back
+        # as a Python function a worker can check.
         raise InvalidJob(f"{func!r} is not a function; enqueue a module-level function.")
     if func.__name__ == "<lambda>":
         raise InvalidJob(
@@ -93,6 +104,8 @@ def _checked_function_path(func):
             "import it. Move it to module level."
         )
     path = f"{func.__module__}.{name}"
+    if check_modules:
+        check_job_module(path)
     try:
         found = import_string(path)
     except ImportError:
@@ -103,6 +116,59 @@ def _checked_function_path(func):
             "defined in __main__?). Enqueue the module-level function itself."
         )
     return path
+
+
+# -- job modules -----------------------------------------------------------------
+
+
+def job_module_problem(path):
+    """Why the dotted ``path`` may not name a job, or None when it lies in a job
+    module (``PGJOBS["JOB_MODULES"]``, see ``conf.job_modules``). Looks only at
+    the text: nothing is imported. ``InvalidJob`` when the setting is malformed."""
+    modules = _job_modules()
+    for module in modules:
+        if path.startswith(module) and (len(path) == len(module) or path[len(module)] == "."):
+            return None
+    shown = ", ".join(modules[:8]) + (f" and {len(modules) - 8} more" if len(modules) > 8 else "")
+    return (
+        f"{path} is outside {setting_name()}['JOB_MODULES'] ({shown or 'empty'}); "
+        "list its module there if it holds jobs."
+    )
+
+
+def check_job_module(path):
+    """Raise ``InvalidJob`` unless ``path`` lies in a job module."""
+    problem = job_module_problem(path)
+    if problem is not None:
+        raise InvalidJob(problem)
+
+
+def _job_modules():
+    global _modules
+    modules = _modules
+    if modules is None:
+        try:
+            modules = job_modules()
+        except ValueError as exc:
+            raise InvalidJob(str(exc)) from None
+        from django.apps import apps
+
+        if apps.apps_ready:  # the installed apps are final only then
+            _modules = modules
+    return modules
+
+
+_modules = None  # job_modules(), kept until the settings it reads change
+
+
+def _forget_job_modules(setting, **kwargs):
+    global _modules
+    if setting in ("INSTALLED_APPS", *SETTING_NAMES):
+        _modules = None
+        _function_paths.clear()  # each was checked against the modules of its day
+
+
+setting_changed.connect(_forget_job_modules, dispatch_uid="pgjobs.serialization.job_modules")
 
 
 #: Objects a job's path may name that are not functions but know how to run, by
@@ -123,13 +189,23 @@ def _runner(obj):
     return None
 
 
-def load_function(path):
-    """Import the function a job names; raise ``InvalidJob`` with the reason."""
+def load_function(path, check_modules=True):
+    """Import the function a job names; raise ``InvalidJob`` with the reason.
+
+    The path must lie in a job module (``check_job_module``), checked before
+    anything is imported, and name what ``function_path`` accepts of an object: a
+    module-level Python function, itself in a job module, or an object that
+    ``RUNNERS`` knows (a task of Django's tasks framework)."""
+    if not isinstance(path, str):
+        raise InvalidJob(f"a job function's path must be a str, not {type(path).__name__}")
+    problem = job_module_problem(path) if check_modules else None
+    if problem is not None:
+        raise InvalidJob(f"cannot import job function {path!r}: {problem}")
     try:
         func = import_string(path)
         runner = _runner(func)
         if runner is not None:
-            func = runner(func)
+            return runner(func)
     except ImportError as exc:
         raise InvalidJob(f"cannot import job function {path!r}: {exc}") from None
     except Exception as exc:  # a malformed path ("."), or a module that raises on import
@@ -138,6 +214,10 @@ def load_function(path):
         ) from None
     if not callable(func):
         raise InvalidJob(f"job function {path!r} is a {type(func).__name__}, not a function")
+    try:
+        _checked_function_path(func, check_modules)  # the rules of a function given as itself
+    except InvalidJob as exc:
+        raise InvalidJob(f"job function {path!r}: {exc}") from None
     return func
 
 

@@ -5,18 +5,26 @@ and by ``manage.py check``."""
 
 import datetime
 import io
+import os
+import subprocess
+import sys
 
 import pytest
+from django.core import checks
 from django.core.management import CommandError, call_command
+from django.test import override_settings
 from django.utils import timezone
 
 from pgjobs import InvalidJob, background, records
+from pgjobs.conf import job_modules
 from pgjobs.serialization import (
     MAX_DEPTH,
     decode_arguments,
     encode_arguments,
+    load_function,
+    sign_job,
 )
-from tests.conftest import status_counts
+from tests.conftest import JOBS_IN_REDIS, run_jobs, status_counts
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db
@@ -206,3 +214,122 @@ def test_a_queue_name_of_100_characters_is_accepted(any_queue):
 
 def test_a_unique_key_the_database_cannot_hold_is_refused():
     refused(lambda: background.enqueue(jobs.noop, unique_key="a\x00b"), "unique_key")
+
+
+# -- 5. which modules may hold jobs -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "func",
+    ["os.system", "builtins.eval", "subprocess.call", "shutil.rmtree", "subprocess.Popen"],
+)
+def test_stdlib_functions_by_dotted_path_are_refused(func):
+    refused(lambda: background.enqueue(func, args=["true"]), func, "JOB_MODULES")
+
+
+@pytest.mark.parametrize("func", [os.system, eval, subprocess.call, subprocess.Popen])
+def test_stdlib_functions_as_objects_are_refused(func):
+    refused(lambda: background.enqueue(func, args=["true"]), func.__name__)
+
+
+def test_a_path_counts_only_if_the_functions_own_module_is_a_job_module_too():
+    """``os.path.join`` is ``posixpath.join``: listing ``os.path`` does not list it."""
+    with override_settings(PGJOBS={**background_settings(), "JOB_MODULES": ["tests", "os.path"]}):
+        refused(lambda: background.enqueue("os.path.join", args=["a"]), "posixpath", "JOB_MODULES")
+    refused(lambda: background.enqueue("tests.testapp.jobs.time"), "tests.testapp.jobs.time")
+    refused(lambda: background.enqueue("tests.testapp.jobs.IntegrityError"), "class")
+
+
+def test_functions_of_the_sites_apps_are_accepted_by_path_and_as_objects():
+    assert background.enqueue("tests.testapp.jobs.add", args=[1, 2]).refresh().func == (
+        "tests.testapp.jobs.add"
+    )
+    assert background.enqueue(jobs.add, args=[1, 2]).refresh().func == "tests.testapp.jobs.add"
+
+
+def background_settings():
+    from django.conf import settings
+
+    return dict(settings.PGJOBS)
+
+
+def test_the_default_job_modules_are_the_installed_apps_and_pgjobs():
+    with override_settings(
+        PGJOBS={k: v for k, v in background_settings().items() if k != "JOB_MODULES"}
+    ):
+        modules = job_modules()
+        assert "tests.testapp" in modules and "pgjobs" in modules
+        assert "django.contrib.auth" in modules
+        assert not {"os", "subprocess", "shutil", "builtins", "tests"} & set(modules)
+        refused(lambda: background.enqueue("os.system", args=["true"]), "JOB_MODULES")
+        assert background.enqueue(jobs.noop).refresh().status == records.READY
+
+
+def test_a_listed_module_prefix_covers_its_submodules_only_at_a_dot():
+    with override_settings(PGJOBS={**background_settings(), "JOB_MODULES": ["tests.test"]}):
+        # "tests.testapp" starts with "tests.test" but is another module.
+        refused(lambda: background.enqueue(jobs.noop), "tests.testapp.jobs.noop", "JOB_MODULES")
+
+
+def test_job_modules_must_be_a_list_of_module_names():
+    with override_settings(PGJOBS={**background_settings(), "JOB_MODULES": "tests"}):
+        refused(lambda: background.enqueue(jobs.noop), "JOB_MODULES")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_signed_row_naming_os_system_fails_in_the_worker_without_running(tmp_path):
+    marker = tmp_path / "ran"
+    args = [f"touch {marker}"]
+    ok = background.enqueue(jobs.add, args=[1, 2])
+    if JOBS_IN_REDIS:
+        pytest.skip("a row written by hand is a DatabaseBackend row")
+    from pgjobs.models import Job
+
+    row = Job.objects.create(
+        func="os.system",
+        args=args,
+        kwargs={},
+        queue="default",
+        signature=sign_job("os.system", args, {}, "default"),
+    )
+    run_jobs()
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == (records.FAILED, 1), row.error
+    assert row.error["type"] == "pgjobs.exceptions.InvalidJob"
+    assert "JOB_MODULES" in row.error["message"], row.error
+    assert not marker.exists(), "os.system was called"
+    assert ok.refresh().result == 3
+
+
+def test_load_function_refuses_a_module_outside_job_modules_before_importing_it():
+    name = "tests.testapp.never_imported_job_module"
+    with pytest.raises(InvalidJob, match="JOB_MODULES"):
+        with override_settings(
+            PGJOBS={**background_settings(), "JOB_MODULES": ["tests.testapp.jobs"]}
+        ):
+            load_function(f"{name}.run")
+    assert name not in sys.modules
+
+
+def test_check_reports_schedule_entries_outside_job_modules():
+    hourly = datetime.timedelta(hours=1)
+    config = {
+        **background_settings(),
+        "JOB_MODULES": ["tests.testapp"],
+        "SCHEDULE": {
+            "nightly": {"func": "tests.testapp.jobs.noop", "every": hourly},
+            "spawn": {"func": "subprocess.call", "args": [["true"]], "every": hourly},
+            "shell": {"func": "os.system", "args": ["true"], "every": hourly},
+        },
+    }
+    with override_settings(PGJOBS=config):
+        messages = [m for m in checks.run_checks() if m.id and m.id.startswith("pgjobs.")]
+    assert [m.id for m in messages] == ["pgjobs.E014", "pgjobs.E008"], messages
+    assert "subprocess.call" in messages[0].msg and "JOB_MODULES" in messages[0].hint
+    assert "builtin" in messages[1].msg  # refused whatever JOB_MODULES says
+
+
+def test_check_reports_a_job_modules_setting_that_is_not_a_list_of_names():
+    with override_settings(PGJOBS={**background_settings(), "JOB_MODULES": ["ok", ""]}):
+        messages = [m for m in checks.run_checks() if m.id and m.id.startswith("pgjobs.")]
+    assert [m.id for m in messages] == ["pgjobs.E014"], messages
