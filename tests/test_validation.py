@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from django.conf import settings
 from django.core import checks
 from django.core.management import CommandError, call_command
 from django.test import override_settings
@@ -17,6 +18,7 @@ from django.utils import timezone
 
 from pgjobs import InvalidJob, background, records
 from pgjobs.conf import job_modules
+from pgjobs.handler import get_backend
 from pgjobs.serialization import (
     MAX_DEPTH,
     decode_arguments,
@@ -248,8 +250,6 @@ def test_functions_of_the_sites_apps_are_accepted_by_path_and_as_objects():
 
 
 def background_settings():
-    from django.conf import settings
-
     return dict(settings.PGJOBS)
 
 
@@ -333,3 +333,16 @@ def test_check_reports_a_job_modules_setting_that_is_not_a_list_of_names():
     with override_settings(PGJOBS={**background_settings(), "JOB_MODULES": ["ok", ""]}):
         messages = [m for m in checks.run_checks() if m.id and m.id.startswith("pgjobs.")]
     assert [m.id for m in messages] == ["pgjobs.E014"], messages
+
+
+# -- options in the settings ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["TIMEOUT", "RETRY_DELAY", "RETRY_MAX_DELAY", "LEASE_SECONDS"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_backend_option_that_is_not_a_finite_number_is_refused(key, value):
+    from pgjobs import InvalidBackend
+
+    backend_class = type(get_backend())
+    with pytest.raises(InvalidBackend, match=key):
+        backend_class({**settings.PGJOBS["OPTIONS"], key: value})

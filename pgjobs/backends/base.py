@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import datetime
 import gc
+import math
 import numbers
 
 from django.conf import settings
@@ -153,8 +154,12 @@ class BaseJobBackend:
         value = self.options.get(key, default)
         if value is None and allow_none:
             return None
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0:
-            raise InvalidBackend(f"OPTIONS[{key!r}] must be a number > 0, not {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not 0 < value < math.inf  # False for NaN too
+        ):
+            raise InvalidBackend(f"OPTIONS[{key!r}] must be a finite number > 0, not {value!r}")
         return float(value)
 
     @staticmethod
