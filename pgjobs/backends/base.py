@@ -337,8 +337,9 @@ def validate_priority(priority):
 EARLIEST_WHEN = datetime.datetime(1000, 1, 1, tzinfo=datetime.UTC)
 LATEST_WHEN = datetime.datetime(9999, 1, 1, tzinfo=datetime.UTC)
 
-#: The longest ``timeout`` (a year): longer waits overflow the timers a worker sets.
-MAX_TIMEOUT = 365 * 24 * 3600.0
+#: The longest ``timeout`` (about 31 years): much longer waits overflow the timers
+#: a worker sets (``threading.TIMEOUT_MAX`` is about 9.2e9 s on Linux).
+MAX_TIMEOUT = 1e9
 
 
 def validate_when(when):
@@ -393,7 +394,7 @@ def validate_timeout(timeout):
         or not 0 < timeout <= MAX_TIMEOUT  # False for NaN too
     ):
         raise InvalidJob(
-            f"timeout must be a number of seconds > 0 and at most {MAX_TIMEOUT:,.0f} (a year), "
+            f"timeout must be a number of seconds > 0 and at most {MAX_TIMEOUT:,.0f}, "
             f"not {timeout!r}; leave it out for no limit"
         )
     return float(timeout)
