@@ -40,7 +40,7 @@ def function_path(func, check_modules=True):
 
     Raises ``InvalidJob`` for anything a worker could not import back to the
     same object: lambdas, nested functions, bound methods, builtins, callable
-    instances, classes; and (unless ``check_modules`` is false) for a function
+    instances, functions written in C; and (unless ``check_modules`` is false) for a function
     outside the job modules (``job_module_problem``), which workers refuse.
     """
     if isinstance(func, str):
@@ -84,14 +84,9 @@ def _checked_function_path(func, check_modules=True):
         raise InvalidJob(
             f"{name} is a builtin; wrap it in a module-level function of your own and enqueue that."
         )
-    if inspect.isclass(func):
-        raise InvalidJob(
-            f"{func.__module__}.{name} is a class, not a function; enqueue a module-level "
-            "function that uses it."
-        )
-    if not isinstance(func, types.FunctionType):
+    if not isinstance(func, types.FunctionType) and not inspect.isclass(func):
         # Callable instances, partials, functions written in C: none imports back
-        # as a Python function a worker can check.
+        # as a function a worker can check. (A class is called as a job would be.)
         raise InvalidJob(f"{func!r} is not a function; enqueue a module-level function.")
     if func.__name__ == "<lambda>":
         raise InvalidJob(
@@ -193,9 +188,9 @@ def load_function(path, check_modules=True):
     """Import the function a job names; raise ``InvalidJob`` with the reason.
 
     The path must lie in a job module (``check_job_module``), checked before
-    anything is imported, and name what ``function_path`` accepts of an object: a
-    module-level Python function, itself in a job module, or an object that
-    ``RUNNERS`` knows (a task of Django's tasks framework)."""
+    anything is imported, and name what ``function_path`` accepts of an object (a
+    module-level Python function or class, defined in a job module too), or an
+    object that ``RUNNERS`` knows (a task of Django's tasks framework)."""
     if not isinstance(path, str):
         raise InvalidJob(f"a job function's path must be a str, not {type(path).__name__}")
     problem = job_module_problem(path) if check_modules else None

@@ -239,7 +239,7 @@ def test_a_path_counts_only_if_the_functions_own_module_is_a_job_module_too():
     with override_settings(PGJOBS={**background_settings(), "JOB_MODULES": ["tests", "os.path"]}):
         refused(lambda: background.enqueue("os.path.join", args=["a"]), "posixpath", "JOB_MODULES")
     refused(lambda: background.enqueue("tests.testapp.jobs.time"), "tests.testapp.jobs.time")
-    refused(lambda: background.enqueue("tests.testapp.jobs.IntegrityError"), "class")
+    refused(lambda: background.enqueue("tests.testapp.jobs.IntegrityError"), "django.db")
 
 
 def test_functions_of_the_sites_apps_are_accepted_by_path_and_as_objects():
