@@ -32,7 +32,8 @@ def job_modules():
     """The module-name prefixes whose functions may be jobs, as a tuple.
 
     ``JOB_MODULES`` when the setting has it; otherwise the site's own code: the
-    package of every installed app (``app_config.name``), and pgjobs. Standard
+    package of every installed app (``app_config.name``) and of the ``AppConfig``
+    classes its config derives from, and pgjobs. Standard
     library and third-party modules that are not apps (``os``, ``subprocess``)
     are outside unless listed. Raises ``ValueError`` naming the setting when
     ``JOB_MODULES`` is not a list of module names."""
@@ -51,10 +52,18 @@ def job_modules():
                     "module name like 'myapp.jobs'"
                 )
         return tuple(modules)
-    from django.apps import apps
+    from django.apps import AppConfig, apps
 
     if apps.apps_ready:
-        names = [app_config.name for app_config in apps.get_app_configs()]
+        names = []
+        for app_config in apps.get_app_configs():
+            names.append(app_config.name)
+            # An app built on another package's AppConfig runs that package's code
+            # too (wagtail.search's config derives from modelsearch's, whose tasks
+            # Wagtail enqueues): the packages of its config's classes count.
+            for cls in type(app_config).__mro__:
+                if issubclass(cls, AppConfig) and cls is not AppConfig:
+                    names.append(cls.__module__.rpartition(".")[0] or cls.__module__)
     else:  # before django.setup(): the entries as written (an AppConfig path covers less)
         names = [name for name in settings.INSTALLED_APPS if isinstance(name, str)]
     return tuple(dict.fromkeys(["pgjobs", *names]))

@@ -23,6 +23,7 @@ from pgjobs.serialization import (
     MAX_DEPTH,
     decode_arguments,
     encode_arguments,
+    job_module_problem,
     load_function,
     sign_job,
 )
@@ -263,6 +264,19 @@ def test_the_default_job_modules_are_the_installed_apps_and_pgjobs():
         assert not {"os", "subprocess", "shutil", "builtins", "tests"} & set(modules)
         refused(lambda: background.enqueue("os.system", args=["true"]), "JOB_MODULES")
         assert background.enqueue(jobs.noop).refresh().status == records.READY
+
+
+def test_the_default_covers_the_packages_an_apps_config_derives_from():
+    """wagtail.search's AppConfig derives from modelsearch's, and Wagtail enqueues
+    modelsearch's tasks: the default must let them through."""
+    pytest.importorskip("wagtail")
+    default = {k: v for k, v in background_settings().items() if k != "JOB_MODULES"}
+    apps = [*settings.INSTALLED_APPS, "wagtail.search"]
+    with override_settings(PGJOBS=default, INSTALLED_APPS=apps):
+        assert {"wagtail.search", "modelsearch"} <= set(job_modules())
+        assert job_module_problem("modelsearch.tasks.insert_or_update_object_task") is None
+    assert "modelsearch" not in job_modules()
+    assert "JOB_MODULES" in job_module_problem("modelsearch.tasks.insert_or_update_object_task")
 
 
 def test_a_listed_module_prefix_covers_its_submodules_only_at_a_dot():
