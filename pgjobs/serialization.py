@@ -392,7 +392,9 @@ def _model_reference(value, where):
 
 
 def _decode(value, depth=0):
-    if depth >= MAX_DEPTH and isinstance(value, (list, dict)):
+    # Containers stop at depth MAX_DEPTH - 1, as in _encode; a value inside the
+    # deepest of them may itself be a tagged dict (a datetime, a str): depth MAX_DEPTH.
+    if depth > MAX_DEPTH and isinstance(value, (list, dict)):
         raise ValueError(f"the arguments are nested deeper than {MAX_DEPTH} levels")
     inner_depth = depth + 1
     if isinstance(value, list):

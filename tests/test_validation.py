@@ -172,6 +172,13 @@ def test_an_argument_nested_too_deep_is_refused(depth):
 def test_nesting_up_to_the_limit_is_accepted_and_decodes():
     args, kwargs = encode_arguments([nested(MAX_DEPTH - 1)], {})
     assert decode_arguments(args, kwargs) == ([nested(MAX_DEPTH - 1)], {})
+    # The deepest list may hold values that travel tagged.
+    deepest = [datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC), "nul\x00", b"bytes"]
+    value = deepest
+    for _ in range(MAX_DEPTH - 1):
+        value = [value]
+    args, kwargs = encode_arguments([], {"value": value})
+    assert decode_arguments(args, kwargs) == ([], {"value": value})
 
 
 def test_stored_arguments_nested_deeper_than_the_limit_are_not_decoded():
