@@ -33,9 +33,9 @@ def job_modules():
 
     ``JOB_MODULES`` when the setting has it; otherwise the site's own code: the
     package of every installed app (``app_config.name``) and of the ``AppConfig``
-    classes its config derives from, and pgjobs. Standard
-    library and third-party modules that are not apps (``os``, ``subprocess``)
-    are outside unless listed. Raises ``ValueError`` naming the setting when
+    classes its config derives from, and pgjobs. Standard library and
+    third-party modules that are not apps (``os``, ``subprocess``) are outside
+    unless listed. Raises ``ValueError`` naming the setting when
     ``JOB_MODULES`` is not a list of module names."""
     raw = getattr(settings, setting_name(), None)
     if isinstance(raw, dict) and raw.get("JOB_MODULES") is not None:

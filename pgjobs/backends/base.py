@@ -294,7 +294,8 @@ class BaseJobBackend:
                 return queue
             if isinstance(queue, str) and queue:
                 raise InvalidJob(
-                    f"unknown queue {queue!r}; configured queues are {', '.join(self.queues)}. "
+                    f"unknown queue {_shown(queue)}; configured queues are "
+                    f"{', '.join(self.queues)}. "
                     "Add it to PGJOBS['OPTIONS']['QUEUES']."
                 )
         if (

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ...backends.base import LATEST_WHEN, validate_when
+from ...backends.base import EARLIEST_WHEN, LATEST_WHEN, validate_when
 from ...exceptions import InvalidJob
 from ...handler import background
 from ...serialization import MAX_INT_DIGITS
@@ -69,8 +69,8 @@ def _delay(seconds):
         return validate_when(timedelta(seconds=seconds))
     except (ValueError, OverflowError, InvalidJob):
         raise CommandError(
-            f"--delay must be a finite number of seconds that ends before "
-            f"{LATEST_WHEN:%Y-%m-%d}, not {seconds!r}"
+            f"--delay must be a finite number of seconds that lands from {EARLIEST_WHEN:%Y} "
+            f"to {LATEST_WHEN:%Y-%m-%d}, not {seconds!r}"
         ) from None
 
 
