@@ -17,6 +17,8 @@
 - ``pgjobs.E011``: schedule names that differ only in case (a duplicate name on
   databases that compare names without case).
 - ``pgjobs.E012``: ``RedisBackend`` without redis-py installed (``pgjobs[redis]``).
+- ``pgjobs.E014``: ``JOB_MODULES`` is not a list of module names, or a schedule's
+  ``func`` lies outside the job modules (workers would refuse its jobs).
 - ``pgjobs.W001``: ``DatabaseBackend`` on a SQLite database that is not in WAL mode.
 - ``pgjobs.W002``: two schedules enqueue the same job at the same times.
 - ``pgjobs.W003``: autovacuum will not run on the PostgreSQL table of jobs (a
@@ -104,6 +106,26 @@ def check_settings(app_configs=None, **kwargs):
         messages.extend(schedule_checks(name, config["SCHEDULE"], backend))
     messages.extend(backend.check())
     return messages
+
+
+@checks.register("pgjobs")
+def check_job_modules(app_configs=None, **kwargs):
+    """``pgjobs.E014`` for the setting itself; ``schedule_checks`` reports the
+    ``SCHEDULE`` entries outside it."""
+    from .conf import job_modules
+
+    try:
+        job_modules()
+    except ValueError as exc:
+        return [
+            checks.Error(
+                str(exc),
+                hint="List the modules (and packages) whose functions may be jobs, or leave "
+                "JOB_MODULES out for the installed apps' packages.",
+                id="pgjobs.E014",
+            )
+        ]
+    return []
 
 
 @checks.register("pgjobs", checks.Tags.database)

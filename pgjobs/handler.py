@@ -19,7 +19,7 @@ from asgiref.sync import sync_to_async
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
-from .backends.base import BaseJobBackend
+from .backends.base import BaseJobBackend, validate_when
 from .conf import SETTING_NAMES, jobs_settings, setting_name
 from .exceptions import InvalidBackend, NotSupported
 
@@ -99,12 +99,17 @@ def store_for_jobs(using):
     return database_store(using)
 
 
-def _call(method, func, args, kwargs, options, when=None):
+_ENQUEUE = object()  # _call's `when` for enqueue: None is a defer without a time
+
+
+def _call(method, func, args, kwargs, options, when=_ENQUEUE):
     """Call a backend method, passing job options only when the caller gave them,
     so a backend written to the RFC's exact signatures keeps working."""
     given = {k: v for k, v in options.items() if v is not None}
-    if when is None:
+    if when is _ENQUEUE:
         return method(func, args, kwargs, **given)
+    if when is None:
+        validate_when(when)  # raises InvalidJob naming `when`
     return method(func, when, args, kwargs, **given)
 
 

@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import datetime
 import gc
+import math
 import numbers
 
 from django.conf import settings
@@ -30,6 +31,7 @@ from ..serialization import (
     job_signer,
     plain_call_json,
     sign_job,
+    storable_str,
 )
 
 MODES = ("enqueue", "defer", "aenqueue", "adefer")
@@ -183,8 +185,12 @@ class BaseJobBackend:
         value = self.options.get(key, default)
         if value is None and allow_none:
             return None
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0:
-            raise InvalidBackend(f"OPTIONS[{key!r}] must be a number > 0, not {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not 0 < value < math.inf  # False for NaN too
+        ):
+            raise InvalidBackend(f"OPTIONS[{key!r}] must be a finite number > 0, not {value!r}")
         return float(value)
 
     @staticmethod
@@ -314,12 +320,24 @@ class BaseJobBackend:
     def validate_queue(self, queue):
         if queue is None:
             return self.queues[0] if self.queues else DEFAULT_QUEUE
-        if not isinstance(queue, str) or not queue:
-            raise InvalidJob(f"queue must be a non-empty string, not {queue!r}")
-        if self.queues and queue not in self.queues:
+        if self.queues:
+            if queue in self.queues:  # configured names were checked with the settings
+                return queue
+            if isinstance(queue, str) and queue:
+                raise InvalidJob(
+                    f"unknown queue {_shown(queue)}; configured queues are "
+                    f"{', '.join(self.queues)}. "
+                    "Add it to PGJOBS['OPTIONS']['QUEUES']."
+                )
+        if (
+            not isinstance(queue, str)
+            or not queue
+            or len(queue) > MAX_QUEUE_NAME_LENGTH
+            or not storable_str(queue)
+        ):
             raise InvalidJob(
-                f"unknown queue {queue!r}; configured queues are {', '.join(self.queues)}. "
-                "Add it to PGJOBS['OPTIONS']['QUEUES']."
+                f"queue must be a non-empty string of at most {MAX_QUEUE_NAME_LENGTH} characters "
+                f"without NUL or lone surrogates, not {_shown(queue)}"
             )
         return queue
 
@@ -346,20 +364,55 @@ def validate_priority(priority):
     return priority
 
 
+#: The times a job may be deferred to: what every database's timestamp and
+#: Python's datetime hold, with a year's margin for time zone arithmetic.
+EARLIEST_WHEN = datetime.datetime(1000, 1, 1, tzinfo=datetime.UTC)
+LATEST_WHEN = datetime.datetime(9999, 1, 1, tzinfo=datetime.UTC)
+
+#: The longest ``timeout`` (about 31 years): much longer waits overflow the timers
+#: a worker sets (``threading.TIMEOUT_MAX`` is about 9.2e9 s on Linux).
+MAX_TIMEOUT = 1e9
+
+
 def validate_when(when):
     """Turn ``when`` (a datetime, or a timedelta from now) into the time to store."""
     if isinstance(when, datetime.timedelta):
-        return timezone.now() + when
-    if not isinstance(when, datetime.datetime):
-        raise InvalidJob(f"when must be a datetime or a timedelta, not {type(when).__name__}")
-    if settings.USE_TZ and timezone.is_naive(when):
+        try:
+            when = timezone.now() + when
+        except OverflowError:
+            raise InvalidJob(_when_out_of_range(when)) from None
+    elif not isinstance(when, datetime.datetime):
+        raise InvalidJob(
+            f"when must be a datetime or a timedelta, not {type(when).__name__}"
+            + ("; call enqueue() to run the job as soon as possible" if when is None else "")
+        )
+    elif settings.USE_TZ and timezone.is_naive(when):
         raise InvalidJob(
             f"when={when.isoformat()} is naive but USE_TZ is on; pass an aware datetime "
             "(django.utils.timezone.now() + timedelta(...)) or a timedelta"
         )
-    if not settings.USE_TZ and timezone.is_aware(when):
-        return timezone.make_naive(when)
+    try:
+        in_range = EARLIEST_WHEN <= _as_utc(when) < LATEST_WHEN
+        if in_range and not settings.USE_TZ and timezone.is_aware(when):
+            return timezone.make_naive(when)
+    except OverflowError:
+        in_range = False
+    if not in_range:
+        raise InvalidJob(_when_out_of_range(when))
     return when
+
+
+def _as_utc(when):
+    if timezone.is_naive(when):
+        return when.replace(tzinfo=datetime.UTC)  # the naive times of USE_TZ = False
+    return when.astimezone(datetime.UTC)
+
+
+def _when_out_of_range(when):
+    return (
+        f"when={when!r} is out of range; pass a time from {EARLIEST_WHEN:%Y-%m-%d} to "
+        f"{LATEST_WHEN:%Y-%m-%d} UTC, or a timedelta that reaches no further"
+    )
 
 
 def validate_timeout(timeout):
@@ -367,17 +420,38 @@ def validate_timeout(timeout):
         return None
     if isinstance(timeout, datetime.timedelta):
         timeout = timeout.total_seconds()
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout <= 0:
-        raise InvalidJob(f"timeout must be a number of seconds > 0, not {timeout!r}")
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, numbers.Real)
+        or not 0 < timeout <= MAX_TIMEOUT  # False for NaN too
+    ):
+        raise InvalidJob(
+            f"timeout must be a number of seconds > 0 and at most {MAX_TIMEOUT:,.0f}, "
+            f"not {timeout!r}; leave it out for no limit"
+        )
     return float(timeout)
 
 
 def validate_unique_key(key):
     if key is None:
         return None
-    if not isinstance(key, str) or not key or len(key) > MAX_UNIQUE_KEY_LENGTH:
+    if (
+        not isinstance(key, str)
+        or not key
+        or len(key) > MAX_UNIQUE_KEY_LENGTH
+        or not storable_str(key)
+    ):
         raise InvalidJob(
             f"unique_key must be a non-empty string of at most {MAX_UNIQUE_KEY_LENGTH} "
-            f"characters, not {key!r}"
+            f"characters without NUL or lone surrogates, not {_shown(key)}"
         )
     return key
+
+
+def _shown(value):
+    """``repr(value)``, cut short: a refusal stays one readable line."""
+    text = repr(value)
+    if len(text) <= 60:
+        return text
+    length = f" ({len(value):,} characters)" if isinstance(value, (str, bytes)) else ""
+    return f"{text[:50]}...{length}"
