@@ -69,11 +69,11 @@ def test_every_storing_backend_takes_the_shared_options_with_the_same_defaults(b
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("RETRY_DELAY", 0, "OPTIONS['RETRY_DELAY'] must be a number > 0, not 0"),
-        ("RETRY_MAX_DELAY", "1", "OPTIONS['RETRY_MAX_DELAY'] must be a number > 0, not '1'"),
-        ("TIMEOUT", -1, "OPTIONS['TIMEOUT'] must be a number > 0, not -1"),
-        ("LEASE_SECONDS", True, "OPTIONS['LEASE_SECONDS'] must be a number > 0, not True"),
-        ("POLL_INTERVAL", 0, "OPTIONS['POLL_INTERVAL'] must be a number > 0, not 0"),
+        ("RETRY_DELAY", 0, "OPTIONS['RETRY_DELAY'] must be a finite number > 0, not 0"),
+        ("RETRY_MAX_DELAY", "1", "OPTIONS['RETRY_MAX_DELAY'] must be a finite number > 0, not '1'"),
+        ("TIMEOUT", -1, "OPTIONS['TIMEOUT'] must be a finite number > 0, not -1"),
+        ("LEASE_SECONDS", True, "OPTIONS['LEASE_SECONDS'] must be a finite number > 0, not True"),
+        ("POLL_INTERVAL", 0, "OPTIONS['POLL_INTERVAL'] must be a finite number > 0, not 0"),
         ("KEEP_FAILED", False, "OPTIONS['KEEP_FAILED'] must be True (keep them until"),
         ("MAX_ATTEMPTS", 0, "OPTIONS['MAX_ATTEMPTS'] must be a whole number >= 1, not 0"),
     ],
