@@ -67,6 +67,14 @@ def _database_problem():
     return None
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "store_gap(strict=True, **reasons): tests/test_store_contract.py, a behaviour "
+        "the stores named lack (an xfail on those stores, with the reason given)",
+    )
+
+
 def pytest_collection_modifyitems(config, items):
     if JOBS_IN_REDIS:
         from tests.redis_settings import sql_only_reason
