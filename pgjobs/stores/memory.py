@@ -90,13 +90,22 @@ class _Job:
             result=_load(self.result),
             error=_load(self.error),
             worker_id=self.worker_id,
-            args=json.loads(self.args),
-            kwargs=json.loads(self.kwargs),
+            args=_readable(self.args),
+            kwargs=_readable(self.kwargs),
         )
 
 
 def _load(text):
     return None if text is None else json.loads(text)
+
+
+def _readable(text):
+    """Arguments as stored, or None when they cannot be decoded (a claim reports
+    why: ``_claimed``)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _check(spec):
