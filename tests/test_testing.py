@@ -108,6 +108,7 @@ def test_jobs_and_clear_for_inspecting_and_resetting_the_store():
     first = store.enqueue(prepared(jobs.noop))
     second = store.enqueue(prepared(jobs.add, 1, 2, queue="other"))
     assert [info.id for info in store.jobs()] == [first.id, second.id]
+    assert store.get(str(first.id)).id == first.id, "an id as text (from a URL) finds it"
     assert json.loads(json.dumps(store.jobs()[1].args)) == [1, 2]
     store.clear()
     assert store.jobs() == []

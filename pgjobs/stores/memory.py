@@ -99,6 +99,17 @@ def _load(text):
     return None if text is None else json.loads(text)
 
 
+def _as_id(job_id):
+    """Ids are ints; one given as text (from a URL, a form) finds its job too, as
+    the other stores' queries find it."""
+    if isinstance(job_id, str):
+        try:
+            return int(job_id)
+        except ValueError:
+            return job_id
+    return job_id
+
+
 def _readable(text):
     """Arguments as stored, or None when they cannot be decoded (a claim reports
     why: ``_claimed``)."""
@@ -233,7 +244,7 @@ class InMemoryStore(Store):
 
     def get(self, job_id):
         with self._lock:
-            job = self._jobs.get(job_id)
+            job = self._jobs.get(_as_id(job_id))
             return None if job is None else job.info()
 
     def cancel(self, job_id):
@@ -245,7 +256,7 @@ class InMemoryStore(Store):
             now = self.clock()
             cancelled = asked = 0
             for job_id in job_ids:
-                job = self._jobs.get(job_id)
+                job = self._jobs.get(_as_id(job_id))
                 if job is None:
                     continue
                 if job.status == records.READY:
@@ -262,7 +273,7 @@ class InMemoryStore(Store):
         with self._lock:
             now = self.clock()
             requeued = 0
-            for job_id in sorted(set(job_ids)):
+            for job_id in dict.fromkeys(_as_id(job_id) for job_id in job_ids):
                 job = self._jobs.get(job_id)
                 if job is None or job.status not in (records.FAILED, records.CANCELLED):
                     continue
@@ -343,7 +354,7 @@ class InMemoryStore(Store):
 
     def _mine(self, worker_id, job_id):
         """The job if it is running under ``worker_id``, else None."""
-        job = self._jobs.get(job_id)
+        job = self._jobs.get(_as_id(job_id))
         if job is None or job.status != records.RUNNING or job.worker_id != worker_id:
             return None
         return job
