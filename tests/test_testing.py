@@ -99,7 +99,7 @@ def test_a_job_whose_arguments_cannot_be_read_is_claimed_with_the_problem():
     bad = store.enqueue(spec)
     claimed = {job.id: job for job in store.claim(None, 10, "w")}
     assert claimed[ok.id].problem is None
-    assert claimed[bad.id].problem.startswith("cannot decode its arguments")
+    assert claimed[bad.id].problem.startswith("cannot decode the job's arguments: RecursionError")
     assert claimed[bad.id].args is None
 
 

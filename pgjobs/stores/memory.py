@@ -38,6 +38,9 @@ _WORKER_LOST = {
     "traceback": "",
 }
 _ACTIVE = (records.READY, records.RUNNING)
+# Errors of decoding stored arguments: malformed JSON or an integer too long
+# (ValueError), nesting deeper than the recursion limit (RecursionError).
+_DECODE_ERRORS = (ValueError, TypeError, RecursionError)
 # Wake-ups kept for listeners that have not read them yet (a listener further
 # behind than this is told it was woken, as a reconnected LISTEN would be).
 _WAKEUPS_KEPT = 1000
@@ -115,7 +118,7 @@ def _readable(text):
     why: ``_claimed``)."""
     try:
         return json.loads(text)
-    except (ValueError, RecursionError):
+    except _DECODE_ERRORS:
         return None
 
 
@@ -673,9 +676,9 @@ def _claimed(job):
     cannot be decoded (then the worker fails it at once, alone)."""
     try:
         args, kwargs, problem = json.loads(job.args), json.loads(job.kwargs), None
-    except (ValueError, RecursionError) as exc:
+    except _DECODE_ERRORS as exc:
         args = kwargs = None
-        problem = f"cannot decode its arguments: {exc}"
+        problem = f"cannot decode the job's arguments: {type(exc).__name__}: {exc}"[:300]
     return ClaimedJob(
         id=job.id,
         func=job.func,
