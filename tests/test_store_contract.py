@@ -11,8 +11,9 @@ Time: the in-memory store runs on a hand-moved clock; the others on their own
 clocks, so ``clock.sleep(s)`` really waits there (``LEASE`` is short for that).
 
 A store that lacks a behaviour is marked on that test alone with
-``@gap(store=reason)`` (an ``xfail``, strict: the day the store gains the
-behaviour, the mark must go).
+``@gap(store=reason)``: an ``xfail``, strict, so that the day the store gains
+the behaviour the run fails until the mark goes. ``strict=False`` only for
+behaviour another branch is adding right now.
 """
 
 import datetime
@@ -90,7 +91,7 @@ def known_gaps(request, kind):
 
 
 @pytest.fixture
-def make_store(request, kind):
+def make_store(kind):
     """``make_store(**options)``: a new store of this run's kind, on empty storage."""
     manual = ManualClock() if kind == "memory" else None
     made = []
