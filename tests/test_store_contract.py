@@ -212,6 +212,16 @@ def test_enqueue_many_writes_every_job_in_order(store):
     assert store.enqueue_many([]) == []
 
 
+def test_enqueue_many_writes_all_or_none(store):
+    """A job the storage refuses (priority out of range) keeps its whole batch out;
+    each store raises its own error (a database's, Redis's, ``ValueError``)."""
+    before = store.enqueue(spec())
+    with pytest.raises(Exception):  # noqa: B017
+        store.enqueue_many([spec(), spec(priority=records.MAX_PRIORITY + 1), spec()])
+    assert store.count_due(None) == 1
+    assert ids(store.claim(None, 10, WORKER)) == [before.id]
+
+
 def test_unique_key_keeps_one_job_while_ready_or_running_and_is_free_after(store):
     first = store.enqueue_unique(spec(unique_key="report"))
     assert store.enqueue_unique(spec(unique_key="report")).id == first.id
@@ -631,12 +641,18 @@ def test_schedules_are_created_once_and_read_back_to_the_microsecond(store, cloc
     assert store.get_schedules(["future"])["future"].last_tick <= clock.ahead(1)
 
 
-def test_advance_schedule_is_a_compare_and_set(store, clock):
+def new_schedule(store, clock, name):
+    """Schedule ``name`` settled through a minute ago; returns that tick and the
+    next, half a minute later (due)."""
     if not store.supports_schedules:
         pytest.skip("the store declares no schedules")
     tick = clock.ago(60).replace(microsecond=0)
-    store.create_schedule("hourly", tick)
-    new_tick = tick + datetime.timedelta(seconds=30)
+    assert store.create_schedule(name, tick) is True
+    return tick, tick + datetime.timedelta(seconds=30)
+
+
+def test_advance_schedule_is_a_compare_and_set(store, clock):
+    tick, new_tick = new_schedule(store, clock, "hourly")
     assert store.advance_schedule("hourly", tick - datetime.timedelta(seconds=1), new_tick,
                                   [spec()]) is None  # fmt: skip
     assert store.advance_schedule("hourly", tick, clock.ahead(60), [spec()]) is None, (
@@ -654,11 +670,7 @@ def test_advance_schedule_is_a_compare_and_set(store, clock):
 
 
 def test_of_two_racing_advances_exactly_one_wins(store, clock):
-    if not store.supports_schedules:
-        pytest.skip("the store declares no schedules")
-    tick = clock.ago(60).replace(microsecond=0)
-    store.create_schedule("race", tick)
-    new_tick = tick + datetime.timedelta(seconds=30)
+    _, new_tick = new_schedule(store, clock, "race")
     for _ in range(3):
         (read,) = store.get_schedules(["race"]).values()
 

@@ -46,24 +46,34 @@ _DECODE_ERRORS = (ValueError, TypeError, RecursionError)
 _WAKEUPS_KEPT = 1000
 
 
+# The fields of a _Job read straight from its JobSpec, and those of JobInfo and
+# ClaimedJob read straight from a _Job.
+_SPEC_FIELDS = ("func", "queue", "priority", "run_at", "max_attempts", "timeout", "unique_key",
+                "signature")  # fmt: skip
+_INFO_FIELDS = ("id", "func", "queue", "status", "priority", "run_at", "attempts", "max_attempts",
+                "created_at", "started_at", "finished_at", "worker_id")  # fmt: skip
+_CLAIMED_FIELDS = ("id", "func", "queue", "priority", "run_at", "attempts", "max_attempts",
+                   "timeout", "signature")  # fmt: skip
+
+
 @dataclasses.dataclass(slots=True)
 class _Job:
     """One stored job: the columns of the Job table. Arguments, result and error
     are kept as JSON text, so that every read hands out fresh objects, as a
     database would, and a caller changing them changes nothing stored."""
 
-    id: int
+    id: int | None  # None until written
     func: str
     args: str
     kwargs: str
     queue: str
     priority: int
-    run_at: datetime.datetime
+    run_at: datetime.datetime | None  # None: due when written
     max_attempts: int
     timeout: float | None
     unique_key: str | None
     signature: str
-    created_at: datetime.datetime
+    created_at: datetime.datetime | None
     status: str = records.READY
     attempts: int = 0
     started_at: datetime.datetime | None = None
@@ -79,20 +89,9 @@ class _Job:
 
     def info(self):
         return JobInfo(
-            id=self.id,
-            func=self.func,
-            queue=self.queue,
-            status=self.status,
-            priority=self.priority,
-            run_at=self.run_at,
-            attempts=self.attempts,
-            max_attempts=self.max_attempts,
-            created_at=self.created_at,
-            started_at=self.started_at,
-            finished_at=self.finished_at,
+            **{name: getattr(self, name) for name in _INFO_FIELDS},
             result=_load(self.result),
             error=_load(self.error),
-            worker_id=self.worker_id,
             args=_readable(self.args),
             kwargs=_readable(self.kwargs),
         )
@@ -122,12 +121,21 @@ def _readable(text):
         return None
 
 
-def _check(spec):
-    """The checks the database stores' constraints make, before anything is written."""
+def _job_from(spec):
+    """A ``_Job`` for ``spec``, its arguments encoded, not yet written: no id, no
+    creation time, and no ``run_at`` when due now. Refuses what the database
+    stores' constraints refuse."""
     if not records.MIN_PRIORITY <= spec.priority <= records.MAX_PRIORITY:
         raise ValueError(f"pgjobs: priority out of range: {spec.priority}")
     if spec.max_attempts < 1:
         raise ValueError(f"pgjobs: max_attempts must be >= 1: {spec.max_attempts}")
+    return _Job(
+        id=None,
+        args=args_json(spec),
+        kwargs=dumps(spec.kwargs),
+        created_at=None,
+        **{name: getattr(spec, name) for name in _SPEC_FIELDS},
+    )
 
 
 class InMemoryStore(Store):
@@ -194,44 +202,31 @@ class InMemoryStore(Store):
         running job holds is not written: that job's ``JobInfo`` stands in for it
         (the Redis store does the same; the SQL stores' backends send such jobs
         to ``enqueue_unique`` one by one)."""
-        specs = list(specs)  # every spec made, so valid, before the first is written
-        if ids is not None and len(ids) != len(specs):
-            raise ValueError(f"{len(specs)} jobs but {len(ids)} ids")
-        for spec in specs:
-            _check(spec)
-        encoded = [(args_json(spec), dumps(spec.kwargs)) for spec in specs]
+        # Every spec made, checked and encoded before the first job is written.
+        jobs = [_job_from(spec) for spec in specs]
+        if ids is not None and len(ids) != len(jobs):
+            raise ValueError(f"{len(jobs)} jobs but {len(ids)} ids")
         with self._lock:
+            if ids is not None and any(job_id in self._jobs for job_id in ids):
+                raise ValueError("a reserved id is taken by a job already written")
             now = self.clock()
             infos = []
             due = {}  # queue -> [first id, count] of the jobs due now
-            for n, (spec, (args, kwargs)) in enumerate(zip(specs, encoded, strict=True)):
-                holder = self._holder(spec.unique_key)
+            for n, job in enumerate(jobs):
+                holder = self._holder(job.unique_key)
                 if holder is not None:
                     infos.append(holder.info())
                     continue
-                job_id = next(self._ids) if ids is None else ids[n]
-                if job_id in self._jobs:
-                    raise ValueError(f"job id {job_id} is taken")
-                job = _Job(
-                    id=job_id,
-                    func=spec.func,
-                    args=args,
-                    kwargs=kwargs,
-                    queue=spec.queue,
-                    priority=spec.priority,
-                    run_at=now if spec.run_at is None else spec.run_at,
-                    max_attempts=spec.max_attempts,
-                    timeout=spec.timeout,
-                    unique_key=spec.unique_key,
-                    signature=spec.signature,
-                    created_at=now,
-                )
-                self._jobs[job_id] = job
+                job.id = next(self._ids) if ids is None else ids[n]
+                job.created_at = now
+                if job.run_at is None:
+                    job.run_at = now
+                self._jobs[job.id] = job
                 if job.unique_key is not None:
-                    self._unique[job.unique_key] = job_id
+                    self._unique[job.unique_key] = job.id
                 if job.run_at <= now:
-                    first = due.setdefault(job.queue, [job_id, 0])
-                    first[0] = min(first[0], job_id)
+                    first = due.setdefault(job.queue, [job.id, 0])
+                    first[0] = min(first[0], job.id)
                     first[1] += 1
                 infos.append(job.info())
             if due:
@@ -313,17 +308,9 @@ class InMemoryStore(Store):
     @staticmethod
     def new_info(spec, job_id):
         """The ``JobInfo`` of a job about to be written with id ``job_id``."""
-        return JobInfo(
-            id=job_id,
-            func=spec.func,
-            queue=spec.queue,
-            status=records.READY,
-            priority=spec.priority,
-            run_at=spec.run_at,
-            max_attempts=spec.max_attempts,
-            args=json.loads(args_json(spec)),
-            kwargs=json.loads(dumps(spec.kwargs)),
-        )
+        job = _job_from(spec)
+        job.id = job_id
+        return job.info()
 
     def active_holder(self, unique_key):
         """The ``JobInfo`` of the ready or running job holding ``unique_key``, or None."""
@@ -531,16 +518,13 @@ class InMemoryStore(Store):
                 queue_counts[job.status] = queue_counts.get(job.status, 0) + 1
                 if job.status == records.READY and job.run_at <= now:
                     oldest[job.queue] = min(oldest.get(job.queue, job.run_at), job.run_at)
-            queues = [
-                {
-                    "queue": queue,
-                    "counts": counts[queue],
-                    "oldest_due_seconds": (now - oldest[queue]).total_seconds()
-                    if queue in oldest
-                    else None,
-                }
-                for queue in sorted(counts)
-            ]
+            queues = []
+            for queue in sorted(counts):
+                due = oldest.get(queue)
+                waited = None if due is None else (now - due).total_seconds()
+                queues.append(
+                    {"queue": queue, "counts": counts[queue], "oldest_due_seconds": waited}
+                )
             return {"workers": workers, "queues": queues}
 
     def prune(self, older_than, statuses, batch_size=1000, dry_run=False):
@@ -680,16 +664,8 @@ def _claimed(job):
         args = kwargs = None
         problem = f"cannot decode the job's arguments: {type(exc).__name__}: {exc}"[:300]
     return ClaimedJob(
-        id=job.id,
-        func=job.func,
+        **{name: getattr(job, name) for name in _CLAIMED_FIELDS},
         args=args,
         kwargs=kwargs,
-        queue=job.queue,
-        priority=job.priority,
-        run_at=job.run_at,
-        attempts=job.attempts,
-        max_attempts=job.max_attempts,
-        timeout=job.timeout,
-        signature=job.signature,
         problem=problem,
     )
