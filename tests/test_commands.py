@@ -10,7 +10,7 @@ from django.core.management import CommandError, call_command
 
 from pgjobs import background, records
 from pgjobs.models import Job
-from tests.conftest import VENDOR, status_counts, wait_for
+from tests.conftest import status_counts, wait_for
 from tests.testapp import jobs
 
 
@@ -134,10 +134,11 @@ def test_worker_prints_its_banner_and_stops_cleanly_on_sigterm(start_worker):
     worker = start_worker("--concurrency", "3", "--queue", "other", "--poll-interval", "0.5")
     worker.wait_for_output("Stop with Ctrl-C or SIGTERM.")
     banner = worker.stdout
-    assert "backend:     DatabaseBackend" in banner
+    store = background.backend.get_store()
+    assert f"backend:     {type(background.backend).__name__} ({store.describe()})" in banner
     assert "queues:      other\n" in banner
     assert "concurrency: 3\n" in banner
-    if VENDOR == "postgres":
+    if store.supports_listen:
         assert "wake-up:     notified, polling every 0.5 s as a safety net" in banner
     else:
         assert "wake-up:     polling every 0.5 s" in banner

@@ -31,7 +31,7 @@ from pgjobs.models import Job
 from tests.conftest import JOBS_IN_REDIS, VENDOR, run_jobs, status_counts, wait_for
 from tests.testapp import jobs
 
-SQL_ONLY = pytest.mark.skipif(JOBS_IN_REDIS, reason="DatabaseBackend only: reads pgjobs' tables")
+SQL_ONLY = pytest.mark.sql_store("reads pgjobs' tables")
 REDIS_ONLY = pytest.mark.skipif(not JOBS_IN_REDIS, reason="RedisBackend only")
 
 SUCCEEDED = (records.SUCCEEDED,)
