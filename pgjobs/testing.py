@@ -27,16 +27,10 @@ import threading
 
 from django.utils import timezone
 
+from .backends.storing import StoringBackend
 from .stores.memory import InMemoryStore
 
-# -- InMemoryBackend -------------------------------------------------------------------
-# The storing backend over an InMemoryStore (``PGJOBS = {"BACKEND":
-# "pgjobs.testing.InMemoryBackend"}``) is added here once ``StoringBackend``
-# (pgjobs/backends/storing.py) is in: it derives from it, with
-# ``make_store()`` returning an ``InMemoryStore``.
-# ---------------------------------------------------------------------------------------
-
-__all__ = ["InMemoryStore", "ManualClock"]
+__all__ = ["InMemoryBackend", "InMemoryStore", "ManualClock"]
 
 
 class ManualClock:
@@ -61,3 +55,26 @@ class ManualClock:
         with self._lock:
             self._now += step
             return self._now
+
+
+class InMemoryBackend(StoringBackend):
+    """A storing backend whose jobs live in this process, in an ``InMemoryStore``.
+
+    ``PGJOBS = {"BACKEND": "pgjobs.testing.InMemoryBackend"}`` in a test's
+    settings makes ``background.enqueue`` store jobs here instead of running them
+    in-band; ``run_jobs()`` then runs what is due, in-process, with a real
+    ``Worker``. It takes the options every storing backend takes. Jobs enqueued
+    inside an ``atomic()`` block are held until it commits, as on Redis (the
+    transaction a Django ``TestCase`` wraps each test in does not count).
+    A worker in another process cannot see these jobs.
+    """
+
+    def make_store(self):
+        return InMemoryStore(lease_seconds=self.lease_seconds, keep_succeeded=self.keep_succeeded)
+
+    def run_jobs(self, **worker_options):
+        """Run every job that is due (and those that become due meanwhile, such
+        as quick retries) in a burst-mode worker; return its ``WorkerStats``."""
+        from .worker import build_worker
+
+        return build_worker(self, burst=True, **worker_options).run()

@@ -119,3 +119,18 @@ def _seconds(n):
     import datetime
 
     return datetime.timedelta(seconds=n)
+
+
+def test_the_in_memory_backend_stores_enqueued_jobs_and_runs_them_on_request(settings):
+    settings.PGJOBS = {"BACKEND": "pgjobs.testing.InMemoryBackend", "OPTIONS": {"QUEUES": []}}
+    from pgjobs import background
+
+    first = background.enqueue(jobs.add, args=[1, 2])
+    second = background.enqueue(jobs.add, args=[3, 4], priority=10)
+    assert (first.status, second.status) == (records.READY, records.READY), "stored, not run"
+    stats = get_backend().run_jobs()
+    assert (stats.claimed, stats.succeeded) == (2, 2)
+    first.refresh()
+    second.refresh()
+    assert (first.result, second.result) == (3, 7)
+    assert second.started_at <= first.started_at, "the higher priority ran first"
