@@ -98,7 +98,8 @@ class Executor:
         self._threads = 0  # slot threads alive (not counting detached overdue ones)
         self._idle = 0  # slot threads waiting for a job
         self._closed = False
-        self._numbers = itertools.count()
+        self._started = 0  # slot threads started (``_lock``)
+        self._numbers = itertools.count()  # for their names
         self._queue = queue.SimpleQueue()  # sync jobs holding a share, for the slots
         self._running = {}  # job id -> RunningJob
         self._running_lock = threading.Lock()
@@ -156,6 +157,16 @@ class Executor:
 
     def running(self):
         return len(self._running)
+
+    @property
+    def threads(self):
+        """Slot threads in the pool now."""
+        return self._threads
+
+    @property
+    def threads_started(self):
+        """Slot threads started since the executor was made."""
+        return self._started
 
     def enforce_timeouts(self):
         """Fail running jobs past their timeout and free their shares.
@@ -249,6 +260,7 @@ class Executor:
         if missing <= 0:
             return 0
         self._threads += missing
+        self._started += missing
         return missing
 
     def _start_threads(self, count):

@@ -33,22 +33,22 @@ def check_options(*, concurrency, poll_interval=None, grace_period=30.0, prefetc
     (and the command-line flag) and what it takes."""
     if not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
         raise ValueError(
-            f"concurrency (--concurrency) must be a whole number from 1 to {MAX_CONCURRENCY:,}, "
+            f"--concurrency (concurrency=) must be a whole number from 1 to {MAX_CONCURRENCY:,}, "
             f"not {concurrency!r}; run more worker processes for more"
         )
     if poll_interval is not None and not _finite(poll_interval, above=0):
         raise ValueError(
-            "poll_interval (--poll-interval) must be a finite number of seconds greater "
+            "--poll-interval (poll_interval=) must be a finite number of seconds greater "
             f"than 0, not {poll_interval!r}"
         )
     if not _finite(grace_period, at_least=0):
         raise ValueError(
-            "grace_period (--grace-period) must be a finite number of seconds, 0 or more, "
+            "--grace-period (grace_period=) must be a finite number of seconds, 0 or more, "
             f"not {grace_period!r}"
         )
     if not isinstance(prefetch, int) or prefetch < 0:
         raise ValueError(
-            f"prefetch (--prefetch) must be a whole number, 0 or more, not {prefetch!r}"
+            f"--prefetch (prefetch=) must be a whole number, 0 or more, not {prefetch!r}"
         )
 
 
