@@ -332,22 +332,28 @@ class Executor:
             self._start_threads(missing)
             return job
 
-    def _share_freed(self, in_slot=False):
+    def _share_freed(self, in_slot=False, on_loop=False):
         """A running job ended (or will not run): its share goes to the oldest job
-        waiting for one, else back to the budget. True if back to the budget."""
+        waiting for one, else back to the budget. True if back to the budget.
+        ``in_slot``: called by a slot thread, which takes a sync job itself next;
+        ``on_loop``: called on the event loop, which starts an async job at once."""
         with self._lock:
             if not self._waiting:
                 self._free += 1
                 return True
             job = self._waiting.popleft()
-            # Started under the lock: two shares freed at once start their jobs
+            is_async = self._is_async(job)
+            # Handed on under the lock: two shares freed at once start their jobs
             # in claim order.
-            if self._is_async(job):
+            if not is_async:
+                self._queue.put(job)
+            elif not on_loop:
                 self.event_loop().call_soon_threadsafe(self._start_on_loop, [job])
-                return False
-            self._queue.put(job)
-        if not in_slot:  # a slot takes it itself, next
-            self._grow()
+        if not is_async:
+            if not in_slot:
+                self._grow()
+        elif on_loop:  # a task ended: start the next one straight away
+            self._start_on_loop([job])
         return False
 
     # -- running a job -----------------------------------------------------------------
@@ -424,7 +430,7 @@ class Executor:
         for job in jobs:
             running = self._begin(job, on_loop=True)
             if running is None:
-                self._share_freed()
+                self._share_freed(on_loop=True)
                 continue
             # The task is kept (asyncio itself holds only a weak reference).
             running.future = self._loop.create_task(self._run_on_loop(job, running))
@@ -433,7 +439,7 @@ class Executor:
         outcome = await self._execute_async(job, running)
         self._job_ended(job, outcome)
         # Its own share, even past its timeout: no slot replaces a task.
-        if self._share_freed() and self._queue.qsize() == 0:
+        if self._share_freed(on_loop=True) and self._queue.qsize() == 0:
             self.alarm.slot_freed()  # and no claimed job waits for it
 
     async def _execute_async(self, job, running):
