@@ -1,4 +1,4 @@
-"""The worker (``pgjobs/worker.py``): claim order, deferral, retries, failures, async jobs
+"""The worker (``pgjobs/worker/``): claim order, deferral, retries, failures, async jobs
 and the running job's context. Jobs run in this process unless a test needs a real
 worker process."""
 
