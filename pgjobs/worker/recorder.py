@@ -141,6 +141,17 @@ class Recorder:
             self.forget([(job, outcome)])
             self.unrecorded.remove((job, outcome))
 
+    def finish_patiently(self, take):
+        """Stopping: store the successes ``take()`` returns, retrying store errors
+        a few times with a growing pause."""
+        for attempt in range(5):
+            try:
+                return self.finish(take())
+            except Exception as exc:
+                logger.warning("pgjobs: cannot record outcomes (%s); retrying", exc)
+                close_quietly(self.store)
+                time.sleep(0.2 * 2**attempt)
+
     def release(self, jobs):
         """Put claimed jobs back, unrun (stopping)."""
         if not jobs:
@@ -154,3 +165,11 @@ class Recorder:
         for job_id in ids:
             self.held.pop(job_id, None)
         self.stats.released += len(ids)
+
+
+def close_quietly(store):
+    """Close the store's connections after an error; the next call reconnects."""
+    try:
+        store.close()
+    except Exception:
+        pass

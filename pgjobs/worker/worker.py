@@ -27,7 +27,7 @@ from . import duties as duty_kinds
 from .duties import Duties
 from .executor import Executor
 from .policy import DUE_NOW_RECHECK, ClaimPolicy, check_options
-from .recorder import Recorder
+from .recorder import Recorder, close_quietly
 from .shutdown import Shutdown, finish_in_flight
 from .wakeups import RANKS_INTERVAL, Alarm, Listener
 
@@ -327,16 +327,7 @@ class Worker:
         return None if self._due_at is None else max(0.0, self._due_at - now)
 
     def _record_patiently(self):
-        for attempt in range(5):
-            try:
-                return self.recorder.finish(self._take_outcomes())
-            except Exception as exc:
-                logger.warning("pgjobs: cannot record outcomes (%s); retrying", exc)
-                self._safe_close_store()
-                time.sleep(0.2 * 2**attempt)
+        self.recorder.finish_patiently(self._take_outcomes)
 
     def _safe_close_store(self):
-        try:
-            self.store.close()
-        except Exception:
-            pass
+        close_quietly(self.store)
