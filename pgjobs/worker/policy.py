@@ -160,8 +160,8 @@ class ClaimPolicy:
             return 0
         # A slot that ran dry is news for a store that is polled (it may have
         # jobs the last look missed), not for one that wakes the worker once it
-        # has run out: under a steady trickle every job ended so, in a claim
-        # that found nothing, a third of all claims.
+        # has run out: under a steady trickle every job would end in a claim
+        # that finds nothing.
         freed = self.freed and not (self.drained and self.listens)
         if self.notified or freed:
             self.notified = self.freed = self.drained = False
