@@ -9,7 +9,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from pgjobs import background, records
+from pgjobs.handler import get_backend
 from pgjobs.models import Job
+from pgjobs.worker import build_worker
 from tests.conftest import status_counts, wait_for
 from tests.testapp import jobs
 
@@ -104,6 +106,51 @@ def test_an_unknown_queue_is_a_command_error(command):
 def test_bad_numbers_are_command_errors(command, args, message):
     with pytest.raises(CommandError, match=message):
         call_command(command, *args, stdout=io.StringIO())
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "message"),
+    [
+        ("pgjobs_worker", ["--poll-interval", "-1"], r"--poll-interval .*must be a finite number"),
+        ("pgjobs_worker", ["--poll-interval", "0"], r"--poll-interval .*must be a finite number"),
+        ("pgjobs_worker", ["--poll-interval", "nan"], r"--poll-interval .*must be a finite number"),
+        ("pgjobs_worker", ["--poll-interval", "inf"], r"--poll-interval .*must be a finite number"),
+        ("pgjobs_worker", ["--grace-period", "-1"], r"--grace-period .*must be a finite number"),
+        ("pgjobs_worker", ["--grace-period", "nan"], r"--grace-period .*must be a finite number"),
+        (
+            "pgjobs_worker",
+            ["--concurrency", "-3"],
+            r"--concurrency .*must be a whole number from 1",
+        ),
+        ("pgjobs_worker", ["--concurrency", "100000"], "run more worker processes"),
+        ("pgjobs_drain", ["--concurrency", "100000"], "run more worker processes"),
+        ("pgjobs_worker", ["--prefetch", "-1"], r"--prefetch .*must be a whole number, 0 or more"),
+        ("pgjobs_drain", ["--prefetch", "-1"], r"--prefetch .*must be a whole number, 0 or more"),
+        ("pgjobs_drain", ["--max-seconds", "nan"], "--max-seconds"),
+    ],
+)
+@pytest.mark.django_db
+def test_numbers_a_worker_cannot_honour_are_one_line_errors_and_nothing_is_written(
+    command, args, message
+):
+    """Issue 20 (items 4 and 5): a negative or NaN poll interval made an idle worker
+    spin; a huge concurrency started that many threads."""
+    store = get_backend().store
+    with pytest.raises(CommandError, match=message) as refused:
+        call_command(command, *args, stdout=io.StringIO())
+    assert "\n" not in str(refused.value)
+    assert not store.live_workers(), "the worker registered before refusing"
+
+
+def test_build_worker_refuses_the_same_numbers_with_value_errors():
+    with pytest.raises(ValueError, match="--poll-interval"):
+        build_worker(poll_interval=float("nan"))
+    with pytest.raises(ValueError, match="--grace-period"):
+        build_worker(grace_period=-1)
+    with pytest.raises(ValueError, match="--concurrency"):
+        build_worker(concurrency=10**6)
+    with pytest.raises(ValueError, match="unknown queue nope"):
+        build_worker(queues=["nope"])
 
 
 @pytest.mark.parametrize("command", ["pgjobs_drain", "pgjobs_worker"])

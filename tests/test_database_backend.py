@@ -376,7 +376,7 @@ def test_jobs_put_back_by_a_stopping_worker_or_a_rescue_wake_the_workers():
 @pytest.mark.parametrize("queues", [None, ["other"]], ids=["every queue", "one queue"])
 def test_a_listening_store_reports_every_wakeup_even_those_that_arrive_together(queues):
     """Jobs committed together notify together, and psycopg reads such NOTIFYs in
-    one go. Each names the job a different worker answers (Worker._answers): a
+    one go. Each names the job a different worker answers (Listener.answers): a
     store that handed over only the first lost the others' turn."""
     store = get_backend().get_store()
     store.listen(queues)

@@ -1,7 +1,7 @@
 """Reliability and safety (issue 4): crash recovery through leases and ``rescue()``,
 heartbeats that keep a slow job with its live worker, outcomes only from the worker
 that holds the lease, signatures across a ``SECRET_KEY`` rotation, unique jobs and
-cancellation (``pgjobs/worker.py``, ``pgjobs/stores/``, ``pgjobs/serialization.py``).
+cancellation (``pgjobs/worker/``, ``pgjobs/stores/``, ``pgjobs/serialization.py``).
 
 Per-job timeouts are in ``test_worker.py``; SIGKILL, cut connections and database
 restarts with real processes are in ``test_faults.py``.
