@@ -171,10 +171,20 @@ def upkeep_checks(backend):
 
 
 def schedule_checks(name, schedule, backend):
-    """``pgjobs.E004`` and ``E007``-``E011``, ``W002``: ``SCHEDULE`` and the backend."""
+    """``pgjobs.E004``, ``E015`` and ``E007``-``E011``, ``W002``: ``SCHEDULE`` and the backend."""
     from .schedule import parse_schedules
 
     backend_name = type(backend).__name__
+    if backend.schedules_elsewhere:
+        return [
+            checks.Error(
+                f"{name}['SCHEDULE'] is set but {backend_name} leaves schedules to "
+                f"{backend.schedules_elsewhere}: pgjobs would never run them.",
+                hint=f"Move the entries to {backend.schedules_elsewhere} (they may call "
+                "background.enqueue), or remove SCHEDULE.",
+                id="pgjobs.E015",
+            )
+        ]
     reason = None
     if not backend.supports("defer"):
         reason = "it does not define defer()"

@@ -8,8 +8,9 @@ Works with ``django.tasks`` (Django >= 6.0) and with the ``django_tasks`` packag
 (django-tasks 0.9-0.12, which Wagtail imports, also on Django 6).
 
 Where tasks are stored: with the pgjobs backend the ``PGJOBS`` setting configures
-(``pgjobs.handler.get_backend()``), which must store jobs (``stores_jobs``: a
-``DatabaseBackend``, a ``RedisBackend``). A task is a job whose function is the
+(``pgjobs.handler.get_backend()``), which must track jobs (``tracks_jobs``: a
+``DatabaseBackend``, a ``RedisBackend``, a ``CeleryBackend``, whose tasks Celery's
+workers run; reading a result back there needs Celery's ``result_extended``). A task is a job whose function is the
 task's ``module_path``, so the workers that work ``PGJOBS`` run tasks and plain jobs
 alike and one configuration serves both. A ``TASKS`` entry sets only the task
 queues (``QUEUES``) and job options (``OPTIONS``), not a pgjobs backend of its own:
@@ -282,7 +283,7 @@ class PgJobsBackend(*dict.fromkeys(fw.BaseTaskBackend for fw in FRAMEWORKS)):
     def _storing_backend(self, fw):
         """The pgjobs backend, if it stores jobs; else ``InvalidTask`` of ``fw``."""
         jobs = self.jobs
-        if not jobs.stores_jobs:
+        if not jobs.tracks_jobs:
             raise fw.InvalidTask(_not_storing(jobs))
         return jobs
 
@@ -298,7 +299,7 @@ class PgJobsBackend(*dict.fromkeys(fw.BaseTaskBackend for fw in FRAMEWORKS)):
         """The ``TaskResult`` of the job ``result_id``, of the framework of the task
         its job names, as its store has it."""
         jobs = self.jobs
-        if not jobs.stores_jobs:
+        if not jobs.tracks_jobs:
             raise TaskResultDoesNotExist(_not_storing(jobs))
         try:
             info = jobs.get_job(_job_id(result_id))
@@ -323,7 +324,7 @@ class PgJobsBackend(*dict.fromkeys(fw.BaseTaskBackend for fw in FRAMEWORKS)):
                 )
             )
         jobs = self.jobs
-        if not jobs.stores_jobs:
+        if not jobs.tracks_jobs:
             messages.append(checks.Error(_not_storing(jobs), id="pgjobs.E102"))
         elif jobs.queues and self.queues:
             missing = sorted(set(self.queues) - set(jobs.queues))

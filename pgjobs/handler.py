@@ -10,7 +10,7 @@ whatever it returns. ``store_for_jobs(using)`` is the one lookup the Django
 admin and the Wagtail views share to act on ``Job`` rows.
 
 What a backend can do is read from what it declares (``supports(mode)``,
-``stores_jobs``, ``jobs_database``: see ``pgjobs.backends.base``), never probed.
+``stores_jobs``, ``tracks_jobs``, ``jobs_database``: see ``pgjobs.backends.base``), never probed.
 """
 
 import threading
@@ -158,9 +158,9 @@ class Background:
         return self.backend.enqueue_many(jobs, **given)
 
     def get(self, job_id):
-        """A ref to an existing job by id (backends that store jobs only)."""
+        """A ref to an existing job by id (backends that track jobs only)."""
         backend = self.backend
-        if not backend.stores_jobs:
+        if not backend.tracks_jobs:
             raise NotSupported(f"{type(backend).__name__} does not store jobs")
         return backend.get_ref(job_id)
 

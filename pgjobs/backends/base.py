@@ -5,8 +5,8 @@ args, kwargs)``, ``aenqueue(...)`` and ``adefer(...)``; a mode it does not defin
 is not supported (``background`` then raises ``NotSupported``). Everything else a
 caller may ask of a backend is declared here, as a class attribute or a method
 with a default, so that callers read it instead of probing with ``hasattr``:
-``stores_jobs`` (refs by id, a store for workers: see ``StoringBackend`` in
-``storing.py``), ``jobs_database`` (the database whose ``Job`` table holds the
+``stores_jobs`` (a store for pgjobs' workers: see ``StoringBackend`` in
+``storing.py``), ``tracks_jobs`` (refs by id), ``jobs_database`` (the database whose ``Job`` table holds the
 jobs) and ``enqueue_many`` (one ``enqueue`` per job unless a backend writes them
 at once). Backends that store jobs call ``prepare()`` to turn a call into a
 validated ``JobSpec``.
@@ -114,6 +114,13 @@ class BaseJobBackend:
     #: ``lease_seconds`` and ``poll_interval``, as ``StoringBackend`` gives them.
     #: False for backends that run a job as it is enqueued.
     stores_jobs = False
+    #: Jobs have ids a ref can ask about again: the backend has ``get_job(id)``,
+    #: ``get_ref(id)`` and ``cancel_job(id)``. True for every storing backend, and
+    #: for ``CeleryBackend``, whose jobs Celery's workers run (not pgjobs').
+    tracks_jobs = False
+    #: Where ``SCHEDULE`` is run instead, for a backend that leaves schedules to
+    #: another program (``"Celery beat"``); None when pgjobs' workers run them.
+    schedules_elsewhere = None
     #: The Django database alias whose ``Job`` table holds this backend's jobs, so
     #: that the admin works them through this backend's store; None when its jobs
     #: live elsewhere (Redis) or nowhere (run in-band).

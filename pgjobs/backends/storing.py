@@ -93,6 +93,7 @@ class StoringBackend(BaseJobBackend):
     """
 
     stores_jobs = True
+    tracks_jobs = True
 
     option_names = frozenset(
         {
