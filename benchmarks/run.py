@@ -59,6 +59,7 @@ ALL_SYSTEMS = (
     "pgjobs-redis",
     "rq",
     "celery",
+    "pgjobs-celery",
 )
 # --quick measures the database queues only unless --systems says otherwise:
 # the Redis queues would take it past two minutes.

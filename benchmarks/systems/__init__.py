@@ -3,6 +3,7 @@
 from systems.django_tasks_db import DjangoTasksDB
 from systems.pgjobs import PgJobs
 from systems.pgjobs_baseline import PgJobsBaseline
+from systems.pgjobs_celery import PgJobsCelery
 from systems.pgqueuer import PgQueuer
 from systems.procrastinate import Procrastinate
 from systems.redis_celery import Celery
@@ -20,5 +21,6 @@ SYSTEMS = {
         PgJobsRedis(),
         RQ(),
         Celery(),
+        PgJobsCelery(),
     )
 }

@@ -1,0 +1,98 @@
+"""pgjobs on Celery: ``CeleryBackend`` publishing to RabbitMQ, run by ``celery worker``
+(solo pool, as the ``celery`` system), beside pgjobs' own workers.
+
+Each job is pgjobs' generic Celery task ``pgjobs.run_job``: the signed payload is
+verified and the function imported in the Celery worker, as pgjobs' own workers do.
+Late acknowledgement (at-least-once), prefetch ×1 and ×4 (×64 in full runs).
+
+Progress is the number of results in Redis database 9; the span runs from the
+first finish to the last (``date_done``), as for the ``celery`` system.
+"""
+
+import datetime
+import json
+import os
+
+from harness import PYTHON, BenchError, System, WorkerConfig, venv_import_check, venv_version
+
+from systems.redis_common import client, in_batches
+
+RESULTS_DB = 9  # projects/pgjobs_celery_bench/settings.py
+QUEUE = "pgjobs-bench"
+AMQP_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+class PgJobsCelery(System):
+    quick_share = 0.5  # a slower queue: fewer jobs in --quick runs
+    name = "pgjobs-celery"
+    project = "pgjobs_celery_bench"
+    databases = ("postgres", "mysql", "sqlite")  # Django's own tables only
+    own_processes = ("beam.smp", "redis-server")
+
+    def unavailable(self):
+        return venv_import_check("celery, kombu, pgjobs.backends.celery")
+
+    def versions(self):
+        return f"pgjobs {venv_version('pgjobs')} on celery {venv_version('celery')}, RabbitMQ"
+
+    def worker_argv(self, config):
+        return [
+            PYTHON, "-m", "celery", "-A", "pgjobs_celery_bench", "worker",
+            "--pool", "solo", "--loglevel", "WARNING", "-Q", QUEUE,
+            "--without-gossip", "--without-mingle", "--without-heartbeat",
+            *config.args,
+        ]  # fmt: skip
+
+    def throughput_configs(self, quick):
+        multipliers = ["4"] if quick else ["1", "4", "64"]
+        return [
+            WorkerConfig(procs, ("--prefetch-multiplier", m), f"solo pool, prefetch ×{m}")
+            for procs in (1, 2)
+            for m in multipliers
+        ]
+
+    def latency_configs(self, quick):
+        return [WorkerConfig(1, ("--prefetch-multiplier", "4"), "solo pool, prefetch ×4")]
+
+    def progress(self, conn, database):
+        return client(RESULTS_DB).dbsize(), 0
+
+    def span(self, conn, database):
+        r = client(RESULTS_DB)
+        keys = list(r.scan_iter(match="celery-task-meta-*", count=1000))
+        done, failed = [], 0
+        for batch in in_batches(keys):
+            for value in r.mget(batch):
+                meta = json.loads(value)
+                if meta["status"] != "SUCCESS":
+                    failed += 1
+                done.append(datetime.datetime.fromisoformat(meta["date_done"]))
+        if failed:
+            raise BenchError(f"{failed} pgjobs jobs on Celery did not succeed")
+        if not done:
+            raise BenchError("no finished jobs to time")
+        return (max(done) - min(done)).total_seconds()
+
+    def empty(self, db):
+        purge_queue()
+        client(RESULTS_DB).flushdb()
+
+    def settle(self, db):
+        pass
+
+
+def purge_queue():
+    """Empty the RabbitMQ queue (a queue not declared yet holds nothing)."""
+    from kombu import Connection
+
+    with Connection(AMQP_URL) as conn:
+        channel = conn.channel()
+        try:
+            channel.queue_purge(QUEUE)
+        except Exception:
+            pass
+        finally:
+            try:
+                channel.close()
+            except Exception:
+                pass
