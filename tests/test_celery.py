@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 
 import pytest
 from django.core import checks
@@ -25,17 +26,21 @@ from django.db import transaction
 from django.test import override_settings
 from django.utils import timezone
 
-from pgjobs import InvalidBackend, InvalidJob, background
-from pgjobs.backends.celery import TASK_NAME, CeleryBackend, priority_level
-from tests.celery_settings import (
+pytest.importorskip("celery", reason="CeleryBackend needs Celery: pip install 'pgjobs[celery]'")
+
+from pgjobs import InvalidBackend, InvalidJob, background  # noqa: E402
+from pgjobs.backends.celery import TASK_NAME, CeleryBackend, priority_level  # noqa: E402
+from tests.celery_settings import (  # noqa: E402
+    BROKER_URL,
     CACHES,
     PGJOBS_QUEUES,
+    RESULT_URL,
     RUN,
     celery_jobs_setting,
     celery_queue,
 )
-from tests.conftest import REQUIRE_SERVICES, ROOT, VENDOR, wait_for
-from tests.testapp.models import Event, Execution
+from tests.conftest import REQUIRE_SERVICES, ROOT, VENDOR, wait_for  # noqa: E402
+from tests.testapp.models import Event, Execution  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
     VENDOR != "postgres", reason="CeleryBackend is tested once, in the PostgreSQL pass"
@@ -46,7 +51,12 @@ JOBS = "tests.testapp.jobs"
 
 
 def _service_problem():
-    for name, host, port in (("RabbitMQ", "127.0.0.1", 5672), ("Redis", "127.0.0.1", 6379)):
+    for name, url in (("RabbitMQ", BROKER_URL), ("Redis", RESULT_URL)):
+        parsed = urllib.parse.urlsplit(url)
+        host, port = (
+            parsed.hostname or "127.0.0.1",
+            parsed.port or {"amqp": 5672}.get(parsed.scheme, 6379),
+        )
         try:
             socket.create_connection((host, port), timeout=3).close()
         except OSError as exc:
