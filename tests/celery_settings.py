@@ -1,14 +1,18 @@
 """Test settings for the Celery worker processes of ``tests/test_celery.py``.
 
-The test settings (``tests.settings``: the test app's tables in the test run's
-database) with ``PGJOBS`` on ``CeleryBackend``. Queues and the vhost-wide names
+The test settings (``tests.settings``, or ``PGJOBS_TEST_CELERY_BASE``: the test
+app's tables in the test run's database) with ``PGJOBS`` on ``CeleryBackend``. Queues and the vhost-wide names
 carry a suffix of the test run's own (``PGJOBS_TEST_CELERY_RUN``, inherited by
 the worker processes), so that runs side by side never share a queue.
 """
 
+import importlib
 import os
 
-from tests.settings import *  # noqa: F403
+# The settings these extend: tests.settings, or the integration pass's
+# tests.wagtail_settings (Django's tasks framework and Wagtail installed).
+BASE = os.environ.get("PGJOBS_TEST_CELERY_BASE", "tests.settings")
+globals().update({k: v for k, v in vars(importlib.import_module(BASE)).items() if k.isupper()})
 
 BROKER_URL = os.environ.get("PGJOBS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 RESULT_URL = os.environ.get("PGJOBS_TEST_CELERY_RESULTS", "redis://127.0.0.1:6379/14")

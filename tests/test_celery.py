@@ -129,6 +129,12 @@ def depth(queue):
                 pass
 
 
+def _base_settings():
+    """The settings module of this pytest run, which the workers' settings extend."""
+    module = os.environ.get("DJANGO_SETTINGS_MODULE", "tests.settings")
+    return "tests.settings" if module == "tests.celery_settings" else module
+
+
 class CeleryWorker:
     """A ``celery worker`` subprocess on this run's queues."""
 
@@ -140,6 +146,7 @@ class CeleryWorker:
             "PGJOBS_TEST_DB": VENDOR,
             "PGJOBS_TEST_DB_NAME": transactional_db_name,
             "PGJOBS_TEST_CELERY_RUN": RUN,
+            "PGJOBS_TEST_CELERY_BASE": _base_settings(),
             "PYTHONPATH": str(ROOT),
             "PYTHONUNBUFFERED": "1",
         }
