@@ -13,8 +13,8 @@ if "pgjobs.django_tasks" not in str(getattr(settings, "TASKS", "")):
         "integration pass only: pytest --ds=tests.wagtail_settings", allow_module_level=True
     )
 
-from tests.test_celery import celery_backend, services, start_celery  # noqa: E402, F401
 from tests.conftest import VENDOR, wait_for  # noqa: E402
+from tests.test_celery import celery_backend, services, start_celery  # noqa: E402, F401
 from tests.testapp.models import Event  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
