@@ -391,14 +391,17 @@ def test_unique_key_publishes_one_job_and_frees_the_key_when_done(start_celery):
     first = background.enqueue(f"{JOBS}.record_event", args=["unique"], unique_key="k")
     second = background.enqueue(f"{JOBS}.record_event", args=["unique"], unique_key="k")
     assert second.id == first.id
-    assert depth("default") == 1
+    many = background.enqueue_many([(f"{JOBS}.record_event", ["unique"], {})] * 2, unique_key="m")
+    assert many[0].id == many[1].id != first.id
+    assert depth("default") == 2
     start_celery()
     first.wait(timeout=30)
-    assert len(events("unique")) == 1
+    many[0].wait(timeout=30)
+    assert len(events("unique")) == 2
     third = background.enqueue(f"{JOBS}.record_event", args=["unique"], unique_key="k")
     assert third.id != first.id
     third.wait(timeout=30)
-    assert len(events("unique")) == 2
+    assert len(events("unique")) == 3
 
 
 def test_cancel_revokes_a_job_not_started(start_celery):

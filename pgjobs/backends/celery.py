@@ -262,8 +262,10 @@ class CeleryBackend(BaseJobBackend):
         now = timezone.now()
         jobs = []
         refs = []
+        keys = {}  # unique_key -> the ref of this call that takes it
         for spec in specs:
-            holder = self._unique_holder(spec.unique_key) if spec.unique_key else None
+            key = spec.unique_key
+            holder = None if key is None else keys.get(key) or self._unique_holder(key)
             if holder is not None:
                 refs.append(holder)
                 continue
@@ -282,6 +284,8 @@ class CeleryBackend(BaseJobBackend):
             self._remember(info)
             jobs.append((spec, info.id))
             refs.append(JobRef(info, self))
+            if key is not None:
+                keys[key] = refs[-1]
         if jobs:
             if self._in_transaction():
                 transaction.on_commit(lambda: self.publish(jobs), using=self.database)
