@@ -138,7 +138,7 @@ def _base_settings():
 class CeleryWorker:
     """A ``celery worker`` subprocess on this run's queues."""
 
-    def __init__(self, tmp_path, transactional_db_name, queues=PGJOBS_QUEUES):
+    def __init__(self, tmp_path, transactional_db_name, queues=PGJOBS_QUEUES, pool="solo"):
         self.log = tmp_path / f"celery-{time.monotonic_ns()}.log"
         env = {
             **os.environ,
@@ -154,13 +154,13 @@ class CeleryWorker:
             self.process = subprocess.Popen(
                 [
                     sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker",
-                    "--pool", "solo", "--prefetch-multiplier", "1", "--loglevel", "INFO",
+                    "--pool", pool, "--concurrency", "1", "--prefetch-multiplier", "1", "--loglevel", "INFO",
                     "--without-gossip", "--without-mingle", "--without-heartbeat",
                     "-n", f"pgjobs-test-{RUN}-{time.monotonic_ns()}@%h",
                     "-Q", ",".join(celery_queue(q) for q in queues),
                 ],
                 cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                stderr=subprocess.STDOUT,
+                stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         wait_for(self._ready, timeout=60, message=f"a ready celery worker ({self.log})")
 
@@ -174,7 +174,8 @@ class CeleryWorker:
 
     def kill(self):
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
+            # The process group: a prefork pool's children go too.
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
 
     def stop(self):
@@ -425,3 +426,13 @@ def test_a_worker_killed_mid_job_leads_to_redelivery(start_celery):
     starts = events("start:killed")
     assert len(starts) == 2 and starts[0].value != starts[1].value  # two processes
     assert len(events("done:killed")) == 1 and events("again:killed") == []
+
+
+def test_timeout_is_a_soft_time_limit_on_the_prefork_pool(start_celery):
+    start_celery(pool="prefork")
+    ref = background.enqueue(f"{JOBS}.sleep", args=[30], timeout=1, max_attempts=1)
+    started = time.monotonic()
+    ref.wait(timeout=30)
+    assert time.monotonic() - started < 15
+    assert ref.status == "failed"
+    assert ref.error["type"].endswith("SoftTimeLimitExceeded")
