@@ -1,12 +1,12 @@
 """The parts of a database store that Django's ORM expresses portably.
 
-Vendor stores (``postgres.py``, ``mysql.py``, ``sqlite.py``) subclass ``OrmStore``
-and replace the hot paths (enqueue, claim, finish) with their own SQL. The
-operations here are off the hot path: refs, retries, failures, leases.
+Vendor stores (``postgres.py``, and ``mysql.py`` and ``sqlite.py`` through
+``sql.py``) subclass ``OrmStore`` and replace the hot paths (enqueue, claim,
+finish) with their own statements. The operations here are off the hot path:
+refs, retries, failures, leases, the worker registry, schedules.
 """
 
 import datetime
-import json
 
 from django.db import IntegrityError, connections, transaction
 from django.db.models import Case, Count, DateTimeField, F, Min, Q, Value, When
@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from .. import records
 from ..records import JobInfo, ScheduleInfo
-from .base import Store
+from .base import DECODE_ERRORS, Store
 
 INFO_FIELDS = (
     "id",
@@ -36,11 +36,6 @@ INFO_FIELDS = (
 )
 
 
-def load_json(value):
-    """JSON columns come back as text from some drivers and as data from others."""
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
-
-
 def seconds(delta_seconds):
     return datetime.timedelta(seconds=delta_seconds)
 
@@ -54,8 +49,8 @@ class OrmStore(Store):
     def __init__(
         self, alias="default", *, lease_seconds=20.0, channel="pgjobs", keep_succeeded=True
     ):
+        super().__init__(lease_seconds=lease_seconds)
         self.alias = alias
-        self.lease_seconds = lease_seconds
         self.channel = channel
         # False: a job that succeeds is deleted at once instead of kept with its result.
         self.keep_succeeded = keep_succeeded
@@ -134,8 +129,16 @@ class OrmStore(Store):
         return [self.enqueue(spec) for spec in specs]  # vendors without RETURNING
 
     def get(self, job_id):
-        job = self.jobs().only(*INFO_FIELDS).filter(pk=job_id).first()
-        return None if job is None else self._info(job)
+        try:
+            job = self.jobs().only(*INFO_FIELDS, "args", "kwargs").filter(pk=job_id).first()
+        except DECODE_ERRORS:  # arguments it cannot decode: the rest of the job
+            job = self.jobs().only(*INFO_FIELDS).filter(pk=job_id).first()
+            return None if job is None else self._info(job)
+        if job is None:
+            return None
+        info = self._info(job)
+        info.args, info.kwargs = job.args, job.kwargs
+        return info
 
     def enqueue_unique(self, spec):
         """Enqueue, unless a ready or running job has ``spec.unique_key``: then
@@ -212,10 +215,6 @@ class OrmStore(Store):
         if requeued:
             self.notify_ready()
         return requeued
-
-    def notify_ready(self, queues=None):
-        """Tell idle workers that jobs became ready outside enqueue; a no-op
-        where workers poll."""
 
     # -- workers -----------------------------------------------------------------
 
