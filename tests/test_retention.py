@@ -25,10 +25,10 @@ from pgjobs.backends.redis import RedisBackend
 from pgjobs.exceptions import InvalidBackend
 from pgjobs.handler import get_backend
 from pgjobs.management.commands import _retention
-from pgjobs.stores.queries import sql
 from pgjobs.management.commands._options import pruner_for
 from pgjobs.management.commands._retention import Pruner
 from pgjobs.models import Job
+from pgjobs.stores.queries import sql
 from tests.conftest import JOBS_IN_REDIS, VENDOR, run_jobs, status_counts, wait_for
 from tests.testapp import jobs
 
