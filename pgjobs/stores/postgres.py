@@ -264,9 +264,9 @@ class PostgresStore(OrmStore):
             return self.claim(queues, limit, worker_id)
         params = self._claim_params(queues, limit, worker_id)
         params.update(self._finish_params(worker_id, results))
-        params["delete"] = not self.keep_succeeded
+        query = self.sql.finish_and_claim if self.keep_succeeded else self.sql.delete_and_claim
         try:
-            return _claimed(self._execute(self.sql.finish_and_claim, params))
+            return _claimed(self._execute(query, params))
         except DatabaseError as exc:
             if not isinstance(exc.__cause__, psycopg.errors.DeadlockDetected):
                 raise

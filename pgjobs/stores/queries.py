@@ -43,10 +43,10 @@ def tables(quote_name):
 
 
 class Queries:
-    """A vendor's statements as attributes (``queries.claim``), tables filled in."""
+    """A vendor's statements as attributes (``queries.claim``), with ``names``
+    (``{"job": ...}``, see ``tables``) filled in."""
 
-    def __init__(self, vendor, quote_name):
-        names = tables(quote_name)
+    def __init__(self, vendor, names):
         for name, text in _named(vendor).items():
             setattr(self, name, _TABLE.sub(lambda match: names[match.group(1)], text))
 
@@ -61,7 +61,7 @@ def sql(connection):
     vendor = {"postgresql": "postgres"}.get(connection.vendor, connection.vendor)
     queries = _loaded.get(vendor)
     if queries is None:
-        queries = _loaded[vendor] = Queries(vendor, connection.ops.quote_name)
+        queries = _loaded[vendor] = Queries(vendor, tables(connection.ops.quote_name))
     return queries
 
 

@@ -7,6 +7,8 @@ retryable, how its clock and times are read, and its claim; everything else is
 here, written once.
 """
 
+import dataclasses
+import functools
 import logging
 import random
 import time
@@ -23,19 +25,9 @@ from .queries import sql as vendor_sql
 
 logger = logging.getLogger("pgjobs")
 
-#: The columns a claim reads, in the order of ``ClaimedJob``'s fields.
-CLAIMED_FIELDS = (
-    "id",
-    "func",
-    "args",
-    "kwargs",
-    "queue",
-    "priority",
-    "run_at",
-    "attempts",
-    "max_attempts",
-    "timeout",
-    "signature",
+#: The columns a claim reads: ``ClaimedJob``'s fields, in order, but ``problem``.
+CLAIMED_FIELDS = tuple(
+    field.name for field in dataclasses.fields(ClaimedJob) if field.name != "problem"
 )
 
 #: The columns an enqueue writes, in the order of the ``insert_row`` statement.
@@ -51,6 +43,16 @@ INSERT_FIELDS = (
     "unique_key",
     "signature",
 )
+
+
+def _retried(operation):
+    """``operation`` (an ``OrmStore`` method) run through ``SqlStore._retrying``."""
+
+    @functools.wraps(operation)
+    def retried(self, *args, **kwargs):
+        return self._retrying(operation, self, *args, **kwargs)
+
+    return retried
 
 
 class SqlStore(OrmStore):
@@ -260,24 +262,12 @@ class SqlStore(OrmStore):
         raise NotImplementedError
 
     # The ORM's operations, retried like the rest.
-
-    def cancel(self, *args, **kwargs):
-        return self._retrying(super().cancel, *args, **kwargs)
-
-    def retry(self, *args, **kwargs):
-        return self._retrying(super().retry, *args, **kwargs)
-
-    def fail(self, *args, **kwargs):
-        return self._retrying(super().fail, *args, **kwargs)
-
-    def heartbeat(self, *args, **kwargs):
-        return self._retrying(super().heartbeat, *args, **kwargs)
-
-    def rescue(self, *args, **kwargs):
-        return self._retrying(super().rescue, *args, **kwargs)
-
-    def release(self, *args, **kwargs):
-        return self._retrying(super().release, *args, **kwargs)
+    cancel = _retried(OrmStore.cancel)
+    retry = _retried(OrmStore.retry)
+    fail = _retried(OrmStore.fail)
+    heartbeat = _retried(OrmStore.heartbeat)
+    rescue = _retried(OrmStore.rescue)
+    release = _retried(OrmStore.release)
 
 
 def _boolean(value):

@@ -129,20 +129,40 @@ SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, ti
 FROM claimed ORDER BY priority DESC, run_at, id;
 
 -- name: finish_and_claim
--- finish (or with delete true, finish_delete), then claim, in one statement, so
--- that a busy worker pays one round trip and one commit per batch. The branch
--- not taken is cut off at its start by the delete parameter.
+-- finish, then claim, in one statement, so that a busy worker pays one round
+-- trip and one commit per batch. Written out whole, as delete_and_claim is:
+-- one statement for both, its unused branch cut off by a parameter, measured
+-- a tenth slower.
 WITH finished AS (
     UPDATE {job} AS j
     SET status = 'succeeded', result = v.result::jsonb, finished_at = now(),
         lease_expires_at = NULL
     FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
-      AND NOT %(delete)s
-), deleted AS (
+), next AS MATERIALIZED (
+    SELECT id FROM {job}
+    WHERE status = 'ready' AND run_at <= statement_timestamp()
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE {job} AS j
+    SET status = 'running', attempts = j.attempts + 1, started_at = now(),
+        worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
+    WHERE j.id = ANY(ARRAY(SELECT id FROM next))
+    RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
+              j.attempts, j.max_attempts, j.timeout, j.signature
+)
+SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature
+FROM claimed ORDER BY priority DESC, run_at, id;
+
+-- name: delete_and_claim
+-- finish_delete, then claim, in one statement (KEEP_SUCCEEDED False).
+WITH deleted AS (
     DELETE FROM {job} AS j
     USING unnest(%(ids)s::bigint[]) AS v(id)
-    WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s AND %(delete)s
+    WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
 ), next AS MATERIALIZED (
     SELECT id FROM {job}
     WHERE status = 'ready' AND run_at <= statement_timestamp()
