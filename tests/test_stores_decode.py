@@ -89,3 +89,18 @@ def test_get_returns_the_arguments_as_stored(store):
     ref = background.enqueue(jobs.add, args=[1, 2], kwargs={"x": "y"})
     info = store.get(ref.id)
     assert (info.args, info.kwargs) == ([1, 2], {"x": "y"})
+
+
+@pytest.mark.skipif(VENDOR != "sqlite", reason="SQLite stores times as text anyone can change")
+@pytest.mark.django_db(transaction=True)
+def test_a_row_whose_time_cannot_be_read_fails_only_its_job(store):
+    good = background.enqueue(jobs.noop)
+    bad = background.enqueue(jobs.noop)
+    with connection.cursor() as cursor:  # due (it sorts before now), but no date
+        cursor.execute(
+            "UPDATE pgjobs_job SET run_at = '2000-13-45 00:00:00' WHERE id = %s", [bad.id]
+        )
+    claimed = {job.id: job for job in store.claim(None, 10, WORKER)}
+    assert claimed[good.id].problem is None
+    assert "cannot read the job's row" in claimed[bad.id].problem
+    assert sorted(claimed.values(), key=lambda job: job.claim_order())  # sortable

@@ -118,9 +118,11 @@ class OrmStore(Store):
         job = Job.objects.using(self.alias).only(*INFO_FIELDS).get(pk=job.pk)
         return self._info(job)
 
-    def enqueue_many(self, specs):
+    def enqueue_many(self, specs, ids=None):
         from ..models import Job
 
+        if ids is not None:
+            return super().enqueue_many(specs, ids)
         specs = list(specs)  # read once, see Store.enqueue_many
         rows = [Job(**self._model_kwargs(spec)) for spec in specs]
         created = self.jobs().bulk_create(rows)

@@ -309,23 +309,22 @@ class PostgresStore(OrmStore):
         PostgreSQL plans a prepared statement for its parameters (a custom plan)
         five times, then settles on a generic plan, or on planning every time
         when its estimates favour that; the generic plan is kept until an ANALYZE
-        or VACUUM of the table invalidates it. Both went wrong for a worker:
+        or VACUUM of the table invalidates it. Both go wrong for a worker:
 
         - A worker that starts on a near-empty table gets generic plans that
           scan it whole (the cheapest way through a few rows), and keeps them
           while retained jobs grow the table, until autovacuum replans, if it
-          is on. Under 1,000 jobs/s with autovacuum off, every finish scanned
-          the table, and the worker's server process used 0.55 ms of CPU per job.
-        - Claims of one or two jobs at a time looked cheaper planned afresh (the
+          is on: then every finish scans the table.
+        - Claims of one or two jobs at a time look cheaper planned afresh (the
           generic plan assumes ten ids to finish): with the plans discarded
-          regularly, planning took 30% of that process's time.
+          regularly, planning becomes a large part of the server's work.
 
-        So the worker's connection always uses generic plans (the statements
-        here are written for one: ids as arrays, read through the primary key;
-        a claim's LIMIT leaves the claim index the cheapest way whatever its
-        value), and ``DISCARD PLANS`` drops them each heartbeat, so that they
-        are made again for the table's current size. Together: 0.35 ms.
-        Nothing to do where nothing is prepared (``_prepares``). With Django's
+        So the worker's connection always uses generic plans (the statements in
+        ``sql/postgres.sql`` are written for one: ids as arrays, read through
+        the primary key; a claim's LIMIT leaves the claim index the cheapest way
+        whatever its value), and ``DISCARD PLANS`` drops them each heartbeat, so
+        that they are made again for the table's current size. Nothing to do
+        where nothing is prepared (``_prepares``). With Django's
         ``server_side_binding`` and a ``prepare_threshold`` of your own, the
         ORM's statements on this connection get generic plans too.
 
@@ -377,7 +376,7 @@ class PostgresStore(OrmStore):
         Every notification that arrived is read: those that come in one packet
         (two enqueues committed together) are handed over together. Stopping
         at the first would drop the rest, which psycopg has already read, and
-        a worker whose turn a dropped one was (``Worker._answers``) would not
+        a worker whose turn a dropped one was (workers share out wake-ups) would not
         answer it. A broken listener is reconnected with backoff; the caller
         is told it was woken then, since notifications may have been missed.
         """

@@ -15,11 +15,12 @@ import time
 
 from django.db import DatabaseError, transaction
 from django.db.models import BooleanField, DateTimeField, JSONField
+from django.utils import timezone
 from django.utils.functional import cached_property
 
 from ..records import ClaimedJob, JobInfo
 from ..serialization import dumps
-from .base import args_json, load_json, read_arguments
+from .base import DECODE_ERRORS, args_json, load_json, one_line, read_arguments
 from .orm import INFO_FIELDS, OrmStore
 from .queries import sql as vendor_sql
 
@@ -115,11 +116,22 @@ class SqlStore(OrmStore):
         }
 
     def _claimed(self, row, attempts_added=0):
-        """A ``ClaimedJob`` from a claimed row (``CLAIMED_FIELDS``); arguments that
-        cannot be decoded make its ``problem``, not an error of the claim."""
+        """A ``ClaimedJob`` from a claimed row (``CLAIMED_FIELDS``). A row it
+        cannot read (arguments it cannot decode, a time it cannot parse) comes
+        back with its ``problem`` set, not as an error of the whole claim."""
         args, kwargs = row[2], row[3]
-        values = self._from_db(CLAIMED_FIELDS, (*row[:2], "[]", "{}", *row[4:]))
-        values["args"], values["kwargs"], values["problem"] = read_arguments(args, kwargs)
+        try:
+            values = self._from_db(CLAIMED_FIELDS, (*row[:2], "[]", "{}", *row[4:]))
+        except DECODE_ERRORS as exc:
+            values = dict(zip(CLAIMED_FIELDS, row, strict=True))
+            values.update(
+                args=None,
+                kwargs=None,
+                run_at=timezone.now(),  # any time: claim order sorts by it
+                problem="cannot read the job's row: " + one_line(exc),
+            )
+        else:
+            values["args"], values["kwargs"], values["problem"] = read_arguments(args, kwargs)
         values["attempts"] += attempts_added
         return ClaimedJob(**values)
 

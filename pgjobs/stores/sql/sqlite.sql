@@ -35,7 +35,9 @@ COMMIT;
 ROLLBACK;
 
 -- name: claim
--- SQLite >= 3.35: the claim is one statement. queues NULL: every queue.
+-- SQLite >= 3.35: the claim is one statement. queues NULL: every queue. run_at
+-- comes back as text (no declared type), so that the store reads each row's
+-- time itself and a row it cannot read fails alone, not the whole claim.
 UPDATE {job}
 SET status = 'running', attempts = attempts + 1, started_at = %(now)s,
     worker_id = %(worker_id)s, lease_expires_at = %(lease_expires_at)s
@@ -46,8 +48,8 @@ WHERE id IN (
     ORDER BY priority DESC, run_at, id
     LIMIT %(limit)s
 )
-RETURNING id, func, args, kwargs, queue, priority, run_at, attempts, max_attempts, timeout,
-          signature;
+RETURNING id, func, args, kwargs, queue, priority, CAST(run_at AS TEXT), attempts,
+          max_attempts, timeout, signature;
 
 -- name: due
 -- The claim without RETURNING (SQLite < 3.35): the due ids, then mark and claimed.
@@ -64,7 +66,8 @@ SET status = 'running', attempts = attempts + 1, started_at = %(now)s,
 WHERE id IN (SELECT value FROM json_each(%(ids)s));
 
 -- name: claimed
-SELECT id, func, args, kwargs, queue, priority, run_at, attempts, max_attempts, timeout, signature
+SELECT id, func, args, kwargs, queue, priority, CAST(run_at AS TEXT), attempts, max_attempts,
+       timeout, signature
 FROM {job} WHERE id IN (SELECT value FROM json_each(%(ids)s));
 
 -- name: finish
