@@ -1,10 +1,11 @@
 """The Redis store: jobs as hashes, queues as sorted sets, every change a Lua script.
 
 For sites that keep jobs out of their database. Each operation that reads and
-then writes runs as one server-side script (``lua/*.lua``, shared helpers in
-``lua/common.lua``), so claims are atomic across processes
-and hosts, and idle workers are woken by pub/sub. Time is always Redis's own
-clock (``TIME``), as the database stores use the database's.
+then writes runs as one server-side script (``lua/<name>.lua`` after the shared
+helpers of ``lua/common.lua``), so claims are atomic across processes and
+hosts, and idle workers are woken by pub/sub. Time is always Redis's own clock
+(``TIME``), as the database stores use the database's. Jobs enqueued inside a
+database transaction are written at its commit (``enqueues_in_transaction``).
 
 Keys, under ``PREFIX`` (``P``)::
 
