@@ -6,7 +6,7 @@ the text is sent as written. The only thing filled in is the tables' names,
 once, at load time: ``{job}``, ``{worker}`` and ``{schedule}`` become the
 models' ``db_table``, quoted by the connection. Values always travel as
 parameters; where a statement's shape varies with its data (a batch of N
-rows), ``placeholders`` makes the placeholders and nothing else.
+rows), ``values`` repeats a row of placeholders and nothing else.
 """
 
 import functools
@@ -65,12 +65,10 @@ def sql(connection):
     return queries
 
 
-def placeholders(count, per_row=1, style="%s"):
-    """``count`` groups of ``per_row`` placeholders: ``(%s, %s), (%s, %s)`` for
-    rows of a multi-row INSERT (``per_row`` > 1), ``%s, %s`` for a list."""
-    if per_row == 1:
-        return ", ".join([style] * count)
-    row = "(" + ", ".join([style] * per_row) + ")"
+def values(row, count):
+    """The ``VALUES`` list of a batch: ``row``, one row's placeholders as a named
+    statement gives them, ``count`` times. The only statement text that varies
+    with the data, and it holds placeholders only."""
     return ", ".join([row] * count)
 
 

@@ -23,6 +23,7 @@ from ..serialization import dumps
 from .base import DECODE_ERRORS, args_json, load_json, one_line, read_arguments
 from .orm import INFO_FIELDS, OrmStore
 from .queries import sql as vendor_sql
+from .queries import values
 
 logger = logging.getLogger("pgjobs")
 
@@ -169,12 +170,12 @@ class SqlStore(OrmStore):
     def _insert_params(self, spec, now):
         """The parameters of one ``insert_row``, through Django's own adapters."""
         fields = self._insert_fields
-        values = self._model_kwargs(spec)
-        values.setdefault("run_at", None)
+        given = self._model_kwargs(spec)
+        given.setdefault("run_at", None)
         params = []
         for name in INSERT_FIELDS:
             field = fields[name]
-            value = values[name]
+            value = given[name]
             if name == "args":
                 params.append(args_json(spec))  # the text its preparer signed, if any
             elif isinstance(field, JSONField):
@@ -193,7 +194,7 @@ class SqlStore(OrmStore):
     def _insert_statement(self, rows):
         """``insert`` with ``rows`` copies of ``insert_row``: the placeholders of
         a batch, the statement's only part that varies."""
-        return f"{self.sql.insert} VALUES {', '.join([self.sql.insert_row] * rows)}"
+        return f"{self.sql.insert} VALUES {values(self.sql.insert_row, rows)}"
 
     def enqueue(self, spec):
         return self._retrying(self._enqueue_rows, [spec])[0]
