@@ -255,6 +255,11 @@ class System:
         """Why this system cannot be measured here, or None."""
         return None
 
+    def checkout(self) -> str | None:
+        """A checkout whose packages the commands and workers import before the venv's
+        (pgjobs-baseline: $BENCH_BASELINE), or None."""
+        return None
+
     def versions(self) -> str:
         return ""
 
@@ -292,18 +297,20 @@ def vendor_span_sql(table: str) -> dict:
     }
 
 
-def projects_pythonpath(env: dict) -> str:
-    """PYTHONPATH for benchmark commands and workers: the projects, then the caller's
-    own, e.g. to measure another checkout of pgjobs than the editable install."""
-    return os.pathsep.join(filter(None, [str(PROJECTS_DIR), env.get("PYTHONPATH")]))
+def projects_pythonpath(env: dict, checkout: str | None = None) -> str:
+    """PYTHONPATH for benchmark commands and workers: the projects, the system's
+    ``checkout`` if it has one, then the caller's own, e.g. to measure another
+    checkout of pgjobs than the editable install."""
+    return os.pathsep.join(filter(None, [str(PROJECTS_DIR), checkout, env.get("PYTHONPATH")]))
 
 
 def manage_py() -> str:
     return str(PROJECTS_DIR / "manage.py")
 
 
-def venv_import_check(module: str) -> str | None:
-    """None if ``module`` imports in the benchmark venv, else the error line."""
+def venv_import_check(module: str, checkout: str | None = None) -> str | None:
+    """None if ``module`` imports in the benchmark venv (``checkout`` first on
+    its path, as ``System.checkout``), else the error line."""
     # cwd away from the repo root, where "import pgjobs" would find the source
     # tree whether or not the venv has it installed.
     proc = subprocess.run(
@@ -312,6 +319,7 @@ def venv_import_check(module: str) -> str | None:
         text=True,
         timeout=60,
         cwd=WORK_DIR,
+        env={**os.environ, "PYTHONPATH": projects_pythonpath(os.environ, checkout)},
     )
     if proc.returncode == 0:
         return None
@@ -327,6 +335,51 @@ def venv_version(dist: str) -> str:
         timeout=60,
     )
     return proc.stdout.strip() or "?"
+
+
+def source_commit(package: str, checkout: str | None = None) -> str:
+    """Where the commands import ``package`` from and the git commit there
+    ("+changes" when its files differ from that commit), for the report."""
+    proc = subprocess.run(
+        [PYTHON, "-c", f"import os, {package}; print(os.path.dirname({package}.__file__))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=WORK_DIR,
+        env={**os.environ, "PYTHONPATH": projects_pythonpath(os.environ, checkout)},
+    )
+    where = proc.stdout.strip()
+    if not where:
+        return "?"
+    git = ["git", "-C", where]
+    commit = subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+    ).stdout.strip()
+    changed = subprocess.run(
+        [*git, "status", "--porcelain", "--untracked-files=no", "--", "."],
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout.strip()
+    return f"{commit or '?'}{'+changes' if changed else ''} ({Path(where).parent})"
+
+
+def median_run(runs: list[dict], key: str, figures: tuple[str, ...] = ()) -> dict:
+    """One result for a measurement repeated (run.py --repeat): the run with the
+    median ``key`` (the lower middle one of an even count), kept whole, with
+    every run's ``key`` and ``figures`` in ``repeats`` ({figure: [values]}, in
+    the order measured) and the failed runs' errors in ``repeat_errors``."""
+    if len(runs) == 1:
+        return runs[0]
+    ok = [r for r in runs if key in r]
+    if not ok:
+        return runs[-1]
+    kept = sorted(ok, key=lambda r: r[key])[(len(ok) - 1) // 2]
+    result = {**kept, "repeats": {f: [r[f] for r in ok] for f in (key, *figures)}}
+    errors = [r.get("error", "?") for r in runs if key not in r]
+    if errors:
+        result["repeat_errors"] = errors
+    return result
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -560,7 +613,7 @@ class Bench:
             BENCH_DATABASE=self.vendor,
             BENCH_DB=self.db_name,
             BENCH_LATENCY_FILE=str(self.latency_file),
-            PYTHONPATH=projects_pythonpath(env),
+            PYTHONPATH=projects_pythonpath(env, self.system.checkout()),
             PYTHONUNBUFFERED="1",
         )
         return env

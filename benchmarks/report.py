@@ -6,7 +6,9 @@ ratio below 1 means pgjobs is faster. Then pgjobs against the targets of
 issue #8 (among them pgjobs / PGQueuer's best), the plots (PNG, beside the
 report: no-op jobs/s against concurrency, jobs/s by job kind, latency CDFs),
 the setting each headline figure came from, and every individual run, so
-nothing is hidden behind "best".
+nothing is hidden behind "best". With pgjobs-baseline in the run, a section
+compares pgjobs with it figure by figure, against the run-to-run noise that
+``run.py --repeat`` measures.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
 import subprocess
 import time
 from pathlib import Path
@@ -21,6 +24,7 @@ from pathlib import Path
 from harness import PG, REPO_DIR
 
 REDIS_PEERS = ("rq", "celery")  # compared with pgjobs-redis, not with pgjobs on the database
+BASELINE = "pgjobs-baseline"  # pgjobs from another checkout, compared figure by figure
 
 
 def environment(quick: bool, counts: dict, total_s: float, database=None) -> dict:
@@ -208,6 +212,121 @@ def _load_reached(run: dict) -> bool:
     return run["producer"]["rate"] >= 0.9 * run["load_rate"]
 
 
+def _values(r: dict | None, key: str) -> list[float] | None:
+    """Every run's ``key`` of one measurement: its --repeat runs, an enqueue's
+    repeats, or the one figure."""
+    if not r or key not in r:
+        return None
+    runs = (r.get("repeats") or {}).get(key)
+    if runs:
+        return runs
+    if key == "rate" and r.get("runs"):
+        return r["runs"]
+    return [r[key]]
+
+
+def _spread(values: list[float]) -> float | None:
+    """(max − min) ÷ median of one figure's runs; None for a single run."""
+    if len(values) < 2 or not statistics.median(values):
+        return None
+    return (max(values) - min(values)) / statistics.median(values)
+
+
+def _comparison(results: dict, meta: dict) -> list[str]:
+    """pgjobs against pgjobs-baseline, each figure against the noise of both."""
+    ours, base = results.get("pgjobs"), results.get(BASELINE)
+    if not ours or not base:
+        return []
+    pairs = []  # (figure, setting, baseline's run, ours, key, higher is better)
+    for mode, what in (
+        ("single", "enqueue, one transaction per job"),
+        ("atomic", "enqueue, many in one transaction"),
+        ("bulk", "enqueue, bulk API"),
+        ("bulk_big", "enqueue, one big bulk call"),
+        ("distinct_big", "enqueue, one big bulk call, own arguments"),
+    ):
+        theirs, mine = base["enqueue"].get(mode), ours["enqueue"].get(mode)
+        pairs.append((f"{what} (jobs/s)", "", theirs, mine, "rate", True))
+    runs = [*base["throughput"], *base.get("kinds", [])]
+    theirs = {(r.get("kind"), r.get("config")): r for r in runs}
+    for r in [*ours["throughput"], *ours.get("kinds", [])]:
+        kind, setting = r.get("kind"), r.get("config")
+        pairs.append((f"{kind} (jobs/s)", setting, theirs.get((kind, setting)), r, "rate", True))
+    for group, what in (("latency", "idle"), ("latency_load", "under load")):
+        theirs = {r.get("config"): r for r in base.get(group, [])}
+        for r in ours.get(group, []):
+            for key in ("p50_ms", "p95_ms"):
+                figure = f"latency {key[:3]} {what} (ms)"
+                pairs.append((figure, r.get("config"), theirs.get(r.get("config")), r, key, False))
+
+    # The median of an even count is its lower middle value, as the run kept (median_run).
+    def cell(values, fmt):
+        if not values:
+            return "–"
+        mid = fmt(statistics.median_low(values))
+        return mid if len(values) < 2 else f"{mid} ({fmt(min(values))}–{fmt(max(values))})"
+
+    repeat = meta.get("repeat", 1)
+    out = ["", f"## pgjobs against {BASELINE}", ""]
+    out.append(
+        f"{base.get('versions', BASELINE)}; {ours.get('versions', 'pgjobs')}. "
+        + (
+            "Measured turn about (`--alternate`), setting by setting. "
+            if meta.get("alternate")
+            else "Measured one after the other, not turn about: drift in the machine's speed "
+            "between the two shows as a difference. "
+        )
+        + (
+            f"Each figure is the median of {repeat} runs (lowest–highest in brackets); "
+            "noise is the larger of the two spreads, (highest − lowest) ÷ median, and a "
+            "change beyond it in either direction is marked. "
+            if repeat > 1
+            else "One run each (`--repeat 1`): no noise measured, so no change is marked. "
+        )
+        + "Enqueue figures are the median of the enqueue repeats."
+    )
+    out += ["", f"| figure | setting | {BASELINE} | pgjobs | pgjobs ÷ {BASELINE} | noise | |"]
+    out.append("|---|---|---:|---:|---:|---:|---|")
+    for figure, setting, theirs, mine, key, higher in pairs:
+        a, b = _values(mine, key), _values(theirs, key)
+        if not a and not b:
+            continue
+        fmt = _fmt_rate if higher else _fmt_ms
+        ratio, noise, verdict = None, None, "–"
+        if a and b and statistics.median_low(b):
+            ratio = statistics.median_low(a) / statistics.median_low(b)
+            spreads = (_spread(a), _spread(b))
+            noise = None if None in spreads else max(spreads)
+        if noise is not None:
+            up, down = ratio > 1 + noise, ratio < 1 - noise  # up: more jobs/s, or more ms
+            if up or down:
+                verdict = "better, beyond noise" if up == higher else "**worse, beyond noise**"
+            else:
+                verdict = "within noise"
+        out.append(
+            f"| {figure} | {setting or '–'} | {cell(b, fmt)} | {cell(a, fmt)} "
+            f"| {'–' if ratio is None else f'{ratio:.2f}×'} "
+            f"| {'–' if noise is None else f'±{noise:.0%}'} | {verdict} |"
+        )
+    return out
+
+
+def _fmt_latency_repeats(r: dict) -> str:
+    runs = r.get("repeats") or {}
+    pairs = zip(runs.get("p50_ms") or [], runs.get("p95_ms") or [], strict=False)
+    text = ", ".join(f"{a:.1f} / {b:.1f}" for a, b in pairs)
+    errors = r.get("repeat_errors")
+    return text + (f"; {len(errors)} failed" if errors else "")
+
+
+def _fmt_repeats(r: dict, key: str, fmt) -> str:
+    """Every --repeat run's figure, in the order measured."""
+    runs = (r.get("repeats") or {}).get(key) or []
+    text = ", ".join(fmt(v) for v in runs)
+    errors = r.get("repeat_errors")
+    return text + (f"; {len(errors)} failed" if errors else "")
+
+
 def markdown(results: dict, skipped: dict, meta: dict, plots: dict | None = None) -> str:
     c = meta["counts"]
     load_rate = c.get("load_rate") or 0
@@ -265,7 +384,23 @@ def markdown(results: dict, skipped: dict, meta: dict, plots: dict | None = None
             else ""
         )
         + "; ".join(r["versions"] for r in results.values() if r.get("versions"))
-        + ".",
+        + "."
+        + (
+            " The systems were measured turn about (`--alternate`)."
+            if meta.get("alternate")
+            else ""
+        )
+        + (
+            f" Each processing and latency figure is the median of {meta['repeat']} runs "
+            "(`--repeat`); every run is listed below."
+            if meta.get("repeat", 1) > 1
+            else ""
+        )
+        + (
+            f" Settings chosen with `--only {' --only '.join(meta['only'])}`."
+            if meta.get("only")
+            else ""
+        ),
         "",
     ]
     header = ["figure", *names, *(f"{ours} ÷ {peer}" for ours, peer in ratios)]
@@ -297,6 +432,7 @@ def markdown(results: dict, skipped: dict, meta: dict, plots: dict | None = None
         "that is not measured under load (its backlog would only grow).",
     ]
     out += _targets(results)
+    out += _comparison(results, meta)
     busiest = _busiest(results)
     if busiest > 0.25:
         out.append(
@@ -329,12 +465,14 @@ def markdown(results: dict, skipped: dict, meta: dict, plots: dict | None = None
         ]
         out.append(f"| {n} | " + " | ".join(cells) + " |")
 
+    repeated = meta.get("repeat", 1) > 1
     out += ["", "## Every processing run", ""]
     out.append(
         "| system | jobs | setting | jobs/s (DB timestamps) | jobs/s (wall, from spawn) "
         "| others' CPU during | attempts (jobs/s @ others' CPU) |"
+        + (" each --repeat run (jobs/s) |" if repeated else "")
     )
-    out.append("|---|---|---|---:|---:|---:|---|")
+    out.append("|---|---|---|---:|---:|---:|---|" + ("---|" if repeated else ""))
     for n in names:
         for r in [*results[n]["throughput"], *results[n].get("kinds", [])]:
             kind = r.get("kind", "noop")
@@ -350,18 +488,20 @@ def markdown(results: dict, skipped: dict, meta: dict, plots: dict | None = None
                 out.append(
                     f"| {n} | {r.get('n', 0):,} {kind} | {r['config']} | {r['rate']:,.0f} "
                     f"| {r['wall_rate']:,.0f} | {_fmt_others(r)} | {_fmt_attempts(r)} |"
+                    + (f" {_fmt_repeats(r, 'rate', _fmt_rate)} |" if repeated else "")
                 )
             else:
                 out.append(
                     f"| {n} | {kind} | {r['config']} | failed: {r.get('error', '?')} | | | |"
+                    + (" |" if repeated else "")
                 )
 
     out += ["", "## Every latency run", ""]
     out.append(
         "| system | setting | load (jobs/s enqueued) | p50 ms | p95 ms | p99 ms | mean ms "
-        "| max ms | CPU busy before |"
+        "| max ms | CPU busy before |" + (" each --repeat run (p50 / p95 ms) |" if repeated else "")
     )
-    out.append("|---|---|---|---:|---:|---:|---:|---:|---:|")
+    out.append("|---|---|---|---:|---:|---:|---:|---:|---:|" + ("---|" if repeated else ""))
     for n in names:
         for r in [*results[n]["latency"], *results[n].get("latency_load", [])]:
             producer = r.get("producer")
@@ -378,6 +518,7 @@ def markdown(results: dict, skipped: dict, meta: dict, plots: dict | None = None
                     f"| {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
                     f"| {'–' if p99 is None else f'{p99:.1f}'} "
                     f"| {r['mean_ms']:.1f} | {r['max_ms']:.1f} | {_fmt_busy(r.get('busy_before'))} |"
+                    + (f" {_fmt_latency_repeats(r)} |" if repeated else "")
                 )
             elif "skipped" in r:
                 out.append(f"| {n} | {r['config']} | not measured: {r['skipped']} | | | | | | |")

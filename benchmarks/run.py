@@ -6,6 +6,8 @@ Redis, RQ and Celery) on the local PostgreSQL.
     python benchmarks/run.py --quick          # smaller counts, few settings (< 2 min)
     python benchmarks/run.py --systems pgjobs,pgqueuer
     python benchmarks/run.py --database sqlite --producer-rate 10   # pgjobs on SQLite
+    BENCH_BASELINE=../baseline python benchmarks/run.py --systems pgjobs,pgjobs-baseline \
+        --alternate --repeat 3       # this checkout's pgjobs against another's
 
 For each system, in its own freshly created database: enqueue jobs/s (one
 transaction per job, many in one transaction, bulk API); processing jobs/s of
@@ -16,6 +18,12 @@ with the 1,000 no-op jobs/s that other processes enqueue. Prints a Markdown
 table with pgjobs/peer ratios and writes it, with every individual run and
 two plots, to benchmarks/results/latest.md (raw data in latest.json). Then
 runs benchmarks/scale.py, when it exists, and appends its section.
+
+``--alternate`` measures the systems turn about, one measurement of each in
+turn, instead of one system after the other; ``--repeat N`` makes each
+processing and idle-latency measurement N times (the median run is reported, with
+every run's figure); ``--only`` picks settings. With pgjobs-baseline (pgjobs
+imported from the checkout BENCH_BASELINE names) they compare two commits.
 
 Runs with any python3: on first use it creates benchmarks/.work/venv (via
 setup.sh) with the peers and pgjobs, then re-runs itself inside that venv.
@@ -31,6 +39,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -54,6 +63,8 @@ ALL_SYSTEMS = (
 # --quick measures the database queues only unless --systems says otherwise:
 # the Redis queues would take it past two minutes.
 QUICK_SYSTEMS = ("pgjobs", "pgqueuer", "procrastinate", "django-tasks-db")
+# Measured only when --systems names them: pgjobs from the checkout BENCH_BASELINE names.
+EXTRA_SYSTEMS = ("pgjobs-baseline",)
 KINDS = ("orm", "sleep50")
 
 
@@ -81,8 +92,31 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small counts, few settings (< 2 min)")
     p.add_argument(
         "--systems",
-        help=f"comma-separated, from {', '.join(ALL_SYSTEMS)} (default: all; "
-        f"with --quick: {', '.join(QUICK_SYSTEMS)})",
+        help=f"comma-separated, from {', '.join(ALL_SYSTEMS + EXTRA_SYSTEMS)} (default: "
+        f"{', '.join(ALL_SYSTEMS)}; with --quick: {', '.join(QUICK_SYSTEMS)})",
+    )
+    p.add_argument(
+        "--alternate",
+        action="store_true",
+        help="measure the systems turn about, one measurement of each in turn (A, B, A, "
+        "B, ...), so that the machine's drift touches them alike; default: one system "
+        "after the other",
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="make each processing and idle-latency measurement N times and report the "
+        "median run, with every run's figure (default 1)",
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="REGEX",
+        help="measure only the processing and latency settings whose description "
+        "matches (re.search), e.g. 'noop 2 proc × concurrency 2, prefetch 200$', "
+        "'orm 1 proc', 'sleep50 .* async', 'latency'; repeat for several",
     )
     p.add_argument("--jobs", type=int, help="no-op jobs per processing run (default 10000)")
     p.add_argument(
@@ -129,9 +163,15 @@ def parse_args() -> argparse.Namespace:
     if args.systems is None:
         args.systems = ",".join(QUICK_SYSTEMS if args.quick else ALL_SYSTEMS)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    unknown = set(args.systems) - set(ALL_SYSTEMS)
+    unknown = set(args.systems) - set(ALL_SYSTEMS + EXTRA_SYSTEMS)
     if unknown:
         p.error(f"unknown system(s): {', '.join(sorted(unknown))}")
+    if args.repeat < 1:
+        p.error("--repeat must be at least 1")
+    try:
+        args.only = [re.compile(pattern) for pattern in args.only or ()]
+    except re.error as e:
+        p.error(f"--only: {e}")
     args.kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     if set(args.kinds) - set(KINDS):
         p.error(f"unknown job kind(s): {', '.join(sorted(set(args.kinds) - set(KINDS)))}")
@@ -152,7 +192,9 @@ def plan(quick: bool, jobs: int | None, load_rate: float) -> dict:
     return counts
 
 
-def measure_system(system, counts: dict, args: argparse.Namespace, log_dir: Path) -> dict:
+def measure_system(system, counts: dict, args: argparse.Namespace, log_dir: Path):
+    """Measure one system: a generator that yields after each measurement, so
+    that --alternate can take turns, and returns the system's results."""
     from harness import Bench
 
     bench = Bench(
@@ -167,13 +209,48 @@ def measure_system(system, counts: dict, args: argparse.Namespace, log_dir: Path
         checkpoint=not args.quick,
     )
     try:
-        return _measure(bench, system, counts, args)
+        return (yield from _measure(bench, system, counts, args))
     finally:
         bench.close_driver()
 
 
-def _measure(bench, system, counts: dict, args: argparse.Namespace) -> dict:
-    from harness import BenchError, best
+def take_turns(runs: dict, alternate: bool) -> dict:
+    """Drive each system's measure_system() to its end: one system after the
+    other, or (--alternate) one measurement of each in turn. {name: results}."""
+    results: dict = {}
+    turns = alternate and len(runs) > 1
+    if turns:
+        print(f"== {', '.join(runs)}: one measurement of each in turn", flush=True)
+    pending = dict(runs)
+    try:
+        while pending:
+            for name, run in list(pending.items()):
+                if not turns:
+                    print(f"== {name}", flush=True)
+                try:
+                    while True:
+                        next(run)
+                        if turns:
+                            break
+                except StopIteration as done:
+                    results[name] = done.value
+                    del pending[name]
+    finally:
+        for run in pending.values():
+            run.close()  # stops its driver.py process
+    return {name: results[name] for name in runs}
+
+
+def chosen(configs: list, args: argparse.Namespace, what=lambda c: f"{c.kind} {c.describe()}"):
+    """The settings --only picks (all without it), matched against e.g.
+    "noop 2 proc × concurrency 2, prefetch 200" or "latency 1 proc × concurrency 4"."""
+    if not args.only:
+        return configs
+    return [c for c in configs if any(pattern.search(what(c)) for pattern in args.only)]
+
+
+def _measure(bench, system, counts: dict, args: argparse.Namespace):
+    from harness import BenchError, best, median_run
 
     quick = args.quick
     result: dict = {
@@ -192,12 +269,26 @@ def _measure(bench, system, counts: dict, args: argparse.Namespace) -> dict:
             bench.say(f"{what}: FAILED: {e}")
             return {"error": str(e)}
 
+    def repeated(what: str, fn, key: str, figures: tuple[str, ...] = ()):
+        """attempt() --repeat times, letting the other systems take a turn after
+        each run (--alternate); the median run, with every run's figures."""
+        runs = []
+        for _ in range(args.repeat):
+            runs.append(attempt(what, fn))
+            yield
+        return median_run(runs, key, figures)
+
+    def repeats(res: dict, key: str, fmt: str) -> str:
+        values = (res.get("repeats") or {}).get(key)
+        return f" (median of {', '.join(format(v, fmt) for v in values)})" if values else ""
+
     t0 = time.monotonic()
     bench.say(f"creating database {bench.db_name} and migrating")
     prepared = attempt("migrate", bench.prepare)
     if prepared and "error" in prepared:
         result["error"] = prepared["error"]
         return result
+    yield
 
     modes = ("single", "atomic", "bulk")
     if counts["enqueue_repeats"] == 1:
@@ -216,6 +307,7 @@ def _measure(bench, system, counts: dict, args: argparse.Namespace) -> dict:
             bench.say(f"enqueue {mode:6}: {res['rate']:8.0f} jobs/s")
         elif "unsupported" in res:
             bench.say(f"enqueue {mode:6}: n/a ({res['unsupported']})")
+    yield
 
     # The bulk API with one big call: the same job many times, and jobs that each
     # carry their own argument (encoding and signing then cost per job).
@@ -227,14 +319,17 @@ def _measure(bench, system, counts: dict, args: argparse.Namespace) -> dict:
         result["enqueue"][f"{mode}_big"] = res
         if "rate" in res:
             bench.say(f"enqueue {mode}, {counts['big_n']:,} in one call: {res['rate']:8.0f} jobs/s")
+        yield
 
     configs = system.throughput_configs(quick)
     configs += [c for c in system.kind_configs(quick) if c.kind in args.kinds]
-    for config in configs:
+    for config in chosen(configs, args):
         n = counts[f"{config.kind}_jobs"]
         if quick:
             n = max(100, int(n * system.quick_share))
-        res = attempt(config.describe(), partial(bench.throughput, config, n))
+        res = yield from repeated(
+            config.describe(), partial(bench.throughput, config, n), "rate", ("wall_rate",)
+        )
         res.setdefault("config", config.describe())
         res.setdefault("processes", config.processes)
         res.setdefault("kind", config.kind)
@@ -243,20 +338,25 @@ def _measure(bench, system, counts: dict, args: argparse.Namespace) -> dict:
         if "rate" in res:
             bench.say(
                 f"{config.kind:7} {config.describe():40}: {res['rate']:7.0f} jobs/s "
-                f"(wall from spawn {res['wall_rate']:.0f} jobs/s)"
+                f"(wall from spawn {res['wall_rate']:.0f} jobs/s)" + repeats(res, "rate", ",.0f")
             )
 
-    for config in system.latency_configs_for(args.database, quick):
-        res = attempt(
+    latency_configs = chosen(
+        system.latency_configs_for(args.database, quick), args, lambda c: f"latency {c.describe()}"
+    )
+    for config in latency_configs:
+        res = yield from repeated(
             f"latency {config.describe()}",
             partial(bench.latency, config, counts["latency_n"], spacing=0.02),
+            "p50_ms",
+            ("p95_ms", "p99_ms"),
         )
         res.setdefault("config", config.describe())
         result["latency"].append(res)
         if "p50_ms" in res:
             bench.say(
                 f"latency {config.describe():40}: p50 {res['p50_ms']:.1f} ms, "
-                f"p95 {res['p95_ms']:.1f} ms"
+                f"p95 {res['p95_ms']:.1f} ms" + repeats(res, "p50_ms", ".1f")
             )
 
     result["best"] = {
@@ -267,7 +367,7 @@ def _measure(bench, system, counts: dict, args: argparse.Namespace) -> dict:
     result["best_latency"] = best(result["latency"], "p50_ms", lower_is_better=True)
 
     load = counts["load_rate"]
-    configs = system.latency_configs_for(args.database, quick)[:1] if load else []
+    configs = latency_configs[:1] if load else []
     for config in configs:
         # A queue that cannot run the offered jobs as fast as they come has no
         # steady latency to measure: its backlog, and each probe's wait, grow
@@ -285,6 +385,7 @@ def _measure(bench, system, counts: dict, args: argparse.Namespace) -> dict:
             f"latency under load {config.describe()}",
             partial(bench.latency, config, counts["latency_n"], spacing=0.02, load_rate=load),
         )
+        yield
         res.setdefault("config", config.describe())
         result["latency_load"].append(res)
         if "p50_ms" in res:
@@ -350,7 +451,7 @@ def _run(args: argparse.Namespace, counts: dict, autovacuum_turned_on: bool) -> 
 
     started = time.monotonic()
     log_dir = WORK_DIR / "logs"
-    results: dict = {}
+    runs: dict = {}
     skipped: dict = {}
     for name in args.systems:
         system = SYSTEMS[name]
@@ -371,8 +472,9 @@ def _run(args: argparse.Namespace, counts: dict, autovacuum_turned_on: bool) -> 
             print(f"  [{name}] skipped: {reason}", flush=True)
             skipped[name] = reason
             continue
-        print(f"== {name}", flush=True)
-        res = measure_system(system, counts, args, log_dir)
+        runs[name] = measure_system(system, counts, args, log_dir)
+    results: dict = {}
+    for name, res in take_turns(runs, args.alternate).items():
         if "error" in res:
             skipped[name] = res["error"]
         else:
@@ -381,6 +483,11 @@ def _run(args: argparse.Namespace, counts: dict, autovacuum_turned_on: bool) -> 
     total = time.monotonic() - started
     meta = report.environment(args.quick, counts, total, Database(args.database, ""))
     meta["autovacuum_turned_on"] = autovacuum_turned_on
+    meta.update(
+        alternate=args.alternate and len(runs) > 1,
+        repeat=args.repeat,
+        only=[pattern.pattern for pattern in args.only],
+    )
     plots = {} if args.no_plots else report.plots(results, args.output)
     text = report.markdown(results, skipped, meta, plots)
     raw = {"meta": meta, "results": results, "skipped": skipped}

@@ -6,9 +6,8 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from . import records
-from .handler import get_backend
+from .handler import get_backend, store_for_jobs
 from .models import Job, WorkerProcess
-from .stores import database_store
 
 
 class QueueFilter(admin.SimpleListFilter):
@@ -23,15 +22,6 @@ class QueueFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         return queryset.filter(queue=self.value()) if self.value() else queryset
-
-
-def _store(queryset):
-    """The store for these jobs: the configured backend's own when it holds them, so
-    that its OPTIONS (``CHANNEL``: which idle workers a retry wakes) apply."""
-    backend = get_backend()
-    if getattr(backend, "alias", None) == queryset.db and hasattr(backend, "get_store"):
-        return backend.get_store()
-    return database_store(queryset.db)
 
 
 def _pretty(value):
@@ -123,13 +113,13 @@ class JobAdmin(admin.ModelAdmin):
     )
     def retry_jobs(self, request, queryset):
         ids = list(queryset.values_list("id", flat=True))
-        count = _store(queryset).requeue(ids)
+        count = store_for_jobs(queryset.db).requeue(ids)
         self.message_user(request, f"{count} job(s) queued again.", messages.SUCCESS)
 
     @admin.action(description="Cancel selected jobs", permissions=["change_status"])
     def cancel_jobs(self, request, queryset):
         ids = list(queryset.values_list("id", flat=True))
-        cancelled, asked = _store(queryset).cancel_many(ids)
+        cancelled, asked = store_for_jobs(queryset.db).cancel_many(ids)
         text = f"{cancelled} ready job(s) cancelled"
         if asked:
             text += f"; {asked} running job(s) asked to stop"

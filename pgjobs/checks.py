@@ -17,6 +17,8 @@
 - ``pgjobs.E011``: schedule names that differ only in case (a duplicate name on
   databases that compare names without case).
 - ``pgjobs.E012``: ``RedisBackend`` without redis-py installed (``pgjobs[redis]``).
+- ``pgjobs.E014``: ``JOB_MODULES`` is not a list of module names, or a schedule's
+  ``func`` lies outside the job modules (workers would refuse its jobs).
 - ``pgjobs.W001``: ``DatabaseBackend`` on a SQLite database that is not in WAL mode.
 - ``pgjobs.W002``: two schedules enqueue the same job at the same times.
 - ``pgjobs.W003``: autovacuum will not run on the PostgreSQL table of jobs (a
@@ -106,6 +108,26 @@ def check_settings(app_configs=None, **kwargs):
     return messages
 
 
+@checks.register("pgjobs")
+def check_job_modules(app_configs=None, **kwargs):
+    """``pgjobs.E014`` for the setting itself; ``schedule_checks`` reports the
+    ``SCHEDULE`` entries outside it."""
+    from .conf import job_modules
+
+    try:
+        job_modules()
+    except ValueError as exc:
+        return [
+            checks.Error(
+                str(exc),
+                hint="List the modules (and packages) whose functions may be jobs, or leave "
+                "JOB_MODULES out for the installed apps' packages.",
+                id="pgjobs.E014",
+            )
+        ]
+    return []
+
+
 @checks.register("pgjobs", checks.Tags.database)
 def check_database(app_configs=None, databases=None, **kwargs):
     """The checks that query the database: only for the aliases Django asks about
@@ -118,7 +140,7 @@ def check_database(app_configs=None, databases=None, **kwargs):
         backend = get_backend()
     except Exception:
         return []  # check_settings says what is wrong with the setting
-    if getattr(backend, "alias", None) not in databases:
+    if backend.jobs_database not in databases:
         return []
     return upkeep_checks(backend)
 
@@ -133,7 +155,7 @@ def upkeep_checks(backend):
         return []
     if not problems:
         return []
-    where = getattr(backend, "alias", None)
+    where = backend.jobs_database
     return [
         checks.Warning(
             f"Autovacuum will not reclaim finished jobs' rows"
@@ -156,7 +178,7 @@ def schedule_checks(name, schedule, backend):
     reason = None
     if not backend.supports("defer"):
         reason = "it does not define defer()"
-    elif not hasattr(backend, "get_store"):
+    elif not backend.stores_jobs:
         reason = "pgjobs_worker and pgjobs_drain, which enqueue scheduled jobs, cannot work it"
     if reason is not None:
         # The entries are checked once the backend can run them.

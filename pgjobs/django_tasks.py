@@ -5,17 +5,32 @@
     TASKS = {"default": {"BACKEND": "pgjobs.django_tasks.PgJobsBackend", "QUEUES": ["default"]}}
 
 Works with ``django.tasks`` (Django >= 6.0) and with the ``django_tasks`` package
-(django-tasks 0.9-0.12, which Wagtail imports, also on Django 6). A task is stored as
-a job of the configured pgjobs backend (``PGJOBS``, a ``DatabaseBackend``) whose
-function is the task's ``module_path``: the same ``Job`` table, worked by the same
-``pgjobs_worker``. There the path imports to a ``Task`` object, which the worker runs
-through ``task_runner`` below: it passes the ``TaskContext`` and sends the framework's
-``task_started`` and ``task_finished`` signals in the worker process.
+(django-tasks 0.9-0.12, which Wagtail imports, also on Django 6).
 
-Both frameworks read the one ``TASKS`` setting and each builds its own instance of
-this class. An instance serves the framework that built it (its ``task_class``, its
-results and exceptions); a task is always handled with the classes and signals of
-the framework it belongs to.
+Where tasks are stored: with the pgjobs backend the ``PGJOBS`` setting configures
+(``pgjobs.handler.get_backend()``), which must store jobs (``stores_jobs``: a
+``DatabaseBackend``, a ``RedisBackend``). A task is a job whose function is the
+task's ``module_path``, so the workers that work ``PGJOBS`` run tasks and plain jobs
+alike and one configuration serves both. A ``TASKS`` entry sets only the task
+queues (``QUEUES``) and job options (``OPTIONS``), not a pgjobs backend of its own:
+the workers work the ``PGJOBS`` backend, and tasks stored anywhere else would never
+run. On a worker the path imports to a ``Task`` object, which the worker runs
+through ``task_runner`` below: it passes the ``TaskContext`` and sends the
+framework's ``task_started`` and ``task_finished`` signals in the worker process. A
+task's result is read from the store (``get_job``), arguments included
+(``JobInfo.args``/``kwargs``).
+
+Which framework: both read the one ``TASKS`` setting, and each builds its own
+instance of this class from it, in the same way. A task is always handled with the
+classes and signals of the framework it belongs to (``framework_of(task)``): the
+results an enqueue returns, the errors it raises, the result ``get_result`` reads
+back (the framework of the task its job names). Where no task is at hand, an error
+is of both frameworks (``TaskResultDoesNotExist`` subclasses the two). What remains
+is ``task_class``, the ``Task`` class the framework's ``@task`` decorator makes: the
+one of the framework whose ``task_backends`` handler holds the instance, asked of
+the handlers themselves (``all(initialized_only=True)``, public API); an instance
+that no handler holds (built directly) serves Django's own framework where it
+exists.
 """
 
 import dataclasses
@@ -55,6 +70,8 @@ class Framework:
     TaskResultDoesNotExist: type
     signals: object
     normalize_json: object
+    #: The framework's ``task_backends``: the handler that builds its backends.
+    backends: object
 
     @property
     def successful(self):
@@ -101,6 +118,7 @@ def _load(module):
         TaskResultDoesNotExist=exceptions.TaskResultDoesNotExist,
         signals=importlib.import_module(f"{module}.signals"),
         normalize_json=normalize_json,
+        backends=importlib.import_module(module).task_backends,
     )
 
 
@@ -122,19 +140,18 @@ def framework_of(task):
     raise TypeError(f"{task!r} is not a Task of {' or '.join(fw.module for fw in FRAMEWORKS)}")
 
 
-def _calling_framework():
-    """The framework whose backend handler is building a backend (its
-    ``create_connection`` is a few frames up), else Django's own."""
-    frame = sys._getframe(2)
-    for _ in range(8):
-        if frame is None:
-            break
-        name = frame.f_globals.get("__name__", "")
-        for fw in FRAMEWORKS:
-            if name == fw.module or name.startswith(f"{fw.module}."):
-                return fw
-        frame = frame.f_back
-    return FRAMEWORKS[0]
+def framework_holding(backend):
+    """The framework whose ``task_backends`` holds ``backend`` (in this thread, as
+    the handlers keep one instance per thread), or None."""
+    for fw in FRAMEWORKS:
+        if any(held is backend for held in fw.backends.all(initialized_only=True)):
+            return fw
+    return None
+
+
+class TaskResultDoesNotExist(*dict.fromkeys(fw.TaskResultDoesNotExist for fw in FRAMEWORKS)):
+    """No task result has the id asked for: ``TaskResultDoesNotExist`` of both
+    frameworks, since no task says which one asked."""
 
 
 class PgJobsBackend(*dict.fromkeys(fw.BaseTaskBackend for fw in FRAMEWORKS)):
@@ -154,8 +171,8 @@ class PgJobsBackend(*dict.fromkeys(fw.BaseTaskBackend for fw in FRAMEWORKS)):
     def __init__(self, alias, params):
         # Nothing here may touch the database or models: Wagtail's modules build
         # the backend while apps are still loading.
-        self.framework = _calling_framework()
-        self.framework.BaseTaskBackend.__init__(self, alias, params)
+        super().__init__(alias, params)
+        self._framework = None
         self.job_options = {}
         if "MAX_ATTEMPTS" in self.options:
             self.job_options["max_attempts"] = self.options["MAX_ATTEMPTS"]
@@ -163,7 +180,19 @@ class PgJobsBackend(*dict.fromkeys(fw.BaseTaskBackend for fw in FRAMEWORKS)):
             self.job_options["timeout"] = self.options["TIMEOUT"]
 
     @property
+    def framework(self):
+        """The framework this instance serves: the one whose ``task_backends``
+        holds it, else (built directly) Django's own where it exists."""
+        if self._framework is None:
+            held_by = framework_holding(self)
+            if held_by is None:
+                return FRAMEWORKS[0]
+            self._framework = held_by  # a handler keeps an instance for good
+        return self._framework
+
+    @property
     def task_class(self):
+        """The ``Task`` class the framework's ``@task`` decorator makes."""
         return self.framework.Task
 
     @property
@@ -186,7 +215,7 @@ class PgJobsBackend(*dict.fromkeys(fw.BaseTaskBackend for fw in FRAMEWORKS)):
         self.validate_task(task)
         fw = framework_of(task)
         result = self._new_result(fw, task, args, kwargs)  # normalises args, or TypeError
-        ref = self._submit(task, result.args, result.kwargs)
+        ref = self._submit(fw, task, result.args, result.kwargs)
         return self._enqueued(fw, result, ref)
 
     def enqueue_many(self, calls):
@@ -200,21 +229,23 @@ class PgJobsBackend(*dict.fromkeys(fw.BaseTaskBackend for fw in FRAMEWORKS)):
             prepared.append((fw, task, self._new_result(fw, task, args, kwargs)))
         refs = [None] * len(prepared)
         groups = {}
-        for index, (_, task, result) in enumerate(prepared):
+        for index, (fw, task, result) in enumerate(prepared):
             if task.run_after is None:
                 groups.setdefault((task.queue_name, task.priority), []).append(index)
             else:
-                refs[index] = self._submit(task, result.args, result.kwargs)
-        jobs = self._storing_backend()
+                refs[index] = self._submit(fw, task, result.args, result.kwargs)
         for (queue, priority), indexes in groups.items():
+            fw = prepared[indexes[0]][0]
             batch = [
                 (prepared[i][1].module_path, prepared[i][2].args, prepared[i][2].kwargs)
                 for i in indexes
             ]
             try:
-                made = jobs.enqueue_many(batch, queue=queue, priority=priority, **self.job_options)
+                made = self._storing_backend(fw).enqueue_many(
+                    batch, queue=queue, priority=priority, **self.job_options
+                )
             except InvalidJob as exc:
-                raise prepared[indexes[0]][0].InvalidTask(str(exc)) from exc
+                raise fw.InvalidTask(str(exc)) from exc
             for i, ref in zip(indexes, made, strict=True):
                 refs[i] = ref
         return [
@@ -238,20 +269,21 @@ class PgJobsBackend(*dict.fromkeys(fw.BaseTaskBackend for fw in FRAMEWORKS)):
             worker_ids=[],
         )
 
-    def _submit(self, task, args, kwargs):
-        jobs = self._storing_backend()
+    def _submit(self, fw, task, args, kwargs):
+        jobs = self._storing_backend(fw)
         options = {"queue": task.queue_name, "priority": task.priority, **self.job_options}
         try:
             if task.run_after is None:
                 return jobs.enqueue(task.module_path, args, kwargs, **options)
             return jobs.defer(task.module_path, task.run_after, args, kwargs, **options)
         except InvalidJob as exc:
-            raise framework_of(task).InvalidTask(str(exc)) from exc
+            raise fw.InvalidTask(str(exc)) from exc
 
-    def _storing_backend(self):
+    def _storing_backend(self, fw):
+        """The pgjobs backend, if it stores jobs; else ``InvalidTask`` of ``fw``."""
         jobs = self.jobs
-        if not hasattr(jobs, "get_job"):
-            raise self.framework.InvalidTask(_not_storing(jobs))
+        if not jobs.stores_jobs:
+            raise fw.InvalidTask(_not_storing(jobs))
         return jobs
 
     def _enqueued(self, fw, result, ref):
@@ -263,19 +295,19 @@ class PgJobsBackend(*dict.fromkeys(fw.BaseTaskBackend for fw in FRAMEWORKS)):
     # -- results -------------------------------------------------------------------
 
     def get_result(self, result_id):
-        fw = self.framework
-        get_job = getattr(self.jobs, "get_job", None)
-        if get_job is None:
-            raise fw.TaskResultDoesNotExist(_not_storing(self.jobs))
+        """The ``TaskResult`` of the job ``result_id``, of the framework of the task
+        its job names, as its store has it."""
+        jobs = self.jobs
+        if not jobs.stores_jobs:
+            raise TaskResultDoesNotExist(_not_storing(jobs))
         try:
-            info = get_job(_job_id(result_id))
+            info = jobs.get_job(_job_id(result_id))
         except (TypeError, ValueError):  # not an id this backend could have made
             info = None
         task = None if info is None else load_task(info.func)
         if task is None:
-            raise fw.TaskResultDoesNotExist(f"no task result with id {result_id!r}")
-        args, kwargs = _stored_arguments(self.jobs, info.id)
-        return task_result(fw, task, info, self.alias, args, kwargs)
+            raise TaskResultDoesNotExist(f"no task result with id {result_id!r}")
+        return task_result(framework_of(task), task, info, self.alias)
 
     # -- checks ----------------------------------------------------------------------
 
@@ -291,7 +323,7 @@ class PgJobsBackend(*dict.fromkeys(fw.BaseTaskBackend for fw in FRAMEWORKS)):
                 )
             )
         jobs = self.jobs
-        if not hasattr(jobs, "get_job"):
+        if not jobs.stores_jobs:
             messages.append(checks.Error(_not_storing(jobs), id="pgjobs.E102"))
         elif jobs.queues and self.queues:
             missing = sorted(set(self.queues) - set(jobs.queues))
@@ -346,29 +378,23 @@ def load_task(path):
     return found if isinstance(found, TASK_CLASSES) else None
 
 
-def _stored_arguments(jobs, job_id):
-    """The arguments a task was enqueued with: a ``JobInfo`` does not carry them, so
-    they are read from the ``Job`` row (``DatabaseBackend``); empty where the
-    backend keeps no such row."""
-    from .backends.database import DatabaseBackend
-
-    if not isinstance(jobs, DatabaseBackend):
-        return [], {}
-    from .models import Job
-
-    row = Job.objects.using(jobs.alias).filter(pk=job_id).values_list("args", "kwargs").first()
-    if row is None:
+def stored_arguments(info):
+    """The arguments a task was enqueued with, as its store keeps them
+    (``JobInfo.args``/``kwargs``, decoded); empty where the store did not give
+    them or they no longer decode."""
+    if info.args is None and info.kwargs is None:
         return [], {}
     try:
-        return decode_arguments(*row)
+        return decode_arguments(
+            [] if info.args is None else info.args, {} if info.kwargs is None else info.kwargs
+        )
     except InvalidJob:
         return [], {}
 
 
-def task_result(fw, task, info, alias, args=(), kwargs=None):
-    """A ``TaskResult`` of framework ``fw`` from a pgjobs ``JobInfo`` (and the
-    arguments, which a ``JobInfo`` does not hold)."""
-    args, kwargs = list(args), dict(kwargs or {})
+def task_result(fw, task, info, alias):
+    """A ``TaskResult`` of framework ``fw`` from a pgjobs ``JobInfo``."""
+    args, kwargs = stored_arguments(info)
     errors = []
     if info.error:
         errors.append(
@@ -471,8 +497,9 @@ def _started(fw, task, args, kwargs):
     """The running attempt's ``TaskResult`` (read from its row), after ``task_started``."""
     job = current_job()
     info = None
-    if job is not None and hasattr(get_backend(), "get_job"):
-        info = get_backend().get_job(job.id)
+    jobs = get_backend()
+    if job is not None and jobs.stores_jobs:
+        info = jobs.get_job(job.id)
     now = timezone.now()
     if info is None:  # run in-band, outside a worker
         info = records.JobInfo(

@@ -1,8 +1,16 @@
-"""The global ``background`` object and the configured backend behind it.
+"""The configured backend, and the global ``background`` object in front of it.
 
-Like ``django.core.cache.cache``: the backend named by ``PGJOBS["BACKEND"]`` is
-built on first use, once per process, and rebuilt when the setting changes
-(``override_settings(PGJOBS=...)`` works in tests).
+In the shape of Django's cache and tasks handlers: ``backends``, a
+``BackendHandler``, reads the ``PGJOBS`` setting (or the RFC's ``WAGTAIL_JOBS``
+when it is absent), imports its ``BACKEND`` and builds it on first use, once per
+process (the stores keep their own per-thread connections), and forgets it when
+the setting changes, so that ``override_settings(PGJOBS=...)`` works in tests.
+``get_backend()`` is its shortcut; ``background`` (``Background``) enqueues on
+whatever it returns. ``store_for_jobs(using)`` is the one lookup the Django
+admin and the Wagtail views share to act on ``Job`` rows.
+
+What a backend can do is read from what it declares (``supports(mode)``,
+``stores_jobs``, ``jobs_database``: see ``pgjobs.backends.base``), never probed.
 """
 
 import threading
@@ -11,12 +19,9 @@ from asgiref.sync import sync_to_async
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
-from .backends.base import BaseJobBackend
+from .backends.base import BaseJobBackend, validate_when
 from .conf import SETTING_NAMES, jobs_settings, setting_name
 from .exceptions import InvalidBackend, NotSupported
-
-_lock = threading.Lock()
-_backend = None
 
 
 def load_backend(path, options):
@@ -32,35 +37,79 @@ def load_backend(path, options):
     return backend_class(options)
 
 
+class BackendHandler:
+    """The backend the settings name: built lazily, once per process, and built
+    again after the setting changes. Building holds a lock, so that threads
+    racing for the first use share one backend (and one store)."""
+
+    setting_names = SETTING_NAMES
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._backend = None
+
+    def create_backend(self):
+        config = jobs_settings()
+        return load_backend(config["BACKEND"], config["OPTIONS"])
+
+    def get(self):
+        """The configured backend, built on first use."""
+        backend = self._backend
+        if backend is None:
+            with self._lock:
+                if self._backend is None:
+                    self._backend = self.create_backend()
+                backend = self._backend
+        return backend
+
+    def reset(self):
+        """Forget the backend: the next ``get()`` builds it from the settings again."""
+        with self._lock:
+            self._backend = None
+
+    def setting_changed(self, *, setting, **kwargs):
+        if setting in self.setting_names:
+            self.reset()
+
+
+backends = BackendHandler()
+setting_changed.connect(backends.setting_changed, weak=False)
+
+
 def get_backend():
     """The configured backend, built on first use."""
-    global _backend
-    backend = _backend
-    if backend is None:
-        with _lock:
-            if _backend is None:
-                config = jobs_settings()
-                _backend = load_backend(config["BACKEND"], config["OPTIONS"])
-            backend = _backend
-    return backend
+    return backends.get()
 
 
 def reset_backend(**kwargs):
-    global _backend
-    if kwargs.get("setting", SETTING_NAMES[0]) in SETTING_NAMES:
-        with _lock:
-            _backend = None
+    """Forget the configured backend (``backends.reset()``)."""
+    backends.reset()
 
 
-setting_changed.connect(reset_backend)
+def store_for_jobs(using):
+    """The store to act on the ``Job`` rows of database ``using`` (retry, cancel):
+    the configured backend's own when its jobs are those rows, so that its OPTIONS
+    apply (``CHANNEL``: which idle workers a retry wakes), else the plain store
+    for that database."""
+    backend = get_backend()
+    if backend.jobs_database == using:
+        return backend.get_store()
+    from .stores import database_store
+
+    return database_store(using)
 
 
-def _call(method, func, args, kwargs, options, when=None):
+_ENQUEUE = object()  # _call's `when` for enqueue: None is a defer without a time
+
+
+def _call(method, func, args, kwargs, options, when=_ENQUEUE):
     """Call a backend method, passing job options only when the caller gave them,
     so a backend written to the RFC's exact signatures keeps working."""
     given = {k: v for k, v in options.items() if v is not None}
-    if when is None:
+    if when is _ENQUEUE:
         return method(func, args, kwargs, **given)
+    if when is None:
+        validate_when(when)  # raises InvalidJob naming `when`
     return method(func, when, args, kwargs, **given)
 
 
@@ -72,14 +121,7 @@ class Background:
         return get_backend()
 
     def _method(self, mode):
-        backend = self.backend
-        if not backend.supports(mode):
-            supported = ", ".join(backend.supported_modes()) or "nothing"
-            raise NotSupported(
-                f"{type(backend).__name__} does not support {mode}() (it supports {supported}). "
-                "Configure a backend that does, such as pgjobs.backends.DatabaseBackend."
-            )
-        return getattr(backend, mode)
+        return self.backend.mode_method(mode)
 
     def enqueue(self, func, args=None, kwargs=None, **options):
         """Run ``func(*args, **kwargs)`` in the background as soon as possible."""
@@ -107,21 +149,18 @@ class Background:
     def enqueue_many(self, jobs, **options):
         """Enqueue many jobs at once: ``jobs`` is an iterable of ``(func, args, kwargs)``.
 
-        Options apply to every job. Backends with a bulk path write all rows in
-        one statement; others enqueue one by one. Returns the refs in order.
+        Options apply to every job (those given: None means not given). Storing
+        backends write all the jobs in one statement; others enqueue one by one
+        (``BaseJobBackend.enqueue_many``). Returns the refs in order.
         """
         jobs = [_job_triple(job) for job in jobs]
-        backend = self.backend
-        bulk = getattr(backend, "enqueue_many", None)
-        if bulk is not None:
-            return bulk(jobs, **{k: v for k, v in options.items() if v is not None})
-        method = self._method("enqueue")
-        return [_call(method, func, args, kwargs, options) for func, args, kwargs in jobs]
+        given = {k: v for k, v in options.items() if v is not None}
+        return self.backend.enqueue_many(jobs, **given)
 
     def get(self, job_id):
         """A ref to an existing job by id (backends that store jobs only)."""
         backend = self.backend
-        if not hasattr(backend, "get_ref"):
+        if not backend.stores_jobs:
             raise NotSupported(f"{type(backend).__name__} does not store jobs")
         return backend.get_ref(job_id)
 

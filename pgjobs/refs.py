@@ -1,4 +1,9 @@
-"""``JobRef``: what ``background.enqueue`` returns, a handle on one job."""
+"""``JobRef``: what ``background.enqueue`` returns, a handle on one job.
+
+A ref holds a snapshot of the job (``JobInfo``) and, for a stored job, the
+backend that stored it, which ``refresh()`` and ``cancel()`` ask again (a
+backend with ``stores_jobs``); a job run in-band has no backend to ask.
+"""
 
 import time
 
@@ -98,7 +103,7 @@ class JobRef:
 
         Returns True when the job was ready and is now cancelled.
         """
-        if self._backend is None or not hasattr(self._backend, "cancel_job"):
+        if self._backend is None or not self._backend.stores_jobs:
             return False
         cancelled = self._backend.cancel_job(self.id)
         self.refresh()

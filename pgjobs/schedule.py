@@ -412,13 +412,22 @@ def _parse_func(where, entry, problems):
     try:
         return function_path(entry["func"])
     except InvalidJob as exc:
-        problems.append(
-            Problem(
+        try:
+            function_path(entry["func"], check_modules=False)
+        except InvalidJob as reason:
+            problem = Problem(
                 "pgjobs.E008",
-                f"{where}['func']: {exc}",
+                f"{where}['func']: {reason}",
                 hint="Give the dotted path of a module-level function that workers can import.",
             )
-        )
+        else:  # a job function, but in a module workers refuse jobs from
+            problem = Problem(
+                "pgjobs.E014",
+                f"{where}['func']: {exc}",
+                hint="Add the function's module to PGJOBS['JOB_MODULES'], or schedule a "
+                "function of your own apps.",
+            )
+        problems.append(problem)
         return None
 
 

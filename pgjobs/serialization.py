@@ -26,6 +26,7 @@ from django.core.signals import setting_changed
 from django.utils.encoding import force_bytes
 from django.utils.module_loading import import_string
 
+from .conf import SETTING_NAMES, job_modules, setting_name
 from .exceptions import InvalidJob
 
 TAG = "__pgjobs__"
@@ -34,17 +35,20 @@ TAG = "__pgjobs__"
 # -- functions ---------------------------------------------------------------
 
 
-def function_path(func):
+def function_path(func, check_modules=True):
     """Return the dotted path a worker imports to find ``func``.
 
     Raises ``InvalidJob`` for anything a worker could not import back to the
     same object: lambdas, nested functions, bound methods, builtins, callable
-    instances.
+    instances, functions written in C; and (unless ``check_modules`` is false) for a function
+    outside the job modules (``job_module_problem``), which workers refuse.
     """
     if isinstance(func, str):
         path = func
-        load_function(path)  # fails now, at enqueue, rather than in the worker
+        load_function(path, check_modules)  # fails now, at enqueue, rather than in the worker
         return path
+    if not check_modules:
+        return _checked_function_path(func, check_modules)
     if type(func) is types.FunctionType:
         # A function seen before: only look that its module still holds it (what
         # import_string would find), not every check again. Each enqueue's checks
@@ -67,7 +71,7 @@ _function_paths = {}
 _FUNCTION_PATHS_KEPT = 1000
 
 
-def _checked_function_path(func):
+def _checked_function_path(func, check_modules=True):
     if not callable(func):
         raise InvalidJob(f"{func!r} is not a function; enqueue a module-level function.")
     name = getattr(func, "__qualname__", None) or repr(func)
@@ -80,7 +84,9 @@ def _checked_function_path(func):
         raise InvalidJob(
             f"{name} is a builtin; wrap it in a module-level function of your own and enqueue that."
         )
-    if not hasattr(func, "__qualname__"):
+    if not isinstance(func, types.FunctionType) and not inspect.isclass(func):
+        # Callable instances, partials, functions written in C: none imports back
+        # as a function a worker can check. (A class is called as a job would be.)
         raise InvalidJob(f"{func!r} is not a function; enqueue a module-level function.")
     if func.__name__ == "<lambda>":
         raise InvalidJob(
@@ -93,6 +99,8 @@ def _checked_function_path(func):
             "import it. Move it to module level."
         )
     path = f"{func.__module__}.{name}"
+    if check_modules:
+        check_job_module(path)
     try:
         found = import_string(path)
     except ImportError:
@@ -103,6 +111,59 @@ def _checked_function_path(func):
             "defined in __main__?). Enqueue the module-level function itself."
         )
     return path
+
+
+# -- job modules -----------------------------------------------------------------
+
+
+def job_module_problem(path):
+    """Why the dotted ``path`` may not name a job, or None when it lies in a job
+    module (``PGJOBS["JOB_MODULES"]``, see ``conf.job_modules``). Looks only at
+    the text: nothing is imported. ``InvalidJob`` when the setting is malformed."""
+    modules = _job_modules()
+    for module in modules:
+        if path.startswith(module) and (len(path) == len(module) or path[len(module)] == "."):
+            return None
+    shown = ", ".join(modules[:8]) + (f" and {len(modules) - 8} more" if len(modules) > 8 else "")
+    return (
+        f"{path} is outside {setting_name()}['JOB_MODULES'] ({shown or 'empty'}); "
+        "list its module there if it holds jobs."
+    )
+
+
+def check_job_module(path):
+    """Raise ``InvalidJob`` unless ``path`` lies in a job module."""
+    problem = job_module_problem(path)
+    if problem is not None:
+        raise InvalidJob(problem)
+
+
+def _job_modules():
+    global _modules
+    modules = _modules
+    if modules is None:
+        try:
+            modules = job_modules()
+        except ValueError as exc:
+            raise InvalidJob(str(exc)) from None
+        from django.apps import apps
+
+        if apps.apps_ready:  # the installed apps are final only then
+            _modules = modules
+    return modules
+
+
+_modules = None  # job_modules(), kept until the settings it reads change
+
+
+def _forget_job_modules(setting, **kwargs):
+    global _modules
+    if setting in ("INSTALLED_APPS", *SETTING_NAMES):
+        _modules = None
+        _function_paths.clear()  # each was checked against the modules of its day
+
+
+setting_changed.connect(_forget_job_modules, dispatch_uid="pgjobs.serialization.job_modules")
 
 
 #: Objects a job's path may name that are not functions but know how to run, by
@@ -123,13 +184,23 @@ def _runner(obj):
     return None
 
 
-def load_function(path):
-    """Import the function a job names; raise ``InvalidJob`` with the reason."""
+def load_function(path, check_modules=True):
+    """Import the function a job names; raise ``InvalidJob`` with the reason.
+
+    The path must lie in a job module (``check_job_module``), checked before
+    anything is imported, and name what ``function_path`` accepts of an object (a
+    module-level Python function or class, defined in a job module too), or an
+    object that ``RUNNERS`` knows (a task of Django's tasks framework)."""
+    if not isinstance(path, str):
+        raise InvalidJob(f"a job function's path must be a str, not {type(path).__name__}")
+    problem = job_module_problem(path) if check_modules else None
+    if problem is not None:
+        raise InvalidJob(f"cannot import job function {path!r}: {problem}")
     try:
         func = import_string(path)
         runner = _runner(func)
         if runner is not None:
-            func = runner(func)
+            return runner(func)
     except ImportError as exc:
         raise InvalidJob(f"cannot import job function {path!r}: {exc}") from None
     except Exception as exc:  # a malformed path ("."), or a module that raises on import
@@ -138,6 +209,10 @@ def load_function(path):
         ) from None
     if not callable(func):
         raise InvalidJob(f"job function {path!r} is a {type(func).__name__}, not a function")
+    try:
+        _checked_function_path(func, check_modules)  # the rules of a function given as itself
+    except InvalidJob as exc:
+        raise InvalidJob(f"job function {path!r}: {exc}") from None
     return func
 
 
@@ -148,7 +223,7 @@ def _tag(tag, value):
     return {TAG: tag, "v": value}
 
 
-def _storable_str(value):
+def storable_str(value):
     """Whether a database's JSON column keeps ``value`` as it is: PostgreSQL's jsonb
     holds neither U+0000 nor lone surrogates (what ``os.fsdecode`` makes of
     undecodable file names)."""
@@ -165,17 +240,44 @@ def _is_plain(value):
     """Whether ``value`` is stored as it is, decided quickly for the arguments most
     jobs take (ids, names, flags); anything else goes through ``_encode``."""
     kind = type(value)
-    if kind is int or kind is bool or value is None:
+    if kind is int:
+        return -_MAX_INT < value < _MAX_INT
+    if kind is bool or value is None:
         return True
     return kind is str and value.isascii() and "\x00" not in value
 
 
-def _encode(value, where):
-    """Turn ``value`` into JSON-ready data; ``where`` names it in errors."""
-    if value is None or isinstance(value, (bool, int)):
+#: How deep containers may nest in a job's arguments (a list in a list is 2 levels),
+#: on the way in and out. Well below what Python's recursion limit lets the
+#: encoder, the decoder and JSON readers reach (about 1,000 frames, a tagged value
+#: taking two or three JSON levels) and what jsonb holds.
+MAX_DEPTH = 100
+
+#: The most digits a stored integer may have: Python refuses to read or write
+#: longer ones as text (``sys.get_int_max_str_digits``), so a worker could not
+#: decode the row.
+MAX_INT_DIGITS = 4300
+_MAX_INT = 10**MAX_INT_DIGITS
+
+
+class _TooDeep(Exception):
+    """Raised from deep inside ``_encode``; ``encode_arguments`` names the argument."""
+
+
+def _encode(value, where, depth=0):
+    """Turn ``value`` into JSON-ready data; ``where`` names it in errors, ``depth``
+    counts the containers around it."""
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):
+        if -_MAX_INT < value < _MAX_INT:
+            return value
+        raise InvalidJob(
+            f"{where} is an integer of more than {MAX_INT_DIGITS:,} digits, which JSON readers "
+            "refuse; pass it as a str (or a Decimal)."
+        )
     if isinstance(value, str):
-        if _storable_str(value):
+        if storable_str(value):
             return value
         return _tag("str", base64.b64encode(value.encode("utf-8", "surrogatepass")).decode())
     if isinstance(value, float):
@@ -186,19 +288,22 @@ def _encode(value, where):
             # an int to JSON (and not even this float's digits): keep the text.
             return _tag("float", repr(value))
         return value
+    if depth >= MAX_DEPTH and isinstance(value, (list, tuple, dict, set, frozenset)):
+        raise _TooDeep
+    inner = depth + 1
     if isinstance(value, list):
-        return [_encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_encode(v, f"{where}[{i}]", inner) for i, v in enumerate(value)]
     if isinstance(value, tuple):
-        return _tag("tuple", [_encode(v, f"{where}[{i}]") for i, v in enumerate(value)])
+        return _tag("tuple", [_encode(v, f"{where}[{i}]", inner) for i, v in enumerate(value)])
     if isinstance(value, dict):
-        if all(isinstance(k, str) and _storable_str(k) for k in value) and TAG not in value:
-            return {k: _encode(v, f"{where}[{k!r}]") for k, v in value.items()}
+        if all(isinstance(k, str) and storable_str(k) for k in value) and TAG not in value:
+            return {k: _encode(v, f"{where}[{k!r}]", inner) for k, v in value.items()}
         # Non-string keys (or a key that looks like our tag, or that the database
         # cannot hold as it is) survive as pairs.
         return _tag(
             "dict",
             [
-                [_encode(k, f"{where} key {k!r}"), _encode(v, f"{where}[{k!r}]")]
+                [_encode(k, f"{where} key {k!r}", inner), _encode(v, f"{where}[{k!r}]", inner)]
                 for k, v in value.items()
             ],
         )
@@ -217,11 +322,13 @@ def _encode(value, where):
     if isinstance(value, (bytes, bytearray)):
         return _tag("bytes", base64.b64encode(bytes(value)).decode("ascii"))
     if isinstance(value, (set, frozenset)):
-        items = [_encode(v, f"{where} item") for v in value]
+        items = [_encode(v, f"{where} item", inner) for v in value]
         return _tag("set" if isinstance(value, set) else "frozenset", items)
     if hasattr(type(value), "__pgjobs_encode__"):
+        if depth >= MAX_DEPTH:
+            raise _TooDeep
         cls = type(value)
-        data = _encode(value.__pgjobs_encode__(), f"{where} ({cls.__qualname__})")
+        data = _encode(value.__pgjobs_encode__(), f"{where} ({cls.__qualname__})", inner)
         return _tag("object", [f"{cls.__module__}.{cls.__qualname__}", data])
     model_ref = _model_reference(value, where)
     if model_ref is not None:
@@ -231,6 +338,47 @@ def _encode(value, where):
         "stored as JSON. Pass plain data (str, int, float, bool, None, list, dict, tuple, "
         "datetime, date, time, timedelta, Decimal, UUID, bytes, set) or a saved model instance."
     )
+
+
+def _encode_argument(value, where):
+    """``_encode`` for one argument of a job, a too deep one named as a whole."""
+    try:
+        return _encode(value, where)
+    except (_TooDeep, RecursionError):
+        # RecursionError: an argument's __pgjobs_encode__ or __repr__ of its own.
+        if _refers_to_itself(value):
+            problem = "refers to itself (a container inside itself), which JSON cannot hold"
+        else:
+            problem = f"is nested deeper than {MAX_DEPTH} levels"
+        raise InvalidJob(f"{where} {problem}; pass flatter data (or ids to look up).") from None
+
+
+def _refers_to_itself(value):
+    """Whether a container holds itself, at any depth: a walk with a stack (deep
+    data must not exhaust Python's), each container explored once."""
+    on_path, done = set(), set()
+    stack = [(value, False)]
+    while stack:
+        item, leaving = stack.pop()
+        key = id(item)
+        if leaving:
+            on_path.discard(key)
+            done.add(key)
+            continue
+        if isinstance(item, dict):
+            children = [*item.keys(), *item.values()]
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            children = item
+        else:
+            continue
+        if key in on_path:
+            return True
+        if key in done:
+            continue
+        on_path.add(key)
+        stack.append((item, True))
+        stack.extend((child, False) for child in children)
+    return False
 
 
 def _model_reference(value, where):
@@ -243,23 +391,28 @@ def _model_reference(value, where):
     return [meta.label_lower, _encode(value.pk, f"{where}.pk")]
 
 
-def _decode(value):
+def _decode(value, depth=0):
+    # Containers stop at depth MAX_DEPTH - 1, as in _encode; a value inside the
+    # deepest of them may itself be a tagged dict (a datetime, a str): depth MAX_DEPTH.
+    if depth > MAX_DEPTH and isinstance(value, (list, dict)):
+        raise ValueError(f"the arguments are nested deeper than {MAX_DEPTH} levels")
+    inner_depth = depth + 1
     if isinstance(value, list):
-        return [_decode(v) for v in value]
+        return [_decode(v, inner_depth) for v in value]
     if not isinstance(value, dict):
         return value
     tag = value.get(TAG)
     if tag is None:
-        return {k: _decode(v) for k, v in value.items()}
+        return {k: _decode(v, inner_depth) for k, v in value.items()}
     inner = value["v"]
     if tag == "str":
         return base64.b64decode(inner).decode("utf-8", "surrogatepass")
     if tag == "float":
         return float(inner)
     if tag == "tuple":
-        return tuple(_decode(v) for v in inner)
+        return tuple(_decode(v, inner_depth) for v in inner)
     if tag == "dict":
-        return {_decode(k): _decode(v) for k, v in inner}
+        return {_decode(k, inner_depth): _decode(v, inner_depth) for k, v in inner}
     if tag == "datetime":
         return datetime.datetime.fromisoformat(inner)
     if tag == "date":
@@ -275,16 +428,16 @@ def _decode(value):
     if tag == "bytes":
         return base64.b64decode(inner)
     if tag == "set":
-        return {_decode(v) for v in inner}
+        return {_decode(v, inner_depth) for v in inner}
     if tag == "frozenset":
-        return frozenset(_decode(v) for v in inner)
+        return frozenset(_decode(v, inner_depth) for v in inner)
     if tag == "model":
-        return _load_model(inner[0], _decode(inner[1]))
+        return _load_model(inner[0], _decode(inner[1], inner_depth))
     if tag == "object":
         cls = import_string(inner[0])
         if not hasattr(cls, "__pgjobs_decode__"):
             raise ValueError(f"{inner[0]} does not define __pgjobs_decode__")
-        return cls.__pgjobs_decode__(_decode(inner[1]))
+        return cls.__pgjobs_decode__(_decode(inner[1], inner_depth))
     raise ValueError(f"unknown tagged value {tag!r}")
 
 
@@ -308,8 +461,10 @@ def encode_arguments(args, kwargs):
     for key in kwargs:
         if not isinstance(key, str) or not key.isidentifier():
             raise InvalidJob(f"kwargs key {key!r} is not a valid keyword argument name")
-    encoded_args = [v if _is_plain(v) else _encode(v, f"args[{i}]") for i, v in enumerate(args)]
-    encoded_kwargs = {k: _encode(v, f"kwargs[{k!r}]") for k, v in kwargs.items()}
+    encoded_args = [
+        v if _is_plain(v) else _encode_argument(v, f"args[{i}]") for i, v in enumerate(args)
+    ]
+    encoded_kwargs = {k: _encode_argument(v, f"kwargs[{k!r}]") for k, v in kwargs.items()}
     return encoded_args, encoded_kwargs
 
 
@@ -327,7 +482,8 @@ def decode_arguments(args, kwargs):
     if not args and not kwargs:
         return [], {}
     try:
-        return _decode(args), _decode(kwargs)
+        # Each argument from depth 0, as encode_arguments encoded it.
+        return [_decode(v) for v in args], {k: _decode(v) for k, v in kwargs.items()}
     except Exception as exc:  # any decoding problem is the row's fault, not the worker's
         raise InvalidJob(f"cannot decode stored arguments: {type(exc).__name__}: {exc}") from None
 
@@ -360,6 +516,8 @@ def _plain_list_json(values, storable_only=False):
     for value in values:
         kind = type(value)
         if kind is int:
+            if not -_MAX_INT < value < _MAX_INT:
+                return None  # too long to write as text: _encode says so
             parts.append(int.__repr__(value))
         elif kind is str:
             if storable_only and (not value.isascii() or "\x00" in value):
@@ -398,7 +556,7 @@ def encode_result(value):
     """Encode a job's return value for storage; unstorable results are described, not lost."""
     try:
         return _encode(value, "the job's return value")
-    except (InvalidJob, RecursionError):  # RecursionError: a value that contains itself
+    except (InvalidJob, _TooDeep, RecursionError):  # a value that contains itself, say
         return {TAG: "repr", "v": _storable_repr(value)}
 
 
@@ -408,7 +566,7 @@ def _storable_repr(value):
     except Exception as exc:  # a broken __repr__ must not lose the outcome
         text = f"<{type(value).__qualname__} object (repr failed: {type(exc).__name__})>"
     text = text[:1000]
-    if not _storable_str(text):  # a custom __repr__ may return anything
+    if not storable_str(text):  # a custom __repr__ may return anything
         text = text.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
     return text
 

@@ -67,13 +67,25 @@ def _database_problem():
     return None
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "sql_store(reason): about the database stores themselves (their tables, SQL, "
+        "locks, the admin); skipped, with the reason, when the jobs are in Redis",
+    )
+    config.addinivalue_line(
+        "markers",
+        "store_gap(strict=True, **reasons): tests/test_store_contract.py, a behaviour "
+        "the stores named lack (an xfail on those stores, with the reason given)",
+    )
+
+
 def pytest_collection_modifyitems(config, items):
     if JOBS_IN_REDIS:
-        from tests.redis_settings import sql_only_reason
-
         for item in items:
-            reason = sql_only_reason(item.nodeid)
-            if reason:
+            marker = item.get_closest_marker("sql_store")
+            if marker is not None:
+                reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "")
                 item.add_marker(pytest.mark.skip(reason=f"DatabaseBackend only: {reason}"))
     needs_db = [item for item in items if item.get_closest_marker("django_db")]
     if not needs_db:

@@ -73,35 +73,3 @@ def skip_if_job_table_is_read():
     finally:
         for manager in managers:
             del manager.get_queryset
-
-
-# Tests about the database stores themselves, skipped under PGJOBS_TEST_DB=redis
-# before they start (tests/conftest.py); node id prefix: reason.
-SQL_ONLY = {
-    "tests/test_api.py::test_the_test_settings_configure_the_database_backend": (
-        "asserts the DatabaseBackend of the test settings"
-    ),
-    "tests/test_api.py::test_override_settings_switches_the_backend_and_back": (
-        "asserts the DatabaseBackend of the test settings"
-    ),
-    "tests/test_stores_vendors.py::": "database store internals (SQL statements, locks)",
-    "tests/test_schedule.py::test_two_drain_processes_racing_on_one_tick": (
-        "stages the race with the database's row locks"
-    ),
-    "tests/test_commands.py::test_worker_prints_its_banner": (
-        "asserts the DatabaseBackend banner (test_redis.py: the Redis banner)"
-    ),
-    "tests/test_database_backend.py::test_a_job_enqueued_in_a_transaction_is_invisible": (
-        "reads the pgjobs_job table from another connection (test_redis.py: on_commit)"
-    ),
-    "tests/test_database_backend.py::test_cancel_of_a_running_job_asks_it_to_stop": (
-        "builds a database store (test_redis.py cancels a running job on Redis)"
-    ),
-}
-
-
-def sql_only_reason(nodeid):
-    for prefix, reason in SQL_ONLY.items():
-        if nodeid.startswith(prefix):
-            return reason
-    return None

@@ -11,14 +11,14 @@ from django.urls import reverse
 
 from pgjobs import background, records
 from pgjobs.models import Job
-from tests.conftest import JOBS_IN_REDIS, VENDOR, run_jobs, status_counts
+from tests.conftest import VENDOR, run_jobs, status_counts
 from tests.testapp import jobs
 from tests.testapp.models import Event
 
 CHANGELIST = reverse("admin:pgjobs_job_changelist")
 
 # The jobs' rows and their SQL: RedisBackend keeps none (tests/test_redis.py covers it).
-SQL_ONLY = pytest.mark.skipif(JOBS_IN_REDIS, reason="DatabaseBackend only: reads pgjobs' tables")
+SQL_ONLY = pytest.mark.sql_store("reads pgjobs' tables")
 pytestmark = SQL_ONLY
 
 

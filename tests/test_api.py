@@ -19,7 +19,7 @@ from pgjobs import (
     background,
     records,
 )
-from pgjobs.backends import DatabaseBackend, ImmediateBackend
+from pgjobs.backends import DatabaseBackend, ImmediateBackend, RedisBackend
 from pgjobs.models import Job
 from tests.conftest import JOBS_IN_REDIS, run_jobs, status_counts
 from tests.testapp import jobs
@@ -27,6 +27,8 @@ from tests.testapp.backends import EnqueueOnlyBackend
 from tests.testapp.models import Event
 
 IMMEDIATE = {"BACKEND": "pgjobs.backends.ImmediateBackend"}
+# The storing backend this run's PGJOBS_TEST_DB configures (tests/settings.py).
+CONFIGURED = RedisBackend if JOBS_IN_REDIS else DatabaseBackend
 ENQUEUE_ONLY = {"BACKEND": "tests.testapp.backends.EnqueueOnlyBackend"}
 
 
@@ -50,15 +52,15 @@ def local_function():
 # -- settings ----------------------------------------------------------------------
 
 
-def test_the_test_settings_configure_the_database_backend():
-    assert isinstance(background.backend, DatabaseBackend)
+def test_the_test_settings_configure_the_storing_backend_of_this_run():
+    assert isinstance(background.backend, CONFIGURED)
 
 
 def test_override_settings_switches_the_backend_and_back():
     before = background.backend
     with override_settings(PGJOBS=IMMEDIATE):
         assert isinstance(background.backend, ImmediateBackend)
-    assert isinstance(background.backend, DatabaseBackend)
+    assert isinstance(background.backend, CONFIGURED)
     assert background.backend is not before  # rebuilt from the restored settings
 
 

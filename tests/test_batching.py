@@ -161,12 +161,16 @@ def test_a_claim_fills_every_idle_slot_though_a_job_still_waits_to_be_picked_up(
     # and the rest idled until some job ended: 50 ms jobs ran at half speed).
     slots = 4
     worker = Worker(get_backend().get_store(), concurrency=slots)
-    for job_id in range(queued):
-        worker._slots_queue.put(job_id)  # claimed, not yet taken by a slot
     finished = slots  # every slot ran a job that ended; none has been recorded yet
-    worker._claimed = {job_id: job_id for job_id in range(queued + finished)}
-    successes = [(job_id, None) for job_id in range(queued, queued + finished)]
-    assert worker._claim_size(successes) == slots - queued
+    size = worker.policy.claim_size(
+        held=queued + finished,  # claimed: the queued ones, not yet taken by a slot
+        running=0,
+        queued=queued,
+        successes=finished,
+        claimed_total=queued + finished,
+        look_again_at=0.0,
+    )
+    assert size == slots - queued
 
 
 # -- one wake-up, one worker ------------------------------------------------------------
@@ -174,8 +178,8 @@ def test_a_claim_fills_every_idle_slot_though_a_job_still_waits_to_be_picked_up(
 
 def worker_ranked(rank, workers):
     worker = Worker(get_backend().get_store())
-    worker._ranks = {"default": (rank, workers)}
-    return worker
+    worker.listener.ranks = {"default": (rank, workers)}
+    return worker.listener
 
 
 @given(
@@ -186,15 +190,15 @@ def worker_ranked(rank, workers):
 @settings(max_examples=200, deadline=None)
 def test_a_wakeup_for_n_jobs_is_answered_by_n_workers(workers, first_id, count):
     wakeup = records.Wakeup("default", first_id, count)
-    answering = [rank for rank in range(workers) if worker_ranked(rank, workers)._answers(wakeup)]
+    answering = [rank for rank in range(workers) if worker_ranked(rank, workers).answers(wakeup)]
     assert len(answering) == min(count, workers)
 
 
 def test_wakeups_without_ids_or_for_unranked_workers_are_answered():
     worker = worker_ranked(3, 4)
-    assert worker._answers(True)
-    assert worker._answers(records.Wakeup("default"))  # a bare queue name
-    assert worker._answers(records.Wakeup("elsewhere", 7, 1))  # no rank for this queue
+    assert worker.answers(True)
+    assert worker.answers(records.Wakeup("default"))  # a bare queue name
+    assert worker.answers(records.Wakeup("elsewhere", 7, 1))  # no rank for this queue
 
 
 @pytest.mark.django_db(transaction=True)
@@ -206,17 +210,17 @@ def test_a_listener_answers_its_own_wakeup_even_when_another_came_first_in_the_p
     before = background.enqueue(jobs.noop)  # the next two jobs get the next two ids
     worker = worker_ranked((before.id + 2) % 2, 2)  # the second one's turn only
     worker.store.listen(None)
-    listener = threading.Thread(target=worker._listen, daemon=True)
+    listener = threading.Thread(target=worker.listen, daemon=True)
     listener.start()  # listen() has run LISTEN: what is committed from here reaches it
     try:
         with transaction.atomic():
             first, second = [background.enqueue(jobs.noop) for _ in range(2)]
         assert (first.id, second.id) == (before.id + 1, before.id + 2)
-        assert not worker._answers(records.Wakeup("default", first.id, 1))
-        # Not answered, it would only look for itself 50-150 ms later: never _notified.
-        wait_for(lambda: worker._notified, timeout=2, interval=0.01, message="an answer")
+        assert not worker.answers(records.Wakeup("default", first.id, 1))
+        # Not answered, it would only look for itself 50-150 ms later: never notified.
+        wait_for(lambda: worker.alarm.take()[0], timeout=2, interval=0.01, message="an answer")
     finally:
-        worker._stopping.set()
+        worker.stopping.set()
         worker.store.stop_listening()
         listener.join(5)
 

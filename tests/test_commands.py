@@ -9,8 +9,10 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from pgjobs import background, records
+from pgjobs.handler import get_backend
 from pgjobs.models import Job
-from tests.conftest import VENDOR, status_counts, wait_for
+from pgjobs.worker import build_worker
+from tests.conftest import status_counts, wait_for
 from tests.testapp import jobs
 
 
@@ -106,6 +108,51 @@ def test_bad_numbers_are_command_errors(command, args, message):
         call_command(command, *args, stdout=io.StringIO())
 
 
+@pytest.mark.parametrize(
+    ("command", "args", "message"),
+    [
+        ("pgjobs_worker", ["--poll-interval", "-1"], r"--poll-interval .*must be a finite number"),
+        ("pgjobs_worker", ["--poll-interval", "0"], r"--poll-interval .*must be a finite number"),
+        ("pgjobs_worker", ["--poll-interval", "nan"], r"--poll-interval .*must be a finite number"),
+        ("pgjobs_worker", ["--poll-interval", "inf"], r"--poll-interval .*must be a finite number"),
+        ("pgjobs_worker", ["--grace-period", "-1"], r"--grace-period .*must be a finite number"),
+        ("pgjobs_worker", ["--grace-period", "nan"], r"--grace-period .*must be a finite number"),
+        (
+            "pgjobs_worker",
+            ["--concurrency", "-3"],
+            r"--concurrency .*must be a whole number from 1",
+        ),
+        ("pgjobs_worker", ["--concurrency", "100000"], "run more worker processes"),
+        ("pgjobs_drain", ["--concurrency", "100000"], "run more worker processes"),
+        ("pgjobs_worker", ["--prefetch", "-1"], r"--prefetch .*must be a whole number, 0 or more"),
+        ("pgjobs_drain", ["--prefetch", "-1"], r"--prefetch .*must be a whole number, 0 or more"),
+        ("pgjobs_drain", ["--max-seconds", "nan"], "--max-seconds"),
+    ],
+)
+@pytest.mark.django_db
+def test_numbers_a_worker_cannot_honour_are_one_line_errors_and_nothing_is_written(
+    command, args, message
+):
+    """Issue 20 (items 4 and 5): a negative or NaN poll interval made an idle worker
+    spin; a huge concurrency started that many threads."""
+    store = get_backend().store
+    with pytest.raises(CommandError, match=message) as refused:
+        call_command(command, *args, stdout=io.StringIO())
+    assert "\n" not in str(refused.value)
+    assert not store.live_workers(), "the worker registered before refusing"
+
+
+def test_build_worker_refuses_the_same_numbers_with_value_errors():
+    with pytest.raises(ValueError, match="--poll-interval"):
+        build_worker(poll_interval=float("nan"))
+    with pytest.raises(ValueError, match="--grace-period"):
+        build_worker(grace_period=-1)
+    with pytest.raises(ValueError, match="--concurrency"):
+        build_worker(concurrency=10**6)
+    with pytest.raises(ValueError, match="unknown queue nope"):
+        build_worker(queues=["nope"])
+
+
 @pytest.mark.parametrize("command", ["pgjobs_drain", "pgjobs_worker"])
 def test_a_backend_without_a_queue_to_work_is_a_command_error(settings, command):
     settings.PGJOBS = {"BACKEND": "pgjobs.backends.ImmediateBackend"}
@@ -134,10 +181,11 @@ def test_worker_prints_its_banner_and_stops_cleanly_on_sigterm(start_worker):
     worker = start_worker("--concurrency", "3", "--queue", "other", "--poll-interval", "0.5")
     worker.wait_for_output("Stop with Ctrl-C or SIGTERM.")
     banner = worker.stdout
-    assert "backend:     DatabaseBackend" in banner
+    store = background.backend.get_store()
+    assert f"backend:     {type(background.backend).__name__} ({store.describe()})" in banner
     assert "queues:      other\n" in banner
     assert "concurrency: 3\n" in banner
-    if VENDOR == "postgres":
+    if store.supports_listen:
         assert "wake-up:     notified, polling every 0.5 s as a safety net" in banner
     else:
         assert "wake-up:     polling every 0.5 s" in banner

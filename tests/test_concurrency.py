@@ -1,5 +1,5 @@
 """Real worker processes against the real database: exactly-once under contention,
-graceful shutdown on SIGTERM, and LISTEN wake-ups (``pgjobs/worker.py`` with the
+graceful shutdown on SIGTERM, and LISTEN wake-ups (``pgjobs/worker/`` with the
 ``pgjobs_worker`` command)."""
 
 import signal

@@ -285,15 +285,17 @@ def test_a_rolled_back_savepoint_takes_its_job_with_it():
 
 
 def _count_jobs_from_another_connection():
+    """How many jobs are due, as a worker (another thread, another connection) sees it."""
     import threading
 
     from django.db import connections
 
+    store = get_backend().get_store()
     result = []
 
     def count():
         try:
-            result.append(Job.objects.count())
+            result.append(store.count_due(None))
         finally:
             connections.close_all()
 
@@ -374,7 +376,7 @@ def test_jobs_put_back_by_a_stopping_worker_or_a_rescue_wake_the_workers():
 @pytest.mark.parametrize("queues", [None, ["other"]], ids=["every queue", "one queue"])
 def test_a_listening_store_reports_every_wakeup_even_those_that_arrive_together(queues):
     """Jobs committed together notify together, and psycopg reads such NOTIFYs in
-    one go. Each names the job a different worker answers (Worker._answers): a
+    one go. Each names the job a different worker answers (Listener.answers): a
     store that handed over only the first lost the others' turn."""
     store = get_backend().get_store()
     store.listen(queues)
@@ -465,16 +467,18 @@ def test_enqueue_many_with_a_unique_key_writes_one_job():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_cancel_of_a_running_job_asks_it_to_stop_and_it_ends_cancelled(jobs_backend):
+def test_cancel_of_a_running_job_asks_it_to_stop_and_it_ends_cancelled(settings):
     import threading
 
     from django.db import connections
 
-    from pgjobs.stores import database_store
     from pgjobs.worker import Worker
 
     # A short lease: heartbeats, which carry the request, come every lease / 3 s.
-    store = database_store(jobs_backend.alias, lease_seconds=0.6, channel=jobs_backend.channel)
+    options = {**settings.PGJOBS["OPTIONS"], "LEASE_SECONDS": 0.6}
+    settings.PGJOBS = {**settings.PGJOBS, "OPTIONS": options}
+    store = get_backend().get_store()
+    assert store.lease_seconds == 0.6
     worker = Worker(store, poll_interval=0.2)
     ref = background.enqueue(jobs.wait_for_cancel)
 

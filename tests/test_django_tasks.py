@@ -22,9 +22,8 @@ if "pgjobs.django_tasks" not in str(getattr(settings, "TASKS", "")):
     )
 
 from pgjobs import background, records  # noqa: E402
-from pgjobs.django_tasks import FRAMEWORKS, PgJobsBackend  # noqa: E402
+from pgjobs.django_tasks import FRAMEWORKS, PgJobsBackend, framework_holding  # noqa: E402
 from tests.conftest import (  # noqa: E402
-    JOBS_IN_REDIS,
     VENDOR,
     WorkerProcess,
     run_jobs,
@@ -88,8 +87,7 @@ def test_enqueue_stores_a_job_the_worker_can_run(fw, tasks):
     assert received == [(PgJobsBackend, result)]
     fetched = tasks.add.get_result(result.id)
     assert fetched.status == fw.TaskResultStatus.READY and fetched.enqueued_at is not None
-    if not JOBS_IN_REDIS:  # a JobInfo has no arguments: they come from the Job row
-        assert (fetched.args, fetched.kwargs) == ([1, 2], {})
+    assert (fetched.args, fetched.kwargs) == ([1, 2], {})  # from the store, on every store
 
 
 @pytest.mark.django_db
@@ -136,8 +134,7 @@ def test_enqueue_many_writes_rows_in_order(fw, tasks):
     assert len({ref.id for ref in refs}) == 7
     assert [ref.priority for ref in refs] == [0] * 5 + [5, 0]
     assert refs[6].run_at > timezone.now()
-    if not JOBS_IN_REDIS:
-        assert [backend.get_result(r.id).args for r in results] == [r.args for r in results]
+    assert [backend.get_result(r.id).args for r in results] == [r.args for r in results]
 
 
 def test_async_enqueue_and_get_result(fw, tasks, transactional_db):
@@ -227,6 +224,48 @@ def test_get_result_of_unknown_ids(fw, tasks):
     mismatch = importlib.import_module(f"{fw.module}.exceptions").TaskResultMismatch
     with pytest.raises(mismatch):
         tasks.add.get_result(other.id)
+
+
+@pytest.mark.django_db
+def test_a_missing_result_is_an_error_of_every_framework():
+    backend = PgJobsBackend("default", {})
+    with pytest.raises(Exception) as info:
+        backend.get_result("999999")
+    for fw in FRAMEWORKS:
+        assert isinstance(info.value, fw.TaskResultDoesNotExist)
+
+
+# -- which framework an instance serves ------------------------------------------------------
+
+
+def test_each_framework_gets_an_instance_that_makes_its_own_tasks(fw):
+    backend = fw.backends["default"]
+    assert isinstance(backend, PgJobsBackend)
+    assert framework_holding(backend) is fw
+    assert backend.task_class is fw.Task
+    assert isinstance(importlib.import_module(TASK_MODULES[fw.module]).add, fw.Task)
+
+
+def test_an_instance_no_handler_holds_serves_djangos_own_framework():
+    backend = PgJobsBackend("default", {"QUEUES": ["default"]})
+    assert framework_holding(backend) is None
+    assert backend.task_class is FRAMEWORKS[0].Task
+
+
+def test_a_thread_gets_instances_of_its_own_that_know_their_framework(fw):
+    import threading
+
+    seen = []
+
+    def in_thread():
+        backend = fw.backends["default"]
+        seen.append((backend, backend.task_class))
+
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    thread.join()
+    ((other, task_class),) = seen
+    assert other is not fw.backends["default"] and task_class is fw.Task
 
 
 # -- configuration ------------------------------------------------------------------------

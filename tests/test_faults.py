@@ -28,7 +28,6 @@ from pgjobs import background, records
 from pgjobs.models import Job
 from pgjobs.serialization import sign_job
 from tests.conftest import (
-    JOBS_IN_REDIS,
     REQUIRE_SERVICES,
     ROOT,
     VENDOR,
@@ -41,7 +40,7 @@ from tests.testapp import jobs
 from tests.testapp.models import Event, Execution
 
 # The jobs' rows and their SQL: RedisBackend keeps none (tests/test_redis.py covers it).
-SQL_ONLY = pytest.mark.skipif(JOBS_IN_REDIS, reason="DatabaseBackend only: reads pgjobs' tables")
+SQL_ONLY = pytest.mark.sql_store("reads pgjobs' tables")
 pytestmark = [SQL_ONLY, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

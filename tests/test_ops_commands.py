@@ -19,12 +19,12 @@ from django.utils import timezone
 from pgjobs import JobNotFound, background, records
 from pgjobs.models import Job, WorkerProcess
 from pgjobs.serialization import verify_job
-from tests.conftest import JOBS_IN_REDIS, ROOT, VENDOR, run_jobs, wait_for
+from tests.conftest import ROOT, VENDOR, run_jobs, wait_for
 from tests.testapp import jobs
 from tests.testapp.models import Event
 
 # The jobs' rows and their SQL: RedisBackend keeps none (tests/test_redis.py covers it).
-SQL_ONLY = pytest.mark.skipif(JOBS_IN_REDIS, reason="DatabaseBackend only: reads pgjobs' tables")
+SQL_ONLY = pytest.mark.sql_store("reads pgjobs' tables")
 pytestmark = SQL_ONLY
 
 

@@ -861,7 +861,7 @@ def test_a_batch_with_a_job_redis_must_refuse_writes_nothing(store):
 def test_jobs_of_one_transaction_are_written_together_at_commit(store):
     from django.db import connection
 
-    from pgjobs.backends.redis import PendingPush
+    from pgjobs.backends.storing import HeldJobs
 
     with transaction.atomic():
         first = [background.enqueue(jobs.noop) for _ in range(5)]
@@ -872,7 +872,7 @@ def test_jobs_of_one_transaction_are_written_together_at_commit(store):
         except Rollback:
             pass
         later = background.enqueue_many([(jobs.noop, [], {})] * 3)
-        pushes = [f for _, f, *_ in connection.run_on_commit if isinstance(f, PendingPush)]
+        pushes = [f for _, f, *_ in connection.run_on_commit if isinstance(f, HeldJobs)]
         assert len(pushes) == 1, "one write for the transaction, not one per job"
         assert store.count_due(None) == 0
     ids = [ref.id for ref in first + later]

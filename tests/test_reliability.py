@@ -1,7 +1,7 @@
 """Reliability and safety (issue 4): crash recovery through leases and ``rescue()``,
 heartbeats that keep a slow job with its live worker, outcomes only from the worker
 that holds the lease, signatures across a ``SECRET_KEY`` rotation, unique jobs and
-cancellation (``pgjobs/worker.py``, ``pgjobs/stores/``, ``pgjobs/serialization.py``).
+cancellation (``pgjobs/worker/``, ``pgjobs/stores/``, ``pgjobs/serialization.py``).
 
 Per-job timeouts are in ``test_worker.py``; SIGKILL, cut connections and database
 restarts with real processes are in ``test_faults.py``.
@@ -20,14 +20,14 @@ from django.utils import timezone
 from pgjobs import background, records
 from pgjobs.models import Job
 from pgjobs.serialization import verify_job
-from tests.conftest import JOBS_IN_REDIS, ROOT, VENDOR, run_jobs, status_counts, wait_for
+from tests.conftest import ROOT, VENDOR, run_jobs, status_counts, wait_for
 from tests.testapp import jobs
 from tests.testapp.models import Event, Execution
 
 ERROR = {"type": "builtins.ValueError", "message": "late", "traceback": ""}
 
 # The jobs' rows and their SQL: RedisBackend keeps none (tests/test_redis.py covers it).
-SQL_ONLY = pytest.mark.skipif(JOBS_IN_REDIS, reason="DatabaseBackend only: reads pgjobs' tables")
+SQL_ONLY = pytest.mark.sql_store("reads pgjobs' tables")
 pytestmark = SQL_ONLY
 
 

@@ -1,5 +1,5 @@
 """Retention (``KEEP_SUCCEEDED``, ``KEEP_FAILED``): the options, the pruner every
-``pgjobs_worker`` and ``pgjobs_drain`` runs (``management/commands/_retention.py``),
+``pgjobs_worker`` and ``pgjobs_drain`` runs (``pgjobs/worker/pruning.py``),
 the stores' ``prune_batch`` under concurrency, and migration 0005 (the index that
 finds expired jobs, PostgreSQL's storage parameters)."""
 
@@ -24,15 +24,15 @@ from pgjobs.backends.database import DEFAULT_KEEP_FAILED, DEFAULT_KEEP_SUCCEEDED
 from pgjobs.backends.redis import RedisBackend
 from pgjobs.exceptions import InvalidBackend
 from pgjobs.handler import get_backend
-from pgjobs.management.commands import _retention
-from pgjobs.management.commands._options import pruner_for
-from pgjobs.management.commands._retention import Pruner
 from pgjobs.models import Job
 from pgjobs.stores.queries import sql
+from pgjobs.worker import pruning
+from pgjobs.worker.build import pruner_for
+from pgjobs.worker.pruning import Pruner
 from tests.conftest import JOBS_IN_REDIS, VENDOR, run_jobs, status_counts, wait_for
 from tests.testapp import jobs
 
-SQL_ONLY = pytest.mark.skipif(JOBS_IN_REDIS, reason="DatabaseBackend only: reads pgjobs' tables")
+SQL_ONLY = pytest.mark.sql_store("reads pgjobs' tables")
 REDIS_ONLY = pytest.mark.skipif(not JOBS_IN_REDIS, reason="RedisBackend only")
 
 SUCCEEDED = (records.SUCCEEDED,)
@@ -242,7 +242,7 @@ def test_worker_banner_and_constants_describe_the_retention():
     assert pruner.describe() == (
         "deletes succeeded after 5 min, failed/cancelled after 7 d (looks every 1 min)"
     )
-    assert _retention.BATCH_SIZE * _retention.MAX_BATCHES <= 50_000
+    assert pruning.BATCH_SIZE * pruning.MAX_BATCHES <= 50_000
 
 
 # -- the stores ----------------------------------------------------------------------------

@@ -356,7 +356,9 @@ def module_level(x):
     return x
 
 
-def test_module_level_functions_travel_as_their_dotted_path():
+def test_module_level_functions_travel_as_their_dotted_path(settings):
+    # This module is no installed app's: listed, as a site lists its job modules.
+    settings.PGJOBS = {**settings.PGJOBS, "JOB_MODULES": ["tests"]}
     assert function_path(jobs.add) == "tests.testapp.jobs.add"
     assert function_path(module_level) == "tests.test_serialization.module_level"
     assert function_path(jobs.async_add) == "tests.testapp.jobs.async_add"

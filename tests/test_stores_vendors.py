@@ -27,6 +27,7 @@ from pgjobs.worker import Worker
 
 from .conftest import VENDOR, wait_for
 
+pytestmark = pytest.mark.sql_store("database store internals (SQL statements, locks)")
 mysql_only = pytest.mark.skipif(VENDOR != "mysql", reason="MySQL/MariaDB store")
 sqlite_only = pytest.mark.skipif(VENDOR != "sqlite", reason="SQLite store")
 

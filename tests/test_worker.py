@@ -1,4 +1,4 @@
-"""The worker (``pgjobs/worker.py``): claim order, deferral, retries, failures, async jobs
+"""The worker (``pgjobs/worker/``): claim order, deferral, retries, failures, async jobs
 and the running job's context. Jobs run in this process unless a test needs a real
 worker process."""
 
@@ -685,7 +685,7 @@ def test_a_return_value_json_cannot_hold_is_kept_as_its_repr():
 class CountingStore:
     """Wraps a store and counts the worker's claims; polls (no LISTEN connection)."""
 
-    wakeup = "poll"
+    supports_listen = False
 
     def __init__(self, store):
         self._store = store
@@ -857,17 +857,17 @@ def test_a_signal_that_arrives_while_the_worker_holds_its_wake_up_lock_still_sto
     handled = threading.Event()
 
     def signalled_while_holding_the_lock():
-        with worker._wake._cond:  # what Event.wait holds on its way in and out
-            worker._on_signal(signal.SIGTERM, None)
+        with worker.alarm.event._cond:  # what Event.wait holds on its way in and out
+            worker.shutdown.on_signal(signal.SIGTERM, None)
         handled.set()
 
     try:
         worker.install_signal_handlers()
         threading.Thread(target=signalled_while_holding_the_lock, daemon=True).start()
         assert handled.wait(5), "the signal handler waited on a lock its own thread holds"
-        assert worker._stopping.wait(5), "the signal did not ask the worker to stop"
-        # The relay thread sets _stopping, then _wake: wait for both, do not peek.
-        assert worker._wake.wait(5), "a waiting main loop would not wake up"
+        assert worker.shutdown.stopping.wait(5), "the signal did not ask the worker to stop"
+        # The relay thread sets stopping, then the alarm: wait for both, do not peek.
+        assert worker.alarm.event.wait(5), "a waiting main loop would not wake up"
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
@@ -887,7 +887,7 @@ def test_a_worker_that_installed_signal_handlers_frees_their_pipe_and_thread_whe
         for relay in relays:
             relay.join(5)
         assert not any(relay.is_alive() for relay in relays), "the relay thread outlived run()"
-        worker._on_signal(signal.SIGTERM, None)  # after the run: nothing to stop, no error
+        worker.shutdown.on_signal(signal.SIGTERM, None)  # after the run: nothing to stop, no error
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)

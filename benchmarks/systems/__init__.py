@@ -2,6 +2,7 @@
 
 from systems.django_tasks_db import DjangoTasksDB
 from systems.pgjobs import PgJobs
+from systems.pgjobs_baseline import PgJobsBaseline
 from systems.pgqueuer import PgQueuer
 from systems.procrastinate import Procrastinate
 from systems.redis_celery import Celery
@@ -12,6 +13,7 @@ SYSTEMS = {
     s.name: s
     for s in (
         PgJobs(),
+        PgJobsBaseline(),
         PgQueuer(),
         DjangoTasksDB(),
         Procrastinate(),

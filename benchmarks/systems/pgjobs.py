@@ -14,6 +14,7 @@ from harness import (
     System,
     WorkerConfig,
     manage_py,
+    source_commit,
     vendor_span_sql,
     venv_import_check,
     venv_version,
@@ -22,9 +23,10 @@ from harness import (
 # No-op throughput: every combination, with 1 and 2 processes.
 # For no-op jobs one slot per process is best: the job costs less than the
 # thread hand-offs more slots add (benchmarks/profile_worker.py shows it).
+# The last: what `--concurrency 8` alone gives, whatever the default prefetch is.
 THROUGHPUT = [
     {"concurrency": c, "prefetch": p} for c in (1, 2, 4, 8) for p in (0, 200)
-]  # fmt: skip
+] + [{"concurrency": 8}]  # fmt: skip
 THROUGHPUT_QUICK = [{"concurrency": 1}]
 PROCESSES = (1, 2)
 PROCESSES_QUICK = (1, 2)
@@ -92,10 +94,12 @@ class PgJobs(System):
     def unavailable(self):
         # The package is written alongside the benchmarks; until it imports
         # with its worker command the peers are measured alone.
-        return venv_import_check("pgjobs.backends, pgjobs.management.commands.pgjobs_worker")
+        return venv_import_check(
+            "pgjobs.backends, pgjobs.management.commands.pgjobs_worker", self.checkout()
+        )
 
     def versions(self):
-        return f"pgjobs {venv_version('pgjobs')}"
+        return f"pgjobs {venv_version('pgjobs')} at {source_commit('pgjobs', self.checkout())}"
 
     def worker_argv(self, config):
         return [PYTHON, manage_py(), "pgjobs_worker", "-v", "0", *config.args]

@@ -2,20 +2,27 @@
 
 A backend defines any of ``enqueue(func, args, kwargs)``, ``defer(func, when,
 args, kwargs)``, ``aenqueue(...)`` and ``adefer(...)``; a mode it does not define
-is not supported (``background`` then raises ``NotSupported``). Backends that
-store jobs call ``prepare()`` to turn a call into a validated ``JobSpec``.
+is not supported (``background`` then raises ``NotSupported``). Everything else a
+caller may ask of a backend is declared here, as a class attribute or a method
+with a default, so that callers read it instead of probing with ``hasattr``:
+``stores_jobs`` (refs by id, a store for workers: see ``StoringBackend`` in
+``storing.py``), ``jobs_database`` (the database whose ``Job`` table holds the
+jobs) and ``enqueue_many`` (one ``enqueue`` per job unless a backend writes them
+at once). Backends that store jobs call ``prepare()`` to turn a call into a
+validated ``JobSpec``.
 """
 
 import contextlib
 import dataclasses
 import datetime
 import gc
+import math
 import numbers
 
 from django.conf import settings
 from django.utils import timezone
 
-from ..exceptions import InvalidBackend, InvalidJob
+from ..exceptions import InvalidBackend, InvalidJob, NotSupported
 from ..records import DEFAULT_PRIORITY, DEFAULT_QUEUE, MAX_PRIORITY, MIN_PRIORITY, JobSpec
 from ..serialization import (
     JobSigner,
@@ -24,6 +31,7 @@ from ..serialization import (
     job_signer,
     plain_call_json,
     sign_job,
+    storable_str,
 )
 
 MODES = ("enqueue", "defer", "aenqueue", "adefer")
@@ -101,9 +109,15 @@ class BaseJobBackend:
     reported by ``manage.py check`` (``pgjobs.E002``).
     """
 
-    #: Jobs are stored and run by workers (``get_store()``, refs by id, retention);
+    #: Jobs are stored and run by workers: the backend has ``get_store()``,
+    #: ``get_job(id)``, ``get_ref(id)``, ``cancel_job(id)``, ``retention_rules()``,
+    #: ``lease_seconds`` and ``poll_interval``, as ``StoringBackend`` gives them.
     #: False for backends that run a job as it is enqueued.
     stores_jobs = False
+    #: The Django database alias whose ``Job`` table holds this backend's jobs, so
+    #: that the admin works them through this backend's store; None when its jobs
+    #: live elsewhere (Redis) or nowhere (run in-band).
+    jobs_database = None
     #: Option keys this backend understands; ``None`` accepts any.
     option_names = None
     #: Default for ``max_attempts`` when neither the call nor OPTIONS give one.
@@ -136,6 +150,25 @@ class BaseJobBackend:
     def supported_modes(cls):
         return [mode for mode in MODES if cls.supports(mode)]
 
+    def mode_method(self, mode):
+        """The bound method for ``mode``; ``NotSupported`` when it is not defined."""
+        if not self.supports(mode):
+            supported = ", ".join(self.supported_modes()) or "nothing"
+            raise NotSupported(
+                f"{type(self).__name__} does not support {mode}() (it supports {supported}). "
+                "Configure a backend that does, such as pgjobs.backends.DatabaseBackend."
+            )
+        return getattr(self, mode)
+
+    def enqueue_many(self, jobs, **options):
+        """Enqueue ``(func, args, kwargs)`` jobs sharing ``options``; return what each
+        ``enqueue`` returned, in order. This default calls ``enqueue`` once per job,
+        passing ``options`` as given (none when the caller gave none, so that an
+        ``enqueue`` with the RFC's exact signature works); storing backends write
+        all the jobs at once."""
+        enqueue = self.mode_method("enqueue")
+        return [enqueue(func, args, kwargs, **options) for func, args, kwargs in jobs]
+
     def check(self, **kwargs):
         """System check messages about this backend's configuration."""
         return []
@@ -152,8 +185,12 @@ class BaseJobBackend:
         value = self.options.get(key, default)
         if value is None and allow_none:
             return None
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or value <= 0:
-            raise InvalidBackend(f"OPTIONS[{key!r}] must be a number > 0, not {value!r}")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not 0 < value < math.inf  # False for NaN too
+        ):
+            raise InvalidBackend(f"OPTIONS[{key!r}] must be a finite number > 0, not {value!r}")
         return float(value)
 
     @staticmethod
@@ -283,12 +320,24 @@ class BaseJobBackend:
     def validate_queue(self, queue):
         if queue is None:
             return self.queues[0] if self.queues else DEFAULT_QUEUE
-        if not isinstance(queue, str) or not queue:
-            raise InvalidJob(f"queue must be a non-empty string, not {queue!r}")
-        if self.queues and queue not in self.queues:
+        if self.queues:
+            if queue in self.queues:  # configured names were checked with the settings
+                return queue
+            if isinstance(queue, str) and queue:
+                raise InvalidJob(
+                    f"unknown queue {_shown(queue)}; configured queues are "
+                    f"{', '.join(self.queues)}. "
+                    "Add it to PGJOBS['OPTIONS']['QUEUES']."
+                )
+        if (
+            not isinstance(queue, str)
+            or not queue
+            or len(queue) > MAX_QUEUE_NAME_LENGTH
+            or not storable_str(queue)
+        ):
             raise InvalidJob(
-                f"unknown queue {queue!r}; configured queues are {', '.join(self.queues)}. "
-                "Add it to PGJOBS['OPTIONS']['QUEUES']."
+                f"queue must be a non-empty string of at most {MAX_QUEUE_NAME_LENGTH} characters "
+                f"without NUL or lone surrogates, not {_shown(queue)}"
             )
         return queue
 
@@ -315,20 +364,55 @@ def validate_priority(priority):
     return priority
 
 
+#: The times a job may be deferred to: what every database's timestamp and
+#: Python's datetime hold, with a year's margin for time zone arithmetic.
+EARLIEST_WHEN = datetime.datetime(1000, 1, 1, tzinfo=datetime.UTC)
+LATEST_WHEN = datetime.datetime(9999, 1, 1, tzinfo=datetime.UTC)
+
+#: The longest ``timeout`` (about 31 years): much longer waits overflow the timers
+#: a worker sets (``threading.TIMEOUT_MAX`` is about 9.2e9 s on Linux).
+MAX_TIMEOUT = 1e9
+
+
 def validate_when(when):
     """Turn ``when`` (a datetime, or a timedelta from now) into the time to store."""
     if isinstance(when, datetime.timedelta):
-        return timezone.now() + when
-    if not isinstance(when, datetime.datetime):
-        raise InvalidJob(f"when must be a datetime or a timedelta, not {type(when).__name__}")
-    if settings.USE_TZ and timezone.is_naive(when):
+        try:
+            when = timezone.now() + when
+        except OverflowError:
+            raise InvalidJob(_when_out_of_range(when)) from None
+    elif not isinstance(when, datetime.datetime):
+        raise InvalidJob(
+            f"when must be a datetime or a timedelta, not {type(when).__name__}"
+            + ("; call enqueue() to run the job as soon as possible" if when is None else "")
+        )
+    elif settings.USE_TZ and timezone.is_naive(when):
         raise InvalidJob(
             f"when={when.isoformat()} is naive but USE_TZ is on; pass an aware datetime "
             "(django.utils.timezone.now() + timedelta(...)) or a timedelta"
         )
-    if not settings.USE_TZ and timezone.is_aware(when):
-        return timezone.make_naive(when)
+    try:
+        in_range = EARLIEST_WHEN <= _as_utc(when) < LATEST_WHEN
+        if in_range and not settings.USE_TZ and timezone.is_aware(when):
+            return timezone.make_naive(when)
+    except OverflowError:
+        in_range = False
+    if not in_range:
+        raise InvalidJob(_when_out_of_range(when))
     return when
+
+
+def _as_utc(when):
+    if timezone.is_naive(when):
+        return when.replace(tzinfo=datetime.UTC)  # the naive times of USE_TZ = False
+    return when.astimezone(datetime.UTC)
+
+
+def _when_out_of_range(when):
+    return (
+        f"when={when!r} is out of range; pass a time from {EARLIEST_WHEN:%Y-%m-%d} to "
+        f"{LATEST_WHEN:%Y-%m-%d} UTC, or a timedelta that reaches no further"
+    )
 
 
 def validate_timeout(timeout):
@@ -336,17 +420,38 @@ def validate_timeout(timeout):
         return None
     if isinstance(timeout, datetime.timedelta):
         timeout = timeout.total_seconds()
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or timeout <= 0:
-        raise InvalidJob(f"timeout must be a number of seconds > 0, not {timeout!r}")
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, numbers.Real)
+        or not 0 < timeout <= MAX_TIMEOUT  # False for NaN too
+    ):
+        raise InvalidJob(
+            f"timeout must be a number of seconds > 0 and at most {MAX_TIMEOUT:,.0f}, "
+            f"not {timeout!r}; leave it out for no limit"
+        )
     return float(timeout)
 
 
 def validate_unique_key(key):
     if key is None:
         return None
-    if not isinstance(key, str) or not key or len(key) > MAX_UNIQUE_KEY_LENGTH:
+    if (
+        not isinstance(key, str)
+        or not key
+        or len(key) > MAX_UNIQUE_KEY_LENGTH
+        or not storable_str(key)
+    ):
         raise InvalidJob(
             f"unique_key must be a non-empty string of at most {MAX_UNIQUE_KEY_LENGTH} "
-            f"characters, not {key!r}"
+            f"characters without NUL or lone surrogates, not {_shown(key)}"
         )
     return key
+
+
+def _shown(value):
+    """``repr(value)``, cut short: a refusal stays one readable line."""
+    text = repr(value)
+    if len(text) <= 60:
+        return text
+    length = f" ({len(value):,} characters)" if isinstance(value, (str, bytes)) else ""
+    return f"{text[:50]}...{length}"

@@ -27,9 +27,8 @@ from wagtail.snippets.models import register_snippet
 from wagtail.snippets.views.snippets import IndexView, InspectView, SnippetViewSet
 
 from ... import records
-from ...handler import get_backend
+from ...handler import get_backend, store_for_jobs
 from ...models import STATUS_CHOICES, Job
-from ...stores import database_store
 
 
 class JobPermissionPolicy(ModelPermissionPolicy):
@@ -62,15 +61,6 @@ class JobPermissionPolicy(ModelPermissionPolicy):
 def can_change_jobs(user):
     """Retry and cancel, as the Django admin's actions: ``pgjobs.change_job``."""
     return user.has_perm(f"pgjobs.{get_permission_codename('change', Job._meta)}")
-
-
-def jobs_store():
-    """The configured backend's store when it holds the ``Job`` rows (its OPTIONS,
-    such as the ``CHANNEL`` a retry wakes workers on, apply), as in the Django admin."""
-    backend = get_backend()
-    if getattr(backend, "alias", None) == Job.objects.db and hasattr(backend, "get_store"):
-        return backend.get_store()
-    return database_store(Job.objects.db)
 
 
 def queue_choices():
@@ -242,7 +232,7 @@ class RetryJobsBulkAction(JobBulkAction):
     @classmethod
     def execute_action(cls, objects, **kwargs):
         ids = [job.pk for job in objects]
-        return jobs_store().requeue(ids), 0
+        return store_for_jobs(Job.objects.db).requeue(ids), 0
 
     def get_success_message(self, num_parent_objects, num_child_objects):
         return ngettext(
@@ -261,7 +251,7 @@ class CancelJobsBulkAction(JobBulkAction):
 
     @classmethod
     def execute_action(cls, objects, **kwargs):
-        cancelled, asked = jobs_store().cancel_many([j.pk for j in objects])
+        cancelled, asked = store_for_jobs(Job.objects.db).cancel_many([j.pk for j in objects])
         return cancelled, asked
 
     def get_success_message(self, num_parent_objects, num_child_objects):

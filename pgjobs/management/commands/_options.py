@@ -1,4 +1,5 @@
-"""Options shared by ``pgjobs_worker`` and ``pgjobs_drain``, and the backend they work."""
+"""Argument parsing and logging set-up shared by ``pgjobs_worker`` and ``pgjobs_drain``
+(the worker itself comes from ``pgjobs.worker.build_worker``)."""
 
 import logging
 import sys
@@ -8,12 +9,7 @@ from django.core.management.base import CommandError
 
 from ...handler import get_backend
 from ...schedule import configured_scheduler
-from ._retention import Pruner
-
-#: Enough to batch claims of short jobs hundreds at a time; the worker sizes its
-#: prefetch to the jobs it sees (see Worker._prefetch_target), so long jobs are
-#: not held back from other workers.
-DEFAULT_PREFETCH = 200
+from ...worker import DEFAULT_PREFETCH, MAX_CONCURRENCY, build_worker
 
 
 def add_worker_arguments(parser):
@@ -29,7 +25,9 @@ def add_worker_arguments(parser):
         type=int,
         default=1,
         metavar="N",
-        help="Jobs run at the same time in this process (default 1).",
+        help="Jobs run at the same time in this process (default 1, at most "
+        f"{MAX_CONCURRENCY:,}: run more processes for more). Sync jobs each take a "
+        "thread while they run; async jobs take none.",
     )
     parser.add_argument(
         "--prefetch",
@@ -42,10 +40,23 @@ def add_worker_arguments(parser):
     )
 
 
+def worker_from_options(options, **kwargs):
+    """``build_worker`` with the command's options, or a one-line CommandError."""
+    try:
+        return build_worker(
+            queues=options["queues"],
+            concurrency=options["concurrency"],
+            prefetch=options["prefetch"],
+            **kwargs,
+        )
+    except (ImproperlyConfigured, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+
+
 def workable_backend():
-    """The configured backend's store, or a CommandError that says what to do."""
+    """The configured backend, if it stores jobs, or a CommandError that says what to do."""
     backend = get_backend()
-    if not hasattr(backend, "get_store"):
+    if not backend.stores_jobs:
         raise CommandError(
             f"{type(backend).__name__} runs jobs without a worker. Set PGJOBS['BACKEND'] to "
             "'pgjobs.backends.DatabaseBackend' (or RedisBackend) to work a queue."
@@ -59,35 +70,6 @@ def scheduler_for(backend):
         return configured_scheduler(backend)
     except ImproperlyConfigured as exc:
         raise CommandError(str(exc)) from None
-
-
-def pruner_for(backend):
-    """The ``Pruner`` that deletes finished jobs past ``KEEP_SUCCEEDED`` and
-    ``KEEP_FAILED`` (None when none of them expire, or the store cannot)."""
-    rules = backend.retention_rules() if hasattr(backend, "retention_rules") else []
-    store = backend.get_store()
-    if not rules or not hasattr(store, "prune_batch"):
-        return None
-    return Pruner(store, rules)
-
-
-def queues_to_work(backend, requested):
-    if not requested:
-        return list(backend.queues) or None
-    if backend.queues:
-        unknown = [q for q in requested if q not in backend.queues]
-        if unknown:
-            raise CommandError(
-                f"unknown queue {', '.join(unknown)}; configured queues are "
-                f"{', '.join(backend.queues)}"
-            )
-    return requested
-
-
-def check_concurrency(value):
-    if value < 1:
-        raise CommandError("--concurrency must be at least 1")
-    return value
 
 
 def configure_logging(verbosity):

@@ -5,12 +5,15 @@ by hand is refused by workers; this command is the way in from outside Python.
 """
 
 import json
+import math
 from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
+from ...backends.base import EARLIEST_WHEN, LATEST_WHEN, validate_when
 from ...exceptions import InvalidJob
 from ...handler import background
+from ...serialization import MAX_INT_DIGITS
 
 
 class Command(BaseCommand):
@@ -49,7 +52,7 @@ class Command(BaseCommand):
         }
         try:
             if options["delay"] is not None:
-                when = timedelta(seconds=options["delay"])
+                when = _delay(options["delay"])
                 ref = background.defer(options["func"], when, job_args, job_kwargs, **job_options)
             else:
                 ref = background.enqueue(options["func"], job_args, job_kwargs, **job_options)
@@ -58,11 +61,33 @@ class Command(BaseCommand):
         self.stdout.write(str(ref.id if ref is not None else ""))
 
 
+def _delay(seconds):
+    """The time ``--delay`` seconds from now."""
+    try:
+        if not math.isfinite(seconds):
+            raise ValueError
+        return validate_when(timedelta(seconds=seconds))
+    except (ValueError, OverflowError, InvalidJob):
+        raise CommandError(
+            f"--delay must be a finite number of seconds that lands from {EARLIEST_WHEN:%Y} "
+            f"to {LATEST_WHEN:%Y-%m-%d}, not {seconds!r}"
+        ) from None
+
+
 def _json(text, flag, expected):
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CommandError(f"{flag} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CommandError(
+            f"{flag} is nested too deep for Python to read; pass flatter data"
+        ) from None
+    except ValueError:  # Python reads no integer of more than 4,300 digits
+        raise CommandError(
+            f"{flag} holds an integer of more than {MAX_INT_DIGITS:,} digits, which Python "
+            "does not read; pass it as a JSON string"
+        ) from None
     if not isinstance(value, expected):
         raise CommandError(f"{flag} must be a JSON {'list' if expected is list else 'object'}")
     return value

@@ -1,7 +1,7 @@
 """``manage.py pgjobs_prune``: delete finished jobs older than a given age, in batches.
 
 Workers enforce ``KEEP_SUCCEEDED`` and ``KEEP_FAILED`` by themselves
-(``_retention.py``); this command is for pruning by hand, and keeps its own
+(``pgjobs/worker/pruning.py``); this command is for pruning by hand, and keeps its own
 explicit ``--older-than`` (7 days by default) rather than following those options,
 so that an existing cron line does not start deleting more than it did.
 """

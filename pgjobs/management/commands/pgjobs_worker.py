@@ -5,16 +5,7 @@ import logging
 from django.core.management.base import BaseCommand
 
 from ...checks import upkeep_checks
-from ...worker import Worker
-from ._options import (
-    add_worker_arguments,
-    check_concurrency,
-    configure_logging,
-    pruner_for,
-    queues_to_work,
-    scheduler_for,
-    workable_backend,
-)
+from ._options import add_worker_arguments, configure_logging, worker_from_options
 
 
 class Command(BaseCommand):
@@ -27,40 +18,32 @@ class Command(BaseCommand):
             type=float,
             default=None,
             metavar="S",
-            help="Seconds between polls for new jobs (a safety net where LISTEN wakes "
-            "the worker). Default: 2 on PostgreSQL, 1 elsewhere.",
+            help="Seconds between polls for new jobs, greater than 0 (a safety net where "
+            "LISTEN wakes the worker). Default: 2 on PostgreSQL, 1 elsewhere.",
         )
         parser.add_argument(
             "--grace-period",
             type=float,
             default=30.0,
             metavar="S",
-            help="On SIGTERM, seconds running jobs get to finish before they are put back.",
+            help="On SIGTERM, seconds running jobs get to finish before they are put back "
+            "(0 or more; default 30).",
         )
 
     def handle(self, *args, **options):
         configure_logging(options["verbosity"])
-        backend = workable_backend()
-        store = backend.get_store()
-        scheduler = scheduler_for(backend)
-        pruner = pruner_for(backend)
-        worker = Worker(
-            store,
-            queues=queues_to_work(backend, options["queues"]),
-            concurrency=check_concurrency(options["concurrency"]),
-            poll_interval=options["poll_interval"] or backend.poll_interval,
-            grace_period=options["grace_period"],
-            retry_policy=backend.retry_policy,
-            prefetch=max(0, options["prefetch"]),
-            periodic=[part.periodic() for part in (scheduler, pruner) if part] or None,
+        worker = worker_from_options(
+            options, poll_interval=options["poll_interval"], grace_period=options["grace_period"]
         )
         worker.install_signal_handlers()
+        backend, store = worker.backend, worker.store
         # pgjobs.W003 is a database check, which `manage.py check` leaves out: a
         # worker is where a table that will only grow is worth saying at start.
         for warning in upkeep_checks(backend):
             logging.getLogger("pgjobs").warning(
                 "pgjobs: %s (%s) HINT: %s", warning.msg, warning.id, warning.hint
             )
+        scheduler, pruner = _source(worker, "schedules"), _source(worker, "pruning")
         if options["verbosity"] > 0:
             self.stdout.write(
                 f"pgjobs worker {worker.worker_id}\n"
@@ -86,8 +69,13 @@ class Command(BaseCommand):
             )
 
 
+def _source(worker, name):
+    duty = worker.duty(name)
+    return duty.source if duty else None
+
+
 def _wakeup(store, worker):
-    if store.wakeup == "listen":
+    if store.supports_listen:
         return f"notified, polling every {worker.poll_interval:g} s as a safety net"
     return f"polling every {worker.poll_interval:g} s"
 

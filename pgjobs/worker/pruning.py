@@ -1,9 +1,9 @@
-"""The pruner ``pgjobs_worker`` and ``pgjobs_drain`` run beside their jobs: it
+"""The pruner every worker built by ``build_worker`` runs beside its jobs: it
 deletes finished jobs once they are older than the backend's retention
 (``KEEP_SUCCEEDED``, ``KEEP_FAILED``), so the job table holds minutes or days of
 history, not all of it, without a cron job.
 
-It is a ``periodic`` callable of the ``Worker`` (as the scheduler is), so it runs
+It is a duty of the ``Worker`` (``duties.py``, as the scheduler is), so it runs
 on the worker's main thread between claims: each call deletes a few small
 batches and stops after ``max_batches`` or ``time_budget``, whichever comes
 first, so that claims are never held up for long and no statement holds many

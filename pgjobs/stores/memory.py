@@ -1,0 +1,671 @@
+"""The in-memory store: the whole store contract over dicts in this process.
+
+For tests (``pgjobs.testing`` re-exports it) and as the contract's plainest
+reading: each method is what the SQL and Redis stores do in their statements
+and scripts, written out in Python. Nothing survives the process, and nothing
+is shared with other processes: a ``Worker`` in this process can work it, a
+``pgjobs_worker`` command cannot.
+
+Threads: every method takes the store's one lock, so a producer thread, a
+worker's main thread, its slots and its listener may call any of them at any
+time; a method sees and leaves the jobs consistent, as a transaction would.
+``wait`` blocks on a condition of that lock, notified when a job becomes due
+(enqueued due now, or released, rescued or requeued).
+
+Time is ``clock()`` (``django.utils.timezone.now`` unless given), read under
+the lock: a test that passes a clock it moves by hand can make deferred jobs
+due and leases expire without sleeping.
+"""
+
+import collections
+import dataclasses
+import datetime
+import itertools
+import json
+import threading
+import time
+
+from django.utils import timezone
+
+from .. import records
+from ..records import ClaimedJob, JobInfo, ScheduleInfo, Wakeup
+from ..serialization import dumps
+from .base import Store, args_json
+
+_WORKER_LOST = {
+    "type": "pgjobs.WorkerLost",
+    "message": "the worker running this job stopped sending heartbeats",
+    "traceback": "",
+}
+_ACTIVE = (records.READY, records.RUNNING)
+# Errors of decoding stored arguments: malformed JSON or an integer too long
+# (ValueError), nesting deeper than the recursion limit (RecursionError).
+_DECODE_ERRORS = (ValueError, TypeError, RecursionError)
+# Wake-ups kept for listeners that have not read them yet (a listener further
+# behind than this is told it was woken, as a reconnected LISTEN would be).
+_WAKEUPS_KEPT = 1000
+
+
+# The fields of a _Job read straight from its JobSpec, and those of JobInfo and
+# ClaimedJob read straight from a _Job.
+_SPEC_FIELDS = ("func", "queue", "priority", "run_at", "max_attempts", "timeout", "unique_key",
+                "signature")  # fmt: skip
+_INFO_FIELDS = ("id", "func", "queue", "status", "priority", "run_at", "attempts", "max_attempts",
+                "created_at", "started_at", "finished_at", "worker_id")  # fmt: skip
+_CLAIMED_FIELDS = ("id", "func", "queue", "priority", "run_at", "attempts", "max_attempts",
+                   "timeout", "signature")  # fmt: skip
+
+
+@dataclasses.dataclass(slots=True)
+class _Job:
+    """One stored job: the columns of the Job table. Arguments, result and error
+    are kept as JSON text, so that every read hands out fresh objects, as a
+    database would, and a caller changing them changes nothing stored."""
+
+    id: int | None  # None until written
+    func: str
+    args: str
+    kwargs: str
+    queue: str
+    priority: int
+    run_at: datetime.datetime | None  # None: due when written
+    max_attempts: int
+    timeout: float | None
+    unique_key: str | None
+    signature: str
+    created_at: datetime.datetime | None
+    status: str = records.READY
+    attempts: int = 0
+    started_at: datetime.datetime | None = None
+    finished_at: datetime.datetime | None = None
+    result: str | None = None
+    error: str | None = None
+    worker_id: str | None = None
+    lease_expires_at: datetime.datetime | None = None
+    cancel_requested: bool = False
+
+    def claim_order(self):
+        return (-self.priority, self.run_at, self.id)
+
+    def info(self):
+        return JobInfo(
+            **{name: getattr(self, name) for name in _INFO_FIELDS},
+            result=_load(self.result),
+            error=_load(self.error),
+            args=_readable(self.args),
+            kwargs=_readable(self.kwargs),
+        )
+
+
+def _load(text):
+    return None if text is None else json.loads(text)
+
+
+def _as_id(job_id):
+    """Ids are ints; one given as text (from a URL, a form) finds its job too, as
+    the other stores' queries find it."""
+    if isinstance(job_id, str):
+        try:
+            return int(job_id)
+        except ValueError:
+            return job_id
+    return job_id
+
+
+def _readable(text):
+    """Arguments as stored, or None when they cannot be decoded (a claim reports
+    why: ``_claimed``)."""
+    try:
+        return json.loads(text)
+    except _DECODE_ERRORS:
+        return None
+
+
+def _job_from(spec):
+    """A ``_Job`` for ``spec``, its arguments encoded, not yet written: no id, no
+    creation time, and no ``run_at`` when due now. Refuses what the database
+    stores' constraints refuse."""
+    if not records.MIN_PRIORITY <= spec.priority <= records.MAX_PRIORITY:
+        raise ValueError(f"pgjobs: priority out of range: {spec.priority}")
+    if spec.max_attempts < 1:
+        raise ValueError(f"pgjobs: max_attempts must be >= 1: {spec.max_attempts}")
+    return _Job(
+        id=None,
+        args=args_json(spec),
+        kwargs=dumps(spec.kwargs),
+        created_at=None,
+        **{name: getattr(spec, name) for name in _SPEC_FIELDS},
+    )
+
+
+class InMemoryStore(Store):
+    """Jobs, workers and schedules in this process's memory (see the module docstring).
+
+    Options: ``lease_seconds`` as for every store; ``keep_succeeded`` (False:
+    a job that succeeds is deleted at once, as ``KEEP_SUCCEEDED = False`` does
+    in the database stores); ``clock``, a callable returning the current time
+    (an aware datetime, or naive in ``TIME_ZONE`` when ``USE_TZ`` is off).
+
+    It cannot join a database transaction, so ``enqueues_in_transaction`` is
+    False: an enqueue is stored at once, whatever ``transaction.atomic()``
+    block it happens in, and a storing backend holds jobs until commit through
+    the deferred-write methods (``reserve_ids``, ``new_info``,
+    ``enqueue_many(specs, ids)``, ``active_holder``).
+    """
+
+    supports_listen = True
+    claims_in_order = True
+    supports_live_workers = True
+    supports_schedules = True
+    enqueues_in_transaction = False
+    # A condition wakes workers for due jobs; polling only backs it up.
+    default_poll_interval = 1.0
+
+    def __init__(self, *, lease_seconds=20.0, keep_succeeded=True, clock=None):
+        super().__init__()
+        self.lease_seconds = lease_seconds
+        self.keep_succeeded = keep_succeeded
+        self.clock = clock or timezone.now
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._ids = itertools.count(1)
+        self._jobs = {}  # id -> _Job
+        self._unique = {}  # unique_key -> id of the ready or running job holding it
+        self._workers = {}  # worker id -> its registry record (a dict)
+        self._registered = {}  # worker id -> the record it registered with
+        self._schedules = {}  # name -> ScheduleInfo
+        # Wake-ups, numbered: each listening thread reads those after the last it read.
+        self._wakeups = collections.deque(maxlen=_WAKEUPS_KEPT)
+        self._wakeup_count = 0
+        self._listening = False
+        self._listen_queues = None
+        self._listen_from = 0
+        self._read_up_to = threading.local()
+
+    def describe(self):
+        return "in-memory store, woken by a condition"
+
+    def _lease(self, now):
+        return now + datetime.timedelta(seconds=self.lease_seconds)
+
+    # -- producers -------------------------------------------------------------------
+
+    def enqueue(self, spec):
+        return self.enqueue_many([spec])[0]
+
+    def enqueue_unique(self, spec):
+        return self.enqueue_many([spec])[0]
+
+    def enqueue_many(self, specs, ids=None):
+        """Write ``specs``, all or none, with ``ids`` reserved earlier
+        (``reserve_ids``) or new ones. A job whose ``unique_key`` a ready or
+        running job holds is not written: that job's ``JobInfo`` stands in for it
+        (the Redis store does the same; the SQL stores' backends send such jobs
+        to ``enqueue_unique`` one by one)."""
+        # Every spec made, checked and encoded before the first job is written.
+        jobs = [_job_from(spec) for spec in specs]
+        if ids is not None and len(ids) != len(jobs):
+            raise ValueError(f"{len(jobs)} jobs but {len(ids)} ids")
+        with self._lock:
+            if ids is not None and any(job_id in self._jobs for job_id in ids):
+                raise ValueError("a reserved id is taken by a job already written")
+            now = self.clock()
+            infos = []
+            due = {}  # queue -> [first id, count] of the jobs due now
+            for n, job in enumerate(jobs):
+                holder = self._holder(job.unique_key)
+                if holder is not None:
+                    infos.append(holder.info())
+                    continue
+                job.id = next(self._ids) if ids is None else ids[n]
+                job.created_at = now
+                if job.run_at is None:
+                    job.run_at = now
+                self._jobs[job.id] = job
+                if job.unique_key is not None:
+                    self._unique[job.unique_key] = job.id
+                if job.run_at <= now:
+                    first = due.setdefault(job.queue, [job.id, 0])
+                    first[0] = min(first[0], job.id)
+                    first[1] += 1
+                infos.append(job.info())
+            if due:
+                self._wake([Wakeup(queue, first, count) for queue, (first, count) in due.items()])
+            return infos
+
+    def _holder(self, unique_key):
+        """The ready or running job holding ``unique_key``, or None."""
+        if unique_key is None:
+            return None
+        job = self._jobs.get(self._unique.get(unique_key))
+        return job if job is not None and job.status in _ACTIVE else None
+
+    def get(self, job_id):
+        with self._lock:
+            job = self._jobs.get(_as_id(job_id))
+            return None if job is None else job.info()
+
+    def cancel(self, job_id):
+        cancelled, _ = self.cancel_many([job_id])
+        return bool(cancelled)
+
+    def cancel_many(self, job_ids):
+        with self._lock:
+            now = self.clock()
+            cancelled = asked = 0
+            for job_id in job_ids:
+                job = self._jobs.get(_as_id(job_id))
+                if job is None:
+                    continue
+                if job.status == records.READY:
+                    self._end(job, records.CANCELLED, now)
+                    cancelled += 1
+                elif job.status == records.RUNNING and not job.cancel_requested:
+                    job.cancel_requested = True
+                    asked += 1
+            return cancelled, asked
+
+    def requeue(self, job_ids):
+        """Failed or cancelled jobs ready again with fresh attempts; one whose
+        ``unique_key`` an active job holds stays as it is."""
+        with self._lock:
+            now = self.clock()
+            requeued = 0
+            for job_id in dict.fromkeys(_as_id(job_id) for job_id in job_ids):
+                job = self._jobs.get(job_id)
+                if job is None or job.status not in (records.FAILED, records.CANCELLED):
+                    continue
+                if self._holder(job.unique_key) is not None:
+                    continue
+                job.status = records.READY
+                job.attempts = 0
+                job.run_at = now
+                job.started_at = job.finished_at = job.worker_id = job.result = None
+                job.lease_expires_at = None
+                job.cancel_requested = False
+                if job.unique_key is not None:
+                    self._unique[job.unique_key] = job.id
+                requeued += 1
+            if requeued:
+                self.notify_ready()
+            return requeued
+
+    def _end(self, job, status, now):
+        """``job`` finished with ``status``: it no longer holds its lease or key."""
+        job.status = status
+        job.finished_at = now
+        job.lease_expires_at = None
+        if job.unique_key is not None and self._unique.get(job.unique_key) == job.id:
+            del self._unique[job.unique_key]
+
+    # -- the deferred-write part of the contract -----------------------------------------
+
+    def reserve_ids(self, count):
+        """``count`` new job ids, for jobs written later (``enqueue_many(specs, ids)``)."""
+        with self._lock:
+            return [next(self._ids) for _ in range(count)]
+
+    @staticmethod
+    def new_info(spec, job_id):
+        """The ``JobInfo`` of a job about to be written with id ``job_id``."""
+        job = _job_from(spec)
+        job.id = job_id
+        return job.info()
+
+    def active_holder(self, unique_key):
+        """The ``JobInfo`` of the ready or running job holding ``unique_key``, or None."""
+        with self._lock:
+            job = self._holder(unique_key)
+            return None if job is None else job.info()
+
+    # -- workers -----------------------------------------------------------------------
+
+    def claim(self, queues, limit, worker_id):
+        with self._lock:
+            now = self.clock()
+            wanted = None if not queues else set(queues)
+            due = [
+                job
+                for job in self._jobs.values()
+                if job.status == records.READY
+                and job.run_at <= now
+                and (wanted is None or job.queue in wanted)
+            ]
+            due.sort(key=_Job.claim_order)
+            claimed = []
+            for job in due[: max(0, limit)]:
+                job.status = records.RUNNING
+                job.attempts += 1
+                job.started_at = now
+                job.worker_id = worker_id
+                job.lease_expires_at = self._lease(now)
+                claimed.append(_claimed(job))
+            return claimed
+
+    def _mine(self, worker_id, job_id):
+        """The job if it is running under ``worker_id``, else None."""
+        job = self._jobs.get(_as_id(job_id))
+        if job is None or job.status != records.RUNNING or job.worker_id != worker_id:
+            return None
+        return job
+
+    def finish(self, worker_id, results):
+        encoded = [(job_id, dumps(result)) for job_id, result in results]
+        with self._lock:
+            now = self.clock()
+            for job_id, result in encoded:
+                job = self._mine(worker_id, job_id)
+                if job is None:
+                    continue  # its lease was lost: another worker has it now
+                self._end(job, records.SUCCEEDED, now)
+                if self.keep_succeeded:
+                    job.result = result
+                else:
+                    del self._jobs[job_id]
+
+    def finish_and_claim(self, worker_id, results, queues, limit):
+        with self._lock:  # one step, as the stores that do it in one statement
+            return super().finish_and_claim(worker_id, results, queues, limit)
+
+    def retry(self, worker_id, job_id, error, delay):
+        """Ready again in ``delay`` seconds; cancelled instead when its cancellation
+        was asked for while it ran."""
+        error = dumps(error)
+        with self._lock:
+            now = self.clock()
+            job = self._mine(worker_id, job_id)
+            if job is None:
+                return
+            job.error = error
+            job.worker_id = None
+            if job.cancel_requested:
+                self._end(job, records.CANCELLED, now)
+                return
+            job.status = records.READY
+            job.run_at = now + datetime.timedelta(seconds=delay)
+            job.lease_expires_at = None
+
+    def fail(self, worker_id, job_id, error, status=records.FAILED):
+        error = dumps(error)
+        with self._lock:
+            job = self._mine(worker_id, job_id)
+            if job is not None:
+                job.error = error
+                self._end(job, status, self.clock())
+
+    def heartbeat(self, worker_id, job_ids):
+        with self._lock:
+            now = self.clock()
+            record = self._workers.get(worker_id)
+            if record is None and worker_id in self._registered:
+                # A rescue dropped it while it could not heartbeat: list it again.
+                record = self._workers[worker_id] = dict(self._registered[worker_id])
+            if record is not None:
+                record["heartbeat_at"] = now
+            cancel = []
+            for job_id in job_ids:
+                job = self._mine(worker_id, job_id)
+                if job is not None:
+                    job.lease_expires_at = self._lease(now)
+                    if job.cancel_requested:
+                        cancel.append(job_id)
+            return cancel
+
+    def release(self, worker_id, job_ids):
+        with self._lock:
+            released = 0
+            for job_id in job_ids:
+                job = self._mine(worker_id, job_id)
+                if job is not None:
+                    job.status = records.READY
+                    job.attempts -= 1
+                    job.worker_id = job.started_at = job.lease_expires_at = None
+                    released += 1
+            if released:
+                self.notify_ready()  # for the workers that stay
+
+    def rescue(self):
+        with self._lock:
+            now = self.clock()
+            stale = now - datetime.timedelta(seconds=3 * self.lease_seconds)
+            for worker_id in [w for w, r in self._workers.items() if r["heartbeat_at"] < stale]:
+                del self._workers[worker_id]
+            rescued = 0
+            lost = dumps(_WORKER_LOST)
+            for job in self._jobs.values():
+                if job.status != records.RUNNING or job.lease_expires_at >= now:
+                    continue
+                rescued += 1
+                job.error = lost
+                job.worker_id = None
+                if job.cancel_requested:
+                    self._end(job, records.CANCELLED, now)
+                elif job.attempts >= job.max_attempts:
+                    self._end(job, records.FAILED, now)
+                else:
+                    job.status = records.READY
+                    job.lease_expires_at = None
+            if rescued:
+                self.notify_ready()  # no enqueue told the workers of these
+            return rescued
+
+    def seconds_until_due(self, queues):
+        with self._lock:
+            ready = [job.run_at for job in self._ready(queues)]
+            if not ready:
+                return None
+            return max(0.0, (min(ready) - self.clock()).total_seconds())
+
+    def count_due(self, queues):
+        with self._lock:
+            now = self.clock()
+            return sum(1 for job in self._ready(queues) if job.run_at <= now)
+
+    def _ready(self, queues):
+        wanted = None if not queues else set(queues)
+        return (
+            job
+            for job in self._jobs.values()
+            if job.status == records.READY and (wanted is None or job.queue in wanted)
+        )
+
+    # -- the worker registry and status ---------------------------------------------------
+
+    def register_worker(self, worker_id, hostname, pid, queues, concurrency):
+        with self._lock:
+            now = self.clock()
+            record = {
+                "id": worker_id,
+                "hostname": hostname,
+                "pid": pid,
+                "queues": list(queues or []),
+                "concurrency": concurrency,
+                "started_at": now,
+                "heartbeat_at": now,
+            }
+            self._workers[worker_id] = record
+            self._registered[worker_id] = dict(record)
+
+    def unregister_worker(self, worker_id):
+        with self._lock:
+            self._workers.pop(worker_id, None)
+            self._registered.pop(worker_id, None)
+
+    def live_workers(self):
+        with self._lock:
+            fresh = self.clock() - datetime.timedelta(seconds=self.lease_seconds / 2)
+            return [
+                (worker_id, list(record["queues"]) or None)
+                for worker_id, record in self._workers.items()
+                if record["heartbeat_at"] >= fresh
+            ]
+
+    def status(self):
+        with self._lock:
+            now = self.clock()
+            stale = now - datetime.timedelta(seconds=3 * self.lease_seconds)
+            running = collections.Counter(
+                job.worker_id for job in self._jobs.values() if job.status == records.RUNNING
+            )
+            workers = [
+                {**record, "running": running.get(record["id"], 0)}
+                for record in sorted(self._workers.values(), key=lambda r: r["started_at"])
+                if record["heartbeat_at"] >= stale
+            ]
+            counts, oldest = {}, {}
+            for job in self._jobs.values():
+                queue_counts = counts.setdefault(job.queue, {})
+                queue_counts[job.status] = queue_counts.get(job.status, 0) + 1
+                if job.status == records.READY and job.run_at <= now:
+                    oldest[job.queue] = min(oldest.get(job.queue, job.run_at), job.run_at)
+            queues = []
+            for queue in sorted(counts):
+                due = oldest.get(queue)
+                waited = None if due is None else (now - due).total_seconds()
+                queues.append(
+                    {"queue": queue, "counts": counts[queue], "oldest_due_seconds": waited}
+                )
+            return {"workers": workers, "queues": queues}
+
+    def prune(self, older_than, statuses, batch_size=1000, dry_run=False):
+        with self._lock:
+            expired = self._expired(older_than, statuses)
+            if not dry_run:
+                for job in expired:
+                    del self._jobs[job.id]
+            return len(expired)
+
+    def prune_batch(self, older_than, statuses, limit):
+        with self._lock:
+            expired = self._expired(older_than, statuses)
+            expired.sort(key=lambda job: (job.status, job.finished_at))
+            for job in expired[:limit]:
+                del self._jobs[job.id]
+            return min(limit, len(expired))
+
+    def _expired(self, older_than, statuses):
+        cutoff = self.clock() - older_than
+        statuses = set(statuses)
+        return [
+            job
+            for job in self._jobs.values()
+            if job.status in statuses and job.finished_at is not None and job.finished_at < cutoff
+        ]
+
+    # -- schedules ---------------------------------------------------------------------
+
+    def get_schedules(self, names):
+        with self._lock:
+            return {
+                name: dataclasses.replace(self._schedules[name])
+                for name in names
+                if name in self._schedules
+            }
+
+    def create_schedule(self, name, last_tick):
+        with self._lock:
+            if name in self._schedules:
+                return False
+            self._schedules[name] = ScheduleInfo(name, min(last_tick, self.clock()))
+            return True
+
+    def advance_schedule(self, name, last_tick, new_last_tick, specs):
+        specs = list(specs)
+        with self._lock:
+            schedule = self._schedules.get(name)
+            if schedule is None or schedule.last_tick != last_tick:
+                return None  # another worker advanced it first
+            if new_last_tick > self.clock():
+                return None  # this host's clock runs ahead of the store's
+            infos = self.enqueue_many(specs)  # checks every spec before writing any
+            schedule.last_tick = new_last_tick
+            if specs:
+                schedule.last_run = new_last_tick
+            return infos
+
+    # -- wake-ups -------------------------------------------------------------------------
+
+    def notify_ready(self, queues=None):
+        with self._lock:
+            self._wake([Wakeup(queue) for queue in (queues or ["*"])])
+
+    def _wake(self, wakeups):
+        for wakeup in wakeups:
+            self._wakeup_count += 1
+            self._wakeups.append((self._wakeup_count, wakeup))
+        self._changed.notify_all()
+
+    def listen(self, queues):
+        with self._lock:
+            self._listen_queues = set(queues) if queues else None
+            self._listening = True
+            self._listen_from = self._wakeup_count
+
+    def stop_listening(self):
+        with self._lock:
+            self._listening = False
+            self._changed.notify_all()
+
+    def wait(self, timeout):
+        """Block until a job becomes due in a queue ``listen`` named, or ``timeout``
+        seconds pass; return the wake-ups for those queues that this thread has
+        not read yet (an empty list: only others' queues), or False."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            if not self._listening:
+                self._changed.wait(timeout)
+                return False
+            read = max(getattr(self._read_up_to, "count", 0), self._listen_from)
+            while self._listening and self._wakeup_count == read:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(left)
+            if not self._listening or self._wakeup_count == read:
+                return False
+            self._read_up_to.count = self._wakeup_count
+            if not self._wakeups or self._wakeups[0][0] > read + 1:
+                return True  # some were dropped unread: look anyway
+            queues = self._listen_queues
+            return [
+                wakeup
+                for number, wakeup in self._wakeups
+                if number > read
+                and (queues is None or wakeup.queue in queues or wakeup.queue == "*")
+            ]
+
+    # -- for tests ------------------------------------------------------------------------
+
+    def jobs(self, status=None):
+        """Every stored job's ``JobInfo`` (only those in ``status``, if given), by id."""
+        with self._lock:
+            return [
+                self._jobs[job_id].info()
+                for job_id in sorted(self._jobs)
+                if status is None or self._jobs[job_id].status == status
+            ]
+
+    def clear(self):
+        """Forget every job, worker and schedule (a fresh store, ids going on)."""
+        with self._lock:
+            self._jobs.clear()
+            self._unique.clear()
+            self._workers.clear()
+            self._registered.clear()
+            self._schedules.clear()
+
+
+def _claimed(job):
+    """The ``ClaimedJob`` of ``job``; ``problem`` says why when its arguments
+    cannot be decoded (then the worker fails it at once, alone)."""
+    try:
+        args, kwargs, problem = json.loads(job.args), json.loads(job.kwargs), None
+    except _DECODE_ERRORS as exc:
+        args = kwargs = None
+        problem = f"cannot decode the job's arguments: {type(exc).__name__}: {exc}"[:300]
+    return ClaimedJob(
+        **{name: getattr(job, name) for name in _CLAIMED_FIELDS},
+        args=args,
+        kwargs=kwargs,
+        problem=problem,
+    )

@@ -1,0 +1,95 @@
+"""``build_worker``: a ``Worker`` for a storing backend, with everything it runs.
+
+Code and the management commands get the same worker: the backend's store,
+queues, retry policy, poll interval and lease, and as duties its pruner
+(``backend.retention_rules()``) and its scheduler (the ``SCHEDULE`` setting).
+"""
+
+from django.core.exceptions import ImproperlyConfigured
+
+from ..handler import get_backend
+from ..schedule import configured_scheduler
+from .duties import Duty
+from .pruning import Pruner
+from .worker import Worker
+
+#: Enough to batch claims of short jobs hundreds at a time; the worker sizes its
+#: prefetch to the jobs it sees (``ClaimPolicy.prefetch_target``), so long jobs
+#: are not held back from other workers.
+DEFAULT_PREFETCH = 200
+
+
+def build_worker(
+    backend=None,
+    *,
+    queues=None,
+    concurrency=1,
+    poll_interval=None,
+    grace_period=30.0,
+    prefetch=DEFAULT_PREFETCH,
+    burst=False,
+    max_jobs=None,
+    max_seconds=None,
+    worker_id=None,
+    schedules=True,
+    prune=True,
+):
+    """A ``Worker`` for ``backend`` (default: the configured one).
+
+    Raises ``ImproperlyConfigured`` for a backend that does not store jobs or a
+    bad ``SCHEDULE``, ``ValueError`` for an unknown queue or a number the worker
+    cannot honour."""
+    backend = backend or get_backend()
+    if not backend.stores_jobs:
+        raise ImproperlyConfigured(
+            f"{type(backend).__name__} runs jobs without a worker. Set PGJOBS['BACKEND'] to "
+            "'pgjobs.backends.DatabaseBackend' (or RedisBackend) to work a queue."
+        )
+    store = backend.store
+    duties = []
+    scheduler = configured_scheduler(backend) if schedules else None
+    if scheduler is not None:
+        interval, run = scheduler.periodic()
+        duties.append(Duty("schedules", interval, run, source=scheduler))
+    pruner = pruner_for(backend) if prune else None
+    if pruner is not None:
+        interval, run = pruner.periodic()
+        duties.append(Duty("pruning", interval, run, source=pruner))
+    worker = Worker(
+        store,
+        queues=queues_to_work(backend, queues),
+        concurrency=concurrency,
+        poll_interval=backend.poll_interval if poll_interval is None else poll_interval,
+        grace_period=grace_period,
+        retry_policy=backend.retry_policy,
+        prefetch=prefetch,
+        burst=burst,
+        max_jobs=max_jobs,
+        max_seconds=max_seconds,
+        worker_id=worker_id,
+        duties=duties,
+    )
+    worker.backend = backend
+    return worker
+
+
+def pruner_for(backend):
+    """The ``Pruner`` that deletes finished jobs past ``KEEP_SUCCEEDED`` and
+    ``KEEP_FAILED`` (None when none of them expire)."""
+    rules = backend.retention_rules()
+    return Pruner(backend.store, rules) if rules else None
+
+
+def queues_to_work(backend, requested):
+    """The queues to claim from: ``requested`` (each one configured), else the
+    backend's (None: every queue)."""
+    if not requested:
+        return list(backend.queues) or None
+    if backend.queues:
+        unknown = [q for q in requested if q not in backend.queues]
+        if unknown:
+            raise ValueError(
+                f"unknown queue {', '.join(unknown)}; configured queues are "
+                f"{', '.join(backend.queues)}"
+            )
+    return list(requested)

@@ -1,0 +1,742 @@
+"""The store contract (``pgjobs/stores/base.py``), one suite for every store.
+
+Each test states a behaviour that workers, backends and users rely on, and
+runs against the in-memory store (``pgjobs.testing``) and the store of this
+run's ``PGJOBS_TEST_DB``: ``PostgresStore``, ``MySQLStore`` or ``SQLiteStore``
+through ``database_store``, or ``RedisStore``. The tests talk to the store
+only, never to the ORM, so that one suite holds every store to the same
+answers: a new store passes it, or declares here which behaviour it lacks.
+
+Time: the in-memory store runs on a hand-moved clock; the others on their own
+clocks, so ``clock.sleep(s)`` really waits there (``LEASE`` is short for that).
+
+A store that lacks a behaviour is marked on that test alone with
+``@gap(store=reason)``: an ``xfail``, strict, so that the day the store gains
+the behaviour the run fails until the mark goes. ``strict=False`` only for
+behaviour another branch is adding right now.
+"""
+
+import datetime
+import os
+import threading
+import time
+
+import pytest
+from django.db import connections, transaction
+from django.utils import timezone
+
+from pgjobs import records
+from pgjobs.records import JobSpec
+from pgjobs.testing import InMemoryStore, ManualClock
+
+VENDOR = os.environ.get("PGJOBS_TEST_DB", "postgres")
+STORES = ["memory", VENDOR]
+SQL_STORES = {"postgres", "mysql", "sqlite"}
+# Short leases, so that rescues can be seen on stores that run on real time.
+LEASE = 1.5
+WORKER = "contract-worker-a"
+OTHER = "contract-worker-b"
+ERROR = {"type": "builtins.ValueError", "message": "no", "traceback": "..."}
+LATER_ERROR = {"type": "builtins.KeyError", "message": "'x'", "traceback": "..."}
+
+
+def gap(strict=True, **reasons):
+    """Mark a test as failing, for the reason given, on the stores named."""
+    return pytest.mark.store_gap(strict=strict, **reasons)
+
+
+class Clock:
+    """What the tests read and move time with: the in-memory store's ``ManualClock``,
+    or the real time for stores that keep their own."""
+
+    def __init__(self, manual=None):
+        self.manual = manual
+
+    def now(self):
+        return timezone.now() if self.manual is None else self.manual()
+
+    def ago(self, seconds):
+        return self.now() - datetime.timedelta(seconds=seconds)
+
+    def ahead(self, seconds):
+        return self.now() + datetime.timedelta(seconds=seconds)
+
+    def sleep(self, seconds):
+        if self.manual is None:
+            time.sleep(seconds)
+        else:
+            self.manual.advance(seconds)
+
+
+@pytest.fixture(
+    params=[
+        # Threads (concurrent claims, wake-ups) need commits the others can see.
+        pytest.param(name, marks=pytest.mark.django_db(transaction=True))
+        if name in SQL_STORES
+        else name
+        for name in STORES
+    ]
+)
+def kind(request):
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def known_gaps(request, kind):
+    marker = request.node.get_closest_marker("store_gap")
+    if marker is not None and kind in marker.kwargs:
+        reason = f"{kind}: {marker.kwargs[kind]}"
+        strict = marker.kwargs.get("strict", True)
+        request.applymarker(pytest.mark.xfail(strict=strict, reason=reason))
+
+
+@pytest.fixture
+def make_store(kind):
+    """``make_store(**options)``: a new store of this run's kind, on empty storage."""
+    manual = ManualClock() if kind == "memory" else None
+    made = []
+
+    def make(**options):
+        options.setdefault("lease_seconds", LEASE)
+        if kind == "memory":
+            store = InMemoryStore(clock=manual, **options)
+        elif kind == "redis":
+            from pgjobs.stores.redis import RedisStore
+            from tests.redis_settings import PREFIX, URL
+
+            store = RedisStore(URL, prefix=f"{PREFIX}-contract", **options)
+            if not made:
+                store.flush()
+        else:
+            from pgjobs.stores import database_store
+
+            store = database_store("default", **options)
+        made.append(store)
+        return store
+
+    make.clock = Clock(manual)
+    yield make
+    for store in made:
+        store.stop_listening()
+        store.close()
+    if kind == "redis" and made:
+        made[0].flush()
+
+
+@pytest.fixture
+def store(make_store):
+    return make_store()
+
+
+@pytest.fixture
+def clock(make_store):
+    return make_store.clock
+
+
+def spec(func="tests.testapp.jobs.noop", args=(), kwargs=None, **options):
+    return JobSpec(func=func, args=list(args), kwargs=dict(kwargs or {}), **options)
+
+
+def ids(jobs):
+    return [job.id for job in jobs]
+
+
+def in_threads(count, target):
+    """Run ``target(n)`` in ``count`` threads started together; return their results
+    in thread order, or raise the first thread's error."""
+    barrier = threading.Barrier(count)
+    results, errors = [None] * count, []
+
+    def run(n):
+        try:
+            barrier.wait(10)
+            results[n] = target(n)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in threads), "a thread is still running"
+    if errors:
+        raise errors[0]
+    return results
+
+
+# -- producers ------------------------------------------------------------------------
+
+
+def test_enqueue_returns_the_ready_job_and_get_reads_it_back(store, clock):
+    before = clock.ago(1)
+    info = store.enqueue(spec("tests.testapp.jobs.add", [1, 2], queue="other", priority=7))
+    assert (info.func, info.queue, info.status, info.priority) == (
+        "tests.testapp.jobs.add",
+        "other",
+        records.READY,
+        7,
+    )
+    got = store.get(info.id)
+    assert (got.id, got.func, got.queue, got.status) == (info.id, info.func, "other", "ready")
+    assert (got.priority, got.attempts, got.max_attempts) == (7, 0, 3)
+    assert got.run_at >= before and got.created_at >= before
+    assert (got.started_at, got.finished_at, got.result, got.error, got.worker_id) == ((None,) * 5)
+
+
+def test_get_of_an_unknown_job_is_none(store):
+    known = store.enqueue(spec())
+    assert store.get(known.id + 1000) is None
+
+
+@gap(
+    strict=False,
+    postgres="JobInfo.args/kwargs are filled by the stores branch",
+    mysql="JobInfo.args/kwargs are filled by the stores branch",
+    sqlite="JobInfo.args/kwargs are filled by the stores branch",
+    redis="JobInfo.args/kwargs are filled by the stores branch",
+)
+def test_get_returns_the_arguments_as_stored(store):
+    info = store.enqueue(spec("tests.testapp.jobs.echo", [1, "two", {"x": [3]}], {"k": None}))
+    got = store.get(info.id)
+    assert (got.args, got.kwargs) == ([1, "two", {"x": [3]}], {"k": None})
+
+
+def test_enqueue_many_writes_every_job_in_order(store):
+    infos = store.enqueue_many([spec(queue=q) for q in ("default", "other", "default")])
+    assert [info.queue for info in infos] == ["default", "other", "default"]
+    assert ids(infos) == sorted(ids(infos)) and len(set(ids(infos))) == 3
+    assert [store.get(job_id).queue for job_id in ids(infos)] == ["default", "other", "default"]
+    assert store.enqueue_many([]) == []
+
+
+def test_enqueue_many_writes_all_or_none(store):
+    """A job the storage refuses (priority out of range) keeps its whole batch out;
+    each store raises its own error (a database's, Redis's, ``ValueError``)."""
+    before = store.enqueue(spec())
+    with pytest.raises(Exception):  # noqa: B017
+        store.enqueue_many([spec(), spec(priority=records.MAX_PRIORITY + 1), spec()])
+    assert store.count_due(None) == 1
+    assert ids(store.claim(None, 10, WORKER)) == [before.id]
+
+
+def test_unique_key_keeps_one_job_while_ready_or_running_and_is_free_after(store):
+    first = store.enqueue_unique(spec(unique_key="report"))
+    assert store.enqueue_unique(spec(unique_key="report")).id == first.id
+    assert store.count_due(None) == 1, "a second job with the key must not be written"
+    (claimed,) = store.claim(None, 5, WORKER)
+    assert claimed.id == first.id
+    assert store.enqueue_unique(spec(unique_key="report")).id == first.id, "running holds it"
+    store.finish(WORKER, [(first.id, None)])
+    second = store.enqueue_unique(spec(unique_key="report"))
+    assert second.id != first.id
+    assert store.cancel(second.id)
+    third = store.enqueue_unique(spec(unique_key="report"))
+    assert third.id not in (first.id, second.id), "a cancelled job frees its key"
+    assert store.enqueue_unique(spec(unique_key="other")).id != third.id
+
+
+# -- claims ---------------------------------------------------------------------------
+
+
+def test_claims_follow_priority_then_run_at_then_insertion(store, clock):
+    at = clock.ago(30)
+    low = store.enqueue(spec(priority=-5, run_at=clock.ago(100)))
+    tie_1 = store.enqueue(spec(run_at=at))
+    newest = store.enqueue(spec(run_at=clock.ago(10)))
+    tie_2 = store.enqueue(spec(run_at=at))
+    oldest = store.enqueue(spec(run_at=clock.ago(60)))
+    urgent = store.enqueue(spec(priority=10, run_at=clock.ago(1)))
+    expected = [urgent, oldest, tie_1, tie_2, newest, low]
+    taken = [store.claim(None, 1, WORKER) for _ in expected]
+    assert [ids(batch) for batch in taken] == [[info.id] for info in expected]
+    assert store.claim(None, 1, WORKER) == []
+
+
+def test_a_batch_holds_the_first_jobs_in_claim_order(store, clock):
+    """A batch is the first ``limit`` jobs in claim order; stores that declare
+    ``claims_in_order`` hand them over sorted, the others in any order (the
+    worker sorts them)."""
+    infos = [store.enqueue(spec(priority=p, run_at=clock.ago(s))) for p, s in
+             [(0, 5), (3, 1), (0, 9), (-1, 50), (3, 2)]]  # fmt: skip
+    in_order = [infos[4].id, infos[1].id, infos[2].id, infos[0].id, infos[3].id]
+    batch = store.claim(None, 3, WORKER)
+    if store.claims_in_order:
+        assert ids(batch) == in_order[:3]
+    else:
+        assert sorted(ids(batch)) == sorted(in_order[:3])
+    assert sorted(ids(store.claim(None, 10, WORKER))) == sorted(in_order[3:])
+
+
+def test_claim_marks_the_job_running_under_the_worker(store):
+    info = store.enqueue(spec("tests.testapp.jobs.add", [1, 2], {"c": 3}, queue="other",
+                              priority=4, max_attempts=5, timeout=2.5, signature="sig"))  # fmt: skip
+    (job,) = store.claim(None, 1, WORKER)
+    assert (job.id, job.func, job.args, job.kwargs) == (info.id, info.func, [1, 2], {"c": 3})
+    assert (job.queue, job.priority, job.attempts, job.max_attempts) == ("other", 4, 1, 5)
+    assert (job.timeout, job.signature, job.problem) == (2.5, "sig", None)
+    got = store.get(info.id)
+    assert (got.status, got.worker_id, got.attempts) == (records.RUNNING, WORKER, 1)
+    assert got.started_at is not None
+
+
+def test_claim_takes_only_the_queues_asked_for(store):
+    default = store.enqueue(spec())
+    other = store.enqueue(spec(queue="other"))
+    third = store.enqueue(spec(queue="third"))
+    assert ids(store.claim(["other"], 10, WORKER)) == [other.id]
+    assert store.claim(["other"], 10, WORKER) == []
+    assert ids(store.claim(["default", "other"], 10, WORKER)) == [default.id]
+    assert ids(store.claim(None, 10, WORKER)) == [third.id]
+
+
+def test_a_job_is_never_claimed_before_its_run_at(store, clock):
+    deferred = store.enqueue(spec(run_at=clock.ahead(1.0)))
+    assert store.claim(None, 10, WORKER) == []
+    assert store.count_due(None) == 0
+    assert 0 < store.seconds_until_due(None) <= 1.0
+    clock.sleep(1.2)
+    assert store.count_due(None) == 1
+    assert store.seconds_until_due(None) == 0
+    assert ids(store.claim(None, 10, WORKER)) == [deferred.id]
+
+
+def test_threads_claiming_at_once_never_take_the_same_job(store):
+    enqueued = ids(store.enqueue_many([spec() for _ in range(60)]))
+
+    def claim_until_empty(n):
+        mine = []
+        while batch := store.claim(None, 3, f"worker-{n}"):
+            mine += ids(batch)
+        return mine
+
+    taken = in_threads(6, claim_until_empty)
+    everything = [job_id for mine in taken for job_id in mine]
+    assert sorted(everything) == sorted(enqueued), "every job claimed exactly once"
+    for n, mine in enumerate(taken):
+        assert all(store.get(job_id).worker_id == f"worker-{n}" for job_id in mine)
+
+
+# -- outcomes --------------------------------------------------------------------------
+
+
+def test_finish_records_the_result_once_and_only_for_the_claiming_worker(store):
+    info = store.enqueue(spec())
+    (job,) = store.claim(None, 1, WORKER)
+    store.finish(OTHER, [(job.id, "stolen")])
+    assert store.get(info.id).status == records.RUNNING, "another worker cannot complete it"
+    store.finish(WORKER, [(job.id, {"n": [1, 2]})])
+    got = store.get(info.id)
+    assert (got.status, got.result) == (records.SUCCEEDED, {"n": [1, 2]})
+    assert got.finished_at is not None
+    store.finish(WORKER, [(job.id, "again")])
+    assert store.get(info.id).result == {"n": [1, 2]}, "a job never completes twice"
+
+
+def test_a_worker_that_lost_its_lease_cannot_finish_the_job(store, clock):
+    info = store.enqueue(spec())
+    store.claim(None, 1, WORKER)
+    clock.sleep(LEASE + 0.3)
+    assert store.rescue() == 1
+    (again,) = store.claim(None, 1, OTHER)
+    assert (again.id, again.attempts) == (info.id, 2)
+    store.finish(WORKER, [(info.id, "late")])
+    got = store.get(info.id)
+    assert (got.status, got.worker_id) == (records.RUNNING, OTHER)
+    store.finish(OTHER, [(info.id, "fresh")])
+    assert store.get(info.id).result == "fresh"
+
+
+def test_finish_and_claim_records_then_claims(store):
+    first = store.enqueue(spec(priority=1))
+    second = store.enqueue(spec())
+    assert ids(store.claim(None, 1, WORKER)) == [first.id]
+    assert ids(store.finish_and_claim(WORKER, [(first.id, "done")], None, 5)) == [second.id]
+    assert store.get(first.id).result == "done"
+    assert store.finish_and_claim(WORKER, [(second.id, None)], None, 5) == []
+    assert store.get(second.id).status == records.SUCCEEDED
+
+
+def test_keep_succeeded_false_deletes_a_job_when_it_succeeds(make_store):
+    store = make_store(keep_succeeded=False)
+    done, failing = store.enqueue(spec()), store.enqueue(spec())
+    store.claim(None, 2, WORKER)
+    store.finish(WORKER, [(done.id, "result")])
+    store.fail(WORKER, failing.id, ERROR)
+    assert store.get(done.id) is None
+    assert store.get(failing.id).status == records.FAILED, "failures are kept"
+
+
+def test_retry_counts_the_attempt_keeps_the_error_and_waits_the_delay(store, clock):
+    info = store.enqueue(spec(max_attempts=3))
+    store.claim(None, 1, WORKER)
+    store.retry(OTHER, info.id, ERROR, 0)
+    assert store.get(info.id).status == records.RUNNING, "only the claiming worker retries"
+    store.retry(WORKER, info.id, ERROR, 1.0)
+    got = store.get(info.id)
+    assert (got.status, got.attempts, got.error, got.worker_id) == ("ready", 1, ERROR, None)
+    assert store.claim(None, 1, WORKER) == [], "not before the delay"
+    clock.sleep(1.2)
+    (again,) = store.claim(None, 1, WORKER)
+    assert (again.id, again.attempts) == (info.id, 2)
+    assert store.get(info.id).error == ERROR, "the last error stays while it runs again"
+    store.retry(WORKER, info.id, LATER_ERROR, 0)
+    clock.sleep(0.05)
+    store.claim(None, 1, WORKER)
+    store.fail(WORKER, info.id, ERROR)
+    got = store.get(info.id)
+    assert (got.status, got.attempts, got.error) == (records.FAILED, 3, ERROR)
+    assert got.finished_at is not None
+
+
+def test_fail_is_final_and_only_for_the_claiming_worker(store):
+    info = store.enqueue(spec(unique_key="once"))
+    store.claim(None, 1, WORKER)
+    store.fail(OTHER, info.id, ERROR)
+    assert store.get(info.id).status == records.RUNNING
+    store.fail(WORKER, info.id, ERROR)
+    got = store.get(info.id)
+    assert (got.status, got.error) == (records.FAILED, ERROR)
+    assert store.claim(None, 1, WORKER) == []
+    assert store.enqueue_unique(spec(unique_key="once")).id != info.id, "the key is free"
+
+
+def test_release_puts_claimed_jobs_back_without_counting_the_attempt(store):
+    first, second = store.enqueue(spec(priority=1)), store.enqueue(spec())
+    store.claim(None, 2, WORKER)
+    store.release(OTHER, [first.id, second.id])
+    assert store.get(first.id).status == records.RUNNING, "only the claiming worker releases"
+    store.release(WORKER, [first.id, second.id])
+    got = store.get(first.id)
+    assert (got.status, got.attempts, got.worker_id) == (records.READY, 0, None)
+    again = store.claim(None, 2, OTHER)
+    assert sorted((job.id, job.attempts) for job in again) == [(first.id, 1), (second.id, 1)]
+
+
+# -- leases ----------------------------------------------------------------------------
+
+
+def test_rescue_takes_back_jobs_whose_lease_expired(store, clock):
+    spent = store.enqueue(spec(max_attempts=1, priority=3))
+    again = store.enqueue(spec(max_attempts=3, priority=2))
+    cancelled = store.enqueue(spec(priority=1))
+    store.claim(None, 3, WORKER)
+    assert store.cancel(cancelled.id) is False
+    clock.sleep(LEASE / 2)
+    fresh = store.enqueue(spec())
+    store.claim(None, 1, OTHER)
+    assert store.rescue() == 0, "no lease has expired yet"
+    clock.sleep(LEASE / 2 + 0.4)
+    assert store.rescue() == 3
+    got = store.get(spent.id)
+    assert (got.status, got.error["type"]) == (records.FAILED, "pgjobs.WorkerLost")
+    assert store.get(cancelled.id).status == records.CANCELLED
+    got = store.get(again.id)
+    assert (got.status, got.attempts, got.worker_id) == (records.READY, 1, None)
+    assert store.get(fresh.id).status == records.RUNNING, "its lease runs on"
+    (job,) = store.claim(None, 5, WORKER)
+    assert (job.id, job.attempts) == (again.id, 2)
+
+
+def test_heartbeat_extends_leases_and_reports_cancel_requests(store, clock):
+    asked, kept = store.enqueue(spec(priority=1)), store.enqueue(spec())
+    store.claim(None, 2, WORKER)
+    store.register_worker(WORKER, "host", 1, None, 2)
+    clock.sleep(LEASE * 0.7)
+    assert store.cancel(asked.id) is False, "a running job is asked to stop, not cancelled"
+    assert store.heartbeat(WORKER, [asked.id, kept.id]) == [asked.id]
+    assert store.heartbeat(OTHER, [asked.id, kept.id]) == [], "not OTHER's jobs"
+    clock.sleep(LEASE * 0.7)
+    assert store.rescue() == 0, "the heartbeat extended both leases"
+    assert store.get(asked.id).status == records.RUNNING
+    store.fail(WORKER, asked.id, ERROR, status=records.CANCELLED)
+    assert store.get(asked.id).status == records.CANCELLED
+    assert store.heartbeat(WORKER, [kept.id]) == []
+
+
+# -- cancel and requeue ------------------------------------------------------------------
+
+
+def test_cancel_of_a_ready_job_is_final(store):
+    info = store.enqueue(spec())
+    assert store.cancel(info.id) is True
+    got = store.get(info.id)
+    assert (got.status, got.finished_at is not None) == (records.CANCELLED, True)
+    assert store.claim(None, 1, WORKER) == []
+    assert store.cancel(info.id) is False, "nothing left to cancel"
+
+
+def test_cancel_many_cancels_ready_jobs_and_asks_running_ones_to_stop(store):
+    running, done = store.enqueue(spec(priority=2)), store.enqueue(spec(priority=1))
+    store.claim(None, 2, WORKER)
+    store.finish(WORKER, [(done.id, None)])
+    ready = store.enqueue(spec())
+    assert tuple(store.cancel_many([running.id, ready.id, done.id])) == (1, 1)
+    assert store.get(ready.id).status == records.CANCELLED
+    assert store.get(done.id).status == records.SUCCEEDED
+    assert store.get(running.id).status == records.RUNNING
+    assert store.heartbeat(WORKER, [running.id]) == [running.id]
+    assert tuple(store.cancel_many([running.id])) == (0, 0), "asked once is enough"
+
+
+@gap(redis="a job asked to stop that fails is retried instead of ending cancelled")
+def test_a_job_asked_to_stop_that_fails_ends_cancelled_not_retried(store):
+    info = store.enqueue(spec(max_attempts=5))
+    store.claim(None, 1, WORKER)
+    store.cancel(info.id)
+    store.retry(WORKER, info.id, ERROR, 0)
+    got = store.get(info.id)
+    assert (got.status, got.error) == (records.CANCELLED, ERROR)
+    assert store.claim(None, 1, WORKER) == []
+
+
+def test_requeue_makes_failed_and_cancelled_jobs_ready_with_fresh_attempts(store):
+    failed, succeeded = store.enqueue(spec(priority=2)), store.enqueue(spec(priority=1))
+    cancelled, ready = store.enqueue(spec()), store.enqueue(spec(priority=-1))
+    store.claim(None, 2, WORKER)
+    store.fail(WORKER, failed.id, ERROR)
+    store.finish(WORKER, [(succeeded.id, "ok")])
+    store.cancel(cancelled.id)
+    assert store.requeue([failed.id, succeeded.id, cancelled.id, ready.id]) == 2
+    for job_id in (failed.id, cancelled.id):
+        got = store.get(job_id)
+        assert (got.status, got.attempts, got.worker_id, got.finished_at) == (
+            records.READY,
+            0,
+            None,
+            None,
+        )
+    assert store.get(succeeded.id).status == records.SUCCEEDED
+    taken = [store.claim(None, 1, WORKER) for _ in range(4)]
+    assert [ids(batch) for batch in taken] == [[failed.id], [cancelled.id], [ready.id], []]
+
+
+@gap(redis="requeue makes the job ready although another active job holds its unique key")
+def test_requeue_leaves_a_job_whose_unique_key_is_taken(store):
+    old = store.enqueue_unique(spec(unique_key="k"))
+    store.cancel(old.id)
+    holder = store.enqueue_unique(spec(unique_key="k"))
+    assert store.requeue([old.id]) == 0
+    assert store.get(old.id).status == records.CANCELLED
+    assert store.enqueue_unique(spec(unique_key="k")).id == holder.id
+
+
+# -- due jobs -----------------------------------------------------------------------------
+
+
+def test_seconds_until_due_and_count_due_per_queue(store, clock):
+    assert store.seconds_until_due(None) is None
+    assert store.count_due(None) == 0
+    store.enqueue(spec(queue="other", run_at=clock.ahead(60)))
+    assert 55 < store.seconds_until_due(None) <= 60
+    assert 55 < store.seconds_until_due(["other"]) <= 60
+    assert store.seconds_until_due(["default"]) is None
+    assert store.count_due(None) == 0
+    store.enqueue_many([spec(), spec(run_at=clock.ago(5))])
+    assert store.seconds_until_due(None) == 0
+    assert store.seconds_until_due(["other"]) > 55
+    assert (store.count_due(None), store.count_due(["default"])) == (2, 2)
+    assert store.count_due(["other", "third"]) == 0
+    store.claim(None, 1, WORKER)
+    assert store.count_due(["default"]) == 1, "a running job is not due"
+
+
+# -- retention -----------------------------------------------------------------------------
+
+
+def _finished(store, outcomes):
+    """Jobs claimed and ended now: ``outcomes`` is a list of "succeeded"/"failed"."""
+    infos = [store.enqueue(spec()) for _ in outcomes]
+    store.claim(None, len(infos), WORKER)
+    for info, outcome in zip(infos, outcomes, strict=True):
+        if outcome == records.SUCCEEDED:
+            store.finish(WORKER, [(info.id, None)])
+        else:
+            store.fail(WORKER, info.id, ERROR)
+    return [info.id for info in infos]
+
+
+def test_prune_deletes_finished_jobs_by_age_and_status(store, clock):
+    old_ok, old_failed = _finished(store, ["succeeded", "failed"])
+    clock.sleep(1.5)
+    new_ok, new_failed = _finished(store, ["succeeded", "failed"])
+    ready = store.enqueue(spec()).id
+    age = datetime.timedelta(seconds=0.75)
+    assert store.prune(age, [records.SUCCEEDED], dry_run=True) == 1
+    assert store.get(old_ok) is not None, "a dry run deletes nothing"
+    assert store.prune(age, [records.SUCCEEDED]) == 1
+    assert store.get(old_ok) is None
+    kept = [old_failed, new_ok, new_failed, ready]
+    assert [store.get(job_id).id for job_id in kept] == kept
+    assert store.prune(datetime.timedelta(hours=1), [records.FAILED]) == 0
+    assert store.prune(age, [records.FAILED, records.CANCELLED]) == 1
+    assert store.get(old_failed) is None and store.get(new_failed) is not None
+
+
+def test_prune_batch_deletes_at_most_limit_oldest_first(store, clock):
+    oldest = _finished(store, ["succeeded"])
+    clock.sleep(0.3)
+    older = _finished(store, ["succeeded", "succeeded"])
+    clock.sleep(0.9)
+    recent = _finished(store, ["succeeded"])
+    age = datetime.timedelta(seconds=0.6)
+    assert store.prune_batch(age, [records.SUCCEEDED], 2) == 2
+    assert store.get(oldest[0]) is None
+    assert sum(store.get(job_id) is None for job_id in older) == 1
+    assert store.prune_batch(age, [records.SUCCEEDED], 2) == 1
+    assert store.prune_batch(age, [records.SUCCEEDED], 2) == 0
+    assert store.get(recent[0]) is not None
+
+
+# -- workers and status ------------------------------------------------------------------------
+
+
+@gap(redis="declares supports_live_workers, but live_workers() is the base's None")
+def test_live_workers_lists_registered_workers_until_they_leave(store):
+    store.register_worker(WORKER, "host-a", 11, ["default", "other"], 4)
+    store.register_worker(OTHER, "host-b", 12, None, 1)
+    live = store.live_workers()
+    if not store.supports_live_workers:
+        assert live is None
+        return
+    assert sorted(live) == [(WORKER, ["default", "other"]), (OTHER, None)]
+    store.unregister_worker(WORKER)
+    assert store.live_workers() == [(OTHER, None)]
+
+
+def test_status_counts_jobs_per_queue_and_lists_live_workers(store):
+    store.register_worker(WORKER, "host-a", 11, ["default"], 4)
+    store.enqueue_many([spec(), spec(), spec(queue="other")])
+    store.claim(["default"], 1, WORKER)
+    status = store.status()
+    queues = {q["queue"]: q["counts"] for q in status["queues"]}
+    assert queues == {"default": {"ready": 1, "running": 1}, "other": {"ready": 1}}
+    (worker,) = status["workers"]
+    assert (worker["id"], worker["hostname"], worker["pid"], worker["running"]) == (
+        WORKER,
+        "host-a",
+        11,
+        1,
+    )
+    assert (worker["queues"], worker["concurrency"]) == (["default"], 4)
+
+
+# -- schedules -------------------------------------------------------------------------------
+
+
+def test_schedules_are_created_once_and_read_back_to_the_microsecond(store, clock):
+    if not store.supports_schedules:
+        with pytest.raises(NotImplementedError):
+            store.get_schedules(["nightly"])
+        return
+    tick = clock.ago(3600).replace(microsecond=123456)
+    assert store.create_schedule("nightly", tick) is True
+    assert store.create_schedule("nightly", clock.ago(10)) is False
+    got = store.get_schedules(["nightly", "missing"])
+    assert list(got) == ["nightly"]
+    assert (got["nightly"].last_tick, got["nightly"].last_run) == (tick, None)
+    assert store.create_schedule("future", clock.ahead(3600)) is True
+    assert store.get_schedules(["future"])["future"].last_tick <= clock.ahead(1)
+
+
+def new_schedule(store, clock, name):
+    """Schedule ``name`` settled through a minute ago; returns that tick and the
+    next, half a minute later (due)."""
+    if not store.supports_schedules:
+        pytest.skip("the store declares no schedules")
+    tick = clock.ago(60).replace(microsecond=0)
+    assert store.create_schedule(name, tick) is True
+    return tick, tick + datetime.timedelta(seconds=30)
+
+
+def test_advance_schedule_is_a_compare_and_set(store, clock):
+    tick, new_tick = new_schedule(store, clock, "hourly")
+    assert store.advance_schedule("hourly", tick - datetime.timedelta(seconds=1), new_tick,
+                                  [spec()]) is None  # fmt: skip
+    assert store.advance_schedule("hourly", tick, clock.ahead(60), [spec()]) is None, (
+        "never settled past the store's own clock"
+    )
+    assert store.count_due(None) == 0, "a refused advance enqueues nothing"
+    (info,) = store.advance_schedule("hourly", tick, new_tick, [spec(unique_key="hourly")])
+    assert store.get(info.id).status == records.READY
+    got = store.get_schedules(["hourly"])["hourly"]
+    assert (got.last_tick, got.last_run) == (new_tick, new_tick)
+    newer = new_tick + datetime.timedelta(seconds=10)
+    assert store.advance_schedule("hourly", new_tick, newer, []) == []
+    got = store.get_schedules(["hourly"])["hourly"]
+    assert (got.last_tick, got.last_run) == (newer, new_tick), "no job: last_run stays"
+
+
+def test_of_two_racing_advances_exactly_one_wins(store, clock):
+    _, new_tick = new_schedule(store, clock, "race")
+    for _ in range(3):
+        (read,) = store.get_schedules(["race"]).values()
+
+        def advance(n, last_tick=read.last_tick, new_tick=new_tick):
+            return store.advance_schedule("race", last_tick, new_tick, [spec()])
+
+        results = in_threads(2, advance)
+        assert sorted(r is None for r in results) == [False, True], results
+        new_tick += datetime.timedelta(seconds=1)
+    assert store.count_due(None) == 3, "one job per won advance"
+
+
+# -- capabilities -----------------------------------------------------------------------------
+
+
+def test_a_listening_store_wakes_wait_within_a_second_of_an_enqueue(store):
+    store.listen(None)
+    if not store.supports_listen:
+        store.enqueue(spec())
+        started = time.monotonic()
+        assert not store.wait(0.2), "a polling store only sleeps"
+        assert time.monotonic() - started >= 0.15
+        return
+    for _ in range(20):  # what the store tells at first (Redis: "just subscribed")
+        if not store.wait(0.05):
+            break
+    timer = threading.Timer(0.2, lambda: (store.enqueue(spec()), connections.close_all()))
+    started = time.monotonic()
+    timer.start()
+    try:
+        woken = store.wait(5)
+    finally:
+        timer.join(5)
+    assert woken, "wait() was not woken by the enqueue"
+    assert time.monotonic() - started < 1.2
+    if woken is not True:
+        assert "default" in {wakeup.queue for wakeup in woken}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_enqueues_join_the_callers_transaction_only_when_declared(store):
+    try:
+        with transaction.atomic():
+            info = store.enqueue(spec())
+            raise RuntimeError("roll back")
+    except RuntimeError:
+        pass
+    if store.enqueues_in_transaction:
+        assert store.get(info.id) is None, "rolled back with the caller's transaction"
+    else:
+        assert store.get(info.id).status == records.READY, "written at once"
+
+
+@gap(strict=False, redis="enqueue_many(specs, ids) is added by the stores branch (push today)")
+def test_deferred_writes_use_ids_reserved_earlier(store):
+    if store.enqueues_in_transaction:
+        pytest.skip("the store's enqueues join the caller's transaction: no deferred writes")
+    reserved = store.reserve_ids(3)
+    assert len(set(reserved)) == 3
+    specs = [spec(unique_key="k"), spec(queue="other"), spec()]
+    promised = [store.new_info(s, job_id) for s, job_id in zip(specs, reserved, strict=True)]
+    assert ids(promised) == reserved and promised[1].queue == "other"
+    assert store.active_holder("k") is None
+    assert ids(store.enqueue_many(specs, ids=reserved)) == reserved
+    assert store.active_holder("k").id == reserved[0]
+    assert store.get(reserved[1]).queue == "other"
+    assert ids(store.enqueue_many([spec(unique_key="k")], ids=store.reserve_ids(1))) == [
+        reserved[0]
+    ], "a unique job whose key was taken by then is not written"
