@@ -191,13 +191,6 @@ def test_get_of_an_unknown_job_is_none(store):
     assert store.get(known.id + 1000) is None
 
 
-@gap(
-    strict=False,
-    postgres="JobInfo.args/kwargs are filled by the stores branch",
-    mysql="JobInfo.args/kwargs are filled by the stores branch",
-    sqlite="JobInfo.args/kwargs are filled by the stores branch",
-    redis="JobInfo.args/kwargs are filled by the stores branch",
-)
 def test_get_returns_the_arguments_as_stored(store):
     info = store.enqueue(spec("tests.testapp.jobs.echo", [1, "two", {"x": [3]}], {"k": None}))
     got = store.get(info.id)
@@ -724,7 +717,6 @@ def test_enqueues_join_the_callers_transaction_only_when_declared(store):
         assert store.get(info.id).status == records.READY, "written at once"
 
 
-@gap(strict=False, redis="enqueue_many(specs, ids) is added by the stores branch (push today)")
 def test_deferred_writes_use_ids_reserved_earlier(store):
     if store.enqueues_in_transaction:
         pytest.skip("the store's enqueues join the caller's transaction: no deferred writes")
