@@ -335,7 +335,8 @@ class RedisStore(Store):
         return [_claimed(row) for row in rows]
 
     def retry(self, worker_id, job_id, error, delay):
-        self._run("retry", worker_id, job_id, dumps(error), max(0, int(delay * 1e6)))
+        delay_us = max(0, int(delay * 1e6))
+        self._run("retry", worker_id, job_id, dumps(error), delay_us, self._ttl_us)
 
     def fail(self, worker_id, job_id, error, status=records.FAILED):
         self._run("fail", worker_id, job_id, dumps(error), status, self._ttl_us)
@@ -367,6 +368,21 @@ class RedisStore(Store):
         self._run(
             "register_worker", worker_id, hostname, pid, json.dumps(list(queues or [])), concurrency
         )
+
+    def live_workers(self):
+        # Heartbeats come every lease/3: a worker silent for half a lease is
+        # likely gone (as the SQL stores judge it).
+        seconds, microseconds = self.client.time()
+        fresh = seconds * 1_000_000 + microseconds - self._lease_us // 2
+        worker_ids = self.client.zrangebyscore(self.key("workers"), fresh, "+inf")
+        pipe = self.client.pipeline()
+        for worker_id in worker_ids:
+            pipe.hget(self.key("worker", worker_id), "queues")
+        return [
+            (worker_id, json.loads(queues) or None)
+            for worker_id, queues in zip(worker_ids, pipe.execute(), strict=True)
+            if queues is not None
+        ]
 
     def unregister_worker(self, worker_id):
         pipe = self.client.pipeline()
