@@ -5,6 +5,11 @@ Permissions are Django's, as in the Django admin: ``pgjobs.view_job`` (or
 ``change_job``) shows the menu item, the listing and the detail; ``change_job``
 allows retry and cancel; ``delete_job`` allows deleting. Nobody adds or edits
 jobs here: code enqueues them, signed with ``SECRET_KEY``.
+
+Every URL registered here needs ``view_job`` (or ``change_job``) before Wagtail's
+own view runs: the viewset's, the snippet chooser's (which Wagtail opens to every
+editor), and the bulk actions' (whose confirmation page names the jobs). A user
+without it gets a 403 page that names no job.
 """
 
 import functools
@@ -22,8 +27,10 @@ from wagtail.admin.filters import WagtailFilterSet
 from wagtail.admin.ui.tables import Column, DateColumn, StatusTagColumn
 from wagtail.permission_policies import ModelPermissionPolicy
 from wagtail.permissions import register_permission_policy
+from wagtail.snippets.bulk_actions.delete import DeleteBulkAction
 from wagtail.snippets.bulk_actions.snippet_bulk_action import SnippetBulkAction
 from wagtail.snippets.models import register_snippet
+from wagtail.snippets.views.chooser import SnippetChooserViewSet
 from wagtail.snippets.views.snippets import IndexView, InspectView, SnippetViewSet
 
 from ... import records
@@ -130,6 +137,13 @@ class AttemptsColumn(Column):
         return f"{instance.attempts}/{instance.max_attempts}"
 
 
+class JobChooserViewSet(SnippetChooserViewSet):
+    """The snippet chooser of jobs, for users who may see jobs only."""
+
+    def get_urlpatterns(self):
+        return guarded(super().get_urlpatterns())
+
+
 class JobViewSet(SnippetViewSet):
     model = Job
     icon = "cogs"
@@ -143,6 +157,7 @@ class JobViewSet(SnippetViewSet):
     inspect_view_class = JobInspectView
     inspect_view_enabled = True
     copy_view_enabled = False
+    chooser_viewset_class = JobChooserViewSet
     list_display = [
         "func",
         StatusTagColumn("status", primary=lambda job: job.status == records.SUCCEEDED),
@@ -181,38 +196,70 @@ class JobViewSet(SnippetViewSet):
     ]
 
     def get_urlpatterns(self):
-        patterns = super().get_urlpatterns()
-        for pattern in patterns:
-            pattern.callback = forbidden_as_403(pattern.callback)
-        return patterns
+        return guarded(super().get_urlpatterns())
 
 
-def forbidden_as_403(view):
-    """Answer a user without the permission with a 403 page. Wagtail's own views
-    redirect to the dashboard instead; a job listing says plainly that it is closed."""
+def guarded(patterns):
+    """``patterns`` with each view behind ``viewing_jobs_required``."""
+    for pattern in patterns:
+        pattern.callback = viewing_jobs_required(pattern.callback)
+    return patterns
+
+
+def forbidden(request):
+    """The 403 page. Wagtail's own views redirect to the dashboard instead; a job
+    listing says plainly that it is closed."""
+    return TemplateResponse(request, "pgjobs_wagtail/403.html", status=403)
+
+
+def viewing_jobs_required(view):
+    """Run ``view`` only for a user who may see jobs (a 403 page otherwise, also
+    for the ``PermissionDenied`` Wagtail's view raises itself)."""
 
     @functools.wraps(view)
     def wrapped(request, *args, **kwargs):
+        if not job_permission_policy.user_has_permission(request.user, "view"):
+            return forbidden(request)
         try:
             return view(request, *args, **kwargs)
         except PermissionDenied:
-            return TemplateResponse(request, "pgjobs_wagtail/403.html", status=403)
+            return forbidden(request)
 
     return wrapped
 
 
-register_permission_policy(Job, JobPermissionPolicy(Job))
+job_permission_policy = JobPermissionPolicy(Job)
+register_permission_policy(Job, job_permission_policy)
 register_snippet(JobViewSet)
 
 
-class JobBulkAction(SnippetBulkAction):
+class JobsBulkActionMixin:
+    """Refuses the whole bulk action, confirmation page included, to a user who may
+    not see jobs or may not take the action: the page would name the jobs."""
+
+    def user_may_act(self, user):
+        raise NotImplementedError
+
+    def dispatch(self, request, *args, **kwargs):
+        user = request.user
+        if not (
+            job_permission_policy.user_has_permission(user, "view") and self.user_may_act(user)
+        ):
+            return forbidden(request)
+        return super().dispatch(request, *args, **kwargs)
+
+    def check_perm(self, job):
+        return self.user_may_act(self.request.user)
+
+
+class JobBulkAction(JobsBulkActionMixin, SnippetBulkAction):
     """A Django admin action over the selected jobs, for users with ``change_job``."""
 
     models = [Job]
     template_name = "pgjobs_wagtail/confirm_bulk_action.html"
 
-    def check_perm(self, job):
-        return can_change_jobs(self.request.user)
+    def user_may_act(self, user):
+        return can_change_jobs(user)
 
     def object_context(self, job):
         return {"item": job}
@@ -265,3 +312,16 @@ class CancelJobsBulkAction(JobBulkAction):
                 num_child_objects,
             ) % {"count": num_child_objects}
         return text + "."
+
+
+# Registered after Wagtail's snippet delete action (a higher ``order``), so that the
+# jobs' "delete" is this one.
+@hooks.register("register_bulk_action", order=100)
+class DeleteJobsBulkAction(JobsBulkActionMixin, DeleteBulkAction):
+    """Wagtail's delete of selected snippets, for users with ``delete_job`` who may
+    see jobs."""
+
+    models = [Job]
+
+    def user_may_act(self, user):
+        return job_permission_policy.user_has_permission(user, "delete")
