@@ -4,6 +4,8 @@ and the job rows in the Wagtail admin and the Django admin.
 Runs in the integration pass (``--ds=tests.wagtail_settings``).
 """
 
+import datetime
+
 import pytest
 from django.conf import settings
 
@@ -18,6 +20,7 @@ from django.db import connection  # noqa: E402
 from django.test import RequestFactory  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.urls import reverse  # noqa: E402
+from django.utils import timezone  # noqa: E402
 from wagtail import hooks as wagtail_hooks  # noqa: E402
 from wagtail.models import Collection, Locale, Page, ReferenceIndex, Site  # noqa: E402
 
@@ -26,7 +29,7 @@ from pgjobs.contrib.wagtail import hooks  # noqa: E402
 from pgjobs.contrib.wagtail.hooks import BackgroundHook, RequestSnapshot  # noqa: E402
 from pgjobs.models import Job  # noqa: E402
 from pgjobs.serialization import decode_arguments, encode_arguments  # noqa: E402
-from tests.conftest import run_jobs, status_counts  # noqa: E402
+from tests.conftest import VENDOR, run_jobs, status_counts  # noqa: E402
 from tests.testapp import jobs  # noqa: E402
 from tests.testapp.models import Event  # noqa: E402
 from tests.wagtailapp.models import ArticlePage  # noqa: E402
@@ -351,6 +354,62 @@ def test_delete_job_deletes(home, client, some_jobs):
     assert client.get(url).status_code == 200
     assert client.post(url).status_code == 302
     assert not Job.objects.filter(pk=job_id).exists()
+
+
+def test_deferred_jobs_read_as_future(home, admin_user, client):
+    """Issue 20 bug 8: a job due in 3 days read "Just now" under "Run at"."""
+    client.force_login(admin_user)
+    when = timezone.now() + datetime.timedelta(days=3, minutes=1)
+    background.defer(jobs.add, when=when, args=[1, 2])
+    html = client.get(JOBS_URL).content.decode()
+    assert "in 3\xa0days" in html or "in 3 days" in html, html
+
+
+def job_with_run_at(sql_value):
+    job_id = background.enqueue(jobs.add, args=[1, 2]).id
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE pgjobs_job SET run_at = {sql_value} WHERE id = %s", [job_id])
+    return job_id
+
+
+def wagtail_job_pages(client, job_id):
+    """The pages that show a job's times: listing, inspect, and the chooser's."""
+    viewset = Job.snippet_viewset
+    return {
+        url: client.get(url)
+        for url in (
+            JOBS_URL,
+            f"{JOBS_URL}results/",
+            reverse(viewset.get_url_name("inspect"), args=[job_id]),
+            reverse(viewset.chooser_viewset.get_url_name("choose")),
+            reverse(viewset.chooser_viewset.get_url_name("choose_results")),
+            reverse(viewset.chooser_viewset.get_url_name("chosen"), args=[job_id]),
+        )
+    }
+
+
+@pytest.mark.skipif(VENDOR != "postgres", reason="only PostgreSQL has 'infinity' timestamps")
+@pytest.mark.parametrize(("sql", "shown"), [("'infinity'", "never"), ("'-infinity'", "any time")])
+def test_infinite_run_times_render(home, admin_user, client, sql, shown):
+    """Issue 20: a run_at of 'infinity' written by hand gave a 500 on the listing and
+    the inspect page (psycopg cannot make it a datetime)."""
+    client.force_login(admin_user)
+    job_id = job_with_run_at(sql)
+    pages = wagtail_job_pages(client, job_id)
+    for url, response in pages.items():
+        assert response.status_code == 200, url
+    assert shown in pages[JOBS_URL].content.decode()
+    assert shown in pages[f"{JOBS_URL}inspect/{job_id}/"].content.decode()
+
+
+def test_the_year_9999_renders(home, admin_user, client):
+    client.force_login(admin_user)
+    when = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
+    job_id = background.defer(jobs.add, when=when, args=[1, 2]).id
+    pages = wagtail_job_pages(client, job_id)
+    for url, response in pages.items():
+        assert response.status_code == 200, url
+    assert "9999" in pages[f"{JOBS_URL}inspect/{job_id}/"].content.decode()
 
 
 def queries_for(client, url):

@@ -10,6 +10,9 @@ Every URL registered here needs ``view_job`` (or ``change_job``) before Wagtail'
 own view runs: the viewset's, the snippet chooser's (which Wagtail opens to every
 editor), and the bulk actions' (whose confirmation page names the jobs). A user
 without it gets a 403 page that names no job.
+
+Every view reads a job's times clamped (``pgjobs.times``): a ``run_at`` of
+``'infinity'`` written by hand shows as "never", and a future time as "in 3 days".
 """
 
 import functools
@@ -18,6 +21,7 @@ import json
 import django_filters
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
@@ -30,10 +34,15 @@ from wagtail.permissions import register_permission_policy
 from wagtail.snippets.bulk_actions.delete import DeleteBulkAction
 from wagtail.snippets.bulk_actions.snippet_bulk_action import SnippetBulkAction
 from wagtail.snippets.models import register_snippet
-from wagtail.snippets.views.chooser import SnippetChooserViewSet
+from wagtail.snippets.views.chooser import (
+    ChooseResultsView,
+    ChooseView,
+    SnippetChooserViewSet,
+    SnippetChosenView,
+)
 from wagtail.snippets.views.snippets import IndexView, InspectView, SnippetViewSet
 
-from ... import records
+from ... import records, times
 from ...handler import get_backend, store_for_jobs
 from ...models import STATUS_CHOICES, Job
 
@@ -92,25 +101,33 @@ class JobIndexView(IndexView):
     # No COUNT(*) beyond the paginator's one, no per-row queries: the listing
     # reads only the columns it shows.
     def get_base_queryset(self):
-        return (
+        return times.with_shown_times(
             super()
             .get_base_queryset()
-            .only(
-                "id",
-                "func",
-                "status",
-                "queue",
-                "priority",
-                "run_at",
-                "attempts",
-                "max_attempts",
-                "created_at",
-                "finished_at",
-            )
+            .only("id", "func", "status", "queue", "priority", "attempts", "max_attempts"),
+            ("run_at", "created_at", "finished_at"),
         )
 
 
 class JobInspectView(InspectView):
+    def get_object(self, queryset=None):
+        return get_object_or_404(times.with_shown_times(Job.objects.all()), pk=self.pk)
+
+    def get_time_display_value(self, field):
+        return times.describe(times.shown_time(self.object, field))
+
+    def get_run_at_display_value(self):
+        return self.get_time_display_value("run_at")
+
+    def get_created_at_display_value(self):
+        return self.get_time_display_value("created_at")
+
+    def get_started_at_display_value(self):
+        return self.get_time_display_value("started_at")
+
+    def get_finished_at_display_value(self):
+        return self.get_time_display_value("finished_at")
+
     def get_args_display_value(self):
         return _pre(self.object.args)
 
@@ -132,13 +149,56 @@ class JobInspectView(InspectView):
         )
 
 
+class TimeColumn(DateColumn):
+    """A job's time, read clamped: "in 3 days" when it is ahead, "never"/"any time"
+    past what a datetime holds, else Wagtail's own "2 hours ago"."""
+
+    cell_template_name = "pgjobs_wagtail/time_cell.html"
+
+    def get_value(self, instance):
+        return times.shown_time(instance, self.name)
+
+    def get_cell_context_data(self, instance, parent_context):
+        context = super().get_cell_context_data(instance, parent_context)
+        value = context["raw_value"]
+        context["words"] = times.relative(value)
+        context["exact"] = times.describe(value)
+        return context
+
+
 class AttemptsColumn(Column):
     def get_value(self, instance):
         return f"{instance.attempts}/{instance.max_attempts}"
 
 
+class JobsWithShownTimes:
+    """A chooser view that reads the jobs' times clamped (``pgjobs.times``)."""
+
+    def get_object_list(self):
+        return times.with_shown_times(super().get_object_list())
+
+    def get_object(self, pk):
+        return times.with_shown_times(Job.objects.all()).get(pk=pk)
+
+
+class JobChooseView(JobsWithShownTimes, ChooseView):
+    pass
+
+
+class JobChooseResultsView(JobsWithShownTimes, ChooseResultsView):
+    pass
+
+
+class JobChosenView(JobsWithShownTimes, SnippetChosenView):
+    pass
+
+
 class JobChooserViewSet(SnippetChooserViewSet):
     """The snippet chooser of jobs, for users who may see jobs only."""
+
+    choose_view_class = JobChooseView
+    choose_results_view_class = JobChooseResultsView
+    chosen_view_class = JobChosenView
 
     def get_urlpatterns(self):
         return guarded(super().get_urlpatterns())
@@ -163,10 +223,10 @@ class JobViewSet(SnippetViewSet):
         StatusTagColumn("status", primary=lambda job: job.status == records.SUCCEEDED),
         "queue",
         "priority",
-        DateColumn("run_at", label=_("Run at")),
+        TimeColumn("run_at", label=_("Run at"), sort_key="run_at"),
         AttemptsColumn("attempts", label=_("Attempts")),
-        DateColumn("created_at", label=_("Created")),
-        DateColumn("finished_at", label=_("Finished")),
+        TimeColumn("created_at", label=_("Created"), sort_key="created_at"),
+        TimeColumn("finished_at", label=_("Finished"), sort_key="finished_at"),
     ]
     filterset_class = JobFilterSet
     search_fields = ["func"]
