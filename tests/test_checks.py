@@ -190,3 +190,37 @@ def test_w003_is_logged_when_a_worker_starts(start_worker):
         assert worker.wait() == 0, worker.output()
     assert "(pgjobs.W003)" in worker.stderr
     assert "autovacuum_enabled = false" in worker.stderr
+
+
+# -- "pgjobs" left out of INSTALLED_APPS (issue 20 bug 7) ---------------------------------
+
+
+def without_pgjobs():
+    from django.conf import settings
+
+    return [app for app in settings.INSTALLED_APPS if app not in ("pgjobs", "tests.testapp")]
+
+
+@pytest.mark.django_db
+def test_the_first_enqueue_without_the_app_says_what_to_do():
+    """It failed with ``ProgrammingError: relation "pgjobs_job" does not exist``."""
+    from pgjobs import InvalidBackend, background
+
+    with override_settings(INSTALLED_APPS=without_pgjobs(), PGJOBS={"BACKEND": DATABASE}):
+        with pytest.raises(InvalidBackend, match="'pgjobs' is not in INSTALLED_APPS") as raised:
+            background.enqueue("tests.testapp.jobs.add", args=[1, 2])
+    assert "\n" not in str(raised.value)
+
+
+def test_the_backends_own_check_reports_the_missing_app():
+    from pgjobs.checks import app_missing_checks
+    from pgjobs.handler import load_backend
+
+    with override_settings(INSTALLED_APPS=without_pgjobs()):
+        backend = load_backend(DATABASE, {})
+        assert [m.id for m in backend.check()] == ["pgjobs.E005"]
+        with override_settings(PGJOBS={"BACKEND": IMMEDIATE}):
+            assert [m.id for m in app_missing_checks()] == []  # keeps no Job rows
+        with override_settings(PGJOBS={"BACKEND": DATABASE}):
+            assert [m.id for m in app_missing_checks()] == ["pgjobs.E005"]
+    assert app_missing_checks(backend) == []

@@ -328,3 +328,14 @@ def test_a_worker_process_runs_tasks_and_sends_the_signals(transactional_db, tmp
     for fw in FRAMEWORKS:
         assert f"task_started:record:{fw.TaskResultStatus.RUNNING}" in names
         assert f"task_finished:record:{fw.successful}" in names
+
+
+def test_check_reports_pgjobs_missing_from_installed_apps():
+    """Issue 20 bug 7: ``PgJobsBackend.check()`` said nothing when ``"pgjobs"`` was
+    missing, and enqueueing then failed on a table that does not exist."""
+    # Not Wagtail's apps: their ready() does not run twice.
+    apps = ["django.contrib.contenttypes", "django.contrib.auth"]
+    backend = PgJobsBackend("default", {"QUEUES": ["default"]})
+    with override_settings(INSTALLED_APPS=apps):
+        assert "pgjobs.E005" in [m.id for m in backend.check()]
+    assert backend.check() == []
