@@ -40,6 +40,11 @@ the upstream backend's own tables:
 - ``test_complex_return_value``: the traceback has the framework's own
   ``normalize_json`` error ("Unsupported type"), which is what pgjobs raises; the
   django-tasks-db wording ("is not JSON serializable") comes from its own encoder.
+- Django's ``TaskTestCase`` tests run there against its ``DummyBackend``; the ones
+  about what a backend stores and returns run here against ``PgJobsBackend``
+  (``test_refresh_result`` is ``test_refresh_ready_result``, ``test_get_result`` is
+  ``test_task_get_result``). ``test_pickle_task_result`` is skipped for django-tasks,
+  whose ``Task`` cannot be pickled.
 - ``test_catches_system_exit`` (Django ``ImmediateBackendTestCase.test_catches_exception``)
   runs through a worker: the task fails, the worker goes on.
 - Worker processes: ``db_worker --batch`` is ``pgjobs_drain``; a worker is sent its
@@ -59,10 +64,12 @@ memory, running in-band, their log lines), of ``DBTaskResult`` and its manager
 ``test_kill`` (what SIGKILL leaves is tested in ``tests/test_reliability.py``).
 """
 
+import dataclasses
 import datetime
 import importlib
 import io
 import os
+import pickle
 import signal
 import time
 from collections import Counter
@@ -760,6 +767,74 @@ for _test in (
     for _mark in PROCESS:
         _test = _mark(_test)
     globals()[_test.__name__] = _test
+
+
+# -- Django: TaskTestCase (DummyBackend there, PgJobsBackend here) ---------------------------
+
+
+@pytest.mark.django_db
+def test_enqueue_with_invalid_argument(fw, t):
+    # Django TaskTestCase.test_enqueue_with_invalid_argument, test_aenqueue_with_invalid_argument
+    with pytest.raises(TypeError, match="Unsupported type"):
+        t.noop_task.enqueue(datetime.datetime.now())
+    with pytest.raises(TypeError, match="Unsupported type"):
+        async_to_sync(t.noop_task.aenqueue)(datetime.datetime.now())
+    if not JOBS_IN_REDIS:
+        assert Job.objects.count() == 0
+
+
+@SQL_ONLY
+@pytest.mark.django_db
+def test_refresh_ready_result(fw, t):
+    # Django TaskTestCase.test_refresh_result: refreshing a result nothing has run
+    # changes nothing
+    result = async_to_sync(t.noop_task.aenqueue)()
+    original_result = dataclasses.asdict(result)
+    result.refresh()
+    assert dataclasses.asdict(result) == original_result
+    async_to_sync(result.arefresh)()
+    assert dataclasses.asdict(result) == original_result
+
+
+@SQL_ONLY
+@pytest.mark.django_db
+def test_task_get_result(fw, t):
+    # Django TaskTestCase.test_get_result, test_get_result_async
+    result = backend_of(fw).enqueue(t.noop_task, (), {})
+    assert t.noop_task.get_result(result.id) == result
+    result = async_to_sync(backend_of(fw).aenqueue)(t.noop_task, (), {})
+    assert async_to_sync(t.noop_task.aget_result)(result.id) == result
+
+
+@pytest.mark.django_db
+def test_task_get_missing_result(fw, t):
+    # Django TaskTestCase.test_get_missing_result
+    with pytest.raises(fw.TaskResultDoesNotExist):
+        t.noop_task.get_result("123")
+    with pytest.raises(fw.TaskResultDoesNotExist):
+        async_to_sync(t.noop_task.aget_result)("123")
+
+
+@SQL_ONLY
+@pytest.mark.django_db
+def test_get_incorrect_result(fw, t):
+    # Django TaskTestCase.test_get_incorrect_result, test_get_incorrect_result_async
+    mismatch = importlib.import_module(f"{fw.module}.exceptions").TaskResultMismatch
+    result = backend_of(fw).enqueue(t.noop_task_async, (), {})
+    with pytest.raises(mismatch, match="Task does not match"):
+        t.noop_task.get_result(result.id)
+    with pytest.raises(mismatch, match="Task does not match"):
+        async_to_sync(t.noop_task.aget_result)(result.id)
+
+
+@pytest.mark.django_db
+def test_pickle_task_result(fw, t):
+    # Django TaskTestCase.test_pickle_task_result
+    if not hasattr(fw.Task, "_reconstruct"):
+        pytest.skip("django-tasks' Task cannot be pickled (Django's has Task._reconstruct)")
+    result = t.noop_task.enqueue()
+    unpickled_result = pickle.loads(pickle.dumps(result))
+    assert unpickled_result == result
 
 
 # -- Django: ImmediateBackendTestCase, through a worker ---------------------------------------
