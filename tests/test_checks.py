@@ -224,3 +224,25 @@ def test_the_backends_own_check_reports_the_missing_app():
         with override_settings(PGJOBS={"BACKEND": DATABASE}):
             assert [m.id for m in app_missing_checks()] == ["pgjobs.E005"]
     assert app_missing_checks(backend) == []
+
+
+def test_manage_py_check_reports_the_missing_app():
+    """Without the app, nothing registered pgjobs' checks: ``manage.py check`` said
+    "no issues" although the README promises ``pgjobs.E005``."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "DJANGO_SETTINGS_MODULE": "tests.no_app_settings"}
+    done = subprocess.run(
+        [sys.executable, "-m", "django", "check"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "pgjobs.E005" in done.stderr and "INSTALLED_APPS" in done.stderr
