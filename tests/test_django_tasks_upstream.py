@@ -45,8 +45,8 @@ the upstream backend's own tables:
   (``test_refresh_result`` is ``test_refresh_ready_result``, ``test_get_result`` is
   ``test_task_get_result``). ``test_pickle_task_result`` is skipped for django-tasks,
   whose ``Task`` cannot be pickled.
-- ``test_catches_system_exit`` (Django ``ImmediateBackendTestCase.test_catches_exception``)
-  runs through a worker: the task fails, the worker goes on.
+- Django's ``ImmediateBackendTestCase.test_catches_exception`` is part of
+  ``test_failing_task``: through a worker, the task fails and the worker goes on.
 - Worker processes: ``db_worker --batch`` is ``pgjobs_drain``; a worker is sent its
   signal once it has printed its banner (upstream sleeps a second after starting it),
   and ``test_interrupt_no_tasks`` allows 5 s to exit, not 0.5 s (the interpreter and
@@ -166,14 +166,24 @@ def test_using_correct_backend(fw):
     assert module.default_task_backend.options == {}
 
 
+def enqueue_sync(task):
+    return task.enqueue(1, two=3), [1], {"two": 3}
+
+
+def enqueue_async(task):
+    return async_to_sync(task.aenqueue)(), [], {}
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("name", ["noop_task", "noop_task_async"])
-def test_enqueue_task(fw, t, name):
-    # django-tasks-db DatabaseBackendTestCase.test_enqueue_task
+@pytest.mark.parametrize("enqueue", [enqueue_sync, enqueue_async])
+def test_enqueue_task(fw, t, name, enqueue):
+    # django-tasks-db DatabaseBackendTestCase.test_enqueue_task (enqueue_sync) and
+    # test_enqueue_task_async (enqueue_async)
     task = getattr(t, name)
     received, disconnect = capture_enqueued(fw)
     try:
-        result = task.enqueue(1, two=3)
+        result, args, kwargs = enqueue(task)
     finally:
         disconnect()
     assert_is_an_id(result.id)
@@ -185,33 +195,8 @@ def test_enqueue_task(fw, t, name):
     with pytest.raises(ValueError, match="Task has not finished yet"):
         result.return_value  # noqa: B018
     assert result.task == task
-    assert result.args == [1]
-    assert result.kwargs == {"two": 3}
-    assert result.attempts == 0
-    assert received == [(PgJobsBackend, result)]
-
-
-@pytest.mark.django_db
-@pytest.mark.parametrize("name", ["noop_task", "noop_task_async"])
-def test_enqueue_task_async(fw, t, name):
-    # django-tasks-db DatabaseBackendTestCase.test_enqueue_task_async
-    task = getattr(t, name)
-    received, disconnect = capture_enqueued(fw)
-    try:
-        result = async_to_sync(task.aenqueue)()
-    finally:
-        disconnect()
-    assert_is_an_id(result.id)
-    assert result.status == fw.TaskResultStatus.READY
-    assert not result.is_finished
-    assert result.started_at is None
-    assert result.last_attempted_at is None
-    assert result.finished_at is None
-    with pytest.raises(ValueError, match="Task has not finished yet"):
-        result.return_value  # noqa: B018
-    assert result.task == task
-    assert result.args == []
-    assert result.kwargs == {}
+    assert result.args == args
+    assert result.kwargs == kwargs
     assert result.attempts == 0
     assert received == [(PgJobsBackend, result)]
 
@@ -236,9 +221,15 @@ def test_get_result_async(fw, t):
     assert result == new_result
 
 
-def test_refresh_result(fw, t, transactional_db):
-    # django-tasks-db DatabaseBackendTestCase.test_refresh_result (a worker runs it)
-    result = backend_of(fw).enqueue(t.calculate_meaning_of_life, (), {})
+@pytest.mark.parametrize("is_async", [False, True])
+def test_refresh_result(fw, t, is_async, transactional_db):
+    # django-tasks-db DatabaseBackendTestCase.test_refresh_result and
+    # test_refresh_result_async (a worker runs the task)
+    backend = backend_of(fw)
+    if is_async:
+        result = async_to_sync(backend.aenqueue)(t.calculate_meaning_of_life, (), {})
+    else:
+        result = backend.enqueue(t.calculate_meaning_of_life, (), {})
     run_jobs()
     assert result.status == fw.TaskResultStatus.READY
     assert not result.is_finished
@@ -247,25 +238,10 @@ def test_refresh_result(fw, t, transactional_db):
     assert result.finished_at is None
     assert result.attempts == 0
 
-    result.refresh()
-
-    assert result.started_at is not None
-    assert result.last_attempted_at is not None
-    assert result.finished_at is not None
-    assert result.status == fw.successful
-    assert result.is_finished
-    assert result.return_value == 42
-    assert result.attempts == 1
-
-
-def test_refresh_result_async(fw, t, transactional_db):
-    # django-tasks-db DatabaseBackendTestCase.test_refresh_result_async
-    result = async_to_sync(backend_of(fw).aenqueue)(t.calculate_meaning_of_life, (), {})
-    run_jobs()
-    assert result.status == fw.TaskResultStatus.READY
-    assert result.attempts == 0
-
-    async_to_sync(result.arefresh)()
+    if is_async:
+        async_to_sync(result.arefresh)()
+    else:
+        result.refresh()
 
     assert result.started_at is not None
     assert result.last_attempted_at is not None
@@ -411,14 +387,20 @@ def run_one_attempt(fw, name):
 
 
 @SQL_ONLY
-def test_failing_task(fw, transactional_db):
-    # django-tasks-db DatabaseBackendWorkerTestCase.test_failing_task
-    result = run_one_attempt(fw, "failing_task_value_error")
-    assert result.errors[0].exception_class is ValueError
+@pytest.mark.parametrize(
+    ("name", "exception", "message"),
+    [
+        ("failing_task_value_error", ValueError, "This task failed due to ValueError"),
+        ("failing_task_system_exit", SystemExit, "This task failed due to SystemExit"),
+    ],
+)
+def test_failing_task(fw, name, exception, message, transactional_db):
+    # django-tasks-db DatabaseBackendWorkerTestCase.test_failing_task (ValueError), and
+    # Django ImmediateBackendTestCase.test_catches_exception (both), through a worker
+    result = run_one_attempt(fw, name)
+    assert result.errors[0].exception_class is exception
     traceback = result.errors[0].traceback
-    assert traceback and traceback.endswith("ValueError: This task failed due to ValueError\n"), (
-        traceback
-    )
+    assert traceback and traceback.endswith(f"{exception.__name__}: {message}\n"), traceback
     assert ready_count() == 0
 
 
@@ -438,17 +420,6 @@ def test_complex_return_value(fw, transactional_db):
     assert result._return_value is None
     assert result.errors[0].exception_class is TypeError
     assert "Unsupported type" in result.errors[0].traceback
-
-
-@SQL_ONLY
-def test_catches_system_exit(fw, transactional_db):
-    # Django ImmediateBackendTestCase.test_catches_exception (the SystemExit case)
-    result = run_one_attempt(fw, "failing_task_system_exit")
-    assert result.errors[0].exception_class is SystemExit
-    traceback = result.errors[0].traceback
-    assert traceback and traceback.endswith("SystemExit: This task failed due to SystemExit\n"), (
-        traceback
-    )
 
 
 @SQL_ONLY
