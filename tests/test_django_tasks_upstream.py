@@ -268,6 +268,7 @@ def test_check(fw):
     assert len(errors) == 0, errors
 
 
+@SQL_ONLY
 def test_database_backend_app_missing(fw):
     # django-tasks-db DatabaseBackendTestCase.test_database_backend_app_missing
     with override_settings(INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth"]):
