@@ -223,10 +223,10 @@ class JobViewSet(SnippetViewSet):
         StatusTagColumn("status", primary=lambda job: job.status == records.SUCCEEDED),
         "queue",
         "priority",
-        TimeColumn("run_at", label=_("Run at"), sort_key="run_at"),
+        TimeColumn("run_at", label=_("Run at")),
         AttemptsColumn("attempts", label=_("Attempts")),
-        TimeColumn("created_at", label=_("Created"), sort_key="created_at"),
-        TimeColumn("finished_at", label=_("Finished"), sort_key="finished_at"),
+        TimeColumn("created_at", label=_("Created")),
+        TimeColumn("finished_at", label=_("Finished")),
     ]
     filterset_class = JobFilterSet
     search_fields = ["func"]
