@@ -198,7 +198,7 @@ def test_w003_is_logged_when_a_worker_starts(start_worker):
 def without_pgjobs():
     from django.conf import settings
 
-    return [app for app in settings.INSTALLED_APPS if app not in ("pgjobs", "tests.testapp")]
+    return [app for app in settings.INSTALLED_APPS if app != "pgjobs"]
 
 
 @pytest.mark.django_db

@@ -24,6 +24,7 @@ if "pgjobs.django_tasks" not in str(getattr(settings, "TASKS", "")):
 from pgjobs import background, records  # noqa: E402
 from pgjobs.django_tasks import FRAMEWORKS, PgJobsBackend, framework_holding  # noqa: E402
 from tests.conftest import (  # noqa: E402
+    JOBS_IN_REDIS,
     VENDOR,
     WorkerProcess,
     run_jobs,
