@@ -10,13 +10,15 @@ import datetime
 
 from django.db import IntegrityError, connections, transaction
 from django.db.models import Case, Count, DateTimeField, F, Min, Q, Value, When
-from django.db.models.functions import Least, Now
+from django.db.models.functions import Greatest, Least, Now
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 
 from .. import records
 from ..records import JobInfo, ScheduleInfo
 from .base import DECODE_ERRORS, Store
+
+EARLIEST = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
 INFO_FIELDS = (
     "id",
@@ -331,7 +333,8 @@ class OrmStore(Store):
             self.jobs()
             .filter(status=records.READY, run_at__lte=now)
             .values_list("queue")
-            .annotate(oldest=Min("run_at"))
+            # Clamped: a '-infinity' run_at written by hand (PostgreSQL) is no datetime.
+            .annotate(oldest=Min(Greatest("run_at", Value(EARLIEST, DateTimeField()))))
         )
         queues = [
             {
