@@ -9,7 +9,7 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 from . import records, times
-from .handler import get_backend, store_for_jobs
+from .handler import queue_names, store_for_jobs
 from .models import Job, WorkerProcess
 
 
@@ -20,8 +20,7 @@ class QueueFilter(admin.SimpleListFilter):
     parameter_name = "queue"
 
     def lookups(self, request, model_admin):
-        queues = getattr(get_backend(), "queues", None) or []
-        return [(name, name) for name in queues]
+        return [(name, name) for name in queue_names()]
 
     def queryset(self, request, queryset):
         return queryset.filter(queue=self.value()) if self.value() else queryset

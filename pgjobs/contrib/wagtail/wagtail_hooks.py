@@ -43,7 +43,7 @@ from wagtail.snippets.views.chooser import (
 from wagtail.snippets.views.snippets import IndexView, InspectView, SnippetViewSet
 
 from ... import records, times
-from ...handler import get_backend, store_for_jobs
+from ...handler import queue_names, store_for_jobs
 from ...models import STATUS_CHOICES, Job
 
 
@@ -80,8 +80,7 @@ def can_change_jobs(user):
 
 
 def queue_choices():
-    """Queues from the settings, not ``SELECT DISTINCT`` over every job ever run."""
-    return [(name, name) for name in getattr(get_backend(), "queues", None) or []]
+    return [(name, name) for name in queue_names()]
 
 
 class JobFilterSet(WagtailFilterSet):
