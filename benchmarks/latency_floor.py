@@ -18,7 +18,7 @@ from day to day (CPUs woken from idle, other tenants).
 
 The same loop then runs pgjobs' own two statements instead (``--statements``
 picks; each round runs both, one after the other): its ENQUEUE and CLAIM from
-``pgjobs/stores/postgres.py`` on its migrated ``pgjobs_job`` table. That is
+``pgjobs/stores/sql/postgres.sql`` on its migrated ``pgjobs_job`` table. That is
 pgjobs' latency with its worker's Python taken away, so the three figures
 (bare loop, pgjobs' statements, ``run.py``'s pgjobs) split the gap between
 the floor and pgjobs into what its SQL costs and what its Python costs.
@@ -70,7 +70,7 @@ LOAD_PRODUCERS = 2
 # one argument (here the time the probe was sent) and the claim of an idle
 # worker at concurrency 4.
 PGJOBS_CHANNEL = "pgjobs"
-PGJOBS_CLAIM_PARAMS = {"limit": 4, "worker_id": "floor", "lease": 20.0, "queues": []}
+PGJOBS_CLAIM_PARAMS = {"limit": 4, "worker_id": "floor", "lease": 20.0, "queues": None}
 
 
 def pgjobs_enqueue_params(sent: float) -> list:
@@ -110,10 +110,11 @@ class Statements:
         if name == "bare":
             self.channel = CHANNEL
         else:
-            from pgjobs.stores.postgres import CLAIM, ENQUEUE
+            from pgjobs.stores.queries import Queries
 
-            self.channel, self.enqueue_sql = PGJOBS_CHANNEL, ENQUEUE
-            self.claim_sql = CLAIM.format(queue_filter="")
+            statements = Queries("postgres", {"job": '"pgjobs_job"'})
+            self.channel, self.enqueue_sql = PGJOBS_CHANNEL, statements.enqueue
+            self.claim_sql = statements.claim
 
     def connect(self, **kwargs):
         conn = psycopg.connect(dsn(DATABASE), **kwargs)

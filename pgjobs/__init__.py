@@ -9,6 +9,9 @@ The API (Wagtail RFC 72) lives here::
 ``pgjobs.backends.ImmediateBackend``, runs jobs in-band as a direct call would.
 """
 
+# Registers the system checks on import, not only from the app's ready(): a site that
+# uses pgjobs but left "pgjobs" out of INSTALLED_APPS then hears so (pgjobs.E005).
+from . import checks as _checks  # noqa: F401
 from .backends.base import BaseJobBackend
 from .exceptions import (
     InvalidBackend,

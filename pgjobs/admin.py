@@ -1,12 +1,15 @@
-"""The ``Job`` rows in the Django admin: read-only, with retry and cancel actions."""
+"""The ``Job`` rows in the Django admin: read-only, with retry and cancel actions.
+
+A job's times are read clamped (``pgjobs.times``), so a ``run_at`` of ``'infinity'``
+written by hand shows as "never" instead of failing the page."""
 
 import json
 
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from . import records
-from .handler import get_backend, store_for_jobs
+from . import records, times
+from .handler import queue_names, store_for_jobs
 from .models import Job, WorkerProcess
 
 
@@ -17,11 +20,21 @@ class QueueFilter(admin.SimpleListFilter):
     parameter_name = "queue"
 
     def lookups(self, request, model_admin):
-        queues = getattr(get_backend(), "queues", None) or []
-        return [(name, name) for name in queues]
+        return [(name, name) for name in queue_names()]
 
     def queryset(self, request, queryset):
         return queryset.filter(queue=self.value()) if self.value() else queryset
+
+
+def _time_display(field, description):
+    """A column and detail field for the job's time ``field``, read clamped."""
+
+    @admin.display(description=description, ordering=field)
+    def display(self, job):
+        return times.describe(times.shown_time(job, field))
+
+    display.__name__ = f"{field}_display"
+    return display
 
 
 def _pretty(value):
@@ -36,10 +49,10 @@ class JobAdmin(admin.ModelAdmin):
         "status",
         "queue",
         "priority",
-        "run_at",
+        "run_at_display",
         "attempts_display",
-        "created_at",
-        "finished_at",
+        "created_at_display",
+        "finished_at_display",
     )
     list_filter = ("status", QueueFilter)
     search_fields = ("func",)
@@ -54,15 +67,15 @@ class JobAdmin(admin.ModelAdmin):
         "status",
         "queue",
         "priority",
-        "run_at",
+        "run_at_display",
         "attempts",
         "max_attempts",
         "timeout",
-        "created_at",
-        "started_at",
-        "finished_at",
+        "created_at_display",
+        "started_at_display",
+        "finished_at_display",
         "worker_id",
-        "lease_expires_at",
+        "lease_expires_at_display",
         "cancel_requested",
         "unique_key",
         "args_display",
@@ -71,6 +84,15 @@ class JobAdmin(admin.ModelAdmin):
         "error_display",
     )
     readonly_fields = fields
+
+    run_at_display = _time_display("run_at", "run at")
+    created_at_display = _time_display("created_at", "created at")
+    started_at_display = _time_display("started_at", "started at")
+    finished_at_display = _time_display("finished_at", "finished at")
+    lease_expires_at_display = _time_display("lease_expires_at", "lease expires at")
+
+    def get_queryset(self, request):
+        return times.with_shown_times(super().get_queryset(request))
 
     @admin.display(description="attempts")
     def attempts_display(self, job):

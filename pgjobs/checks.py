@@ -6,6 +6,9 @@
 - ``pgjobs.E004``: ``SCHEDULE`` is set but the backend cannot schedule (no
   ``defer``, or no store for ``pgjobs_worker``/``pgjobs_drain`` to work).
 - ``pgjobs.E005``: ``DatabaseBackend`` without ``"pgjobs"`` in ``INSTALLED_APPS``.
+  The checks registered here run only when the app is installed, so this one is
+  also reachable without it: ``DatabaseBackend.check()``, ``PgJobsBackend.check()``
+  (``app_missing_checks``) and the first enqueue (``require_app``).
 - ``pgjobs.E006``: the setting is not a dict or has unknown keys.
 - ``pgjobs.E007``: ``SCHEDULE`` is not a dict of dicts, an entry has unknown
   keys, or a schedule name is invalid.
@@ -209,18 +212,44 @@ def schedule_checks(name, schedule, backend):
     ]
 
 
+APP_MISSING = (
+    "DatabaseBackend stores jobs in the pgjobs_job table, but 'pgjobs' is not in INSTALLED_APPS."
+)
+APP_MISSING_HINT = "Add 'pgjobs' to INSTALLED_APPS and run manage.py migrate."
+
+
+def _needs_app(backend):
+    """Whether ``backend`` keeps its jobs in the ``Job`` table while the app is missing."""
+    return backend.jobs_database is not None and not apps.is_installed("pgjobs")
+
+
+def app_missing_checks(backend=None):
+    """``pgjobs.E005`` when ``backend`` (default: the configured one) keeps its jobs
+    in the ``Job`` table and the app is not installed. Callable without the app (the
+    tasks framework's check calls it)."""
+    if backend is None:
+        from .handler import get_backend
+
+        try:
+            backend = get_backend()
+        except Exception:
+            return []  # check_settings says what is wrong with the setting
+    if not _needs_app(backend):
+        return []
+    return [checks.Error(APP_MISSING, hint=APP_MISSING_HINT, id="pgjobs.E005")]
+
+
+def require_app():
+    """Raise ``InvalidBackend`` (one line) instead of the database's "relation
+    pgjobs_job does not exist" when the app is missing: called where a store for
+    the ``Job`` table is built (``pgjobs.stores.database_store``)."""
+    if apps.ready and not apps.is_installed("pgjobs"):
+        raise InvalidBackend(f"{APP_MISSING} {APP_MISSING_HINT}")
+
+
 def database_backend_checks(backend):
     """Checks specific to ``DatabaseBackend`` (called through ``backend.check()``)."""
-    messages = []
-    if not apps.is_installed("pgjobs"):
-        messages.append(
-            checks.Error(
-                "DatabaseBackend stores jobs in the pgjobs_job table, but 'pgjobs' is not in "
-                "INSTALLED_APPS.",
-                hint="Add 'pgjobs' to INSTALLED_APPS and run manage.py migrate.",
-                id="pgjobs.E005",
-            )
-        )
+    messages = app_missing_checks(backend)
     from django.conf import settings
 
     if backend.alias not in settings.DATABASES:

@@ -324,6 +324,9 @@ class PgJobsBackend(*dict.fromkeys(fw.BaseTaskBackend for fw in FRAMEWORKS)):
                 )
             )
         jobs = self.jobs
+        from .checks import app_missing_checks
+
+        messages += app_missing_checks(jobs)  # pgjobs.E005: pgjobs' own checks need the app
         if not jobs.tracks_jobs:
             messages.append(checks.Error(_not_storing(jobs), id="pgjobs.E102"))
         elif jobs.queues and self.queues:

@@ -99,6 +99,12 @@ def store_for_jobs(using):
     return database_store(using)
 
 
+def queue_names():
+    """The configured queues (``OPTIONS["QUEUES"]``) for the admins' filters: from
+    the settings, not ``SELECT DISTINCT`` over every job ever run."""
+    return list(get_backend().queues)
+
+
 _ENQUEUE = object()  # _call's `when` for enqueue: None is a defer without a time
 
 

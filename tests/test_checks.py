@@ -190,3 +190,59 @@ def test_w003_is_logged_when_a_worker_starts(start_worker):
         assert worker.wait() == 0, worker.output()
     assert "(pgjobs.W003)" in worker.stderr
     assert "autovacuum_enabled = false" in worker.stderr
+
+
+# -- "pgjobs" left out of INSTALLED_APPS (issue 20 bug 7) ---------------------------------
+
+
+def without_pgjobs():
+    from django.conf import settings
+
+    return [app for app in settings.INSTALLED_APPS if app != "pgjobs"]
+
+
+@pytest.mark.django_db
+def test_the_first_enqueue_without_the_app_says_what_to_do():
+    """It failed with ``ProgrammingError: relation "pgjobs_job" does not exist``."""
+    from pgjobs import InvalidBackend, background
+
+    with override_settings(INSTALLED_APPS=without_pgjobs(), PGJOBS={"BACKEND": DATABASE}):
+        with pytest.raises(InvalidBackend, match="'pgjobs' is not in INSTALLED_APPS") as raised:
+            background.enqueue("tests.testapp.jobs.add", args=[1, 2])
+    assert "\n" not in str(raised.value)
+
+
+def test_the_backends_own_check_reports_the_missing_app():
+    from pgjobs.checks import app_missing_checks
+    from pgjobs.handler import load_backend
+
+    with override_settings(INSTALLED_APPS=without_pgjobs()):
+        backend = load_backend(DATABASE, {})
+        assert [m.id for m in backend.check()] == ["pgjobs.E005"]
+        with override_settings(PGJOBS={"BACKEND": IMMEDIATE}):
+            assert [m.id for m in app_missing_checks()] == []  # keeps no Job rows
+        with override_settings(PGJOBS={"BACKEND": DATABASE}):
+            assert [m.id for m in app_missing_checks()] == ["pgjobs.E005"]
+    assert app_missing_checks(backend) == []
+
+
+def test_manage_py_check_reports_the_missing_app():
+    """Without the app, nothing registered pgjobs' checks: ``manage.py check`` said
+    "no issues" although the README promises ``pgjobs.E005``."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "DJANGO_SETTINGS_MODULE": "tests.no_app_settings"}
+    done = subprocess.run(
+        [sys.executable, "-m", "django", "check"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "pgjobs.E005" in done.stderr and "INSTALLED_APPS" in done.stderr

@@ -24,6 +24,7 @@ if "pgjobs.django_tasks" not in str(getattr(settings, "TASKS", "")):
 from pgjobs import background, records  # noqa: E402
 from pgjobs.django_tasks import FRAMEWORKS, PgJobsBackend, framework_holding  # noqa: E402
 from tests.conftest import (  # noqa: E402
+    JOBS_IN_REDIS,
     VENDOR,
     WorkerProcess,
     run_jobs,
@@ -328,3 +329,15 @@ def test_a_worker_process_runs_tasks_and_sends_the_signals(transactional_db, tmp
     for fw in FRAMEWORKS:
         assert f"task_started:record:{fw.TaskResultStatus.RUNNING}" in names
         assert f"task_finished:record:{fw.successful}" in names
+
+
+@pytest.mark.skipif(JOBS_IN_REDIS, reason="RedisBackend keeps no Job rows: it needs no app")
+def test_check_reports_pgjobs_missing_from_installed_apps():
+    """Issue 20 bug 7: ``PgJobsBackend.check()`` said nothing when ``"pgjobs"`` was
+    missing, and enqueueing then failed on a table that does not exist."""
+    # Not Wagtail's apps: their ready() does not run twice.
+    apps = ["django.contrib.contenttypes", "django.contrib.auth"]
+    backend = PgJobsBackend("default", {"QUEUES": ["default"]})
+    with override_settings(INSTALLED_APPS=apps):
+        assert "pgjobs.E005" in [m.id for m in backend.check()]
+    assert backend.check() == []

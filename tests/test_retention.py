@@ -25,6 +25,7 @@ from pgjobs.backends.redis import RedisBackend
 from pgjobs.exceptions import InvalidBackend
 from pgjobs.handler import get_backend
 from pgjobs.models import Job
+from pgjobs.stores.queries import sql
 from pgjobs.worker import pruning
 from pgjobs.worker.build import pruner_for
 from pgjobs.worker.pruning import Pruner
@@ -311,24 +312,18 @@ def test_the_prune_uses_the_finished_index():
     planner's choice on a big table is measured, not tested: a table of a few
     rows is read whole)."""
     with connection.cursor() as cursor:
+        statements = sql(connection)
         if VENDOR == "postgres":
-            from pgjobs.stores.postgres import PRUNE_BATCH
-
             cursor.execute("SET LOCAL enable_seqscan = off")
             params = {"statuses": ["succeeded"], "age": 300, "limit": 1000}
-            cursor.execute(f"EXPLAIN {PRUNE_BATCH}", params)
+            cursor.execute(f"EXPLAIN {statements.prune_batch}", params)
         elif VENDOR == "sqlite":
-            from pgjobs.stores.sqlite import PRUNE_BATCH
-
             cutoff = connection.ops.adapt_datetimefield_value(timezone.now())
-            params = {"status0": "failed", "cutoff": cutoff, "limit": 10}
-            query = PRUNE_BATCH.format(statuses="%(status0)s")
-            cursor.execute(f"EXPLAIN QUERY PLAN {query}", params)
+            params = {"statuses": '["failed"]', "cutoff": cutoff, "limit": 10}
+            cursor.execute(f"EXPLAIN QUERY PLAN {statements.prune_batch}", params)
         else:
-            from pgjobs.stores.mysql import PRUNE_LOCK
-
-            params = {"statuses": ("failed",), "age": 1, "limit": 10}
-            cursor.execute(f"EXPLAIN {PRUNE_LOCK.format(now='UTC_TIMESTAMP(6)')}", params)
+            params = {"statuses": ("failed",), "age": 1, "limit": 10, "now": None}
+            cursor.execute(f"EXPLAIN {statements.prune_lock}", params)
         plan = " ".join(str(cell) for row in cursor.fetchall() for cell in row)
     assert "pgjobs_job_finished_idx" in plan, plan
 

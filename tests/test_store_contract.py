@@ -191,13 +191,6 @@ def test_get_of_an_unknown_job_is_none(store):
     assert store.get(known.id + 1000) is None
 
 
-@gap(
-    strict=False,
-    postgres="JobInfo.args/kwargs are filled by the stores branch",
-    mysql="JobInfo.args/kwargs are filled by the stores branch",
-    sqlite="JobInfo.args/kwargs are filled by the stores branch",
-    redis="JobInfo.args/kwargs are filled by the stores branch",
-)
 def test_get_returns_the_arguments_as_stored(store):
     info = store.enqueue(spec("tests.testapp.jobs.echo", [1, "two", {"x": [3]}], {"k": None}))
     got = store.get(info.id)
@@ -481,7 +474,6 @@ def test_cancel_many_cancels_ready_jobs_and_asks_running_ones_to_stop(store):
     assert tuple(store.cancel_many([running.id])) == (0, 0), "asked once is enough"
 
 
-@gap(redis="a job asked to stop that fails is retried instead of ending cancelled")
 def test_a_job_asked_to_stop_that_fails_ends_cancelled_not_retried(store):
     info = store.enqueue(spec(max_attempts=5))
     store.claim(None, 1, WORKER)
@@ -513,7 +505,6 @@ def test_requeue_makes_failed_and_cancelled_jobs_ready_with_fresh_attempts(store
     assert [ids(batch) for batch in taken] == [[failed.id], [cancelled.id], [ready.id], []]
 
 
-@gap(redis="requeue makes the job ready although another active job holds its unique key")
 def test_requeue_leaves_a_job_whose_unique_key_is_taken(store):
     old = store.enqueue_unique(spec(unique_key="k"))
     store.cancel(old.id)
@@ -593,7 +584,6 @@ def test_prune_batch_deletes_at_most_limit_oldest_first(store, clock):
 # -- workers and status ------------------------------------------------------------------------
 
 
-@gap(redis="declares supports_live_workers, but live_workers() is the base's None")
 def test_live_workers_lists_registered_workers_until_they_leave(store):
     store.register_worker(WORKER, "host-a", 11, ["default", "other"], 4)
     store.register_worker(OTHER, "host-b", 12, None, 1)
@@ -724,7 +714,6 @@ def test_enqueues_join_the_callers_transaction_only_when_declared(store):
         assert store.get(info.id).status == records.READY, "written at once"
 
 
-@gap(strict=False, redis="enqueue_many(specs, ids) is added by the stores branch (push today)")
 def test_deferred_writes_use_ids_reserved_earlier(store):
     if store.enqueues_in_transaction:
         pytest.skip("the store's enqueues join the caller's transaction: no deferred writes")

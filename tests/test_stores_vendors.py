@@ -344,8 +344,6 @@ def test_mysql_enqueue_without_insert_returning(store, monkeypatch):
 @mysql_only
 @pytest.mark.django_db(transaction=True)  # ANALYZE TABLE commits
 def test_mysql_claim_uses_the_claim_index(store):
-    from pgjobs.stores.mysql import CLAIM_LOCK
-
     Job.objects.bulk_create(
         [Job(func="x", status=records.SUCCEEDED) for _ in range(300)]
         + [Job(func="x") for _ in range(20)]
@@ -353,10 +351,8 @@ def test_mysql_claim_uses_the_claim_index(store):
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE TABLE pgjobs_job")
         for queues in (None, ["default", "other"]):
-            query = CLAIM_LOCK.format(
-                now="UTC_TIMESTAMP(6)", queue_filter=store._sql_queue_filter(queues)
-            )
-            cursor.execute("EXPLAIN " + query, {"limit": 4, "queues": tuple(queues or ())})
+            params = {"limit": 4, "now": None, **store._queue_params(queues)}
+            cursor.execute("EXPLAIN " + store.sql.claim_lock, params)
             columns = [column[0] for column in cursor.description]
             (plan,) = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
             assert plan["key"] == "pgjobs_job_mysql_claim_idx", plan

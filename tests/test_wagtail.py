@@ -4,6 +4,8 @@ and the job rows in the Wagtail admin and the Django admin.
 Runs in the integration pass (``--ds=tests.wagtail_settings``).
 """
 
+import datetime
+
 import pytest
 from django.conf import settings
 
@@ -18,6 +20,7 @@ from django.db import connection  # noqa: E402
 from django.test import RequestFactory  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.urls import reverse  # noqa: E402
+from django.utils import timezone  # noqa: E402
 from wagtail import hooks as wagtail_hooks  # noqa: E402
 from wagtail.models import Collection, Locale, Page, ReferenceIndex, Site  # noqa: E402
 
@@ -26,7 +29,7 @@ from pgjobs.contrib.wagtail import hooks  # noqa: E402
 from pgjobs.contrib.wagtail.hooks import BackgroundHook, RequestSnapshot  # noqa: E402
 from pgjobs.models import Job  # noqa: E402
 from pgjobs.serialization import decode_arguments, encode_arguments  # noqa: E402
-from tests.conftest import run_jobs, status_counts  # noqa: E402
+from tests.conftest import VENDOR, run_jobs, status_counts  # noqa: E402
 from tests.testapp import jobs  # noqa: E402
 from tests.testapp.models import Event  # noqa: E402
 from tests.wagtailapp.models import ArticlePage  # noqa: E402
@@ -245,6 +248,169 @@ def test_wagtail_views_respect_permissions(home, client, some_jobs):
     assert JOBS_URL in client.get("/admin/").content.decode()
     client.post(f"/admin/bulk/pgjobs/job/retry/?id={some_jobs[0].id}")
     assert Job.objects.get(pk=some_jobs[0].id).status == records.FAILED  # not allowed
+
+
+# Every URL the Wagtail integration registers for jobs, found from the viewsets and the
+# bulk-action registry rather than listed by hand, so a URL Wagtail adds later is tested too.
+# ``usage`` (where a snippet is referenced) and ``history`` (its log) are Wagtail's for
+# editors who may change or delete it: refused with ``view_job`` alone, as Wagtail decides.
+READ_VIEWS = {
+    "list",
+    "list_results",
+    "inspect",
+    "choose",
+    "choose_results",
+    "chosen",
+    "chosen_multiple",
+}
+
+
+def job_urls(job_id):
+    """``(view name, url)`` of every URL of the jobs viewset, its chooser and the bulk
+    actions registered for ``Job``."""
+    from wagtail.admin.views.bulk_action.registry import bulk_action_registry
+
+    viewset = Job.snippet_viewset
+    urls = []
+    for vs in (viewset, viewset.chooser_viewset):
+        for pattern in vs.get_urlpatterns():
+            args = [job_id] if pattern.pattern.converters else []
+            url = reverse(vs.get_url_name(pattern.name), args=args)
+            if pattern.name == "chosen_multiple":
+                url += f"?id={job_id}"
+            urls.append((pattern.name, url))
+    for action in bulk_action_registry.get_bulk_actions_for_model("pgjobs", "job"):
+        urls.append(
+            (
+                f"bulk:{action.action_type}",
+                f"/admin/bulk/pgjobs/job/{action.action_type}/?id={job_id}",
+            )
+        )
+    return urls
+
+
+def test_job_urls_are_enumerated(home, some_jobs):
+    names = {name for name, _ in job_urls(some_jobs[0].id)}
+    assert READ_VIEWS <= names
+    assert {"bulk:retry", "bulk:cancel", "bulk:delete", "add", "edit", "create"} <= names
+
+
+def refused(response):
+    """A 403, or a redirect away (Wagtail's own answer), never the page."""
+    return response.status_code == 403 or (
+        response.status_code == 302 and "/pgjobs/" not in response["Location"]
+    )
+
+
+def test_no_job_url_shows_jobs_without_permission(home, client, some_jobs):
+    """Issue 20 bug 2: the snippet chooser and the bulk-action pages named jobs to an
+    editor without pgjobs permissions."""
+    client.force_login(editor())
+    job_id = some_jobs[0].id
+    for name, url in job_urls(job_id):
+        for method in (client.get, client.post):
+            response = method(url)
+            body = response.content.decode()
+            assert refused(response), (name, url, response.status_code)
+            assert "tests.testapp.jobs.add" not in body, (name, url)
+            assert f"#{job_id}" not in body, (name, url)
+    assert status_counts() == {records.FAILED: 1, records.READY: 2}
+
+
+def test_view_job_reads_but_does_not_act(home, client, some_jobs):
+    client.force_login(editor("view_job"))
+    job_id = some_jobs[0].id
+    for name, url in job_urls(job_id):
+        response = client.get(url)
+        if name in READ_VIEWS:
+            assert response.status_code == 200, (name, url, response.status_code)
+        else:
+            assert refused(response), (name, url, response.status_code)
+            assert refused(client.post(url)), (name, url)
+    assert status_counts() == {records.FAILED: 1, records.READY: 2}
+
+
+def test_change_job_reads_and_acts(home, client, some_jobs):
+    client.force_login(editor("change_job"))
+    failed, ready = some_jobs[0].id, some_jobs[1].id
+    for name, url in job_urls(failed):
+        response = client.get(url)
+        if name in READ_VIEWS or name in {"bulk:retry", "bulk:cancel"}:
+            assert response.status_code == 200, (name, url, response.status_code)
+        else:  # nobody adds or edits a job; deleting needs delete_job
+            assert refused(response), (name, url, response.status_code)
+            assert refused(client.post(url)), (name, url)
+    assert Job.objects.filter(pk=failed).exists()
+    assert client.post(f"/admin/bulk/pgjobs/job/retry/?id={failed}").status_code == 302
+    assert Job.objects.get(pk=failed).status == records.READY
+    assert client.post(f"/admin/bulk/pgjobs/job/cancel/?id={ready}").status_code == 302
+    assert Job.objects.get(pk=ready).status == records.CANCELLED
+
+
+def test_delete_job_deletes(home, client, some_jobs):
+    client.force_login(editor("view_job", "delete_job"))
+    job_id = some_jobs[0].id
+    url = f"/admin/bulk/pgjobs/job/delete/?id={job_id}"
+    assert client.get(url).status_code == 200
+    assert client.post(url).status_code == 302
+    assert not Job.objects.filter(pk=job_id).exists()
+
+
+def test_deferred_jobs_read_as_future(home, admin_user, client):
+    """Issue 20 bug 8: a job due in 3 days read "Just now" under "Run at"."""
+    client.force_login(admin_user)
+    when = timezone.now() + datetime.timedelta(days=3, minutes=1)
+    background.defer(jobs.add, when=when, args=[1, 2])
+    html = client.get(JOBS_URL).content.decode()
+    assert "in 3\xa0days" in html or "in 3 days" in html, html
+
+
+def job_with_run_at(sql_value):
+    job_id = background.enqueue(jobs.add, args=[1, 2]).id
+    with connection.cursor() as cursor:
+        cursor.execute(f"UPDATE pgjobs_job SET run_at = {sql_value} WHERE id = %s", [job_id])
+    return job_id
+
+
+def wagtail_job_pages(client, job_id):
+    """The pages that show a job's times: listing, inspect, and the chooser's."""
+    viewset = Job.snippet_viewset
+    return {
+        url: client.get(url)
+        for url in (
+            JOBS_URL,
+            f"{JOBS_URL}results/",
+            reverse(viewset.get_url_name("inspect"), args=[job_id]),
+            reverse(viewset.chooser_viewset.get_url_name("choose")),
+            reverse(viewset.chooser_viewset.get_url_name("choose_results")),
+            reverse(viewset.chooser_viewset.get_url_name("chosen"), args=[job_id]),
+        )
+    }
+
+
+@pytest.mark.skipif(VENDOR != "postgres", reason="only PostgreSQL has 'infinity' timestamps")
+@pytest.mark.parametrize(("sql", "shown"), [("'infinity'", "never"), ("'-infinity'", "any time")])
+def test_infinite_run_times_render(home, admin_user, client, sql, shown):
+    """Issue 20: a run_at of 'infinity' written by hand gave a 500 on the listing and
+    the inspect page (psycopg cannot make it a datetime)."""
+    client.force_login(admin_user)
+    job_id = job_with_run_at(sql)
+    pages = wagtail_job_pages(client, job_id)
+    for url, response in pages.items():
+        assert response.status_code == 200, url
+    assert shown in pages[JOBS_URL].content.decode()
+    assert shown in pages[f"{JOBS_URL}inspect/{job_id}/"].content.decode()
+
+
+def test_the_year_9999_renders(home, admin_user, client):
+    client.force_login(admin_user)
+    when = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
+    job_id = background.enqueue(jobs.add, args=[1, 2]).id
+    Job.objects.filter(pk=job_id).update(run_at=when)  # by hand: defer refuses it
+    pages = wagtail_job_pages(client, job_id)
+    for url, response in pages.items():
+        assert response.status_code == 200, url
+    assert "9999" in pages[f"{JOBS_URL}inspect/{job_id}/"].content.decode()
 
 
 def queries_for(client, url):

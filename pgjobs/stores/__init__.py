@@ -17,6 +17,9 @@ DATABASE_STORES = {
 
 def database_store(alias="default", **options):
     """The store for Django database ``alias``, chosen by its vendor."""
+    from ..checks import require_app
+
+    require_app()  # not "relation pgjobs_job does not exist" at the first enqueue
     try:
         vendor = connections[alias].vendor
     except Exception as exc:  # ConnectionDoesNotExist and friends

@@ -1,10 +1,15 @@
-"""The store interface: everything a worker (and a storing backend) asks of storage.
+"""The store contract: everything the worker, the storing backends, the commands,
+the admin and the schedules ask of storage, declared in one class.
 
-A store owns the statements for one kind of storage. The worker calls only
-these methods, so adding a database or a broker is adding one store.
+A store owns the statements for one kind of storage. Callers read its
+capabilities (class attributes) and call only the methods below, so adding a
+database or a broker is adding one store. ``read_arguments`` is the one way a
+store turns a claimed row's stored arguments into data, so that a row it cannot
+decode fails alone.
 """
 
 import abc
+import json
 
 from ..serialization import dumps
 
@@ -30,8 +35,10 @@ class Store(abc.ABC):
     enqueues_in_transaction = True
     #: Seconds between polls when the worker is not told otherwise.
     default_poll_interval = 1.0
-    #: Seconds a claim lasts without a heartbeat (stores set it from their options).
-    lease_seconds = 20.0
+
+    def __init__(self, *, lease_seconds=20.0):
+        #: Seconds a claim lasts without a heartbeat; the worker heartbeats every third.
+        self.lease_seconds = float(lease_seconds)
 
     @property
     def wakeup(self):
@@ -48,13 +55,17 @@ class Store(abc.ABC):
     def enqueue(self, spec):
         """Write one job (``JobSpec``); return its ``JobInfo``."""
 
-    def enqueue_many(self, specs):
+    def enqueue_many(self, specs, ids=None):
         """Write many jobs, all or none; return their ``JobInfo``s in order.
 
         ``specs`` is a sized iterable of ``JobSpec`` to read once (a backend's
         ``PreparedJobs`` makes each as it is read, and may raise ``InvalidJob``
         part way: then nothing may be written). Stores override this with one
-        statement."""
+        statement. ``ids``: the jobs' ids, reserved earlier with ``reserve_ids``
+        (deferred writes); only stores with ``enqueues_in_transaction = False``
+        must accept them."""
+        if ids is not None:
+            raise NotImplementedError(f"{type(self).__name__} does not take reserved ids")
         specs = list(specs)  # every spec made, so valid, before the first is written
         return [self.enqueue(spec) for spec in specs]
 
@@ -65,7 +76,32 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def get(self, job_id):
-        """The ``JobInfo`` of a job, or None."""
+        """The ``JobInfo`` of a job, with its ``args`` and ``kwargs`` (encoded, as
+        stored; None when they cannot be decoded), or None."""
+
+    # -- deferred writes: stores with ``enqueues_in_transaction = False`` ----------
+    #
+    # A storing backend over such a store holds the jobs enqueued inside the
+    # caller's ``transaction.atomic()`` and writes them at commit. It hands out
+    # refs at once: ids reserved now, ``JobInfo``s made from the specs, and the
+    # holder of a unique key looked up rather than written; then
+    # ``enqueue_many(specs, ids)`` at commit.
+
+    def reserve_ids(self, count):
+        """``count`` new job ids, unused by any job, for jobs written later."""
+        raise NotImplementedError(f"{type(self).__name__} writes jobs in the transaction")
+
+    def new_info(self, spec, job_id):
+        """The ``JobInfo`` of ``spec`` as it will be stored under ``job_id``."""
+        raise NotImplementedError(f"{type(self).__name__} writes jobs in the transaction")
+
+    def active_holder(self, unique_key):
+        """The ``JobInfo`` of the ready or running job holding ``unique_key``, or None."""
+        raise NotImplementedError(f"{type(self).__name__} writes jobs in the transaction")
+
+    def notify_ready(self, queues=None):
+        """Tell idle workers that jobs became ready outside an enqueue (requeued,
+        released, rescued) in ``queues`` (None: any). A no-op where workers poll."""
 
     @abc.abstractmethod
     def cancel(self, job_id):
@@ -121,8 +157,8 @@ class Store(abc.ABC):
 
     def live_workers(self):
         """``[(worker_id, queues or None), ...]`` of the workers heartbeating now,
-        so that a wake-up can be answered by as many workers as it has jobs
-        (``Worker._answers``); None when the store cannot tell."""
+        so that a wake-up can be answered by as many workers as it has jobs; None
+        when the store cannot tell (``supports_live_workers = False``)."""
         return None
 
     @abc.abstractmethod
@@ -136,7 +172,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def prune(self, older_than, statuses, batch_size=1000, dry_run=False):
         """Delete jobs in ``statuses`` that finished before now - ``older_than``,
-        in batches; return how many."""
+        in batches; return how many (with ``dry_run``, how many would go)."""
+
+    @abc.abstractmethod
+    def prune_batch(self, older_than, statuses, limit):
+        """Delete up to ``limit`` jobs in ``statuses`` that finished more than
+        ``older_than`` (a timedelta) ago, by the store's clock, oldest first;
+        return how many. One short step of the retention every worker runs:
+        callers call again while it returns ``limit``. Concurrent pruners must
+        not fail, nor delete a job twice."""
 
     @abc.abstractmethod
     def rescue(self):
@@ -216,3 +260,42 @@ def args_json(spec):
     """The JSON text to store for ``spec.args``: the one its preparer made and
     signed (``JobSpec.args_json``, bulk enqueues), else encoded now."""
     return dumps(spec.args) if spec.args_json is None else spec.args_json
+
+
+#: Per-row errors of decoding stored arguments: malformed JSON (``ValueError``),
+#: an integer longer than ``sys.get_int_max_str_digits()`` (``ValueError``),
+#: nesting deeper than Python's recursion limit (``RecursionError``).
+DECODE_ERRORS = (ValueError, TypeError, RecursionError)
+
+
+def load_json(value):
+    """JSON columns come back as text from some drivers and as data from others."""
+    return json.loads(value) if isinstance(value, (str, bytes, bytearray)) else value
+
+
+def _load_arguments(value):
+    # Most jobs have no args or no kwargs: skip the JSON parser for those.
+    if value == "[]":
+        return []
+    if value == "{}":
+        return {}
+    return load_json(value)
+
+
+def read_arguments(args, kwargs):
+    """``(args, kwargs, problem)`` from a claimed row's stored arguments: decoded,
+    with ``problem`` None; or, when they cannot be decoded, None and None and a
+    one-line reason, so that the store returns that job with its ``problem``
+    set (the worker fails it alone) rather than failing the whole claim."""
+    try:
+        return _load_arguments(args), _load_arguments(kwargs), None
+    except DECODE_ERRORS as exc:
+        return None, None, "cannot decode the job's arguments: " + one_line(exc)
+
+
+def one_line(exc):
+    """``exc`` as one short line: its type and the start of its message."""
+    text = " ".join(str(exc).split())
+    if len(text) > 200:
+        text = text[:197] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,22 +1,24 @@
 """The parts of a database store that Django's ORM expresses portably.
 
-Vendor stores (``postgres.py``, ``mysql.py``, ``sqlite.py``) subclass ``OrmStore``
-and replace the hot paths (enqueue, claim, finish) with their own SQL. The
-operations here are off the hot path: refs, retries, failures, leases.
+Vendor stores (``postgres.py``, and ``mysql.py`` and ``sqlite.py`` through
+``sql.py``) subclass ``OrmStore`` and replace the hot paths (enqueue, claim,
+finish) with their own statements. The operations here are off the hot path:
+refs, retries, failures, leases, the worker registry, schedules.
 """
 
 import datetime
-import json
 
 from django.db import IntegrityError, connections, transaction
 from django.db.models import Case, Count, DateTimeField, F, Min, Q, Value, When
-from django.db.models.functions import Least, Now
+from django.db.models.functions import Greatest, Least, Now
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 
 from .. import records
 from ..records import JobInfo, ScheduleInfo
-from .base import Store
+from .base import DECODE_ERRORS, Store
+
+EARLIEST = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
 INFO_FIELDS = (
     "id",
@@ -36,11 +38,6 @@ INFO_FIELDS = (
 )
 
 
-def load_json(value):
-    """JSON columns come back as text from some drivers and as data from others."""
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
-
-
 def seconds(delta_seconds):
     return datetime.timedelta(seconds=delta_seconds)
 
@@ -54,8 +51,8 @@ class OrmStore(Store):
     def __init__(
         self, alias="default", *, lease_seconds=20.0, channel="pgjobs", keep_succeeded=True
     ):
+        super().__init__(lease_seconds=lease_seconds)
         self.alias = alias
-        self.lease_seconds = lease_seconds
         self.channel = channel
         # False: a job that succeeds is deleted at once instead of kept with its result.
         self.keep_succeeded = keep_succeeded
@@ -123,9 +120,11 @@ class OrmStore(Store):
         job = Job.objects.using(self.alias).only(*INFO_FIELDS).get(pk=job.pk)
         return self._info(job)
 
-    def enqueue_many(self, specs):
+    def enqueue_many(self, specs, ids=None):
         from ..models import Job
 
+        if ids is not None:
+            return super().enqueue_many(specs, ids)
         specs = list(specs)  # read once, see Store.enqueue_many
         rows = [Job(**self._model_kwargs(spec)) for spec in specs]
         created = self.jobs().bulk_create(rows)
@@ -134,8 +133,16 @@ class OrmStore(Store):
         return [self.enqueue(spec) for spec in specs]  # vendors without RETURNING
 
     def get(self, job_id):
-        job = self.jobs().only(*INFO_FIELDS).filter(pk=job_id).first()
-        return None if job is None else self._info(job)
+        try:
+            job = self.jobs().only(*INFO_FIELDS, "args", "kwargs").filter(pk=job_id).first()
+        except DECODE_ERRORS:  # arguments it cannot decode: the rest of the job
+            job = self.jobs().only(*INFO_FIELDS).filter(pk=job_id).first()
+            return None if job is None else self._info(job)
+        if job is None:
+            return None
+        info = self._info(job)
+        info.args, info.kwargs = job.args, job.kwargs
+        return info
 
     def enqueue_unique(self, spec):
         """Enqueue, unless a ready or running job has ``spec.unique_key``: then
@@ -212,10 +219,6 @@ class OrmStore(Store):
         if requeued:
             self.notify_ready()
         return requeued
-
-    def notify_ready(self, queues=None):
-        """Tell idle workers that jobs became ready outside enqueue; a no-op
-        where workers poll."""
 
     # -- workers -----------------------------------------------------------------
 
@@ -330,7 +333,8 @@ class OrmStore(Store):
             self.jobs()
             .filter(status=records.READY, run_at__lte=now)
             .values_list("queue")
-            .annotate(oldest=Min("run_at"))
+            # Clamped: a '-infinity' run_at written by hand (PostgreSQL) is no datetime.
+            .annotate(oldest=Min(Greatest("run_at", Value(EARLIEST, DateTimeField()))))
         )
         queues = [
             {

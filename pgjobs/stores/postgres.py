@@ -1,5 +1,10 @@
-"""The PostgreSQL store: claims with ``FOR UPDATE SKIP LOCKED`` in one statement,
-wakes idle workers with ``LISTEN/NOTIFY``. All of pgjobs' Postgres SQL is here."""
+"""The PostgreSQL store: jobs in a PostgreSQL database, claimed with ``FOR UPDATE
+SKIP LOCKED`` in one statement, idle workers woken by ``LISTEN/NOTIFY``.
+
+Its statements are in ``sql/postgres.sql``; this module runs them prepared on
+Django's connection for the alias, keeps their plans fit for the table's size,
+and bulk-enqueues by binary ``COPY``.
+"""
 
 import datetime
 import itertools
@@ -18,179 +23,15 @@ from psycopg import sql
 from .. import records
 from ..records import ClaimedJob, JobInfo
 from ..serialization import dumps
-from .base import args_json
-from .orm import INFO_FIELDS, OrmStore, load_json
+from .base import args_json, load_json, read_arguments
+from .orm import INFO_FIELDS, OrmStore
+from .queries import sql as vendor_sql
 
 logger = logging.getLogger("pgjobs")
 
-_INSERT_COLUMNS = (
-    "func, args, kwargs, queue, priority, run_at, max_attempts, timeout, unique_key, signature"
-)
-
-# One round trip: the INSERT, and a NOTIFY (sent at commit, so a rolled-back
-# transaction wakes nobody) only when the job is due now. The payload names the
-# queue, the first new job's id and how many jobs there are: workers use the id
-# to share out who answers (see Worker._answers), so that N new jobs wake about
-# N workers rather than all of them.
-ENQUEUE = f"""
-WITH job AS (
-    INSERT INTO pgjobs_job ({_INSERT_COLUMNS})
-    VALUES (%s, %s::jsonb, %s::jsonb, %s, %s, COALESCE(%s, statement_timestamp()), %s, %s, %s, %s)
-    {{on_conflict}}
-    RETURNING {", ".join(INFO_FIELDS)}
-)
-SELECT job.*, CASE WHEN job.run_at <= statement_timestamp()
-                   THEN pg_notify(%s, json_build_object('q', job.queue, 'id', job.id, 'n', 1)::text)
-              END
-FROM job
-"""
-# A unique job: no row (and no error, which would abort the caller's
-# transaction) when an active job holds the key.
-ENQUEUE_UNIQUE = ENQUEUE.replace(
-    "{on_conflict}",
-    "ON CONFLICT (active_unique_key) WHERE active_unique_key IS NOT NULL DO NOTHING",
-)
-ENQUEUE = ENQUEUE.replace("{on_conflict}", "")
-
-# Many jobs in one statement: arrays unnested into rows; one NOTIFY per queue
-# that received a job due now.
-ENQUEUE_MANY = f"""
-WITH job AS (
-    INSERT INTO pgjobs_job ({_INSERT_COLUMNS})
-    SELECT f, a::jsonb, k::jsonb, q, p, COALESCE(r, statement_timestamp()), m, t, u, s
-    FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::smallint[],
-                %s::timestamptz[], %s::int[], %s::float8[], %s::text[], %s::text[])
-         WITH ORDINALITY AS v(f, a, k, q, p, r, m, t, u, s, n)
-    ORDER BY n
-    RETURNING {", ".join(INFO_FIELDS)}
-), woken AS (
-    SELECT pg_notify(%s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
-    FROM job WHERE run_at <= statement_timestamp() GROUP BY queue
-)
-SELECT job.*, (SELECT count(*) FROM woken) FROM job ORDER BY job.id
-"""
-
-# Bulk enqueue by COPY (see PostgresStore.enqueue_many): ids are taken from the
-# table's sequence first, with the database's clock for jobs due now, so that
-# the rows need no RETURNING and the refs need no parsing.
-# The sequence is named in the statement as a regclass literal, found once
-# per store: looking it up per row would cost ten times the nextval itself.
-SEQUENCE_NAME = "SELECT pg_get_serial_sequence('pgjobs_job', 'id')"
-# Ids come back as a range when they are consecutive, as they are unless another
-# session took some meanwhile: then the reservation is given up (a sequence has
-# gaps anyway) and ids are taken again as a list. Sending 100,000 ids as an array
-# would cost more than the range's two numbers by tens of milliseconds.
-RESERVE_IDS = """
-SELECT statement_timestamp(), min(id), max(id)
-FROM (SELECT nextval({sequence}::regclass) AS id FROM generate_series(1, %s)) AS reserved
-"""
-RESERVE_ID_LIST = """
-SELECT array(SELECT nextval({sequence}::regclass) FROM generate_series(1, %s))
-"""
-COPY_JOBS = f"COPY pgjobs_job (id, created_at, {_INSERT_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-NOTIFY_QUEUES = """
-SELECT pg_notify(%s, json_build_object('q', q, 'id', i, 'n', n)::text)
-FROM unnest(%s::text[], %s::bigint[], %s::int[]) AS v(q, i, n)
-"""
-#: Below this many jobs, one INSERT statement beats three round trips.
+#: Below this many jobs, one INSERT statement beats three round trips (COPY).
 COPY_THRESHOLD = 100
 COPY_CHUNK = 5000
-
-# ``ids`` arrives as one array literal and ``results`` as NULL when every result
-# is None (unnest pads it with NULLs): a no-op job then costs no per-element
-# dumping in Python.
-FINISHED = """
-UPDATE pgjobs_job AS j
-SET status = 'succeeded', result = v.result::jsonb, finished_at = now(), lease_expires_at = NULL
-FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
-WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
-"""
-
-# KEEP_SUCCEEDED False: succeeded jobs are deleted instead of updated.
-FINISHED_DELETE = """
-DELETE FROM pgjobs_job AS j
-USING unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
-WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
-"""
-
-# The claim: lock up to N due rows in claim order, skipping rows other workers
-# hold, and mark them running, in one statement. MATERIALIZED keeps the planner
-# from re-evaluating the subquery per updated row. The locked ids reach the
-# UPDATE as one array, so that it finds them by primary key whatever a generic
-# plan guesses of N (a tenth of the due rows: joined, that was a scan of the
-# backlog for every claim). Rows come back in claim order (RETURNING has none),
-# so the worker needs no run_at to sort them by.
-CLAIM = """
-WITH {finished} next AS MATERIALIZED (
-    SELECT id FROM pgjobs_job
-    WHERE status = 'ready' AND run_at <= statement_timestamp() {queue_filter}
-    ORDER BY priority DESC, run_at, id
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE pgjobs_job AS j
-    SET status = 'running', attempts = j.attempts + 1, started_at = now(),
-        worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
-    WHERE j.id = ANY(ARRAY(SELECT id FROM next))
-    RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
-              j.attempts, j.max_attempts, j.timeout, j.signature
-)
-SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature
-FROM claimed ORDER BY priority DESC, run_at, id
-"""
-
-# Recording the last batch's successes and claiming the next batch share one
-# statement, so a busy worker pays one round trip and one commit per batch.
-FINISH_AND_CLAIM = CLAIM.replace("{finished}", "finished AS (" + FINISHED + "),")
-DELETE_AND_CLAIM = CLAIM.replace("{finished}", "finished AS (" + FINISHED_DELETE + "),")
-CLAIM = CLAIM.replace("{finished}", "")
-
-# NULL when there is no ready job (GREATEST would turn that NULL into 0: "due now").
-SECONDS_UNTIL_DUE = """
-SELECT EXTRACT(EPOCH FROM min(run_at) - statement_timestamp())::float8
-FROM pgjobs_job WHERE status = 'ready' {queue_filter}
-"""
-
-# What stops autovacuum from reclaiming the dead rows every job leaves (claimed,
-# finished, deleted: migration 0005): then the table and its indexes grow for as
-# long as jobs run, and claims step over ever more dead entries. ``track_counts``
-# feeds autovacuum the counts of dead rows it acts on. The settings are read as
-# the server applies them to this session (ALTER DATABASE and ALTER ROLE count).
-UPKEEP_PROBLEMS = """
-SELECT problem FROM (VALUES
-    (NOT current_setting('autovacuum')::bool, 'the server has autovacuum = off'),
-    (NOT current_setting('track_counts')::bool,
-     'the server has track_counts = off, without which autovacuum never runs'),
-    (EXISTS (SELECT FROM pg_class AS c, pg_options_to_table(c.reloptions) AS o
-             WHERE c.oid = to_regclass('pgjobs_job') AND o.option_name = 'autovacuum_enabled'
-               AND NOT o.option_value::bool),
-     'the pgjobs_job table has autovacuum_enabled = false')
-) AS checked(found, problem)
-WHERE found
-"""
-
-# Retention: delete up to N jobs in the given statuses that finished before
-# now - age, oldest first. The ORDER BY is the index's, so the planner reads
-# pgjobs_job_finished_idx and stops after N rows (without it, when many rows
-# have expired, it prefers a sequential scan that may read much of the table
-# before finding them); the ids come back as one array, so the DELETE finds
-# them by primary key whatever a generic plan guesses of N. SKIP LOCKED:
-# concurrent pruners (one per worker) take different rows and never wait for
-# each other, nor for a person retrying a failed job in the admin; each row is
-# deleted once.
-PRUNE_BATCH = """
-WITH deleted AS (
-    DELETE FROM pgjobs_job WHERE id = ANY(ARRAY(
-        SELECT id FROM pgjobs_job
-        WHERE status = ANY(%(statuses)s) AND finished_at < now() - %(age)s * interval '1 second'
-        ORDER BY status, finished_at
-        LIMIT %(limit)s
-        FOR UPDATE SKIP LOCKED
-    ))
-    RETURNING 1
-)
-SELECT count(*) FROM deleted
-"""
 
 
 class PostgresStore(OrmStore):
@@ -208,8 +49,8 @@ class PostgresStore(OrmStore):
         self._listen_queues = None
         self._listening = False
         self._listener_failed_at = None
-        # RESERVE_IDS and RESERVE_ID_LIST with the table's sequence filled in
-        self._reserve_ids_sql = self._reserve_id_list_sql = None
+        self._sequence = None  # the job table's id sequence, once looked up
+        self.sql = vendor_sql(self.connection)
 
     def describe(self):
         return (
@@ -244,10 +85,6 @@ class PostgresStore(OrmStore):
                 elapsed = time.perf_counter() - started
                 connection.queries_log.append({"sql": query, "time": f"{elapsed:.3f}"})
 
-    @staticmethod
-    def _sql_queue_filter(queues):
-        return "AND queue = ANY(%(queues)s)" if queues else ""
-
     # -- producers -----------------------------------------------------------------
 
     def _may_prepare(self):
@@ -257,11 +94,11 @@ class PostgresStore(OrmStore):
         return "prepare_threshold" not in options and not options.get("server_side_binding")
 
     def enqueue(self, spec):
-        return _info(self._execute(ENQUEUE, self._enqueue_params(spec))[0])
+        return _info(self._execute(self.sql.enqueue, self._enqueue_params(spec))[0])
 
     def enqueue_unique(self, spec):
         for _ in range(10):
-            rows = self._execute(ENQUEUE_UNIQUE, self._enqueue_params(spec))
+            rows = self._execute(self.sql.enqueue_unique, self._enqueue_params(spec))
             if rows:
                 return _info(rows[0])
             existing = self._active_with_key(spec.unique_key)
@@ -272,8 +109,7 @@ class PostgresStore(OrmStore):
 
     def notify_ready(self, queues=None):
         self._execute(
-            "SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q",
-            [self.channel, list(queues) if queues else ["*"]],
+            self.sql.notify_ready, [self.channel, list(queues) if queues else ["*"]], fetch=False
         )
 
     def _enqueue_params(self, spec):
@@ -291,7 +127,9 @@ class PostgresStore(OrmStore):
             self.channel,
         ]
 
-    def enqueue_many(self, specs):
+    def enqueue_many(self, specs, ids=None):
+        if ids is not None:
+            return super().enqueue_many(specs, ids)
         count = len(specs)
         if count >= COPY_THRESHOLD:
             return self._copy_many(specs, count)
@@ -310,7 +148,7 @@ class PostgresStore(OrmStore):
             [s.unique_key for s in specs],
             [s.signature for s in specs],
         ]
-        rows = self._execute(ENQUEUE_MANY, [*columns, self.channel])
+        rows = self._execute(self.sql.enqueue_many, [*columns, self.channel])
         return [_info(row) for row in rows]
 
     def _copy_many(self, specs, count):
@@ -351,7 +189,7 @@ class PostgresStore(OrmStore):
                     # write() returns once a chunk is in the socket's buffers, so
                     # the server stores it while the next is prepared (a writer
                     # thread, psycopg's QueuedLibpqWriter, measured no faster).
-                    with cursor.copy(COPY_JOBS) as copy:
+                    with cursor.copy(self.sql.copy_jobs) as copy:
                         while chunk:
                             chunk_ids = ids[start : start + len(chunk)]
                             copy.write(rows.data(chunk_ids, chunk))
@@ -364,7 +202,7 @@ class PostgresStore(OrmStore):
             if due:
                 queues = sorted(due)
                 params = [queues, [due[q][0] for q in queues], [due[q][1] for q in queues]]
-                self._execute(NOTIFY_QUEUES, [self.channel, *params], fetch=False)
+                self._execute(self.sql.notify_queues, [self.channel, *params], fetch=False)
         return infos
 
     def _reserve_ids(self, count, meanwhile):
@@ -372,19 +210,20 @@ class PostgresStore(OrmStore):
         with ``meanwhile`` run while the server reserves them: the query is sent in
         pipeline mode (libpq 14 or later; else first), and its answer read once
         ``meanwhile`` returns."""
-        query = self._reserve_ids_query()
+        query = self.sql.reserve_ids
+        sequence = self._id_sequence()
         connection = self.connection
         started = time.perf_counter()
         with connection.wrap_database_errors:
             raw = connection.connection
             if psycopg.Pipeline.is_supported():
                 with raw.pipeline(), psycopg.Cursor(raw) as cursor:
-                    cursor.execute(query, [count], prepare=True)
+                    cursor.execute(query, [sequence, count], prepare=True)
                     done = meanwhile()
                     ((now, low, high),) = cursor.fetchall()
             else:
                 with psycopg.Cursor(raw) as cursor:
-                    cursor.execute(query, [count], prepare=True)
+                    cursor.execute(query, [sequence, count], prepare=True)
                     ((now, low, high),) = cursor.fetchall()
                 done = meanwhile()
         if connection.queries_logged:
@@ -392,43 +231,40 @@ class PostgresStore(OrmStore):
             connection.queries_log.append({"sql": query, "time": f"{elapsed:.3f}"})
         if high - low + 1 == count:
             return now, range(low, high + 1), done
-        ((ids,),) = self._execute(self._reserve_id_list_sql, [count])
+        ((ids,),) = self._execute(self.sql.reserve_id_list, [sequence, count])
         return now, ids, done
 
-    def _reserve_ids_query(self):
-        if self._reserve_ids_sql is None:
-            ((name,),) = self._execute(SEQUENCE_NAME, [])
-            literal = sql.Literal(name).as_string(self.connection.connection)
-            self._reserve_ids_sql = RESERVE_IDS.format(sequence=literal)
-            self._reserve_id_list_sql = RESERVE_ID_LIST.format(sequence=literal)
-        return self._reserve_ids_sql
+    def _id_sequence(self):
+        """The name of the sequence that numbers jobs (looked up once)."""
+        if self._sequence is None:
+            table = self.connection.ops.quote_name(self.jobs().model._meta.db_table)
+            ((self._sequence,),) = self._execute(self.sql.serial_sequence, [table])
+        return self._sequence
 
     # -- workers -------------------------------------------------------------------
 
     def claim(self, queues, limit, worker_id):
-        query = CLAIM.format(queue_filter=self._sql_queue_filter(queues))
-        return _claimed(self._execute(query, self._claim_params(queues, limit, worker_id)))
+        return _claimed(self._execute(self.sql.claim, self._claim_params(queues, limit, worker_id)))
 
     def _claim_params(self, queues, limit, worker_id):
         return {
             "limit": limit,
             "worker_id": worker_id,
             "lease": self.lease_seconds,
-            "queues": list(queues or ()),
+            "queues": list(queues) if queues else None,  # None: every queue
         }
 
     def finish(self, worker_id, results):
         if results:
-            query = FINISHED if self.keep_succeeded else FINISHED_DELETE
+            query = self.sql.finish if self.keep_succeeded else self.sql.finish_delete
             self._execute(query, self._finish_params(worker_id, results), fetch=False)
 
     def finish_and_claim(self, worker_id, results, queues, limit):
         if not results:
             return self.claim(queues, limit, worker_id)
-        query = FINISH_AND_CLAIM if self.keep_succeeded else DELETE_AND_CLAIM
-        query = query.format(queue_filter=self._sql_queue_filter(queues))
         params = self._claim_params(queues, limit, worker_id)
         params.update(self._finish_params(worker_id, results))
+        query = self.sql.finish_and_claim if self.keep_succeeded else self.sql.delete_and_claim
         try:
             return _claimed(self._execute(query, params))
         except DatabaseError as exc:
@@ -473,23 +309,22 @@ class PostgresStore(OrmStore):
         PostgreSQL plans a prepared statement for its parameters (a custom plan)
         five times, then settles on a generic plan, or on planning every time
         when its estimates favour that; the generic plan is kept until an ANALYZE
-        or VACUUM of the table invalidates it. Both went wrong for a worker:
+        or VACUUM of the table invalidates it. Both go wrong for a worker:
 
         - A worker that starts on a near-empty table gets generic plans that
           scan it whole (the cheapest way through a few rows), and keeps them
           while retained jobs grow the table, until autovacuum replans, if it
-          is on. Under 1,000 jobs/s with autovacuum off, every finish scanned
-          the table, and the worker's server process used 0.55 ms of CPU per job.
-        - Claims of one or two jobs at a time looked cheaper planned afresh (the
+          is on: then every finish scans the table.
+        - Claims of one or two jobs at a time look cheaper planned afresh (the
           generic plan assumes ten ids to finish): with the plans discarded
-          regularly, planning took 30% of that process's time.
+          regularly, planning becomes a large part of the server's work.
 
-        So the worker's connection always uses generic plans (the statements
-        here are written for one: ids as arrays, read through the primary key;
-        a claim's LIMIT leaves the claim index the cheapest way whatever its
-        value), and ``DISCARD PLANS`` drops them each heartbeat, so that they
-        are made again for the table's current size. Together: 0.35 ms.
-        Nothing to do where nothing is prepared (``_prepares``). With Django's
+        So the worker's connection always uses generic plans (the statements in
+        ``sql/postgres.sql`` are written for one: ids as arrays, read through
+        the primary key; a claim's LIMIT leaves the claim index the cheapest way
+        whatever its value), and ``DISCARD PLANS`` drops them each heartbeat, so
+        that they are made again for the table's current size. Nothing to do
+        where nothing is prepared (``_prepares``). With Django's
         ``server_side_binding`` and a ``prepare_threshold`` of your own, the
         ORM's statements on this connection get generic plans too.
 
@@ -506,6 +341,7 @@ class PostgresStore(OrmStore):
 
     @staticmethod
     def _finish_params(worker_id, results):
+        # One array literal, built from integers: cheaper to send than a list.
         ids = "{" + ",".join([str(int(job_id)) for job_id, _ in results]) + "}"
         if all(result is None for _, result in results):
             encoded = None  # unnest pads a NULL array: every result NULL
@@ -514,8 +350,8 @@ class PostgresStore(OrmStore):
         return {"worker_id": worker_id, "ids": ids, "results": encoded}
 
     def seconds_until_due(self, queues):
-        query = SECONDS_UNTIL_DUE.format(queue_filter=self._sql_queue_filter(queues))
-        ((value,),) = self._execute(query, {"queues": list(queues or ())})
+        params = {"queues": list(queues) if queues else None}
+        ((value,),) = self._execute(self.sql.seconds_until_due, params)
         return None if value is None else max(0.0, value)
 
     # -- wake-ups ------------------------------------------------------------------
@@ -540,7 +376,7 @@ class PostgresStore(OrmStore):
         Every notification that arrived is read: those that come in one packet
         (two enqueues committed together) are handed over together. Stopping
         at the first would drop the rest, which psycopg has already read, and
-        a worker whose turn a dropped one was (``Worker._answers``) would not
+        a worker whose turn a dropped one was (workers share out wake-ups) would not
         answer it. A broken listener is reconnected with backoff; the caller
         is told it was woken then, since notifications may have been missed.
         """
@@ -590,16 +426,18 @@ class PostgresStore(OrmStore):
             self._listener = None
 
     def upkeep_problems(self):
-        return [problem for (problem,) in self._execute(UPKEEP_PROBLEMS, [])]
+        table = self.jobs().model._meta.db_table
+        params = {"table": table, "regclass": self.connection.ops.quote_name(table)}
+        return [problem for (problem,) in self._execute(self.sql.upkeep_problems, params)]
 
     def prune_batch(self, older_than, statuses, limit):
-        """Delete up to ``limit`` expired jobs in one statement (``PRUNE_BATCH``)."""
+        """Delete up to ``limit`` expired jobs in one statement (``prune_batch``)."""
         params = {
             "statuses": list(statuses),
             "age": older_than.total_seconds(),
             "limit": limit,
         }
-        ((deleted,),) = self._execute(PRUNE_BATCH, params)
+        ((deleted,),) = self._execute(self.sql.prune_batch, params)
         return deleted
 
 
@@ -609,7 +447,7 @@ class PostgresStore(OrmStore):
 # as its length and bytes (-1: NULL).
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)  # no flags, no extension
 _COPY_TRAILER = struct.pack(">h", -1)
-_COPY_FIELDS = 12  # COPY_JOBS' columns
+_COPY_FIELDS = 12  # the columns of copy_jobs
 _ROW_START = struct.Struct(">hiq")  # the field count, then the id: 8 bytes, an int8
 _NULL = struct.pack(">i", -1)
 _PG_EPOCH = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
@@ -617,7 +455,7 @@ _MICROSECOND = datetime.timedelta(microseconds=1)
 
 
 class _CopyRows:
-    """The rows of COPY_JOBS in COPY's binary format, built here rather than by
+    """The rows of ``copy_jobs`` in COPY's binary format, built here rather than by
     psycopg's per-row writer: what the jobs of one call share (function, queue,
     options) is formatted once, a spec repeated in a row (``[(f, [], {})] * n``)
     once, and arguments whose JSON the backend made (``JobSpec.args_json``) are
@@ -743,19 +581,13 @@ def _wakeup(payload):
 
 
 def _claimed(rows):
-    return [
-        ClaimedJob(id, func, _load_arguments(args), _load_arguments(kwargs), *rest)
-        for id, func, args, kwargs, *rest in rows
-    ]
-
-
-def _load_arguments(text):
-    # Most jobs have no args or no kwargs: skip the JSON parser for those.
-    if text == "[]":
-        return []
-    if text == "{}":
-        return {}
-    return load_json(text)
+    """``ClaimedJob``s from claimed rows; a row whose arguments cannot be decoded
+    comes back with its ``problem`` set, the others as usual."""
+    claimed = []
+    for id, func, args, kwargs, *rest in rows:
+        args, kwargs, problem = read_arguments(args, kwargs)
+        claimed.append(ClaimedJob(id, func, args, kwargs, *rest, problem=problem))
+    return claimed
 
 
 def _info(row):

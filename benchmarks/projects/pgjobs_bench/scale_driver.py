@@ -99,14 +99,11 @@ def _explain(store, queues, limit):
     import psycopg
     from django.db import connection, transaction
 
-    from pgjobs.stores import postgres
-
     class _Rollback(Exception):
         pass
 
     worker_id = "scale-explain"
-    query = postgres.FINISH_AND_CLAIM if store.keep_succeeded else postgres.DELETE_AND_CLAIM
-    query = query.format(queue_filter=store._sql_queue_filter(queues))
+    query = store.sql.finish_and_claim if store.keep_succeeded else store.sql.delete_and_claim
     plan = []
     try:
         with transaction.atomic():

@@ -5,6 +5,14 @@ Permissions are Django's, as in the Django admin: ``pgjobs.view_job`` (or
 ``change_job``) shows the menu item, the listing and the detail; ``change_job``
 allows retry and cancel; ``delete_job`` allows deleting. Nobody adds or edits
 jobs here: code enqueues them, signed with ``SECRET_KEY``.
+
+Every URL registered here needs ``view_job`` (or ``change_job``) before Wagtail's
+own view runs: the viewset's, the snippet chooser's (which Wagtail opens to every
+editor), and the bulk actions' (whose confirmation page names the jobs). A user
+without it gets a 403 page that names no job.
+
+Every view reads a job's times clamped (``pgjobs.times``): a ``run_at`` of
+``'infinity'`` written by hand shows as "never", and a future time as "in 3 days".
 """
 
 import functools
@@ -13,6 +21,7 @@ import json
 import django_filters
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
@@ -22,12 +31,19 @@ from wagtail.admin.filters import WagtailFilterSet
 from wagtail.admin.ui.tables import Column, DateColumn, StatusTagColumn
 from wagtail.permission_policies import ModelPermissionPolicy
 from wagtail.permissions import register_permission_policy
+from wagtail.snippets.bulk_actions.delete import DeleteBulkAction
 from wagtail.snippets.bulk_actions.snippet_bulk_action import SnippetBulkAction
 from wagtail.snippets.models import register_snippet
+from wagtail.snippets.views.chooser import (
+    ChooseResultsView,
+    ChooseView,
+    SnippetChooserViewSet,
+    SnippetChosenView,
+)
 from wagtail.snippets.views.snippets import IndexView, InspectView, SnippetViewSet
 
-from ... import records
-from ...handler import get_backend, store_for_jobs
+from ... import records, times
+from ...handler import queue_names, store_for_jobs
 from ...models import STATUS_CHOICES, Job
 
 
@@ -64,8 +80,7 @@ def can_change_jobs(user):
 
 
 def queue_choices():
-    """Queues from the settings, not ``SELECT DISTINCT`` over every job ever run."""
-    return [(name, name) for name in getattr(get_backend(), "queues", None) or []]
+    return [(name, name) for name in queue_names()]
 
 
 class JobFilterSet(WagtailFilterSet):
@@ -85,25 +100,33 @@ class JobIndexView(IndexView):
     # No COUNT(*) beyond the paginator's one, no per-row queries: the listing
     # reads only the columns it shows.
     def get_base_queryset(self):
-        return (
+        return times.with_shown_times(
             super()
             .get_base_queryset()
-            .only(
-                "id",
-                "func",
-                "status",
-                "queue",
-                "priority",
-                "run_at",
-                "attempts",
-                "max_attempts",
-                "created_at",
-                "finished_at",
-            )
+            .only("id", "func", "status", "queue", "priority", "attempts", "max_attempts"),
+            ("run_at", "created_at", "finished_at"),
         )
 
 
 class JobInspectView(InspectView):
+    def get_object(self, queryset=None):
+        return get_object_or_404(times.with_shown_times(Job.objects.all()), pk=self.pk)
+
+    def get_time_display_value(self, field):
+        return times.describe(times.shown_time(self.object, field))
+
+    def get_run_at_display_value(self):
+        return self.get_time_display_value("run_at")
+
+    def get_created_at_display_value(self):
+        return self.get_time_display_value("created_at")
+
+    def get_started_at_display_value(self):
+        return self.get_time_display_value("started_at")
+
+    def get_finished_at_display_value(self):
+        return self.get_time_display_value("finished_at")
+
     def get_args_display_value(self):
         return _pre(self.object.args)
 
@@ -125,9 +148,59 @@ class JobInspectView(InspectView):
         )
 
 
+class TimeColumn(DateColumn):
+    """A job's time, read clamped: "in 3 days" when it is ahead, "never"/"any time"
+    past what a datetime holds, else Wagtail's own "2 hours ago"."""
+
+    cell_template_name = "pgjobs_wagtail/time_cell.html"
+
+    def get_value(self, instance):
+        return times.shown_time(instance, self.name)
+
+    def get_cell_context_data(self, instance, parent_context):
+        context = super().get_cell_context_data(instance, parent_context)
+        value = context["raw_value"]
+        context["words"] = times.relative(value)
+        context["exact"] = times.describe(value)
+        return context
+
+
 class AttemptsColumn(Column):
     def get_value(self, instance):
         return f"{instance.attempts}/{instance.max_attempts}"
+
+
+class JobsWithShownTimes:
+    """A chooser view that reads the jobs' times clamped (``pgjobs.times``)."""
+
+    def get_object_list(self):
+        return times.with_shown_times(super().get_object_list())
+
+    def get_object(self, pk):
+        return times.with_shown_times(Job.objects.all()).get(pk=pk)
+
+
+class JobChooseView(JobsWithShownTimes, ChooseView):
+    pass
+
+
+class JobChooseResultsView(JobsWithShownTimes, ChooseResultsView):
+    pass
+
+
+class JobChosenView(JobsWithShownTimes, SnippetChosenView):
+    pass
+
+
+class JobChooserViewSet(SnippetChooserViewSet):
+    """The snippet chooser of jobs, for users who may see jobs only."""
+
+    choose_view_class = JobChooseView
+    choose_results_view_class = JobChooseResultsView
+    chosen_view_class = JobChosenView
+
+    def get_urlpatterns(self):
+        return guarded(super().get_urlpatterns())
 
 
 class JobViewSet(SnippetViewSet):
@@ -143,15 +216,16 @@ class JobViewSet(SnippetViewSet):
     inspect_view_class = JobInspectView
     inspect_view_enabled = True
     copy_view_enabled = False
+    chooser_viewset_class = JobChooserViewSet
     list_display = [
         "func",
         StatusTagColumn("status", primary=lambda job: job.status == records.SUCCEEDED),
         "queue",
         "priority",
-        DateColumn("run_at", label=_("Run at")),
+        TimeColumn("run_at", label=_("Run at")),
         AttemptsColumn("attempts", label=_("Attempts")),
-        DateColumn("created_at", label=_("Created")),
-        DateColumn("finished_at", label=_("Finished")),
+        TimeColumn("created_at", label=_("Created")),
+        TimeColumn("finished_at", label=_("Finished")),
     ]
     filterset_class = JobFilterSet
     search_fields = ["func"]
@@ -181,38 +255,70 @@ class JobViewSet(SnippetViewSet):
     ]
 
     def get_urlpatterns(self):
-        patterns = super().get_urlpatterns()
-        for pattern in patterns:
-            pattern.callback = forbidden_as_403(pattern.callback)
-        return patterns
+        return guarded(super().get_urlpatterns())
 
 
-def forbidden_as_403(view):
-    """Answer a user without the permission with a 403 page. Wagtail's own views
-    redirect to the dashboard instead; a job listing says plainly that it is closed."""
+def guarded(patterns):
+    """``patterns`` with each view behind ``viewing_jobs_required``."""
+    for pattern in patterns:
+        pattern.callback = viewing_jobs_required(pattern.callback)
+    return patterns
+
+
+def forbidden(request):
+    """The 403 page. Wagtail's own views redirect to the dashboard instead; a job
+    listing says plainly that it is closed."""
+    return TemplateResponse(request, "pgjobs_wagtail/403.html", status=403)
+
+
+def viewing_jobs_required(view):
+    """Run ``view`` only for a user who may see jobs (a 403 page otherwise, also
+    for the ``PermissionDenied`` Wagtail's view raises itself)."""
 
     @functools.wraps(view)
     def wrapped(request, *args, **kwargs):
+        if not job_permission_policy.user_has_permission(request.user, "view"):
+            return forbidden(request)
         try:
             return view(request, *args, **kwargs)
         except PermissionDenied:
-            return TemplateResponse(request, "pgjobs_wagtail/403.html", status=403)
+            return forbidden(request)
 
     return wrapped
 
 
-register_permission_policy(Job, JobPermissionPolicy(Job))
+job_permission_policy = JobPermissionPolicy(Job)
+register_permission_policy(Job, job_permission_policy)
 register_snippet(JobViewSet)
 
 
-class JobBulkAction(SnippetBulkAction):
+class JobsBulkActionMixin:
+    """Refuses the whole bulk action, confirmation page included, to a user who may
+    not see jobs or may not take the action: the page would name the jobs."""
+
+    def user_may_act(self, user):
+        raise NotImplementedError
+
+    def dispatch(self, request, *args, **kwargs):
+        user = request.user
+        if not (
+            job_permission_policy.user_has_permission(user, "view") and self.user_may_act(user)
+        ):
+            return forbidden(request)
+        return super().dispatch(request, *args, **kwargs)
+
+    def check_perm(self, job):
+        return self.user_may_act(self.request.user)
+
+
+class JobBulkAction(JobsBulkActionMixin, SnippetBulkAction):
     """A Django admin action over the selected jobs, for users with ``change_job``."""
 
     models = [Job]
     template_name = "pgjobs_wagtail/confirm_bulk_action.html"
 
-    def check_perm(self, job):
-        return can_change_jobs(self.request.user)
+    def user_may_act(self, user):
+        return can_change_jobs(user)
 
     def object_context(self, job):
         return {"item": job}
@@ -265,3 +371,16 @@ class CancelJobsBulkAction(JobBulkAction):
                 num_child_objects,
             ) % {"count": num_child_objects}
         return text + "."
+
+
+# Registered after Wagtail's snippet delete action (a higher ``order``), so that the
+# jobs' "delete" is this one.
+@hooks.register("register_bulk_action", order=100)
+class DeleteJobsBulkAction(JobsBulkActionMixin, DeleteBulkAction):
+    """Wagtail's delete of selected snippets, for users with ``delete_job`` who may
+    see jobs."""
+
+    models = [Job]
+
+    def user_may_act(self, user):
+        return job_permission_policy.user_has_permission(user, "delete")

@@ -1,0 +1,95 @@
+-- MySQL/MariaDB statements of pgjobs.stores.mysql.MySQLStore, one per
+-- "-- name:" header (see pgjobs/stores/queries.py). {job} is the Job model's
+-- table, filled in at load time; every value is a parameter. mysqlclient
+-- expands a tuple parameter into a list (id IN %(ids)s), each value escaped.
+--
+-- Time: under USE_TZ Django stores naive UTC in DATETIME(6) columns but leaves
+-- the session time zone alone, so the server's NOW() is in whatever zone it
+-- runs in. These statements take %(now)s, and use UTC_TIMESTAMP(6) when it is
+-- NULL: the store passes NULL where the server's UTC clock matches the stored
+-- times, else its own clock's time in the stored form.
+
+-- name: insert
+INSERT INTO {job} (func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
+                   unique_key, signature, created_at);
+
+-- name: insert_row
+-- One job's values, repeated for each job of a batch; run_at is the job's, else now.
+(%s, %s, %s, %s, %s, COALESCE(%s, %s, UTC_TIMESTAMP(6)), %s, %s, %s, %s,
+ COALESCE(%s, UTC_TIMESTAMP(6)));
+
+-- name: returning_info
+-- MariaDB >= 10.5: the inserted rows back, as INFO_FIELDS (pgjobs/stores/orm.py).
+RETURNING id, func, queue, status, priority, run_at, attempts, max_attempts, created_at,
+          started_at, finished_at, result, error, worker_id;
+
+-- name: get_info
+SELECT id, func, queue, status, priority, run_at, attempts, max_attempts, created_at,
+       started_at, finished_at, result, error, worker_id
+FROM {job} WHERE id = %s;
+
+-- name: begin_read_committed
+-- Django's default for MySQL; without it the claim's locking read takes gap locks.
+SET TRANSACTION ISOLATION LEVEL READ COMMITTED;
+
+-- name: begin
+START TRANSACTION;
+
+-- name: commit
+COMMIT;
+
+-- name: rollback
+ROLLBACK;
+
+-- name: claim_lock
+-- Lock up to N due rows in claim order, skipping rows other workers hold. The
+-- rows are read here, locked, so the UPDATE that follows (claim_mark) need not
+-- return them. every_queue true: any queue (queues is then a placeholder list).
+SELECT id, func, args, kwargs, queue, priority, run_at, attempts, max_attempts, timeout, signature
+FROM {job}
+WHERE status = 'ready' AND run_at <= COALESCE(%(now)s, UTC_TIMESTAMP(6))
+  AND (%(every_queue)s OR queue IN %(queues)s)
+ORDER BY priority DESC, run_at, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: claim_mark
+UPDATE {job}
+SET status = 'running', attempts = attempts + 1, started_at = COALESCE(%(now)s, UTC_TIMESTAMP(6)),
+    worker_id = %(worker_id)s,
+    lease_expires_at = COALESCE(%(now)s, UTC_TIMESTAMP(6)) + INTERVAL %(lease)s MICROSECOND
+WHERE id IN %(ids)s;
+
+-- name: finish
+-- One statement for every success of a batch: results is one JSON object, job
+-- id -> the result's JSON text. The guard keeps a job whose lease was lost from
+-- completing twice.
+UPDATE {job}
+SET status = 'succeeded', result = JSON_UNQUOTE(JSON_EXTRACT(%(results)s, CONCAT('$."', id, '"'))),
+    finished_at = COALESCE(%(now)s, UTC_TIMESTAMP(6)), lease_expires_at = NULL
+WHERE id IN %(ids)s AND status = 'running' AND worker_id = %(worker_id)s;
+
+-- name: finish_delete
+-- finish with KEEP_SUCCEEDED False: succeeded jobs are deleted instead.
+DELETE FROM {job} WHERE id IN %(ids)s AND status = 'running' AND worker_id = %(worker_id)s;
+
+-- name: seconds_until_due
+SELECT TIMESTAMPDIFF(MICROSECOND, COALESCE(%(now)s, UTC_TIMESTAMP(6)), MIN(run_at))
+FROM {job}
+WHERE status = 'ready' AND (%(every_queue)s OR queue IN %(queues)s);
+
+-- name: prune_lock
+-- Retention: lock up to N jobs in the given statuses that finished before now -
+-- age, oldest first (in the order of pgjobs_job_finished_idx, so that it is read
+-- and no more), skipping rows another pruner holds; prune_delete deletes them in
+-- the same short transaction. Concurrent pruners take different rows and never
+-- wait for each other; each row is deleted once.
+SELECT id FROM {job}
+WHERE status IN %(statuses)s
+  AND finished_at < COALESCE(%(now)s, UTC_TIMESTAMP(6)) - INTERVAL %(age)s MICROSECOND
+ORDER BY status, finished_at
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: prune_delete
+DELETE FROM {job} WHERE id IN %(ids)s;

@@ -1,0 +1,228 @@
+-- PostgreSQL statements of pgjobs.stores.postgres.PostgresStore, one per
+-- "-- name:" header (see pgjobs/stores/queries.py). {job} is the Job model's
+-- table, filled in at load time; every value is a parameter. Rows come back in
+-- the column order of INFO_FIELDS (pgjobs/stores/orm.py) or of ClaimedJob.
+
+-- name: enqueue
+-- One round trip: the INSERT, and a NOTIFY (sent at commit, so a rolled-back
+-- transaction wakes nobody) only when the job is due now. The payload names the
+-- queue, the first new job's id and how many jobs there are: workers use the id
+-- to share out who answers, so that N new jobs wake about N workers rather than
+-- all of them.
+WITH job AS (
+    INSERT INTO {job} (func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
+                       unique_key, signature)
+    VALUES (%s, %s::jsonb, %s::jsonb, %s, %s, COALESCE(%s, statement_timestamp()), %s, %s, %s, %s)
+    RETURNING id, func, queue, status, priority, run_at, attempts, max_attempts, created_at,
+              started_at, finished_at, result, error, worker_id
+)
+SELECT job.*, CASE WHEN job.run_at <= statement_timestamp()
+                   THEN pg_notify(%s, json_build_object('q', job.queue, 'id', job.id, 'n', 1)::text)
+              END
+FROM job;
+
+-- name: enqueue_unique
+-- enqueue for a job with a unique_key: no row (and no error, which would abort
+-- the caller's transaction) when an active job holds the key.
+WITH job AS (
+    INSERT INTO {job} (func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
+                       unique_key, signature)
+    VALUES (%s, %s::jsonb, %s::jsonb, %s, %s, COALESCE(%s, statement_timestamp()), %s, %s, %s, %s)
+    ON CONFLICT (active_unique_key) WHERE active_unique_key IS NOT NULL DO NOTHING
+    RETURNING id, func, queue, status, priority, run_at, attempts, max_attempts, created_at,
+              started_at, finished_at, result, error, worker_id
+)
+SELECT job.*, CASE WHEN job.run_at <= statement_timestamp()
+                   THEN pg_notify(%s, json_build_object('q', job.queue, 'id', job.id, 'n', 1)::text)
+              END
+FROM job;
+
+-- name: enqueue_many
+-- Many jobs in one statement: arrays unnested into rows; one NOTIFY per queue
+-- that received a job due now.
+WITH job AS (
+    INSERT INTO {job} (func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
+                       unique_key, signature)
+    SELECT f, a::jsonb, k::jsonb, q, p, COALESCE(r, statement_timestamp()), m, t, u, s
+    FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::smallint[],
+                %s::timestamptz[], %s::int[], %s::float8[], %s::text[], %s::text[])
+         WITH ORDINALITY AS v(f, a, k, q, p, r, m, t, u, s, n)
+    ORDER BY n
+    RETURNING id, func, queue, status, priority, run_at, attempts, max_attempts, created_at,
+              started_at, finished_at, result, error, worker_id
+), woken AS (
+    SELECT pg_notify(%s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
+    FROM job WHERE run_at <= statement_timestamp() GROUP BY queue
+)
+SELECT job.*, (SELECT count(*) FROM woken) FROM job ORDER BY job.id;
+
+-- name: serial_sequence
+-- The sequence of the table's id, found once per store: looking it up per row
+-- would cost ten times the nextval itself. Parameter: the quoted table name.
+SELECT pg_get_serial_sequence(%s, 'id');
+
+-- name: reserve_ids
+-- Bulk enqueue by COPY: ids are taken from the table's sequence first, with the
+-- database's clock for jobs due now, so that the rows need no RETURNING. Ids
+-- come back as a range when they are consecutive, as they are unless another
+-- session took some meanwhile: then the reservation is given up (a sequence has
+-- gaps anyway) and ids are taken again as a list (reserve_id_list). The sequence
+-- arrives as a parameter of type regclass, read once per statement.
+SELECT statement_timestamp(), min(id), max(id)
+FROM (SELECT nextval(%s::regclass) AS id FROM generate_series(1, %s)) AS reserved;
+
+-- name: reserve_id_list
+SELECT array(SELECT nextval(%s::regclass) FROM generate_series(1, %s));
+
+-- name: copy_jobs
+COPY {job} (id, created_at, func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
+            unique_key, signature) FROM STDIN (FORMAT BINARY);
+
+-- name: notify_queues
+SELECT pg_notify(%s, json_build_object('q', q, 'id', i, 'n', n)::text)
+FROM unnest(%s::text[], %s::bigint[], %s::int[]) AS v(q, i, n);
+
+-- name: notify_ready
+-- Jobs became ready outside an enqueue: wake the workers of these queues.
+SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q;
+
+-- name: finish
+-- The successes of a batch in one statement. ids arrive as one array literal
+-- and results as NULL when every result is None (unnest pads it with NULLs): a
+-- no-op job then costs no per-element dumping in Python. The guard keeps a job
+-- whose lease was lost from completing twice.
+UPDATE {job} AS j
+SET status = 'succeeded', result = v.result::jsonb, finished_at = now(), lease_expires_at = NULL
+FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
+WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s;
+
+-- name: finish_delete
+-- finish with KEEP_SUCCEEDED False: succeeded jobs are deleted instead.
+DELETE FROM {job} AS j
+USING unnest(%(ids)s::bigint[]) AS v(id)
+WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s;
+
+-- name: claim
+-- Lock up to N due rows in claim order, skipping rows other workers hold, and
+-- mark them running, in one statement. MATERIALIZED keeps the planner from
+-- re-evaluating the subquery per updated row. The locked ids reach the UPDATE
+-- as one array, so that it finds them by primary key whatever a generic plan
+-- guesses of N (a tenth of the due rows: joined, that was a scan of the backlog
+-- for every claim). Rows come back in claim order (RETURNING has none), so the
+-- worker needs no run_at to sort them by. queues NULL: every queue.
+WITH next AS MATERIALIZED (
+    SELECT id FROM {job}
+    WHERE status = 'ready' AND run_at <= statement_timestamp()
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE {job} AS j
+    SET status = 'running', attempts = j.attempts + 1, started_at = now(),
+        worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
+    WHERE j.id = ANY(ARRAY(SELECT id FROM next))
+    RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
+              j.attempts, j.max_attempts, j.timeout, j.signature
+)
+SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature
+FROM claimed ORDER BY priority DESC, run_at, id;
+
+-- name: finish_and_claim
+-- finish, then claim, in one statement, so that a busy worker pays one round
+-- trip and one commit per batch. Written out whole, as delete_and_claim is:
+-- one statement for both, its unused branch cut off by a parameter, measured
+-- a tenth slower.
+WITH finished AS (
+    UPDATE {job} AS j
+    SET status = 'succeeded', result = v.result::jsonb, finished_at = now(),
+        lease_expires_at = NULL
+    FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
+    WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
+), next AS MATERIALIZED (
+    SELECT id FROM {job}
+    WHERE status = 'ready' AND run_at <= statement_timestamp()
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE {job} AS j
+    SET status = 'running', attempts = j.attempts + 1, started_at = now(),
+        worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
+    WHERE j.id = ANY(ARRAY(SELECT id FROM next))
+    RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
+              j.attempts, j.max_attempts, j.timeout, j.signature
+)
+SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature
+FROM claimed ORDER BY priority DESC, run_at, id;
+
+-- name: delete_and_claim
+-- finish_delete, then claim, in one statement (KEEP_SUCCEEDED False).
+WITH deleted AS (
+    DELETE FROM {job} AS j
+    USING unnest(%(ids)s::bigint[]) AS v(id)
+    WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
+), next AS MATERIALIZED (
+    SELECT id FROM {job}
+    WHERE status = 'ready' AND run_at <= statement_timestamp()
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE {job} AS j
+    SET status = 'running', attempts = j.attempts + 1, started_at = now(),
+        worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
+    WHERE j.id = ANY(ARRAY(SELECT id FROM next))
+    RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
+              j.attempts, j.max_attempts, j.timeout, j.signature
+)
+SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature
+FROM claimed ORDER BY priority DESC, run_at, id;
+
+-- name: seconds_until_due
+-- NULL when there is no ready job (GREATEST would turn that NULL into 0: "due now").
+SELECT EXTRACT(EPOCH FROM min(run_at) - statement_timestamp())::float8
+FROM {job}
+WHERE status = 'ready' AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s));
+
+-- name: upkeep_problems
+-- What stops autovacuum from reclaiming the dead rows every job leaves (claimed,
+-- finished, deleted): then the table and its indexes grow for as long as jobs
+-- run, and claims step over ever more dead entries. track_counts feeds
+-- autovacuum the counts of dead rows it acts on. The settings are read as the
+-- server applies them to this session (ALTER DATABASE and ALTER ROLE count).
+-- Parameters: the table's name, and quoted (regclass).
+SELECT problem FROM (VALUES
+    (NOT current_setting('autovacuum')::bool, 'the server has autovacuum = off'),
+    (NOT current_setting('track_counts')::bool,
+     'the server has track_counts = off, without which autovacuum never runs'),
+    (EXISTS (SELECT FROM pg_class AS c, pg_options_to_table(c.reloptions) AS o
+             WHERE c.oid = to_regclass(%(regclass)s) AND o.option_name = 'autovacuum_enabled'
+               AND NOT o.option_value::bool),
+     'the ' || %(table)s || ' table has autovacuum_enabled = false')
+) AS checked(found, problem)
+WHERE found;
+
+-- name: prune_batch
+-- Retention: delete up to N jobs in the given statuses that finished before
+-- now - age, oldest first. The ORDER BY is the index's, so the planner reads
+-- pgjobs_job_finished_idx and stops after N rows (without it, when many rows
+-- have expired, it prefers a sequential scan that may read much of the table
+-- before finding them); the ids come back as one array, so the DELETE finds
+-- them by primary key whatever a generic plan guesses of N. SKIP LOCKED:
+-- concurrent pruners (one per worker) take different rows and never wait for
+-- each other, nor for a person retrying a failed job in the admin; each row is
+-- deleted once.
+WITH deleted AS (
+    DELETE FROM {job} WHERE id = ANY(ARRAY(
+        SELECT id FROM {job}
+        WHERE status = ANY(%(statuses)s) AND finished_at < now() - %(age)s * interval '1 second'
+        ORDER BY status, finished_at
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ))
+    RETURNING 1
+)
+SELECT count(*) FROM deleted;

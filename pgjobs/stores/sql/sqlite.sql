@@ -1,0 +1,108 @@
+-- SQLite statements of pgjobs.stores.sqlite.SQLiteStore, one per "-- name:"
+-- header (see pgjobs/stores/queries.py). {job} is the Job model's table, filled
+-- in at load time; every value is a parameter, lists as JSON arrays read with
+-- json_each. Times are this process's clock in the text form Django stores.
+--
+-- status = 'ready' is written out, not bound: SQLite uses a partial index only
+-- when the query's own text implies the index's condition.
+
+-- name: insert
+INSERT INTO {job} (func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
+                   unique_key, signature, created_at);
+
+-- name: insert_row
+-- One job's values, repeated for each job of a batch; run_at is the job's, else now.
+(%s, %s, %s, %s, %s, COALESCE(%s, %s), %s, %s, %s, %s, %s);
+
+-- name: returning_info
+-- SQLite >= 3.35: the inserted rows back, as INFO_FIELDS (pgjobs/stores/orm.py).
+RETURNING id, func, queue, status, priority, run_at, attempts, max_attempts, created_at,
+          started_at, finished_at, result, error, worker_id;
+
+-- name: get_info
+SELECT id, func, queue, status, priority, run_at, attempts, max_attempts, created_at,
+       started_at, finished_at, result, error, worker_id
+FROM {job} WHERE id = %s;
+
+-- name: begin_immediate
+-- Take the write lock before reading, waiting the busy timeout for it.
+BEGIN IMMEDIATE;
+
+-- name: commit
+COMMIT;
+
+-- name: rollback
+ROLLBACK;
+
+-- name: claim
+-- SQLite >= 3.35: the claim is one statement. queues NULL: every queue. run_at
+-- comes back as text (no declared type), so that the store reads each row's
+-- time itself and a row it cannot read fails alone, not the whole claim.
+UPDATE {job}
+SET status = 'running', attempts = attempts + 1, started_at = %(now)s,
+    worker_id = %(worker_id)s, lease_expires_at = %(lease_expires_at)s
+WHERE id IN (
+    SELECT id FROM {job}
+    WHERE status = 'ready' AND run_at <= %(now)s
+      AND (%(queues)s IS NULL OR queue IN (SELECT value FROM json_each(%(queues)s)))
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+)
+RETURNING id, func, args, kwargs, queue, priority, CAST(run_at AS TEXT), attempts,
+          max_attempts, timeout, signature;
+
+-- name: due
+-- The claim without RETURNING (SQLite < 3.35): the due ids, then mark and claimed.
+SELECT id FROM {job}
+WHERE status = 'ready' AND run_at <= %(now)s
+  AND (%(queues)s IS NULL OR queue IN (SELECT value FROM json_each(%(queues)s)))
+ORDER BY priority DESC, run_at, id
+LIMIT %(limit)s;
+
+-- name: mark
+UPDATE {job}
+SET status = 'running', attempts = attempts + 1, started_at = %(now)s,
+    worker_id = %(worker_id)s, lease_expires_at = %(lease_expires_at)s
+WHERE id IN (SELECT value FROM json_each(%(ids)s));
+
+-- name: claimed
+SELECT id, func, args, kwargs, queue, priority, CAST(run_at AS TEXT), attempts, max_attempts,
+       timeout, signature
+FROM {job} WHERE id IN (SELECT value FROM json_each(%(ids)s));
+
+-- name: finish
+-- One statement for every success of a batch: results is one JSON object, job
+-- id -> the result's JSON text. The guard keeps a job whose lease was lost from
+-- completing twice.
+UPDATE {job}
+SET status = 'succeeded', result = json_extract(%(results)s, '$."' || id || '"'),
+    finished_at = %(now)s, lease_expires_at = NULL
+WHERE id IN (SELECT CAST(key AS INTEGER) FROM json_each(%(results)s))
+  AND status = 'running' AND worker_id = %(worker_id)s;
+
+-- name: finish_delete
+-- finish with KEEP_SUCCEEDED False: succeeded jobs are deleted instead.
+DELETE FROM {job}
+WHERE id IN (SELECT CAST(key AS INTEGER) FROM json_each(%(results)s))
+  AND status = 'running' AND worker_id = %(worker_id)s;
+
+-- name: next_run_at
+SELECT MIN(run_at) FROM {job}
+WHERE status = 'ready'
+  AND (%(queues)s IS NULL OR queue IN (SELECT value FROM json_each(%(queues)s)));
+
+-- name: count_due
+SELECT COUNT(*) FROM {job}
+WHERE status = 'ready' AND run_at <= %(now)s
+  AND (%(queues)s IS NULL OR queue IN (SELECT value FROM json_each(%(queues)s)));
+
+-- name: prune_batch
+-- Retention: up to N jobs in the given statuses that finished before a cutoff,
+-- oldest first, read from pgjobs_job_finished_idx (finished_at < implies its
+-- finished_at IS NOT NULL). SQLite has one writer: pruners take turns.
+DELETE FROM {job} WHERE id IN (
+    SELECT id FROM {job}
+    WHERE status IN (SELECT value FROM json_each(%(statuses)s)) AND finished_at < %(cutoff)s
+    ORDER BY status, finished_at
+    LIMIT %(limit)s
+);
