@@ -56,6 +56,8 @@ ALL_SYSTEMS = (
     "pgqueuer",
     "procrastinate",
     "django-tasks-db",
+    "oban",
+    "chancy",
     "pgjobs-redis",
     "rq",
     "celery",

@@ -1,0 +1,74 @@
+"""chancy: a ``chancy.Worker`` serving one queue, declared with its best settings.
+
+chancy's schema is installed with its own CLI (``chancy misc migrate``) after
+Django's ``migrate``. Jobs are pushed with ``sync_push_many_ex`` on a cursor of
+Django's own connection, so they join the caller's transaction, see
+``projects/chancy_bench/tasks.py``.
+
+chancy keeps a queue's settings in the database; the worker
+(``projects/chancy_bench/run_worker.py``) declares the queue and then runs what
+``chancy worker start`` runs. The queue's executor is the AsyncExecutor with an
+``async def`` no-op (the default ProcessExecutor runs each job in a process
+pool, for CPU-bound jobs); ``eager_polling`` on, which its docs give for queues
+where "jobs are expected to be continuously available", as in a backlog: a
+worker polls again as a job finishes instead of waiting for the polling interval
+or a NOTIFY; polling interval 1 s (default 5). Concurrency, the most jobs one
+worker runs at once, is also the most one poll claims (one ``UPDATE ... FOR
+UPDATE SKIP LOCKED`` statement). Tried: 10, 100 and 1000, with 1 and 2
+processes (``--quick``: 100). chancy's logger at WARNING, as every system here.
+
+Progress and span come from ``chancy_jobs``: ``started_at`` (set by the claim,
+in the database) and ``completed_at`` (the worker's clock when the job
+returned). chancy writes outcomes back in batches, once a second
+(``Worker.send_outgoing_interval``), so a finish becomes visible up to a second
+after ``completed_at``: the span leaves that last write-back out, the wall time
+from spawn does not.
+"""
+
+from harness import PROJECTS_DIR, PYTHON, System, WorkerConfig, venv_import_check, venv_version
+
+CONCURRENCY = (10, 100, 1000)
+CONCURRENCY_QUICK = (100,)
+
+
+def _config(procs, concurrency):
+    return WorkerConfig(
+        procs,
+        ("--concurrency", str(concurrency), "--executor", "async"),
+        f"concurrency {concurrency}, async executor, eager polling",
+        variant="async",
+        x=concurrency,
+    )
+
+
+class Chancy(System):
+    name = "chancy"
+    project = "chancy_bench"
+    tables = ("chancy_jobs", "chancy_workers")
+    done_sql = """
+        SELECT count(*) FILTER (WHERE state = 'succeeded'),
+               count(*) FILTER (WHERE state = 'failed')
+        FROM chancy_jobs
+    """
+    span_sql = "SELECT extract(epoch FROM max(completed_at) - min(started_at)) FROM chancy_jobs"
+
+    def unavailable(self):
+        return venv_import_check("chancy")
+
+    def versions(self):
+        return f"chancy {venv_version('chancy')}"
+
+    def setup_commands(self, db):
+        return [
+            [PYTHON, "-m", "chancy.cli.cli", "--app", "chancy_bench.app.app", "misc", "migrate"]
+        ]
+
+    def worker_argv(self, config):
+        return [PYTHON, str(PROJECTS_DIR / "chancy_bench" / "run_worker.py"), *config.args]
+
+    def throughput_configs(self, quick):
+        levels = CONCURRENCY_QUICK if quick else CONCURRENCY
+        return [_config(p, c) for p in (1, 2) for c in levels]
+
+    def latency_configs(self, quick):
+        return [_config(1, 10)]
