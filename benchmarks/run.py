@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Measure pgjobs against PGQueuer, Procrastinate and django-tasks-db (and, on
-Redis, RQ and Celery) on the local PostgreSQL.
+"""Measure pgjobs against PGQueuer, Procrastinate, django-tasks-db, Oban for
+Python and chancy (and, on Redis, RQ and Celery) on the local PostgreSQL.
 
     python benchmarks/run.py                  # full run (about 40 minutes)
     python benchmarks/run.py --quick          # smaller counts, few settings (< 2 min)
@@ -56,6 +56,8 @@ ALL_SYSTEMS = (
     "pgqueuer",
     "procrastinate",
     "django-tasks-db",
+    "oban",
+    "chancy",
     "pgjobs-redis",
     "rq",
     "celery",

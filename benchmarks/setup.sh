@@ -10,8 +10,29 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(dirname "$here")"
 venv="$here/.work/venv"
-python="${PYTHON:-python3}"
 
+# Oban for Python needs Python 3.12 or newer; every queue is measured on the
+# same interpreter, so the venv is made with a 3.12+ one when the machine has
+# one: $PYTHON, else python3.12/3.13 on PATH or under pyenv, else python3 (and
+# then requirements.txt leaves oban out, and run.py says it is unavailable).
+is_312() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; }
+python="${PYTHON:-}"
+if [ -z "$python" ]; then
+    python=python3
+    pyenv_root="$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"
+    for candidate in python3.12 python3.13 "$pyenv_root"/versions/3.12*/bin/python3.12 \
+        "$pyenv_root"/versions/3.13*/bin/python3.13 python3; do
+        if is_312 "$candidate"; then
+            python="$candidate"
+            break
+        fi
+    done
+fi
+# A venv made before with an older Python than the one found is made again.
+if [ -x "$venv/bin/python" ] && ! is_312 "$venv/bin/python" && is_312 "$python"; then
+    echo "setup.sh: remaking $venv with $("$python" --version) (oban needs 3.12+)" >&2
+    rm -rf "$venv"
+fi
 if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi

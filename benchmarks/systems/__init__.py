@@ -1,6 +1,8 @@
 """The queues measured, by the name used on the command line."""
 
+from systems.chancy import Chancy
 from systems.django_tasks_db import DjangoTasksDB
+from systems.oban import Oban
 from systems.pgjobs import PgJobs
 from systems.pgjobs_baseline import PgJobsBaseline
 from systems.pgjobs_celery import PgJobsCelery
@@ -18,6 +20,8 @@ SYSTEMS = {
         PgQueuer(),
         DjangoTasksDB(),
         Procrastinate(),
+        Oban(),
+        Chancy(),
         PgJobsRedis(),
         RQ(),
         Celery(),
