@@ -97,6 +97,9 @@ class SQLiteStore(SqlStore):
                     cursor.execute(self.sql.rollback)
                 raise
 
+    def _rescue_transaction(self):
+        return self._write_transaction()  # the write lock first: no busy upgrade
+
     # -- workers -----------------------------------------------------------------
 
     def _finish(self, worker_id, results):
