@@ -51,3 +51,8 @@ class WorkerLost(PgJobsError):
     """The worker running a job stopped heartbeating (killed, its host lost) and
     its lease ran out: the error a rescue records for that attempt. Stored by its
     path, ``pgjobs.exceptions.WorkerLost``; never raised by pgjobs itself."""
+
+
+class StoreNotSetUp(PgJobsError, ImproperlyConfigured):
+    """The store cannot be used as configured, and waiting will not help: its
+    database does not exist. Raised by a worker at start-up, with what to do."""

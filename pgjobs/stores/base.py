@@ -252,6 +252,14 @@ class Store(abc.ABC):
     def close(self):
         """Drop connections held by this thread (they reopen on next use)."""
 
+    def setup_problem(self, exc):
+        """What ``exc``, raised by this store, says about how it is set up:
+        ``(sentence with what to do, fatal)``, or None when it says nothing of
+        the kind (a server down, a connection cut: worth waiting for). Fatal:
+        waiting cannot help (the database does not exist); not fatal: an operator
+        can fix it while the worker waits (``manage.py migrate`` not run yet)."""
+        return None
+
     def upkeep_problems(self):
         """Why the storage will not reclaim the space of finished jobs by itself,
         one sentence each (``pgjobs.W003``); none where it needs no upkeep."""

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from .. import records
 from ..records import JobInfo, ScheduleInfo
-from .base import DECODE_ERRORS, Store, worker_lost_error
+from .base import DECODE_ERRORS, Store, one_line, worker_lost_error
 
 EARLIEST = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
@@ -525,6 +525,35 @@ class OrmStore(Store):
                 self.enqueue_unique(spec) if spec.unique_key else self.enqueue(spec)
                 for spec in specs
             ]
+
+    # -- set-up problems ---------------------------------------------------------------
+
+    def setup_problem(self, exc):
+        name = self.connection.settings_dict.get("NAME")
+        where = f"database {str(name)!r} (DATABASES[{self.alias!r}])"
+        if self._missing_database(exc):
+            return (
+                f"{where} does not exist: create it, or point DATABASES at the right one "
+                f"({one_line(exc)})",
+                True,
+            )
+        try:
+            tables = set(self.connection.introspection.table_names())
+        except Exception:  # not reachable: nothing to tell
+            return None
+        needed = [self.jobs().model._meta.db_table, self.workers().model._meta.db_table]
+        missing = [table for table in needed if table not in tables]
+        if not missing:
+            return None
+        return (
+            f"the pgjobs tables ({', '.join(missing)}) are missing from {where}: "
+            "run manage.py migrate",
+            False,
+        )
+
+    def _missing_database(self, exc):
+        """Whether ``exc`` says the database itself does not exist (vendor stores)."""
+        return False
 
     def close(self):
         self.connection.close()
