@@ -400,10 +400,12 @@ class OrmStore(Store):
         self.workers().filter(
             heartbeat_at__lt=self.now() - Value(seconds(3 * self.lease_seconds))
         ).delete()
-        expired = list(
+        # Read through the lease index (no ORDER BY, which would scan the table
+        # in id order), then updated in id order: racing rescuers lock alike.
+        expired = sorted(
             self.jobs()
             .filter(status=records.RUNNING, lease_expires_at__lt=self.now())
-            .order_by("pk")
+            .order_by()
             .values_list("pk", "worker_id", "attempts", "max_attempts", "cancel_requested")[
                 : self.rescue_batch
             ]
