@@ -22,6 +22,7 @@ from .exceptions import (
     JobNotFound,
     NotSupported,
     PgJobsError,
+    WorkerLost,
 )
 from .execution import JobContext, current_job
 from .handler import background
@@ -39,6 +40,7 @@ __all__ = [
     "JobRef",
     "NotSupported",
     "PgJobsError",
+    "WorkerLost",
     "background",
     "current_job",
 ]

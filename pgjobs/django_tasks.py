@@ -50,7 +50,8 @@ from . import records
 from .exceptions import InvalidJob, JobCancelled
 from .execution import current_job
 from .handler import get_backend
-from .serialization import decode_arguments, decode_result
+from .serialization import decode_arguments, decode_result, job_module_problem
+from .signals import job_lost
 
 #: OPTIONS of a ``TASKS`` entry: job options applied to every task.
 OPTION_NAMES = {"MAX_ATTEMPTS", "TIMEOUT"}
@@ -559,6 +560,23 @@ def _failed(fw, result, exc):
     object.__setattr__(result, "status", fw.TaskResultStatus.FAILED)
     object.__setattr__(result, "finished_at", timezone.now())
     fw.signals.task_finished.send(sender=PgJobsBackend, task_result=result)
+
+
+def _task_lost(sender, job, **kwargs):
+    """``pgjobs.signals.job_lost``: a rescue ended a job whose worker was lost. If
+    it is a task, its ``task_finished`` was never sent (the worker died first):
+    send it now, with the result as stored, in the rescuing worker's process."""
+    if job_module_problem(job.func) is not None:
+        return  # not a job this site runs: nothing of it is imported
+    task = load_task(job.func)
+    if task is None:  # a plain pgjobs job
+        return
+    fw = framework_of(task)
+    result = task_result(fw, task, job, _alias(task))
+    fw.signals.task_finished.send(sender=PgJobsBackend, task_result=result)
+
+
+job_lost.connect(_task_lost, dispatch_uid="pgjobs.django_tasks.task_lost")
 
 
 def _succeeded(fw, result, value):

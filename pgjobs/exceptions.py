@@ -45,3 +45,14 @@ class JobFailed(PgJobsError):
 class JobCancelled(PgJobsError):
     """Raise this from a job that saw ``current_job().cancel_requested``: the job
     ends ``cancelled`` instead of failed, and is not retried."""
+
+
+class WorkerLost(PgJobsError):
+    """The worker running a job stopped heartbeating (killed, its host lost) and
+    its lease ran out: the error a rescue records for that attempt. Stored by its
+    path, ``pgjobs.exceptions.WorkerLost``; never raised by pgjobs itself."""
+
+
+class StoreNotSetUp(PgJobsError, ImproperlyConfigured):
+    """The store cannot be used as configured, and waiting will not help: its
+    database does not exist. Raised by a worker at start-up, with what to do."""

@@ -100,3 +100,18 @@ class ScheduleInfo:
     name: str
     last_tick: datetime.datetime  # ticks up to this time are settled (enqueued or passed over)
     last_run: datetime.datetime | None = None  # the latest tick enqueued
+
+
+class Rescued(int):
+    """What ``Store.rescue()`` did: how many jobs whose lease ran out it took back
+    (the int itself, as callers counted before) and ``ended``, the ids of those it
+    ended for good (failed, their attempts used up; or cancelled, as asked), whose
+    finish nobody else will announce (``pgjobs.signals.job_lost``)."""
+
+    def __new__(cls, count=0, ended=()):
+        rescued = super().__new__(cls, count)
+        rescued.ended = tuple(ended)
+        return rescued
+
+    def __repr__(self):
+        return f"Rescued({int(self)}, ended={self.ended!r})"

@@ -8,6 +8,7 @@ integration pass (``--ds=tests.wagtail_settings``), which sets ``TASKS``.
 import datetime
 import importlib
 import os
+import signal
 
 import pytest
 from asgiref.sync import async_to_sync
@@ -29,6 +30,7 @@ from tests.conftest import (  # noqa: E402
     WorkerProcess,
     run_jobs,
     status_counts,
+    wait_for,
     work_until,
 )
 from tests.testapp import jobs  # noqa: E402
@@ -329,6 +331,86 @@ def test_a_worker_process_runs_tasks_and_sends_the_signals(transactional_db, tmp
     for fw in FRAMEWORKS:
         assert f"task_started:record:{fw.TaskResultStatus.RUNNING}" in names
         assert f"task_finished:record:{fw.successful}" in names
+
+
+@pytest.mark.slow
+def test_a_task_whose_worker_was_killed_fails_with_a_readable_error_and_finishes_once(
+    fw, tasks, transactional_db, tmp_path, monkeypatch
+):
+    """Issue 20 bug 6: a worker SIGKILLed mid-task, its lease run out, another worker
+    rescues the task. Its result must be one the framework can read (the error's
+    class imports, the traceback says what happened) and ``task_finished`` must be
+    sent once, by the rescuing worker, as the README promises on the last failure."""
+    from django.db import connection
+
+    backend = tasks.linger.get_backend()
+    monkeypatch.setitem(backend.job_options, "max_attempts", 1)
+    result = tasks.linger.enqueue(f"linger:{fw.module}", 60)
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.wagtail_settings",
+        "PGJOBS_TEST_DB": VENDOR,
+        "PGJOBS_TEST_DB_NAME": str(connection.settings_dict["NAME"]),
+        "PGJOBS_TEST_LEASE_SECONDS": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
+    victim = WorkerProcess("pgjobs_worker", [], env, tmp_path)
+    try:
+        wait_for(
+            lambda: Event.objects.filter(name=f"linger:{fw.module}").exists(),
+            timeout=30,
+            message="the task to start",
+        )
+        victim.process.send_signal(signal.SIGKILL)
+        victim.wait()
+    finally:
+        victim.kill()
+    assert background.get(int(result.id)).status == records.RUNNING
+
+    received, disconnect = receive(fw.signals.task_finished)
+    try:
+        # In-process workers, each rescuing at its start, until the lease has run out.
+        work_until(lambda: background.get(int(result.id)).status == records.FAILED, timeout=20)
+        run_jobs()  # another rescue: nothing is sent twice
+    finally:
+        disconnect()
+
+    result.refresh()
+    assert result.status == fw.TaskResultStatus.FAILED and result.is_finished
+    (error,) = result.errors
+    assert error.exception_class_path == "pgjobs.exceptions.WorkerLost"
+    from pgjobs import WorkerLost
+
+    assert error.exception_class is WorkerLost
+    assert "stopped heartbeating while running attempt 1/1" in error.traceback
+    assert f":{victim.pid}:" in error.traceback, "it names the worker that was lost"
+    assert len(received) == 1, received
+    ((sender, finished),) = received
+    assert sender is PgJobsBackend and isinstance(finished, fw.TaskResult)
+    assert (finished.id, finished.status) == (result.id, fw.TaskResultStatus.FAILED)
+    assert finished.errors[0].exception_class is WorkerLost
+    assert list(
+        Event.objects.filter(name__startswith="task_finished:linger:").values_list("name")
+    ) == [(f"task_finished:linger:{fw.TaskResultStatus.FAILED}",)]
+
+
+def test_every_process_hears_of_lost_tasks_once_django_is_set_up():
+    """The rescuing worker may never have run a task: ``pgjobs.django_tasks`` (whose
+    receiver turns ``job_lost`` into ``task_finished``) is imported by the app's
+    ``ready()`` wherever ``TASKS`` names it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, django; django.setup(); "
+        "from pgjobs.signals import job_lost; "
+        "print('pgjobs.django_tasks' in sys.modules, job_lost.has_listeners())"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.wagtail_settings"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.split() == ["True", "True"], done.stderr
 
 
 @pytest.mark.skipif(JOBS_IN_REDIS, reason="RedisBackend keeps no Job rows: it needs no app")

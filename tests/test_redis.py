@@ -201,7 +201,7 @@ def test_rescue_puts_back_jobs_whose_lease_expired(store):
 
     info = job(again.id)
     assert (info.status, info.attempts, info.worker_id) == (records.READY, 1, None)
-    assert info.error["type"] == "pgjobs.WorkerLost"
+    assert info.error["type"] == "pgjobs.exceptions.WorkerLost"
     info = job(done.id)
     assert (info.status, info.attempts) == (records.FAILED, 1)
     assert job(alive.id).status == records.RUNNING

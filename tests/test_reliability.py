@@ -87,7 +87,7 @@ def test_a_dead_workers_jobs_come_back_when_its_lease_expires_with_the_attempt_c
     assert Execution.objects.get(key="again").attempt == 2
     used_up.refresh()
     assert (used_up.status, used_up.attempts) == (records.FAILED, 1)
-    assert used_up.error["type"] == "pgjobs.WorkerLost"
+    assert used_up.error["type"] == "pgjobs.exceptions.WorkerLost"
     assert "stopped sending heartbeats" in used_up.error["message"]
     assert not Execution.objects.filter(key="used-up").exists()
 
@@ -167,7 +167,7 @@ def test_a_worker_that_lost_its_lease_can_neither_complete_nor_change_the_job(le
     store.heartbeat("lost", [ref.id])
     job = Job.objects.get(pk=ref.id)
     assert (job.status, job.worker_id, job.attempts) == (records.RUNNING, "holder", 2)
-    assert job.error["type"] == "pgjobs.WorkerLost"  # from the rescue, not from "lost"
+    assert job.error["type"] == "pgjobs.exceptions.WorkerLost"  # from the rescue, not from "lost"
 
     (next_job,) = store.finish_and_claim("holder", [(ref.id, 3)], None, 1)
     assert next_job.id == other.id

@@ -424,13 +424,45 @@ def test_rescue_takes_back_jobs_whose_lease_expired(store, clock):
     clock.sleep(LEASE / 2 + 0.4)
     assert store.rescue() == 3
     got = store.get(spent.id)
-    assert (got.status, got.error["type"]) == (records.FAILED, "pgjobs.WorkerLost")
+    assert (got.status, got.error["type"]) == (records.FAILED, "pgjobs.exceptions.WorkerLost")
     assert store.get(cancelled.id).status == records.CANCELLED
     got = store.get(again.id)
     assert (got.status, got.attempts, got.worker_id) == (records.READY, 1, None)
     assert store.get(fresh.id).status == records.RUNNING, "its lease runs on"
     (job,) = store.claim(None, 5, WORKER)
     assert (job.id, job.attempts) == (again.id, 2)
+
+
+def test_rescue_says_which_jobs_it_ended_and_records_an_error_that_imports(store, clock):
+    """Issue 20 bug 6: a rescue's error type did not import and its traceback was
+    empty, and nobody could tell which jobs a rescue had failed for good (so no
+    finish signal was ever sent for them)."""
+    from django.utils.module_loading import import_string
+
+    from pgjobs import PgJobsError, WorkerLost
+
+    spent = store.enqueue(spec(max_attempts=1, priority=3))
+    again = store.enqueue(spec(max_attempts=3, priority=2))
+    cancelled = store.enqueue(spec(priority=1))
+    store.claim(None, 3, WORKER)
+    assert store.cancel(cancelled.id) is False
+    clock.sleep(LEASE + 0.4)
+    rescued = store.rescue()
+    assert isinstance(rescued, records.Rescued) and rescued == 3
+    assert sorted(rescued.ended) == sorted([spent.id, cancelled.id]), "not the one put back"
+    expected = {
+        spent.id: "attempt 1/1; its lease ran out, and the job was failed",
+        again.id: "attempt 1/3; its lease ran out, and the job was put back",
+        cancelled.id: "attempt 1/3; its lease ran out, and the job was cancelled",
+    }
+    for job_id, text in expected.items():
+        error = store.get(job_id).error
+        assert import_string(error["type"]) is WorkerLost
+        assert issubclass(WorkerLost, PgJobsError)
+        assert f"worker {WORKER} stopped heartbeating while running {text}" in error["traceback"]
+        assert error["message"] == "the worker running this job stopped sending heartbeats"
+    again_rescued = store.rescue()
+    assert (again_rescued, again_rescued.ended) == (0, ()), "each job is ended once"
 
 
 def test_heartbeat_extends_leases_and_reports_cancel_requests(store, clock):

@@ -149,10 +149,10 @@ def test_rescue_puts_back_jobs_whose_lease_expired(store):
 
     job = Job.objects.get(pk=again.id)
     assert (job.status, job.attempts, job.worker_id) == (records.READY, 1, None)
-    assert job.error["type"] == "pgjobs.WorkerLost"
+    assert job.error["type"] == "pgjobs.exceptions.WorkerLost"
     job = Job.objects.get(pk=done.id)
     assert (job.status, job.attempts) == (records.FAILED, 1)
-    assert job.error["type"] == "pgjobs.WorkerLost"
+    assert job.error["type"] == "pgjobs.exceptions.WorkerLost"
     assert Job.objects.get(pk=alive.id).status == records.RUNNING
     # The rescued job runs again, and its old worker can no longer complete it.
     (claimed,) = store.claim(None, 1, OTHER)

@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 
 from pgjobs import background, records
-from tests.conftest import JOBS_IN_REDIS, VENDOR
+from tests.conftest import JOBS_IN_REDIS, VENDOR, run_jobs
 from tests.testapp import jobs
 
 WORKER = "test-worker-decode"
@@ -70,6 +70,43 @@ def test_a_5000_digit_number_fails_only_its_job(store):
 @pytest.mark.django_db(transaction=True)
 def test_arguments_nested_too_deep_fail_only_their_job(store):
     assert_fails_alone(store, DEEP_NESTING, "RecursionError")
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        pytest.param(BIG_NUMBER, "ValueError", id="5000-digit number"),
+        pytest.param(
+            DEEP_NESTING,
+            "RecursionError",
+            id=f"nested {DEEP} deep",
+            marks=pytest.mark.skipif(
+                VENDOR == "mysql", reason="MariaDB's JSON CHECK refuses nesting beyond 32 levels"
+            ),
+        ),
+    ],
+)
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_fails_the_unreadable_job_at_once_and_runs_the_rest_of_its_batch(
+    store, text, reason
+):
+    """Issue 20 bug 1, end to end: a signed good job and a row written by hand that
+    cannot be decoded, claimed in one batch by a real (in-process) worker. The bad
+    one fails at once, alone, with its reason; it is never rescued nor retried."""
+    good = background.enqueue(jobs.add, args=[1, 2])
+    bad = background.enqueue(jobs.add, args=[3, 4])
+    write_args(store, bad.id, text)
+    run_jobs(concurrency=4)  # one claim takes both
+    got = store.get(bad.id)
+    assert (got.status, got.attempts) == (records.FAILED, 1), got.error
+    assert got.error["type"] == "pgjobs.exceptions.InvalidJob"
+    assert "cannot decode the job's arguments" in got.error["message"]
+    assert reason in got.error["message"], got.error["message"]
+    assert background.get(good.id).status == records.SUCCEEDED
+    assert background.get(good.id).result == 3
+    assert store.rescue() == 0, "no lease was left to run out"
+    again = store.get(bad.id)
+    assert (again.status, again.attempts, again.error) == (records.FAILED, 1, got.error)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -184,8 +184,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def rescue(self):
-        """Put running jobs whose lease expired back to ready (or failed when
-        their attempts are used up); return how many."""
+        """Put running jobs whose lease expired back to ready (failed when their
+        attempts are used up, cancelled when asked to stop), recording
+        ``worker_lost_error`` as each one's error; return a ``records.Rescued``:
+        how many, and the ids of the jobs it ended for good."""
 
     @abc.abstractmethod
     def release(self, worker_id, job_ids):
@@ -250,6 +252,14 @@ class Store(abc.ABC):
     def close(self):
         """Drop connections held by this thread (they reopen on next use)."""
 
+    def setup_problem(self, exc):
+        """What ``exc``, raised by this store, says about how it is set up:
+        ``(sentence with what to do, fatal)``, or None when it says nothing of
+        the kind (a server down, a connection cut: worth waiting for). Fatal:
+        waiting cannot help (the database does not exist); not fatal: an operator
+        can fix it while the worker waits (``manage.py migrate`` not run yet)."""
+        return None
+
     def upkeep_problems(self):
         """Why the storage will not reclaim the space of finished jobs by itself,
         one sentence each (``pgjobs.W003``); none where it needs no upkeep."""
@@ -299,3 +309,33 @@ def one_line(exc):
     if len(text) > 200:
         text = text[:197] + "..."
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+#: The error a rescue records for a job whose worker was lost: ``type`` imports
+#: (``pgjobs.exceptions.WorkerLost``), so the tasks framework's
+#: ``TaskError.exception_class`` works. The traceback is ``LOST_TRACEBACK`` filled
+#: with the worker's id, the attempt, the attempts allowed and what became of the
+#: job: ``%s`` placeholders, so that Redis's Lua fills the same text
+#: (``string.format``).
+WORKER_LOST_TYPE = "pgjobs.exceptions.WorkerLost"
+WORKER_LOST_MESSAGE = "the worker running this job stopped sending heartbeats"
+LOST_TRACEBACK = (
+    "worker %s stopped heartbeating while running attempt %s/%s; its lease ran out, "
+    "and the job was %s.\n" + WORKER_LOST_TYPE + ": " + WORKER_LOST_MESSAGE + "\n"
+)
+#: What became of the job, by its status after the rescue.
+LOST_OUTCOMES = {
+    "ready": "put back to be run again",
+    "failed": "failed: it had no attempts left",
+    "cancelled": "cancelled, as asked while it ran",
+}
+
+
+def worker_lost_error(worker_id, attempt, max_attempts, status):
+    """The stored error of a job a rescue took back from worker ``worker_id``."""
+    outcome = LOST_OUTCOMES[status]
+    return {
+        "type": WORKER_LOST_TYPE,
+        "message": WORKER_LOST_MESSAGE,
+        "traceback": LOST_TRACEBACK % (worker_id or "?", attempt, max_attempts, outcome),
+    }

@@ -30,13 +30,8 @@ from django.utils import timezone
 from .. import records
 from ..records import ClaimedJob, JobInfo, ScheduleInfo, Wakeup
 from ..serialization import dumps
-from .base import Store, args_json
+from .base import Store, args_json, worker_lost_error
 
-_WORKER_LOST = {
-    "type": "pgjobs.WorkerLost",
-    "message": "the worker running this job stopped sending heartbeats",
-    "traceback": "",
-}
 _ACTIVE = (records.READY, records.RUNNING)
 # Errors of decoding stored arguments: malformed JSON or an integer too long
 # (ValueError), nesting deeper than the recursion limit (RecursionError).
@@ -430,24 +425,29 @@ class InMemoryStore(Store):
             stale = now - datetime.timedelta(seconds=3 * self.lease_seconds)
             for worker_id in [w for w, r in self._workers.items() if r["heartbeat_at"] < stale]:
                 del self._workers[worker_id]
-            rescued = 0
-            lost = dumps(_WORKER_LOST)
+            rescued, ended = 0, []
             for job in self._jobs.values():
                 if job.status != records.RUNNING or job.lease_expires_at >= now:
                     continue
                 rescued += 1
-                job.error = lost
-                job.worker_id = None
                 if job.cancel_requested:
-                    self._end(job, records.CANCELLED, now)
+                    status = records.CANCELLED
                 elif job.attempts >= job.max_attempts:
-                    self._end(job, records.FAILED, now)
+                    status = records.FAILED
                 else:
+                    status = records.READY
+                lost = worker_lost_error(job.worker_id, job.attempts, job.max_attempts, status)
+                job.error = dumps(lost)
+                job.worker_id = None
+                if status == records.READY:
                     job.status = records.READY
                     job.lease_expires_at = None
+                else:
+                    self._end(job, status, now)
+                    ended.append(job.id)
             if rescued:
                 self.notify_ready()  # no enqueue told the workers of these
-            return rescued
+            return records.Rescued(rescued, ended)
 
     def seconds_until_due(self, queues):
         with self._lock:

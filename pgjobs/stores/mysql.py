@@ -43,6 +43,9 @@ class MySQLStore(SqlStore):
     def is_retryable(self, exc):
         return (exc.args[0] if exc.args else None) in RETRYABLE_ERRORS
 
+    def _missing_database(self, exc):
+        return (exc.args[0] if exc.args else None) == 1049  # ER_BAD_DB_ERROR: Unknown database
+
     # -- time --------------------------------------------------------------------
 
     @cached_property

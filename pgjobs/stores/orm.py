@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from .. import records
 from ..records import JobInfo, ScheduleInfo
-from .base import DECODE_ERRORS, Store
+from .base import DECODE_ERRORS, Store, one_line, worker_lost_error
 
 EARLIEST = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
@@ -383,37 +383,76 @@ class OrmStore(Store):
             return 0
         return self.jobs().filter(pk__in=ids, status__in=statuses).delete()[0]
 
+    #: Jobs a rescue takes back at most in one call (the next call takes the rest).
+    rescue_batch = 1000
+
     def rescue(self):
+        """Take back running jobs whose lease ran out, each with an error naming
+        its worker and attempt (``worker_lost_error``).
+
+        The expired jobs are read first, without locks (nothing expired: one
+        read, the usual case); each is then updated only if it is still the
+        attempt that was read (same worker, attempt, cancel flag, lease still
+        run out), so that a job a heartbeat saved, or another rescuer took back
+        first, is left alone and counted by whoever changed it. The updates run
+        in one transaction, so that a retried rescue starts over consistently.
+        """
         self.workers().filter(
             heartbeat_at__lt=self.now() - Value(seconds(3 * self.lease_seconds))
         ).delete()
-        error = {
-            "type": "pgjobs.WorkerLost",
-            "message": "the worker running this job stopped sending heartbeats",
-            "traceback": "",
-        }
-        rescued = (
+        # Read through the lease index (no ORDER BY, which would scan the table
+        # in id order), then updated in id order: racing rescuers lock alike.
+        expired = sorted(
             self.jobs()
             .filter(status=records.RUNNING, lease_expires_at__lt=self.now())
-            .update(
-                status=Case(
-                    When(cancel_requested=True, then=Value(records.CANCELLED)),
-                    When(attempts__gte=F("max_attempts"), then=Value(records.FAILED)),
-                    default=Value(records.READY),
-                ),
-                finished_at=Case(
-                    When(cancel_requested=True, then=self.now()),
-                    When(attempts__gte=F("max_attempts"), then=self.now()),
-                    default=None,
-                ),
-                error=Value(error, output_field=self.jobs().model._meta.get_field("error")),
-                worker_id=None,
-                lease_expires_at=None,
-            )
+            .order_by()
+            .values_list("pk", "worker_id", "attempts", "max_attempts", "cancel_requested")[
+                : self.rescue_batch
+            ]
         )
+        if not expired:
+            return records.Rescued(0)
+        rescued, ended = 0, []
+        error_field = self.jobs().model._meta.get_field("error")
+        with self._rescue_transaction():
+            for pk, worker_id, attempts, max_attempts, cancel_requested in expired:
+                if cancel_requested:
+                    status = records.CANCELLED
+                elif attempts >= max_attempts:
+                    status = records.FAILED
+                else:
+                    status = records.READY
+                error = worker_lost_error(worker_id, attempts, max_attempts, status)
+                changes = dict(
+                    status=status,
+                    error=Value(error, output_field=error_field),
+                    worker_id=None,
+                    lease_expires_at=None,
+                )
+                if status != records.READY:
+                    changes["finished_at"] = self.now()
+                taken = (
+                    self.jobs()
+                    .filter(
+                        pk=pk,
+                        status=records.RUNNING,
+                        worker_id=worker_id,
+                        attempts=attempts,
+                        cancel_requested=cancel_requested,
+                        lease_expires_at__lt=self.now(),
+                    )
+                    .update(**changes)
+                )
+                rescued += taken
+                if taken and status != records.READY:
+                    ended.append(pk)
         if rescued:
             self.notify_ready()  # no enqueue told the workers of these
-        return rescued
+        return records.Rescued(rescued, ended)
+
+    def _rescue_transaction(self):
+        """The transaction a rescue's updates run in."""
+        return transaction.atomic(using=self.alias)
 
     def release(self, worker_id, job_ids):
         if job_ids:
@@ -488,6 +527,35 @@ class OrmStore(Store):
                 self.enqueue_unique(spec) if spec.unique_key else self.enqueue(spec)
                 for spec in specs
             ]
+
+    # -- set-up problems ---------------------------------------------------------------
+
+    def setup_problem(self, exc):
+        name = self.connection.settings_dict.get("NAME")
+        where = f"database {str(name)!r} (DATABASES[{self.alias!r}])"
+        if self._missing_database(exc):
+            return (
+                f"{where} does not exist: create it, or point DATABASES at the right one "
+                f"({one_line(exc)})",
+                True,
+            )
+        try:
+            tables = set(self.connection.introspection.table_names())
+        except Exception:  # not reachable: nothing to tell
+            return None
+        needed = [self.jobs().model._meta.db_table, self.workers().model._meta.db_table]
+        missing = [table for table in needed if table not in tables]
+        if not missing:
+            return None
+        return (
+            f"the pgjobs tables ({', '.join(missing)}) are missing from {where}: "
+            "run manage.py migrate",
+            False,
+        )
+
+    def _missing_database(self, exc):
+        """Whether ``exc`` says the database itself does not exist (vendor stores)."""
+        return False
 
     def close(self):
         self.connection.close()

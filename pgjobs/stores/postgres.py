@@ -10,6 +10,7 @@ import datetime
 import itertools
 import json
 import logging
+import re
 import struct
 import time
 import zoneinfo
@@ -57,6 +58,13 @@ class PostgresStore(OrmStore):
             f"postgresql database {self.alias!r}, woken by LISTEN/NOTIFY on channel "
             f"{self.channel!r}"
         )
+
+    def _missing_database(self, exc):
+        # 3D000 invalid_catalog_name; at connect, psycopg gives only the server's text.
+        cause = exc.__cause__ or exc
+        if getattr(cause, "sqlstate", None) == "3D000":
+            return True
+        return re.search(r'database "[^"]*" does not exist', str(exc)) is not None
 
     def _execute(self, query, params, fetch=True):
         """Run one statement on Django's connection for the alias, prepared.

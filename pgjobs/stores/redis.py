@@ -39,7 +39,17 @@ from django.utils import timezone
 from .. import records
 from ..records import ClaimedJob, JobInfo, ScheduleInfo
 from ..serialization import dumps
-from .base import DECODE_ERRORS, Store, args_json, one_line, read_arguments
+from .base import (
+    DECODE_ERRORS,
+    LOST_OUTCOMES,
+    LOST_TRACEBACK,
+    WORKER_LOST_MESSAGE,
+    WORKER_LOST_TYPE,
+    Store,
+    args_json,
+    one_line,
+    read_arguments,
+)
 from .queries import lua
 
 logger = logging.getLogger("pgjobs")
@@ -67,11 +77,15 @@ SCRIPTS = {
     "reserve_ids": ("reserve_ids",),
 }
 
-_WORKER_LOST = {
-    "type": "pgjobs.WorkerLost",
-    "message": "the worker running this job stopped sending heartbeats",
-    "traceback": "",
-}
+#: What ``rescue.lua`` needs to write ``worker_lost_error`` for each job it takes back.
+_WORKER_LOST = json.dumps(
+    {
+        "type": WORKER_LOST_TYPE,
+        "message": WORKER_LOST_MESSAGE,
+        "traceback": LOST_TRACEBACK,
+        "outcomes": LOST_OUTCOMES,
+    }
+)
 
 
 def to_us(when):
@@ -348,7 +362,8 @@ class RedisStore(Store):
 
     def rescue(self):
         stale_us = int(3 * self.lease_seconds * 1e6)
-        return self._run("rescue", dumps(_WORKER_LOST), self._ttl_us, stale_us)
+        count, ended = self._run("rescue", _WORKER_LOST, self._ttl_us, stale_us)
+        return records.Rescued(count, [int(job_id) for job_id in ended])
 
     def release(self, worker_id, job_ids):
         if job_ids:

@@ -58,6 +58,10 @@ class SQLiteStore(SqlStore):
     def is_retryable(self, exc):
         return isinstance(exc, OperationalError) and is_busy(exc)
 
+    def _missing_database(self, exc):
+        # SQLite makes a missing file, but not a missing directory.
+        return isinstance(exc, OperationalError) and "unable to open database file" in str(exc)
+
     @cached_property
     def insert_batch(self):
         per_row = self.sql.insert_row.count("%s")
@@ -96,6 +100,9 @@ class SQLiteStore(SqlStore):
                 with contextlib.suppress(Exception):
                     cursor.execute(self.sql.rollback)
                 raise
+
+    def _rescue_transaction(self):
+        return self._write_transaction()  # the write lock first: no busy upgrade
 
     # -- workers -----------------------------------------------------------------
 

@@ -15,6 +15,8 @@ import logging
 import random
 import time
 
+from .. import signals
+
 logger = logging.getLogger("pgjobs")
 
 #: Rescues are spread by a random factor in this range.
@@ -103,6 +105,7 @@ def rescue(store, interval):
         rescued = store.rescue()
         if rescued:
             logger.warning("pgjobs: put back %d job(s) whose worker stopped heartbeating", rescued)
+        signals.send_job_lost(store, rescued.ended)  # no one else will say they finished
         return interval * random.uniform(*RESCUE_JITTER)
 
     return Duty("rescue", interval * RESCUE_JITTER[1], look, wakes=False, raises=True)

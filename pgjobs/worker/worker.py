@@ -22,6 +22,7 @@ import socket
 import time
 import uuid
 
+from ..exceptions import StoreNotSetUp
 from ..retry import RetryPolicy
 from . import duties as duty_kinds
 from .duties import Duties
@@ -32,6 +33,10 @@ from .shutdown import Shutdown, finish_in_flight
 from .wakeups import RANKS_INTERVAL, Alarm, Listener
 
 logger = logging.getLogger("pgjobs")
+
+#: Seconds between the warnings of a worker waiting for its store to be set up
+#: (``manage.py migrate`` not run yet): said at once, then at this low rate.
+SETUP_PROBLEM_EVERY = 60.0
 
 
 def make_worker_id():
@@ -174,7 +179,13 @@ class Worker:
 
     def _register(self):
         """Register this worker, waiting (with backoff) for a store that is down at
-        start-up, as it would for one that goes down later. False if stopped first."""
+        start-up, as it would for one that goes down later. False if stopped first.
+
+        A store that is not set up says what to do (``Store.setup_problem``): at
+        once and then every ``SETUP_PROBLEM_EVERY`` seconds while the worker waits
+        (tables not migrated yet), or as ``StoreNotSetUp`` when waiting cannot help
+        (no such database)."""
+        said_at = None  # when the set-up problem was last logged (monotonic)
         for failures in itertools.count():
             try:
                 self.store.register_worker(
@@ -183,11 +194,33 @@ class Worker:
                 return True
             except Exception as exc:
                 delay = min(10.0, 0.25 * 2 ** min(failures + 1, 10))
-                level = logging.WARNING if failures == 0 else logging.DEBUG
-                logger.log(level, "pgjobs: store unreachable (%s); retrying in %.2f s", exc, delay)
+                problem = self._setup_problem(exc)
+                if problem is not None and problem[1]:
+                    self._safe_close_store()
+                    raise StoreNotSetUp(problem[0]) from None
+                if problem is not None:
+                    now = time.monotonic()
+                    due = said_at is None or now - said_at >= SETUP_PROBLEM_EVERY
+                    said_at = now if due else said_at
+                    level = logging.WARNING if due else logging.DEBUG
+                    logger.log(level, "pgjobs: %s; waiting for it", problem[0])
+                else:
+                    level = logging.WARNING if failures == 0 else logging.DEBUG
+                    logger.log(
+                        level,
+                        "pgjobs: store unreachable (%s); retrying in %.2f s",
+                        " ".join(str(exc).split()),  # one line (drivers' texts hold newlines)
+                        delay,
+                    )
                 self._safe_close_store()
                 if self.shutdown.stopping.wait(delay):
                     return False
+
+    def _setup_problem(self, exc):
+        try:
+            return self.store.setup_problem(exc)
+        except Exception:  # asking failed too: the store is unreachable
+            return None
 
     def _run(self, started):
         # Asked once: at thousands of jobs a second even a disabled log call per

@@ -41,11 +41,20 @@ def record(name):
     return name
 
 
+def linger(name, seconds):
+    """Says it started (an ``Event``), then runs for ``seconds``: a worker killed meanwhile."""
+    Event.objects.create(name=name)
+    import time
+
+    time.sleep(seconds)
+    return name
+
+
 def bad_return():
     return object()  # not JSON: the task fails, as in the framework's own backends
 
 
-BODIES = [add, echo, fail, flaky, double, record, bad_return]
+BODIES = [add, echo, fail, flaky, double, record, linger, bad_return]
 OPTIONS = {flaky: {"takes_context": True}}
 
 

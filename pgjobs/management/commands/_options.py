@@ -7,6 +7,7 @@ import sys
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError
 
+from ...exceptions import StoreNotSetUp
 from ...handler import get_backend
 from ...schedule import configured_scheduler
 from ...worker import DEFAULT_PREFETCH, MAX_CONCURRENCY, build_worker
@@ -51,6 +52,15 @@ def worker_from_options(options, **kwargs):
         )
     except (ImproperlyConfigured, ValueError) as exc:
         raise CommandError(str(exc)) from None
+
+
+def run_worker(worker):
+    """``worker.run()``, or a one-line CommandError when its store is not set up
+    in a way waiting cannot fix (``StoreNotSetUp``: no such database)."""
+    try:
+        return worker.run()
+    except StoreNotSetUp as exc:
+        raise CommandError(f"pgjobs: {exc}") from None
 
 
 def workable_backend():

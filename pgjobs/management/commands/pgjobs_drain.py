@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ._options import add_worker_arguments, configure_logging, worker_from_options
+from ._options import add_worker_arguments, configure_logging, run_worker, worker_from_options
 
 
 class Command(BaseCommand):
@@ -36,8 +36,11 @@ class Command(BaseCommand):
             max_seconds=options["max_seconds"],
         )
         worker.install_signal_handlers()
-        stats = worker.run()
-        left = worker.store.count_due(worker.queues)
+        stats = run_worker(worker)
+        try:
+            left = worker.store.count_due(worker.queues)
+        except Exception as exc:  # stopped while the store was unreachable
+            left = f"unknown (store unreachable: {' '.join(str(exc).split())})"
         self.stdout.write(
             f"pgjobs_drain: ran {stats.ran}, succeeded {stats.succeeded}, failed {stats.failed}"
             f" ({stats.retried} to retry), left {left}"

@@ -5,7 +5,7 @@ import logging
 from django.core.management.base import BaseCommand
 
 from ...checks import upkeep_checks
-from ._options import add_worker_arguments, configure_logging, worker_from_options
+from ._options import add_worker_arguments, configure_logging, run_worker, worker_from_options
 
 
 class Command(BaseCommand):
@@ -61,7 +61,7 @@ class Command(BaseCommand):
                 + "Stop with Ctrl-C or SIGTERM."
             )
             self.stdout.flush()
-        stats = worker.run()
+        stats = run_worker(worker)
         if options["verbosity"] > 0:
             self.stdout.write(
                 f"pgjobs worker stopped: ran {stats.ran} ({stats.succeeded} succeeded, "
