@@ -10,7 +10,7 @@ on the alarm until something needs it. It speaks only the store interface
 The parts (this package): ``policy`` decides, ``executor`` runs jobs (slot
 threads and the event loop thread), ``recorder`` stores outcomes, ``wakeups``
 holds what wakes the main thread and the listener thread, ``duties`` the
-periodic work (heartbeat, rescue, ranks, pruning, schedules), ``shutdown`` the
+periodic work (heartbeat, rescue, ranks, pruning, schedules, the summary line), ``shutdown`` the
 signals and the grace period.
 """
 
