@@ -23,6 +23,13 @@ pgjobs' latency with its worker's Python taken away, so the three figures
 (bare loop, pgjobs' statements, ``run.py``'s pgjobs) split the gap between
 the floor and pgjobs into what its SQL costs and what its Python costs.
 
+``--statements worker`` adds the third figure in the same minutes: pgjobs'
+worker itself (``manage.py pgjobs_worker -v 0 --concurrency 4``, as run.py's
+idle latency; ``--worker-args`` changes the options, ``--checkout DIR``
+measures that checkout's pgjobs) with probes enqueued through
+``background.enqueue`` by ``projects/driver.py latency``, as run.py's are.
+Idle only (not with ``--load``).
+
 With ``--load RATE``, two more processes enqueue that many jobs/s between them
 with the same statement, each in its own transaction, and the claimer claims
 those too: the floor for run.py's latency under load. Their loops are bare
@@ -179,6 +186,42 @@ def start(argv: list[str]) -> subprocess.Popen:
     return proc
 
 
+def worker_round(probes: int, spacing: float, worker_args: str, checkout: str | None) -> dict:
+    """run.py's idle latency, in this database: pgjobs' worker and its enqueue."""
+    with psycopg.connect(dsn(DATABASE), autocommit=True) as conn:
+        conn.execute("TRUNCATE pgjobs_job")
+    latency_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".work", "floor.txt")
+    if os.path.exists(latency_file):
+        os.unlink(latency_file)
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="pgjobs_bench.settings", BENCH_DB=DATABASE)
+    env["BENCH_LATENCY_FILE"] = latency_file
+    env["PYTHONPATH"] = projects_pythonpath(env, checkout)
+    worker = subprocess.Popen(
+        [PYTHON, manage_py(), "pgjobs_worker", *worker_args.split()],
+        env=env,
+        cwd=PROJECTS_DIR,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        driver = subprocess.run(
+            [PYTHON, os.path.join(PROJECTS_DIR, "driver.py"), "latency", "--n", str(probes)]
+            + ["--spacing", str(spacing)],
+            env=env,
+            cwd=PROJECTS_DIR,
+            capture_output=True,
+            text=True,
+            timeout=probes * spacing + 180,
+        )
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+    result = json.loads(driver.stdout.strip().splitlines()[-1])
+    if "error" in result:
+        raise SystemExit(f"worker round: {result['error']}")
+    return {"total_ms": result["latencies_ms"]}
+
+
 def one_round(
     statements: Statements, probes: int, spacing: float, out_path: str, load: float
 ) -> dict:
@@ -229,6 +272,14 @@ def main() -> None:
         metavar="RATE",
         help="jobs/s that two other processes enqueue meanwhile (default 0: idle)",
     )
+    p.add_argument(
+        "--worker-args",
+        default="-v 0 --concurrency 4",
+        help="pgjobs_worker's options for --statements worker (default: run.py's)",
+    )
+    p.add_argument(
+        "--checkout", help="the checkout whose pgjobs the worker runs (default: the venv's)"
+    )
     p.add_argument("--claimer", nargs=3, help=argparse.SUPPRESS)
     p.add_argument("--producer", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -241,8 +292,10 @@ def main() -> None:
         producer(Statements(name), float(rate), float(seconds))
         return
     names = args.statements.split(",")
-    if not names or set(names) - {"bare", "pgjobs"}:
-        p.error(f"--statements takes bare, pgjobs or both, not {args.statements!r}")
+    if not names or set(names) - {"bare", "pgjobs", "worker"}:
+        p.error(f"--statements takes bare, pgjobs and worker, not {args.statements!r}")
+    if "worker" in names and args.load:
+        p.error("--statements worker measures the idle latency only (no --load)")
     recreate()
     out_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".work", "floor.json")
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
@@ -253,7 +306,10 @@ def main() -> None:
     totals = {name: [] for name in names}
     for number in range(1, args.rounds + 1):
         for name in names:  # in turn, so that both see the same hour
-            result = one_round(Statements(name), args.probes, args.spacing, out_path, args.load)
+            if name == "worker":
+                result = worker_round(args.probes, args.spacing, args.worker_args, args.checkout)
+            else:
+                result = one_round(Statements(name), args.probes, args.spacing, out_path, args.load)
             totals[name].extend(result["total_ms"])
             parts = ", ".join(
                 f"{part.removesuffix('_ms')} p50 {statistics.median(values):.2f}"
@@ -264,10 +320,18 @@ def main() -> None:
                 f"(n={len(result['total_ms'])})",
                 flush=True,
             )
+    floor = statistics.median(totals["bare"]) if "bare" in totals else None
+    floor95 = percentile(totals["bare"], 95) if "bare" in totals else None
     for name, values in totals.items():
+        ratios = (
+            f" ({statistics.median(values) / floor:.2f}× and {percentile(values, 95) / floor95:.2f}× "
+            "the bare loop's)"
+            if floor and name != "bare"
+            else ""
+        )
         print(
             f"{name + ' statements:':19} enqueue-to-claim p50 {statistics.median(values):.2f} ms, "
-            f"p95 {percentile(values, 95):.2f} ms"
+            f"p95 {percentile(values, 95):.2f} ms{ratios}"
         )
 
 

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from harness import PROJECTS_DIR, PYTHON, Database, manage_py
+from harness import PROJECTS_DIR, PYTHON, REPO_DIR, Database, manage_py
 
 
 def main() -> int:
@@ -42,7 +42,11 @@ def main() -> int:
         "DJANGO_SETTINGS_MODULE": "pgjobs_bench.settings",
         "BENCH_DATABASE": "postgres",
         "BENCH_DB": db.name,
-        "PYTHONPATH": str(PROJECTS_DIR),
+        # A PYTHONPATH the caller gives (another checkout's pgjobs), else this
+        # checkout's pgjobs: the venv's editable install may be another's.
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(PROJECTS_DIR), os.environ.get("PYTHONPATH"), str(REPO_DIR)])
+        ),
     }
     run = {"env": env, "cwd": PROJECTS_DIR, "check": True}
     subprocess.run([PYTHON, manage_py(), "migrate", "-v", "0"], **run)

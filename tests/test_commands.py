@@ -217,6 +217,33 @@ def test_worker_logs_each_job_through_the_pgjobs_logger(start_worker):
     assert Job.objects.get(pk=failed.id).status == records.FAILED
 
 
+@pytest.mark.parametrize(
+    ("verbosity", "summary", "per_job"),
+    [(0, False, False), (1, True, False), (2, True, True)],
+)
+def test_per_job_lines_need_verbosity_2_and_the_default_logs_summaries(verbosity, summary, per_job):
+    """Issue 21: a line per job at the default verbosity cost as much as the rest
+    of the worker; it logs a summary every few seconds instead (``pgjobs`` at
+    INFO) and each job at ``-v 2`` (``pgjobs.jobs``)."""
+    import logging
+
+    from pgjobs.management.commands._options import configure_logging
+
+    loggers = [logging.getLogger("pgjobs"), logging.getLogger("pgjobs.jobs")]
+    saved = [(logger, logger.level, list(logger.handlers)) for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.NOTSET)
+        configure_logging(verbosity)
+        assert loggers[0].isEnabledFor(logging.INFO) is summary
+        assert loggers[1].isEnabledFor(logging.INFO) is per_job
+        assert loggers[1].isEnabledFor(logging.WARNING)
+    finally:
+        for logger, level, handlers in saved:
+            logger.setLevel(level)
+            logger.handlers[:] = handlers
+
+
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.slow
 def test_drains_overlap_safely_with_each_other_and_with_a_worker(start_worker):

@@ -891,3 +891,31 @@ def test_a_worker_that_installed_signal_handlers_frees_their_pipe_and_thread_whe
     finally:
         for signum, handler in saved.items():
             signal.signal(signum, handler)
+
+
+# -- what a worker logs ------------------------------------------------------------
+
+
+def test_the_summary_duty_says_what_ran_since_its_last_line(caplog):
+    """At the default verbosity a worker logs a summary every few seconds, not a
+    line per job (issue 21): failed for good, retried and succeeded add up to ran."""
+    from pgjobs.worker import duties
+    from pgjobs.worker.worker import WorkerStats
+
+    class Running:
+        def running(self):
+            return 3
+
+    stats = WorkerStats()
+    duty = duties.summary(stats, Running(), 10.0)
+    caplog.set_level("INFO", logger="pgjobs")
+    duty.run()
+    assert not caplog.records, "nothing ran: no line"
+    stats.succeeded, stats.failed, stats.retried = 12_300, 45, 5
+    duty.run()
+    assert caplog.messages == [
+        "pgjobs: ran 12,345 job(s) in the last 0 s: 12,300 succeeded, 40 failed, 5 retried; "
+        "3 running"
+    ]
+    duty.run()
+    assert len(caplog.records) == 1, "nothing ran since: no line"

@@ -19,6 +19,7 @@ import gc
 import math
 import numbers
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
@@ -99,6 +100,22 @@ class PreparedJobs:
             return iter(())
         self.encode()
         return self._backend._signed_specs(self._encoded, self.first)
+
+
+class AsyncFromSync:
+    """``aenqueue`` and ``adefer`` for a backend whose ``enqueue`` and ``defer``
+    are synchronous: they run in a thread (Django's ``sync_to_async``), so a
+    database or broker call never blocks the event loop."""
+
+    async def aenqueue(self, func, args, kwargs, **options):
+        return await sync_to_async(self.enqueue, thread_sensitive=True)(
+            func, args, kwargs, **options
+        )
+
+    async def adefer(self, func, when, args, kwargs, **options):
+        return await sync_to_async(self.defer, thread_sensitive=True)(
+            func, when, args, kwargs, **options
+        )
 
 
 class BaseJobBackend:

@@ -22,7 +22,7 @@ import datetime
 import threading
 import uuid
 
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -35,7 +35,7 @@ from ..records import MAX_PRIORITY, MIN_PRIORITY, JobInfo
 from ..refs import JobRef
 from ..retry import RetryPolicy
 from ..serialization import decode_arguments, encode_result, load_function, verify_job
-from .base import BaseJobBackend, collector_paused
+from .base import AsyncFromSync, BaseJobBackend, collector_paused
 
 #: The name of the one Celery task that runs pgjobs jobs.
 TASK_NAME = "pgjobs.run_job"
@@ -79,7 +79,7 @@ def priority_level(priority, max_priority):
     return min(max(level, 0), max_priority)
 
 
-class CeleryBackend(BaseJobBackend):
+class CeleryBackend(AsyncFromSync, BaseJobBackend):
     """Publishes jobs to the site's Celery app (``pip install 'pgjobs[celery]'``).
 
     OPTIONS: ``APP`` (required: the dotted path of the site's ``Celery`` app, e.g.
@@ -238,16 +238,6 @@ class CeleryBackend(BaseJobBackend):
 
     def defer(self, func, when, args, kwargs, **options):
         return self._send([self.prepare(func, args, kwargs, when, **options)])[0]
-
-    async def aenqueue(self, func, args, kwargs, **options):
-        return await sync_to_async(self.enqueue, thread_sensitive=True)(
-            func, args, kwargs, **options
-        )
-
-    async def adefer(self, func, when, args, kwargs, **options):
-        return await sync_to_async(self.defer, thread_sensitive=True)(
-            func, when, args, kwargs, **options
-        )
 
     def enqueue_many(self, jobs, **options):
         """Publish many jobs sharing ``options`` over one broker connection; all are

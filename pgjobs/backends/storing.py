@@ -20,7 +20,6 @@ import datetime
 import math
 import numbers
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.utils.functional import cached_property
@@ -29,7 +28,7 @@ from .. import records
 from ..exceptions import InvalidBackend, JobNotFound
 from ..refs import JobRef
 from ..retry import RetryPolicy
-from .base import BaseJobBackend, collector_paused
+from .base import AsyncFromSync, BaseJobBackend, collector_paused
 
 #: How long a succeeded job stays by default: 5 minutes. Long enough for whoever
 #: enqueued it to read its result (``JobRef.wait()``, ``ref.result``, Django's
@@ -73,7 +72,7 @@ def retention_rules_for(keep_succeeded, keep_failed):
     return rules
 
 
-class StoringBackend(BaseJobBackend):
+class StoringBackend(AsyncFromSync, BaseJobBackend):
     """A backend that stores jobs for workers to run; subclasses say where.
 
     OPTIONS every storing backend takes (all optional): ``QUEUES`` (default
@@ -170,16 +169,6 @@ class StoringBackend(BaseJobBackend):
 
     def defer(self, func, when, args, kwargs, **options):
         return self._write_one(self.prepare(func, args, kwargs, when, **options))
-
-    async def aenqueue(self, func, args, kwargs, **options):
-        return await sync_to_async(self.enqueue, thread_sensitive=True)(
-            func, args, kwargs, **options
-        )
-
-    async def adefer(self, func, when, args, kwargs, **options):
-        return await sync_to_async(self.defer, thread_sensitive=True)(
-            func, when, args, kwargs, **options
-        )
 
     def enqueue_many(self, jobs, **options):
         """Store many ``(func, args, kwargs)`` jobs sharing ``options``, all or none

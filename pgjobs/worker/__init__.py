@@ -13,7 +13,7 @@ A package of small parts, each with one job:
 - ``recorder.py``: stores outcomes, successes batched with the next claim,
   failures through the retry policy.
 - ``wakeups.py``: what wakes the main thread (``Alarm``) and the listener thread.
-- ``duties.py``: periodic duties (heartbeat, rescue, ranks, pruning, schedules).
+- ``duties.py``: periodic duties (heartbeat, rescue, ranks, pruning, schedules, summary).
 - ``pruning.py``: the pruner, which deletes finished jobs past their retention.
 - ``shutdown.py``: signals, the grace period, handing back unfinished jobs.
 - ``connections.py``: the database connections of the threads that run jobs.

@@ -21,6 +21,8 @@ logger = logging.getLogger("pgjobs")
 
 #: Rescues are spread by a random factor in this range.
 RESCUE_JITTER = (0.8, 1.2)
+#: Seconds between the summary lines of what ran (``pgjobs`` at INFO).
+SUMMARY_INTERVAL = 10.0
 
 
 class Duty:
@@ -115,6 +117,34 @@ def ranks(listener, interval):
     """Every second, not every heartbeat: workers that start together must soon
     agree on who answers a wake-up (until then more of them do)."""
     return Duty("ranks", interval, listener.refresh_ranks, wakes=False, raises=True)
+
+
+def summary(stats, executor, interval):
+    """One line every ``interval`` seconds while jobs run, at INFO on ``pgjobs``
+    (the default verbosity): what ran since the last line. A line per job is
+    ``pgjobs.jobs``'s, at ``-v 2``: at thousands of jobs a second, formatting and
+    writing it cost as much as the rest of the worker."""
+    last = {"at": time.monotonic(), "succeeded": 0, "failed": 0, "retried": 0}
+
+    def report():
+        now = time.monotonic()
+        succeeded, retried = stats.succeeded, stats.retried
+        failed = stats.failed - retried  # failed for good, or cancelled
+        ran = succeeded - last["succeeded"] + failed - last["failed"] + retried - last["retried"]
+        if ran and logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "pgjobs: ran %s job(s) in the last %.0f s: %s succeeded, %s failed, %s retried; "
+                "%d running",
+                f"{ran:,}",
+                now - last["at"],
+                f"{succeeded - last['succeeded']:,}",
+                f"{failed - last['failed']:,}",
+                f"{retried - last['retried']:,}",
+                executor.running(),
+            )
+        last.update(at=now, succeeded=succeeded, failed=failed, retried=retried)
+
+    return Duty("summary", interval, report, wakes=False)
 
 
 def periodic(interval, func, *, name=None, source=None):

@@ -41,6 +41,8 @@ from ..serialization import decode_arguments, encode_result, load_function, veri
 from .connections import tidy_connections
 
 logger = logging.getLogger("pgjobs")
+#: Per-job lines (started, succeeded): INFO at ``-v 2``, off by default.
+job_logger = logging.getLogger("pgjobs.jobs")
 
 #: Seconds an idle slot thread waits for a job before it ends.
 SLOT_IDLE_SECONDS = 5.0
@@ -91,7 +93,7 @@ class Executor:
         self.alarm = alarm  # wakes the main thread (wakeups.Alarm)
         self.done = collections.deque()  # (job, outcome), not yet taken by the main thread
         self.low_water = 0
-        self.log_jobs = True  # per-job log lines, decided once by the worker
+        self.log_jobs = False  # per-job lines (pgjobs.jobs at INFO), decided once by the worker
         self._lock = threading.Lock()
         self._free = concurrency  # shares no job holds
         self._waiting = collections.deque()  # claimed while no share was free
@@ -362,7 +364,7 @@ class Executor:
         """Log the job's start and count it as running; None if it must not start,
         because the grace period is over and claimed jobs are being put back."""
         if self.log_jobs:
-            logger.info(
+            job_logger.info(
                 "job %s %s started (attempt %d/%d)",
                 job.id,
                 job.func,

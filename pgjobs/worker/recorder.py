@@ -18,6 +18,7 @@ from ..execution import describe_error
 from ..records import CANCELLED
 
 logger = logging.getLogger("pgjobs")
+job_logger = logging.getLogger("pgjobs.jobs")  # per-job lines; failures go to pgjobs
 
 
 class Recorder:
@@ -29,7 +30,7 @@ class Recorder:
         self.retry_policy = retry_policy
         self.stats = stats
         self.on_retry = on_retry  # called with a retry's delay: no wake-up tells of it
-        self.log_jobs = True  # per-job log lines, decided once by the worker
+        self.log_jobs = False  # per-job lines (pgjobs.jobs at INFO), decided once by the worker
         self.held = {}  # job id -> job, from its claim until its outcome is stored
         self.unrecorded = []  # (job, outcome) successes not stored yet
         self.first_unrecorded_at = None  # monotonic time of the oldest of them
@@ -80,7 +81,7 @@ class Recorder:
             if outcome.ok:
                 self.stats.succeeded += 1
                 if log_jobs:
-                    logger.info(
+                    job_logger.info(
                         "job %s %s succeeded in %.1f ms", job.id, job.func, outcome.seconds * 1e3
                     )
 

@@ -10,7 +10,7 @@ on the alarm until something needs it. It speaks only the store interface
 The parts (this package): ``policy`` decides, ``executor`` runs jobs (slot
 threads and the event loop thread), ``recorder`` stores outcomes, ``wakeups``
 holds what wakes the main thread and the listener thread, ``duties`` the
-periodic work (heartbeat, rescue, ranks, pruning, schedules), ``shutdown`` the
+periodic work (heartbeat, rescue, ranks, pruning, schedules, the summary line), ``shutdown`` the
 signals and the grace period.
 """
 
@@ -138,6 +138,7 @@ class Worker:
                     store, self.worker_id, self.recorder, self.executor, self.heartbeat_interval
                 ),
                 duty_kinds.rescue(store, self.rescue_interval),
+                duty_kinds.summary(self.stats, self.executor, duty_kinds.SUMMARY_INTERVAL),
             ]
         )
         if self.listens and store.supports_live_workers:
@@ -224,8 +225,10 @@ class Worker:
 
     def _run(self, started):
         # Asked once: at thousands of jobs a second even a disabled log call per
-        # job shows in a profile.
-        self.executor.log_jobs = self.recorder.log_jobs = logger.isEnabledFor(logging.INFO)
+        # job shows in a profile. Per-job lines are pgjobs.jobs's (``-v 2``); at
+        # the default verbosity the summary duty says what ran every few seconds.
+        log_jobs = logging.getLogger("pgjobs.jobs").isEnabledFor(logging.INFO)
+        self.executor.log_jobs = self.recorder.log_jobs = log_jobs
         if self.listens:
             self.listener.start()
         alarm, policy, recorder, stopping = (

@@ -83,7 +83,12 @@ def scheduler_for(backend):
 
 
 def configure_logging(verbosity):
-    """Show job logs on stderr unless the site's LOGGING already handles ``pgjobs``."""
+    """Show the worker's logs on stderr unless the site's LOGGING already handles
+    ``pgjobs``: warnings at ``-v 0``, a summary of what ran every few seconds at
+    ``-v 1`` (the default), a line per job (``pgjobs.jobs``) and debug at ``-v 2``.
+
+    A level the site's LOGGING sets is kept at the default verbosity, except that
+    per-job lines need ``-v 2`` or a level set for ``pgjobs.jobs`` itself."""
     logger = logging.getLogger("pgjobs")
     # pgjobs_drain passes verbosity - 1, so -v 0 arrives as -1: quiet, not DEBUG.
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
@@ -93,3 +98,6 @@ def configure_logging(verbosity):
         logger.addHandler(handler)
     if logger.level == logging.NOTSET or verbosity != 1:
         logger.setLevel(level)
+    jobs_logger = logging.getLogger("pgjobs.jobs")
+    if jobs_logger.level == logging.NOTSET or verbosity != 1:
+        jobs_logger.setLevel(logging.INFO if verbosity >= 2 else logging.WARNING)
