@@ -5,12 +5,39 @@ import logging
 import sys
 
 from django.core.exceptions import ImproperlyConfigured
-from django.core.management.base import CommandError
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from ...exceptions import StoreNotSetUp
 from ...handler import get_backend
 from ...schedule import configured_scheduler
 from ...worker import DEFAULT_PREFETCH, MAX_CONCURRENCY, build_worker
+
+
+class WorkerCommand(BaseCommand):
+    """A command that works the configured store (``pgjobs_worker``, ``pgjobs_drain``).
+
+    Django's system checks run before ``handle`` and may reach the database (on
+    MySQL, Django 6 asks the server about the models' fields): a database that
+    does not exist, or a server that cannot be reached, must read as one line
+    there too, not as a traceback."""
+
+    def check(self, *args, **kwargs):
+        try:
+            return super().check(*args, **kwargs)
+        except DatabaseError as exc:
+            raise CommandError(f"pgjobs: {_database_problem(exc)}") from None
+
+
+def _database_problem(exc):
+    """One sentence on a database error met before the worker started."""
+    from ...stores.base import one_line
+
+    backend = get_backend()
+    problem = backend.store.setup_problem(exc) if backend.stores_jobs else None
+    if problem is not None:
+        return problem[0]
+    return f"the database cannot be reached for Django's system checks: {one_line(exc)}"
 
 
 def add_worker_arguments(parser):

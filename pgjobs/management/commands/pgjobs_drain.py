@@ -1,11 +1,17 @@
 """``manage.py pgjobs_drain``: run every due job, then exit. Made for cron."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
-from ._options import add_worker_arguments, configure_logging, run_worker, worker_from_options
+from ._options import (
+    WorkerCommand,
+    add_worker_arguments,
+    configure_logging,
+    run_worker,
+    worker_from_options,
+)
 
 
-class Command(BaseCommand):
+class Command(WorkerCommand):
     help = (
         "Run the jobs that are due (enqueuing due scheduled jobs first), then exit with a "
         "summary. Safe to run from cron alongside workers and other drains."

@@ -2,13 +2,17 @@
 
 import logging
 
-from django.core.management.base import BaseCommand
-
 from ...checks import upkeep_checks
-from ._options import add_worker_arguments, configure_logging, run_worker, worker_from_options
+from ._options import (
+    WorkerCommand,
+    add_worker_arguments,
+    configure_logging,
+    run_worker,
+    worker_from_options,
+)
 
 
-class Command(BaseCommand):
+class Command(WorkerCommand):
     help = "Run background jobs until stopped (SIGTERM/SIGINT finish running jobs first)."
 
     def add_arguments(self, parser):
