@@ -66,6 +66,16 @@ def test_every_storing_backend_takes_the_shared_options_with_the_same_defaults(b
 
 
 @pytest.mark.parametrize("backend_class", STORING_BACKENDS)
+def test_the_timeout_option_is_every_jobs_timeout_unless_the_enqueue_gives_one(backend_class):
+    backend = backend_class({"TIMEOUT": 5})
+    assert backend.prepare(jobs.add, [1, 2], {}).timeout == 5.0
+    assert backend.prepare(jobs.add, [1, 2], {}, timeout=2).timeout == 2.0
+    bulk = backend.prepare_many([(jobs.add, [1, 2], {}), (jobs.add, [3, 4], {})])
+    assert [spec.timeout for spec in bulk] == [5.0, 5.0]
+    assert backend_class({}).prepare(jobs.add, [1, 2], {}).timeout is None
+
+
+@pytest.mark.parametrize("backend_class", STORING_BACKENDS)
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [

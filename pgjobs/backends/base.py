@@ -142,6 +142,9 @@ class BaseJobBackend:
     #: that the admin works them through this backend's store; None when its jobs
     #: live elsewhere (Redis) or nowhere (run in-band).
     jobs_database = None
+    #: Seconds a job may run when its enqueue gives no ``timeout`` (None: no limit);
+    #: backends with a ``TIMEOUT`` option set it.
+    default_timeout = None
     #: Option keys this backend understands; ``None`` accepts any.
     option_names = None
     #: Default for ``max_attempts`` when neither the call nor OPTIONS give one.
@@ -262,7 +265,7 @@ class BaseJobBackend:
             priority=validate_priority(options.get("priority")),
             run_at=None if when is None else validate_when(when),
             max_attempts=self.validate_max_attempts(options.get("max_attempts")),
-            timeout=validate_timeout(options.get("timeout")),
+            timeout=_or_default(validate_timeout(options.get("timeout")), self.default_timeout),
             unique_key=validate_unique_key(options.get("unique_key")),
         )
 
@@ -437,6 +440,10 @@ def _when_out_of_range(when):
         f"when={when!r} is out of range; pass a time from {EARLIEST_WHEN:%Y-%m-%d} to "
         f"{LATEST_WHEN:%Y-%m-%d} UTC, or a timedelta that reaches no further"
     )
+
+
+def _or_default(value, default):
+    return default if value is None else value
 
 
 def validate_timeout(timeout):

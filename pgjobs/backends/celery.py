@@ -227,12 +227,6 @@ class CeleryBackend(AsyncFromSync, BaseJobBackend):
 
     # -- RFC 72 modes ----------------------------------------------------------------
 
-    def prepare(self, func, args, kwargs, when=None, **options):
-        spec = super().prepare(func, args, kwargs, when, **options)
-        if spec.timeout is None:
-            spec.timeout = self.default_timeout
-        return spec
-
     def enqueue(self, func, args, kwargs, **options):
         return self._send([self.prepare(func, args, kwargs, **options)])[0]
 

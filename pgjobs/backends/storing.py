@@ -158,12 +158,6 @@ class StoringBackend(AsyncFromSync, BaseJobBackend):
 
     # -- RFC 72 modes --------------------------------------------------------------------
 
-    def prepare(self, func, args, kwargs, when=None, **options):
-        spec = super().prepare(func, args, kwargs, when, **options)
-        if spec.timeout is None:
-            spec.timeout = self.default_timeout
-        return spec
-
     def enqueue(self, func, args, kwargs, **options):
         return self._write_one(self.prepare(func, args, kwargs, **options))
 
