@@ -9,13 +9,11 @@ Progress is the number of results in Redis database 9; the span runs from the
 first finish to the last (``date_done``), as for the ``celery`` system.
 """
 
-import datetime
-import json
 import os
 
-from harness import PYTHON, BenchError, System, WorkerConfig, venv_import_check, venv_version
+from harness import PYTHON, System, WorkerConfig, venv_import_check, venv_version
 
-from systems.redis_common import client, in_batches
+from systems.redis_common import celery_results_span, client
 
 RESULTS_DB = 9  # projects/pgjobs_celery_bench/settings.py
 QUEUE = "pgjobs-bench"
@@ -58,20 +56,7 @@ class PgJobsCelery(System):
         return client(RESULTS_DB).dbsize(), 0
 
     def span(self, conn, database):
-        r = client(RESULTS_DB)
-        keys = list(r.scan_iter(match="celery-task-meta-*", count=1000))
-        done, failed = [], 0
-        for batch in in_batches(keys):
-            for value in r.mget(batch):
-                meta = json.loads(value)
-                if meta["status"] != "SUCCESS":
-                    failed += 1
-                done.append(datetime.datetime.fromisoformat(meta["date_done"]))
-        if failed:
-            raise BenchError(f"{failed} pgjobs jobs on Celery did not succeed")
-        if not done:
-            raise BenchError("no finished jobs to time")
-        return (max(done) - min(done)).total_seconds()
+        return celery_results_span(RESULTS_DB, "pgjobs jobs on Celery")
 
     def empty(self, db):
         purge_queue()

@@ -10,12 +10,9 @@ first finish to the last: shorter than the others' by one no-op job's run
 time, in Celery's favour.
 """
 
-import datetime
-import json
+from harness import PYTHON, System, WorkerConfig, venv_version
 
-from harness import PYTHON, BenchError, System, WorkerConfig, venv_version
-
-from systems.redis_common import client, in_batches, redis_version
+from systems.redis_common import celery_results_span, client, redis_version
 
 BROKER_DB, RESULTS_DB = 12, 13  # projects/celery_bench/settings.py
 
@@ -52,20 +49,7 @@ class Celery(System):
         return client(RESULTS_DB).dbsize(), 0
 
     def span(self, conn, database):
-        r = client(RESULTS_DB)
-        keys = list(r.scan_iter(match="celery-task-meta-*", count=1000))
-        done, failed = [], 0
-        for batch in in_batches(keys):
-            for value in r.mget(batch):
-                meta = json.loads(value)
-                if meta["status"] != "SUCCESS":
-                    failed += 1
-                done.append(datetime.datetime.fromisoformat(meta["date_done"]))
-        if failed:
-            raise BenchError(f"{failed} Celery tasks did not succeed")
-        if not done:
-            raise BenchError("no finished jobs to time")
-        return (max(done) - min(done)).total_seconds()
+        return celery_results_span(RESULTS_DB, "Celery tasks")
 
     def empty(self, db):
         client(BROKER_DB).flushdb()
