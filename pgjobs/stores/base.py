@@ -56,7 +56,7 @@ class Store(abc.ABC):
         """Write one job (``JobSpec``); return its ``JobInfo``."""
 
     def enqueue_many(self, specs, ids=None):
-        """Write many jobs, all or none; return their ``JobInfo``s in order.
+        """Write many jobs, all or none; return their ``JobInfo`` records in order.
 
         ``specs`` is a sized iterable of ``JobSpec`` to read once (a backend's
         ``PreparedJobs`` makes each as it is read, and may raise ``InvalidJob``
@@ -120,7 +120,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def claim(self, queues, limit, worker_id):
         """Atomically take up to ``limit`` due jobs in claim order (priority desc,
-        run_at, id) from ``queues`` (None: every queue); return ``ClaimedJob``s."""
+        run_at, id) from ``queues`` (None: every queue); return a list of ``ClaimedJob``."""
 
     @abc.abstractmethod
     def finish(self, worker_id, results):
@@ -221,7 +221,7 @@ class Store(abc.ABC):
 
     def advance_schedule(self, name, last_tick, new_last_tick, specs):
         """Settle schedule ``name`` through ``new_last_tick`` and enqueue its due
-        jobs ``specs`` (``JobSpec``s, ``unique_key`` honoured), all or nothing,
+        jobs ``specs`` (``JobSpec`` records, ``unique_key`` honoured), all or nothing,
         as one atomic compare-and-set:
 
         - only if the record's ``last_tick`` still equals ``last_tick`` (as read
@@ -230,7 +230,7 @@ class Store(abc.ABC):
           that a host whose clock runs fast cannot settle ticks early.
 
         Sets ``last_run`` to ``new_last_tick`` when ``specs`` is not empty.
-        Returns the enqueued jobs' ``JobInfo``s, or None when nothing was written.
+        Returns the enqueued jobs' ``JobInfo`` records, or None when nothing was written.
         """
         raise NotImplementedError(f"{type(self).__name__} does not keep schedules")
 
