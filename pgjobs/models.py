@@ -40,6 +40,11 @@ class Job(models.Model):
     cancel_requested = models.BooleanField(
         db_default=False, help_text="Set while running: the job is asked to stop."
     )
+    atomic = models.BooleanField(
+        db_default=False,
+        help_text="Runs in a transaction that also records its success: exactly once for "
+        "its database writes.",
+    )
     # ``unique_key`` while the job is ready or running, NULL otherwise: a unique
     # index on it lets the database refuse a second active job with the same key
     # on every vendor (MySQL/MariaDB have no partial unique indexes).

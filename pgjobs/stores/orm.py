@@ -47,6 +47,7 @@ class OrmStore(Store):
 
     supports_live_workers = True
     supports_schedules = True
+    supports_atomic_jobs = True
 
     def __init__(
         self, alias="default", *, lease_seconds=20.0, channel="pgjobs", keep_succeeded=True
@@ -237,6 +238,29 @@ class OrmStore(Store):
                 finished_at=self.now(),
                 lease_expires_at=None,
             )
+
+    # -- atomic jobs -----------------------------------------------------------------
+
+    def mark_atomic(self, job_ids):
+        self.jobs().filter(pk__in=list(job_ids), status=records.READY).update(atomic=True)
+
+    def job_transaction(self):
+        return transaction.atomic(using=self.alias)
+
+    def finish_in_transaction(self, worker_id, job_id, attempt, result):
+        """One statement by primary key, guarded by the attempt's lease: it locks
+        the job's row from here to the commit, so that a rescue or a heartbeat
+        meanwhile waits for it, then finds the job finished (or finds it still
+        theirs, and this updates nothing)."""
+        mine = self.jobs().filter(
+            pk=job_id, status=records.RUNNING, worker_id=worker_id, attempts=attempt
+        )
+        if not self.keep_succeeded:
+            return mine.delete()[0] > 0
+        updated = mine.update(
+            status=records.SUCCEEDED, result=result, finished_at=self.now(), lease_expires_at=None
+        )
+        return updated > 0
 
     def retry(self, worker_id, job_id, error, delay):
         """Ready again in ``delay`` seconds; cancelled instead when its cancellation
