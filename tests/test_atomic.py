@@ -66,6 +66,21 @@ def test_a_marked_function_is_atomic_unless_the_call_says_otherwise():
 
 @SQL_ONLY
 @pytest.mark.django_db
+def test_a_scheduled_atomic_job_is_stored_atomic(jobs_backend):
+    store = jobs_backend.get_store()
+    tick = timezone.now() - datetime.timedelta(minutes=1)
+    store.create_schedule("nightly", tick - datetime.timedelta(minutes=1))
+    last_tick = store.get_schedules(["nightly"])["nightly"].last_tick
+    specs = [
+        jobs_backend.prepare(jobs.atomic_record, ["s"], {}),
+        jobs_backend.prepare(jobs.noop, [], {}),
+    ]
+    infos = store.advance_schedule("nightly", last_tick, tick, specs)
+    assert [Job.objects.get(pk=info.id).atomic for info in infos] == [True, False]
+
+
+@SQL_ONLY
+@pytest.mark.django_db
 def test_atomic_on_another_database_than_the_queues_is_refused_and_writes_nothing():
     with pytest.raises(InvalidJob, match="atomic='reports': .* queue's database 'default'"):
         background.enqueue(jobs.record, ["a"], atomic="reports")

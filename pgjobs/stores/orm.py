@@ -547,10 +547,14 @@ class OrmStore(Store):
             )
             if not won:
                 return None
-            return [
+            infos = [
                 self.enqueue_unique(spec) if spec.unique_key else self.enqueue(spec)
                 for spec in specs
             ]
+            atomic = [info.id for info, spec in zip(infos, specs, strict=True) if spec.atomic]
+            if atomic:  # a scheduled function marked with @atomic_job
+                self.mark_atomic(atomic)
+            return infos
 
     # -- set-up problems ---------------------------------------------------------------
 
