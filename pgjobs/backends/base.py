@@ -99,8 +99,9 @@ class PreparedJobs:
 
     def encode(self):
         if self._encoded is None and self._jobs:
-            self._encoded = self._backend._encode_jobs(self._jobs, self.first, self._atomic)
-            self.any_atomic = any(_item_atomic(item) for item in self._encoded)
+            self._encoded, self.any_atomic = self._backend._encode_jobs(
+                self._jobs, self.first, self._atomic
+            )
 
     def __iter__(self):
         if self._read:
@@ -313,7 +314,9 @@ class BaseJobBackend:
 
     def _encode_jobs(self, jobs, first, asked=None):
         """``PreparedJobs.encode``: per job, its spec when its arguments are not
-        plain, else what signing needs: ``(path, signer, args, args_json, atomic)``."""
+        plain, else what signing needs: ``(path, signer, args, args_json, atomic)``;
+        and whether any job is atomic. ``asked``: the call's ``atomic=`` (None:
+        each function's ``@atomic_job`` mark)."""
         functions = {}  # id(func) -> (path, JobSigner, atomic); every func lives in jobs meanwhile
         encoded = []
         last_func = last_args = last_kwargs = last_item = None
@@ -348,7 +351,7 @@ class BaseJobBackend:
                 raise InvalidJob(f"job {index} of enqueue_many: {exc}") from None
             last_func, last_args, last_kwargs, last_item = func, args, kwargs, item
             encoded.append(item)
-        return encoded
+        return encoded, any(atomic for _, _, atomic in functions.values())
 
     @staticmethod
     def _signed_specs(encoded, first):
