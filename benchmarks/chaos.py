@@ -133,6 +133,16 @@ class Workers:
         return running
 
     def stop(self):
+        from pgjobs.models import WorkerProcess
+
+        # A worker started by the last kill may still be starting up, before its
+        # SIGTERM handler: wait until each has registered (it installs it first).
+        deadline = time.monotonic() + 30
+        for process in self.running:
+            while time.monotonic() < deadline and not (
+                WorkerProcess.objects.filter(id__contains=f":{process.pid}:").exists()
+            ):
+                time.sleep(0.1)
         for process in self.running:
             process.send_signal(signal.SIGTERM)
         codes = []
