@@ -19,6 +19,7 @@ from django.utils import timezone
 from pgjobs import InvalidJob, background, records
 from pgjobs.backends import ImmediateBackend
 from pgjobs.models import Job
+from pgjobs.schedule import parse_schedules
 from pgjobs.testing import InMemoryBackend
 from pgjobs.worker import Worker
 from pgjobs.worker.atomic import AtomicRunner
@@ -113,6 +114,15 @@ def test_the_in_memory_backend_refuses_atomic_jobs():
     with pytest.raises(InvalidJob, match="job 1 of enqueue_many|InMemoryStore"):
         backend.enqueue_many([(jobs.record, ["a"], {}), (jobs.atomic_record, ["b"], {})])
     assert backend.store.status()["queues"] == []
+
+
+def test_a_schedule_of_an_atomic_job_on_a_backend_that_refuses_it_is_a_check_error():
+    entry = {"func": "tests.testapp.jobs.atomic_record", "args": ["s"], "cron": "0 3 * * *"}
+    schedules, problems = parse_schedules({"nightly": entry}, backend=InMemoryBackend({}))
+    assert schedules == [] and [p.id for p in problems] == ["pgjobs.E020"]
+    assert "is marked @atomic_job" in problems[0].message and "InMemoryStore" in problems[0].message
+    plain = {"nightly": {**entry, "func": "tests.testapp.jobs.record"}}
+    assert parse_schedules(plain, backend=InMemoryBackend({}))[1] == []
 
 
 @pytest.mark.django_db(transaction=True)
