@@ -242,7 +242,10 @@ class OrmStore(Store):
     # -- atomic jobs -----------------------------------------------------------------
 
     def mark_atomic(self, job_ids):
-        self.jobs().filter(pk__in=list(job_ids), status=records.READY).update(atomic=True)
+        job_ids = list(job_ids)
+        for start in range(0, len(job_ids), 1000):  # a bounded list of parameters
+            batch = job_ids[start : start + 1000]
+            self.jobs().filter(pk__in=batch, status=records.READY).update(atomic=True)
 
     def job_transaction(self):
         return transaction.atomic(using=self.alias)
