@@ -5,7 +5,8 @@ in a slot thread, an ``async def`` job as a task on the one event loop thread.
 Slot threads exist only for the sync jobs actually running: the pool starts one
 when a job has no idle thread to take it (up to ``concurrency``), and a thread
 idle for ``SLOT_IDLE_SECONDS`` ends. So a worker with nothing to do, or one
-running only async jobs, holds almost no threads.
+running only async jobs, holds almost no threads. Atomic jobs, ``async def`` ones
+included, run in slots, each in its own transaction (``atomic.py``).
 
 Threads and what they own:
 
