@@ -63,6 +63,8 @@ def setup_django(options, name, workdir):
         PGJOBS_TEST_DB_NAME=name if options.database != "sqlite" else str(workdir / name),
         PGJOBS_TEST_LEASE_SECONDS=str(options.lease),
         PGJOBS_TEST_CONN_MAX_AGE="600",
+        # Succeeded jobs are checked at the end: none pruned after 5 minutes.
+        PGJOBS_TEST_KEEP_SUCCEEDED="1",
         PYTHONUNBUFFERED="1",
     )
     sys.path.insert(0, str(ROOT))
