@@ -12,6 +12,7 @@ The API (Wagtail RFC 72) lives here::
 # Registers the system checks on import, not only from the app's ready(): a site that
 # uses pgjobs but left "pgjobs" out of INSTALLED_APPS then hears so (pgjobs.E005).
 from . import checks as _checks  # noqa: F401
+from .atomic import atomic_job
 from .backends.base import BaseJobBackend
 from .exceptions import (
     InvalidBackend,
@@ -41,6 +42,7 @@ __all__ = [
     "NotSupported",
     "PgJobsError",
     "WorkerLost",
+    "atomic_job",
     "background",
     "current_job",
 ]

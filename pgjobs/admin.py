@@ -78,6 +78,7 @@ class JobAdmin(admin.ModelAdmin):
         "lease_expires_at_display",
         "cancel_requested",
         "unique_key",
+        "atomic",
         "args_display",
         "kwargs_display",
         "result_display",

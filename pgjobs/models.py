@@ -43,6 +43,11 @@ class Job(models.Model):
     # The W3C trace context (``traceparent``) of the span that enqueued the job,
     # when OpenTelemetry is installed: the job's span continues that trace.
     traceparent = models.CharField(max_length=55, null=True, blank=True)
+    atomic = models.BooleanField(
+        db_default=False,
+        help_text="Runs in a transaction that also records its success: exactly once for "
+        "its database writes.",
+    )
     # ``unique_key`` while the job is ready or running, NULL otherwise: a unique
     # index on it lets the database refuse a second active job with the same key
     # on every vendor (MySQL/MariaDB have no partial unique indexes).

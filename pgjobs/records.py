@@ -36,6 +36,9 @@ class JobSpec:
     # The JSON text of args, when whoever prepared the job made it already (a bulk
     # enqueue signs that text): a store may write it rather than encode args again.
     args_json: str | None = None
+    # Run in a transaction on the jobs' database that also records the success
+    # (``background.enqueue(..., atomic=True)``, ``pgjobs.atomic_job``).
+    atomic: bool = False
 
 
 @dataclasses.dataclass(slots=True)
@@ -53,6 +56,8 @@ class ClaimedJob:
     max_attempts: int
     timeout: float | None = None
     signature: str = ""
+    # Run in a transaction that records the success only while the lease is held.
+    atomic: bool = False
     # Why the job cannot run, when the store claimed its row but could not read it
     # (arguments it cannot decode, ...): the worker fails it at once, alone.
     problem: str | None = None

@@ -761,3 +761,55 @@ def test_deferred_writes_use_ids_reserved_earlier(store):
     assert ids(store.enqueue_many([spec(unique_key="k")], ids=store.reserve_ids(1))) == [
         reserved[0]
     ], "a unique job whose key was taken by then is not written"
+
+
+# -- atomic jobs ------------------------------------------------------------------------
+
+
+def test_only_stores_that_declare_atomic_jobs_take_them(store):
+    if not store.supports_atomic_jobs:
+        for call in (
+            lambda: store.mark_atomic([1]),
+            store.job_transaction,
+            lambda: store.finish_in_transaction(WORKER, 1, 1, None),
+        ):
+            with pytest.raises(NotImplementedError, match="cannot run atomic jobs"):
+                call()
+        return
+    plain, marked = store.enqueue(spec()), store.enqueue(spec())
+    store.mark_atomic([marked.id])
+    claimed = {job.id: job.atomic for job in store.claim(None, 2, WORKER)}
+    assert claimed == {plain.id: False, marked.id: True}
+
+
+def test_finish_in_transaction_records_only_the_attempt_that_holds_the_lease(store, clock):
+    if not store.supports_atomic_jobs:
+        pytest.skip(f"{type(store).__name__} has no atomic jobs")
+    info = store.enqueue(spec())
+    (job,) = store.claim(None, 1, WORKER)
+    with store.job_transaction():
+        assert not store.finish_in_transaction(OTHER, job.id, 1, "stolen")
+        assert not store.finish_in_transaction(WORKER, job.id, 2, "another attempt")
+    try:
+        with store.job_transaction():
+            assert store.finish_in_transaction(WORKER, job.id, 1, {"n": [1]})
+            raise RuntimeError("roll back")
+    except RuntimeError:
+        pass
+    assert store.get(info.id).status == records.RUNNING, "rolled back with the transaction"
+    with store.job_transaction():
+        assert store.finish_in_transaction(WORKER, job.id, 1, {"n": [1]})
+    got = store.get(info.id)
+    assert (got.status, got.result) == (records.SUCCEEDED, {"n": [1]})
+    with store.job_transaction():
+        assert not store.finish_in_transaction(WORKER, job.id, 1, "twice")
+
+    lost = store.enqueue(spec())
+    store.claim(None, 1, WORKER)
+    clock.sleep(LEASE + 0.3)
+    assert store.rescue() == 1
+    (again,) = store.claim(None, 1, WORKER)  # the same worker, the next attempt
+    assert again.attempts == 2
+    with store.job_transaction():
+        assert not store.finish_in_transaction(WORKER, lost.id, 1, "late")
+    assert store.get(lost.id).status == records.RUNNING

@@ -25,7 +25,7 @@ from django.db import transaction
 from django.utils.functional import cached_property
 
 from .. import records
-from ..exceptions import InvalidBackend, JobNotFound
+from ..exceptions import InvalidBackend, InvalidJob, JobNotFound
 from ..refs import JobRef
 from ..retry import RetryPolicy
 from .base import AsyncFromSync, BaseJobBackend, collector_paused
@@ -156,6 +156,40 @@ class StoringBackend(AsyncFromSync, BaseJobBackend):
         finished longer ago than that (``KEEP_SUCCEEDED``, ``KEEP_FAILED``)."""
         return retention_rules_for(self.keep_succeeded, self.keep_failed)
 
+    # -- atomic jobs ---------------------------------------------------------------------
+
+    def validate_atomic(self, atomic):
+        """An atomic job needs a store in a database (``Store.supports_atomic_jobs``)
+        and its writes on that database, the queue's: refused otherwise, never run
+        as a plain job instead."""
+        if atomic is False:
+            return False
+        store = self.store
+        if not store.supports_atomic_jobs:
+            raise InvalidJob(
+                f"atomic={atomic!r}: {type(self).__name__} keeps jobs in {type(store).__name__}, "
+                "outside your database, so a job's success cannot commit with its writes; "
+                "use pgjobs.backends.DatabaseBackend, or enqueue with atomic=False"
+            )
+        if isinstance(atomic, str) and atomic != self.jobs_database:
+            raise InvalidJob(
+                f"atomic={atomic!r}: an atomic job runs in a transaction on the queue's "
+                f"database {self.jobs_database!r}, where its success is recorded; a job "
+                f"writing to {atomic!r} needs a backend with OPTIONS['DATABASE'] = {atomic!r}"
+            )
+        return True
+
+    def _marking_atomic(self, write, flags):
+        """``write()`` (which returns ``JobInfo``s in order) and the marking of the
+        atomic ones (``flags``), in one transaction: a worker never sees an atomic
+        job unmarked."""
+        with transaction.atomic(using=self.database):
+            infos = write()
+            ids = [info.id for info, atomic in zip(infos, flags, strict=True) if atomic]
+            if ids:
+                self.store.mark_atomic(ids)
+        return infos
+
     # -- RFC 72 modes --------------------------------------------------------------------
 
     def enqueue(self, func, args, kwargs, **options):
@@ -175,7 +209,14 @@ class StoringBackend(AsyncFromSync, BaseJobBackend):
                 # Every spec is made first, so that an invalid one stops the call
                 # before anything is stored or held.
                 return self._write(list(specs))
-            return [JobRef(info, self) for info in self.store.enqueue_many(specs)]
+            specs.encode()  # every job's function known: which are atomic
+            if specs.any_atomic:
+                infos = self._marking_atomic(
+                    lambda: self.store.enqueue_many(specs), specs.atomic_flags()
+                )
+            else:
+                infos = self.store.enqueue_many(specs)
+            return [JobRef(info, self) for info in infos]
 
     def _write(self, specs):
         """``_write_one`` for a list of specs: their refs in order."""
@@ -190,6 +231,11 @@ class StoringBackend(AsyncFromSync, BaseJobBackend):
         store = self.store
         if not store.enqueues_in_transaction and self._in_transaction():
             return self._hold([spec])[0]
+        if spec.atomic:
+            # A unique job standing in for this one becomes atomic if it has not
+            # started (``mark_atomic`` marks ready jobs only).
+            write = store.enqueue if spec.unique_key is None else store.enqueue_unique
+            return JobRef(self._marking_atomic(lambda: [write(spec)], [True])[0], self)
         if spec.unique_key is None:
             return JobRef(store.enqueue(spec), self)
         return JobRef(store.enqueue_unique(spec), self)

@@ -34,6 +34,10 @@ class Store(abc.ABC):
     #: with it (the SQL stores). When False, a storing backend holds the jobs until
     #: the transaction commits, through the deferred-write methods below.
     enqueues_in_transaction = True
+    #: Atomic jobs work: ``mark_atomic``, ``job_transaction`` and
+    #: ``finish_in_transaction`` (the database stores). Backends refuse
+    #: ``atomic=True`` at enqueue where this is False.
+    supports_atomic_jobs = False
     #: Seconds between polls when the worker is not told otherwise.
     default_poll_interval = 1.0
 
@@ -137,6 +141,31 @@ class Store(abc.ABC):
         if results:
             self.finish(worker_id, results)
         return self.claim(queues, limit, worker_id) if limit > 0 else []
+
+    # -- atomic jobs: stores with ``supports_atomic_jobs`` -------------------------------
+    #
+    # An atomic job runs in a slot thread inside ``job_transaction()``, on that
+    # thread's own connection (heartbeats, claims and rescues go on others); at
+    # its end ``finish_in_transaction`` records its success in that transaction
+    # if the attempt still holds its lease, else the job's writes roll back.
+
+    def mark_atomic(self, job_ids):
+        """Mark ready jobs just enqueued, in the same transaction as their enqueue,
+        as atomic: claims return them with ``atomic`` True."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run atomic jobs")
+
+    def job_transaction(self):
+        """A context manager: the transaction an atomic job runs in, on the jobs'
+        database and the calling thread's connection; rolled back by an error."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run atomic jobs")
+
+    def finish_in_transaction(self, worker_id, job_id, attempt, result):
+        """Inside ``job_transaction()``: record the success of attempt ``attempt``
+        of job ``job_id`` (``result`` encoded) if it is still running under
+        ``worker_id``; True if so, False if its lease was lost (rescued, timed
+        out, released, taken by another worker), when the caller must roll back.
+        Takes the job row's lock only now, at the end, until the commit."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run atomic jobs")
 
     @abc.abstractmethod
     def retry(self, worker_id, job_id, error, delay):

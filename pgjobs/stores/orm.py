@@ -47,6 +47,7 @@ class OrmStore(Store):
 
     supports_live_workers = True
     supports_schedules = True
+    supports_atomic_jobs = True
 
     def __init__(
         self, alias="default", *, lease_seconds=20.0, channel="pgjobs", keep_succeeded=True
@@ -250,6 +251,32 @@ class OrmStore(Store):
                 finished_at=self.now(),
                 lease_expires_at=None,
             )
+
+    # -- atomic jobs -----------------------------------------------------------------
+
+    def mark_atomic(self, job_ids):
+        job_ids = list(job_ids)
+        for start in range(0, len(job_ids), 1000):  # a bounded list of parameters
+            batch = job_ids[start : start + 1000]
+            self.jobs().filter(pk__in=batch, status=records.READY).update(atomic=True)
+
+    def job_transaction(self):
+        return transaction.atomic(using=self.alias)
+
+    def finish_in_transaction(self, worker_id, job_id, attempt, result):
+        """One statement by primary key, guarded by the attempt's lease: it locks
+        the job's row from here to the commit, so that a rescue or a heartbeat
+        meanwhile waits for it, then finds the job finished (or finds it still
+        theirs, and this updates nothing)."""
+        mine = self.jobs().filter(
+            pk=job_id, status=records.RUNNING, worker_id=worker_id, attempts=attempt
+        )
+        if not self.keep_succeeded:
+            return mine.delete()[0] > 0
+        updated = mine.update(
+            status=records.SUCCEEDED, result=result, finished_at=self.now(), lease_expires_at=None
+        )
+        return updated > 0
 
     def retry(self, worker_id, job_id, error, delay):
         """Ready again in ``delay`` seconds; cancelled instead when its cancellation
@@ -624,10 +651,14 @@ class OrmStore(Store):
             )
             if not won:
                 return None
-            return [
+            infos = [
                 self.enqueue_unique(spec) if spec.unique_key else self.enqueue(spec)
                 for spec in specs
             ]
+            atomic = [info.id for info, spec in zip(infos, specs, strict=True) if spec.atomic]
+            if atomic:  # a scheduled function marked with @atomic_job
+                self.mark_atomic(atomic)
+            return infos
 
     # -- set-up problems ---------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import contextlib
 import json
 import sqlite3
 
-from django.db import OperationalError
+from django.db import OperationalError, transaction
 from django.db.models import DateTimeField, Value
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -103,6 +103,25 @@ class SQLiteStore(SqlStore):
 
     def _rescue_transaction(self):
         return self._write_transaction()  # the write lock first: no busy upgrade
+
+    @contextlib.contextmanager
+    def job_transaction(self):
+        """An atomic job's transaction begins with ``BEGIN IMMEDIATE``: it waits
+        the busy timeout for the write lock, then holds it until it ends. A
+        deferred transaction that read and then wrote (as every atomic job does,
+        recording its success last) could be refused the lock at once, in WAL
+        mode, whenever another connection wrote meanwhile. SQLite has one writer:
+        while an atomic job runs, every other write (claims, heartbeats, other
+        workers) waits for it."""
+        connection = self.connection
+        connection.ensure_connection()
+        with contextlib.ExitStack() as stack:
+            mode, connection.transaction_mode = connection.transaction_mode, "IMMEDIATE"
+            try:
+                stack.enter_context(transaction.atomic(using=self.alias))
+            finally:
+                connection.transaction_mode = mode
+            yield
 
     # -- workers -----------------------------------------------------------------
 

@@ -49,7 +49,12 @@ class Recorder:
             self.first_unrecorded_at = time.monotonic()
         successes = []
         for job, outcome in unrecorded:
-            if outcome.ok:
+            if outcome.recorded:  # an atomic job's, committed with its writes
+                self.forget([(job, outcome)])
+            elif outcome.lost:  # an atomic job rolled back: whoever took it records it
+                self.held.pop(job.id, None)
+                self.stats.lost += 1
+            elif outcome.ok:
                 successes.append((job, outcome))
             else:
                 # Recording a failure twice (after a store error) is harmless: the

@@ -25,6 +25,7 @@ import uuid
 from ..exceptions import StoreNotSetUp
 from ..retry import RetryPolicy
 from . import duties as duty_kinds
+from .atomic import AtomicRunner
 from .duties import Duties
 from .executor import Executor
 from .policy import DUE_NOW_RECHECK, ClaimPolicy, check_options
@@ -51,6 +52,7 @@ class WorkerStats:
     failed: int = 0  # attempts that raised, retried or not
     retried: int = 0
     released: int = 0
+    lost: int = 0  # atomic jobs rolled back: their lease was lost before they committed
 
     @property
     def ran(self):
@@ -120,7 +122,8 @@ class Worker:
             burst=burst,
             max_jobs=max_jobs,
         )
-        self.executor = Executor(concurrency, self.alarm)
+        atomic = AtomicRunner(store, self.worker_id) if store.supports_atomic_jobs else None
+        self.executor = Executor(concurrency, self.alarm, atomic)
         self.recorder = Recorder(
             store, self.worker_id, self.retry_policy, self.stats, on_retry=self._retried
         )

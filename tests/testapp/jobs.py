@@ -8,7 +8,7 @@ import time
 
 from django.db import IntegrityError, transaction
 
-from pgjobs import JobCancelled, current_job
+from pgjobs import JobCancelled, atomic_job, current_job
 
 from .models import Event, Execution
 
@@ -292,3 +292,53 @@ class EventCount:
     @classmethod
     def __pgjobs_decode__(cls, data):
         return cls(data)
+
+
+# -- atomic jobs (tests/test_atomic.py) --------------------------------------------------
+
+#: key -> (started, go): an atomic job run with that key signals ``started`` from
+#: inside its transaction, after its write, and waits for ``go`` (attempt 1 only).
+ATOMIC_GATES = {}
+
+
+def record_gated(key):
+    """Record one run of ``key`` (unique); on attempt 1, wait at its gate if it has one."""
+    attempt = current_job().attempt
+    Execution.objects.create(key=key, started=time.time(), attempt=attempt)
+    gate = ATOMIC_GATES.get(key)
+    if gate is not None and attempt == 1:
+        started, go = gate
+        started.set()
+        go.wait(20)
+    return key
+
+
+@atomic_job
+def atomic_record(key):
+    """Marked: every enqueue of it is atomic."""
+    job = current_job()
+    Execution.objects.create(key=key, started=time.time(), attempt=job.attempt if job else 1)
+    return key
+
+
+async def async_fail_until(key, succeed_on_attempt):
+    """``fail_until`` as an ``async def``, writing through the ORM's async API."""
+    attempt = current_job().attempt
+    await Event.objects.acreate(name=key, value=attempt, at=time.time())
+    if attempt < succeed_on_attempt:
+        raise ValueError(f"attempt {attempt} fails")
+    return attempt
+
+
+def record_slow_first(key, seconds):
+    """Record one run of ``key`` (unique), then, on attempt 1 only, sleep ``seconds``."""
+    attempt = current_job().attempt
+    Execution.objects.create(key=key, started=time.time(), attempt=attempt)
+    if attempt == 1:
+        time.sleep(seconds)
+    return key
+
+
+def record_event_then_fail(name):
+    Event.objects.create(name=name, at=time.time())
+    raise ValueError("attempt 1 fails")

@@ -45,7 +45,8 @@ ROLLBACK;
 -- Lock up to N due rows in claim order, skipping rows other workers hold. The
 -- rows are read here, locked, so the UPDATE that follows (claim_mark) need not
 -- return them. every_queue true: any queue (queues is then a placeholder list).
-SELECT id, func, args, kwargs, queue, priority, run_at, attempts, max_attempts, timeout, signature
+SELECT id, func, args, kwargs, queue, priority, run_at, attempts, max_attempts, timeout, signature,
+       atomic
 FROM {job}
 WHERE status = 'ready' AND run_at <= COALESCE(%(now)s, UTC_TIMESTAMP(6))
   AND (%(every_queue)s OR queue IN %(queues)s)

@@ -123,9 +123,10 @@ WITH next AS MATERIALIZED (
         worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
     WHERE j.id = ANY(ARRAY(SELECT id FROM next))
     RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
-              j.attempts, j.max_attempts, j.timeout, j.signature
+              j.attempts, j.max_attempts, j.timeout, j.signature, j.atomic
 )
-SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature
+SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature,
+       atomic
 FROM claimed ORDER BY priority DESC, run_at, id;
 
 -- name: finish_and_claim
@@ -152,9 +153,10 @@ WITH finished AS (
         worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
     WHERE j.id = ANY(ARRAY(SELECT id FROM next))
     RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
-              j.attempts, j.max_attempts, j.timeout, j.signature
+              j.attempts, j.max_attempts, j.timeout, j.signature, j.atomic
 )
-SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature
+SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature,
+       atomic
 FROM claimed ORDER BY priority DESC, run_at, id;
 
 -- name: delete_and_claim
@@ -176,9 +178,10 @@ WITH deleted AS (
         worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
     WHERE j.id = ANY(ARRAY(SELECT id FROM next))
     RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
-              j.attempts, j.max_attempts, j.timeout, j.signature
+              j.attempts, j.max_attempts, j.timeout, j.signature, j.atomic
 )
-SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature
+SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature,
+       atomic
 FROM claimed ORDER BY priority DESC, run_at, id;
 
 -- name: seconds_until_due

@@ -49,7 +49,7 @@ WHERE id IN (
     LIMIT %(limit)s
 )
 RETURNING id, func, args, kwargs, queue, priority, CAST(run_at AS TEXT), attempts,
-          max_attempts, timeout, signature;
+          max_attempts, timeout, signature, atomic;
 
 -- name: due
 -- The claim without RETURNING (SQLite < 3.35): the due ids, then mark and claimed.
@@ -67,7 +67,7 @@ WHERE id IN (SELECT value FROM json_each(%(ids)s));
 
 -- name: claimed
 SELECT id, func, args, kwargs, queue, priority, CAST(run_at AS TEXT), attempts, max_attempts,
-       timeout, signature
+       timeout, signature, atomic
 FROM {job} WHERE id IN (SELECT value FROM json_each(%(ids)s));
 
 -- name: finish
