@@ -62,6 +62,14 @@ elif VENDOR == "sqlite":
 else:
     raise RuntimeError(f"PGJOBS_TEST_DB must be postgres, mysql or sqlite, not {VENDOR!r}")
 
+# Through a private PgBouncer in transaction mode (tests/pgbouncer.py), configured as
+# Django documents it; LISTEN_DATABASE "direct" LISTENs on the server itself.
+PGBOUNCER_PORT = os.environ.get("PGJOBS_TEST_PGBOUNCER_PORT")
+LISTEN_DATABASE = os.environ.get("PGJOBS_TEST_LISTEN_DATABASE")
+if VENDOR == "postgres" and PGBOUNCER_PORT:
+    DATABASES["direct"] = {**DATABASES["default"]}
+    DATABASES["default"].update(PORT=PGBOUNCER_PORT, DISABLE_SERVER_SIDE_CURSORS=True)
+
 # Django's default (0) opens a connection per job that touches the database. Worker
 # processes of the load tests keep theirs, as a tuned deployment would; set by
 # tests/conftest.py's start_worker(persistent_connections=True).
@@ -111,6 +119,10 @@ PGJOBS = {
 # jobs come back in seconds (set by the tests that start them).
 if os.environ.get("PGJOBS_TEST_LEASE_SECONDS"):
     PGJOBS["OPTIONS"]["LEASE_SECONDS"] = float(os.environ["PGJOBS_TEST_LEASE_SECONDS"])
+if os.environ.get("PGJOBS_TEST_KEEP_SUCCEEDED"):
+    PGJOBS["OPTIONS"]["KEEP_SUCCEEDED"] = float(os.environ["PGJOBS_TEST_KEEP_SUCCEEDED"])
+if LISTEN_DATABASE:
+    PGJOBS["OPTIONS"]["LISTEN_DATABASE"] = False if LISTEN_DATABASE == "false" else LISTEN_DATABASE
 if JOBS_IN_REDIS:
     from tests.redis_settings import redis_jobs_setting
 
