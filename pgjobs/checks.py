@@ -338,14 +338,13 @@ def listen_pooler_checks(backend):
     cannot be asked."""
     from .backends.database import DatabaseBackend
 
-    if not isinstance(backend, DatabaseBackend) or backend.listen_database is False:
-        return []
-    if connections[backend.alias].vendor != "postgresql":
-        return []
-    if any(m.id in ("pgjobs.W004", "pgjobs.E017") for m in listen_database_checks(backend)):
+    if isinstance(backend, DatabaseBackend) and any(
+        m.id in ("pgjobs.W004", "pgjobs.E017") for m in listen_database_checks(backend)
+    ):
         return []
     try:
-        pooled = backend.get_store().listens_through_pooler()
+        store = backend.get_store()
+        pooled = store.supports_listen and store.listens_through_pooler()
     except Exception:
         return []
     if not pooled:
