@@ -17,9 +17,14 @@ alternating order, on the same database:
   ``started_at`` (both the server's clock);
 - throughput: ``--jobs`` no-op jobs enqueued at once (``enqueue_many``), timed
   from the enqueue's return until none is left unfinished;
-With ``--poll``, a third set-up: the PgBouncer workers with ``LISTEN_DATABASE``
+With ``--unprepared``, another: the direct workers with Django's
+``DISABLE_SERVER_SIDE_CURSORS`` (no prepared statements, as behind PgBouncer 1.18),
+which tells what the hop through PgBouncer costs from what planning every
+statement costs. With ``--poll``, another: the PgBouncer workers with ``LISTEN_DATABASE``
 False (polling, no direct connection at all).
 
+- fairness: the jobs of the throughput run each host (``--hostname``) ran, the
+  fewest and the most, as a share of an even split (1.0: even);
 - connections: PostgreSQL sessions on the database (``pg_stat_activity``, the
   benchmark's own left out), idle and the most seen during the throughput run;
   and, for PgBouncer, the server connections it holds (``SHOW SERVERS``).
@@ -55,6 +60,12 @@ def parse_args():
         "--poll",
         action="store_true",
         help="also the PgBouncer workers without LISTEN (LISTEN_DATABASE False: polling)",
+    )
+    parser.add_argument(
+        "--unprepared",
+        action="store_true",
+        help="also the direct workers as pgjobs runs behind a pooler (DISABLE_SERVER_SIDE_"
+        "CURSORS: no prepared statements), to tell the pooler's cost from the planning's",
     )
     return parser.parse_args()
 
@@ -102,13 +113,14 @@ def sessions():
 class Setup:
     """One way of running the workers: ``count`` processes, through ``bouncer`` or not."""
 
-    def __init__(self, label, count, concurrency, bouncer=None, listen="direct"):
+    def __init__(self, label, count, concurrency, bouncer=None, listen="direct", extra=None):
         self.label, self.count, self.concurrency, self.bouncer = label, count, concurrency, bouncer
         self.listen = listen  # LISTEN_DATABASE through PgBouncer: "direct" or "false" (poll)
+        self.extra = extra or {}  # more environment for the workers
         self.processes = []
 
     def start(self, logs):
-        env = dict(os.environ)
+        env = {**os.environ, **self.extra}
         if self.bouncer is not None:
             env.update(
                 PGJOBS_TEST_PGBOUNCER_PORT=str(self.bouncer.port),
@@ -203,7 +215,23 @@ def throughput(count, setup, database):
     finally:
         done.set()
         watcher.join()
-    return count / took, most[0], servers[0]
+    return count / took, most[0], servers[0], host_shares(setup.count)
+
+
+def host_shares(hosts):
+    """The fewest and most jobs one host ran, as a share of the even split."""
+    from django.db.models import Count
+
+    from pgjobs.models import Job
+
+    per_worker = Job.objects.values_list("worker_id").annotate(n=Count("id"))
+    per_host = {}
+    for worker_id, n in per_worker:
+        host = (worker_id or "?").split(":", 1)[0]
+        per_host[host] = per_host.get(host, 0) + n
+    even = sum(per_host.values()) / hosts
+    counts = list(per_host.values()) + [0] * (hosts - len(per_host))
+    return min(counts) / even, max(counts) / even
 
 
 def clear_jobs():
@@ -227,6 +255,15 @@ def main():
         Setup("pgbouncer", options.bouncer_workers, options.concurrency, bouncer),
         Setup("direct", options.direct_workers, options.concurrency),
     ]
+    if options.unprepared:
+        setups.append(
+            Setup(
+                "direct-unprepared",
+                options.direct_workers,
+                options.concurrency,
+                extra={"PGJOBS_TEST_UNPREPARED": "1"},
+            )
+        )
     if options.poll:
         setups.append(
             Setup("bouncer-poll", options.bouncer_workers, options.concurrency, bouncer, "false")
@@ -248,7 +285,7 @@ def main():
                     idle_servers = setup.server_connections(name)
                     latencies = idle_latency(options.latency_jobs)
                     clear_jobs()
-                    rate, most, servers = throughput(options.jobs, setup, name)
+                    rate, most, servers, (fewest, most_jobs) = throughput(options.jobs, setup, name)
                     clear_jobs()
                 finally:
                     setup.stop()
@@ -260,6 +297,8 @@ def main():
                     "sessions busy": most,
                     "pgbouncer servers idle": idle_servers,
                     "pgbouncer servers busy": servers if setup.bouncer else None,
+                    "host share min": fewest,
+                    "host share max": most_jobs,
                 }
                 results[setup.label].append(row)
                 print(f"  round {round + 1} {setup.label:<9} " + ", ".join(
@@ -274,12 +313,12 @@ def main():
 
     print("\nmedians of the rounds")
     keys = list(next(iter(results.values()))[0])
-    print(f"{'':<28}" + "".join(f"{label:>14}" for label in results))
+    print(f"{'':<28}" + "".join(f"{label:>18}" for label in results))
     for key in keys:
         cells = []
         for rows in results.values():
             values = [r[key] for r in rows if r[key] is not None]
-            cells.append(f"{statistics.median(values):>14.1f}" if values else f"{'-':>14}")
+            cells.append(f"{statistics.median(values):>18.2f}" if values else f"{'-':>18}")
         print(f"{key:<28}" + "".join(cells))
 
 

@@ -309,15 +309,6 @@ def listen_database_checks(backend):
     alias = backend.alias if target is None else target
     if alias not in settings.DATABASES:
         return []  # a DSN: only the server can say (check --database)
-    if connections[alias].vendor != "postgresql":
-        return [
-            checks.Error(
-                f"DatabaseBackend OPTIONS['LISTEN_DATABASE'] is {alias!r}, a "
-                f"{connections[alias].vendor} database: LISTEN needs PostgreSQL.",
-                hint=LISTEN_HINT,
-                id="pgjobs.E017",
-            )
-        ]
     if settings.DATABASES[alias].get("DISABLE_SERVER_SIDE_CURSORS"):
         return [
             checks.Warning(

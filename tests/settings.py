@@ -69,6 +69,9 @@ LISTEN_DATABASE = os.environ.get("PGJOBS_TEST_LISTEN_DATABASE")
 if VENDOR == "postgres" and PGBOUNCER_PORT:
     DATABASES["direct"] = {**DATABASES["default"]}
     DATABASES["default"].update(PORT=PGBOUNCER_PORT, DISABLE_SERVER_SIDE_CURSORS=True)
+elif VENDOR == "postgres" and os.environ.get("PGJOBS_TEST_UNPREPARED"):
+    # Directly, but as pgjobs runs through a pooler: benchmarks/pgbouncer.py --unprepared.
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
 
 # Django's default (0) opens a connection per job that touches the database. Worker
 # processes of the load tests keep theirs, as a tuned deployment would; set by

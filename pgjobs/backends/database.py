@@ -51,7 +51,16 @@ class DatabaseBackend(StoringBackend):
 
         options = {}
         if self.listen_database is not None:
-            options["listen_database"] = self.listen_database  # PostgreSQL's (check E017)
+            from django.conf import settings
+            from django.db import connections
+
+            vendor = connections[self.alias].vendor if self.alias in settings.DATABASES else None
+            if vendor != "postgresql":
+                raise InvalidBackend(
+                    f"OPTIONS['LISTEN_DATABASE'] is for PostgreSQL; database {self.alias!r} "
+                    f"is {vendor}: remove it"
+                )
+            options["listen_database"] = self.listen_database
         return database_store(
             self.alias,
             channel=self.channel,

@@ -28,6 +28,7 @@ from django.utils import timezone
 from psycopg import sql
 
 from .. import records
+from ..exceptions import InvalidBackend
 from ..records import ClaimedJob, JobInfo
 from ..serialization import dumps
 from .base import args_json, load_json, one_line, read_arguments
@@ -58,6 +59,11 @@ class PostgresStore(OrmStore):
         # Where LISTEN goes: None, this alias's server; an alias or a DSN (a direct
         # connection beside a pooler); False, nowhere: workers poll.
         self.listen_database = listen_database
+        if listen_database not in (None, False):
+            try:
+                listen_connection_params(alias, listen_database)  # no connection: a look
+            except ValueError as exc:
+                raise InvalidBackend(f"DatabaseBackend OPTIONS: {exc}") from None
         if listen_database is False:
             self.supports_listen = False
             self.default_poll_interval = POLL_ONLY_INTERVAL
@@ -538,6 +544,11 @@ def listen_connection_params(alias, listen_database=None):
 
     target = alias if listen_database is None else listen_database
     if target in settings.DATABASES:
+        if connections[target].vendor != "postgresql":
+            raise ValueError(
+                f"LISTEN_DATABASE is {target!r}, a {connections[target].vendor} database: "
+                "LISTEN needs PostgreSQL"
+            )
         params = dict(connections[target].get_connection_params())
         for django_only in ("cursor_factory", "context", "prepare_threshold"):
             params.pop(django_only, None)
