@@ -340,12 +340,22 @@ def listen_pooler_checks(backend):
         return []
     if not pooled:
         return []
+    hint = LISTEN_HINT
+    if isinstance(backend, DatabaseBackend) and backend.listen_database is None:
+        from django.conf import settings
+
+        if not settings.DATABASES[backend.alias].get("DISABLE_SERVER_SIDE_CURSORS"):
+            hint += (
+                f" And set DISABLE_SERVER_SIDE_CURSORS = True in DATABASES[{backend.alias!r}], "
+                "as Django documents for PgBouncer: pgjobs then prepares no statements there, "
+                "which a transaction pooler would mix up between its clients."
+            )
     return [
         checks.Warning(
             "Workers would LISTEN through a connection pooler (the server that answers is "
             "not the one the connection was told), which drops notifications in transaction "
             "mode: workers will poll instead.",
-            hint=LISTEN_HINT,
+            hint=hint,
             id="pgjobs.W004",
         )
     ]

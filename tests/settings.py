@@ -68,7 +68,11 @@ PGBOUNCER_PORT = os.environ.get("PGJOBS_TEST_PGBOUNCER_PORT")
 LISTEN_DATABASE = os.environ.get("PGJOBS_TEST_LISTEN_DATABASE")
 if VENDOR == "postgres" and PGBOUNCER_PORT:
     DATABASES["direct"] = {**DATABASES["default"]}
-    DATABASES["default"].update(PORT=PGBOUNCER_PORT, DISABLE_SERVER_SIDE_CURSORS=True)
+    DATABASES["default"]["PORT"] = PGBOUNCER_PORT
+    # PGJOBS_TEST_PGBOUNCER_UNTOLD: a site that forgot to tell Django.
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = not os.environ.get(
+        "PGJOBS_TEST_PGBOUNCER_UNTOLD"
+    )
 elif VENDOR == "postgres" and os.environ.get("PGJOBS_TEST_UNPREPARED"):
     # Directly, but as pgjobs runs through a pooler: benchmarks/pgbouncer.py --unprepared.
     DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True

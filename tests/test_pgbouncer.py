@@ -192,6 +192,40 @@ def test_listen_through_the_pooler_falls_back_to_polling_and_the_pruner_prunes(t
     assert not _listening()
 
 
+def test_a_worker_behind_an_untold_pooler_stops_preparing_and_runs_every_job_once(
+    through_bouncer, monkeypatch
+):
+    """DISABLE_SERVER_SIDE_CURSORS forgotten: the worker finds the pooler when it
+    tries to LISTEN, and from then on prepares nothing (which failed with
+    'prepared statement "_pg3_2" already exists' before)."""
+    monkeypatch.setenv("PGJOBS_TEST_PGBOUNCER_UNTOLD", "1")  # before start_worker reads it
+    start = through_bouncer(listen=None)
+    workers = [start("--concurrency", "2", persistent_connections=True) for _ in range(3)]
+    for worker in workers:
+        worker.wait_for_output("lack DISABLE_SERVER_SIDE_CURSORS", stream="stderr")
+    # The jobs are enqueued directly: a web process behind the untold pooler
+    # would prepare its enqueue (the W004 check and the README say to tell Django).
+    from pgjobs import background
+    from tests.testapp import jobs
+
+    keys = [f"untold-{n}" for n in range(300)]
+    background.enqueue_many([(jobs.record, [key], {}) for key in keys[:150]])
+    for key in keys[150:]:
+        background.enqueue(jobs.record, args=[key])
+    wait_for(
+        lambda: (
+            Execution.objects.count() == len(keys)
+            and not Job.objects.exclude(status=records.SUCCEEDED).exists()
+        ),
+        timeout=60,
+        interval=0.2,
+        message="every job",
+    )
+    assert set(Execution.objects.values_list("key", flat=True)) == set(keys)
+    assert not Job.objects.filter(attempts__gt=1).exists()
+    assert_clean(workers)
+
+
 def test_poll_only_says_so_and_runs_jobs(through_bouncer):
     start = through_bouncer(listen="false")
     worker = start()
@@ -227,6 +261,13 @@ def test_check_warns_when_listen_would_go_through_the_pooler(bouncer):
     assert result.returncode == 0 and "W004" not in result.stdout + result.stderr, result.stderr
     result = run_check(**through, PGJOBS_TEST_LISTEN_DATABASE="false")
     assert "W004" not in result.stdout + result.stderr, result.stderr
+    # Django not told: only the server can say (check --database), and the hint says
+    # what to tell Django.
+    untold = {**through, "PGJOBS_TEST_PGBOUNCER_UNTOLD": "1"}
+    result = run_check(**untold)
+    assert "W004" not in result.stdout + result.stderr, result.stderr
+    result = run_check("--database", "default", **untold)
+    assert "pgjobs.W004" in result.stderr and "DISABLE_SERVER_SIDE_CURSORS = True" in result.stderr
 
 
 def test_the_database_check_asks_the_server_who_answers_a_dsn(bouncer):

@@ -412,7 +412,10 @@ class PostgresStore(OrmStore):
         transaction's server session (PgBouncer in transaction mode hands it to
         the next client, with its notifications): when the connection turns out
         to be a pooler's, the store does not listen (``supports_listen`` turns
-        False) and says so once; the worker then polls, backing off."""
+        False) and says so once; the worker then polls, backing off. When that
+        pooler is the jobs' database's own and Django was not told
+        (``DISABLE_SERVER_SIDE_CURSORS``), the worker stops preparing
+        statements too, which the pooler would mix up between its clients."""
         if not self.supports_listen:
             return
         self._listen_queues = set(queues) if queues else None
@@ -423,6 +426,23 @@ class PostgresStore(OrmStore):
             self._listening = False
             self.supports_listen = False
             logger.warning("pgjobs: %s; polling instead", exc)
+            if self.listen_database is None and not self.pooled:
+                self._stop_preparing()
+                logger.warning(
+                    "pgjobs: database %r answers through a connection pooler, but its settings "
+                    "lack DISABLE_SERVER_SIDE_CURSORS: this worker prepares no statements from "
+                    "now on; set DISABLE_SERVER_SIDE_CURSORS = True there (as Django documents "
+                    "for PgBouncer) so that web processes do not either",
+                    self.alias,
+                )
+
+    def _stop_preparing(self):
+        """Behave as behind a known pooler from now on (see ``_may_prepare``)."""
+        self.pooled = True
+        raw = self.connection.connection
+        options = self.connection.settings_dict.get("OPTIONS", {})
+        if raw is not None and "prepare_threshold" not in options:
+            raw.prepare_threshold = None  # as Django left it: psycopg prepares nothing
 
     def _connect_listener(self):
         conn = psycopg.Connection.connect(**self.listen_params(), autocommit=True)
