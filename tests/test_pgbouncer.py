@@ -377,8 +377,8 @@ def test_sixteen_hosts_through_a_pool_of_four_share_the_claims(through_bouncer, 
     print("jobs per host:", dict(sorted(hosts.items())))
     assert set(hosts) == {f"host-{n}" for n in range(HOSTS)}, hosts
     # Fair: with 16 idle workers of one slot and jobs of 20 ms, no host ran more
-    # than a few times its share, none was starved.
+    # than twice its share, none less than half (seen: 38 to 43 jobs of 40).
     share = count / HOSTS
-    assert max(hosts.values()) <= 3 * share and min(hosts.values()) >= share / 4, hosts
+    assert max(hosts.values()) <= 2 * share and min(hosts.values()) >= share / 2, hosts
     assert len(bouncer.server_connections(connection.settings_dict["NAME"])) <= POOL_SIZE
     assert_clean(workers)
