@@ -149,12 +149,12 @@ def test_web_enqueues_and_workers_through_pgbouncer_run_every_job_once(through_b
         assert "woken by LISTEN/NOTIFY of database 'direct'" in worker.stdout, worker.output()
 
 
-def test_an_idle_worker_is_woken_through_the_direct_listen_connection(through_bouncer):
+def test_an_idle_worker_is_woken_through_the_direct_listen_connection(through_bouncer, bouncer):
     start = through_bouncer(listen="direct")
     # A poll every minute: only a wake-up can run the job within the wait below.
     worker = start("--poll-interval", "60")
     worker.wait_for_output("Stop with Ctrl-C or SIGTERM.")
-    wait_for(lambda: _listening(), timeout=15, message="the worker to LISTEN")
+    wait_for(lambda: _listening(bouncer), timeout=15, message="the worker to LISTEN directly")
     for round in range(3):
         finish(enqueue_from_web(f"wake{round}", 1, 0))
         wait_for(
@@ -165,12 +165,15 @@ def test_an_idle_worker_is_woken_through_the_direct_listen_connection(through_bo
     assert_clean([worker])
 
 
-def _listening():
-    """Whether a session LISTENs on the direct server (pg_stat_activity's last query)."""
+def _listening(bouncer=None):
+    """Whether a session LISTENs (pg_stat_activity's last query); with ``bouncer``,
+    a session of its own, not one of the PgBouncer's server connections."""
+    pooled = [server["remote_pid"] for server in bouncer.admin("SHOW SERVERS")] if bouncer else []
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND query LIKE 'LISTEN %%'"
+            "AND query LIKE 'LISTEN %%' AND NOT pid = ANY(%s)",
+            [pooled],
         )
         return cursor.fetchone()[0] > 0
 
@@ -189,7 +192,7 @@ def test_listen_through_the_pooler_falls_back_to_polling_and_the_pruner_prunes(t
     wait_for(lambda: not Job.objects.exists(), timeout=30, interval=0.2, message="the pruner")
     assert "polling instead" in worker.stderr
     assert "Traceback" not in worker.stderr and "prepared statement" not in worker.stderr
-    assert not _listening()
+    assert not _listening()  # nowhere, PgBouncer's server connections included
 
 
 def test_a_worker_behind_an_untold_pooler_stops_preparing_and_runs_every_job_once(
