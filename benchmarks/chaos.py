@@ -8,6 +8,7 @@ oldest and starts a new one. Then it checks every job by its side effect::
     python benchmarks/chaos.py                                # 20,000 jobs, a kill every 2 s
     python benchmarks/chaos.py --jobs 3000 --kill-every 1 --database sqlite
     python benchmarks/chaos.py --atomic both --database mysql # plain, then atomic, side by side
+    python benchmarks/chaos.py --pgbouncer --workers 8  # workers through PgBouncer (pool of 4)
 
 The jobs are ``tests.testapp.jobs.record_once``: each start is logged with the pid of
 the process that ran it, and the work is recorded in one transaction at the end,
@@ -45,6 +46,16 @@ def parse_args():
     parser.add_argument("--work", type=float, default=0.005, metavar="S", help="seconds per job")
     parser.add_argument("--database", choices=["postgres", "mysql", "sqlite"], default="postgres")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--pgbouncer",
+        type=int,
+        nargs="?",
+        const=4,
+        default=None,
+        metavar="POOL",
+        help="PostgreSQL: the workers through a private PgBouncer in transaction mode "
+        "(tests/pgbouncer.py) pooling POOL server connections (default 4), LISTEN direct",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database and the logs")
     parser.add_argument(
         "--atomic",
@@ -64,7 +75,7 @@ def setup_django(options, name, workdir):
         PGJOBS_TEST_LEASE_SECONDS=str(options.lease),
         PGJOBS_TEST_CONN_MAX_AGE="600",
         # Succeeded jobs are checked at the end: none pruned after 5 minutes.
-        PGJOBS_TEST_KEEP_SUCCEEDED="1",
+        PGJOBS_TEST_KEEP_SUCCEEDED="forever",
         PYTHONUNBUFFERED="1",
     )
     sys.path.insert(0, str(ROOT))
@@ -100,8 +111,8 @@ def drop_database(options, name):
 class Workers:
     """The worker processes, oldest first."""
 
-    def __init__(self, options, logs):
-        self.options, self.logs = options, logs
+    def __init__(self, options, logs, env=None):
+        self.options, self.logs, self.env = options, logs, env
         self.running, self.killed, self.log_files = [], set(), []
         self.started = 0
 
@@ -116,6 +127,7 @@ class Workers:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=self.env,
         )
         self.running.append(process)
 
@@ -244,7 +256,18 @@ def run(options, atomic, number):
     from pgjobs import records
     from pgjobs.models import Job
 
-    workers = Workers(options, workdir)
+    bouncer, env = None, None
+    if options.pgbouncer:
+        from tests.pgbouncer import PgBouncer
+
+        bouncer = PgBouncer(pool_size=options.pgbouncer).start()
+        env = {
+            **os.environ,
+            "PGJOBS_TEST_PGBOUNCER_PORT": str(bouncer.port),
+            "PGJOBS_TEST_LISTEN_DATABASE": "direct",
+        }
+        print(f"chaos: workers through PgBouncer on port {bouncer.port}, pool {options.pgbouncer}")
+    workers = Workers(options, workdir, env)
     try:
         enqueue(options, atomic)
         started = time.monotonic()
@@ -275,6 +298,8 @@ def run(options, atomic, number):
         for process in workers.running:
             if process.poll() is None:
                 process.kill()
+        if bouncer is not None:
+            bouncer.stop()
         if not options.keep:
             drop_database(options, name)
             shutil.rmtree(workdir, ignore_errors=True)

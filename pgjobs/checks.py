@@ -27,6 +27,13 @@
 - ``pgjobs.W003``: autovacuum will not run on the PostgreSQL table of jobs (a
   database check: ``migrate`` and ``check --database ALIAS`` run it, and
   ``pgjobs_worker`` at start-up).
+- ``pgjobs.E017``: ``DatabaseBackend``'s ``LISTEN_DATABASE`` names no alias and is
+  no DSN, names a database that is not PostgreSQL, or is set for a jobs database
+  that is not PostgreSQL.
+- ``pgjobs.W004``: LISTEN would go through a transaction pooler, which drops its
+  notifications: the alias has Django's ``DISABLE_SERVER_SIDE_CURSORS`` (said by
+  ``check``), or the server that answers the LISTEN connection is a pooler's
+  (``check --database ALIAS``; workers say so at start and poll).
 """
 
 import re
@@ -182,7 +189,7 @@ def check_database(app_configs=None, databases=None, **kwargs):
         return []  # check_settings says what is wrong with the setting
     if backend.jobs_database not in databases:
         return []
-    return upkeep_checks(backend)
+    return upkeep_checks(backend) + listen_pooler_checks(backend)
 
 
 def upkeep_checks(backend):
@@ -299,7 +306,96 @@ def database_backend_checks(backend):
         )
     elif connections[backend.alias].vendor == "sqlite":
         messages.extend(sqlite_wal_check(backend.alias))
+    else:
+        messages.extend(listen_database_checks(backend))
     return messages
+
+
+LISTEN_HINT = (
+    "Set DatabaseBackend OPTIONS['LISTEN_DATABASE'] to a database alias (or DSN) that "
+    "reaches PostgreSQL directly, used only for LISTEN; or to False to poll (idle "
+    "workers then see new jobs within a second)."
+)
+
+
+def listen_database_checks(backend):
+    """``pgjobs.E017`` and the settings' ``pgjobs.W004``: where workers LISTEN."""
+    from django.conf import settings
+
+    target = backend.listen_database
+    jobs_vendor = connections[backend.alias].vendor
+    if target is False or (target is None and jobs_vendor != "postgresql"):
+        return []
+    if jobs_vendor != "postgresql":
+        return [
+            checks.Error(
+                f"DatabaseBackend OPTIONS['LISTEN_DATABASE'] is set, but the jobs' database "
+                f"{backend.alias!r} is {jobs_vendor}: only PostgreSQL workers LISTEN.",
+                hint="Remove LISTEN_DATABASE.",
+                id="pgjobs.E017",
+            )
+        ]
+    from .stores.postgres import listen_connection_params
+
+    try:
+        listen_connection_params(backend.alias, target)
+    except ValueError as exc:
+        return [
+            checks.Error(f"DatabaseBackend OPTIONS: {exc}.", hint=LISTEN_HINT, id="pgjobs.E017")
+        ]
+    alias = backend.alias if target is None else target
+    if alias not in settings.DATABASES:
+        return []  # a DSN: only the server can say (check --database)
+    if settings.DATABASES[alias].get("DISABLE_SERVER_SIDE_CURSORS"):
+        return [
+            checks.Warning(
+                f"Workers would LISTEN through database {alias!r}, which "
+                "DISABLE_SERVER_SIDE_CURSORS says is a transaction pooler (PgBouncer): "
+                "it drops notifications, so workers will poll instead.",
+                hint=LISTEN_HINT,
+                id="pgjobs.W004",
+            )
+        ]
+    return []
+
+
+def listen_pooler_checks(backend):
+    """The server's ``pgjobs.W004``: the LISTEN connection reaches a pooler (its
+    process id is not the one the connection was told at start). A database
+    check; silent when the settings' check already said so, or the server
+    cannot be asked."""
+    from .backends.database import DatabaseBackend
+
+    if isinstance(backend, DatabaseBackend) and any(
+        m.id in ("pgjobs.W004", "pgjobs.E017") for m in listen_database_checks(backend)
+    ):
+        return []
+    try:
+        store = backend.get_store()
+        pooled = store.supports_listen and store.listens_through_pooler()
+    except Exception:
+        return []
+    if not pooled:
+        return []
+    hint = LISTEN_HINT
+    if isinstance(backend, DatabaseBackend) and backend.listen_database is None:
+        from django.conf import settings
+
+        if not settings.DATABASES[backend.alias].get("DISABLE_SERVER_SIDE_CURSORS"):
+            hint += (
+                f" And set DISABLE_SERVER_SIDE_CURSORS = True in DATABASES[{backend.alias!r}], "
+                "as Django documents for PgBouncer: pgjobs then prepares no statements there, "
+                "which a transaction pooler would mix up between its clients."
+            )
+    return [
+        checks.Warning(
+            "Workers would LISTEN through a connection pooler (the server that answers is "
+            "not the one the connection was told), which drops notifications in transaction "
+            "mode: workers will poll instead.",
+            hint=hint,
+            id="pgjobs.W004",
+        )
+    ]
 
 
 def sqlite_wal_check(alias):

@@ -301,6 +301,12 @@ class Store(abc.ABC):
     def stop_listening(self):
         """Release what ``listen`` holds (a connection, a subscription)."""
 
+    def listens_through_pooler(self):
+        """Whether ``listen`` would reach a connection pooler rather than the
+        server, so that wake-ups would be lost (the system check asks; a store
+        that finds so at ``listen`` polls instead, ``supports_listen`` False)."""
+        return False
+
     def wait(self, timeout):
         """Block until woken or ``timeout`` seconds pass. Falsy when not woken;
         when woken, True or a list of ``records.Wakeup`` saying for which jobs

@@ -229,3 +229,7 @@ WITH deleted AS (
     RETURNING 1
 )
 SELECT count(*) FROM deleted;
+
+-- name: backend_pid
+-- The server process answering: a pooler's clients were told another at start.
+SELECT pg_backend_pid();
