@@ -11,6 +11,8 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.timesince import timesince
+from django.utils.translation import gettext as _
 
 from . import admin_ui, records, times
 from .dashboard.views import render_dashboard
@@ -49,13 +51,31 @@ class FunctionFilter(admin.SimpleListFilter):
 
 
 def _time_display(field, description):
-    """A column and detail field for the job's time ``field``, read clamped."""
+    """A detail field for the job's time ``field``, read clamped."""
 
     @admin.display(description=description, ordering=field)
     def display(self, job):
         return times.describe(times.shown_time(job, field))
 
     display.__name__ = f"{field}_display"
+    return display
+
+
+def _time_column(field, description):
+    """A listing column for the job's time ``field``: "3 min ago", "in 3 days", with the
+    exact time on hover; short, so every column fits a 1400 px window."""
+
+    @admin.display(description=description, ordering=field)
+    def display(self, job):
+        value = times.shown_time(job, field)
+        if value is None:
+            return "-"
+        words = times.relative(value) or _("%(time)s ago") % {"time": timesince(value, depth=1)}
+        return format_html(
+            '<span title="{}" style="white-space:nowrap">{}</span>', times.describe(value), words
+        )
+
+    display.__name__ = f"{field}_column"
     return display
 
 
@@ -72,10 +92,10 @@ class JobAdmin(admin.ModelAdmin):
         "queue",
         "arguments_display",
         "priority",
-        "run_at_display",
+        "run_at_column",
         "attempts_display",
-        "created_at_display",
-        "finished_at_display",
+        "created_at_column",
+        "finished_at_column",
     )
     list_display_links = ("id", "func_display")
     list_filter = (
@@ -98,7 +118,7 @@ class JobAdmin(admin.ModelAdmin):
     fields = (
         "id",
         "func",
-        "status",
+        "status_display",
         "queue",
         "priority",
         "run_at_display",
@@ -119,6 +139,9 @@ class JobAdmin(admin.ModelAdmin):
     )
     readonly_fields = fields
 
+    run_at_column = _time_column("run_at", "run at")
+    created_at_column = _time_column("created_at", "created")
+    finished_at_column = _time_column("finished_at", "finished")
     run_at_display = _time_display("run_at", "run at")
     created_at_display = _time_display("created_at", "created at")
     started_at_display = _time_display("started_at", "started at")
@@ -142,10 +165,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="arguments")
     def arguments_display(self, job):
-        return format_html(
-            '<code style="white-space:nowrap">{}</code>',
-            admin_ui.summarize_arguments(job.args, job.kwargs),
-        )
+        return format_html("<code>{}</code>", admin_ui.summarize_arguments(job.args, job.kwargs))
 
     @admin.display(description="attempts")
     def attempts_display(self, job):

@@ -24,7 +24,7 @@ STATUS_COLOURS = {
     records.CANCELLED: ("#fef3c7", "#92400e"),
     "deferred": ("#f3f4f6", "#4b5563"),
 }
-SUMMARY_LENGTH = 60
+SUMMARY_LENGTH = 48
 
 
 def status_label(status, run_at, now=None):

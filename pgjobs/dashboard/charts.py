@@ -38,6 +38,8 @@ def format_number(value, unit=""):
 def format_seconds(seconds):
     if seconds is None:
         return "–"
+    if seconds == 0:
+        return "0"
     if seconds < 1:
         return f"{seconds * 1000:.0f} ms"
     if seconds < 120:

@@ -39,7 +39,7 @@ def dashboard_context(request):
                 data.starts,
                 window.step,
                 data.finished,
-                f"Jobs finished per {per}, by outcome",
+                f"Jobs finished per {per}",
                 OUTCOME_LABELS,
             ),
             charts.lines(

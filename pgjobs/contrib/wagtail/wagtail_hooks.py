@@ -233,8 +233,7 @@ class ArgumentsColumn(Column):
 
     def get_value(self, instance):
         return format_html(
-            '<code style="white-space:nowrap">{}</code>',
-            admin_ui.summarize_arguments(instance.args, instance.kwargs),
+            "<code>{}</code>", admin_ui.summarize_arguments(instance.args, instance.kwargs)
         )
 
 
