@@ -11,6 +11,7 @@ rows only. Where jobs are not rows of a ``Job`` table (Redis), the series are em
 import bisect
 import dataclasses
 import datetime
+import math
 
 from .. import records
 from ..handler import get_backend
@@ -61,7 +62,7 @@ def percentile(values, fraction):
     """The nearest-rank percentile of sorted ``values`` (None when empty)."""
     if not values:
         return None
-    rank = max(0, min(len(values) - 1, round(fraction * len(values) + 0.5) - 1))
+    rank = max(0, min(len(values) - 1, math.ceil(fraction * len(values)) - 1))
     return values[rank]
 
 
