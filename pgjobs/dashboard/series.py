@@ -2,16 +2,22 @@
 queue depth, and wait and run time percentiles.
 
 This module is the charts' one data source. Until workers keep per-minute aggregates
-it reads them from the finished jobs still kept (through the finished index, newest
-first, at most ``SAMPLE_LIMIT`` rows per outcome), so a chart reaches back only as far
-as retention keeps rows (``KEEP_SUCCEEDED``) and, past the sample, shows the newest
-rows only. Where jobs are not rows of a ``Job`` table (Redis), the series are empty.
+it reads them from the finished jobs still kept, through the finished index: the
+counts per minute and outcome are counted by the database (``GROUP BY`` the minute),
+while depth and the percentiles come from the newest ``SAMPLE_LIMIT`` rows of each
+outcome (reading a row's times costs about 20 µs in Python). So a chart reaches back
+only as far as retention keeps rows (``KEEP_SUCCEEDED``), and its percentiles and
+depth describe the newest jobs. Where jobs are not rows of a ``Job`` table (Redis),
+the series are empty.
 """
 
 import bisect
 import dataclasses
 import datetime
 import math
+
+from django.db.models import Count
+from django.db.models.functions import Trunc
 
 from .. import records
 from ..handler import get_backend
@@ -20,7 +26,7 @@ from ..models import Job
 MINUTE = datetime.timedelta(minutes=1)
 OUTCOMES = (records.SUCCEEDED, records.FAILED, records.CANCELLED)
 #: Rows read per outcome at most: what the interim source costs, whatever is kept.
-SAMPLE_LIMIT = 20_000
+SAMPLE_LIMIT = 1_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,14 +117,22 @@ def series(window, now, backend=None):
     def index(when):
         return bisect.bisect_right(starts, when) - 1
 
+    per_minute = (
+        jobs.filter(status__in=OUTCOMES, finished_at__gte=since)
+        .annotate(minute=Trunc("finished_at", "minute", tzinfo=datetime.UTC))
+        .values_list("minute", "status")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    for minute, status, n in per_minute:
+        i = index(minute)
+        if i >= 0:
+            empty.finished[status][i] += n
     waits = [[] for _ in starts]
     runs = [[] for _ in starts]
-    for status, _run_at, started_at, finished_at in rows:
+    for _status, _run_at, started_at, finished_at in rows:
         i = index(finished_at)
-        if i < 0:
-            continue
-        empty.finished[status][i] += 1
-        if started_at is not None:
+        if i >= 0 and started_at is not None:
             runs[i].append((finished_at - started_at).total_seconds())
     for run_at, started_at in [(r[1], r[2]) for r in rows] + started:
         if started_at is not None and started_at >= since:
