@@ -195,7 +195,9 @@ def test_the_dashboard_shows_figures_and_charts_and_refreshes_without_a_reload(
     assert count(browser, "polyline.line--p95") >= 1
     assert "web-1" in text(browser, "#pgjobs-workers")
     if SHOTS and path == WAGTAIL_DASHBOARD:
+        browser.set_window_size(1400, 1150)
         browser.save_screenshot(os.path.join(SHOTS, "dashboard.png"))
+        browser.set_window_size(1400, 1000)
 
     browser.execute_script("window.notReloaded = true")
     background.enqueue_many([(jobs.add, [1, 1])] * 5)
@@ -270,7 +272,9 @@ def job_page_buttons(browser, live_server, page):
     assert count(browser, 'button[data-action="run-now"]') == 0
     assert "page 7 has no body" in text(browser, ".pgjobs-error" if page == WAGTAIL_JOB else "body")
     if SHOTS and page == WAGTAIL_JOB:
+        browser.set_window_size(1400, 760)
         browser.save_screenshot(os.path.join(SHOTS, "failed-job.png"))
+        browser.set_window_size(1400, 1000)
     click_action(browser, "retry")
     wait_for(lambda: Job.objects.get(pk=failed).status == records.READY, message="retried")
     assert Job.objects.get(pk=failed).attempts == 0
