@@ -26,7 +26,7 @@ from ..models import Job
 MINUTE = datetime.timedelta(minutes=1)
 OUTCOMES = (records.SUCCEEDED, records.FAILED, records.CANCELLED)
 #: Rows read per outcome at most: what the interim source costs, whatever is kept.
-SAMPLE_LIMIT = 1_000
+SAMPLE_LIMIT = 300
 
 
 @dataclasses.dataclass(frozen=True)
