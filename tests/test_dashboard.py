@@ -380,3 +380,25 @@ def test_the_django_listing_filters_by_function_and_date_and_searches_arguments(
     assert count(created_at__gte=since.isoformat()) == 2
     assert count(finished_at__isnull="True") == 2
     assert get_backend().queues  # the queue filter's choices come from the settings
+
+
+@SQL_ONLY
+def test_the_dashboard_shows_schedules_and_whether_a_tick_is_late(user, settings):
+    settings.PGJOBS = {
+        **settings.PGJOBS,
+        "SCHEDULE": {
+            "hourly-report": {"func": "tests.testapp.jobs.noop", "cron": "0 * * * *"},
+        },
+    }
+    client = as_user(user("view_job"))
+    html = client.get(DASHBOARD, {"fragment": 1}).content.decode()
+    assert 'id="pgjobs-schedules"' in html and "hourly-report" in html
+    assert "on time" in html  # never ticked: the first tick is ahead
+    from pgjobs.models import ScheduleState
+
+    ScheduleState.objects.update_or_create(
+        name="hourly-report",
+        defaults={"last_tick": timezone.now() - datetime.timedelta(hours=3)},
+    )
+    html = client.get(DASHBOARD, {"fragment": 1}).content.decode()
+    assert "late since" in html
