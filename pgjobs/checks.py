@@ -40,6 +40,43 @@ from .backends.base import BaseJobBackend
 from .conf import TOP_LEVEL_KEYS, jobs_settings, setting_name
 from .exceptions import InvalidBackend
 
+#: Every system check pgjobs reports, by id: what it means. The reference page of the
+#: documentation is made from this (``docs/reference/checks.md``), and
+#: ``tests/test_docs.py`` fails when an id used in the code is missing here.
+CATALOGUE = {
+    "pgjobs.E001": "PGJOBS['BACKEND'] cannot be imported, or is not a BaseJobBackend subclass.",
+    "pgjobs.E002": "The backend refuses PGJOBS['OPTIONS'] (an unknown or invalid option, or "
+    "a DATABASE alias that is not in DATABASES).",
+    "pgjobs.E003": "PGJOBS['OPTIONS']['QUEUES'] is not a list of valid queue names.",
+    "pgjobs.E004": "SCHEDULE is set but the backend cannot defer jobs or store them for workers.",
+    "pgjobs.E005": "A backend that stores jobs in the database is configured, but 'pgjobs' is "
+    "not in INSTALLED_APPS.",
+    "pgjobs.E006": "The PGJOBS setting is not a dict, or has unknown top-level keys.",
+    "pgjobs.E007": "A SCHEDULE entry is malformed: its name, its shape or an unknown key.",
+    "pgjobs.E008": "A SCHEDULE entry has no func, or its func is not a job (outside JOB_MODULES, "
+    "not importable, not a module-level function).",
+    "pgjobs.E009": "A SCHEDULE entry's timing is wrong: neither or both of cron and every, a bad "
+    "cron expression, croniter missing, or an every below a microsecond.",
+    "pgjobs.E010": "A SCHEDULE entry's job options or catch_up are invalid.",
+    "pgjobs.E011": "Two SCHEDULE names differ only in case (MySQL would give them one record).",
+    "pgjobs.E012": "RedisBackend is configured but redis-py is not installed.",
+    "pgjobs.E014": "PGJOBS['JOB_MODULES'] is not a list of dotted module names, or a SCHEDULE "
+    "entry's func lies outside the job modules.",
+    "pgjobs.E015": "SCHEDULE is set with a backend whose jobs another system schedules "
+    "(CeleryBackend: use Celery beat).",
+    "pgjobs.E016": "CeleryBackend is configured but Celery is not installed.",
+    "pgjobs.E101": "TASKS' PgJobsBackend has unknown OPTIONS.",
+    "pgjobs.E102": "TASKS' PgJobsBackend is used with a pgjobs backend that does not store jobs "
+    "for workers.",
+    "pgjobs.E103": "TASKS' PgJobsBackend names queues that are not pgjobs queues.",
+    "pgjobs.W001": "The jobs' SQLite database is not in WAL mode: workers and the site would "
+    "block each other.",
+    "pgjobs.W002": "Two SCHEDULE entries enqueue the same job at the same times.",
+    "pgjobs.W003": "Autovacuum will not run on pgjobs_job (the server's autovacuum or "
+    "track_counts is off, or the table's autovacuum_enabled is false), so it grows without "
+    "bound. A database check: migrate and `check --database default` run it.",
+}
+
 
 @checks.register("pgjobs")
 def check_settings(app_configs=None, **kwargs):

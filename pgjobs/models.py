@@ -40,6 +40,9 @@ class Job(models.Model):
     cancel_requested = models.BooleanField(
         db_default=False, help_text="Set while running: the job is asked to stop."
     )
+    # The W3C trace context (``traceparent``) of the span that enqueued the job,
+    # when OpenTelemetry is installed: the job's span continues that trace.
+    traceparent = models.CharField(max_length=55, null=True, blank=True)
     # ``unique_key`` while the job is ready or running, NULL otherwise: a unique
     # index on it lets the database refuse a second active job with the same key
     # on every vendor (MySQL/MariaDB have no partial unique indexes).
@@ -100,6 +103,69 @@ class Job(models.Model):
 
     def __str__(self):
         return f"#{self.id} {self.func} ({self.status})"
+
+
+class JobAttempt(models.Model):
+    """An attempt of a job that did not succeed: failed (and retried, or failed
+    for good), cancelled, or lost with its worker (``error`` says which).
+
+    Written by the stores as they record the outcome, in the same statement or
+    transaction, and deleted with the job (retention, ``pgjobs_prune``, the
+    admin). A job's running or succeeded attempt is the job row itself:
+    ``Store.job_attempts(job_id)`` returns both, in order, and is the way to
+    read a job's history; successes, nearly every attempt, cost no row here.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    job = models.ForeignKey(
+        Job,
+        on_delete=models.CASCADE,
+        related_name="failed_attempts",
+        db_constraint=False,  # stores delete attempts with their jobs themselves
+        db_index=False,  # the unique constraint below indexes job_id first
+    )
+    attempt = models.IntegerField(help_text="1 for the first attempt.")
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    worker_id = models.CharField(max_length=100, null=True, blank=True)
+    outcome = models.CharField(
+        max_length=10, choices=[(o, o.capitalize()) for o in records.OUTCOMES]
+    )
+    error = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        db_table = "pgjobs_attempt"
+        verbose_name = "job attempt"
+        ordering = ["job_id", "attempt"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "attempt"], name="pgjobs_attempt_job_attempt")
+        ]
+
+    def __str__(self):
+        return f"#{self.job_id} attempt {self.attempt} ({self.outcome})"
+
+
+class JobStat(models.Model):
+    """Per-minute figures of finished attempts, added to by workers as they
+    record outcomes (``pgjobs/stats.py`` says what each metric and bucket
+    means); kept ``stats.KEEP`` by the pruning duty. Read them through
+    ``Store.minute_figures``, which adds up the shards."""
+
+    pk = models.CompositePrimaryKey("minute", "queue", "shard", "metric", "bucket")
+    minute = models.DateTimeField()
+    queue = models.CharField(max_length=100)
+    shard = models.SmallIntegerField()
+    metric = models.CharField(max_length=10)
+    bucket = models.SmallIntegerField()
+    count = models.BigIntegerField()
+    total = models.FloatField(help_text="Seconds, for the wait and run metrics.")
+
+    class Meta:
+        db_table = "pgjobs_stat"
+        verbose_name = "job figure"
+
+    def __str__(self):
+        return f"{self.minute:%Y-%m-%d %H:%M} {self.queue} {self.metric}[{self.bucket}]"
 
 
 class WorkerProcess(models.Model):

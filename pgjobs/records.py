@@ -115,3 +115,52 @@ class Rescued(int):
 
     def __repr__(self):
         return f"Rescued({int(self)}, ended={self.ended!r})"
+
+
+#: How an attempt ended, as a job's attempts and the per-minute figures count it.
+#: ``retried``: it failed and the job was made ready to run again.
+OUTCOMES = (SUCCEEDED, FAILED, "retried", CANCELLED)
+RETRIED = "retried"
+
+
+@dataclasses.dataclass(slots=True)
+class AttemptInfo:
+    """One attempt of a job (``Store.job_attempts``): when it ran, on which
+    worker, and how it ended (one of ``OUTCOMES``, or ``running``); ``error``
+    (type, message, traceback) for one that did not succeed."""
+
+    attempt: int
+    started_at: datetime.datetime | None
+    finished_at: datetime.datetime | None
+    worker_id: str | None
+    outcome: str
+    error: dict | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class QueueFigures:
+    """Where a queue stands now (``Store.queue_figures``): ready jobs due now and
+    deferred, running jobs, jobs failed for good in the last hour, and the wait
+    of the oldest due job in seconds (None when none is due)."""
+
+    queue: str
+    ready: int = 0
+    deferred: int = 0
+    running: int = 0
+    failed_last_hour: int = 0
+    oldest_due_seconds: float | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class MinuteFigures:
+    """What finished in one queue in one minute (``Store.minute_figures``): the
+    attempts by outcome, and wait time (due → start) and run time (start → end)
+    as counts per bucket of ``pgjobs.stats.EDGES`` with their sums in seconds."""
+
+    queue: str
+    minute: datetime.datetime
+    outcomes: dict  # outcome -> count, every one of OUTCOMES
+    wait_buckets: list  # len(EDGES) + 1 counts; see pgjobs.stats
+    run_buckets: list
+    wait_sum: float = 0.0
+    run_sum: float = 0.0

@@ -11,6 +11,7 @@ decode fails alone.
 import abc
 import json
 
+from .. import records
 from ..serialization import dumps
 
 
@@ -56,7 +57,7 @@ class Store(abc.ABC):
         """Write one job (``JobSpec``); return its ``JobInfo``."""
 
     def enqueue_many(self, specs, ids=None):
-        """Write many jobs, all or none; return their ``JobInfo``s in order.
+        """Write many jobs, all or none; return their ``JobInfo`` records in order.
 
         ``specs`` is a sized iterable of ``JobSpec`` to read once (a backend's
         ``PreparedJobs`` makes each as it is read, and may raise ``InvalidJob``
@@ -125,7 +126,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def claim(self, queues, limit, worker_id):
         """Atomically take up to ``limit`` due jobs in claim order (priority desc,
-        run_at, id) from ``queues`` (None: every queue); return ``ClaimedJob``s."""
+        run_at, id) from ``queues`` (None: every queue); return a list of ``ClaimedJob``."""
 
     @abc.abstractmethod
     def finish(self, worker_id, results):
@@ -207,6 +208,37 @@ class Store(abc.ABC):
     def count_due(self, queues):
         """How many ready jobs in ``queues`` are due now."""
 
+    # -- history and figures (``pgjobs/stats.py``) ---------------------------------
+    #
+    # Stores keep each attempt that did not succeed (``JobAttempt``) and add to
+    # the per-minute figures as they record outcomes (finish, retry, fail and
+    # rescue), in the same statement or transaction where they can. Reading
+    # them never scans the jobs: figures come from their own rows, and counts of
+    # ready and running jobs from the indexes that claims and rescues use.
+
+    @abc.abstractmethod
+    def job_attempts(self, job_id):
+        """Every attempt of a job so far, oldest first, as ``AttemptInfo``s:
+        those kept (failed, retried, cancelled, lost with its worker), then the
+        job's current one when it is running or succeeded. Empty for a job that
+        never started or does not exist."""
+
+    @abc.abstractmethod
+    def queue_figures(self):
+        """Where each queue stands now: ``QueueFigures`` for every queue with
+        ready or running jobs, or failures in the last hour, sorted by name."""
+
+    @abc.abstractmethod
+    def minute_figures(self, since):
+        """``MinuteFigures`` of every queue and minute from ``since`` (a
+        timedelta before now, or an aware datetime) until now, sorted by minute,
+        then queue; minutes in which nothing finished are left out."""
+
+    @abc.abstractmethod
+    def prune_figures(self, older_than):
+        """Delete the figures of minutes that ended more than ``older_than`` (a
+        timedelta) ago; return how many rows (or keys) went."""
+
     # -- schedules (``pgjobs/schedule.py``) -------------------------------------------
     #
     # One record per schedule name: ``last_tick``, the time through which its
@@ -226,7 +258,7 @@ class Store(abc.ABC):
 
     def advance_schedule(self, name, last_tick, new_last_tick, specs):
         """Settle schedule ``name`` through ``new_last_tick`` and enqueue its due
-        jobs ``specs`` (``JobSpec``s, ``unique_key`` honoured), all or nothing,
+        jobs ``specs`` (``JobSpec`` records, ``unique_key`` honoured), all or nothing,
         as one atomic compare-and-set:
 
         - only if the record's ``last_tick`` still equals ``last_tick`` (as read
@@ -235,7 +267,7 @@ class Store(abc.ABC):
           that a host whose clock runs fast cannot settle ticks early.
 
         Sets ``last_run`` to ``new_last_tick`` when ``specs`` is not empty.
-        Returns the enqueued jobs' ``JobInfo``s, or None when nothing was written.
+        Returns the enqueued jobs' ``JobInfo`` records, or None when nothing was written.
         """
         raise NotImplementedError(f"{type(self).__name__} does not keep schedules")
 
@@ -334,6 +366,24 @@ LOST_OUTCOMES = {
     "failed": "failed: it had no attempts left",
     "cancelled": "cancelled, as asked while it ran",
 }
+
+
+def with_current_attempt(kept, job):
+    """``kept`` (``AttemptInfo``s of the attempts a store keeps, in order) and
+    the job's current attempt, from ``job``: ``(status, attempts, started_at,
+    finished_at, worker_id)`` of its row (None: no such job), when it is running
+    or succeeded and not among ``kept``."""
+    attempts = list(kept)
+    if job is None:
+        return attempts
+    status, number, started_at, finished_at, worker_id = job
+    if status not in (records.RUNNING, records.SUCCEEDED) or not number:
+        return attempts
+    if attempts and attempts[-1].attempt >= number:
+        return attempts
+    finished_at = finished_at if status == records.SUCCEEDED else None
+    attempts.append(records.AttemptInfo(number, started_at, finished_at, worker_id, status))
+    return attempts
 
 
 def worker_lost_error(worker_id, attempt, max_attempts, status):

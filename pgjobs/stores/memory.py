@@ -27,10 +27,10 @@ import time
 
 from django.utils import timezone
 
-from .. import records
-from ..records import ClaimedJob, JobInfo, ScheduleInfo, Wakeup
+from .. import records, stats
+from ..records import AttemptInfo, ClaimedJob, JobInfo, QueueFigures, ScheduleInfo, Wakeup
 from ..serialization import dumps
-from .base import Store, args_json, worker_lost_error
+from .base import Store, args_json, with_current_attempt, worker_lost_error
 
 _ACTIVE = (records.READY, records.RUNNING)
 # Errors of decoding stored arguments: malformed JSON or an integer too long
@@ -169,6 +169,8 @@ class InMemoryStore(Store):
         self._workers = {}  # worker id -> its registry record (a dict)
         self._registered = {}  # worker id -> the record it registered with
         self._schedules = {}  # name -> ScheduleInfo
+        self._attempts = {}  # job id -> [AttemptInfo] of its attempts that did not succeed
+        self._figures = {}  # (minute, queue, metric, bucket) -> [count, total]
         # Wake-ups, numbered: each listening thread reads those after the last it read.
         self._wakeups = collections.deque(maxlen=_WAKEUPS_KEPT)
         self._wakeup_count = 0
@@ -278,6 +280,7 @@ class InMemoryStore(Store):
                 job.started_at = job.finished_at = job.worker_id = job.result = None
                 job.lease_expires_at = None
                 job.cancel_requested = False
+                self._attempts.pop(job.id, None)  # afresh, its attempts from 0
                 if job.unique_key is not None:
                     self._unique[job.unique_key] = job.id
                 requeued += 1
@@ -299,6 +302,34 @@ class InMemoryStore(Store):
             if due:
                 self.notify_ready()
             return due
+
+    def _delete(self, job):
+        """Forget ``job`` and its attempts."""
+        del self._jobs[job.id]
+        self._attempts.pop(job.id, None)
+
+    def _keep_attempt(self, job, outcome, now, error):
+        """Keep ``job``'s current attempt, which ended with ``outcome`` and ``error``
+        (JSON text), and count it in the figures."""
+        attempt = AttemptInfo(
+            job.attempts, job.started_at, now, job.worker_id, outcome, _load(error)
+        )
+        self._attempts.setdefault(job.id, []).append(attempt)
+        self._count(job, outcome, now)
+
+    def _count(self, job, outcome, now):
+        """Add an attempt of ``job`` that ended ``now`` with ``outcome`` to the figures."""
+        wait = run = None
+        if job.started_at is not None:
+            wait = (job.started_at - job.run_at).total_seconds()
+            run = (now - job.started_at).total_seconds()
+        minute = stats.minute_of(now)
+        for _, queue, _, metric, bucket, count, total in stats.attempt_rows(
+            minute, job.queue, 0, outcome, wait, run
+        ):
+            figure = self._figures.setdefault((minute, queue, metric, bucket), [0, 0.0])
+            figure[0] += count
+            figure[1] += total
 
     def _end(self, job, status, now):
         """``job`` finished with ``status``: it no longer holds its lease or key."""
@@ -368,10 +399,11 @@ class InMemoryStore(Store):
                 if job is None:
                     continue  # its lease was lost: another worker has it now
                 self._end(job, records.SUCCEEDED, now)
+                self._count(job, records.SUCCEEDED, now)
                 if self.keep_succeeded:
                     job.result = result
                 else:
-                    del self._jobs[job_id]
+                    self._delete(job)
 
     def finish_and_claim(self, worker_id, results, queues, limit):
         with self._lock:  # one step, as the stores that do it in one statement
@@ -386,6 +418,8 @@ class InMemoryStore(Store):
             job = self._mine(worker_id, job_id)
             if job is None:
                 return
+            outcome = records.CANCELLED if job.cancel_requested else records.RETRIED
+            self._keep_attempt(job, outcome, now, error)
             job.error = error
             job.worker_id = None
             if job.cancel_requested:
@@ -400,8 +434,10 @@ class InMemoryStore(Store):
         with self._lock:
             job = self._mine(worker_id, job_id)
             if job is not None:
+                now = self.clock()
+                self._keep_attempt(job, status, now, error)
                 job.error = error
-                self._end(job, status, self.clock())
+                self._end(job, status, now)
 
     def heartbeat(self, worker_id, job_ids):
         with self._lock:
@@ -453,6 +489,8 @@ class InMemoryStore(Store):
                     status = records.READY
                 lost = worker_lost_error(job.worker_id, job.attempts, job.max_attempts, status)
                 job.error = dumps(lost)
+                outcome = records.RETRIED if status == records.READY else status
+                self._keep_attempt(job, outcome, now, job.error)
                 job.worker_id = None
                 if status == records.READY:
                     job.status = records.READY
@@ -547,7 +585,7 @@ class InMemoryStore(Store):
             expired = self._expired(older_than, statuses)
             if not dry_run:
                 for job in expired:
-                    del self._jobs[job.id]
+                    self._delete(job)
             return len(expired)
 
     def prune_batch(self, older_than, statuses, limit):
@@ -555,7 +593,7 @@ class InMemoryStore(Store):
             expired = self._expired(older_than, statuses)
             expired.sort(key=lambda job: (job.status, job.finished_at))
             for job in expired[:limit]:
-                del self._jobs[job.id]
+                self._delete(job)
             return min(limit, len(expired))
 
     def _expired(self, older_than, statuses):
@@ -566,6 +604,60 @@ class InMemoryStore(Store):
             for job in self._jobs.values()
             if job.status in statuses and job.finished_at is not None and job.finished_at < cutoff
         ]
+
+    # -- history and figures ------------------------------------------------------------
+
+    def job_attempts(self, job_id):
+        with self._lock:
+            job_id = _as_id(job_id)
+            kept = [dataclasses.replace(a) for a in self._attempts.get(job_id, [])]
+            job = self._jobs.get(job_id)
+            row = None
+            if job is not None:
+                row = (job.status, job.attempts, job.started_at, job.finished_at, job.worker_id)
+            return with_current_attempt(kept, row)
+
+    def queue_figures(self):
+        with self._lock:
+            now = self.clock()
+            figures = {}
+            for job in self._jobs.values():
+                if job.status not in (records.READY, records.RUNNING):
+                    continue
+                queue = figures.setdefault(job.queue, QueueFigures(job.queue))
+                if job.status == records.RUNNING:
+                    queue.running += 1
+                elif job.run_at > now:
+                    queue.deferred += 1
+                else:
+                    queue.ready += 1
+                    waited = (now - job.run_at).total_seconds()
+                    queue.oldest_due_seconds = max(queue.oldest_due_seconds or 0.0, waited)
+            hour_ago = stats.minute_of(now - datetime.timedelta(hours=1))
+            for (minute, queue, metric, _), (count, _) in self._figures.items():
+                if metric == records.FAILED and minute >= hour_ago:
+                    figures.setdefault(queue, QueueFigures(queue)).failed_last_hour += count
+            return [figures[queue] for queue in sorted(figures)]
+
+    def minute_figures(self, since):
+        with self._lock:
+            if isinstance(since, datetime.timedelta):
+                since = self.clock() - since
+            since = stats.minute_of(since)
+            rows = [
+                (minute, queue, metric, bucket, count, total)
+                for (minute, queue, metric, bucket), (count, total) in self._figures.items()
+                if minute >= since
+            ]
+            return stats.figures_from_rows(rows)
+
+    def prune_figures(self, older_than):
+        with self._lock:
+            cutoff = stats.minute_of(self.clock() - older_than)
+            old = [key for key in self._figures if key[0] < cutoff]
+            for key in old:
+                del self._figures[key]
+            return len(old)
 
     # -- schedules ---------------------------------------------------------------------
 
@@ -668,6 +760,8 @@ class InMemoryStore(Store):
             self._workers.clear()
             self._registered.clear()
             self._schedules.clear()
+            self._attempts.clear()
+            self._figures.clear()
 
 
 def _claimed(job):

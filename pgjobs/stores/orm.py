@@ -9,14 +9,14 @@ refs, retries, failures, leases, the worker registry, schedules.
 import datetime
 
 from django.db import IntegrityError, connections, transaction
-from django.db.models import Case, Count, DateTimeField, F, Min, Q, Value, When
+from django.db.models import Case, Count, DateTimeField, F, Min, Q, Sum, Value, When
 from django.db.models.functions import Greatest, Least, Now
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 
-from .. import records
-from ..records import JobInfo, ScheduleInfo
-from .base import DECODE_ERRORS, Store, one_line, worker_lost_error
+from .. import records, stats
+from ..records import AttemptInfo, JobInfo, QueueFigures, ScheduleInfo
+from .base import DECODE_ERRORS, Store, one_line, with_current_attempt, worker_lost_error
 
 EARLIEST = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
@@ -76,6 +76,16 @@ class OrmStore(Store):
         from ..models import ScheduleState
 
         return ScheduleState.objects.using(self.alias)
+
+    def attempts(self):
+        from ..models import JobAttempt
+
+        return JobAttempt.objects.using(self.alias)
+
+    def figures(self):
+        from ..models import JobStat
+
+        return JobStat.objects.using(self.alias)
 
     def describe(self):
         return f"{self.connection.vendor} database {self.alias!r}, polling"
@@ -216,6 +226,9 @@ class OrmStore(Store):
                     requeued += finished.filter(pk=pk).update(**ready_again)
             except IntegrityError:
                 pass  # its key is taken
+        if requeued:  # afresh, attempts from 0: the attempts kept go
+            afresh = self.jobs().filter(pk__in=list(job_ids), status=records.READY, attempts=0)
+            self.attempts().filter(job_id__in=list(afresh.values_list("pk", flat=True))).delete()
         if requeued:
             self.notify_ready()
         return requeued
@@ -493,6 +506,94 @@ class OrmStore(Store):
             .filter(self._queue_filter(queues), status=records.READY, run_at__lte=self.now())
             .count()
         )
+
+    # -- history and figures --------------------------------------------------------
+
+    def job_attempts(self, job_id):
+        kept = [
+            AttemptInfo(*row)
+            for row in self.attempts()
+            .filter(job_id=job_id)
+            .order_by("attempt")
+            .values_list("attempt", "started_at", "finished_at", "worker_id", "outcome", "error")
+        ]
+        job = (
+            self.jobs()
+            .filter(pk=job_id)
+            .values_list("status", "attempts", "started_at", "finished_at", "worker_id")
+            .first()
+        )
+        return with_current_attempt(kept, job)
+
+    def _clock(self):
+        """This process's clock, as the reading methods compare times with it."""
+        return timezone.now()
+
+    def queue_figures(self):
+        """Read through the claim index (ready jobs), the lease index (running
+        jobs: only they hold a lease) and the figures: never the whole table."""
+        now = self._clock()
+        figures = {}
+
+        def of(queue):
+            if queue not in figures:
+                figures[queue] = QueueFigures(queue)
+            return figures[queue]
+
+        due = Q(run_at__lte=now)
+        ready = (
+            self.jobs()
+            .filter(status=records.READY)
+            .order_by()
+            .values_list("queue")
+            .annotate(
+                due=Count("pk", filter=due),
+                deferred=Count("pk", filter=~due),
+                oldest=Min(Greatest("run_at", Value(EARLIEST, DateTimeField())), filter=due),
+            )
+        )
+        for queue, due_count, deferred, oldest in ready:
+            queue_figures = of(queue)
+            queue_figures.ready, queue_figures.deferred = due_count, deferred
+            if oldest is not None:
+                queue_figures.oldest_due_seconds = max(0.0, (now - oldest).total_seconds())
+        running = (
+            self.jobs()
+            .filter(status=records.RUNNING, lease_expires_at__isnull=False)
+            .order_by()
+            .values_list("queue")
+            .annotate(n=Count("pk"))
+        )
+        for queue, count in running:
+            of(queue).running = count
+        failed = (
+            self.figures()
+            .filter(minute__gte=stats.minute_of(now - datetime.timedelta(hours=1)))
+            .filter(metric=records.FAILED)
+            .order_by()
+            .values_list("queue")
+            .annotate(n=Sum("count"))
+        )
+        for queue, count in failed:
+            of(queue).failed_last_hour = int(count)
+        return [figures[queue] for queue in sorted(figures)]
+
+    def minute_figures(self, since):
+        if isinstance(since, datetime.timedelta):
+            since = self._clock() - since
+        rows = (
+            self.figures()
+            .filter(minute__gte=stats.minute_of(since))
+            .order_by()
+            .values_list("minute", "queue", "metric", "bucket")
+            .annotate(count=Sum("count"), total=Sum("total"))
+        )
+        return stats.figures_from_rows(rows)
+
+    def prune_figures(self, older_than):
+        cutoff = stats.minute_of(self._clock() - older_than)
+        deleted, _ = self.figures().filter(minute__lt=cutoff).delete()
+        return deleted
 
     # -- schedules -------------------------------------------------------------------
 

@@ -25,6 +25,11 @@ Keys, under ``PREFIX`` (``P``)::
     P:worker:<worker id>    hash: hostname, pid, queues, concurrency, times
     P:schedule:<name>       hash: last_tick, last_run of a SCHEDULE entry (µs)
     P:wake:<queue>          pub/sub channel: a job became due in <queue>
+    P:attempts:<id>         list: the job's attempts that did not succeed (JSON
+                            arrays), deleted or expired with the job
+    P:figures:<minute µs>   hash: that minute's figures (pgjobs/stats.py), fields
+                            "<queue>\x1f<metric>\x1f<bucket or sum>"; expires
+                            after stats.KEEP
 """
 
 import datetime
@@ -36,8 +41,8 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
-from .. import records
-from ..records import ClaimedJob, JobInfo, ScheduleInfo
+from .. import records, stats
+from ..records import AttemptInfo, ClaimedJob, JobInfo, QueueFigures, ScheduleInfo
 from ..serialization import dumps
 from .base import (
     DECODE_ERRORS,
@@ -49,6 +54,7 @@ from .base import (
     args_json,
     one_line,
     read_arguments,
+    with_current_attempt,
 )
 from .queries import lua
 
@@ -73,6 +79,7 @@ SCRIPTS = {
     "run_now": ("common", "run_now"),
     "due": ("common", "due"),
     "status": ("common", "status"),
+    "queue_figures": ("common", "queue_figures"),
     "prune": ("common", "prune"),
     "register_worker": ("common", "register_worker"),
     "reserve_ids": ("reserve_ids",),
@@ -476,6 +483,88 @@ class RedisStore(Store):
         to ``limit`` per queue and status, in one script call; return how many.
         For the retentions shorter than the keys' own expiry (``RedisBackend``)."""
         return self._run("prune", older_than // MICROSECOND, limit, "0", *statuses)
+
+    # -- history and figures ------------------------------------------------------------
+
+    def job_attempts(self, job_id):
+        job_id = int(job_id)
+        pipe = self.client.pipeline()
+        pipe.lrange(self.key("attempts", job_id), 0, -1)
+        pipe.hmget(
+            self.key("job", job_id), "status", "attempts", "started_at", "finished_at", "worker_id"
+        )
+        entries, (status, attempts, started_at, finished_at, worker_id) = pipe.execute()
+        kept = []
+        for entry in entries:
+            attempt, started, finished, worker, outcome, error = json.loads(entry)
+            kept.append(
+                AttemptInfo(
+                    attempt, from_us(started), from_us(finished), worker or None, outcome, error
+                )
+            )
+        job = None
+        if status is not None:
+            job = (status, _int(attempts), from_us(started_at), from_us(finished_at),
+                   worker_id or None)  # fmt: skip
+        return with_current_attempt(kept, job)
+
+    def queue_figures(self):
+        now_us, rows = self._run("queue_figures")
+        figures = {}
+        for queue, ready, deferred, running, oldest in rows:
+            if ready or deferred or running:
+                figures[queue] = QueueFigures(
+                    queue,
+                    ready,
+                    deferred,
+                    running,
+                    oldest_due_seconds=None if oldest < 0 else max(0.0, (now_us - oldest) / 1e6),
+                )
+        for minute in self.minute_figures(datetime.timedelta(hours=1)):
+            failed = minute.outcomes[records.FAILED]
+            if failed:
+                if minute.queue not in figures:
+                    figures[minute.queue] = QueueFigures(minute.queue)
+                figures[minute.queue].failed_last_hour += failed
+        return [figures[queue] for queue in sorted(figures)]
+
+    def _minute_keys(self, since):
+        """The figure hashes' minutes (µs) from ``since`` until now, by Redis's clock."""
+        seconds, microseconds = self.client.time()
+        now_us = seconds * 1_000_000 + microseconds
+        if isinstance(since, datetime.timedelta):
+            since_us = now_us - since // MICROSECOND
+        else:
+            since_us = to_us(since)
+        minute = 60_000_000
+        first = since_us - since_us % minute
+        return list(range(first, now_us - now_us % minute + 1, minute))
+
+    def minute_figures(self, since):
+        minutes = self._minute_keys(since)
+        pipe = self.client.pipeline()
+        for minute in minutes:
+            pipe.hgetall(self.key("figures", minute))
+        rows = []
+        for minute, fields in zip(minutes, pipe.execute(), strict=True):
+            when = from_us(minute)
+            for field, value in fields.items():
+                queue, metric, bucket = field.rsplit("\x1f", 2)
+                if bucket == "sum":
+                    rows.append((when, queue, metric, 0, 0, float(value)))
+                else:
+                    rows.append((when, queue, metric, int(bucket), int(value), 0.0))
+        return stats.figures_from_rows(rows)
+
+    def prune_figures(self, older_than):
+        """Figures expire by themselves (``stats.KEEP``); this deletes those of a
+        shorter retention, looking back a further ``stats.KEEP``."""
+        if older_than >= stats.KEEP:
+            return 0
+        minutes = self._minute_keys(older_than + stats.KEEP)
+        old = self._minute_keys(older_than)
+        keys = [self.key("figures", m) for m in minutes if m < old[0]]
+        return self.client.delete(*keys) if keys else 0
 
     # -- schedules -------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ for j = 2, #ARGV do
   if (f[1] == 'failed' or f[1] == 'cancelled') and not taken then
     redis.call('ZREM', P .. ':done:' .. f[2] .. ':' .. f[1], id)
     redis.call('PERSIST', key)
+    redis.call('DEL', attempts_key(id))  -- the job starts afresh, its attempts from 0
     redis.call('HSET', key, 'status', 'ready', 'attempts', 0, 'run_at', now, 'started_at', '',
       'finished_at', '', 'worker_id', '', 'result', '', 'cancel', '0', 'lease', '')
     if unique then redis.call('SET', unique, id) end
