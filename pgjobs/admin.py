@@ -136,6 +136,7 @@ class JobAdmin(admin.ModelAdmin):
         "kwargs_display",
         "result_display",
         "error_display",
+        "attempts_history",
     )
     readonly_fields = fields
 
@@ -182,6 +183,10 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description="result")
     def result_display(self, job):
         return _pretty(job.result) if job.status == records.SUCCEEDED else "-"
+
+    @admin.display(description="attempts")
+    def attempts_history(self, job):
+        return admin_ui.attempts_table(job)
 
     @admin.display(description="error")
     def error_display(self, job):

@@ -1,12 +1,14 @@
 """What both admins (Django's and Wagtail's) show of a job beyond its columns: the
-status as a coloured tag, a short summary of its arguments, and the job page's
-Retry, Cancel and Run-now buttons (``JOB_ACTIONS``), which act through the store as
+status as a coloured tag, a short summary of its arguments, its attempts (each
+failed one with its error and traceback), and the job page's Retry, Cancel and
+Run-now buttons (``JOB_ACTIONS``), which act through the store as
 the listings' bulk actions do and need ``pgjobs.change_job``."""
 
 import dataclasses
 import json
 
 from django.contrib.auth import get_permission_codename
+from django.template.loader import render_to_string
 from django.utils import timezone
 from django.utils.html import format_html
 
@@ -22,6 +24,7 @@ STATUS_COLOURS = {
     records.RUNNING: ("#dbeafe", "#1e40af"),
     records.READY: ("#e5e7eb", "#374151"),
     records.CANCELLED: ("#fef3c7", "#92400e"),
+    records.RETRIED: ("#fee2e2", "#b45309"),
     "deferred": ("#f3f4f6", "#4b5563"),
 }
 SUMMARY_LENGTH = 48
@@ -52,6 +55,27 @@ def status_tag(status, run_at=None, now=None):
 
 def job_status_tag(job, now=None):
     return status_tag(job.status, times.shown_time(job, "run_at"), now)
+
+
+def job_attempts(job):
+    """The job's attempts, oldest first (``Store.job_attempts``)."""
+    return store_for_jobs(job._state.db).job_attempts(job.pk)
+
+
+def attempts_table(job):
+    """The job's attempts as an HTML table: start, end, time taken, worker, outcome,
+    and the error and traceback of each that did not succeed."""
+    rows = [
+        {
+            "attempt": a,
+            "tag": status_tag(a.outcome),
+            "took": (a.finished_at - a.started_at).total_seconds()
+            if a.started_at and a.finished_at
+            else None,
+        }
+        for a in job_attempts(job)
+    ]
+    return render_to_string("pgjobs/admin/attempts.html", {"rows": rows})
 
 
 def _value(value):

@@ -27,8 +27,8 @@ from django.utils import timezone  # noqa: E402
 
 from pgjobs import background, records  # noqa: E402
 from pgjobs.dashboard import views as dashboard_views  # noqa: E402
-from pgjobs.models import Job, WorkerProcess  # noqa: E402
-from tests.conftest import REQUIRE_SERVICES, VENDOR, wait_for  # noqa: E402
+from pgjobs.models import Job, JobAttempt, WorkerProcess  # noqa: E402
+from tests.conftest import REQUIRE_SERVICES, VENDOR, add_figures, wait_for  # noqa: E402
 from tests.testapp import jobs  # noqa: E402
 
 pytestmark = [
@@ -148,6 +148,23 @@ def history(now):
             if n < 40
             else {"type": "builtins.ValueError", "message": "no such page", "traceback": "..."},
         )
+    # What the workers would have written as they recorded those outcomes.
+    add_figures(
+        *[
+            (
+                "default",
+                records.SUCCEEDED if n < 40 else records.FAILED,
+                now - datetime.timedelta(minutes=30 - n // 2),
+                2 + n % 5,
+                1 + n % 3,
+            )
+            for n in range(43)
+        ],
+        *[
+            ("default", records.RETRIED, now - datetime.timedelta(minutes=m), 0.5, 3)
+            for m in (9, 7)
+        ],
+    )
     background.defer(jobs.add, when=now + datetime.timedelta(days=3), args=[7, 7])
     WorkerProcess.objects.create(
         id="web-1:4242",
@@ -230,7 +247,23 @@ def test_the_dashboard_is_refused_without_permission(site, login, live_server):
 
 
 def failed_job():
+    """A job that failed three times, with its attempts kept as the stores keep them."""
     ref = background.enqueue(jobs.add, args=[1, 2], kwargs={"note": "publish page 7"})
+    now = timezone.now()
+    for attempt in (1, 2, 3):
+        JobAttempt.objects.create(
+            job_id=ref.id,
+            attempt=attempt,
+            started_at=now - datetime.timedelta(minutes=10 - 3 * attempt),
+            finished_at=now - datetime.timedelta(minutes=10 - 3 * attempt, seconds=-2),
+            worker_id="web-1:4242",
+            outcome=records.RETRIED if attempt < 3 else records.FAILED,
+            error={
+                "type": "builtins.ValueError",
+                "message": f"page 7 has no body (attempt {attempt})",
+                "traceback": "Traceback (most recent call last):\n...",
+            },
+        )
     Job.objects.filter(pk=ref.id).update(
         status=records.FAILED,
         attempts=3,
@@ -271,6 +304,9 @@ def job_page_buttons(browser, live_server, page):
     assert count(browser, ".pgjobs-status--failed") >= 1
     assert count(browser, 'button[data-action="run-now"]') == 0
     assert "page 7 has no body" in text(browser, ".pgjobs-error" if page == WAGTAIL_JOB else "body")
+    assert count(browser, ".pgjobs-attempts tr[data-attempt]") == 3
+    assert "(attempt 1)" in text(browser, '.pgjobs-attempts tr[data-attempt="1"]')
+    assert count(browser, ".pgjobs-attempts .pgjobs-status--retried") == 2
     if SHOTS and page == WAGTAIL_JOB:
         browser.set_window_size(1400, 760)
         browser.save_screenshot(os.path.join(SHOTS, "failed-job.png"))

@@ -20,7 +20,7 @@ from pgjobs import admin_ui, background, records
 from pgjobs.dashboard import charts, figures, series
 from pgjobs.handler import get_backend
 from pgjobs.models import Job, WorkerProcess
-from tests.conftest import JOBS_IN_REDIS, VENDOR
+from tests.conftest import JOBS_IN_REDIS, VENDOR, add_figures, run_jobs
 from tests.testapp import jobs
 
 DASHBOARD = reverse("admin:pgjobs_job_dashboard")
@@ -84,10 +84,12 @@ def test_queue_figures_split_ready_into_due_and_deferred_and_count_recent_failur
     Job.objects.filter(pk=running.id).update(
         status=records.RUNNING, lease_expires_at=now + datetime.timedelta(seconds=30)
     )
-    failed = background.enqueue_many([(jobs.add, [n, n]) for n in range(3)], queue="other")
-    finished(failed[0], records.FAILED, ago=60)
-    finished(failed[1], records.FAILED, ago=2 * 3600)  # more than an hour ago
-    finished(failed[2], records.SUCCEEDED, ago=60)
+    add_figures(
+        ("other", records.FAILED, now - datetime.timedelta(minutes=1), 1, 1),
+        ("other", records.FAILED, now - datetime.timedelta(hours=2), 1, 1),  # too long ago
+        ("other", records.SUCCEEDED, now - datetime.timedelta(minutes=1), 1, 1),
+        ("other", records.RETRIED, now - datetime.timedelta(minutes=1), 1, 1),
+    )
 
     rows = {q.queue: q for q in figures.queues(timezone.now())}
     default, other = rows["default"], rows["other"]
@@ -133,9 +135,10 @@ def test_queue_figures_come_from_the_store_where_jobs_are_not_rows():
     )
     rows = {q.queue: q for q in figures.queues(timezone.now())}
     assert (rows["default"].due, rows["other"].deferred) == (3, 1)
-    assert rows["default"].failed_last_hour is None  # shown as "–": Redis keeps no such index
-    window = series.WINDOWS["hour"]
-    assert series.series(window, timezone.now()).total_finished == 0
+    run_jobs()  # the Redis store writes the minute figures with each outcome
+    data = series.series(series.WINDOWS["hour"], timezone.now())
+    assert data.finished[records.SUCCEEDED][-1] + data.finished[records.SUCCEEDED][-2] == 3
+    assert data.depth == [None] * 60  # no job rows to rebuild it from
 
 
 # -- the series the charts draw --------------------------------------------------------------
@@ -160,33 +163,49 @@ def test_buckets_end_with_the_one_holding_now():
 
 @SQL_ONLY
 @pytest.mark.django_db
-def test_the_series_count_outcomes_per_minute_and_time_percentiles():
+def test_the_series_add_up_the_minute_figures_and_estimate_percentiles():
     now = timezone.now()
     minute = now.replace(second=0, microsecond=0) - datetime.timedelta(minutes=5)
-    start = minute + datetime.timedelta(seconds=10)
-    refs = background.enqueue_many([(jobs.add, [n, n]) for n in range(6)])
-    for ref, status, waited, ran in [
-        *[(ref, records.SUCCEEDED, 2, 1) for ref in refs[:4]],
-        (refs[4], records.FAILED, 10, 5),
-    ]:
-        Job.objects.filter(pk=ref.id).update(
-            status=status,
-            run_at=start - datetime.timedelta(seconds=waited),
-            started_at=start,
-            finished_at=start + datetime.timedelta(seconds=ran),
-        )
-    finished(refs[5], records.SUCCEEDED, ago=2 * 86400)  # outside both windows
+    ended = minute + datetime.timedelta(seconds=10)
+    add_figures(
+        *[("default", records.SUCCEEDED, ended, 2.0, 1.0) for _ in range(4)],
+        ("other", records.FAILED, ended, 10.0, 5.0),
+        ("other", records.RETRIED, ended, 0.3, 0.3),
+        ("default", records.SUCCEEDED, now - datetime.timedelta(days=3), 1.0, 1.0),  # too old
+    )
     data = series.series(series.WINDOWS["hour"], now)
     bucket = data.starts.index(minute)
     assert data.finished[records.SUCCEEDED][bucket] == 4
     assert data.finished[records.FAILED][bucket] == 1
-    assert data.total_finished == 5
-    assert data.run["p50"][bucket] == pytest.approx(1.0)
-    assert data.run["p95"][bucket] == pytest.approx(5.0)
-    assert data.wait["p50"][bucket] == pytest.approx(2.0)
-    assert data.wait["p95"][bucket] == pytest.approx(10.0)
-    assert data.depth[-1] == 0
-    assert series.series(series.WINDOWS["day"], now).total_finished == 5
+    assert data.finished[records.RETRIED][bucket] == 1
+    assert data.total_finished == 6
+    # Estimated from the buckets of stats.EDGES, as Prometheus's histogram_quantile.
+    assert 1.0 <= data.wait["p50"][bucket] <= 2.5
+    assert 10.0 <= data.wait["p95"][bucket] <= 30.0
+    assert 1.0 <= data.run["p50"][bucket] <= 2.5
+    assert 5.0 <= data.run["p95"][bucket] <= 10.0
+    assert [p for i, p in enumerate(data.run["p50"]) if i != bucket] == [None] * 59
+    day = series.series(series.WINDOWS["day"], now)
+    assert day.total_finished == 6 and len(day.starts) == 96
+
+
+@SQL_ONLY
+@pytest.mark.django_db
+def test_queue_depth_is_rebuilt_from_the_jobs_kept():
+    now = timezone.now()
+    refs = background.enqueue_many([(jobs.add, [n, n]) for n in range(3)])
+    ten_ago = now - datetime.timedelta(minutes=10)
+    Job.objects.filter(pk=refs[0].id).update(  # waited from 10 to 5 minutes ago
+        status=records.SUCCEEDED,
+        run_at=ten_ago,
+        started_at=now - datetime.timedelta(minutes=5),
+        finished_at=now - datetime.timedelta(minutes=5),
+    )
+    Job.objects.filter(pk__in=[refs[1].id, refs[2].id]).update(run_at=ten_ago)  # still due
+    data = series.series(series.WINDOWS["hour"], now)
+    assert data.depth[-1] == 2
+    assert data.depth[-8] == 3  # 7 minutes ago all three waited
+    assert data.depth[0] == 0
 
 
 # -- the charts ----------------------------------------------------------------------------------

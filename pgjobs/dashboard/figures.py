@@ -1,23 +1,19 @@
 """What the dashboard shows as true now: per-queue counts, live workers, schedules.
 
-Every figure is read through an index, never by scanning the job table: ready rows
-through the claim index (ready rows only), running rows through the lease index,
-failures of the last hour through the finished index. So the page costs the same with
-a million finished rows kept as with none. A store without a ``Job`` table (Redis)
-answers through its own ``status()`` and ``count_due()``.
+Per-queue figures are the store's ``queue_figures()``, which reads ready and running
+jobs through the indexes claims and rescues use and recent failures from the
+per-minute figures, never by scanning the job table; so the page costs the same with
+a million finished rows kept as with none.
 """
 
 import dataclasses
 import datetime
 
-from django.db.models import Count, DateTimeField, Min, Q, Value
-from django.db.models.functions import Greatest
+from django.db.models import Count
 
-from .. import records, times
+from .. import records
 from ..handler import get_backend
 from ..models import Job, WorkerProcess
-
-HOUR = datetime.timedelta(hours=1)
 
 
 @dataclasses.dataclass
@@ -26,7 +22,7 @@ class QueueFigures:
     due: int = 0
     deferred: int = 0
     running: int = 0
-    failed_last_hour: int | None = 0  # None: the store cannot tell
+    failed_last_hour: int = 0
     oldest_due_seconds: float | None = None
     # None: queues cannot be paused here (the hook for per-queue pause and resume).
     paused: bool | None = None
@@ -42,65 +38,19 @@ def paused_queues(backend):
 
 
 def queues(now, backend=None):
-    """A ``QueueFigures`` per configured queue, and per other queue that has jobs."""
+    """A ``QueueFigures`` per configured queue, and per other queue the store reports."""
     backend = backend or get_backend()
-    names = list(backend.queues or [records.DEFAULT_QUEUE])
-    rows = {name: QueueFigures(name) for name in names}
-
-    def row(name):
-        return rows.setdefault(name, QueueFigures(name))
-
-    if backend.jobs_database:
-        jobs = Job.objects.using(backend.jobs_database)
-        ready = (
-            jobs.filter(status=records.READY)
-            .values_list("queue")
-            .annotate(
-                due=Count("pk", filter=Q(run_at__lte=now)),
-                deferred=Count("pk", filter=Q(run_at__gt=now)),
-                # Clamped: a '-infinity' run_at written by hand is no datetime.
-                oldest=Min(
-                    Greatest("run_at", Value(times.EARLIEST, DateTimeField())),
-                    filter=Q(run_at__lte=now),
-                ),
-            )
-            .order_by()
-        )
-        for queue, due, deferred, oldest in ready:
-            figures = row(queue)
-            figures.due, figures.deferred = due, deferred
-            if oldest is not None:
-                figures.oldest_due_seconds = max(0.0, (now - oldest).total_seconds())
-        running = (
-            jobs.filter(status=records.RUNNING, lease_expires_at__isnull=False)
-            .values_list("queue")
-            .annotate(n=Count("pk"))
-            .order_by()
-        )
-        for queue, n in running:
-            row(queue).running = n
-        failed = (
-            jobs.filter(status=records.FAILED, finished_at__gte=now - HOUR)
-            .values_list("queue")
-            .annotate(n=Count("pk"))
-            .order_by()
-        )
-        for queue, n in failed:
-            row(queue).failed_last_hour = n
-    elif backend.stores_jobs:
-        store = backend.get_store()
-        for q in store.status()["queues"]:
-            figures = row(q["queue"])
-            ready = q["counts"].get(records.READY, 0)
-            figures.due = store.count_due([q["queue"]])
-            figures.deferred = max(0, ready - figures.due)
-            figures.running = q["counts"].get(records.RUNNING, 0)
-            figures.failed_last_hour = None
-            figures.oldest_due_seconds = q["oldest_due_seconds"]
+    rows = {name: QueueFigures(name) for name in backend.queues or [records.DEFAULT_QUEUE]}
+    if backend.stores_jobs:
+        for figures in backend.get_store().queue_figures():
+            row = rows.setdefault(figures.queue, QueueFigures(figures.queue))
+            row.due, row.deferred, row.running = figures.ready, figures.deferred, figures.running
+            row.failed_last_hour = figures.failed_last_hour
+            row.oldest_due_seconds = figures.oldest_due_seconds
     paused = paused_queues(backend)
     if paused is not None:
-        for figures in rows.values():
-            figures.paused = figures.queue in paused
+        for row in rows.values():
+            row.paused = row.queue in paused
     return list(rows.values())
 
 

@@ -1,14 +1,14 @@
-"""The charts' data: per time bucket of the last hour or day, jobs finished by outcome,
-queue depth, and wait and run time percentiles.
+"""The charts' data: per time bucket of the last hour or day, attempts finished by
+outcome, queue depth, and wait and run time percentiles.
 
-This module is the charts' one data source. Until workers keep per-minute aggregates
-it reads them from the finished jobs still kept, through the finished index: the
-counts per minute and outcome are counted by the database (``GROUP BY`` the minute),
-while depth and the percentiles come from the newest ``SAMPLE_LIMIT`` rows of each
-outcome (reading a row's times costs about 20 µs in Python). So a chart reaches back
-only as far as retention keeps rows (``KEEP_SUCCEEDED``), and its percentiles and
-depth describe the newest jobs. Where jobs are not rows of a ``Job`` table (Redis),
-the series are empty.
+This module is the charts' one data source. Outcomes and times come from the
+per-minute figures workers write with each outcome (``Store.minute_figures``,
+``pgjobs/stats.py``): a few hundred small rows a day, whatever the traffic, and
+percentiles estimated from their histogram buckets. Queue depth is not among those
+figures: it is rebuilt from the jobs still kept (when each became due and started),
+from the newest ``SAMPLE_LIMIT`` finished jobs plus the ready and running ones, so it
+reaches back only as far as retention keeps rows, and is left empty where jobs are
+not rows of a ``Job`` table (Redis).
 """
 
 import bisect
@@ -16,16 +16,13 @@ import dataclasses
 import datetime
 import math
 
-from django.db.models import Count
-from django.db.models.functions import Trunc
-
-from .. import records
+from .. import records, stats
 from ..handler import get_backend
 from ..models import Job
 
 MINUTE = datetime.timedelta(minutes=1)
-OUTCOMES = (records.SUCCEEDED, records.FAILED, records.CANCELLED)
-#: Rows read per outcome at most: what the interim source costs, whatever is kept.
+OUTCOMES = records.OUTCOMES
+#: Rows read per outcome at most for the depth chart (a row's times cost ~20 µs).
 SAMPLE_LIMIT = 300
 
 
@@ -53,11 +50,10 @@ class Series:
 
     window: Window
     starts: list
-    finished: dict  # outcome -> jobs finished in each bucket
-    depth: list  # jobs due and not started at each bucket's end
+    finished: dict  # outcome -> attempts that ended so in each bucket
+    depth: list  # jobs due and not started at each bucket's end (None: unknown)
     wait: dict  # "p50"/"p95" -> seconds from due to start
     run: dict  # "p50"/"p95" -> seconds from start to end
-    source: str  # what the figures were read from, shown under the charts
 
     @property
     def total_finished(self):
@@ -83,70 +79,61 @@ def bucket_starts(window, now):
 def series(window, now, backend=None):
     backend = backend or get_backend()
     starts = bucket_starts(window, now)
-    empty = Series(
+    size = len(starts)
+    finished = {outcome: [0] * size for outcome in OUTCOMES}
+    wait_buckets = [[0] * stats.BUCKETS for _ in starts]
+    run_buckets = [[0] * stats.BUCKETS for _ in starts]
+    if backend.stores_jobs:
+        for figures in backend.get_store().minute_figures(starts[0]):
+            i = bisect.bisect_right(starts, figures.minute) - 1
+            if i < 0:
+                continue
+            for outcome, count in figures.outcomes.items():
+                finished.setdefault(outcome, [0] * size)[i] += count
+            wait_buckets[i] = stats.add_buckets(wait_buckets[i], figures.wait_buckets)
+            run_buckets[i] = stats.add_buckets(run_buckets[i], figures.run_buckets)
+
+    def quantiles(per_bucket):
+        return {
+            "p50": [stats.quantile(b, 0.50) for b in per_bucket],
+            "p95": [stats.quantile(b, 0.95) for b in per_bucket],
+        }
+
+    return Series(
         window,
         starts,
-        {outcome: [0] * len(starts) for outcome in OUTCOMES},
-        [None] * len(starts),
-        {"p50": [None] * len(starts), "p95": [None] * len(starts)},
-        {"p50": [None] * len(starts), "p95": [None] * len(starts)},
-        "no job rows to read",
+        finished,
+        depth(starts, window.step, now, backend),
+        quantiles(wait_buckets),
+        quantiles(run_buckets),
     )
+
+
+def depth(starts, step, now, backend):
+    """Jobs due and not started at each bucket's end, rebuilt from the rows still kept:
+    due times of the newest finished, the running and the ready jobs, less their starts."""
     if not backend.jobs_database:
-        return empty
+        return [None] * len(starts)
     jobs = Job.objects.using(backend.jobs_database)
     since = starts[0]
     rows = []
-    for outcome in OUTCOMES:
+    for outcome in (records.SUCCEEDED, records.FAILED, records.CANCELLED):
         rows += (
             jobs.filter(status=outcome, finished_at__gte=since)
             .order_by("-finished_at")
-            .values_list("status", "run_at", "started_at", "finished_at")[:SAMPLE_LIMIT]
+            .values_list("run_at", "started_at")[:SAMPLE_LIMIT]
         )
-    started = list(
-        jobs.filter(status=records.RUNNING, lease_expires_at__isnull=False).values_list(
-            "run_at", "started_at"
-        )[:SAMPLE_LIMIT]
+    rows += jobs.filter(status=records.RUNNING, lease_expires_at__isnull=False).values_list(
+        "run_at", "started_at"
+    )[:SAMPLE_LIMIT]
+    waiting = jobs.filter(status=records.READY, run_at__lte=now).order_by()
+    due = sorted(
+        [run_at for run_at, started_at in rows if started_at is not None]
+        + list(waiting.values_list("run_at", flat=True)[:SAMPLE_LIMIT])
     )
-    waiting = list(
-        jobs.filter(status=records.READY, run_at__lte=now)
-        .order_by()
-        .values_list("run_at", flat=True)[:SAMPLE_LIMIT]
-    )
-
-    def index(when):
-        return bisect.bisect_right(starts, when) - 1
-
-    per_minute = (
-        jobs.filter(status__in=OUTCOMES, finished_at__gte=since)
-        .annotate(minute=Trunc("finished_at", "minute", tzinfo=datetime.UTC))
-        .values_list("minute", "status")
-        .annotate(n=Count("pk"))
-        .order_by()
-    )
-    for minute, status, n in per_minute:
-        i = index(minute)
-        if i >= 0:
-            empty.finished[status][i] += n
-    waits = [[] for _ in starts]
-    runs = [[] for _ in starts]
-    for _status, _run_at, started_at, finished_at in rows:
-        i = index(finished_at)
-        if i >= 0 and started_at is not None:
-            runs[i].append((finished_at - started_at).total_seconds())
-    for run_at, started_at in [(r[1], r[2]) for r in rows] + started:
-        if started_at is not None and started_at >= since:
-            waits[index(started_at)].append(max(0.0, (started_at - run_at).total_seconds()))
-    for name, per_bucket in (("wait", waits), ("run", runs)):
-        for i, values in enumerate(per_bucket):
-            values.sort()
-            getattr(empty, name)["p50"][i] = percentile(values, 0.50)
-            getattr(empty, name)["p95"][i] = percentile(values, 0.95)
-    # Depth at each bucket's end: jobs due by then and not yet started.
-    due = sorted([r[1] for r in rows if r[2] is not None] + [s[0] for s in started] + waiting)
-    began = sorted([r[2] for r in rows if r[2] is not None] + [s[1] for s in started])
-    for i, start in enumerate(starts):
-        end = min(start + window.step, now)
-        empty.depth[i] = max(0, bisect.bisect_right(due, end) - bisect.bisect_right(began, end))
-    empty.source = "finished jobs still kept (retention limits how far back)"
-    return empty
+    began = sorted(started_at for _, started_at in rows if started_at is not None)
+    values = []
+    for start in starts:
+        end = min(start + step, now)
+        values.append(max(0, bisect.bisect_right(due, end) - bisect.bisect_right(began, end)))
+    return values

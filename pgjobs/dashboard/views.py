@@ -14,7 +14,12 @@ from . import charts, figures, series
 
 REFRESH_SECONDS = 5
 FRAGMENT_TEMPLATE = "pgjobs/dashboard/panels.html"
-OUTCOME_LABELS = {"succeeded": "succeeded", "failed": "failed", "cancelled": "cancelled"}
+OUTCOME_LABELS = {
+    "succeeded": "succeeded",
+    "retried": "failed, retried",
+    "failed": "failed for good",
+    "cancelled": "cancelled",
+}
 
 
 def dashboard_context(request):
@@ -38,15 +43,15 @@ def dashboard_context(request):
             charts.stacked_bars(
                 data.starts,
                 window.step,
-                data.finished,
-                f"Jobs finished per {per}",
+                {outcome: data.finished[outcome] for outcome in OUTCOME_LABELS},
+                f"Attempts ended per {per}",
                 OUTCOME_LABELS,
             ),
             charts.lines(
                 data.starts,
                 window.step,
                 {"depth": data.depth},
-                "Queue depth (due, not started)",
+                "Queue depth (due, not started; from the jobs kept)",
                 labels={"depth": "jobs waiting"},
             ),
             charts.lines(

@@ -143,6 +143,7 @@ class JobInspectView(InspectView):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
+        context["attempts_table"] = admin_ui.attempts_table(self.object)
         if can_change_jobs(self.request.user):
             context["job_actions"] = [
                 (action, reverse(f"pgjobs_jobs:{action.url_name}", args=[self.object.pk]))
