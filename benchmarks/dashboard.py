@@ -2,7 +2,7 @@
 
 Creates a PostgreSQL database of its own (dropped afterwards), fills it with
 ``--rows`` finished jobs spread over the last day (90 % succeeded, 9 % failed, 1 %
-cancelled) plus ready and deferred ones, starts ``--workers`` worker processes
+cancelled) plus ready and deferred ones and a day of per-minute figures, starts ``--workers`` worker processes
 working through no-op jobs that a thread keeps enqueuing, and meanwhile requests
 the Django admin's dashboard (the last hour, the last day, and the fragment the page
 refreshes with) ``--requests`` times each, turn about::
@@ -95,8 +95,26 @@ def fill(rows):
             FROM generate_series(1, 6000) AS n
             """
         )
+        # The per-minute figures a busy site's workers leave for a day: every minute, both
+        # queues, all 8 shards, the outcomes and three buckets each of wait and run time.
+        cursor.execute(
+            """
+            INSERT INTO pgjobs_stat (minute, queue, shard, metric, bucket, count, total)
+            SELECT date_trunc('minute', now()) - m * interval '1 minute', q, shard, metric,
+                   bucket, 100, 100 * 0.05
+            FROM generate_series(0, 1439) AS m,
+                 unnest(ARRAY['default', 'other']) AS q,
+                 generate_series(0, 7) AS shard,
+                 (VALUES ('succeeded', 0), ('failed', 0), ('wait', 3), ('wait', 5), ('wait', 8),
+                         ('run', 2), ('run', 4), ('run', 7)) AS f(metric, bucket)
+            """
+        )
         cursor.execute("ANALYZE pgjobs_job")
-    print(f"filled {rows:,} finished rows in {time.monotonic() - started:.0f} s")
+        cursor.execute("ANALYZE pgjobs_stat")
+    print(
+        f"filled {rows:,} finished rows and a day of per-minute figures (184,320 rows) "
+        f"in {time.monotonic() - started:.0f} s"
+    )
 
 
 class Load:
