@@ -91,7 +91,7 @@ def test_queue_figures_split_ready_into_due_and_deferred_and_count_recent_failur
         ("other", records.RETRIED, now - datetime.timedelta(minutes=1), 1, 1),
     )
 
-    rows = {q.queue: q for q in figures.queues(timezone.now())}
+    rows = {q.queue: q for q in figures.queues()}
     default, other = rows["default"], rows["other"]
     assert (default.due, default.deferred, default.running, default.failed_last_hour) == (
         4,
@@ -133,7 +133,7 @@ def test_queue_figures_come_from_the_store_where_jobs_are_not_rows():
     background.defer(
         jobs.add, when=timezone.now() + datetime.timedelta(days=1), args=[1, 1], queue="other"
     )
-    rows = {q.queue: q for q in figures.queues(timezone.now())}
+    rows = {q.queue: q for q in figures.queues()}
     assert (rows["default"].due, rows["other"].deferred) == (3, 1)
     run_jobs()  # the Redis store writes the minute figures with each outcome
     data = series.series(series.WINDOWS["hour"], timezone.now())
@@ -302,7 +302,7 @@ def test_the_figures_never_scan_the_job_table():
         cursor.execute("ANALYZE pgjobs_job")
     background.enqueue_many([(jobs.add, [n, n]) for n in range(5)])
     with CaptureQueriesContext(connection) as captured:
-        figures.queues(timezone.now())
+        figures.queues()
         figures.workers(timezone.now())
         series.series(series.WINDOWS["hour"], timezone.now())
     statements = [q["sql"] for q in captured if "pgjobs_job" in q["sql"]]
@@ -421,3 +421,13 @@ def test_the_dashboard_shows_schedules_and_whether_a_tick_is_late(user, settings
     )
     html = client.get(DASHBOARD, {"fragment": 1}).content.decode()
     assert "late since" in html
+
+
+@SQL_ONLY
+def test_a_paused_column_appears_once_queues_can_be_paused(user, monkeypatch):
+    client = as_user(user("view_job"))
+    assert ">paused<" not in client.get(DASHBOARD, {"fragment": 1}).content.decode()
+    monkeypatch.setattr(figures, "paused_queues", lambda backend: {"other"})
+    html = client.get(DASHBOARD, {"fragment": 1}).content.decode()
+    assert "<th>paused</th>" in html
+    assert html.count("<td>paused</td>") == 1

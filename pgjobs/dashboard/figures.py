@@ -33,11 +33,14 @@ class QueueFigures:
 
 
 def paused_queues(backend):
-    """The queues paused now, or None where queues cannot be paused."""
+    """The queues paused now, or None where queues cannot be paused: the dashboard
+    shows a "paused" column only when this says which. The hook for per-queue pause
+    and resume; with ``Store.queue_controls()`` it reads
+    ``{queue for queue, control in controls.items() if control.paused}``."""
     return None
 
 
-def queues(now, backend=None):
+def queues(backend=None):
     """A ``QueueFigures`` per configured queue, and per other queue the store reports."""
     backend = backend or get_backend()
     rows = {name: QueueFigures(name) for name in backend.queues or [records.DEFAULT_QUEUE]}

@@ -28,7 +28,7 @@ def dashboard_context(request):
     window = series.WINDOWS.get(request.GET.get("window"), series.WINDOWS["hour"])
     data = series.series(window, now, backend)
     per = "minute" if window.step == series.MINUTE else f"{window.step.seconds // 60} minutes"
-    queues = figures.queues(now, backend)
+    queues = figures.queues(backend)
     return {
         "now": now,
         "window": window,
