@@ -431,3 +431,10 @@ def test_a_paused_column_appears_once_queues_can_be_paused(user, monkeypatch):
     html = client.get(DASHBOARD, {"fragment": 1}).content.decode()
     assert "<th>paused</th>" in html
     assert html.count("<td>paused</td>") == 1
+
+
+@pytest.mark.django_db
+def test_the_dashboard_of_a_backend_that_stores_no_jobs_is_empty_not_an_error(user, settings):
+    settings.PGJOBS = {"BACKEND": "pgjobs.backends.ImmediateBackend"}
+    html = as_user(user("view_job")).get(DASHBOARD, {"fragment": 1}).content.decode()
+    assert 'data-queue="default"' in html and "runs jobs as they are enqueued" in html

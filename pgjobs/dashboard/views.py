@@ -31,6 +31,7 @@ def dashboard_context(request):
     queues = figures.queues(backend)
     return {
         "now": now,
+        "stores_jobs": backend.stores_jobs,
         "window": window,
         "windows": series.WINDOWS.values(),
         "queues": queues,
