@@ -119,6 +119,8 @@ class JobAdmin(admin.ModelAdmin):
         "id",
         "func",
         "status_display",
+        "error_display",
+        "attempts_history",
         "queue",
         "priority",
         "run_at_display",
@@ -135,8 +137,6 @@ class JobAdmin(admin.ModelAdmin):
         "args_display",
         "kwargs_display",
         "result_display",
-        "error_display",
-        "attempts_history",
     )
     readonly_fields = fields
 

@@ -302,9 +302,10 @@ def job_page_buttons(browser, live_server, page):
     assert count(browser, ".pgjobs-attempts tr[data-attempt]") == 3
     assert "(attempt 1)" in text(browser, '.pgjobs-attempts tr[data-attempt="1"]')
     assert count(browser, ".pgjobs-attempts .pgjobs-status--retried") == 2
-    if SHOTS and page == WAGTAIL_JOB:
+    if SHOTS:
         browser.set_window_size(1400, 760)
-        browser.save_screenshot(os.path.join(SHOTS, "failed-job.png"))
+        name = "failed-job.png" if page == WAGTAIL_JOB else "django-admin-failed-job.png"
+        browser.save_screenshot(os.path.join(SHOTS, name))
         browser.set_window_size(1400, 1000)
     click_action(browser, "retry")
     wait_for(lambda: Job.objects.get(pk=failed).status == records.READY, message="retried")
