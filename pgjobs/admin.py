@@ -1,4 +1,5 @@
-"""The ``Job`` rows in the Django admin: read-only, with retry and cancel actions.
+"""The ``Job`` rows in the Django admin: read-only, with retry and cancel actions, the
+job page's Retry, Cancel and Run-now buttons, and the jobs dashboard (``dashboard/``).
 
 A job's times are read clamped (``pgjobs.times``), so a ``run_at`` of ``'infinity'``
 written by hand shows as "never" instead of failing the page."""
@@ -6,9 +7,15 @@ written by hand shows as "never" instead of failing the page."""
 import json
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.timesince import timesince
+from django.utils.translation import gettext as _
 
-from . import records, times
+from . import admin_ui, records, times
+from .dashboard.views import render_dashboard
 from .handler import queue_names, store_for_jobs
 from .models import Job, WorkerProcess
 
@@ -26,14 +33,49 @@ class QueueFilter(admin.SimpleListFilter):
         return queryset.filter(queue=self.value()) if self.value() else queryset
 
 
+class FunctionFilter(admin.SimpleListFilter):
+    """Functions of the latest jobs (a bounded read by primary key), not ``SELECT
+    DISTINCT`` over every job ever run."""
+
+    title = "function"
+    parameter_name = "func"
+    recent = 1000
+
+    def lookups(self, request, model_admin):
+        recent = model_admin.model.objects.order_by("-id").values_list("func", flat=True)
+        names = set(recent[: self.recent]) | ({self.value()} if self.value() else set())
+        return [(name, admin_ui.short_function(name)) for name in sorted(names)]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(func=self.value()) if self.value() else queryset
+
+
 def _time_display(field, description):
-    """A column and detail field for the job's time ``field``, read clamped."""
+    """A detail field for the job's time ``field``, read clamped."""
 
     @admin.display(description=description, ordering=field)
     def display(self, job):
         return times.describe(times.shown_time(job, field))
 
     display.__name__ = f"{field}_display"
+    return display
+
+
+def _time_column(field, description):
+    """A listing column for the job's time ``field``: "3 min ago", "in 3 days", with the
+    exact time on hover; short, so every column fits a 1400 px window."""
+
+    @admin.display(description=description, ordering=field)
+    def display(self, job):
+        value = times.shown_time(job, field)
+        if value is None:
+            return "-"
+        words = times.relative(value) or _("%(time)s ago") % {"time": timesince(value, depth=1)}
+        return format_html(
+            '<span title="{}" style="white-space:nowrap">{}</span>', times.describe(value), words
+        )
+
+    display.__name__ = f"{field}_column"
     return display
 
 
@@ -45,17 +87,29 @@ def _pretty(value):
 class JobAdmin(admin.ModelAdmin):
     list_display = (
         "id",
-        "func",
-        "status",
+        "func_display",
+        "status_display",
         "queue",
+        "arguments_display",
         "priority",
-        "run_at_display",
+        "run_at_column",
         "attempts_display",
-        "created_at_display",
-        "finished_at_display",
+        "created_at_column",
+        "finished_at_column",
     )
-    list_filter = ("status", QueueFilter)
-    search_fields = ("func",)
+    list_display_links = ("id", "func_display")
+    list_filter = (
+        "status",
+        QueueFilter,
+        FunctionFilter,
+        ("created_at", admin.DateFieldListFilter),
+        ("finished_at", admin.DateFieldListFilter),
+    )
+    # The arguments' JSON as text: a scan, but of the page's worth of newest rows when
+    # matches are common (the listing reads 100 rows by id, newest first).
+    search_fields = ("func", "args", "kwargs")
+    change_form_template = "pgjobs/admin/job_change_form.html"
+    change_list_template = "pgjobs/admin/job_change_list.html"
     ordering = ("-id",)
     # No COUNT(*) over the whole table on every page: it grows with history.
     show_full_result_count = False
@@ -64,7 +118,9 @@ class JobAdmin(admin.ModelAdmin):
     fields = (
         "id",
         "func",
-        "status",
+        "status_display",
+        "error_display",
+        "attempts_history",
         "queue",
         "priority",
         "run_at_display",
@@ -82,10 +138,12 @@ class JobAdmin(admin.ModelAdmin):
         "args_display",
         "kwargs_display",
         "result_display",
-        "error_display",
     )
     readonly_fields = fields
 
+    run_at_column = _time_column("run_at", "run at")
+    created_at_column = _time_column("created_at", "created")
+    finished_at_column = _time_column("finished_at", "finished")
     run_at_display = _time_display("run_at", "run at")
     created_at_display = _time_display("created_at", "created at")
     started_at_display = _time_display("started_at", "started at")
@@ -94,6 +152,22 @@ class JobAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return times.with_shown_times(super().get_queryset(request))
+
+    @admin.display(description="function", ordering="func")
+    def func_display(self, job):
+        return format_html(
+            '<span title="{}" style="white-space:nowrap">{}</span>',
+            job.func,
+            admin_ui.short_function(job.func),
+        )
+
+    @admin.display(description="status", ordering="status")
+    def status_display(self, job):
+        return admin_ui.job_status_tag(job)
+
+    @admin.display(description="arguments")
+    def arguments_display(self, job):
+        return format_html("<code>{}</code>", admin_ui.summarize_arguments(job.args, job.kwargs))
 
     @admin.display(description="attempts")
     def attempts_display(self, job):
@@ -110,6 +184,10 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description="result")
     def result_display(self, job):
         return _pretty(job.result) if job.status == records.SUCCEEDED else "-"
+
+    @admin.display(description="attempts")
+    def attempts_history(self, job):
+        return admin_ui.attempts_table(job)
 
     @admin.display(description="error")
     def error_display(self, job):
@@ -150,7 +228,60 @@ class JobAdmin(admin.ModelAdmin):
 
     def has_change_status_permission(self, request):
         """Retry and cancel need the ``pgjobs.change_job`` permission."""
-        return request.user.has_perm("pgjobs.change_job")
+        return admin_ui.can_change_jobs(request.user)
+
+    # -- the job page's buttons and the dashboard --------------------------------------
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "dashboard/",
+                self.admin_site.admin_view(self.dashboard_view),
+                name="{}_{}_dashboard".format(*info),
+            ),
+            path(
+                "<path:object_id>/act/<str:action>/",
+                self.admin_site.admin_view(self.act_view),
+                name="{}_{}_act".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    def dashboard_view(self, request):
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {**self.admin_site.each_context(request), "opts": self.opts}
+        return render_dashboard(request, "pgjobs/dashboard/django_admin.html", context)
+
+    def act_view(self, request, object_id, action):
+        return _act(self, request, object_id, action)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        job = self.get_object(request, object_id)
+        if job is not None and self.has_change_status_permission(request):
+            extra_context = {
+                **(extra_context or {}),
+                "job_actions": [
+                    (a, reverse("admin:pgjobs_job_act", args=[job.pk, a.name]))
+                    for a in admin_ui.actions_for(job)
+                ],
+            }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+
+def _act(model_admin, request, object_id, action):
+    """Retry, cancel or run now one job (POST, ``change_job``), back to its page."""
+    if not model_admin.has_change_status_permission(request):
+        raise PermissionDenied
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    job_action = admin_ui.JOB_ACTIONS.get(action)
+    job = model_admin.get_object(request, object_id)
+    if job_action is None or job is None:
+        raise Http404("No such job or action.")
+    model_admin.message_user(request, job_action.perform(job.pk, job._state.db), messages.INFO)
+    return HttpResponseRedirect(reverse("admin:pgjobs_job_change", args=[job.pk]))
 
 
 @admin.register(WorkerProcess)

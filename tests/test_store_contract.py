@@ -546,6 +546,22 @@ def test_requeue_leaves_a_job_whose_unique_key_is_taken(store):
     assert store.enqueue_unique(spec(unique_key="k")).id == holder.id
 
 
+def test_run_now_makes_deferred_ready_jobs_due_and_leaves_the_rest(store, clock):
+    running = store.enqueue(spec(priority=5))
+    store.claim(None, 1, WORKER)
+    deferred = store.enqueue(spec(run_at=clock.ahead(3600), max_attempts=5))
+    due = store.enqueue(spec(priority=-1))
+    cancelled = store.enqueue(spec(run_at=clock.ahead(3600)))
+    store.cancel(cancelled.id)
+    assert store.run_now([deferred.id, due.id, running.id, cancelled.id, 999999]) == 1
+    got = store.get(deferred.id)
+    assert (got.status, got.attempts, got.max_attempts) == (records.READY, 0, 5)
+    assert ids(store.claim(None, 5, WORKER)) == [deferred.id, due.id]
+    assert store.get(cancelled.id).status == records.CANCELLED
+    assert store.get(running.id).status == records.RUNNING
+    assert store.run_now([deferred.id]) == 0, "a running job is no longer ready"
+
+
 # -- due jobs -----------------------------------------------------------------------------
 
 

@@ -263,6 +263,8 @@ READ_VIEWS = {
     "chosen",
     "chosen_multiple",
 }
+# The job page's buttons: POST only, with ``change_job``.
+ACT_VIEWS = {"retry", "cancel", "run_now"}
 
 
 def job_urls(job_id):
@@ -292,6 +294,7 @@ def job_urls(job_id):
 def test_job_urls_are_enumerated(home, some_jobs):
     names = {name for name, _ in job_urls(some_jobs[0].id)}
     assert READ_VIEWS <= names
+    assert ACT_VIEWS <= names
     assert {"bulk:retry", "bulk:cancel", "bulk:delete", "add", "edit", "create"} <= names
 
 
@@ -337,6 +340,8 @@ def test_change_job_reads_and_acts(home, client, some_jobs):
         response = client.get(url)
         if name in READ_VIEWS or name in {"bulk:retry", "bulk:cancel"}:
             assert response.status_code == 200, (name, url, response.status_code)
+        elif name in ACT_VIEWS:
+            assert response.status_code == 405, (name, url, response.status_code)
         else:  # nobody adds or edits a job; deleting needs delete_job
             assert refused(response), (name, url, response.status_code)
             assert refused(client.post(url)), (name, url)

@@ -120,6 +120,11 @@ class Store(abc.ABC):
     def requeue(self, job_ids):
         """Make failed or cancelled jobs ready again; returns how many."""
 
+    @abc.abstractmethod
+    def run_now(self, job_ids):
+        """Make ready jobs that are not yet due (deferred, or waiting for a retry) due
+        now, keeping their attempts; returns how many. Other jobs stay as they are."""
+
     # -- workers ---------------------------------------------------------------
 
     @abc.abstractmethod

@@ -288,6 +288,21 @@ class InMemoryStore(Store):
                 self.notify_ready()
             return requeued
 
+    def run_now(self, job_ids):
+        with self._lock:
+            now = self.clock()
+            due = 0
+            for job_id in dict.fromkeys(_as_id(job_id) for job_id in job_ids):
+                job = self._jobs.get(job_id)
+                if job is None or job.status != records.READY or job.run_at is None:
+                    continue
+                if job.run_at > now:
+                    job.run_at = now
+                    due += 1
+            if due:
+                self.notify_ready()
+            return due
+
     def _delete(self, job):
         """Forget ``job`` and its attempts."""
         del self._jobs[job.id]

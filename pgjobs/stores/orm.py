@@ -234,6 +234,17 @@ class OrmStore(Store):
             self.notify_ready()
         return requeued
 
+    def run_now(self, job_ids):
+        now = self.now()
+        due = (
+            self.jobs()
+            .filter(pk__in=list(job_ids), status=records.READY, run_at__gt=now)
+            .update(run_at=now)
+        )
+        if due:
+            self.notify_ready()
+        return due
+
     # -- workers -----------------------------------------------------------------
 
     def _mine(self, worker_id, job_ids):

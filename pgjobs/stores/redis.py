@@ -76,6 +76,7 @@ SCRIPTS = {
     "rescue": ("common", "rescue"),
     "cancel": ("common", "cancel"),
     "requeue": ("common", "requeue"),
+    "run_now": ("common", "run_now"),
     "due": ("common", "due"),
     "status": ("common", "status"),
     "queue_figures": ("common", "queue_figures"),
@@ -336,6 +337,10 @@ class RedisStore(Store):
     def requeue(self, job_ids):
         job_ids = [str(int(job_id)) for job_id in job_ids]
         return self._run("requeue", *job_ids) if job_ids else 0
+
+    def run_now(self, job_ids):
+        job_ids = [str(int(job_id)) for job_id in job_ids]
+        return self._run("run_now", *job_ids) if job_ids else 0
 
     # -- workers -------------------------------------------------------------------
 
