@@ -247,7 +247,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def job_attempts(self, job_id):
-        """Every attempt of a job so far, oldest first, as ``AttemptInfo``s:
+        """Every attempt of a job so far, oldest first, as ``AttemptInfo`` records:
         those kept (failed, retried, cancelled, lost with its worker), then the
         job's current one when it is running or succeeded. Empty for a job that
         never started or does not exist."""
@@ -404,7 +404,7 @@ LOST_OUTCOMES = {
 
 
 def with_current_attempt(kept, job):
-    """``kept`` (``AttemptInfo``s of the attempts a store keeps, in order) and
+    """``kept`` (``AttemptInfo`` records of the attempts a store keeps, in order) and
     the job's current attempt, from ``job``: ``(status, attempts, started_at,
     finished_at, worker_id)`` of its row (None: no such job), when it is running
     or succeeded and not among ``kept``."""
