@@ -72,6 +72,10 @@ CATALOGUE = {
     "pgjobs.E015": "SCHEDULE is set with a backend whose jobs another system schedules "
     "(CeleryBackend: use Celery beat).",
     "pgjobs.E016": "CeleryBackend is configured but Celery is not installed.",
+    "pgjobs.E017": "OPTIONS['LISTEN_DATABASE'] names no DATABASES alias and is no DSN, or names "
+    "a database that is not PostgreSQL.",
+    "pgjobs.E020": "A SCHEDULE entry's function is marked @atomic_job, but the backend cannot "
+    "run atomic jobs (Redis, Celery, the in-memory backend).",
     "pgjobs.E101": "TASKS' PgJobsBackend has unknown OPTIONS.",
     "pgjobs.E102": "TASKS' PgJobsBackend is used with a pgjobs backend that does not store jobs "
     "for workers.",
@@ -79,6 +83,9 @@ CATALOGUE = {
     "pgjobs.W001": "The jobs' SQLite database is not in WAL mode: workers and the site would "
     "block each other.",
     "pgjobs.W002": "Two SCHEDULE entries enqueue the same job at the same times.",
+    "pgjobs.W004": "Workers would LISTEN through a transaction pooler (an alias with "
+    "DISABLE_SERVER_SIDE_CURSORS; with `check --database`, a server that answers as a pooler): "
+    "set OPTIONS['LISTEN_DATABASE'].",
     "pgjobs.W003": "Autovacuum will not run on pgjobs_job (the server's autovacuum or "
     "track_counts is off, or the table's autovacuum_enabled is false), so it grows without "
     "bound. A database check: migrate and `check --database default` run it.",
