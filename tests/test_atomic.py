@@ -9,9 +9,11 @@ the same key would fail the job, and the tests count the rows.
 """
 
 import datetime
+import io
 import threading
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connections
 from django.test import override_settings
 from django.utils import timezone
@@ -90,6 +92,31 @@ def test_atomic_on_another_database_than_the_queues_is_refused_and_writes_nothin
     assert not Job.objects.exists()
     background.enqueue(jobs.record, ["a"], atomic="default")  # the queue's database: fine
     assert Job.objects.get().atomic
+
+
+def enqueue_command(*args):
+    out = io.StringIO()
+    call_command("pgjobs_enqueue", *args, stdout=out)
+    return int(out.getvalue())
+
+
+@SQL_ONLY
+@pytest.mark.django_db
+def test_the_enqueue_command_takes_atomic_and_no_atomic():
+    atomic = enqueue_command("tests.testapp.jobs.record", "--args", '["a"]', "--atomic")
+    plain = enqueue_command("tests.testapp.jobs.record", "--args", '["b"]')
+    marked = enqueue_command("tests.testapp.jobs.atomic_record", "--args", '["c"]')
+    declined = enqueue_command("tests.testapp.jobs.atomic_record", "--args", '["d"]', "--no-atomic")
+    stored = dict(Job.objects.values_list("id", "atomic"))
+    assert [stored[i] for i in (atomic, plain, marked, declined)] == [True, False, True, False]
+
+
+@pytest.mark.skipif(not JOBS_IN_REDIS, reason="the configured backend is RedisBackend")
+@pytest.mark.django_db
+def test_the_enqueue_command_refuses_atomic_on_redis_in_one_line():
+    with pytest.raises(CommandError, match=r"^atomic=True: RedisBackend keeps jobs in RedisStore"):
+        enqueue_command("tests.testapp.jobs.record", "--args", '["a"]', "--atomic")
+    assert background.backend.get_store().status()["queues"] == []
 
 
 @pytest.mark.skipif(not JOBS_IN_REDIS, reason="the configured backend is RedisBackend")
