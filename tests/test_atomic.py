@@ -8,6 +8,7 @@ Every job here writes ``Execution`` rows, whose key is unique: a second write of
 the same key would fail the job, and the tests count the rows.
 """
 
+import copy
 import datetime
 import io
 import threading
@@ -15,6 +16,7 @@ import threading
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import connections
+from django.db.models.signals import pre_delete
 from django.test import override_settings
 from django.utils import timezone
 
@@ -266,3 +268,44 @@ def test_a_rescue_while_an_atomic_job_runs_rolls_it_back_without_waiting_for_it(
         jobs.ATOMIC_GATES.pop("rescued", None)
     assert executions("rescued") == [2], "attempt 1 rolled back; attempt 2 committed"
     assert ref.attempts == 2 and stats.lost == 1
+
+
+@SQL_ONLY
+@pytest.mark.skipif(VENDOR == "sqlite", reason="SQLite has one writer: nobody rescues meanwhile")
+@pytest.mark.django_db(transaction=True)
+def test_a_rescue_while_an_atomic_job_finishes_unkept_is_either_before_or_after(jobs_backend):
+    """KEEP_SUCCEEDED off: the success deletes the job's row. Django's delete()
+    reads the rows first (it cascades to JobAttempt), then deletes by id: a rescue
+    there must either wait for the commit and find nothing (the row is locked by a
+    guarded update first), or win and roll the attempt back; never both commit."""
+    store = copy.copy(jobs_backend.get_store())
+    store.keep_succeeded = False
+    ref = background.enqueue(jobs.record, ["unkept"], atomic=True)
+    (job,) = store.claim(None, 1, "worker-a")
+    rescued, threads = [], []
+
+    def rescue():  # as Store.rescue: only if still running under worker-a
+        mine = Job.objects.filter(pk=ref.id, status=records.RUNNING, worker_id="worker-a")
+        rescued.append(mine.update(status=records.READY, worker_id=None))
+        connections.close_all()
+
+    def rescue_meanwhile(sender, instance, **kwargs):
+        if instance.pk == ref.id and not threads:
+            threads.append(threading.Thread(target=rescue))
+            threads[0].start()
+            threads[0].join(1.0)  # a rescue that waits for a lock waits on, below
+
+    pre_delete.connect(rescue_meanwhile, sender=Job)
+    try:
+        outcome = AtomicRunner(store, "worker-a").run(job, lambda: jobs.record("unkept"))
+    finally:
+        pre_delete.disconnect(rescue_meanwhile, sender=Job)
+        for thread in threads:
+            thread.join(20)
+    assert threads and rescued, "the rescue ran while the job's row was deleted"
+    if outcome == (True, "unkept"):
+        assert rescued == [0], "the job committed: the rescue must have found nothing"
+        assert executions("unkept") == [1] and not Job.objects.filter(pk=ref.id).exists()
+    else:
+        assert outcome == (False, None) and rescued == [1]
+        assert executions("unkept") == [], "the lost attempt's write rolled back"
