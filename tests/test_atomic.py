@@ -21,6 +21,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from pgjobs import InvalidJob, background, records
+from pgjobs.atomic import atomic_job, atomic_marker
 from pgjobs.backends import ImmediateBackend
 from pgjobs.models import Job
 from pgjobs.schedule import parse_schedules
@@ -309,3 +310,13 @@ def test_a_rescue_while_an_atomic_job_finishes_unkept_is_either_before_or_after(
     else:
         assert outcome == (False, None) and rescued == [1]
         assert executions("unkept") == [], "the lost attempt's write rolled back"
+
+
+@pytest.mark.parametrize("using", [123, "", True])
+def test_atomic_job_with_a_using_that_is_no_alias_is_refused_where_it_is_written(using):
+    def credit():
+        pass
+
+    with pytest.raises(TypeError, match=r"^atomic_job\(using=\.\.\.\) takes the alias"):
+        atomic_job(using=using)(credit)
+    assert atomic_marker(credit) is False
