@@ -221,9 +221,11 @@ def test_a_timed_out_atomic_job_runs_exactly_once():
     job's thread still runs; that thread then finds its lease gone and rolls back.
     (SQLite: the retry waits for the job's write lock, then finds it succeeded.)"""
     # Later attempts wait for the key attempt 1 holds until its thread rolls back (on
-    # MySQL two of them may deadlock there): attempts to spare.
+    # MySQL two of them may deadlock there): attempts to spare. The timeout is 1.5 s
+    # before attempt 1 ends, so that a main thread slowed by a loaded machine still
+    # gives up on it first (with 0.5 s, it could see attempt 1 succeed).
     ref = background.enqueue(
-        jobs.record_slow_first, ["slow", 1.5], atomic=True, timeout=1.0, max_attempts=10
+        jobs.record_slow_first, ["slow", 2.0], atomic=True, timeout=0.5, max_attempts=10
     )
     wait_for(lambda: run_jobs() and ref.refresh().status == records.SUCCEEDED, timeout=30)
     assert executions("slow") == [ref.attempts], "one row: the attempt that succeeded"
