@@ -28,11 +28,17 @@ def atomic_job(func=None, *, using=None):
     job's success is recorded.
     """
 
+    if using is not None and not (isinstance(using, str) and using):
+        raise TypeError(
+            f"atomic_job(using=...) takes the alias of the queue's database, like "
+            f"'default', not {using!r}"
+        )
+
     def mark(target):
         # A Django tasks Task (``@atomic_job`` above ``@task``): mark its function,
         # which the worker's task runner reads.
         inner = target.func if _is_task(target) else target
-        setattr(inner, MARKER, using or True)
+        setattr(inner, MARKER, using if using is not None else True)
         return target
 
     return mark if func is None else mark(func)

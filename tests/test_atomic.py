@@ -8,15 +8,20 @@ Every job here writes ``Execution`` rows, whose key is unique: a second write of
 the same key would fail the job, and the tests count the rows.
 """
 
+import copy
 import datetime
+import io
 import threading
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.db import connections
+from django.db.models.signals import pre_delete
 from django.test import override_settings
 from django.utils import timezone
 
 from pgjobs import InvalidJob, background, records
+from pgjobs.atomic import atomic_job, atomic_marker
 from pgjobs.backends import ImmediateBackend
 from pgjobs.models import Job
 from pgjobs.schedule import parse_schedules
@@ -90,6 +95,31 @@ def test_atomic_on_another_database_than_the_queues_is_refused_and_writes_nothin
     assert not Job.objects.exists()
     background.enqueue(jobs.record, ["a"], atomic="default")  # the queue's database: fine
     assert Job.objects.get().atomic
+
+
+def enqueue_command(*args):
+    out = io.StringIO()
+    call_command("pgjobs_enqueue", *args, stdout=out)
+    return int(out.getvalue())
+
+
+@SQL_ONLY
+@pytest.mark.django_db
+def test_the_enqueue_command_takes_atomic_and_no_atomic():
+    atomic = enqueue_command("tests.testapp.jobs.record", "--args", '["a"]', "--atomic")
+    plain = enqueue_command("tests.testapp.jobs.record", "--args", '["b"]')
+    marked = enqueue_command("tests.testapp.jobs.atomic_record", "--args", '["c"]')
+    declined = enqueue_command("tests.testapp.jobs.atomic_record", "--args", '["d"]', "--no-atomic")
+    stored = dict(Job.objects.values_list("id", "atomic"))
+    assert [stored[i] for i in (atomic, plain, marked, declined)] == [True, False, True, False]
+
+
+@pytest.mark.skipif(not JOBS_IN_REDIS, reason="the configured backend is RedisBackend")
+@pytest.mark.django_db
+def test_the_enqueue_command_refuses_atomic_on_redis_in_one_line():
+    with pytest.raises(CommandError, match=r"^atomic=True: RedisBackend keeps jobs in RedisStore"):
+        enqueue_command("tests.testapp.jobs.record", "--args", '["a"]', "--atomic")
+    assert background.backend.get_store().status()["queues"] == []
 
 
 @pytest.mark.skipif(not JOBS_IN_REDIS, reason="the configured backend is RedisBackend")
@@ -191,9 +221,11 @@ def test_a_timed_out_atomic_job_runs_exactly_once():
     job's thread still runs; that thread then finds its lease gone and rolls back.
     (SQLite: the retry waits for the job's write lock, then finds it succeeded.)"""
     # Later attempts wait for the key attempt 1 holds until its thread rolls back (on
-    # MySQL two of them may deadlock there): attempts to spare.
+    # MySQL two of them may deadlock there): attempts to spare. The timeout is 1.5 s
+    # before attempt 1 ends, so that a main thread slowed by a loaded machine still
+    # gives up on it first (with 0.5 s, it could see attempt 1 succeed).
     ref = background.enqueue(
-        jobs.record_slow_first, ["slow", 1.5], atomic=True, timeout=1.0, max_attempts=10
+        jobs.record_slow_first, ["slow", 2.0], atomic=True, timeout=0.5, max_attempts=10
     )
     wait_for(lambda: run_jobs() and ref.refresh().status == records.SUCCEEDED, timeout=30)
     assert executions("slow") == [ref.attempts], "one row: the attempt that succeeded"
@@ -239,3 +271,54 @@ def test_a_rescue_while_an_atomic_job_runs_rolls_it_back_without_waiting_for_it(
         jobs.ATOMIC_GATES.pop("rescued", None)
     assert executions("rescued") == [2], "attempt 1 rolled back; attempt 2 committed"
     assert ref.attempts == 2 and stats.lost == 1
+
+
+@SQL_ONLY
+@pytest.mark.skipif(VENDOR == "sqlite", reason="SQLite has one writer: nobody rescues meanwhile")
+@pytest.mark.django_db(transaction=True)
+def test_a_rescue_while_an_atomic_job_finishes_unkept_is_either_before_or_after(jobs_backend):
+    """KEEP_SUCCEEDED off: the success deletes the job's row. Django's delete()
+    reads the rows first (it cascades to JobAttempt), then deletes by id: a rescue
+    there must either wait for the commit and find nothing (the row is locked by a
+    guarded update first), or win and roll the attempt back; never both commit."""
+    store = copy.copy(jobs_backend.get_store())
+    store.keep_succeeded = False
+    ref = background.enqueue(jobs.record, ["unkept"], atomic=True)
+    (job,) = store.claim(None, 1, "worker-a")
+    rescued, threads = [], []
+
+    def rescue():  # as Store.rescue: only if still running under worker-a
+        mine = Job.objects.filter(pk=ref.id, status=records.RUNNING, worker_id="worker-a")
+        rescued.append(mine.update(status=records.READY, worker_id=None))
+        connections.close_all()
+
+    def rescue_meanwhile(sender, instance, **kwargs):
+        if instance.pk == ref.id and not threads:
+            threads.append(threading.Thread(target=rescue))
+            threads[0].start()
+            threads[0].join(1.0)  # a rescue that waits for a lock waits on, below
+
+    pre_delete.connect(rescue_meanwhile, sender=Job)
+    try:
+        outcome = AtomicRunner(store, "worker-a").run(job, lambda: jobs.record("unkept"))
+    finally:
+        pre_delete.disconnect(rescue_meanwhile, sender=Job)
+        for thread in threads:
+            thread.join(20)
+    assert threads and rescued, "the rescue ran while the job's row was deleted"
+    if outcome == (True, "unkept"):
+        assert rescued == [0], "the job committed: the rescue must have found nothing"
+        assert executions("unkept") == [1] and not Job.objects.filter(pk=ref.id).exists()
+    else:
+        assert outcome == (False, None) and rescued == [1]
+        assert executions("unkept") == [], "the lost attempt's write rolled back"
+
+
+@pytest.mark.parametrize("using", [123, "", True])
+def test_atomic_job_with_a_using_that_is_no_alias_is_refused_where_it_is_written(using):
+    def credit():
+        pass
+
+    with pytest.raises(TypeError, match=r"^atomic_job\(using=\.\.\.\) takes the alias"):
+        atomic_job(using=using)(credit)
+    assert atomic_marker(credit) is False

@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import textwrap
 
 import pytest
 from django.core import checks
@@ -88,19 +87,22 @@ import django
 django.setup()
 from pgjobs import background
 from tests.testapp import jobs
-prefix, singles, many = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+prefix, singles, many, seconds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+def job(key):  # jobs.record, or jobs.sleep_then_record for that many seconds
+    return (jobs.sleep_then_record, [key, float(seconds)]) if seconds else (jobs.record, [key])
 for n in range(singles):  # one enqueue per request, as views do
-    background.enqueue(jobs.record, args=[f"{prefix}-{n}"], priority=n % 3)
+    background.enqueue(*job(f"{prefix}-{n}"), priority=n % 3)
 # 100 or more at once: by COPY
-background.enqueue_many([(jobs.record, [f"{prefix}-many-{n}"], {}) for n in range(many)])
+background.enqueue_many([(*job(f"{prefix}-many-{n}"), {}) for n in range(many)])
 print("enqueued")
 """
 
 
-def enqueue_from_web(prefix, singles, many):
-    """Enqueue through the PgBouncer from another process, as a web server would."""
+def enqueue_from_web(prefix, singles, many, seconds=""):
+    """Enqueue through the PgBouncer from another process, as a web server would
+    (``seconds``: jobs that sleep so long, else jobs that only record)."""
     return subprocess.Popen(
-        [sys.executable, "-c", WEB_SIDE, prefix, str(singles), str(many)],
+        [sys.executable, "-c", WEB_SIDE, prefix, str(singles), str(many), str(seconds)],
         cwd=ROOT,
         env=django_env(),
         stdout=subprocess.PIPE,
@@ -119,34 +121,6 @@ def assert_clean(workers):
     for worker in workers:
         assert "Traceback" not in worker.stderr, worker.output()
         assert "prepared statement" not in worker.stderr, worker.output()
-
-
-def test_web_enqueues_and_workers_through_pgbouncer_run_every_job_once(through_bouncer, bouncer):
-    start = through_bouncer(listen="direct")
-    workers = [start("--concurrency", "2", persistent_connections=True) for _ in range(6)]
-    assert len(workers) > POOL_SIZE
-    webs = [enqueue_from_web(f"web{n}", 150, 150) for n in range(2)]
-    for web in webs:
-        finish(web)
-    keys = {f"web{w}-{n}" for w in range(2) for n in range(150)}
-    keys |= {f"web{w}-many-{n}" for w in range(2) for n in range(150)}
-    wait_for(
-        lambda: (
-            Execution.objects.count() >= len(keys)
-            and not Job.objects.exclude(status=records.SUCCEEDED).exists()
-        ),
-        timeout=60,
-        interval=0.2,
-        message="every job to run",
-    )
-    assert status_counts() == {records.SUCCEEDED: len(keys)}
-    # Execution.key is unique: each job's work was done once.
-    assert set(Execution.objects.values_list("key", flat=True)) == keys
-    assert not Job.objects.filter(attempts__gt=1).exists()
-    assert len(bouncer.server_connections(connection.settings_dict["NAME"])) <= POOL_SIZE
-    assert_clean(workers)
-    for worker in workers:
-        assert "woken by LISTEN/NOTIFY of database 'direct'" in worker.stdout, worker.output()
 
 
 def test_an_idle_worker_is_woken_through_the_direct_listen_connection(through_bouncer, bouncer):
@@ -242,9 +216,10 @@ def test_poll_only_says_so_and_runs_jobs(through_bouncer):
 # -- checks ------------------------------------------------------------------------------
 
 
-def run_check(*args, **env):
+def run_django(*args, **env):
+    """``python -m django *args`` in the test settings (``env``: more variables)."""
     return subprocess.run(
-        [sys.executable, "-m", "django", "check", *args],
+        [sys.executable, "-m", "django", *args],
         cwd=ROOT,
         env=django_env(**env),
         capture_output=True,
@@ -256,20 +231,20 @@ def run_check(*args, **env):
 def test_check_warns_when_listen_would_go_through_the_pooler(bouncer):
     through = {"PGJOBS_TEST_PGBOUNCER_PORT": str(bouncer.port)}
     # DISABLE_SERVER_SIDE_CURSORS says the alias is a transaction pooler's.
-    result = run_check(**through)
+    result = run_django("check", **through)
     assert "pgjobs.W004" in result.stdout + result.stderr
     assert "'default'" in result.stderr
     # A direct connection for LISTEN: nothing to say.
-    result = run_check(**through, PGJOBS_TEST_LISTEN_DATABASE="direct")
+    result = run_django("check", **through, PGJOBS_TEST_LISTEN_DATABASE="direct")
     assert result.returncode == 0 and "W004" not in result.stdout + result.stderr, result.stderr
-    result = run_check(**through, PGJOBS_TEST_LISTEN_DATABASE="false")
+    result = run_django("check", **through, PGJOBS_TEST_LISTEN_DATABASE="false")
     assert "W004" not in result.stdout + result.stderr, result.stderr
     # Django not told: only the server can say (check --database), and the hint says
     # what to tell Django.
     untold = {**through, "PGJOBS_TEST_PGBOUNCER_UNTOLD": "1"}
-    result = run_check(**untold)
+    result = run_django("check", **untold)
     assert "W004" not in result.stdout + result.stderr, result.stderr
-    result = run_check("--database", "default", **untold)
+    result = run_django("check", "--database", "default", **untold)
     assert "pgjobs.W004" in result.stderr and "DISABLE_SERVER_SIDE_CURSORS = True" in result.stderr
 
 
@@ -325,7 +300,13 @@ def test_listen_database_of_the_wrong_type_is_error_e002():
 HOSTS = 16
 
 
-def test_sixteen_hosts_through_a_pool_of_four_share_the_claims(through_bouncer, bouncer):
+def test_web_enqueues_and_sixteen_hosts_through_a_pool_of_four_run_every_job_once(
+    through_bouncer, bouncer
+):
+    """Two web processes enqueue (one job per request, and by COPY) and sixteen
+    workers with host names of their own claim, all through a pool of four server
+    connections: every job runs once, each host takes its share, and none prepares
+    a statement (which the pooler would mix up between its clients)."""
     start = through_bouncer(listen="direct")
     workers = [
         start("--hostname", f"host-{n}", "--prefetch", "0", persistent_connections=True)
@@ -333,46 +314,29 @@ def test_sixteen_hosts_through_a_pool_of_four_share_the_claims(through_bouncer, 
     ]
     for worker in workers:
         worker.wait_for_output("Stop with Ctrl-C or SIGTERM.", timeout=60)
-    status = subprocess.run(
-        [sys.executable, "-m", "django", "pgjobs_status"],
-        cwd=ROOT,
-        env=django_env(PGJOBS_TEST_PGBOUNCER_PORT=str(bouncer.port)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    through = {"PGJOBS_TEST_PGBOUNCER_PORT": str(bouncer.port)}
+    status = run_django("pgjobs_status", **through)
     assert status.returncode == 0, status.stderr
     assert f"Workers ({HOSTS} live)" in status.stdout, status.stdout
     shown = set(re.findall(r"\bhost-\d+\b", status.stdout))
     assert shown == {f"host-{n}" for n in range(HOSTS)}, status.stdout
-    count = 40 * HOSTS
-    script = textwrap.dedent(
-        f"""
-        import django
-        django.setup()
-        from pgjobs import background
-        from tests.testapp import jobs
-        background.enqueue_many([(jobs.sleep_then_record, [f"h-{{n}}", 0.02], {{}})
-                                 for n in range({count})])
-        print("enqueued")
-        """
-    )
-    web = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=django_env(PGJOBS_TEST_PGBOUNCER_PORT=str(bouncer.port)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert web.returncode == 0, web.stderr
+    # 40 jobs of 20 ms a host: half of them one enqueue each, half by COPY.
+    per_web = 20 * HOSTS // 2
+    webs = [enqueue_from_web(f"web{w}", per_web, per_web, seconds=0.02) for w in range(2)]
+    for web in webs:
+        finish(web)
+    keys = {f"web{w}-{n}" for w in range(2) for n in range(per_web)}
+    keys |= {f"web{w}-many-{n}" for w in range(2) for n in range(per_web)}
+    count = len(keys)
     wait_for(
         lambda: status_counts() == {records.SUCCEEDED: count},
         timeout=60,
         interval=0.2,
         message="every job",
     )
-    assert Execution.objects.count() == count  # unique keys: each ran once
+    # Execution.key is unique: each job's work was done once.
+    assert set(Execution.objects.values_list("key", flat=True)) == keys
+    assert not Job.objects.filter(attempts__gt=1).exists()
     hosts = {}
     for worker_id in Job.objects.values_list("worker_id", flat=True):
         host = worker_id.split(":", 1)[0]
@@ -385,3 +349,5 @@ def test_sixteen_hosts_through_a_pool_of_four_share_the_claims(through_bouncer, 
     assert max(hosts.values()) <= 2 * share and min(hosts.values()) >= share / 2, hosts
     assert len(bouncer.server_connections(connection.settings_dict["NAME"])) <= POOL_SIZE
     assert_clean(workers)
+    for worker in workers:
+        assert "woken by LISTEN/NOTIFY of database 'direct'" in worker.stdout, worker.output()

@@ -282,11 +282,14 @@ class OrmStore(Store):
         mine = self.jobs().filter(
             pk=job_id, status=records.RUNNING, worker_id=worker_id, attempts=attempt
         )
-        if not self.keep_succeeded:
-            return mine.delete()[0] > 0
         updated = mine.update(
             status=records.SUCCEEDED, result=result, finished_at=self.now(), lease_expires_at=None
         )
+        if updated and not self.keep_succeeded:
+            # Deleted only now that the guarded update holds its row: Django's
+            # delete() reads the rows first (it cascades to JobAttempt), then
+            # deletes by id, so a guard in it alone can be overtaken by a rescue.
+            self.jobs().filter(pk=job_id).delete()
         return updated > 0
 
     def retry(self, worker_id, job_id, error, delay):
