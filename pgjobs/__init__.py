@@ -14,6 +14,8 @@ The API (Wagtail RFC 72) lives here::
 from . import checks as _checks  # noqa: F401
 from .backends.base import BaseJobBackend
 from .exceptions import (
+    BatchNotFound,
+    DependencyFailed,
     InvalidBackend,
     InvalidJob,
     JobCancelled,
@@ -26,10 +28,13 @@ from .exceptions import (
 )
 from .execution import JobContext, current_job
 from .handler import background
-from .refs import JobRef
+from .refs import BatchRef, JobRef, Progress
 
 __all__ = [
     "BaseJobBackend",
+    "BatchNotFound",
+    "BatchRef",
+    "DependencyFailed",
     "InvalidBackend",
     "InvalidJob",
     "JobCancelled",
@@ -40,6 +45,7 @@ __all__ = [
     "JobRef",
     "NotSupported",
     "PgJobsError",
+    "Progress",
     "WorkerLost",
     "background",
     "current_job",

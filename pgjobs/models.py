@@ -40,6 +40,28 @@ class Job(models.Model):
     cancel_requested = models.BooleanField(
         db_default=False, help_text="Set while running: the job is asked to stop."
     )
+    # Batches and chains (``background.batch``, ``enqueue(..., after=ref)``).
+    batch = models.ForeignKey(
+        "Batch",
+        null=True,
+        blank=True,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,  # jobs and batches are pruned apart; no lock across them
+        db_index=False,  # pgjobs_job_batch_idx below, over members only
+        related_name="jobs",
+    )
+    after_id = models.BigIntegerField(
+        "runs after",
+        null=True,
+        blank=True,
+        help_text="The job this one runs after: it waits until that job succeeds.",
+    )
+    has_dependents = models.BooleanField(
+        db_default=False, help_text="Jobs wait for this one to succeed (a chain)."
+    )
+    previous_result = models.JSONField(
+        null=True, blank=True, help_text="The result of the job this one ran after."
+    )
     # ``unique_key`` while the job is ready or running, NULL otherwise: a unique
     # index on it lets the database refuse a second active job with the same key
     # on every vendor (MySQL/MariaDB have no partial unique indexes).
@@ -83,6 +105,19 @@ class Job(models.Model):
                 name="pgjobs_job_finished_idx",
                 condition=models.Q(finished_at__isnull=False),
             ),
+            # A batch's jobs, for its page and its counts of unfinished jobs.
+            models.Index(
+                fields=["batch"],
+                name="pgjobs_job_batch_idx",
+                condition=models.Q(batch__isnull=False),
+            ),
+            # Waiting chained jobs by the job they wait for: what a finish
+            # releases or cancels. Partial, so plain jobs have no entry.
+            models.Index(
+                fields=["after_id"],
+                name="pgjobs_job_waiting_idx",
+                condition=models.Q(status=records.WAITING),
+            ),
         ]
         constraints = [
             models.CheckConstraint(
@@ -100,6 +135,48 @@ class Job(models.Model):
 
     def __str__(self):
         return f"#{self.id} {self.func} ({self.status})"
+
+
+class Batch(models.Model):
+    """Jobs enqueued together as one unit (``background.batch``).
+
+    ``pending`` counts the jobs that have not reached a final status; each final
+    outcome decrements it in the transaction that records it, under this row's
+    lock, and the one that brings it to zero releases the callbacks:
+    ``on_finish`` (a job stored ``waiting`` with the batch) becomes ready, and
+    ``on_success`` too if every job succeeded (else it is cancelled). A callback
+    leaves ``waiting`` once, so it runs once however many workers finish the
+    last jobs together.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    description = models.CharField(max_length=255, blank=True, db_default="")
+    total = models.IntegerField(help_text="Jobs in the batch.")
+    pending = models.IntegerField(help_text="Jobs not finished yet (ready, running, retrying).")
+    succeeded = models.IntegerField(db_default=0)
+    failed = models.IntegerField(db_default=0)
+    cancelled = models.IntegerField(db_default=0)
+    created_at = models.DateTimeField(db_default=Now())
+    finished_at = models.DateTimeField(null=True, blank=True)
+    on_finish_id = models.BigIntegerField(
+        "on-finish job", null=True, blank=True, help_text="Runs when every job has finished."
+    )
+    on_success_id = models.BigIntegerField(
+        "on-success job", null=True, blank=True, help_text="Runs when every job succeeded."
+    )
+
+    class Meta:
+        db_table = "pgjobs_batch"
+        verbose_name = "batch"
+        verbose_name_plural = "batches"
+        ordering = ["-id"]
+
+    def __str__(self):
+        return f"batch {self.id}" + (f" {self.description}" if self.description else "")
+
+    @property
+    def done(self):
+        return self.total - self.pending
 
 
 class WorkerProcess(models.Model):

@@ -17,6 +17,7 @@ import contextlib
 import datetime
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import DateTimeField, Func, Value
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -95,8 +96,11 @@ class MySQLStore(SqlStore):
 
     def _finish(self, worker_id, results):
         query, params = self._finish_params(worker_id, results)
-        with self.connection.cursor() as cursor:
+        with transaction.atomic(using=self.alias), self.connection.cursor() as cursor:
+            cursor.execute(self.sql.finishing, params)
+            tracked = cursor.fetchall()
             cursor.execute(query, params)
+            self._settle_finished(tracked, results)
 
     def _finish_and_claim(self, worker_id, results, queues, limit):
         """Two round trips: begin, record the successes and lock the next jobs;
@@ -112,21 +116,26 @@ class MySQLStore(SqlStore):
         first = []
         if results:
             finish, finish_params = self._finish_params(worker_id, results)
-            first.append(finish)
+            first += [self.sql.finishing, finish]
             params.update(finish_params)
         first.append(self.sql.claim_lock)
 
-        def mark(rows):
+        def mark(sets):
+            if results:  # before the commit: in the finish's transaction
+                self._settle_finished(sets[0], results)
+            rows = sets[-1]
+            if not rows:
+                return [], params
             return [self.sql.claim_mark], {**params, "ids": tuple(row[0] for row in rows)}
 
-        rows = self._lock_then(first, params, mark)
+        rows = self._lock_then(first, params, mark)[-1]
         return [self._claimed(row, attempts_added=1) for row in rows]  # as claim_mark set it
 
     def _lock_then(self, first, params, then):
-        """Run ``first`` (ending in a locking read), then ``then(rows)``'s statements
-        for the rows it returned, in one short READ COMMITTED transaction of our
-        own, or inside the caller's. One round trip each when the site allows
-        multi-statements. Returns the locking read's rows."""
+        """Run ``first`` (ending in a locking read), then ``then(sets)``'s statements
+        (``sets``: the rows of each statement of ``first``), in one short READ
+        COMMITTED transaction of our own, or inside the caller's. One round trip
+        each when the site allows multi-statements. Returns ``sets``."""
         own = not self._in_transaction()
         begin = []
         if own:
@@ -137,8 +146,8 @@ class MySQLStore(SqlStore):
         together = connection.settings_dict["OPTIONS"].get("multi_statements", True)
         with connection.cursor() as cursor, connection.wrap_database_errors:
             try:
-                rows = _execute_all(cursor, begin + first, params, together)
-                follow, follow_params = then(rows) if rows else ([], params)
+                sets = _execute_all(cursor, begin + first, params, together)[len(begin) :]
+                follow, follow_params = then(sets)
                 follow += [self.sql.commit] if own else []
                 if follow:
                     _execute_all(cursor, follow, follow_params, together)
@@ -147,7 +156,7 @@ class MySQLStore(SqlStore):
                     with contextlib.suppress(Exception):
                         cursor.execute(self.sql.rollback)
                 raise
-        return rows
+        return sets
 
     def _prune_batch(self, older_than, statuses, limit):
         params = {
@@ -157,10 +166,12 @@ class MySQLStore(SqlStore):
             "now": self._now_param(),
         }
 
-        def delete(rows):
-            return [self.sql.prune_delete], {"ids": tuple(job_id for (job_id,) in rows)}
+        def delete(sets):
+            if not sets[-1]:
+                return [], params
+            return [self.sql.prune_delete], {"ids": tuple(job_id for (job_id,) in sets[-1])}
 
-        return len(self._lock_then([self.sql.prune_lock], params, delete))
+        return len(self._lock_then([self.sql.prune_lock], params, delete)[-1])
 
     def seconds_until_due(self, queues):
         params = {"now": self._now_param(), **self._queue_params(queues)}
@@ -172,15 +183,15 @@ class MySQLStore(SqlStore):
 
 def _execute_all(cursor, statements, params, together=True):
     """Run ``statements`` in one round trip (mysqlclient sends several at once
-    unless told not to), else one by one; return the rows of the last."""
+    unless told not to), else one by one; return the rows of each, in order."""
     if not together:
+        sets = []
         for statement in statements:
             cursor.execute(statement, params)
-        return cursor.fetchall()
+            sets.append(cursor.fetchall())
+        return sets
     cursor.execute(";\n".join(statements), params)
-    for _ in statements[1:]:
-        cursor.nextset()
-    rows = cursor.fetchall()
+    sets = [cursor.fetchall()]
     while cursor.nextset():
-        pass
-    return rows
+        sets.append(cursor.fetchall())
+    return sets

@@ -330,6 +330,25 @@ class RedisStore(Store):
         job_ids = [str(int(job_id)) for job_id in job_ids]
         return self._run("requeue", *job_ids) if job_ids else 0
 
+    # -- batches and chains ------------------------------------------------------------
+
+    def enqueue_batch(
+        self, specs, on_finish=None, on_success=None, description="", *, batch_id=None, ids=None
+    ):
+        raise NotImplementedError("RedisStore does not keep batches yet")
+
+    def get_batch(self, batch_id):
+        raise NotImplementedError("RedisStore does not keep batches yet")
+
+    def batch_jobs(self, batch_id):
+        raise NotImplementedError("RedisStore does not keep batches yet")
+
+    def cancel_batch(self, batch_id):
+        raise NotImplementedError("RedisStore does not keep batches yet")
+
+    def previous_result(self, job_id):
+        return None
+
     # -- workers -------------------------------------------------------------------
 
     def claim(self, queues, limit, worker_id):

@@ -84,6 +84,11 @@ class SQLiteStore(SqlStore):
     def _returning(self):
         return self.connection.features.can_return_columns_from_insert  # SQLite >= 3.35
 
+    def _in_transaction(self):
+        # Also our own BEGIN IMMEDIATE, which Django does not know of.
+        raw = self.connection.connection
+        return super()._in_transaction() or (raw is not None and raw.in_transaction)
+
     @contextlib.contextmanager
     def _write_transaction(self):
         """``BEGIN IMMEDIATE`` ... ``COMMIT``: take the write lock before reading,
@@ -113,8 +118,11 @@ class SQLiteStore(SqlStore):
             params["now"] = self._db_time(timezone.now())
         else:
             query = self.sql.finish_delete
-        with self.connection.cursor() as cursor:
+        with self._write_transaction(), self.connection.cursor() as cursor:
+            cursor.execute(self.sql.finishing, params)
+            tracked = cursor.fetchall()
             cursor.execute(query, params)
+            self._settle_finished(tracked, results)
 
     def _finish_and_claim(self, worker_id, results, queues, limit):
         """One transaction, one commit (SQLite's cost is mostly the commit's sync)."""

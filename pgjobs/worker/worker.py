@@ -120,7 +120,7 @@ class Worker:
             burst=burst,
             max_jobs=max_jobs,
         )
-        self.executor = Executor(concurrency, self.alarm)
+        self.executor = Executor(concurrency, self.alarm, previous_result=store.previous_result)
         self.recorder = Recorder(
             store, self.worker_id, self.retry_policy, self.stats, on_retry=self._retried
         )

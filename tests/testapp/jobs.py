@@ -292,3 +292,17 @@ class EventCount:
     @classmethod
     def __pgjobs_decode__(cls, data):
         return cls(data)
+
+
+# -- batches and chains (test_batches.py) -------------------------------------------
+
+
+def add_previous(n):
+    """``n`` plus the previous job's result (a chain), or ``n`` alone."""
+    return (current_job().previous_result or 0) + n
+
+
+def record_finished(key):
+    """A batch's callback: record ``key`` once and say how far the batch was."""
+    Execution.objects.create(key=key, started=time.time())
+    return key

@@ -11,12 +11,13 @@
 
 -- name: insert
 INSERT INTO {job} (func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
-                   unique_key, signature, created_at);
+                   unique_key, signature, created_at, batch_id);
 
 -- name: insert_row
--- One job's values, repeated for each job of a batch; run_at is the job's, else now.
+-- One job's values, repeated for each job of a multi-row insert; run_at is the
+-- job's, else now; batch_id NULL but for a batch's jobs.
 (%s, %s, %s, %s, %s, COALESCE(%s, %s, UTC_TIMESTAMP(6)), %s, %s, %s, %s,
- COALESCE(%s, UTC_TIMESTAMP(6)));
+ COALESCE(%s, UTC_TIMESTAMP(6)), %s);
 
 -- name: returning_info
 -- MariaDB >= 10.5: the inserted rows back, as INFO_FIELDS (pgjobs/stores/orm.py).
@@ -59,6 +60,14 @@ SET status = 'running', attempts = attempts + 1, started_at = COALESCE(%(now)s, 
     worker_id = %(worker_id)s,
     lease_expires_at = COALESCE(%(now)s, UTC_TIMESTAMP(6)) + INTERVAL %(lease)s MICROSECOND
 WHERE id IN %(ids)s;
+
+-- name: finishing
+-- The jobs a finish is about to record that a batch counts or jobs are chained
+-- after, locked: exactly those the finish then updates.
+SELECT id, batch_id, has_dependents FROM {job}
+WHERE id IN %(ids)s AND status = 'running' AND worker_id = %(worker_id)s
+  AND (batch_id IS NOT NULL OR has_dependents)
+FOR UPDATE;
 
 -- name: finish
 -- One statement for every success of a batch: results is one JSON object, job

@@ -8,11 +8,12 @@
 
 -- name: insert
 INSERT INTO {job} (func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
-                   unique_key, signature, created_at);
+                   unique_key, signature, created_at, batch_id);
 
 -- name: insert_row
--- One job's values, repeated for each job of a batch; run_at is the job's, else now.
-(%s, %s, %s, %s, %s, COALESCE(%s, %s), %s, %s, %s, %s, %s);
+-- One job's values, repeated for each job of a multi-row insert; run_at is the
+-- job's, else now; batch_id NULL but for a batch's jobs.
+(%s, %s, %s, %s, %s, COALESCE(%s, %s), %s, %s, %s, %s, %s, %s);
 
 -- name: returning_info
 -- SQLite >= 3.35: the inserted rows back, as INFO_FIELDS (pgjobs/stores/orm.py).
@@ -69,6 +70,14 @@ WHERE id IN (SELECT value FROM json_each(%(ids)s));
 SELECT id, func, args, kwargs, queue, priority, CAST(run_at AS TEXT), attempts, max_attempts,
        timeout, signature
 FROM {job} WHERE id IN (SELECT value FROM json_each(%(ids)s));
+
+-- name: finishing
+-- The jobs a finish is about to record that a batch counts or jobs are chained
+-- after, read under the write lock: exactly those the finish then updates.
+SELECT id, batch_id, has_dependents FROM {job}
+WHERE id IN (SELECT CAST(key AS INTEGER) FROM json_each(%(results)s))
+  AND status = 'running' AND worker_id = %(worker_id)s
+  AND (batch_id IS NOT NULL OR has_dependents);
 
 -- name: finish
 -- One statement for every success of a batch: results is one JSON object, job
