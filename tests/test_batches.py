@@ -3,6 +3,7 @@
 down a chain, a failure cancels what depends on it, and a worker killed mid-batch
 loses no job and runs no callback twice."""
 
+import importlib.resources
 import signal
 
 import pytest
@@ -161,3 +162,13 @@ def test_a_worker_killed_mid_batch_loses_no_job_and_runs_each_callback_once(
     assert (executed("finished"), executed("succeeded")) == (1, 1)
     wait_for(lambda: chain[-1].refresh().is_finished, timeout=30)
     assert chain[-1].result == 15
+
+
+@pytest.mark.django_db(transaction=False)
+def test_the_redis_scripts_write_the_errors_the_other_stores_write():
+    lua = importlib.resources.files("pgjobs.stores").joinpath("lua", "common.lua").read_text()
+    assert f"'{records.BATCH_FAILED_MESSAGE}'" in lua
+    assert f"'{records.DEPENDENCY_TYPE}'" in lua
+    message = records.previous_failed_error(7, "failed")["message"]
+    assert message == "cancelled: job 7, which this job runs after, failed"
+    assert "'cancelled: job ' .. id .. ', which this job runs after, ' .. status" in lua

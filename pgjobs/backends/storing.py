@@ -431,7 +431,11 @@ class HeldJobs:
         ids, self._spare = self._spare[: len(specs)], self._spare[len(specs) :]
         self.specs += specs
         self.ids += ids
-        return [self.store.new_info(spec, job_id) for spec, job_id in zip(specs, ids, strict=True)]
+        infos = [self.store.new_info(spec, job_id) for spec, job_id in zip(specs, ids, strict=True)]
+        for spec, info in zip(specs, infos, strict=True):
+            if spec.after is not None:  # until the commit tells (refresh() reads it then)
+                info.status = records.WAITING
+        return infos
 
     def __call__(self):
         # A unique job whose key another job took by commit time is not written.

@@ -20,6 +20,7 @@ for _ = 1, n_results do
     redis.call('ZREM', P .. ':running', id)
     release_unique(f[4], id)
     if ttl_us < 0 then
+      settle(id, 'succeeded', now, 0, ARGV[i + 1])
       redis.call('DEL', key)
     else
       redis.call('HSET', key, 'result', ARGV[i + 1])

@@ -17,6 +17,11 @@ for j = 2, #ARGV do
     end
   end
   if (f[1] == 'failed' or f[1] == 'cancelled') and not taken then
+    local batch_id = redis.call('HGET', key, 'batch_id')
+    if batch_id and batch_id ~= '' then  -- pending again; released callbacks stay so
+      redis.call('HINCRBY', P .. ':batch:' .. batch_id, f[1], -1)
+      redis.call('HINCRBY', P .. ':batch:' .. batch_id, 'pending', 1)
+    end
     redis.call('ZREM', P .. ':done:' .. f[2] .. ':' .. f[1], id)
     redis.call('PERSIST', key)
     redis.call('HSET', key, 'status', 'ready', 'attempts', 0, 'run_at', now, 'started_at', '',
