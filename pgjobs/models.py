@@ -41,14 +41,10 @@ class Job(models.Model):
         db_default=False, help_text="Set while running: the job is asked to stop."
     )
     # Batches and chains (``background.batch``, ``enqueue(..., after=ref)``).
-    batch = models.ForeignKey(
-        "Batch",
-        null=True,
-        blank=True,
-        on_delete=models.DO_NOTHING,
-        db_constraint=False,  # jobs and batches are pruned apart; no lock across them
-        db_index=False,  # pgjobs_job_batch_idx below, over members only
-        related_name="jobs",
+    # An id, not a foreign key: jobs and batches are pruned apart, and no lock or
+    # join is taken across them (nor does Wagtail's reference index follow it).
+    batch_id = models.BigIntegerField(
+        "batch", null=True, blank=True, help_text="The batch this job belongs to."
     )
     after_id = models.BigIntegerField(
         "runs after",
@@ -107,9 +103,9 @@ class Job(models.Model):
             ),
             # A batch's jobs, for its page and its counts of unfinished jobs.
             models.Index(
-                fields=["batch"],
+                fields=["batch_id"],
                 name="pgjobs_job_batch_idx",
-                condition=models.Q(batch__isnull=False),
+                condition=models.Q(batch_id__isnull=False),
             ),
             # Waiting chained jobs by the job they wait for: what a finish
             # releases or cancels. Partial, so plain jobs have no entry.

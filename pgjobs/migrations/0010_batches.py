@@ -2,7 +2,6 @@
 to, the job it runs after (``after_id``, status ``waiting`` until then), whether
 jobs wait for it, and the result of the job it ran after."""
 
-import django.db.models.deletion
 import django.db.models.functions.datetime
 from django.db import migrations, models
 
@@ -47,6 +46,11 @@ class Migration(migrations.Migration):
         ),
         migrations.AddField(
             model_name='job',
+            name='batch_id',
+            field=models.BigIntegerField(blank=True, help_text='The batch this job belongs to.', null=True, verbose_name='batch'),
+        ),
+        migrations.AddField(
+            model_name='job',
             name='has_dependents',
             field=models.BooleanField(db_default=False, help_text='Jobs wait for this one to succeed (a chain).'),
         ),
@@ -60,14 +64,9 @@ class Migration(migrations.Migration):
             name='status',
             field=models.CharField(choices=[('ready', 'Ready'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled'), ('waiting', 'Waiting')], db_default='ready', max_length=10),
         ),
-        migrations.AddField(
-            model_name='job',
-            name='batch',
-            field=models.ForeignKey(blank=True, db_constraint=False, db_index=False, null=True, on_delete=django.db.models.deletion.DO_NOTHING, related_name='jobs', to='pgjobs.batch'),
-        ),
         migrations.AddIndex(
             model_name='job',
-            index=models.Index(condition=models.Q(('batch__isnull', False)), fields=['batch'], name='pgjobs_job_batch_idx'),
+            index=models.Index(condition=models.Q(('batch_id__isnull', False)), fields=['batch_id'], name='pgjobs_job_batch_idx'),
         ),
         migrations.AddIndex(
             model_name='job',

@@ -470,12 +470,12 @@ class OrmStore(Store):
             result=None,
             cancel_requested=False,
         )
-        requeued = finished.filter(unique_key__isnull=True, batch__isnull=True).update(
+        requeued = finished.filter(unique_key__isnull=True, batch_id__isnull=True).update(
             **ready_again
         )
         # One by one: those with a key (it may be taken), and a batch's jobs (their
         # batch counts them as pending again).
-        keyed = finished.filter(Q(unique_key__isnull=False) | Q(batch__isnull=False))
+        keyed = finished.filter(Q(unique_key__isnull=False) | Q(batch_id__isnull=False))
         for pk, batch_id, status in list(
             keyed.order_by("pk").values_list("pk", "batch_id", "status")
         ):
