@@ -17,7 +17,6 @@ import contextlib
 import datetime
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import DateTimeField, Func, Value
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -81,26 +80,34 @@ class MySQLStore(SqlStore):
 
     # -- workers -----------------------------------------------------------------
 
-    def _finish_params(self, worker_id, results):
+    def _finish_params(self, worker_id, results, plain_only=False):
         """The statement recording ``results`` (finish, or with ``KEEP_SUCCEEDED =
         False`` finish_delete) and its parameters."""
         params = {
             "worker_id": worker_id,
             "ids": tuple(int(job_id) for job_id, _ in results),
             "now": self._now_param(),
+            "plain_only": plain_only,
         }
         if not self.keep_succeeded:
             return self.sql.finish_delete, params
         params["results"] = self._results_json(results)
         return self.sql.finish, params
 
-    def _finish(self, worker_id, results):
-        query, params = self._finish_params(worker_id, results)
-        with transaction.atomic(using=self.alias), self.connection.cursor() as cursor:
-            cursor.execute(self.sql.finishing, params)
-            tracked = cursor.fetchall()
+    def _finish_plain(self, worker_id, results):
+        query, params = self._finish_params(worker_id, results, plain_only=True)
+        with self.connection.cursor() as cursor:
             cursor.execute(query, params)
-            self._settle_finished(tracked, results)
+            return cursor.rowcount
+
+    def _finish_settling(self, worker_id, results):
+        query, params = self._finish_params(worker_id, results)
+
+        def settle(sets):
+            self._settle_finished(sets[0], results)
+            return [], params
+
+        self._lock_then([self.sql.finishing, query], params, settle)
 
     def _finish_and_claim(self, worker_id, results, queues, limit):
         """Two round trips: begin, record the successes and lock the next jobs;

@@ -343,16 +343,18 @@ class OrmStore(Store):
     def _settle_orphans(self):
         """Chained jobs still waiting for a job that has ended: on PostgreSQL, one
         enqueued while its previous job's finish was in flight, which that
-        finish's statement could not see. Settled now, as that finish would
-        have (the rescue duty calls this). A previous job that no longer exists
-        (deleted as it succeeded, with ``KEEP_SUCCEEDED = False``) counts as
-        succeeded, without a result."""
+        finish's one statement could not see (``PostgresStore.rescue`` calls
+        this; elsewhere the finish's later statements see it). Settled now, as
+        that finish would have. A previous job that no longer exists (deleted as
+        it succeeded, with ``KEEP_SUCCEEDED = False``) counts as succeeded,
+        without a result. Reads the waiting jobs through pgjobs_job_waiting_idx."""
         previous = self.jobs().filter(pk=OuterRef("after_id"))
         orphans = list(
             self.jobs()
             .filter(status=records.WAITING, after_id__isnull=False)
             .annotate(previous_status=Subquery(previous.values("status")[:1]))
             .filter(Q(previous_status__in=records.FINISHED_STATUSES) | Q(previous_status=None))
+            .order_by()  # not the model's -id: that would read the table backwards
             .values_list("after_id", "previous_status")
             .distinct()[:100]
         )
@@ -711,7 +713,6 @@ class OrmStore(Store):
                 "has_dependents",
             )[: self.rescue_batch]
         )
-        self._settle_orphans()
         if not expired:
             return records.Rescued(0)
         rescued, ended = 0, []

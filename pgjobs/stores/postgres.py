@@ -283,6 +283,10 @@ class PostgresStore(OrmStore):
             self.finish(worker_id, results)
             return self.claim(queues, limit, worker_id)
 
+    def rescue(self):
+        self._settle_orphans()  # see there: the one race of chains here
+        return super().rescue()
+
     def heartbeat(self, worker_id, job_ids):
         cancel = super().heartbeat(worker_id, job_ids)
         self._replan()

@@ -269,6 +269,20 @@ class SqlStore(OrmStore):
         return dumps({str(int(job_id)): dumps(result) for job_id, result in results})
 
     def _finish(self, worker_id, results):
+        """Record successes outside the caller's transaction: the plain jobs in one
+        statement; then, only when some were left (jobs of a batch or with jobs
+        chained after them, or whose lease was lost), the rest in a transaction
+        that settles them (``_finish_settling``)."""
+        if self._finish_plain(worker_id, results) < len(results):
+            self._finish_settling(worker_id, results)
+
+    def _finish_plain(self, worker_id, results):
+        """The ``finish`` statement with ``plain_only``; returns how many it recorded."""
+        raise NotImplementedError
+
+    def _finish_settling(self, worker_id, results):
+        """Lock the jobs a batch or a chain waits on (``finishing``), record every
+        success, settle: in one transaction (the caller's, if any)."""
         raise NotImplementedError
 
     def _settle_finished(self, tracked, results):

@@ -70,17 +70,22 @@ WHERE id IN %(ids)s AND status = 'running' AND worker_id = %(worker_id)s
 FOR UPDATE;
 
 -- name: finish
+-- plain_only: only jobs that neither a batch counts nor jobs are chained after
+-- (a finish outside a transaction records those alone, then the rest with
+-- finishing and the settling that follows, in a transaction).
 -- One statement for every success of a batch: results is one JSON object, job
 -- id -> the result's JSON text. The guard keeps a job whose lease was lost from
 -- completing twice.
 UPDATE {job}
 SET status = 'succeeded', result = JSON_UNQUOTE(JSON_EXTRACT(%(results)s, CONCAT('$."', id, '"'))),
     finished_at = COALESCE(%(now)s, UTC_TIMESTAMP(6)), lease_expires_at = NULL
-WHERE id IN %(ids)s AND status = 'running' AND worker_id = %(worker_id)s;
+WHERE id IN %(ids)s AND status = 'running' AND worker_id = %(worker_id)s
+  AND (NOT %(plain_only)s OR (batch_id IS NULL AND NOT has_dependents));
 
 -- name: finish_delete
 -- finish with KEEP_SUCCEEDED False: succeeded jobs are deleted instead.
-DELETE FROM {job} WHERE id IN %(ids)s AND status = 'running' AND worker_id = %(worker_id)s;
+DELETE FROM {job} WHERE id IN %(ids)s AND status = 'running' AND worker_id = %(worker_id)s
+  AND (NOT %(plain_only)s OR (batch_id IS NULL AND NOT has_dependents));
 
 -- name: seconds_until_due
 SELECT TIMESTAMPDIFF(MICROSECOND, COALESCE(%(now)s, UTC_TIMESTAMP(6)), MIN(run_at))

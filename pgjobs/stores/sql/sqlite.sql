@@ -80,6 +80,9 @@ WHERE id IN (SELECT CAST(key AS INTEGER) FROM json_each(%(results)s))
   AND (batch_id IS NOT NULL OR has_dependents);
 
 -- name: finish
+-- plain_only: only jobs that neither a batch counts nor jobs are chained after
+-- (a finish outside a transaction records those alone, then the rest with
+-- finishing and the settling that follows, in a transaction).
 -- One statement for every success of a batch: results is one JSON object, job
 -- id -> the result's JSON text. The guard keeps a job whose lease was lost from
 -- completing twice.
@@ -87,13 +90,15 @@ UPDATE {job}
 SET status = 'succeeded', result = json_extract(%(results)s, '$."' || id || '"'),
     finished_at = %(now)s, lease_expires_at = NULL
 WHERE id IN (SELECT CAST(key AS INTEGER) FROM json_each(%(results)s))
-  AND status = 'running' AND worker_id = %(worker_id)s;
+  AND status = 'running' AND worker_id = %(worker_id)s
+  AND (NOT %(plain_only)s OR (batch_id IS NULL AND NOT has_dependents));
 
 -- name: finish_delete
 -- finish with KEEP_SUCCEEDED False: succeeded jobs are deleted instead.
 DELETE FROM {job}
 WHERE id IN (SELECT CAST(key AS INTEGER) FROM json_each(%(results)s))
-  AND status = 'running' AND worker_id = %(worker_id)s;
+  AND status = 'running' AND worker_id = %(worker_id)s
+  AND (NOT %(plain_only)s OR (batch_id IS NULL AND NOT has_dependents));
 
 -- name: next_run_at
 SELECT MIN(run_at) FROM {job}
