@@ -982,3 +982,22 @@ def test_deferred_writes_of_a_batch_use_ids_reserved_earlier(store):
     assert batch.id == batch_id and ids(infos) == reserved[:2]
     assert batch.on_finish_id == reserved[2] and batch.on_success_id is None
     assert store.get(reserved[2]).status == records.WAITING
+
+
+def test_workers_finishing_jobs_of_the_same_batches_never_deadlock(store):
+    for _ in range(5):
+        # Claim order interleaves the batches: each worker holds a job of each.
+        first, _ = store.enqueue_batch([spec(priority=9), spec(priority=7)])
+        second, _ = store.enqueue_batch([spec(priority=8), spec(priority=6)])
+        mine = store.claim(["default"], 2, WORKER)
+        theirs = store.claim(["default"], 2, OTHER)
+        assert len(mine) == len(theirs) == 2
+
+        held = [(WORKER, mine), (OTHER, theirs[::-1])]  # the batches in turn opposite
+
+        def finish(n, held=held):
+            worker, jobs = held[n]
+            store.finish(worker, [(job.id, None) for job in jobs])
+
+        in_threads(2, finish)
+        assert store.get_batch(first.id).is_finished and store.get_batch(second.id).is_finished

@@ -115,6 +115,13 @@ WITH finished AS (
     FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
     RETURNING j.id, j.batch_id, j.has_dependents, j.result
+), locked AS (
+    -- The batches' rows, locked in id order, as every store locks them: two
+    -- workers finishing jobs of the same batches never wait on each other in turn.
+    SELECT b.id FROM {batch} AS b
+    WHERE b.id IN (SELECT batch_id FROM finished WHERE batch_id IS NOT NULL)
+    ORDER BY b.id
+    FOR UPDATE
 ), counted AS (
     -- Each batch counts its jobs that just succeeded, under its row's lock (a
     -- concurrent finisher waits, then counts on from the row it committed).
@@ -123,7 +130,7 @@ WITH finished AS (
         finished_at = CASE WHEN b.pending = f.n THEN now() ELSE b.finished_at END
     FROM (SELECT batch_id, count(*)::int AS n FROM finished
           WHERE batch_id IS NOT NULL GROUP BY batch_id) AS f
-    WHERE b.id = f.batch_id
+    WHERE b.id = f.batch_id AND b.id IN (SELECT id FROM locked)
     RETURNING b.id, b.pending, b.failed, b.cancelled, b.on_finish_id, b.on_success_id
 ), released AS (
     -- The statement that brings a batch to zero releases its callbacks: each
@@ -165,6 +172,13 @@ WITH finished AS (
     USING unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
     RETURNING j.id, j.batch_id, j.has_dependents, v.result::jsonb AS result
+), locked AS (
+    -- The batches' rows, locked in id order, as every store locks them: two
+    -- workers finishing jobs of the same batches never wait on each other in turn.
+    SELECT b.id FROM {batch} AS b
+    WHERE b.id IN (SELECT batch_id FROM finished WHERE batch_id IS NOT NULL)
+    ORDER BY b.id
+    FOR UPDATE
 ), counted AS (
     -- Each batch counts its jobs that just succeeded, under its row's lock (a
     -- concurrent finisher waits, then counts on from the row it committed).
@@ -173,7 +187,7 @@ WITH finished AS (
         finished_at = CASE WHEN b.pending = f.n THEN now() ELSE b.finished_at END
     FROM (SELECT batch_id, count(*)::int AS n FROM finished
           WHERE batch_id IS NOT NULL GROUP BY batch_id) AS f
-    WHERE b.id = f.batch_id
+    WHERE b.id = f.batch_id AND b.id IN (SELECT id FROM locked)
     RETURNING b.id, b.pending, b.failed, b.cancelled, b.on_finish_id, b.on_success_id
 ), released AS (
     -- The statement that brings a batch to zero releases its callbacks: each
@@ -246,6 +260,13 @@ WITH finished AS (
     FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
     RETURNING j.id, j.batch_id, j.has_dependents, j.result
+), locked AS (
+    -- The batches' rows, locked in id order, as every store locks them: two
+    -- workers finishing jobs of the same batches never wait on each other in turn.
+    SELECT b.id FROM {batch} AS b
+    WHERE b.id IN (SELECT batch_id FROM finished WHERE batch_id IS NOT NULL)
+    ORDER BY b.id
+    FOR UPDATE
 ), counted AS (
     -- Each batch counts its jobs that just succeeded, under its row's lock (a
     -- concurrent finisher waits, then counts on from the row it committed).
@@ -254,7 +275,7 @@ WITH finished AS (
         finished_at = CASE WHEN b.pending = f.n THEN now() ELSE b.finished_at END
     FROM (SELECT batch_id, count(*)::int AS n FROM finished
           WHERE batch_id IS NOT NULL GROUP BY batch_id) AS f
-    WHERE b.id = f.batch_id
+    WHERE b.id = f.batch_id AND b.id IN (SELECT id FROM locked)
     RETURNING b.id, b.pending, b.failed, b.cancelled, b.on_finish_id, b.on_success_id
 ), released AS (
     -- The statement that brings a batch to zero releases its callbacks: each
@@ -311,6 +332,13 @@ WITH finished AS (
     USING unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
     RETURNING j.id, j.batch_id, j.has_dependents, v.result::jsonb AS result
+), locked AS (
+    -- The batches' rows, locked in id order, as every store locks them: two
+    -- workers finishing jobs of the same batches never wait on each other in turn.
+    SELECT b.id FROM {batch} AS b
+    WHERE b.id IN (SELECT batch_id FROM finished WHERE batch_id IS NOT NULL)
+    ORDER BY b.id
+    FOR UPDATE
 ), counted AS (
     -- Each batch counts its jobs that just succeeded, under its row's lock (a
     -- concurrent finisher waits, then counts on from the row it committed).
@@ -319,7 +347,7 @@ WITH finished AS (
         finished_at = CASE WHEN b.pending = f.n THEN now() ELSE b.finished_at END
     FROM (SELECT batch_id, count(*)::int AS n FROM finished
           WHERE batch_id IS NOT NULL GROUP BY batch_id) AS f
-    WHERE b.id = f.batch_id
+    WHERE b.id = f.batch_id AND b.id IN (SELECT id FROM locked)
     RETURNING b.id, b.pending, b.failed, b.cancelled, b.on_finish_id, b.on_success_id
 ), released AS (
     -- The statement that brings a batch to zero releases its callbacks: each
