@@ -194,3 +194,14 @@ def test_a_rescue_pass_settles_a_chained_job_its_finish_could_not_see():
     assert third.refresh().status == records.CANCELLED
     run_jobs()
     assert second.refresh().result == 13
+
+
+@override_settings(PGJOBS={"BACKEND": "pgjobs.testing.InMemoryBackend"})
+def test_users_tests_run_batches_and_chains_in_memory():
+    from pgjobs.handler import get_backend
+
+    batch = background.batch([(jobs.add, [n, n], {}) for n in range(3)], on_success=jobs.noop)
+    chain = background.chain([(jobs.add_previous, [1], {}), (jobs.add_previous, [2], {})])
+    get_backend().run_jobs()
+    assert batch.progress() == (3, 3) and batch.on_success().status == records.SUCCEEDED
+    assert chain[-1].refresh().result == 3
