@@ -123,6 +123,7 @@ class BatchInfo:
     on_finish_id: Any = None
     on_success_id: Any = None
     counts: dict = dataclasses.field(default_factory=dict)
+    description: str = ""
 
     @property
     def done(self):

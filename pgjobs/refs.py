@@ -137,11 +137,10 @@ class BatchRef:
     ref comes from ``background.batch``; ``job_refs()`` reads them again.
     """
 
-    def __init__(self, info, backend, jobs=None, description=""):
+    def __init__(self, info, backend, jobs=None):
         self._info = info
         self._backend = backend
         self.jobs = jobs
-        self.description = description
 
     def __repr__(self):
         return f"<BatchRef {self.id} {self._info.done}/{self.total}>"
@@ -153,6 +152,7 @@ class BatchRef:
         return hash(("batch", self.id))
 
     id = property(lambda self: self._info.id)
+    description = property(lambda self: self._info.description)
     total = property(lambda self: self._info.total)
     pending = property(lambda self: self._info.pending)
     succeeded = property(lambda self: self._info.succeeded)

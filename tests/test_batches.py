@@ -49,6 +49,7 @@ def test_a_batch_runs_its_jobs_then_each_callback_once():
     assert batch.on_finish().result == "finished"
     again = background.get_batch(batch.id)
     assert (again.succeeded, again.failed, again.pending) == (5, 0, 0)
+    assert again.description == batch.description == "five records"
     assert sorted(ref.id for ref in again.job_refs()) == sorted(ref.id for ref in batch.jobs)
 
 

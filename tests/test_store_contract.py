@@ -782,6 +782,7 @@ def test_enqueue_batch_writes_its_jobs_and_callbacks_waiting(store):
     assert ids(store.batch_jobs(batch.id)) == ids(infos)
     got = store.get_batch(batch.id)
     assert got.counts[records.READY] == 3 and got.counts[records.SUCCEEDED] == 0
+    assert got.description == batch.description == "a test batch"
     for callback_id in (got.on_finish_id, got.on_success_id):
         assert store.get(callback_id).status == records.WAITING
     assert store.get_batch(batch.id + 1000) is None

@@ -232,7 +232,7 @@ class StoringBackend(AsyncFromSync, BaseJobBackend):
             if self._holds_until_commit():
                 return self._hold_batch(specs, finish_spec, success_spec, description)
             info, infos = self.store.enqueue_batch(specs, finish_spec, success_spec, description)
-            return BatchRef(info, self, [JobRef(job, self) for job in infos], description)
+            return BatchRef(info, self, [JobRef(job, self) for job in infos])
 
     def _callback_spec(self, name, callback, options):
         if callback is None:
@@ -265,6 +265,7 @@ class StoringBackend(AsyncFromSync, BaseJobBackend):
             on_finish_id=None if on_finish is None else next(callback_ids),
             on_success_id=None if on_success is None else next(callback_ids),
             counts=counts,
+            description=description,
         )
 
         def write():
@@ -273,7 +274,7 @@ class StoringBackend(AsyncFromSync, BaseJobBackend):
             )
 
         transaction.on_commit(write, using=self.database)
-        return BatchRef(info, self, [JobRef(job, self) for job in infos], description)
+        return BatchRef(info, self, [JobRef(job, self) for job in infos])
 
     def enqueue_chain(self, jobs, **options):
         """Store ``(func, args, kwargs)`` jobs each to run after the one before it

@@ -428,6 +428,7 @@ class InMemoryStore(Store):
             on_finish_id=batch.on_finish_id,
             on_success_id=batch.on_success_id,
             counts=counts,
+            description=batch.description,
         )
 
     def get_batch(self, batch_id):

@@ -431,6 +431,7 @@ class OrmStore(Store):
             on_finish_id=batch.on_finish_id,
             on_success_id=batch.on_success_id,
             counts=counts,
+            description=batch.description,
         )
 
     def batch_jobs(self, batch_id):

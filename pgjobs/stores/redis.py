@@ -380,6 +380,7 @@ class RedisStore(Store):
             on_finish_id=None if on_finish is None else next(callbacks),
             on_success_id=None if on_success is None else next(callbacks),
             counts=counts,
+            description=description,
         )
         return batch, infos[: len(specs)]
 
@@ -410,6 +411,7 @@ class RedisStore(Store):
             finished_at=from_us(fields.get("finished_at")),
             on_finish_id=_int(fields.get("on_finish_id"), None),
             on_success_id=_int(fields.get("on_success_id"), None),
+            description=fields.get("description", ""),
         )
         counts.update(succeeded=info.succeeded, failed=info.failed, cancelled=info.cancelled)
         info.counts = counts
