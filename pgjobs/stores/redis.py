@@ -25,7 +25,8 @@ Keys, under ``PREFIX`` (``P``)::
     P:worker:<worker id>    hash: hostname, pid, queues, concurrency, times
     P:schedule:<name>       hash: last_tick, last_run of a SCHEDULE entry (µs)
     P:batch:<id>            hash: a batch's counts (total, pending, succeeded,
-                            failed, cancelled), times, description, callbacks' ids
+                            failed, cancelled), times, description, callbacks' ids;
+                            expires with its jobs' result ttl once finished
     P:batch:<id>:jobs       list: the ids of a batch's jobs, in order
     P:after:<id>            set: the ids of the jobs waiting for job <id> (chains)
     P:wake:<queue>          pub/sub channel: a job became due in <queue>

@@ -64,11 +64,15 @@ end
 local function settle(id, status, now, ttl_us, result)
   local key = P .. ':job:' .. id
   local batch_id = redis.call('HGET', key, 'batch_id')
-  if batch_id and batch_id ~= '' then
-    local bkey = P .. ':batch:' .. batch_id
+  local bkey = P .. ':batch:' .. (batch_id or '')
+  if batch_id and batch_id ~= '' and redis.call('EXISTS', bkey) == 1 then
     redis.call('HINCRBY', bkey, status, 1)
     if redis.call('HINCRBY', bkey, 'pending', -1) == 0 then
       redis.call('HSET', bkey, 'finished_at', now)
+      if ttl_us > 0 then  -- a finished batch's record expires as its jobs do
+        redis.call('PEXPIRE', bkey, math.floor(ttl_us / 1000))
+        redis.call('PEXPIRE', bkey .. ':jobs', math.floor(ttl_us / 1000))
+      end
       local b = redis.call('HMGET', bkey, 'on_finish_id', 'on_success_id', 'failed', 'cancelled')
       if b[1] and b[1] ~= '' then release(b[1], now, nil) end
       if b[2] and b[2] ~= '' then

@@ -18,7 +18,11 @@ for j = 2, #ARGV do
   end
   if (f[1] == 'failed' or f[1] == 'cancelled') and not taken then
     local batch_id = redis.call('HGET', key, 'batch_id')
-    if batch_id and batch_id ~= '' then  -- pending again; released callbacks stay so
+    local bkey = P .. ':batch:' .. (batch_id or '')
+    if batch_id and batch_id ~= '' and redis.call('EXISTS', bkey) == 1 then
+      -- pending again (the record kept until then); released callbacks stay so
+      redis.call('PERSIST', bkey)
+      redis.call('PERSIST', bkey .. ':jobs')
       redis.call('HINCRBY', P .. ':batch:' .. batch_id, f[1], -1)
       redis.call('HINCRBY', P .. ':batch:' .. batch_id, 'pending', 1)
     end
