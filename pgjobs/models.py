@@ -166,6 +166,14 @@ class Batch(models.Model):
         verbose_name = "batch"
         verbose_name_plural = "batches"
         ordering = ["-id"]
+        indexes = [
+            # Finished batches by age, for the retention workers enforce.
+            models.Index(
+                fields=["finished_at"],
+                name="pgjobs_batch_finished_idx",
+                condition=models.Q(finished_at__isnull=False),
+            ),
+        ]
 
     def __str__(self):
         return f"batch {self.id}" + (f" {self.description}" if self.description else "")

@@ -1002,3 +1002,16 @@ def test_workers_finishing_jobs_of_the_same_batches_never_deadlock(store):
 
         in_threads(2, finish)
         assert store.get_batch(first.id).is_finished and store.get_batch(second.id).is_finished
+
+
+@gap(redis="a finished batch's keys expire with its jobs' result ttl instead")
+def test_prune_batches_deletes_the_records_of_finished_batches_only(store, clock):
+    done, _ = batch_of(store, 1, on_finish=False, on_success=False)
+    still, _ = batch_of(store, 1, on_finish=False, on_success=False)
+    (job,) = store.claim(None, 1, WORKER)  # the first batch's (lower id)
+    store.finish(WORKER, [(job.id, None)])
+    clock.sleep(0.05)
+    assert store.prune_batches(datetime.timedelta(days=1), 10) == 0
+    assert store.prune_batches(datetime.timedelta(0), 10) == 1
+    assert store.get_batch(done.id) is None and store.get_batch(still.id) is not None
+    assert store.get(job.id).status == records.SUCCEEDED, "its jobs have their own retention"

@@ -76,4 +76,8 @@ class Migration(migrations.Migration):
             model_name='job',
             constraint=models.CheckConstraint(condition=models.Q(('status__in', ('ready', 'running', 'succeeded', 'failed', 'cancelled', 'waiting'))), name='pgjobs_job_status_valid'),
         ),
+        migrations.AddIndex(
+            model_name='batch',
+            index=models.Index(condition=models.Q(('finished_at__isnull', False)), fields=['finished_at'], name='pgjobs_batch_finished_idx'),
+        ),
     ]

@@ -166,6 +166,13 @@ class Store(abc.ABC):
         running ones asked to stop. Returns (cancelled, asked)."""
 
     @abc.abstractmethod
+    def prune_batches(self, older_than, limit):
+        """Delete up to ``limit`` batch records that finished more than
+        ``older_than`` (a timedelta) ago, oldest first; return how many. Their
+        jobs are not touched (pruned by their own retention). Workers call it
+        with their longest retention, so that a batch outlives its jobs."""
+
+    @abc.abstractmethod
     def previous_result(self, job_id):
         """The encoded result of the job that job ``job_id`` ran after (kept on
         ``job_id`` itself, so pruning that job loses nothing), or None."""

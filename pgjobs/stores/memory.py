@@ -448,6 +448,20 @@ class InMemoryStore(Store):
             batch = self._batches.get(_as_id(batch_id))
             return (0, 0) if batch is None else self.cancel_many(batch.job_ids)
 
+    def prune_batches(self, older_than, limit):
+        with self._lock:
+            cutoff = self.clock() - older_than
+            old = sorted(
+                (batch.finished_at, batch.id)
+                for batch in self._batches.values()
+                if batch.pending == 0
+                and batch.finished_at is not None
+                and batch.finished_at < cutoff
+            )[:limit]
+            for _, batch_id in old:
+                del self._batches[batch_id]
+            return len(old)
+
     def previous_result(self, job_id):
         with self._lock:
             job = self._jobs.get(_as_id(job_id))

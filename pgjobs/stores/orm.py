@@ -450,6 +450,11 @@ class OrmStore(Store):
         )
         return cancelled, asked
 
+    def prune_batches(self, older_than, limit):
+        old = self.batches().filter(pending=0, finished_at__lt=self.now() - Value(older_than))
+        ids = list(old.order_by("finished_at").values_list("pk", flat=True)[:limit])
+        return self.batches().filter(pk__in=ids).delete()[0] if ids else 0
+
     def previous_result(self, job_id):
         return self.jobs().filter(pk=job_id).values_list("previous_result", flat=True).first()
 

@@ -425,6 +425,10 @@ class RedisStore(Store):
     def cancel_batch(self, batch_id):
         return self.cancel_many(self._batch_job_ids(batch_id))
 
+    def prune_batches(self, older_than, limit):
+        """Nothing to do: a finished batch's keys expire with its jobs (``result_ttl``)."""
+        return 0
+
     def previous_result(self, job_id):
         return _json(self.client.hget(self.key("job", job_id), "previous_result"))
 
