@@ -15,6 +15,8 @@ from . import checks as _checks  # noqa: F401
 from .atomic import atomic_job
 from .backends.base import BaseJobBackend
 from .exceptions import (
+    BatchNotFound,
+    DependencyFailed,
     InvalidBackend,
     InvalidJob,
     JobCancelled,
@@ -27,10 +29,13 @@ from .exceptions import (
 )
 from .execution import JobContext, current_job
 from .handler import background
-from .refs import JobRef
+from .refs import BatchRef, JobRef, Progress
 
 __all__ = [
     "BaseJobBackend",
+    "BatchNotFound",
+    "BatchRef",
+    "DependencyFailed",
     "InvalidBackend",
     "InvalidJob",
     "JobCancelled",
@@ -41,6 +46,7 @@ __all__ = [
     "JobRef",
     "NotSupported",
     "PgJobsError",
+    "Progress",
     "WorkerLost",
     "atomic_job",
     "background",

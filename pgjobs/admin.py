@@ -1,5 +1,6 @@
 """The ``Job`` rows in the Django admin: read-only, with retry and cancel actions, the
-job page's Retry, Cancel and Run-now buttons, and the jobs dashboard (``dashboard/``).
+job page's Retry, Cancel and Run-now buttons, and the jobs dashboard (``dashboard/``);
+and the ``Batch`` rows, each with its progress and its jobs.
 
 A job's times are read clamped (``pgjobs.times``), so a ``run_at`` of ``'infinity'``
 written by hand shows as "never" instead of failing the page."""
@@ -10,14 +11,15 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
 
 from . import admin_ui, records, times
 from .dashboard.views import render_dashboard
 from .handler import queue_names, store_for_jobs
-from .models import Job, WorkerProcess
+from .html import BATCH_PAGE_JOBS, progress_bar
+from .models import Batch, Job, WorkerProcess
 
 
 class QueueFilter(admin.SimpleListFilter):
@@ -48,6 +50,30 @@ class FunctionFilter(admin.SimpleListFilter):
 
     def queryset(self, request, queryset):
         return queryset.filter(func=self.value()) if self.value() else queryset
+
+
+class BatchFilter(admin.SimpleListFilter):
+    """The jobs of one batch (``?batch=<id>``, the link on a batch's page); shown
+    only while it is applied."""
+
+    title = "batch"
+    parameter_name = "batch"
+
+    def lookups(self, request, model_admin):
+        value = self.value()
+        return [(value, f"batch {value}")] if value and value.isdigit() else []
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        return queryset.filter(batch_id=int(value)) if value and value.isdigit() else queryset
+
+
+def _admin_link(model, pk, text=None):
+    """A link to the admin page of ``model`` row ``pk``."""
+    if pk is None:
+        return "-"
+    url = reverse(f"admin:pgjobs_{model._meta.model_name}_change", args=[pk])
+    return format_html('<a href="{}">{}</a>', url, text or f"{model._meta.verbose_name} {pk}")
 
 
 def _time_display(field, description):
@@ -102,6 +128,7 @@ class JobAdmin(admin.ModelAdmin):
         "status",
         QueueFilter,
         FunctionFilter,
+        BatchFilter,
         ("created_at", admin.DateFieldListFilter),
         ("finished_at", admin.DateFieldListFilter),
     )
@@ -135,6 +162,8 @@ class JobAdmin(admin.ModelAdmin):
         "cancel_requested",
         "unique_key",
         "atomic",
+        "batch_link",
+        "after_link",
         "args_display",
         "kwargs_display",
         "result_display",
@@ -168,6 +197,14 @@ class JobAdmin(admin.ModelAdmin):
     @admin.display(description="arguments")
     def arguments_display(self, job):
         return format_html("<code>{}</code>", admin_ui.summarize_arguments(job.args, job.kwargs))
+
+    @admin.display(description="batch")
+    def batch_link(self, job):
+        return _admin_link(Batch, job.batch_id)
+
+    @admin.display(description="runs after")
+    def after_link(self, job):
+        return _admin_link(Job, job.after_id, f"job {job.after_id}")
 
     @admin.display(description="attempts")
     def attempts_display(self, job):
@@ -302,3 +339,111 @@ class WorkerProcessAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Batch)
+class BatchAdmin(admin.ModelAdmin):
+    """Batches, read-only: progress, counts, callbacks and jobs; cancel as an action
+    (with ``pgjobs.change_job``, as cancelling jobs)."""
+
+    list_display = (
+        "id",
+        "description",
+        "progress_display",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "created_at",
+        "finished_at",
+    )
+    search_fields = ("description",)
+    ordering = ("-id",)
+    show_full_result_count = False
+    list_per_page = 100
+    actions = ("cancel_batches",)
+    fields = (
+        "id",
+        "description",
+        "progress_display",
+        "total",
+        "pending",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "created_at",
+        "finished_at",
+        "on_finish_link",
+        "on_success_link",
+        "jobs_display",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="progress")
+    def progress_display(self, batch):
+        return progress_bar(batch.done, batch.total)
+
+    @admin.display(description="on finish")
+    def on_finish_link(self, batch):
+        return _job_with_status(batch.on_finish_id)
+
+    @admin.display(description="on success")
+    def on_success_link(self, batch):
+        return _job_with_status(batch.on_success_id)
+
+    @admin.display(description="jobs")
+    def jobs_display(self, batch):
+        jobs = list(
+            Job.objects.using(batch._state.db)
+            .filter(batch_id=batch.pk)
+            .order_by("id")
+            .values_list("id", "func", "status", "attempts", "max_attempts")[:BATCH_PAGE_JOBS]
+        )
+        url = reverse("admin:pgjobs_job_changelist") + f"?batch={batch.pk}"
+        rows = format_html_join(
+            "",
+            '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}/{}</td></tr>',
+            (
+                (reverse("admin:pgjobs_job_change", args=[pk]), pk, func, status, n, most)
+                for pk, func, status, n, most in jobs
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>job</th><th>function</th><th>status</th><th>attempts</th>"
+            '</tr></thead><tbody>{}</tbody></table><p><a href="{}">All of its jobs still stored'
+            "</a> (finished jobs are pruned after KEEP_SUCCEEDED and KEEP_FAILED; the counts "
+            "above keep them).</p>",
+            rows,
+            url,
+        )
+
+    def has_add_permission(self, request):
+        return False  # batches are enqueued by code
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return request.user.has_perm("pgjobs.delete_batch")
+
+    @admin.action(description="Cancel the ready jobs of selected batches", permissions=["cancel"])
+    def cancel_batches(self, request, queryset):
+        store = store_for_jobs(queryset.db)
+        cancelled = asked = 0
+        for batch_id in queryset.values_list("id", flat=True):
+            n, m = store.cancel_batch(batch_id)
+            cancelled, asked = cancelled + n, asked + m
+        text = f"{cancelled} ready job(s) cancelled"
+        if asked:
+            text += f"; {asked} running job(s) asked to stop"
+        self.message_user(request, text + ".", messages.SUCCESS)
+
+    def has_cancel_permission(self, request):
+        """Cancelling a batch's jobs needs ``pgjobs.change_job``, as cancelling jobs."""
+        return request.user.has_perm("pgjobs.change_job")
+
+
+def _job_with_status(job_id):
+    if job_id is None:
+        return "-"
+    status = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
+    return format_html("{} ({})", _admin_link(Job, job_id, f"job {job_id}"), status or "pruned")

@@ -26,6 +26,10 @@ class JobNotFound(PgJobsError, LookupError):
     """No job with that id exists (it may have been pruned)."""
 
 
+class BatchNotFound(PgJobsError, LookupError):
+    """No batch with that id exists."""
+
+
 class JobNotFinished(PgJobsError):
     """The job has no result yet: it is still ready or running."""
 
@@ -56,3 +60,10 @@ class WorkerLost(PgJobsError):
 class StoreNotSetUp(PgJobsError, ImproperlyConfigured):
     """The store cannot be used as configured, and waiting will not help: its
     database does not exist. Raised by a worker at start-up, with what to do."""
+
+
+class DependencyFailed(PgJobsError):
+    """The error stored on a job cancelled because what it depended on did not
+    succeed: a chained job whose previous job failed or was cancelled, or a
+    batch's ``on_success`` job when a job of the batch did not succeed. Stored
+    by its path, ``pgjobs.exceptions.DependencyFailed``; never raised by pgjobs."""

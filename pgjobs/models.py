@@ -48,6 +48,24 @@ class Job(models.Model):
         help_text="Runs in a transaction that also records its success: exactly once for "
         "its database writes.",
     )
+    # Batches and chains (``background.batch``, ``enqueue(..., after=ref)``).
+    # An id, not a foreign key: jobs and batches are pruned apart, and no lock or
+    # join is taken across them (nor does Wagtail's reference index follow it).
+    batch_id = models.BigIntegerField(
+        "batch", null=True, blank=True, help_text="The batch this job belongs to."
+    )
+    after_id = models.BigIntegerField(
+        "runs after",
+        null=True,
+        blank=True,
+        help_text="The job this one runs after: it waits until that job succeeds.",
+    )
+    has_dependents = models.BooleanField(
+        db_default=False, help_text="Jobs wait for this one to succeed (a chain)."
+    )
+    previous_result = models.JSONField(
+        null=True, blank=True, help_text="The result of the job this one ran after."
+    )
     # ``unique_key`` while the job is ready or running, NULL otherwise: a unique
     # index on it lets the database refuse a second active job with the same key
     # on every vendor (MySQL/MariaDB have no partial unique indexes).
@@ -90,6 +108,19 @@ class Job(models.Model):
                 fields=["status", "finished_at"],
                 name="pgjobs_job_finished_idx",
                 condition=models.Q(finished_at__isnull=False),
+            ),
+            # A batch's jobs, for its page and its counts of unfinished jobs.
+            models.Index(
+                fields=["batch_id"],
+                name="pgjobs_job_batch_idx",
+                condition=models.Q(batch_id__isnull=False),
+            ),
+            # Waiting chained jobs by the job they wait for: what a finish
+            # releases or cancels. Partial, so plain jobs have no entry.
+            models.Index(
+                fields=["after_id"],
+                name="pgjobs_job_waiting_idx",
+                condition=models.Q(status=records.WAITING),
             ),
         ]
         constraints = [
@@ -171,6 +202,56 @@ class JobStat(models.Model):
 
     def __str__(self):
         return f"{self.minute:%Y-%m-%d %H:%M} {self.queue} {self.metric}[{self.bucket}]"
+
+
+class Batch(models.Model):
+    """Jobs enqueued together as one unit (``background.batch``).
+
+    ``pending`` counts the jobs that have not reached a final status; each final
+    outcome decrements it in the transaction that records it, under this row's
+    lock, and the one that brings it to zero releases the callbacks:
+    ``on_finish`` (a job stored ``waiting`` with the batch) becomes ready, and
+    ``on_success`` too if every job succeeded (else it is cancelled). A callback
+    leaves ``waiting`` once, so it runs once however many workers finish the
+    last jobs together.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    description = models.CharField(max_length=255, blank=True, db_default="")
+    total = models.IntegerField(help_text="Jobs in the batch.")
+    pending = models.IntegerField(help_text="Jobs not finished yet (ready, running, retrying).")
+    succeeded = models.IntegerField(db_default=0)
+    failed = models.IntegerField(db_default=0)
+    cancelled = models.IntegerField(db_default=0)
+    created_at = models.DateTimeField(db_default=Now())
+    finished_at = models.DateTimeField(null=True, blank=True)
+    on_finish_id = models.BigIntegerField(
+        "on-finish job", null=True, blank=True, help_text="Runs when every job has finished."
+    )
+    on_success_id = models.BigIntegerField(
+        "on-success job", null=True, blank=True, help_text="Runs when every job succeeded."
+    )
+
+    class Meta:
+        db_table = "pgjobs_batch"
+        verbose_name = "batch"
+        verbose_name_plural = "batches"
+        ordering = ["-id"]
+        indexes = [
+            # Finished batches by age, for the retention workers enforce.
+            models.Index(
+                fields=["finished_at"],
+                name="pgjobs_batch_finished_idx",
+                condition=models.Q(finished_at__isnull=False),
+            ),
+        ]
+
+    def __str__(self):
+        return f"batch {self.id}" + (f" {self.description}" if self.description else "")
+
+    @property
+    def done(self):
+        return self.total - self.pending
 
 
 class WorkerProcess(models.Model):

@@ -10,7 +10,10 @@ RUNNING = "running"
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 CANCELLED = "cancelled"
-STATUSES = (READY, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+#: Not claimable yet: a chained job whose previous job has not succeeded, or a
+#: batch's callback whose batch has not finished. Becomes ready (or cancelled).
+WAITING = "waiting"
+STATUSES = (READY, RUNNING, SUCCEEDED, FAILED, CANCELLED, WAITING)
 FINISHED_STATUSES = frozenset({SUCCEEDED, FAILED, CANCELLED})
 
 MIN_PRIORITY = -100
@@ -39,6 +42,10 @@ class JobSpec:
     # Run in a transaction on the jobs' database that also records the success
     # (``background.enqueue(..., atomic=True)``, ``pgjobs.atomic_job``).
     atomic: bool = False
+    # A chain: the id of the job this one runs after. The job is stored ``waiting``
+    # until that job succeeds (then ``ready``, with its result as this job's
+    # ``previous_result``), or ``cancelled`` if it fails for good or is cancelled.
+    after: Any = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -96,6 +103,66 @@ class JobInfo:
     worker_id: str | None = None
     args: Any = None  # encoded, as stored
     kwargs: Any = None
+
+
+@dataclasses.dataclass(slots=True)
+class BatchInfo:
+    """A snapshot of a stored batch, as ``BatchRef`` shows it.
+
+    ``total`` jobs were enqueued together; ``pending`` of them have not reached a
+    final status yet. ``succeeded``, ``failed`` and ``cancelled`` count final
+    outcomes only (a failed attempt that will be retried is still pending).
+    ``counts`` is ``{status: n}`` over the batch's jobs, every status present
+    (unfinished ones as stored now, finished ones from the counters, which
+    pruning does not change). ``on_finish_id``/``on_success_id``: the callback
+    jobs, stored ``waiting`` until the batch finishes, or None."""
+
+    id: Any
+    total: int
+    pending: int
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    created_at: datetime.datetime | None = None
+    finished_at: datetime.datetime | None = None
+    on_finish_id: Any = None
+    on_success_id: Any = None
+    counts: dict = dataclasses.field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def done(self):
+        return self.total - self.pending
+
+    @property
+    def is_finished(self):
+        return self.pending == 0
+
+
+#: The error of a batch's ``on_success`` job when the batch had failures (it is
+#: cancelled), and of a chained job whose previous job did not succeed.
+DEPENDENCY_TYPE = "pgjobs.exceptions.DependencyFailed"
+
+
+#: The message of that error: ``%s`` placeholders for the batch's id and its
+#: failed and cancelled counts, so that the stores' SQL fills the same text.
+BATCH_FAILED_MESSAGE = (
+    "batch %s finished with %s failed and %s cancelled job(s); "
+    "on_success runs only when every job succeeded"
+)
+
+
+def batch_failed_error(batch_id, failed, cancelled):
+    """The stored error of the ``on_success`` job of a batch that did not all succeed."""
+    message = BATCH_FAILED_MESSAGE % (batch_id, failed, cancelled)
+    return {"type": DEPENDENCY_TYPE, "message": message, "traceback": message}
+
+
+def previous_failed_error(previous_id, status):
+    """The stored error of a chained job cancelled because job ``previous_id`` ended
+    ``status`` (failed or cancelled) instead of succeeding."""
+    message = f"cancelled: job {previous_id}, which this job runs after, {status}"
+    return {"type": DEPENDENCY_TYPE, "message": message, "traceback": message}
 
 
 @dataclasses.dataclass(slots=True)

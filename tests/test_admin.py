@@ -6,6 +6,7 @@ import psycopg
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -224,3 +225,47 @@ def test_retry_skips_a_job_whose_unique_key_another_job_now_holds(admin_client):
     assert holder.refresh().status == records.READY
     assert {older.refresh().status, twin.refresh().status} == {records.READY, records.FAILED}
     assert plain.refresh().status == records.READY
+
+
+# -- batches --------------------------------------------------------------------------
+
+
+def test_a_batch_page_shows_its_progress_callbacks_and_jobs(admin_client):
+    batch = background.batch(
+        [(jobs.noop, [], {}) for _ in range(3)], on_finish=jobs.noop, description="nightly"
+    )
+    first = batch.jobs[0]
+    background.get_batch(batch.id)  # the jobs written, whatever the store
+    page = admin_client.get(reverse("admin:pgjobs_batch_change", args=[batch.id]))
+    text = page.content.decode()
+    assert page.status_code == 200
+    assert "nightly" in text and '<progress value="0" max="3">' in text
+    assert change_page(first.id) in text and "waiting" in text  # on_finish, and a job
+    listing = admin_client.get(reverse("admin:pgjobs_batch_changelist")).content.decode()
+    assert "0/3" in listing
+    run_jobs()
+    text = admin_client.get(reverse("admin:pgjobs_batch_change", args=[batch.id])).content
+    assert b'<progress value="3" max="3">' in text
+
+
+def test_a_job_page_links_to_its_batch_and_the_batch_lists_its_jobs(admin_client):
+    batch = background.batch([(jobs.noop, [], {}), (jobs.add, [1, 2], {})])
+    plain = background.enqueue(jobs.noop)
+    text = admin_client.get(change_page(batch.jobs[1].id)).content.decode()
+    assert reverse("admin:pgjobs_batch_change", args=[batch.id]) in text
+    filtered = admin_client.get(f"{CHANGELIST}?batch={batch.id}").content.decode()
+    assert change_page(batch.jobs[0].id) in filtered
+    assert change_page(plain.id) not in filtered
+
+
+def test_cancelling_a_batch_in_the_admin_cancels_its_ready_jobs(admin_client, staff):
+    batch = background.batch([(jobs.noop, [], {}) for _ in range(2)])
+    url = reverse("admin:pgjobs_batch_changelist")
+    form = {"action": "cancel_batches", "_selected_action": [str(batch.id)]}
+    viewer = Client()
+    viewer.force_login(staff("view_batch"))
+    viewer.post(url, form)
+    assert batch.counts()[records.CANCELLED] == 0, "viewers may not cancel"
+    response = admin_client.post(url, form, follow=True)
+    assert "2 ready job(s) cancelled" in response.content.decode()
+    assert batch.counts()[records.CANCELLED] == 2

@@ -27,7 +27,7 @@ from wagtail.models import Collection, Locale, Page, ReferenceIndex, Site  # noq
 from pgjobs import background, records  # noqa: E402
 from pgjobs.contrib.wagtail import hooks  # noqa: E402
 from pgjobs.contrib.wagtail.hooks import BackgroundHook, RequestSnapshot  # noqa: E402
-from pgjobs.models import Job  # noqa: E402
+from pgjobs.models import Batch, Job  # noqa: E402
 from pgjobs.serialization import decode_arguments, encode_arguments  # noqa: E402
 from tests.conftest import VENDOR, run_jobs, status_counts  # noqa: E402
 from tests.testapp import jobs  # noqa: E402
@@ -465,3 +465,27 @@ def test_django_admin_respects_permissions(client, some_jobs):
     client.force_login(staff)
     assert client.get(DJANGO_ADMIN_URL).status_code == 403
     assert "pgjobs/job" not in client.get("/django-admin/").content.decode()
+
+
+# -- batches -------------------------------------------------------------------------------
+
+BATCHES_URL = "/admin/pgjobs/batches/"
+
+
+def test_wagtail_batch_pages_show_progress_and_jobs_to_job_viewers(home, client):
+    batch = background.batch(
+        [(jobs.add, [n, n], {}) for n in range(3)], on_finish=jobs.noop, description="thumbs"
+    )
+    client.force_login(editor())
+    assert client.get(BATCHES_URL).status_code == 403
+    assert client.get(f"{BATCHES_URL}inspect/{batch.id}/").status_code == 403
+    client.force_login(editor("view_job"))
+    listing = client.get(BATCHES_URL)
+    assert listing.status_code == 200 and "thumbs" in listing.content.decode()
+    page = client.get(f"{BATCHES_URL}inspect/{batch.id}/").content.decode()
+    assert '<progress value="0" max="3">' in page
+    assert f"{JOBS_URL}inspect/{batch.jobs[0].id}/" in page and "waiting" in page
+    job_page = client.get(f"{JOBS_URL}inspect/{batch.jobs[1].id}/").content.decode()
+    assert f"{BATCHES_URL}inspect/{batch.id}/" in job_page
+    assert client.get(reverse("pgjobs_batches:delete", args=[batch.id])).status_code in (302, 403)
+    assert Batch.objects.filter(pk=batch.id).exists()

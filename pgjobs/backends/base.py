@@ -37,7 +37,10 @@ from ..serialization import (
 )
 
 MODES = ("enqueue", "defer", "aenqueue", "adefer")
-JOB_OPTIONS = ("priority", "queue", "max_attempts", "timeout", "unique_key", "atomic")
+JOB_OPTIONS = ("priority", "queue", "max_attempts", "timeout", "unique_key", "atomic", "after")
+#: The options a batch's callbacks take from the batch's.
+CALLBACK_OPTIONS = ("priority", "queue", "max_attempts", "timeout")
+MAX_DESCRIPTION_LENGTH = 255
 MAX_QUEUE_NAME_LENGTH = 100
 MAX_UNIQUE_KEY_LENGTH = 255
 MAX_ATTEMPTS = 2**31 - 1  # the column is a 32-bit integer
@@ -160,6 +163,12 @@ class BaseJobBackend:
     option_names = None
     #: Default for ``max_attempts`` when neither the call nor OPTIONS give one.
     default_max_attempts = 3
+    #: ``enqueue_batch``, ``get_batch_info``, ``batch_jobs`` and ``cancel_batch``
+    #: work (``background.batch``): storing backends.
+    supports_batches = False
+    #: The ``after`` option works (``background.enqueue(..., after=ref)``,
+    #: ``background.chain``): storing backends.
+    supports_chains = False
 
     def __init__(self, options):
         if not isinstance(options, dict):
@@ -280,6 +289,7 @@ class BaseJobBackend:
             timeout=_or_default(validate_timeout(options.get("timeout")), self.default_timeout),
             unique_key=validate_unique_key(options.get("unique_key")),
             atomic=atomic,
+            after=validate_after(options.get("after"), options.get("unique_key")),
         )
 
     def validate_atomic(self, atomic):
@@ -505,6 +515,40 @@ def validate_timeout(timeout):
             f"not {timeout!r}; leave it out for no limit"
         )
     return float(timeout)
+
+
+def validate_after(after, unique_key=None):
+    """The id of the job a chained job runs after (``after``: a ``JobRef`` or a
+    job id), or None."""
+    if after is None:
+        return None
+    from ..refs import JobRef
+
+    if isinstance(after, JobRef):
+        if after.id is None:
+            raise InvalidJob(
+                "after must be the ref of a stored job; this job ran in-band already "
+                "(ImmediateBackend): call the next function directly"
+            )
+        after = after.id
+    elif isinstance(after, bool) or not isinstance(after, int):
+        raise InvalidJob(f"after must be a JobRef or a job id (an int), not {_shown(after)}")
+    if unique_key is not None:
+        raise InvalidJob(
+            "a chained job (after=...) cannot take a unique_key; leave one of them out"
+        )
+    return after
+
+
+def validate_description(description):
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_LENGTH:
+        raise InvalidJob(
+            f"description must be a string of at most {MAX_DESCRIPTION_LENGTH} characters, "
+            f"not {_shown(description)}"
+        )
+    if not storable_str(description):
+        raise InvalidJob("description must not contain NUL or lone surrogates")
+    return description
 
 
 def validate_unique_key(key):

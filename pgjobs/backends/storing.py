@@ -16,6 +16,7 @@ ids=...)``, ``active_holder``): ids are handed out at once, the jobs written in 
 call at commit, and dropped with a rolled-back savepoint.
 """
 
+import contextlib
 import datetime
 import math
 import numbers
@@ -25,10 +26,16 @@ from django.db import transaction
 from django.utils.functional import cached_property
 
 from .. import records
-from ..exceptions import InvalidBackend, InvalidJob, JobNotFound
-from ..refs import JobRef
+from ..exceptions import BatchNotFound, InvalidBackend, InvalidJob, JobNotFound
+from ..refs import BatchRef, JobRef
 from ..retry import RetryPolicy
-from .base import AsyncFromSync, BaseJobBackend, collector_paused
+from .base import (
+    CALLBACK_OPTIONS,
+    AsyncFromSync,
+    BaseJobBackend,
+    collector_paused,
+    validate_description,
+)
 
 #: How long a succeeded job stays by default: 5 minutes. Long enough for whoever
 #: enqueued it to read its result (``JobRef.wait()``, ``ref.result``, Django's
@@ -93,6 +100,8 @@ class StoringBackend(AsyncFromSync, BaseJobBackend):
 
     stores_jobs = True
     tracks_jobs = True
+    supports_batches = True
+    supports_chains = True
 
     option_names = frozenset(
         {
@@ -205,7 +214,12 @@ class StoringBackend(AsyncFromSync, BaseJobBackend):
             specs = self.iter_prepared(jobs, **options)
             if specs.first is None:
                 return []
-            if specs.first.unique_key is not None or self._holds_until_commit():
+            first = specs.first
+            if (
+                first.unique_key is not None
+                or first.after is not None
+                or self._holds_until_commit()
+            ):
                 # Every spec is made first, so that an invalid one stops the call
                 # before anything is stored or held.
                 return self._write(list(specs))
@@ -239,6 +253,114 @@ class StoringBackend(AsyncFromSync, BaseJobBackend):
         if spec.unique_key is None:
             return JobRef(store.enqueue(spec), self)
         return JobRef(store.enqueue_unique(spec), self)
+
+    # -- batches and chains ------------------------------------------------------------
+
+    def enqueue_batch(self, jobs, *, on_finish=None, on_success=None, description="", **options):
+        """Store ``(func, args, kwargs)`` jobs sharing ``options`` as one batch, all
+        or none; return its ``BatchRef``. ``on_finish`` and ``on_success``: a
+        function (or dotted path), or ``(func, args, kwargs)``, run as a job once
+        every job has finished, or once every job has succeeded; they take the
+        batch's ``queue``, ``priority``, ``max_attempts`` and ``timeout``."""
+        for refused in ("unique_key", "after"):
+            if options.get(refused) is not None:
+                raise InvalidJob(
+                    f"a batch's jobs cannot take {refused}; enqueue such jobs on their own"
+                )
+        if not jobs:
+            raise InvalidJob("a batch needs at least one job")
+        description = validate_description(description)
+        shared = {name: options[name] for name in CALLBACK_OPTIONS if name in options}
+        finish_spec = self._callback_spec("on_finish", on_finish, shared)
+        success_spec = self._callback_spec("on_success", on_success, shared)
+        with collector_paused(len(jobs)):
+            specs = list(self.iter_prepared(jobs, **options))
+            if self._holds_until_commit():
+                return self._hold_batch(specs, finish_spec, success_spec, description)
+            info, infos = self.store.enqueue_batch(specs, finish_spec, success_spec, description)
+            return BatchRef(info, self, [JobRef(job, self) for job in infos])
+
+    def _callback_spec(self, name, callback, options):
+        if callback is None:
+            return None
+        if isinstance(callback, (tuple, list)):
+            if not 1 <= len(callback) <= 3:
+                raise InvalidJob(f"{name} must be a function or (func, args, kwargs)")
+            func, args, kwargs = (*callback, None, None)[:3]
+        else:
+            func, args, kwargs = callback, None, None
+        try:
+            return self.prepare(func, args or [], kwargs or {}, **options)
+        except InvalidJob as exc:
+            raise InvalidJob(f"{name}: {exc}") from None
+
+    def _hold_batch(self, specs, on_finish, on_success, description):
+        """A batch for a store outside the transaction: ids reserved now, the batch
+        written when the transaction commits (nothing if it rolls back)."""
+        store = self.store
+        callbacks = [spec for spec in (on_finish, on_success) if spec is not None]
+        batch_id, *ids = store.reserve_ids(1 + len(specs) + len(callbacks))
+        infos = [store.new_info(spec, job_id) for spec, job_id in zip(specs, ids, strict=False)]
+        callback_ids = iter(ids[len(specs) :])
+        counts = dict.fromkeys(records.STATUSES, 0)
+        counts[records.READY] = len(specs)
+        info = records.BatchInfo(
+            id=batch_id,
+            total=len(specs),
+            pending=len(specs),
+            on_finish_id=None if on_finish is None else next(callback_ids),
+            on_success_id=None if on_success is None else next(callback_ids),
+            counts=counts,
+            description=description,
+        )
+
+        def write():
+            store.enqueue_batch(
+                specs, on_finish, on_success, description, batch_id=batch_id, ids=ids
+            )
+
+        transaction.on_commit(write, using=self.database)
+        return BatchRef(info, self, [JobRef(job, self) for job in infos])
+
+    def enqueue_chain(self, jobs, **options):
+        """Store ``(func, args, kwargs)`` jobs each to run after the one before it
+        succeeded (the first after ``options["after"]``, if given), all or none;
+        return their refs in order."""
+        if not jobs:
+            return []
+        refs = []
+        previous = options.pop("after", None)
+        with self._atomic():
+            for func, args, kwargs in jobs:
+                previous = self.enqueue(func, args, kwargs, after=previous, **options)
+                refs.append(previous)
+        return refs
+
+    def _atomic(self):
+        """A transaction on ``database`` (jobs held until it commits where the
+        store cannot join it), or none when the backend has no database."""
+        if self.database is None or self.database not in settings.DATABASES:
+            return contextlib.nullcontext()
+        return transaction.atomic(using=self.database)
+
+    def get_batch_info(self, batch_id):
+        """The ``BatchInfo`` of batch ``batch_id``, or None."""
+        return self.store.get_batch(batch_id)
+
+    def get_batch_ref(self, batch_id):
+        """A ``BatchRef`` to batch ``batch_id``; ``BatchNotFound`` if there is none."""
+        info = self.store.get_batch(batch_id)
+        if info is None:
+            raise BatchNotFound(f"no batch with id {batch_id!r}")
+        return BatchRef(info, self)
+
+    def batch_jobs(self, batch_id):
+        """The ``JobInfo``s of the batch's jobs still stored, by id."""
+        return self.store.batch_jobs(batch_id)
+
+    def cancel_batch(self, batch_id):
+        """Cancel the batch's ready jobs, ask its running ones to stop: (cancelled, asked)."""
+        return self.store.cancel_batch(batch_id)
 
     # -- holding jobs until commit (stores outside the caller's transaction) -----------
 
@@ -356,7 +478,11 @@ class HeldJobs:
         ids, self._spare = self._spare[: len(specs)], self._spare[len(specs) :]
         self.specs += specs
         self.ids += ids
-        return [self.store.new_info(spec, job_id) for spec, job_id in zip(specs, ids, strict=True)]
+        infos = [self.store.new_info(spec, job_id) for spec, job_id in zip(specs, ids, strict=True)]
+        for spec, info in zip(specs, infos, strict=True):
+            if spec.after is not None:  # until the commit tells (refresh() reads it then)
+                info.status = records.WAITING
+        return infos
 
     def __call__(self):
         # A unique job whose key another job took by commit time is not written.

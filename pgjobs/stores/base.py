@@ -93,7 +93,8 @@ class Store(abc.ABC):
     # ``enqueue_many(specs, ids)`` at commit.
 
     def reserve_ids(self, count):
-        """``count`` new job ids, unused by any job, for jobs written later."""
+        """``count`` new job ids, unused by any job, for jobs written later (a
+        batch's id is reserved the same way: ``enqueue_batch(batch_id=...)``)."""
         raise NotImplementedError(f"{type(self).__name__} writes jobs in the transaction")
 
     def new_info(self, spec, job_id):
@@ -110,7 +111,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def cancel(self, job_id):
-        """Cancel a ready job (True); flag a running one to stop (False)."""
+        """Cancel a ready (or waiting) job (True); flag a running one to stop (False)."""
 
     @abc.abstractmethod
     def cancel_many(self, job_ids):
@@ -124,6 +125,67 @@ class Store(abc.ABC):
     def run_now(self, job_ids):
         """Make ready jobs that are not yet due (deferred, or waiting for a retry) due
         now, keeping their attempts; returns how many. Other jobs stay as they are."""
+
+    # -- batches and chains -------------------------------------------------------
+    #
+    # A batch is jobs written together with a record that counts them. Each final
+    # outcome of a batch's job (succeeded, failed for good, cancelled; never a
+    # retry) is counted in the same transaction, or script, that stores it; the
+    # one that brings ``pending`` to zero releases the batch's callbacks, which
+    # were stored ``waiting`` with it: ``on_finish`` becomes ready, and
+    # ``on_success`` too when every job succeeded (else it is cancelled with
+    # ``records.batch_failed_error``). A job leaves ``waiting`` once, so each
+    # callback runs once however many workers finish the last jobs together.
+    #
+    # A chained job (``JobSpec.after``: the id of the job it runs after) is stored
+    # ``waiting`` while that job is unfinished, and then, in the transaction that
+    # ends that job: made ready with its result kept as ``previous_result`` when
+    # it succeeded, or cancelled with ``records.previous_failed_error`` when it
+    # failed for good or was cancelled (and so on down the chain). Enqueued after
+    # a job that has already finished, it is stored ready, or cancelled, at once.
+    # ``enqueue`` and ``enqueue_many`` honour ``after`` (an id unknown to the
+    # store raises ``ValueError``); ``claim`` never takes a waiting job;
+    # ``cancel``/``cancel_many`` cancel waiting jobs as they cancel ready ones.
+    # Requeueing a failed job of a finished batch counts it as pending again; the
+    # callbacks, released already, do not run again.
+
+    @abc.abstractmethod
+    def enqueue_batch(
+        self, specs, on_finish=None, on_success=None, description="", *, batch_id=None, ids=None
+    ):
+        """Write the jobs ``specs`` (``JobSpec``s without ``after`` or
+        ``unique_key``) as one batch, with its callbacks ``on_finish`` and
+        ``on_success`` (``JobSpec`` or None; stored ``waiting``), all or nothing,
+        in one statement where the store can. Returns ``(BatchInfo, [JobInfo of
+        each spec, in order])``. ``batch_id`` and ``ids`` (the jobs' ids, then the
+        callbacks' that are given): reserved earlier with ``reserve_ids``
+        (deferred writes, stores with ``enqueues_in_transaction = False``)."""
+
+    @abc.abstractmethod
+    def get_batch(self, batch_id):
+        """The ``BatchInfo`` of a batch, with its ``counts``, or None."""
+
+    @abc.abstractmethod
+    def batch_jobs(self, batch_id):
+        """The ``JobInfo``s of a batch's jobs still stored (pruning removes
+        finished ones), by id; not its callbacks."""
+
+    @abc.abstractmethod
+    def cancel_batch(self, batch_id):
+        """``cancel_many`` over a batch's jobs: its ready jobs are cancelled, its
+        running ones asked to stop. Returns (cancelled, asked)."""
+
+    @abc.abstractmethod
+    def prune_batches(self, older_than, limit):
+        """Delete up to ``limit`` batch records that finished more than
+        ``older_than`` (a timedelta) ago, oldest first; return how many. Their
+        jobs are not touched (pruned by their own retention). Workers call it
+        with their longest retention, so that a batch outlives its jobs."""
+
+    @abc.abstractmethod
+    def previous_result(self, job_id):
+        """The encoded result of the job that job ``job_id`` ran after (kept on
+        ``job_id`` itself, so pruning that job loses nothing), or None."""
 
     # -- workers ---------------------------------------------------------------
 

@@ -28,11 +28,20 @@ import time
 from django.utils import timezone
 
 from .. import records, stats
-from ..records import AttemptInfo, ClaimedJob, JobInfo, QueueFigures, ScheduleInfo, Wakeup
+from ..records import (
+    AttemptInfo,
+    BatchInfo,
+    ClaimedJob,
+    JobInfo,
+    QueueFigures,
+    ScheduleInfo,
+    Wakeup,
+)
 from ..serialization import dumps
 from .base import Store, args_json, with_current_attempt, worker_lost_error
 
 _ACTIVE = (records.READY, records.RUNNING)
+_CANCELLABLE = (records.READY, records.WAITING)
 # Errors of decoding stored arguments: malformed JSON or an integer too long
 # (ValueError), nesting deeper than the recursion limit (RecursionError).
 _DECODE_ERRORS = (ValueError, TypeError, RecursionError)
@@ -49,6 +58,23 @@ _INFO_FIELDS = ("id", "func", "queue", "status", "priority", "run_at", "attempts
                 "created_at", "started_at", "finished_at", "worker_id")  # fmt: skip
 _CLAIMED_FIELDS = ("id", "func", "queue", "priority", "run_at", "attempts", "max_attempts",
                    "timeout", "signature")  # fmt: skip
+
+
+@dataclasses.dataclass(slots=True)
+class _Batch:
+    """One stored batch: the columns of the Batch table, and its jobs' ids."""
+
+    id: int
+    description: str
+    job_ids: list
+    created_at: datetime.datetime
+    pending: int
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    finished_at: datetime.datetime | None = None
+    on_finish_id: int | None = None
+    on_success_id: int | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -78,6 +104,10 @@ class _Job:
     worker_id: str | None = None
     lease_expires_at: datetime.datetime | None = None
     cancel_requested: bool = False
+    batch_id: int | None = None
+    after: int | None = None  # the job this one runs after (a chain)
+    has_dependents: bool = False
+    previous_result: str | None = None
 
     def claim_order(self):
         return (-self.priority, self.run_at, self.id)
@@ -129,6 +159,7 @@ def _job_from(spec):
         args=args_json(spec),
         kwargs=dumps(spec.kwargs),
         created_at=None,
+        after=None if spec.after is None else _as_id(spec.after),
         **{name: getattr(spec, name) for name in _SPEC_FIELDS},
     )
 
@@ -171,6 +202,7 @@ class InMemoryStore(Store):
         self._schedules = {}  # name -> ScheduleInfo
         self._attempts = {}  # job id -> [AttemptInfo] of its attempts that did not succeed
         self._figures = {}  # (minute, queue, metric, bucket) -> [count, total]
+        self._batches = {}  # id -> _Batch
         # Wake-ups, numbered: each listening thread reads those after the last it read.
         self._wakeups = collections.deque(maxlen=_WAKEUPS_KEPT)
         self._wakeup_count = 0
@@ -209,6 +241,10 @@ class InMemoryStore(Store):
             now = self.clock()
             infos = []
             due = {}  # queue -> [first id, count] of the jobs due now
+            for job in jobs:  # refused before anything is written
+                if job.after is not None and job.after not in self._jobs:
+                    if ids is None or job.after not in ids:
+                        raise ValueError(f"pgjobs: no job {job.after} to run after")
             for n, job in enumerate(jobs):
                 holder = self._holder(job.unique_key)
                 if holder is not None:
@@ -221,7 +257,9 @@ class InMemoryStore(Store):
                 self._jobs[job.id] = job
                 if job.unique_key is not None:
                     self._unique[job.unique_key] = job.id
-                if job.run_at <= now:
+                if job.after is not None:
+                    self._follow(job, self._jobs[job.after], now)
+                if job.status == records.READY and job.run_at <= now:
                     first = due.setdefault(job.queue, [job.id, 0])
                     first[0] = min(first[0], job.id)
                     first[1] += 1
@@ -229,6 +267,19 @@ class InMemoryStore(Store):
             if due:
                 self._wake([Wakeup(queue, first, count) for queue, (first, count) in due.items()])
             return infos
+
+    def _follow(self, job, previous, now):
+        """``job`` runs after ``previous``: waiting, or settled at once when
+        ``previous`` has finished already."""
+        if previous.status == records.SUCCEEDED:
+            job.status = records.READY
+            job.previous_result = previous.result
+        elif previous.status in records.FINISHED_STATUSES:
+            job.error = dumps(records.previous_failed_error(previous.id, previous.status))
+            self._end(job, records.CANCELLED, now)
+        else:
+            job.status = records.WAITING
+            previous.has_dependents = True
 
     def _holder(self, unique_key):
         """The ready or running job holding ``unique_key``, or None."""
@@ -254,7 +305,7 @@ class InMemoryStore(Store):
                 job = self._jobs.get(_as_id(job_id))
                 if job is None:
                     continue
-                if job.status == records.READY:
+                if job.status in _CANCELLABLE:
                     self._end(job, records.CANCELLED, now)
                     cancelled += 1
                 elif job.status == records.RUNNING and not job.cancel_requested:
@@ -274,6 +325,10 @@ class InMemoryStore(Store):
                     continue
                 if self._holder(job.unique_key) is not None:
                     continue
+                batch = self._batches.get(job.batch_id)
+                if batch is not None:  # pending again (callbacks released stay so)
+                    setattr(batch, job.status, getattr(batch, job.status) - 1)
+                    batch.pending += 1
                 job.status = records.READY
                 job.attempts = 0
                 job.run_at = now
@@ -332,14 +387,139 @@ class InMemoryStore(Store):
             figure[1] += total
 
     def _end(self, job, status, now):
-        """``job`` finished with ``status``: it no longer holds its lease or key."""
+        """``job`` finished with ``status``: it no longer holds its lease or key;
+        its batch counts it, and the jobs waiting for it are settled."""
         job.status = status
         job.finished_at = now
         job.lease_expires_at = None
         if job.unique_key is not None and self._unique.get(job.unique_key) == job.id:
             del self._unique[job.unique_key]
+        if job.batch_id is not None:
+            self._count_in_batch(self._batches[job.batch_id], status, now)
+        if job.has_dependents:
+            for waiting in [j for j in self._jobs.values() if j.after == job.id]:
+                if waiting.status == records.WAITING:
+                    self._follow(waiting, job, now)
+                    if waiting.status == records.READY:
+                        waiting.run_at = max(waiting.run_at, now)
+                        self._wake([Wakeup(waiting.queue, waiting.id)])
+
+    def _count_in_batch(self, batch, status, now):
+        """One of ``batch``'s jobs ended with ``status``; the last one releases
+        the callbacks (each leaves ``waiting`` once)."""
+        setattr(batch, status, getattr(batch, status) + 1)
+        batch.pending -= 1
+        if batch.pending:
+            return
+        batch.finished_at = now
+        all_succeeded = batch.succeeded == len(batch.job_ids)
+        for callback_id, release in ((batch.on_finish_id, True),
+                                     (batch.on_success_id, all_succeeded)):  # fmt: skip
+            callback = self._jobs.get(callback_id)
+            if callback is None or callback.status != records.WAITING:
+                continue
+            if release:
+                callback.status = records.READY
+                callback.run_at = max(callback.run_at, now)
+                self._wake([Wakeup(callback.queue, callback.id)])
+            else:
+                failed = records.batch_failed_error(batch.id, batch.failed, batch.cancelled)
+                callback.error = dumps(failed)
+                self._end(callback, records.CANCELLED, now)
 
     # -- the deferred-write part of the contract -----------------------------------------
+
+    # -- batches and chains -----------------------------------------------------------
+
+    def enqueue_batch(
+        self, specs, on_finish=None, on_success=None, description="", *, batch_id=None, ids=None
+    ):
+        specs = list(specs)
+        if not specs:
+            raise ValueError("pgjobs: a batch needs at least one job")
+        callbacks = [spec for spec in (on_finish, on_success) if spec is not None]
+        if ids is not None and len(ids) != len(specs) + len(callbacks):
+            raise ValueError(f"{len(specs) + len(callbacks)} jobs but {len(ids)} ids")
+        for spec in specs:
+            if spec.after is not None or spec.unique_key is not None:
+                raise ValueError("pgjobs: a batch's jobs take neither after nor unique_key")
+        with self._lock:
+            if batch_id is None:
+                batch_id = next(self._ids)
+            elif batch_id in self._batches:
+                raise ValueError("a reserved batch id is taken by a batch already written")
+            now = self.clock()
+            batch = _Batch(batch_id, description, [], now, len(specs))
+            written = self.enqueue_many([*specs, *callbacks], ids)
+            infos, callback_infos = written[: len(specs)], written[len(specs) :]
+            for info in callback_infos:  # written under the lock: nobody claimed them
+                self._jobs[info.id].status = records.WAITING
+            callback_ids = iter(info.id for info in callback_infos)
+            batch.on_finish_id = None if on_finish is None else next(callback_ids)
+            batch.on_success_id = None if on_success is None else next(callback_ids)
+            for info in infos:
+                self._jobs[info.id].batch_id = batch_id
+                batch.job_ids.append(info.id)
+            self._batches[batch_id] = batch
+            return self._batch_info(batch), [self._jobs[info.id].info() for info in infos]
+
+    def _batch_info(self, batch):
+        counts = dict.fromkeys(records.STATUSES, 0)
+        for job_id in batch.job_ids:
+            job = self._jobs.get(job_id)
+            if job is not None and job.status not in records.FINISHED_STATUSES:
+                counts[job.status] += 1
+        counts.update(succeeded=batch.succeeded, failed=batch.failed, cancelled=batch.cancelled)
+        return BatchInfo(
+            id=batch.id,
+            total=len(batch.job_ids),
+            pending=batch.pending,
+            succeeded=batch.succeeded,
+            failed=batch.failed,
+            cancelled=batch.cancelled,
+            created_at=batch.created_at,
+            finished_at=batch.finished_at,
+            on_finish_id=batch.on_finish_id,
+            on_success_id=batch.on_success_id,
+            counts=counts,
+            description=batch.description,
+        )
+
+    def get_batch(self, batch_id):
+        with self._lock:
+            batch = self._batches.get(_as_id(batch_id))
+            return None if batch is None else self._batch_info(batch)
+
+    def batch_jobs(self, batch_id):
+        with self._lock:
+            batch = self._batches.get(_as_id(batch_id))
+            if batch is None:
+                return []
+            return [self._jobs[i].info() for i in sorted(batch.job_ids) if i in self._jobs]
+
+    def cancel_batch(self, batch_id):
+        with self._lock:
+            batch = self._batches.get(_as_id(batch_id))
+            return (0, 0) if batch is None else self.cancel_many(batch.job_ids)
+
+    def prune_batches(self, older_than, limit):
+        with self._lock:
+            cutoff = self.clock() - older_than
+            old = sorted(
+                (batch.finished_at, batch.id)
+                for batch in self._batches.values()
+                if batch.pending == 0
+                and batch.finished_at is not None
+                and batch.finished_at < cutoff
+            )[:limit]
+            for _, batch_id in old:
+                del self._batches[batch_id]
+            return len(old)
+
+    def previous_result(self, job_id):
+        with self._lock:
+            job = self._jobs.get(_as_id(job_id))
+            return None if job is None else _load(job.previous_result)
 
     def reserve_ids(self, count):
         """``count`` new job ids, for jobs written later (``enqueue_many(specs, ids)``)."""
@@ -398,11 +578,10 @@ class InMemoryStore(Store):
                 job = self._mine(worker_id, job_id)
                 if job is None:
                     continue  # its lease was lost: another worker has it now
+                job.result = result  # before _end: the jobs waiting for it take it
                 self._end(job, records.SUCCEEDED, now)
                 self._count(job, records.SUCCEEDED, now)
-                if self.keep_succeeded:
-                    job.result = result
-                else:
+                if not self.keep_succeeded:
                     self._delete(job)
 
     def finish_and_claim(self, worker_id, results, queues, limit):
@@ -762,6 +941,7 @@ class InMemoryStore(Store):
             self._schedules.clear()
             self._attempts.clear()
             self._figures.clear()
+            self._batches.clear()
 
 
 def _claimed(job):

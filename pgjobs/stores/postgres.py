@@ -137,6 +137,8 @@ class PostgresStore(OrmStore):
         )
 
     def enqueue(self, spec):
+        if spec.after is not None:
+            return super().enqueue(spec)  # OrmStore: the previous job's row locked first
         return _info(self._execute(self.sql.enqueue, self._enqueue_params(spec))[0])
 
     def enqueue_unique(self, spec):
@@ -173,26 +175,20 @@ class PostgresStore(OrmStore):
     def enqueue_many(self, specs, ids=None):
         if ids is not None:
             return super().enqueue_many(specs, ids)
+        if isinstance(specs, list) and any(spec.after is not None for spec in specs):
+            return self._enqueue_each(specs)
         count = len(specs)
         if count >= COPY_THRESHOLD:
             return self._copy_many(specs, count)
         specs = list(specs)  # read once, see Store.enqueue_many
         if not specs:
             return []
-        columns = [
-            [s.func for s in specs],
-            [args_json(s) for s in specs],
-            [dumps(s.kwargs) for s in specs],
-            [s.queue for s in specs],
-            [s.priority for s in specs],
-            [s.run_at for s in specs],
-            [s.max_attempts for s in specs],
-            [s.timeout for s in specs],
-            [s.unique_key for s in specs],
-            [s.signature for s in specs],
-        ]
-        rows = self._execute(self.sql.enqueue_many, [*columns, self.channel])
+        rows = self._execute(self.sql.enqueue_many, [*_columns(specs), self.channel])
         return [_info(row) for row in rows]
+
+    def _enqueue_members(self, specs, batch_id):
+        params = [batch_id, *_columns(specs), self.channel]
+        return [_info(row) for row in self._execute(self.sql.enqueue_members, params)]
 
     def _copy_many(self, specs, count):
         """Many jobs by COPY, in one transaction (the caller's, if any): reserve ids
@@ -322,6 +318,10 @@ class PostgresStore(OrmStore):
             self.finish(worker_id, results)
             return self.claim(queues, limit, worker_id)
 
+    def rescue(self):
+        self._settle_orphans()  # see there: the one race of chains here
+        return super().rescue()
+
     def heartbeat(self, worker_id, job_ids):
         cancel = super().heartbeat(worker_id, job_ids)
         self._replan()
@@ -389,15 +389,22 @@ class PostgresStore(OrmStore):
         except DatabaseError as exc:
             logger.debug("pgjobs: cannot replan the worker's statements (%s)", exc)
 
-    @staticmethod
-    def _finish_params(worker_id, results):
+    def _finish_params(self, worker_id, results):
         # One array literal, built from integers: cheaper to send than a list.
         ids = "{" + ",".join([str(int(job_id)) for job_id, _ in results]) + "}"
         if all(result is None for _, result in results):
             encoded = None  # unnest pads a NULL array: every result NULL
         else:
             encoded = [None if result is None else dumps(result) for _, result in results]
-        return {"worker_id": worker_id, "ids": ids, "results": encoded}
+        return {
+            "worker_id": worker_id,
+            "ids": ids,
+            "results": encoded,
+            # What settling a batch or a chain in the same statement needs.
+            "channel": self.channel,
+            "dependency_type": records.DEPENDENCY_TYPE,
+            "batch_failed": records.BATCH_FAILED_MESSAGE,
+        }
 
     def seconds_until_due(self, queues):
         params = {"queues": list(queues) if queues else None}
@@ -661,6 +668,22 @@ class _CopyRows:
         args = args_json(spec)
         kwargs = _EMPTY_JSONB if not spec.kwargs else _jsonb(dumps(spec.kwargs))
         return b"".join([head, _jsonb(args), kwargs, middle, _text(spec.signature)])
+
+
+def _columns(specs):
+    """The jobs' values as the arrays ``enqueue_many`` unnests, one per column."""
+    return [
+        [s.func for s in specs],
+        [args_json(s) for s in specs],
+        [dumps(s.kwargs) for s in specs],
+        [s.queue for s in specs],
+        [s.priority for s in specs],
+        [s.run_at for s in specs],
+        [s.max_attempts for s in specs],
+        [s.timeout for s in specs],
+        [s.unique_key for s in specs],
+        [s.signature for s in specs],
+    ]
 
 
 def _text(value):

@@ -24,6 +24,11 @@ Keys, under ``PREFIX`` (``P``)::
     P:workers               zset of live workers, scored by last heartbeat
     P:worker:<worker id>    hash: hostname, pid, queues, concurrency, times
     P:schedule:<name>       hash: last_tick, last_run of a SCHEDULE entry (µs)
+    P:batch:<id>            hash: a batch's counts (total, pending, succeeded,
+                            failed, cancelled), times, description, callbacks' ids;
+                            expires with its jobs' result ttl once finished
+    P:batch:<id>:jobs       list: the ids of a batch's jobs, in order
+    P:after:<id>            set: the ids of the jobs waiting for job <id> (chains)
     P:wake:<queue>          pub/sub channel: a job became due in <queue>
     P:attempts:<id>         list: the job's attempts that did not succeed (JSON
                             arrays), deleted or expired with the job
@@ -42,7 +47,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from .. import records, stats
-from ..records import AttemptInfo, ClaimedJob, JobInfo, QueueFigures, ScheduleInfo
+from ..records import AttemptInfo, BatchInfo, ClaimedJob, JobInfo, QueueFigures, ScheduleInfo
 from ..serialization import dumps
 from .base import (
     DECODE_ERRORS,
@@ -66,6 +71,7 @@ MICROSECOND = datetime.timedelta(microseconds=1)
 #: The Lua scripts (``lua/<name>.lua``), each after the shared helpers it uses.
 SCRIPTS = {
     "push": ("common", "push_jobs", "push"),
+    "push_batch": ("common", "push_jobs", "push_batch"),
     "create_schedule": ("common", "create_schedule"),
     "advance_schedule": ("common", "push_jobs", "advance_schedule"),
     "finish_and_claim": ("common", "finish_and_claim"),
@@ -233,6 +239,7 @@ class RedisStore(Store):
             spec.unique_key or "",
             spec.signature,
             "1" if spec.unique_key else "0",
+            "" if spec.after is None else int(spec.after),
         ]
 
     def push(self, specs, ids=None):
@@ -241,7 +248,13 @@ class RedisStore(Store):
         job holds is not written: that job's ``JobInfo`` stands in for it."""
         if not specs:
             return []
-        return self._pushed(specs, self._run("push", *self._jobs_args(specs, ids)))
+        try:
+            reply = self._run("push", *self._jobs_args(specs, ids))
+        except redis.ResponseError as exc:
+            if "to run after" in str(exc):
+                raise ValueError(str(exc)) from None
+            raise
+        return self._pushed(specs, reply)
 
     def _jobs_args(self, specs, ids=None):
         args = []
@@ -250,15 +263,18 @@ class RedisStore(Store):
         return args
 
     def _pushed(self, specs, reply):
+        return self._infos(specs, json.loads(reply))
+
+    def _infos(self, specs, pushed):
         infos = []
-        for spec, (job_id, existing, run_at, created_at) in zip(
-            specs, json.loads(reply), strict=True
-        ):
+        for spec, (job_id, existing, run_at, created_at, status) in zip(specs, pushed, strict=True):
             job_id = int(job_id)
             if existing == "1":
                 infos.append(self.get(job_id))
             else:
-                infos.append(self.new_info(spec, job_id, run_at, created_at))
+                info = self.new_info(spec, job_id, run_at, created_at)
+                info.status = status
+                infos.append(info)
         return infos
 
     @staticmethod
@@ -341,6 +357,92 @@ class RedisStore(Store):
     def run_now(self, job_ids):
         job_ids = [str(int(job_id)) for job_id in job_ids]
         return self._run("run_now", *job_ids) if job_ids else 0
+
+    # -- batches and chains ------------------------------------------------------------
+
+    def enqueue_batch(
+        self, specs, on_finish=None, on_success=None, description="", *, batch_id=None, ids=None
+    ):
+        specs = list(specs)
+        if not specs:
+            raise ValueError("pgjobs: a batch needs at least one job")
+        if any(spec.after is not None or spec.unique_key is not None for spec in specs):
+            raise ValueError("pgjobs: a batch's jobs take neither after nor unique_key")
+        everything = [*specs, *(spec for spec in (on_finish, on_success) if spec is not None)]
+        if ids is not None and len(ids) != len(everything):
+            raise ValueError(f"{len(everything)} jobs but {len(ids)} ids")
+        reply = self._run(
+            "push_batch",
+            "" if batch_id is None else int(batch_id),
+            description,
+            len(specs),
+            "1" if on_finish is not None else "0",
+            "1" if on_success is not None else "0",
+            *self._jobs_args(everything, ids),
+        )
+        batch_id, created_at, pushed = json.loads(reply)
+        infos = self._infos(everything, pushed)
+        callbacks = iter(info.id for info in infos[len(specs) :])
+        counts = dict.fromkeys(records.STATUSES, 0)
+        counts[records.READY] = len(specs)
+        batch = BatchInfo(
+            id=int(batch_id),
+            total=len(specs),
+            pending=len(specs),
+            created_at=from_us(created_at),
+            on_finish_id=None if on_finish is None else next(callbacks),
+            on_success_id=None if on_success is None else next(callbacks),
+            counts=counts,
+            description=description,
+        )
+        return batch, infos[: len(specs)]
+
+    def _batch_job_ids(self, batch_id):
+        return [
+            int(job_id) for job_id in self.client.lrange(self.key("batch", batch_id, "jobs"), 0, -1)
+        ]
+
+    def get_batch(self, batch_id):
+        fields = self.client.hgetall(self.key("batch", batch_id))
+        if not fields:
+            return None
+        counts = dict.fromkeys(records.STATUSES, 0)
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in self._batch_job_ids(batch_id):
+            pipe.hget(self.key("job", job_id), "status")
+        for status in pipe.execute():
+            if status in (records.READY, records.RUNNING):
+                counts[status] += 1
+        info = BatchInfo(
+            id=int(batch_id),
+            total=int(fields["total"]),
+            pending=int(fields["pending"]),
+            succeeded=int(fields["succeeded"]),
+            failed=int(fields["failed"]),
+            cancelled=int(fields["cancelled"]),
+            created_at=from_us(fields.get("created_at")),
+            finished_at=from_us(fields.get("finished_at")),
+            on_finish_id=_int(fields.get("on_finish_id"), None),
+            on_success_id=_int(fields.get("on_success_id"), None),
+            description=fields.get("description", ""),
+        )
+        counts.update(succeeded=info.succeeded, failed=info.failed, cancelled=info.cancelled)
+        info.counts = counts
+        return info
+
+    def batch_jobs(self, batch_id):
+        infos = (self.get(job_id) for job_id in sorted(self._batch_job_ids(batch_id)))
+        return [info for info in infos if info is not None]
+
+    def cancel_batch(self, batch_id):
+        return self.cancel_many(self._batch_job_ids(batch_id))
+
+    def prune_batches(self, older_than, limit):
+        """Nothing to do: a finished batch's keys expire with its jobs (``result_ttl``)."""
+        return 0
+
+    def previous_result(self, job_id):
+        return _json(self.client.hget(self.key("job", job_id), "previous_result"))
 
     # -- workers -------------------------------------------------------------------
 

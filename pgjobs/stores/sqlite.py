@@ -84,6 +84,11 @@ class SQLiteStore(SqlStore):
     def _returning(self):
         return self.connection.features.can_return_columns_from_insert  # SQLite >= 3.35
 
+    def _in_transaction(self):
+        # Also our own BEGIN IMMEDIATE, which Django does not know of.
+        raw = self.connection.connection
+        return super()._in_transaction() or (raw is not None and raw.in_transaction)
+
     @contextlib.contextmanager
     def _write_transaction(self):
         """``BEGIN IMMEDIATE`` ... ``COMMIT``: take the write lock before reading,
@@ -125,15 +130,30 @@ class SQLiteStore(SqlStore):
 
     # -- workers -----------------------------------------------------------------
 
-    def _finish(self, worker_id, results):
-        params = {"worker_id": worker_id, "results": self._results_json(results)}
+    def _finish_query(self, worker_id, results, plain_only):
+        params = {
+            "worker_id": worker_id,
+            "results": self._results_json(results),
+            "plain_only": plain_only,
+        }
         if self.keep_succeeded:
-            query = self.sql.finish
             params["now"] = self._db_time(timezone.now())
-        else:
-            query = self.sql.finish_delete
+            return self.sql.finish, params
+        return self.sql.finish_delete, params
+
+    def _finish_plain(self, worker_id, results):
+        query, params = self._finish_query(worker_id, results, True)
         with self.connection.cursor() as cursor:
             cursor.execute(query, params)
+            return cursor.rowcount
+
+    def _finish_settling(self, worker_id, results):
+        query, params = self._finish_query(worker_id, results, False)
+        with self._write_transaction(), self.connection.cursor() as cursor:
+            cursor.execute(self.sql.finishing, params)
+            tracked = cursor.fetchall()
+            cursor.execute(query, params)
+            self._settle_finished(tracked, results)
 
     def _finish_and_claim(self, worker_id, results, queues, limit):
         """One transaction, one commit (SQLite's cost is mostly the commit's sync)."""
@@ -147,7 +167,7 @@ class SQLiteStore(SqlStore):
         }
         with self._write_transaction(), self.connection.cursor() as cursor:
             if results:
-                self._finish(worker_id, results)
+                self._finish_settling(worker_id, results)
             if self._returning:
                 cursor.execute(self.sql.claim, params)
                 rows = cursor.fetchall()

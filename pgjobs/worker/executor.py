@@ -92,10 +92,13 @@ async def _contained(coroutine):
 class Executor:
     """Runs jobs under one concurrency budget; reports outcomes in ``done``."""
 
-    def __init__(self, concurrency, alarm, atomic=None):
+    def __init__(self, concurrency, alarm, atomic=None, previous_result=None):
         self.concurrency = concurrency
         self.alarm = alarm  # wakes the main thread (wakeups.Alarm)
         self.atomic = atomic  # runs atomic jobs (worker/atomic.py); None: the store has none
+        # job id -> the stored result of the job it ran after (``Store.previous_result``),
+        # read only when a job asks (``current_job().previous_result``), in its thread.
+        self.previous_result = previous_result
         self.done = collections.deque()  # (job, outcome), not yet taken by the main thread
         self.low_water = 0
         self.log_jobs = False  # per-job lines (pgjobs.jobs at INFO), decided once by the worker
@@ -376,7 +379,14 @@ class Executor:
                 job.attempts,
                 job.max_attempts,
             )
-        context = JobContext(job.id, job.func, job.queue, job.attempts, job.max_attempts)
+        context = JobContext(
+            job.id,
+            job.func,
+            job.queue,
+            job.attempts,
+            job.max_attempts,
+            previous_loader=self.previous_result,
+        )
         deadline = None if job.timeout is None else time.monotonic() + job.timeout
         running = RunningJob(job, context, deadline, on_loop=on_loop)
         with self._running_lock:

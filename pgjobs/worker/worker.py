@@ -127,7 +127,9 @@ class Worker:
             max_jobs=max_jobs,
         )
         atomic = AtomicRunner(store, self.worker_id) if store.supports_atomic_jobs else None
-        self.executor = Executor(concurrency, self.alarm, atomic)
+        self.executor = Executor(
+            concurrency, self.alarm, atomic, previous_result=store.previous_result
+        )
         self.recorder = Recorder(
             store, self.worker_id, self.retry_policy, self.stats, on_retry=self._retried
         )

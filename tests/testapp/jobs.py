@@ -342,3 +342,17 @@ def record_slow_first(key, seconds):
 def record_event_then_fail(name):
     Event.objects.create(name=name, at=time.time())
     raise ValueError("attempt 1 fails")
+
+
+# -- batches and chains (test_batches.py) -------------------------------------------
+
+
+def add_previous(n):
+    """``n`` plus the previous job's result (a chain), or ``n`` alone."""
+    return (current_job().previous_result or 0) + n
+
+
+def record_finished(key):
+    """A batch's callback: record ``key`` once and say how far the batch was."""
+    Execution.objects.create(key=key, started=time.time())
+    return key

@@ -1,6 +1,8 @@
 """The job rows in the Wagtail admin: a "Jobs" menu with the jobs dashboard and a
 read-only snippet listing, with the Django admin's filters, search, detail and
-actions, and Retry, Cancel and Run-now buttons on a job's page.
+actions, and Retry, Cancel and Run-now buttons on a job's page; and the batches
+(``background.batch``) under "Job batches", each page with its progress, callbacks
+and jobs (a job's page links to its batch).
 
 Permissions are Django's, as in the Django admin: ``pgjobs.view_job`` (or
 ``change_job``) shows the menu, the dashboard, the listing and the detail; ``change_job``
@@ -26,7 +28,7 @@ from django.http import Http404, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from wagtail import hooks
@@ -49,7 +51,8 @@ from wagtail.snippets.views.snippets import IndexView, InspectView, SnippetViewS
 from ... import admin_ui, records, times
 from ...dashboard.views import render_dashboard
 from ...handler import queue_names, store_for_jobs
-from ...models import STATUS_CHOICES, Job
+from ...html import BATCH_PAGE_JOBS, progress_bar
+from ...models import STATUS_CHOICES, Batch, Job
 
 
 class JobPermissionPolicy(ModelPermissionPolicy):
@@ -177,6 +180,16 @@ class JobInspectView(InspectView):
 
     def get_result_display_value(self):
         return _pre(self.object.result) if self.object.status == records.SUCCEEDED else "-"
+
+    def get_batch_id_display_value(self):
+        batch_id = self.object.batch_id
+        if batch_id is None:
+            return "-"
+        url = reverse("pgjobs_batches:inspect", args=[batch_id])
+        return format_html('<a href="{}">batch {}</a>', url, batch_id)
+
+    def get_after_id_display_value(self):
+        return _job_link(self.object.after_id)
 
     def get_error_display_value(self):
         error = self.object.error
@@ -324,6 +337,8 @@ class JobViewSet(SnippetViewSet):
         "worker_id",
         "cancel_requested",
         "unique_key",
+        "batch_id",
+        "after_id",
         "args",
         "kwargs",
         "result",
@@ -406,6 +421,111 @@ def jobs_menu_item():
     )
 
 
+def _job_link(job_id, text=None):
+    if job_id is None:
+        return "-"
+    url = reverse("pgjobs_jobs:inspect", args=[job_id])
+    return format_html('<a href="{}">{}</a>', url, text or f"job {job_id}")
+
+
+class BatchInspectView(InspectView):
+    labels = {"progress": _("Progress"), "jobs": _("Jobs")}
+
+    def get_field_label(self, field_name, field):
+        if field_name in self.labels:
+            return self.labels[field_name]
+        return super().get_field_label(field_name, field)
+
+    def get_progress_display_value(self):
+        return progress_bar(self.object.done, self.object.total)
+
+    def _callback(self, job_id):
+        if job_id is None:
+            return "-"
+        status = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
+        return format_html("{} ({})", _job_link(job_id), status or "pruned")
+
+    def get_on_finish_id_display_value(self):
+        return self._callback(self.object.on_finish_id)
+
+    def get_on_success_id_display_value(self):
+        return self._callback(self.object.on_success_id)
+
+    def get_jobs_display_value(self):
+        jobs = (
+            Job.objects.filter(batch_id=self.object.pk)
+            .order_by("id")
+            .values_list("id", "func", "status", "attempts", "max_attempts")[:BATCH_PAGE_JOBS]
+        )
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td></tr>",
+            ((_job_link(pk), func, status, n, most) for pk, func, status, n, most in jobs),
+        )
+        return format_html(
+            '<table class="listing"><thead><tr><th>Job</th><th>Function</th><th>Status</th>'
+            "<th>Attempts</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+
+class ProgressColumn(Column):
+    def get_value(self, instance):
+        return progress_bar(instance.done, instance.total)
+
+
+class BatchPermissionPolicy(JobPermissionPolicy):
+    """A batch is seen by whoever may see jobs (``view_job`` or ``change_job``);
+    nobody adds, edits or deletes one here."""
+
+    READ_ONLY = {"add", "change", "delete"}
+
+
+class BatchViewSet(SnippetViewSet):
+    model = Batch
+    icon = "list-ul"
+    menu_label = _("Job batches")
+    menu_name = "pgjobs_batches"
+    menu_order = 901
+    add_to_admin_menu = True
+    url_prefix = "pgjobs/batches"
+    url_namespace = "pgjobs_batches"
+    inspect_view_class = BatchInspectView
+    inspect_view_enabled = True
+    copy_view_enabled = False
+    list_display = [
+        "__str__",
+        ProgressColumn("progress", label=_("Progress")),
+        "succeeded",
+        "failed",
+        "cancelled",
+        "created_at",
+        "finished_at",
+    ]
+    search_fields = ["description"]
+    search_backend_name = None
+    ordering = ["-id"]
+    list_per_page = 50
+    inspect_view_fields = [
+        "id",
+        "description",
+        "progress",
+        "total",
+        "pending",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "created_at",
+        "finished_at",
+        "on_finish_id",
+        "on_success_id",
+        "jobs",
+    ]
+
+    def get_urlpatterns(self):
+        return guarded(super().get_urlpatterns())
+
+
 def guarded(patterns):
     """``patterns`` with each view behind ``viewing_jobs_required``."""
     for pattern in patterns:
@@ -438,6 +558,9 @@ def viewing_jobs_required(view):
 job_permission_policy = JobPermissionPolicy(Job)
 register_permission_policy(Job, job_permission_policy)
 register_snippet(JobViewSet)
+# Job's permissions: batches are seen by those who see jobs.
+register_permission_policy(Batch, BatchPermissionPolicy(Job))
+register_snippet(BatchViewSet)
 
 
 class JobsBulkActionMixin:

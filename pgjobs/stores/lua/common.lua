@@ -32,10 +32,78 @@ local function release_unique(key, id)
     if redis.call('GET', k) == tostring(id) then redis.call('DEL', k) end
   end
 end
--- A job ends: status, finish time, its place in the done index, its time to live.
+-- Batches and chains. A job that ends settles what waits on it (settle): its
+-- batch counts it, and the last of the batch releases the callbacks; the jobs
+-- chained after it follow it. The texts are records.previous_failed_error's and
+-- records.BATCH_FAILED_MESSAGE (tests/test_batches.py holds them equal).
+local DEPENDENCY_TYPE = 'pgjobs.exceptions.DependencyFailed'
+local BATCH_FAILED = 'batch %s finished with %s failed and %s cancelled job(s); on_success runs only when every job succeeded'
+local function dependency_error(message)
+  return cjson.encode({type = DEPENDENCY_TYPE, message = message, traceback = message})
+end
+local finalize  -- defined below: ending a job may end the jobs waiting on it
+-- A waiting job (a callback, a chained job) becomes ready, once.
+local function release(id, now, previous_result)
+  local key = P .. ':job:' .. id
+  local f = redis.call('HMGET', key, 'status', 'queue', 'priority', 'run_at')
+  if f[1] ~= 'waiting' then return end
+  local run_at = math.max(tonumber(f[4]), now)
+  redis.call('HSET', key, 'status', 'ready', 'run_at', run_at)
+  if previous_result then redis.call('HSET', key, 'previous_result', previous_result) end
+  make_ready(tonumber(id), f[2], tonumber(f[3]), run_at, now)
+end
+-- A waiting job is cancelled, with why.
+local function cancel_waiting(id, message, now, ttl_us)
+  local key = P .. ':job:' .. id
+  local f = redis.call('HMGET', key, 'status', 'queue', 'unique_key')
+  if f[1] ~= 'waiting' then return end
+  redis.call('HSET', key, 'error', dependency_error(message))
+  release_unique(f[3], id)
+  finalize(id, f[2], 'cancelled', now, ttl_us)
+end
+local function settle(id, status, now, ttl_us, result)
+  local key = P .. ':job:' .. id
+  local batch_id = redis.call('HGET', key, 'batch_id')
+  local bkey = P .. ':batch:' .. (batch_id or '')
+  if batch_id and batch_id ~= '' and redis.call('EXISTS', bkey) == 1 then
+    redis.call('HINCRBY', bkey, status, 1)
+    if redis.call('HINCRBY', bkey, 'pending', -1) == 0 then
+      redis.call('HSET', bkey, 'finished_at', now)
+      if ttl_us > 0 then  -- a finished batch's record expires as its jobs do
+        redis.call('PEXPIRE', bkey, math.floor(ttl_us / 1000))
+        redis.call('PEXPIRE', bkey .. ':jobs', math.floor(ttl_us / 1000))
+      end
+      local b = redis.call('HMGET', bkey, 'on_finish_id', 'on_success_id', 'failed', 'cancelled')
+      if b[1] and b[1] ~= '' then release(b[1], now, nil) end
+      if b[2] and b[2] ~= '' then
+        if tonumber(b[3]) == 0 and tonumber(b[4]) == 0 then
+          release(b[2], now, nil)
+        else
+          cancel_waiting(b[2], string.format(BATCH_FAILED, batch_id, b[3], b[4]), now, ttl_us)
+        end
+      end
+    end
+  end
+  local after = P .. ':after:' .. id
+  local waiting = redis.call('SMEMBERS', after)
+  if #waiting > 0 then
+    redis.call('DEL', after)
+    if status == 'succeeded' and result == nil then result = redis.call('HGET', key, 'result') end
+    for _, w in ipairs(waiting) do
+      if status == 'succeeded' then
+        release(w, now, result or '')
+      else
+        cancel_waiting(w, 'cancelled: job ' .. id .. ', which this job runs after, ' .. status,
+          now, ttl_us)
+      end
+    end
+  end
+end
+-- A job ends: status, finish time, its place in the done index, its time to live;
+-- then what waits on it is settled.
 local trimmed = {}
 -- first_attempt: the job has no attempts kept (P:attempts:<id>) to expire with it.
-local function finalize(id, queue, status, now, ttl_us, first_attempt)
+finalize = function(id, queue, status, now, ttl_us, first_attempt)
   local key = P .. ':job:' .. id
   redis.call('HSET', key, 'status', status, 'finished_at', now, 'lease', '', 'cancel', '0')
   local done = P .. ':done:' .. queue .. ':' .. status
@@ -50,6 +118,7 @@ local function finalize(id, queue, status, now, ttl_us, first_attempt)
       redis.call('ZREMRANGEBYSCORE', done, '-inf', now - ttl_us)
     end
   end
+  settle(id, status, now, ttl_us, nil)
 end
 local function mine(id, worker_id)
   local f = redis.call('HMGET', P .. ':job:' .. id, 'status', 'worker_id')

@@ -22,6 +22,7 @@ for _ = 1, n_results do
     release_unique(f[4], id)
     count_attempt(f[3], 'succeeded', f[5], f[6], now)
     if ttl_us < 0 then
+      settle(id, 'succeeded', now, 0, ARGV[i + 1])
       redis.call('DEL', key)
       if f[7] ~= '1' then redis.call('DEL', attempts_key(id)) end
     else
