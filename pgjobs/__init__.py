@@ -22,6 +22,7 @@ from .exceptions import (
     JobNotFound,
     NotSupported,
     PgJobsError,
+    Snooze,
     WorkerLost,
 )
 from .execution import JobContext, current_job
@@ -40,6 +41,7 @@ __all__ = [
     "JobRef",
     "NotSupported",
     "PgJobsError",
+    "Snooze",
     "WorkerLost",
     "background",
     "current_job",

@@ -252,7 +252,15 @@ class PostgresStore(OrmStore):
     # -- workers -------------------------------------------------------------------
 
     def claim(self, queues, limit, worker_id):
+        plan = self.controls.plan(queues)
+        if plan is not None:
+            return self._steered_claim(plan, queues, limit, worker_id) if limit > 0 else []
         return _claimed(self._execute(self.sql.claim, self._claim_params(queues, limit, worker_id)))
+
+    def _claim_steered(self, include, exclude, limit, worker_id):
+        params = self._claim_params(include, limit, worker_id)
+        params["excluded"] = list(exclude)
+        return _claimed(self._execute(self.sql.claim_steered, params))
 
     def _claim_params(self, queues, limit, worker_id):
         return {
@@ -268,7 +276,8 @@ class PostgresStore(OrmStore):
             self._execute(query, self._finish_params(worker_id, results), fetch=False)
 
     def finish_and_claim(self, worker_id, results, queues, limit):
-        if not results:
+        if not results or self.controls.plan(queues) is not None:
+            self.finish(worker_id, results)
             return self.claim(queues, limit, worker_id)
         params = self._claim_params(queues, limit, worker_id)
         params.update(self._finish_params(worker_id, results))

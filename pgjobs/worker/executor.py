@@ -35,7 +35,7 @@ import time
 
 from django.db import connections
 
-from ..exceptions import InvalidJob, JobCancelled
+from ..exceptions import InvalidJob, JobCancelled, Snooze
 from ..execution import JobContext, describe_error, reset_current_job, set_current_job
 from ..serialization import decode_arguments, encode_result, load_function, verify_job
 from .connections import tidy_connections
@@ -58,6 +58,7 @@ class Outcome:
     permanent: bool = False  # cannot run at all: no point retrying
     seconds: float = 0.0
     cancelled: bool = False  # the job stopped itself after a cancel request
+    snooze: float | None = None  # the job raised Snooze: ready again in this many seconds
 
 
 @dataclasses.dataclass(slots=True)
@@ -528,6 +529,8 @@ def _cannot_start(exc):
 def _failed(exc, started):
     if isinstance(exc, JobCancelled):
         return Outcome(False, error=describe_error(exc), permanent=True, cancelled=True)
+    if isinstance(exc, Snooze):
+        return Outcome(False, snooze=exc.seconds, seconds=time.perf_counter() - started)
     return Outcome(False, error=describe_error(exc), seconds=time.perf_counter() - started)
 
 

@@ -226,3 +226,26 @@ WITH deleted AS (
     RETURNING 1
 )
 SELECT count(*) FROM deleted;
+
+-- name: claim_steered
+-- The claim when some queues are paused or limited (pgjobs/queue_control.py),
+-- run inside the transaction that holds the limited queues' rows: as claim,
+-- but never from the queues in excluded.
+WITH next AS MATERIALIZED (
+    SELECT id FROM {job}
+    WHERE status = 'ready' AND run_at <= statement_timestamp()
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+      AND queue <> ALL(%(excluded)s::text[])
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE {job} AS j
+    SET status = 'running', attempts = j.attempts + 1, started_at = now(),
+        worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
+    WHERE j.id = ANY(ARRAY(SELECT id FROM next))
+    RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
+              j.attempts, j.max_attempts, j.timeout, j.signature
+)
+SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature
+FROM claimed ORDER BY priority DESC, run_at, id;
