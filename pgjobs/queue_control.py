@@ -100,11 +100,11 @@ def configured(setting=None):
 
     ``{"api": {"concurrency": 4, "rate": "5/s"}}``. Raises ``ValueError`` naming
     the entry when the setting cannot be read (``pgjobs.E018``)."""
-    if setting is None:
-        from .conf import jobs_settings
+    from .conf import jobs_settings, setting_name
 
+    if setting is None:
         setting = jobs_settings().get("QUEUES") or {}
-    name = "PGJOBS['QUEUES']"
+    name = f"{setting_name()}['QUEUES']"
     if not isinstance(setting, dict):
         raise ValueError(
             f"{name} must be a dict of queue name -> limits like "
@@ -253,3 +253,45 @@ class ControlCache:
             include = tuple(q for q in dict.fromkeys(queues) if q not in names)
             return ClaimPlan(limited, include, ())
         return ClaimPlan(limited, None, tuple(sorted(names)))
+
+
+# -- changing controls: what the API, the command and the admins call ---------------------
+
+#: A limit not given to ``limit``: left as it is.
+UNSET = object()
+
+
+def pause(store, queue):
+    """Pause ``queue`` on every worker of ``store``; the control in force."""
+    store.set_queue_control(check_queue_name(queue), paused=True)
+    return in_force(store, [queue])[queue]
+
+
+def resume(store, queue):
+    """Let ``queue`` run again on every worker of ``store``; the control in force."""
+    store.set_queue_control(check_queue_name(queue), paused=False)
+    return in_force(store, [queue])[queue]
+
+
+def limit(store, queue, *, concurrency=UNSET, rate=UNSET):
+    """Set (or with None, clear: the setting applies) the limits of ``queue``;
+    every value is checked before anything is written. The control in force."""
+    check_queue_name(queue)
+    changes = {}
+    if concurrency is not UNSET:
+        changes["concurrency"] = check_concurrency(concurrency)
+    if rate is not UNSET:
+        changes["rate"], changes["period"] = parse_rate(rate)
+    if not changes:
+        raise ValueError("give concurrency and/or rate (None clears a limit)")
+    store.set_queue_control(queue, **changes)
+    return in_force(store, [queue])[queue]
+
+
+def in_force(store, queues=None):
+    """``{queue: QueueControl}`` in force now (stored values over the setting),
+    for ``queues``, or every queue with a stored record or a setting."""
+    stored = store.queue_controls()
+    defaults = configured()
+    names = queues if queues is not None else sorted({*stored, *defaults})
+    return {queue: effective(queue, stored.get(queue), defaults) for queue in names}
