@@ -460,3 +460,35 @@ def test_django_admin_respects_permissions(client, some_jobs):
     client.force_login(staff)
     assert client.get(DJANGO_ADMIN_URL).status_code == 403
     assert "pgjobs/job" not in client.get("/django-admin/").content.decode()
+
+
+# -- the Queues page ------------------------------------------------------------------------
+
+QUEUES_URL = "/admin/pgjobs/queues/"
+
+
+def test_the_queues_page_pauses_and_resumes(home, admin_user, client):
+    background.enqueue(jobs.noop, queue="other")
+    client.force_login(admin_user)
+    page = client.get(QUEUES_URL).content.decode()
+    assert 'data-queue="other"' in page and "Pause" in page
+    assert QUEUES_URL in client.get("/admin/").content.decode()  # the menu item
+    response = client.post(QUEUES_URL, {"queue": "other", "action": "pause"}, follow=True)
+    assert "Queue &#x27;other&#x27; paused" in response.content.decode()
+    assert background.queue_controls(["other"])["other"].paused
+    client.post(QUEUES_URL, {"queue": "other", "action": "resume"})
+    assert not background.queue_controls(["other"])["other"].paused
+
+
+def test_the_queues_page_respects_permissions(home, client):
+    client.force_login(editor())
+    assert client.get(QUEUES_URL).status_code == 403
+    assert QUEUES_URL not in client.get("/admin/").content.decode()
+    client.force_login(editor("view_queuecontrol"))
+    page = client.get(QUEUES_URL).content.decode()
+    assert 'name="action"' not in page, "no buttons for a viewer"
+    assert client.post(QUEUES_URL, {"queue": "other", "action": "pause"}).status_code == 403
+    assert not background.queue_controls(["other"])["other"].paused
+    client.force_login(editor("change_queuecontrol"))
+    client.post(QUEUES_URL, {"queue": "other", "action": "pause"})
+    assert background.queue_controls(["other"])["other"].paused
