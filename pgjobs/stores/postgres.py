@@ -255,6 +255,9 @@ class PostgresStore(OrmStore):
         plan = self.controls.plan(queues)
         if plan is not None:
             return self._steered_claim(plan, queues, limit, worker_id) if limit > 0 else []
+        return self._plain_claim(queues, limit, worker_id)
+
+    def _plain_claim(self, queues, limit, worker_id):
         return _claimed(self._execute(self.sql.claim, self._claim_params(queues, limit, worker_id)))
 
     def _claim_steered(self, include, exclude, limit, worker_id):
@@ -276,9 +279,12 @@ class PostgresStore(OrmStore):
             self._execute(query, self._finish_params(worker_id, results), fetch=False)
 
     def finish_and_claim(self, worker_id, results, queues, limit):
-        if not results or self.controls.plan(queues) is not None:
+        plan = self.controls.plan(queues)
+        if plan is not None:  # some queue paused or limited: counted in its own transaction
             self.finish(worker_id, results)
-            return self.claim(queues, limit, worker_id)
+            return self._steered_claim(plan, queues, limit, worker_id) if limit > 0 else []
+        if not results:
+            return self._plain_claim(queues, limit, worker_id)
         params = self._claim_params(queues, limit, worker_id)
         params.update(self._finish_params(worker_id, results))
         query = self.sql.finish_and_claim if self.keep_succeeded else self.sql.delete_and_claim
