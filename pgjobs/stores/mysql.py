@@ -133,6 +133,9 @@ class MySQLStore(SqlStore):
                     cursor.execute(self.sql.begin_read_committed)
             yield
 
+    def _claim_others(self, include, exclude, limit, worker_id):
+        return self._claim_steered(include, exclude, limit, worker_id)  # atomic by itself
+
     def _claim_steered(self, include, exclude, limit, worker_id):
         params = {
             "limit": limit,

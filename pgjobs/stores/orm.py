@@ -7,9 +7,10 @@ refs, retries, failures, leases, the worker registry, schedules.
 """
 
 import datetime
+import logging
 import time
 
-from django.db import IntegrityError, connections, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import Case, Count, DateTimeField, F, Min, Q, Value, When
 from django.db.models.functions import Greatest, Least, Now
 from django.db.models.lookups import LessThanOrEqual
@@ -18,6 +19,8 @@ from django.utils import timezone
 from .. import records
 from ..records import JobInfo, ScheduleInfo
 from .base import DECODE_ERRORS, Store, one_line, worker_lost_error
+
+logger = logging.getLogger("pgjobs")
 
 EARLIEST = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
@@ -528,8 +531,8 @@ class OrmStore(Store):
         """A claim from queues some of which are paused or limited (``plan``):
         in one transaction, each limited queue's row locked (by name, so racing
         claims queue up alike), its running jobs counted and at most what
-        ``queue_control.admit`` allows claimed, its rate window moved on; then
-        the other queues as usual."""
+        ``queue_control.admit`` allows claimed, its rate window moved on; then,
+        after that commit, the other queues as usual."""
         from ..queue_control import admit, effective
 
         limited = [control.queue for control in plan.limited]
@@ -541,8 +544,8 @@ class OrmStore(Store):
             )
         defaults = self.controls.defaults()
         claimed = []
-        with self._control_transaction():
-            if limited:
+        if limited:
+            with self._control_transaction():
                 rows = list(
                     self.queue_controls_model()
                     .select_for_update()
@@ -581,10 +584,19 @@ class OrmStore(Store):
                         self.queue_controls_model().filter(queue=row.queue).update(
                             window_start=start, window_count=count + len(got)
                         )
-            if plan.others and len(claimed) < limit:
-                claimed += self._claim_steered(
+        if plan.others and len(claimed) < limit:
+            # Outside the limited queues' transaction: claims from the other
+            # queues never wait on those rows' locks.
+            try:
+                claimed += self._claim_others(
                     plan.include, plan.exclude, limit - len(claimed), worker_id
                 )
+            except DatabaseError:
+                if not claimed:
+                    raise
+                # Those are running under this worker now: run them; the next
+                # claim meets the error again if it lasts.
+                logger.warning("pgjobs: claim from the unlimited queues failed", exc_info=True)
         if plan.limited:  # claim order across the queues claimed apart
             claimed.sort(key=lambda job: -job.priority)
         return claimed
@@ -592,6 +604,12 @@ class OrmStore(Store):
     def _control_transaction(self):
         """The transaction of a steered claim (vendor stores: isolation, locks)."""
         return transaction.atomic(using=self.alias)
+
+    def _claim_others(self, include, exclude, limit, worker_id):
+        """``_claim_steered`` in a transaction of its own (vendor stores whose
+        statement is atomic by itself skip the transaction)."""
+        with self._control_transaction():
+            return self._claim_steered(include, exclude, limit, worker_id)
 
     def _claim_steered(self, include, exclude, limit, worker_id):
         """Claim up to ``limit`` due jobs from ``include`` (None: every queue) but

@@ -260,6 +260,9 @@ class PostgresStore(OrmStore):
     def _plain_claim(self, queues, limit, worker_id):
         return _claimed(self._execute(self.sql.claim, self._claim_params(queues, limit, worker_id)))
 
+    def _claim_others(self, include, exclude, limit, worker_id):
+        return self._claim_steered(include, exclude, limit, worker_id)  # atomic by itself
+
     def _claim_steered(self, include, exclude, limit, worker_id):
         params = self._claim_params(include, limit, worker_id)
         params["excluded"] = list(exclude)
