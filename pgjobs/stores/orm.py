@@ -552,20 +552,26 @@ class OrmStore(Store):
                     .filter(queue__in=limited)
                     .order_by("queue")
                 )
+                controls = {
+                    row.queue: effective(row.queue, _control(row), defaults) for row in rows
+                }
+                counted = [q for q, control in controls.items() if control.concurrency is not None]
                 running = dict(
                     self.jobs()
                     .filter(
-                        queue__in=limited,
+                        queue__in=counted,
                         status=records.RUNNING,
                         lease_expires_at__isnull=False,
                     )
                     .order_by()
                     .values_list("queue")
                     .annotate(Count("id"))
+                    if counted  # a rate alone needs no count
+                    else ()
                 )
                 now = time.time()
                 for row in rows:
-                    control = effective(row.queue, _control(row), defaults)
+                    control = controls[row.queue]
                     allowed, start, count = admit(
                         control,
                         running.get(row.queue, 0),
