@@ -10,9 +10,9 @@ shared machine's drift touches them alike. A variant: the job table refilled
 with ``--jobs`` no-op jobs in each of queues ``a`` and ``b`` (plain SQL), the
 controls set, then ``--workers`` processes claiming at once through the store
 (``finish_and_claim``: the previous batch recorded, ``--batch`` more claimed,
-as a busy worker does, nothing run) until both queues are empty. Per queue:
-claims a second, from the first claim of any process to the moment that
-queue ran dry.
+as a busy worker does, nothing run) until both queues are empty. Claims a
+second: per queue, from the claim that first took one of its jobs to the one
+that took its last; and for both together ("all").
 
 Variants:
 
@@ -84,15 +84,16 @@ def child(args):
     worker = f"bench-{os.getpid()}"
     while time.time() < args.start_at:
         time.sleep(0.001)
-    counts, first, last = {}, None, {}
+    counts, first, last, began = {}, None, {}, {}
     results = []
     while True:
-        first = first or time.time()
+        first = time.time()
         batch = store.finish_and_claim(worker, results, queues, args.batch)
         now = time.time()
         results = [(job.id, None) for job in batch]
         for job in batch:
             counts[job.queue] = counts.get(job.queue, 0) + 1
+            began.setdefault(job.queue, first)
             last[job.queue] = now
         if batch:
             continue
@@ -100,7 +101,7 @@ def child(args):
         if store.count_due(queues) == 0:
             break
         time.sleep(0.002)
-    print(json.dumps({"counts": counts, "first": first, "last": last}))
+    print(json.dumps({"counts": counts, "began": began, "last": last}))
 
 
 # -- the driver ------------------------------------------------------------------------------
@@ -163,13 +164,16 @@ def run_variant(args, label, controls, queues, checkout):
     ]
     outputs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in processes]
     rates = {}
-    began = min(out["first"] for out in outputs if out["first"])
     for queue in queues:
         claimed = sum(out["counts"].get(queue, 0) for out in outputs)
-        ends = [out["last"][queue] for out in outputs if queue in out["last"]]
         if claimed != args.jobs:
             raise SystemExit(f"{label}: {claimed} of {args.jobs} jobs of {queue} claimed")
-        rates[queue] = claimed / (max(ends) - began)
+        began = min(out["began"][queue] for out in outputs if queue in out["began"])
+        ended = max(out["last"][queue] for out in outputs if queue in out["last"])
+        rates[queue] = claimed / (ended - began)
+    began = min(t for out in outputs for t in out["began"].values())
+    ended = max(t for out in outputs for t in out["last"].values())
+    rates["all"] = len(queues) * args.jobs / (ended - began)
     return rates
 
 
