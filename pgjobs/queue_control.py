@@ -158,7 +158,9 @@ def admit(control, running, window_start, window_count, now, wanted):
     if control.concurrency is not None:
         allowed = min(allowed, max(0, control.concurrency - running))
     if control.rate is not None:
-        if window_start is None or now >= window_start + control.period or now < window_start:
+        # A clock behind the window's start (another host's) only finds the
+        # window still open: never more starts, only a later new window.
+        if window_start is None or now >= window_start + control.period:
             window_start, window_count = now, 0
         allowed = min(allowed, max(0, control.rate - window_count))
     return allowed, window_start, window_count

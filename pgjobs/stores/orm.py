@@ -533,8 +533,6 @@ class OrmStore(Store):
         claims queue up alike), its running jobs counted and at most what
         ``queue_control.admit`` allows claimed, its rate window moved on; then,
         after that commit, the other queues as usual."""
-        from ..queue_control import admit, effective
-
         limited = [control.queue for control in plan.limited]
         missing = self.controls.unstored(limited)
         if missing:  # limits from the setting alone: a row to lock and keep the window in
@@ -542,54 +540,7 @@ class OrmStore(Store):
             self.queue_controls_model().bulk_create(
                 [model(queue=queue) for queue in missing], ignore_conflicts=True
             )
-        defaults = self.controls.defaults()
-        claimed = []
-        if limited:
-            with self._control_transaction():
-                rows = list(
-                    self.queue_controls_model()
-                    .select_for_update()
-                    .filter(queue__in=limited)
-                    .order_by("queue")
-                )
-                controls = {
-                    row.queue: effective(row.queue, _control(row), defaults) for row in rows
-                }
-                counted = [q for q, control in controls.items() if control.concurrency is not None]
-                running = dict(
-                    self.jobs()
-                    .filter(
-                        queue__in=counted,
-                        status=records.RUNNING,
-                        lease_expires_at__isnull=False,
-                    )
-                    .order_by()
-                    .values_list("queue")
-                    .annotate(Count("id"))
-                    if counted  # a rate alone needs no count
-                    else ()
-                )
-                now = time.time()
-                for row in rows:
-                    control = controls[row.queue]
-                    allowed, start, count = admit(
-                        control,
-                        running.get(row.queue, 0),
-                        row.window_start,
-                        row.window_count,
-                        now,
-                        limit - len(claimed),
-                    )
-                    got = (
-                        self._claim_steered((row.queue,), (), allowed, worker_id) if allowed else []
-                    )
-                    claimed += got
-                    if control.rate is not None and (
-                        start != row.window_start or count + len(got) != row.window_count
-                    ):
-                        self.queue_controls_model().filter(queue=row.queue).update(
-                            window_start=start, window_count=count + len(got)
-                        )
+        claimed = self._claim_limited(plan.limited, limit, worker_id) if limited else []
         if plan.others and len(claimed) < limit:
             # Outside the limited queues' transaction: claims from the other
             # queues never wait on those rows' locks.
@@ -605,6 +556,57 @@ class OrmStore(Store):
                 logger.warning("pgjobs: claim from the unlimited queues failed", exc_info=True)
         if plan.limited:  # claim order across the queues claimed apart
             claimed.sort(key=lambda job: -job.priority)
+        return claimed
+
+    def _claim_limited(self, limited, limit, worker_id):
+        """Claim from the limited queues (``QueueControl``s, by name) in one
+        transaction: each one's row locked, its running jobs counted, at most
+        what ``queue_control.admit`` allows claimed, its rate window moved on."""
+        from ..queue_control import admit, effective
+
+        defaults = self.controls.defaults()
+        claimed = []
+        with self._control_transaction():
+            rows = list(
+                self.queue_controls_model()
+                .select_for_update()
+                .filter(queue__in=[control.queue for control in limited])
+                .order_by("queue")
+            )
+            controls = {row.queue: effective(row.queue, _control(row), defaults) for row in rows}
+            counted = [q for q, control in controls.items() if control.concurrency is not None]
+            running = dict(
+                self.jobs()
+                .filter(
+                    queue__in=counted,
+                    status=records.RUNNING,
+                    lease_expires_at__isnull=False,
+                )
+                .order_by()
+                .values_list("queue")
+                .annotate(Count("id"))
+                if counted  # a rate alone needs no count
+                else ()
+            )
+            now = time.time()
+            for row in rows:
+                control = controls[row.queue]
+                allowed, start, count = admit(
+                    control,
+                    running.get(row.queue, 0),
+                    row.window_start,
+                    row.window_count,
+                    now,
+                    limit - len(claimed),
+                )
+                got = self._claim_steered((row.queue,), (), allowed, worker_id) if allowed else []
+                claimed += got
+                if control.rate is not None and (
+                    start != row.window_start or count + len(got) != row.window_count
+                ):
+                    self.queue_controls_model().filter(queue=row.queue).update(
+                        window_start=start, window_count=count + len(got)
+                    )
         return claimed
 
     def _control_transaction(self):

@@ -6,6 +6,7 @@ Django's connection for the alias, keeps their plans fit for the table's size,
 and bulk-enqueues by binary ``COPY``.
 """
 
+import contextlib
 import datetime
 import itertools
 import json
@@ -259,6 +260,50 @@ class PostgresStore(OrmStore):
 
     def _plain_claim(self, queues, limit, worker_id):
         return _claimed(self._execute(self.sql.claim, self._claim_params(queues, limit, worker_id)))
+
+    def _claim_limited(self, limited, limit, worker_id):
+        """Per limited queue, one round trip: BEGIN, ``lock_queue``,
+        ``claim_limited`` (``queue_control.admit`` in SQL) and COMMIT sent
+        together in a pipeline. Two statements, so that the claim's snapshot,
+        taken once the lock is held, sees every job the claims before it took.
+        Inside the caller's transaction, or without pipelines (libpq < 14),
+        the portable way."""
+        connection = self.connection
+        if connection.in_atomic_block or not psycopg.Pipeline.is_supported():
+            return super()._claim_limited(limited, limit, worker_id)
+        connection.ensure_connection()
+        raw = connection.connection
+        defaults = self.controls.defaults()
+        prepare = True if self._may_prepare() else None
+        claimed = []
+        for control in limited:
+            wanted = limit - len(claimed)
+            if wanted <= 0:
+                break
+            default = defaults.get(control.queue)
+            params = {
+                "queue": control.queue,
+                "limit": wanted,
+                "worker_id": worker_id,
+                "lease": self.lease_seconds,
+                "concurrency": default.concurrency if default else None,
+                "rate": default.rate if default else None,
+                "period": default.period if default else None,
+            }
+            with connection.wrap_database_errors:
+                try:
+                    with raw.pipeline(), psycopg.Cursor(raw) as cursor:
+                        cursor.execute("BEGIN")
+                        cursor.execute(self.sql.lock_queue, params, prepare=prepare)
+                        cursor.execute(self.sql.claim_limited, params, prepare=prepare)
+                        rows = cursor.fetchall()
+                        cursor.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        raw.execute("ROLLBACK")
+                    raise
+            claimed += _claimed(rows)
+        return claimed
 
     def _claim_others(self, include, exclude, limit, worker_id):
         return self._claim_steered(include, exclude, limit, worker_id)  # atomic by itself

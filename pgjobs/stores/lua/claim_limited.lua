@@ -30,7 +30,7 @@ if concurrency >= 0 then
 end
 if rate >= 0 then
   local period_us = period * 1e6
-  if not window_start or now >= window_start + period_us or now < window_start then
+  if not window_start or now >= window_start + period_us then
     window_start, window_count = now, 0
   end
   allowed = math.min(allowed, math.max(0, rate - window_count))
