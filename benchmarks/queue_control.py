@@ -17,8 +17,9 @@ that took its last; and for both together ("all").
 Variants:
 
 - ``none``: no control anywhere; workers claim from a and b.
-- ``b only, a limited``: a has a concurrency limit; workers claim from b only
-  (the plain path: what a queue beside a limited one pays).
+- ``b only``, ``b only, a limited``: workers claim from b only, a without and
+  with a concurrency limit (the plain path both times: what a queue beside a
+  limited one pays).
 - ``a concurrency 10^6``, ``a rate 10^6/s``: limits that never bind, so what
   is measured is the limited path's own cost (row lock, count, window update).
 - ``a concurrency 8``: a binding limit (workers * batch > 8).
@@ -42,6 +43,7 @@ DB_NAME = f"pgjobs_bench_qc_{os.getpid()}"
 
 VARIANTS = {
     "none": ({}, ["a", "b"]),
+    "b only": ({}, ["b"]),
     "b only, a limited": ({"a": {"concurrency": 8}}, ["b"]),
     "a concurrency 10^6": ({"a": {"concurrency": 10**6}}, ["a", "b"]),
     "a rate 10^6/s": ({"a": {"rate": 10**6, "period": 1.0}}, ["a", "b"]),
