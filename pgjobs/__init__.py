@@ -25,6 +25,7 @@ from .exceptions import (
     JobNotFound,
     NotSupported,
     PgJobsError,
+    Snooze,
     WorkerLost,
 )
 from .execution import JobContext, current_job
@@ -47,6 +48,7 @@ __all__ = [
     "NotSupported",
     "PgJobsError",
     "Progress",
+    "Snooze",
     "WorkerLost",
     "atomic_job",
     "background",

@@ -1,6 +1,7 @@
 """The ``Job`` rows in the Django admin: read-only, with retry and cancel actions, the
 job page's Retry, Cancel and Run-now buttons, and the jobs dashboard (``dashboard/``);
-and the ``Batch`` rows, each with its progress and its jobs.
+the ``Batch`` rows, each with its progress and its jobs; and the queue controls
+(``QueueControl``): pause, resume and limits.
 
 A job's times are read clamped (``pgjobs.times``), so a ``run_at`` of ``'infinity'``
 written by hand shows as "never" instead of failing the page."""
@@ -9,17 +10,18 @@ import json
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import router
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
 
-from . import admin_ui, records, times
+from . import admin_ui, queue_control, records, times
 from .dashboard.views import render_dashboard
 from .handler import queue_names, store_for_jobs
 from .html import BATCH_PAGE_JOBS, progress_bar
-from .models import Batch, Job, WorkerProcess
+from .models import Batch, Job, QueueControl, WorkerProcess
 
 
 class QueueFilter(admin.SimpleListFilter):
@@ -447,3 +449,52 @@ def _job_with_status(job_id):
         return "-"
     status = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
     return format_html("{} ({})", _admin_link(Job, job_id, f"job {job_id}"), status or "pruned")
+
+
+@admin.register(QueueControl)
+class QueueControlAdmin(admin.ModelAdmin):
+    """Pause, resume and limit queues on every worker (``pgjobs/queue_control.py``).
+    Changes go through the store, as ``pgjobs_queue`` does; workers obey within
+    about a second. Limits left empty follow ``PGJOBS["QUEUES"]``."""
+
+    list_display = ("queue", "paused", "concurrency", "rate_display", "updated_at")
+    list_filter = ("paused",)
+    fields = ("queue", "paused", "concurrency", "rate", "period")
+    actions = ["pause_queues", "resume_queues"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("queue",) if obj is not None else ()
+
+    @admin.display(description="rate")
+    def rate_display(self, row):
+        return queue_control.format_rate(row)
+
+    def save_model(self, request, obj, form, change):
+        # Only the fields an operator sets: the rate window stays the claims'.
+        store_for_jobs(obj._state.db or router.db_for_write(QueueControl)).set_queue_control(
+            obj.queue,
+            paused=obj.paused,
+            concurrency=obj.concurrency,
+            rate=obj.rate,
+            period=obj.period,
+        )
+
+    def _steer(self, request, queryset, paused):
+        store = store_for_jobs(queryset.db)
+        names = list(queryset.values_list("queue", flat=True))
+        for name in names:
+            store.set_queue_control(name, paused=paused)
+        verb = "paused" if paused else "resumed"
+        self.message_user(
+            request,
+            f"{len(names)} queue(s) {verb}; workers obey within about a second.",
+            messages.SUCCESS,
+        )
+
+    @admin.action(description="Pause selected queues", permissions=["change"])
+    def pause_queues(self, request, queryset):
+        self._steer(request, queryset, True)
+
+    @admin.action(description="Resume selected queues", permissions=["change"])
+    def resume_queues(self, request, queryset):
+        self._steer(request, queryset, False)

@@ -22,6 +22,8 @@
 - ``pgjobs.E012``: ``RedisBackend`` without redis-py installed (``pgjobs[redis]``).
 - ``pgjobs.E014``: ``JOB_MODULES`` is not a list of module names, or a schedule's
   ``func`` lies outside the job modules (workers would refuse its jobs).
+- ``pgjobs.E018``: ``QUEUES`` is not a dict of queue name -> limits, or a limit
+  is out of range (``concurrency`` a whole number >= 1, ``rate`` like ``"5/s"``).
 - ``pgjobs.W001``: ``DatabaseBackend`` on a SQLite database that is not in WAL mode.
 - ``pgjobs.W002``: two schedules enqueue the same job at the same times.
 - ``pgjobs.W003``: autovacuum will not run on the PostgreSQL table of jobs (a
@@ -177,6 +179,25 @@ def check_job_modules(app_configs=None, **kwargs):
                 hint="List the modules (and packages) whose functions may be jobs, or leave "
                 "JOB_MODULES out for the installed apps' packages.",
                 id="pgjobs.E014",
+            )
+        ]
+    return []
+
+
+@checks.register("pgjobs")
+def check_queue_limits(app_configs=None, **kwargs):
+    """``pgjobs.E018``: ``QUEUES`` (limits per queue) cannot be read."""
+    from .queue_control import configured
+
+    try:
+        configured()
+    except ValueError as exc:
+        return [
+            checks.Error(
+                str(exc),
+                hint="QUEUES maps queue names to limits, e.g. "
+                "{'api': {'concurrency': 4, 'rate': '5/s'}}.",
+                id="pgjobs.E018",
             )
         ]
     return []

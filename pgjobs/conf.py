@@ -4,7 +4,7 @@ from django.conf import settings
 
 DEFAULT_BACKEND = "pgjobs.backends.ImmediateBackend"
 SETTING_NAMES = ("PGJOBS", "WAGTAIL_JOBS")
-TOP_LEVEL_KEYS = {"BACKEND", "OPTIONS", "SCHEDULE", "JOB_MODULES"}
+TOP_LEVEL_KEYS = {"BACKEND", "OPTIONS", "SCHEDULE", "JOB_MODULES", "QUEUES"}
 
 
 def setting_name():
@@ -24,6 +24,7 @@ def jobs_settings():
         "BACKEND": raw.get("BACKEND", DEFAULT_BACKEND),
         "OPTIONS": raw.get("OPTIONS", {}),
         "SCHEDULE": raw.get("SCHEDULE", {}),
+        "QUEUES": raw.get("QUEUES", {}),
         **{k: v for k, v in raw.items() if k not in TOP_LEVEL_KEYS},
     }
 

@@ -51,6 +51,18 @@ class JobCancelled(PgJobsError):
     ends ``cancelled`` instead of failed, and is not retried."""
 
 
+class Snooze(PgJobsError):
+    """Raise ``Snooze(seconds)`` from a job to put it back to ready ``seconds``
+    from now without using up an attempt (an API asking to come back later, a
+    resource not there yet). Its error is not recorded."""
+
+    def __init__(self, seconds):
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+            raise ValueError(f"Snooze(seconds): seconds must be a number >= 0, not {seconds!r}")
+        super().__init__(f"snoozed for {seconds} s")
+        self.seconds = float(seconds)
+
+
 class WorkerLost(PgJobsError):
     """The worker running a job stopped heartbeating (killed, its host lost) and
     its lease ran out: the error a rescue records for that attempt. Stored by its

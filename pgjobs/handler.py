@@ -228,6 +228,36 @@ class Background:
             raise NotSupported(f"{type(backend).__name__} does not store batches")
         return backend.get_batch_ref(batch_id)
 
+    # -- queue control: steering every worker (``pgjobs/queue_control.py``) ---------
+
+    def _storing(self):
+        backend = self.backend
+        if not backend.stores_jobs:
+            raise NotSupported(
+                f"{type(backend).__name__} has no workers of its own to steer: queue control "
+                "needs a backend that stores jobs (DatabaseBackend, RedisBackend)"
+            )
+        return backend
+
+    def pause_queue(self, queue):
+        """Pause ``queue``: running jobs finish, no new one starts on any worker
+        (within about a second). Returns the ``QueueControl`` in force."""
+        return self._storing().pause_queue(queue)
+
+    def resume_queue(self, queue):
+        """Resume a paused ``queue``. Returns the ``QueueControl`` in force."""
+        return self._storing().resume_queue(queue)
+
+    def limit_queue(self, queue, **limits):
+        """``limit_queue("api", concurrency=4, rate="5/s")``: at most 4 jobs of
+        ``api`` running and 5 starting a second, on all workers together; None
+        clears a limit. Returns the ``QueueControl`` in force."""
+        return self._storing().limit_queue(queue, **limits)
+
+    def queue_controls(self, queues=None):
+        """``{queue: QueueControl}`` in force: stored values over ``PGJOBS["QUEUES"]``."""
+        return self._storing().queue_controls(queues)
+
     def get(self, job_id):
         """A ref to an existing job by id (backends that track jobs only)."""
         backend = self.backend

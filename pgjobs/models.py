@@ -1,5 +1,6 @@
 """The ``Job`` table (``pgjobs_job``): one row per job, for every database store."""
 
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models.functions import Now
 
@@ -301,3 +302,54 @@ class ScheduleState(models.Model):
 
     def __str__(self):
         return self.name
+
+
+class QueueControl(models.Model):
+    """How a queue is steered across the fleet (``pgjobs/queue_control.py``):
+    paused, its limits, and the rate limit's current window.
+
+    Written by ``background.pause_queue`` and friends, ``pgjobs_queue`` and the
+    admins; read by every worker at most a second later. A limit left empty
+    follows ``PGJOBS["QUEUES"]``. Claims from a limited queue lock its row, so
+    that racing workers count its running jobs one after the other.
+    """
+
+    queue = models.CharField(max_length=100, primary_key=True)
+    paused = models.BooleanField(
+        default=False, help_text="No job of the queue starts; running ones finish."
+    )
+    concurrency = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="At most this many jobs of the queue run at once, on all workers together.",
+    )
+    rate = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="At most this many jobs of the queue start per period, on all workers.",
+    )
+    period = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.001)],
+        help_text="The rate limit's period, in seconds.",
+    )
+    window_start = models.FloatField(null=True, blank=True, editable=False)
+    window_count = models.PositiveIntegerField(default=0, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "pgjobs_queue"
+        verbose_name = "queue control"
+        ordering = ["queue"]
+
+    def clean(self):
+        from django.core.exceptions import ValidationError
+
+        if (self.rate is None) != (self.period is None):
+            raise ValidationError("Set both rate and period, or neither.")
+
+    def __str__(self):
+        return self.queue

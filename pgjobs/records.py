@@ -236,3 +236,26 @@ class MinuteFigures:
     run_buckets: list
     wait_sum: float = 0.0
     run_sum: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueControl:
+    """How a queue is steered across the fleet (``pgjobs/queue_control.py``):
+    paused, and its limits in force (None: no limit). ``rate`` jobs may start in
+    each window of ``period`` seconds."""
+
+    queue: str
+    paused: bool = False
+    concurrency: int | None = None
+    rate: int | None = None
+    period: float | None = None
+
+    @property
+    def limited(self):
+        """Whether a claim from this queue must count (a limit is set)."""
+        return self.concurrency is not None or self.rate is not None
+
+    @property
+    def steered(self):
+        """Whether claims from this queue leave the plain path (paused or limited)."""
+        return self.paused or self.limited

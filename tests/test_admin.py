@@ -269,3 +269,45 @@ def test_cancelling_a_batch_in_the_admin_cancels_its_ready_jobs(admin_client, st
     response = admin_client.post(url, form, follow=True)
     assert "2 ready job(s) cancelled" in response.content.decode()
     assert batch.counts()[records.CANCELLED] == 2
+
+
+# -- queue controls ----------------------------------------------------------------------
+
+
+QUEUES = reverse("admin:pgjobs_queuecontrol_changelist")
+
+
+def test_admin_pauses_and_resumes_queues_and_sets_limits(admin_client):
+    from pgjobs.models import QueueControl
+
+    response = admin_client.post(
+        reverse("admin:pgjobs_queuecontrol_add"),
+        {"queue": "other", "paused": "on", "concurrency": "3", "rate": "", "period": ""},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert background.queue_controls(["other"])["other"] == records.QueueControl("other", True, 3)
+    response = admin_client.post(
+        QUEUES, {"action": "resume_queues", "_selected_action": ["other"]}, follow=True
+    )
+    assert "1 queue(s) resumed" in response.content.decode()
+    assert QueueControl.objects.get(pk="other").paused is False
+    admin_client.post(QUEUES, {"action": "pause_queues", "_selected_action": ["other"]})
+    assert background.queue_controls(["other"])["other"].paused
+
+
+def test_admin_refuses_a_rate_without_its_period_and_a_negative_limit(admin_client):
+    add = reverse("admin:pgjobs_queuecontrol_add")
+    response = admin_client.post(add, {"queue": "other", "rate": "5", "period": ""})
+    assert "Set both rate and period, or neither." in response.content.decode()
+    response = admin_client.post(add, {"queue": "other", "concurrency": "-1"})
+    assert response.status_code == 200 and "errorlist" in response.content.decode()
+    assert background.queue_controls(["other"])["other"] == records.QueueControl("other")
+
+
+def test_queue_actions_need_the_change_permission(client, staff):
+    background.pause_queue("other")
+    client.force_login(staff("view_queuecontrol"))
+    assert client.get(QUEUES).status_code == 200
+    client.post(QUEUES, {"action": "resume_queues", "_selected_action": ["other"]})
+    assert background.queue_controls(["other"])["other"].paused, "viewing is not steering"

@@ -1105,3 +1105,115 @@ def test_prune_batches_deletes_the_records_of_finished_batches_only(store, clock
     assert store.prune_batches(datetime.timedelta(0), 10) == 1
     assert store.get_batch(done.id) is None and store.get_batch(still.id) is not None
     assert store.get(job.id).status == records.SUCCEEDED, "its jobs have their own retention"
+
+
+# -- queue control (pgjobs/queue_control.py) --------------------------------------------
+
+
+def _queues(jobs):
+    return sorted(job.queue for job in jobs)
+
+
+def test_a_paused_queue_starts_nothing_until_resumed(store):
+    held = store.enqueue(spec(queue="emails", priority=5))
+    other = store.enqueue(spec(queue="default"))
+    store.set_queue_control("emails", paused=True)
+    assert store.queue_controls()["emails"].paused
+    assert ids(store.claim(None, 10, WORKER)) == [other.id], "every queue but the paused one"
+    assert store.claim(["emails"], 10, WORKER) == []
+    assert store.get(held.id).status == records.READY
+    store.set_queue_control("emails", paused=False)
+    assert ids(store.claim(["emails", "default"], 10, WORKER)) == [held.id]
+
+
+def test_every_worker_sees_a_pause_within_the_refresh(make_store, kind):
+    if kind == "memory":
+        pytest.skip("one process's memory: no other worker to tell")
+    from pgjobs.queue_control import REFRESH_SECONDS
+
+    steering, worker = make_store(), make_store()
+    store_jobs = steering.enqueue_many([spec(queue="emails") for _ in range(2)])
+    assert len(worker.claim(["emails"], 1, WORKER)) == 1  # its view is now cached
+    steering.set_queue_control("emails", paused=True)
+    time.sleep(REFRESH_SECONDS + 0.1)
+    assert worker.claim(["emails"], 1, WORKER) == []
+    assert steering.get(store_jobs[1].id).status == records.READY
+
+
+def test_claims_from_steered_queues_keep_what_a_job_is(store):
+    """A claim that leaves the plain path (a paused or limited queue among those
+    asked) returns jobs as the plain claim does: an atomic job stays atomic."""
+    if not store.supports_atomic_jobs:
+        pytest.skip(f"{type(store).__name__} has no atomic jobs")
+    limited, other = store.enqueue(spec(queue="heavy")), store.enqueue(spec(queue="light"))
+    store.mark_atomic([limited.id, other.id])
+    store.set_queue_control("heavy", concurrency=5)
+    store.set_queue_control("paused", paused=True)
+    claimed = store.claim(["heavy", "light", "paused"], 10, WORKER)
+    assert {job.id: job.atomic for job in claimed} == {limited.id: True, other.id: True}
+
+
+def test_a_concurrency_limit_holds_when_workers_race(store):
+    store.set_queue_control("heavy", concurrency=3)
+    store.enqueue_many([spec(queue="heavy") for _ in range(20)])
+    free = ids(store.enqueue_many([spec(queue="light") for _ in range(20)]))
+
+    def claim_twice(n):
+        taken = store.claim(None, 4, f"worker-{n}")
+        return taken + store.claim(["heavy", "light"], 4, f"worker-{n}")
+
+    taken = [job for batch in in_threads(8, claim_twice) for job in batch]
+    assert _queues(taken).count("heavy") == 3, "exactly the limit, however the claims race"
+    assert sorted(job.id for job in taken if job.queue == "light") == sorted(free)
+    # One heavy job ends: one more may start, and no more.
+    first = next(job for job in taken if job.queue == "heavy")
+    store.finish(store.get(first.id).worker_id, [(first.id, None)])
+    assert _queues(store.claim(None, 10, WORKER)) == ["heavy"]
+    assert store.claim(None, 10, WORKER) == []
+
+
+def test_a_rate_limit_caps_starts_per_period_across_workers(store, clock):
+    store.set_queue_control("api", rate=4, period=60)
+    store.enqueue_many([spec(queue="api") for _ in range(12)])
+    taken = in_threads(6, lambda n: store.claim(["api"], 3, f"worker-{n}"))
+    assert sum(len(batch) for batch in taken) == 4, "at most rate starts in a window"
+    assert store.claim(["api"], 3, WORKER) == []
+    store.set_queue_control("api", rate=3, period=0.4)
+    clock.sleep(0.5)  # a new window opens
+    assert len(store.claim(["api"], 10, WORKER)) == 3
+    assert store.claim(["api"], 10, WORKER) == []
+
+
+def test_limits_come_from_the_setting_unless_stored(make_store, settings):
+    settings.PGJOBS = {**getattr(settings, "PGJOBS", {}), "QUEUES": {"api": {"concurrency": 2}}}
+    store = make_store()
+    store.enqueue_many([spec(queue="api") for _ in range(5)])
+    assert len(store.claim(None, 5, WORKER)) == 2
+    assert store.queue_controls().get("api", records.QueueControl("api")).concurrency is None
+    store.set_queue_control("api", concurrency=3)  # stored: overrides the setting
+    assert len(store.claim(None, 5, WORKER)) == 1
+    store.set_queue_control("api", concurrency=None)  # cleared: the setting again
+    assert store.claim(None, 5, WORKER) == []
+
+
+def test_a_claim_takes_limited_and_free_queues_in_one_call(store):
+    store.set_queue_control("heavy", concurrency=1)
+    store.enqueue_many([spec(queue="heavy", priority=1) for _ in range(3)])
+    store.enqueue_many([spec(queue="light") for _ in range(3)])
+    got = store.claim(["heavy", "light"], 3, WORKER)
+    assert [job.queue for job in got] == ["heavy", "light", "light"], "priority order kept"
+
+
+def test_snooze_makes_the_job_ready_later_without_using_an_attempt(store, clock):
+    info = store.enqueue(spec(max_attempts=1))
+    (job,) = store.claim(None, 1, WORKER)
+    store.snooze(OTHER, job.id, 0.3)
+    assert store.get(info.id).status == records.RUNNING, "only the claiming worker snoozes"
+    store.snooze(WORKER, job.id, 0.3)
+    got = store.get(info.id)
+    assert (got.status, got.attempts, got.worker_id, got.error) == (records.READY, 0, None, None)
+    assert got.run_at > clock.now()
+    assert store.claim(None, 1, WORKER) == [], "never early"
+    clock.sleep(0.4)
+    (again,) = store.claim(None, 1, WORKER)
+    assert (again.id, again.attempts) == (info.id, 1)

@@ -489,3 +489,35 @@ def test_wagtail_batch_pages_show_progress_and_jobs_to_job_viewers(home, client)
     assert f"{BATCHES_URL}inspect/{batch.id}/" in job_page
     assert client.get(reverse("pgjobs_batches:delete", args=[batch.id])).status_code in (302, 403)
     assert Batch.objects.filter(pk=batch.id).exists()
+
+
+# -- the Queues page ------------------------------------------------------------------------
+
+QUEUES_URL = "/admin/pgjobs/queues/"
+
+
+def test_the_queues_page_pauses_and_resumes(home, admin_user, client):
+    background.enqueue(jobs.noop, queue="other")
+    client.force_login(admin_user)
+    page = client.get(QUEUES_URL).content.decode()
+    assert 'data-queue="other"' in page and "Pause" in page
+    assert QUEUES_URL in client.get("/admin/").content.decode()  # the menu item
+    response = client.post(QUEUES_URL, {"queue": "other", "action": "pause"}, follow=True)
+    assert "Queue &#x27;other&#x27; paused" in response.content.decode()
+    assert background.queue_controls(["other"])["other"].paused
+    client.post(QUEUES_URL, {"queue": "other", "action": "resume"})
+    assert not background.queue_controls(["other"])["other"].paused
+
+
+def test_the_queues_page_respects_permissions(home, client):
+    client.force_login(editor())
+    assert client.get(QUEUES_URL).status_code == 403
+    assert QUEUES_URL not in client.get("/admin/").content.decode()
+    client.force_login(editor("view_queuecontrol"))
+    page = client.get(QUEUES_URL).content.decode()
+    assert 'name="action"' not in page, "no buttons for a viewer"
+    assert client.post(QUEUES_URL, {"queue": "other", "action": "pause"}).status_code == 403
+    assert not background.queue_controls(["other"])["other"].paused
+    client.force_login(editor("change_queuecontrol"))
+    client.post(QUEUES_URL, {"queue": "other", "action": "pause"})
+    assert background.queue_controls(["other"])["other"].paused

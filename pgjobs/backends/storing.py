@@ -25,7 +25,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils.functional import cached_property
 
-from .. import records
+from .. import queue_control, records
 from ..exceptions import BatchNotFound, InvalidBackend, InvalidJob, JobNotFound
 from ..refs import BatchRef, JobRef
 from ..retry import RetryPolicy
@@ -448,6 +448,28 @@ class StoringBackend(AsyncFromSync, BaseJobBackend):
     def cancel_job(self, job_id):
         """Cancel a ready job (True); ask a running one to stop (False)."""
         return self.store.cancel(job_id)
+
+    # -- queue control (``pgjobs/queue_control.py``) ---------------------------------------
+
+    def pause_queue(self, queue):
+        """No new job of ``queue`` starts on any worker (within about a second);
+        running ones finish. Returns the ``QueueControl`` in force."""
+        return queue_control.pause(self.store, queue)
+
+    def resume_queue(self, queue):
+        """Jobs of ``queue`` start again. Returns the ``QueueControl`` in force."""
+        return queue_control.resume(self.store, queue)
+
+    def limit_queue(self, queue, *, concurrency=queue_control.UNSET, rate=queue_control.UNSET):
+        """At most ``concurrency`` jobs of ``queue`` running at once and ``rate``
+        (``"5/s"``, ``"100/m"``) starting per period, on all workers together;
+        None clears a limit (``PGJOBS["QUEUES"]`` applies again). Returns the
+        ``QueueControl`` in force."""
+        return queue_control.limit(self.store, queue, concurrency=concurrency, rate=rate)
+
+    def queue_controls(self, queues=None):
+        """``{queue: QueueControl}`` in force, for ``queues`` or every steered queue."""
+        return queue_control.in_force(self.store, queues)
 
 
 class HeldJobs:

@@ -9,6 +9,7 @@ decode fails alone.
 """
 
 import abc
+import functools
 import json
 
 from .. import records
@@ -361,6 +362,41 @@ class Store(abc.ABC):
         Returns the enqueued jobs' ``JobInfo`` records, or None when nothing was written.
         """
         raise NotImplementedError(f"{type(self).__name__} does not keep schedules")
+
+    # -- queue control (``pgjobs/queue_control.py``) --------------------------------
+    #
+    # One record per steered queue, shared by every worker of the store. A
+    # claim obeys them: nothing starts from a paused queue; a limited queue
+    # starts at most what ``queue_control.admit`` allows, counted atomically with
+    # the claim, so that racing workers never exceed a limit together. Claims
+    # from queues with no control take the plain path (``self.controls.plan``
+    # is None), which costs them one read of the records a second.
+
+    @abc.abstractmethod
+    def queue_controls(self):
+        """``{queue: records.QueueControl}`` of the stored records, values as
+        stored (None where the setting, ``PGJOBS["QUEUES"]``, applies)."""
+
+    @abc.abstractmethod
+    def set_queue_control(self, queue, **changes):
+        """Change the record of ``queue`` (made if missing): ``changes`` among
+        ``paused``, ``concurrency``, ``rate`` and ``period`` (checked by the
+        caller; None clears a limit, so the setting applies). Returns the stored
+        ``records.QueueControl``. Reaches every worker within about
+        ``queue_control.REFRESH_SECONDS``."""
+
+    @abc.abstractmethod
+    def snooze(self, worker_id, job_id, delay):
+        """A job raised ``Snooze``: ready again in ``delay`` seconds, its attempt
+        given back (as ``release`` does), its error unchanged."""
+
+    @functools.cached_property
+    def controls(self):
+        """This store's ``queue_control.ControlCache``: whether a claim may take
+        the plain path, known without a query per claim."""
+        from ..queue_control import ControlCache
+
+        return ControlCache(self.queue_controls)
 
     def listen(self, queues):
         """Prepare ``wait`` to be woken for jobs in ``queues`` (None: all)."""

@@ -28,6 +28,7 @@ import time
 from django.utils import timezone
 
 from .. import records, stats
+from ..queue_control import admit, effective
 from ..records import (
     AttemptInfo,
     BatchInfo,
@@ -164,6 +165,24 @@ def _job_from(spec):
     )
 
 
+@dataclasses.dataclass
+class _QueueRecord:
+    """A queue's stored control and its rate window (``QueueControl`` in SQL)."""
+
+    queue: str
+    paused: bool = False
+    concurrency: int | None = None
+    rate: int | None = None
+    period: float | None = None
+    window_start: float | None = None
+    window_count: int = 0
+
+    def control(self):
+        return records.QueueControl(
+            self.queue, self.paused, self.concurrency, self.rate, self.period
+        )
+
+
 class InMemoryStore(Store):
     """Jobs, workers and schedules in this process's memory (see the module docstring).
 
@@ -203,6 +222,7 @@ class InMemoryStore(Store):
         self._attempts = {}  # job id -> [AttemptInfo] of its attempts that did not succeed
         self._figures = {}  # (minute, queue, metric, bucket) -> [count, total]
         self._batches = {}  # id -> _Batch
+        self._queue_controls = {}  # queue -> _QueueRecord
         # Wake-ups, numbered: each listening thread reads those after the last it read.
         self._wakeups = collections.deque(maxlen=_WAKEUPS_KEPT)
         self._wakeup_count = 0
@@ -542,15 +562,51 @@ class InMemoryStore(Store):
     # -- workers -----------------------------------------------------------------------
 
     def claim(self, queues, limit, worker_id):
+        plan = self.controls.plan(queues)  # before the store's lock: the cache reads under it
         with self._lock:
             now = self.clock()
-            wanted = None if not queues else set(queues)
+            if plan is None:
+                return self._take(None if not queues else set(queues), (), limit, worker_id, now)
+            claimed = []
+            defaults = self.controls.defaults()
+            for limited in plan.limited:
+                queue = limited.queue
+                record = self._queue_controls.setdefault(queue, _QueueRecord(queue))
+                control = effective(queue, record.control(), defaults)
+                running = sum(
+                    1
+                    for job in self._jobs.values()
+                    if job.status == records.RUNNING and job.queue == queue
+                )
+                allowed, record.window_start, count = admit(
+                    control,
+                    running,
+                    record.window_start,
+                    record.window_count,
+                    now.timestamp(),
+                    limit - len(claimed),
+                )
+                got = self._take({queue}, (), allowed, worker_id, now) if allowed else []
+                record.window_count = count + len(got)
+                claimed += got
+            if plan.others and len(claimed) < limit:
+                wanted = None if plan.include is None else set(plan.include)
+                claimed += self._take(
+                    wanted, set(plan.exclude), limit - len(claimed), worker_id, now
+                )
+            claimed.sort(key=lambda job: -job.priority)
+            return claimed
+
+    def _take(self, wanted, excluded, limit, worker_id, now):
+        """Claim up to ``limit`` due jobs of ``wanted`` queues (None: any) but ``excluded``."""
+        with self._lock:
             due = [
                 job
                 for job in self._jobs.values()
                 if job.status == records.READY
                 and job.run_at <= now
                 and (wanted is None or job.queue in wanted)
+                and job.queue not in excluded
             ]
             due.sort(key=_Job.claim_order)
             claimed = []
@@ -607,6 +663,34 @@ class InMemoryStore(Store):
             job.status = records.READY
             job.run_at = now + datetime.timedelta(seconds=delay)
             job.lease_expires_at = None
+
+    def snooze(self, worker_id, job_id, delay):
+        with self._lock:
+            job = self._mine(worker_id, job_id)
+            if job is None:
+                return
+            job.status = records.READY
+            job.attempts -= 1
+            job.run_at = self.clock() + datetime.timedelta(seconds=delay)
+            job.worker_id = job.started_at = job.lease_expires_at = None
+
+    # -- queue control ---------------------------------------------------------------
+
+    def queue_controls(self):
+        with self._lock:
+            return {queue: record.control() for queue, record in self._queue_controls.items()}
+
+    def set_queue_control(self, queue, **changes):
+        unknown = set(changes) - {"paused", "concurrency", "rate", "period"}
+        if unknown:
+            raise TypeError(f"unknown queue control field(s): {', '.join(sorted(unknown))}")
+        with self._lock:
+            record = self._queue_controls.setdefault(queue, _QueueRecord(queue))
+            for name, value in changes.items():
+                setattr(record, name, bool(value) if name == "paused" else value)
+            control = record.control()
+        self.controls.forget()  # outside the store's lock: the cache takes it to read
+        return control
 
     def fail(self, worker_id, job_id, error, status=records.FAILED):
         error = dumps(error)

@@ -17,6 +17,7 @@ import contextlib
 import datetime
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import DateTimeField, Func, Value
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -137,6 +138,37 @@ class MySQLStore(SqlStore):
 
         rows = self._lock_then(first, params, mark)[-1]
         return [self._claimed(row, attempts_added=1) for row in rows]  # as claim_mark set it
+
+    @contextlib.contextmanager
+    def _control_transaction(self):
+        """A steered claim's transaction, READ COMMITTED as the plain claim's: each
+        statement then sees the jobs claimed by the transaction it waited for."""
+        with transaction.atomic(using=self.alias):
+            if self.connection.isolation_level != "read committed":
+                with self.connection.cursor() as cursor:
+                    cursor.execute(self.sql.begin_read_committed)
+            yield
+
+    def _claim_others(self, include, exclude, limit, worker_id):
+        return self._claim_steered(include, exclude, limit, worker_id)  # atomic by itself
+
+    def _claim_steered(self, include, exclude, limit, worker_id):
+        params = {
+            "limit": limit,
+            "worker_id": worker_id,
+            "lease": round(self.lease_seconds * 1e6),
+            "now": self._now_param(),
+            "excluded": tuple(exclude) or ("",),
+            **self._queue_params(include),
+        }
+
+        def mark(sets):
+            if not sets[-1]:
+                return [], params
+            return [self.sql.claim_mark], {**params, "ids": tuple(row[0] for row in sets[-1])}
+
+        rows = self._lock_then([self.sql.claim_lock_steered], params, mark)[-1]
+        return [self._claimed(row, attempts_added=1) for row in rows]
 
     def _lock_then(self, first, params, then):
         """Run ``first`` (ending in a locking read), then ``then(sets)``'s statements

@@ -8,9 +8,11 @@ refs, retries, failures, leases, the worker registry, schedules.
 
 import collections
 import datetime
+import logging
+import time
 import typing
 
-from django.db import IntegrityError, connections, transaction
+from django.db import DatabaseError, IntegrityError, connections, transaction
 from django.db.models import (
     Case,
     Count,
@@ -31,6 +33,8 @@ from django.utils import timezone
 from .. import records, stats
 from ..records import AttemptInfo, BatchInfo, JobInfo, QueueFigures, ScheduleInfo
 from .base import DECODE_ERRORS, Store, one_line, with_current_attempt, worker_lost_error
+
+logger = logging.getLogger("pgjobs")
 
 EARLIEST = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
@@ -955,6 +959,143 @@ class OrmStore(Store):
         deleted, _ = self.figures().filter(minute__lt=cutoff).delete()
         return deleted
 
+    # -- queue control ------------------------------------------------------------------
+
+    def queue_controls_model(self):
+        from ..models import QueueControl
+
+        return QueueControl.objects.using(self.alias)
+
+    def queue_controls(self):
+        return {
+            row.queue: _control(row)
+            for row in self.queue_controls_model().only(
+                "queue", "paused", "concurrency", "rate", "period"
+            )
+        }
+
+    def set_queue_control(self, queue, **changes):
+        unknown = set(changes) - {"paused", "concurrency", "rate", "period"}
+        if unknown:
+            raise TypeError(f"unknown queue control field(s): {', '.join(sorted(unknown))}")
+        if "paused" in changes:
+            changes["paused"] = bool(changes["paused"])
+        row, created = self.queue_controls_model().get_or_create(queue=queue, defaults=changes)
+        if not created and changes:
+            self.queue_controls_model().filter(queue=queue).update(
+                **changes, updated_at=timezone.now()
+            )
+            row = self.queue_controls_model().get(queue=queue)
+        self.controls.forget()
+        return _control(row)
+
+    def snooze(self, worker_id, job_id, delay):
+        self._mine(worker_id, [job_id]).update(
+            status=records.READY,
+            attempts=F("attempts") - 1,
+            run_at=self.now() + Value(seconds(delay)),
+            worker_id=None,
+            started_at=None,
+            lease_expires_at=None,
+        )
+
+    def _steered_claim(self, plan, queues, limit, worker_id):
+        """A claim from queues some of which are paused or limited (``plan``):
+        in one transaction, each limited queue's row locked (by name, so racing
+        claims queue up alike), its running jobs counted and at most what
+        ``queue_control.admit`` allows claimed, its rate window moved on; then,
+        after that commit, the other queues as usual."""
+        limited = [control.queue for control in plan.limited]
+        missing = self.controls.unstored(limited)
+        if missing:  # limits from the setting alone: a row to lock and keep the window in
+            model = self.queue_controls_model().model
+            self.queue_controls_model().bulk_create(
+                [model(queue=queue) for queue in missing], ignore_conflicts=True
+            )
+        claimed = self._claim_limited(plan.limited, limit, worker_id) if limited else []
+        if plan.others and len(claimed) < limit:
+            # Outside the limited queues' transaction: claims from the other
+            # queues never wait on those rows' locks.
+            try:
+                claimed += self._claim_others(
+                    plan.include, plan.exclude, limit - len(claimed), worker_id
+                )
+            except DatabaseError:
+                if not claimed:
+                    raise
+                # Those are running under this worker now: run them; the next
+                # claim meets the error again if it lasts.
+                logger.warning("pgjobs: claim from the unlimited queues failed", exc_info=True)
+        if plan.limited:  # claim order across the queues claimed apart
+            claimed.sort(key=lambda job: -job.priority)
+        return claimed
+
+    def _claim_limited(self, limited, limit, worker_id):
+        """Claim from the limited queues (``QueueControl``s, by name) in one
+        transaction: each one's row locked, its running jobs counted, at most
+        what ``queue_control.admit`` allows claimed, its rate window moved on."""
+        from ..queue_control import admit, effective
+
+        defaults = self.controls.defaults()
+        claimed = []
+        with self._control_transaction():
+            rows = list(
+                self.queue_controls_model()
+                .select_for_update()
+                .filter(queue__in=[control.queue for control in limited])
+                .order_by("queue")
+            )
+            controls = {row.queue: effective(row.queue, _control(row), defaults) for row in rows}
+            counted = [q for q, control in controls.items() if control.concurrency is not None]
+            running = dict(
+                self.jobs()
+                .filter(
+                    queue__in=counted,
+                    status=records.RUNNING,
+                    lease_expires_at__isnull=False,
+                )
+                .order_by()
+                .values_list("queue")
+                .annotate(Count("id"))
+                if counted  # a rate alone needs no count
+                else ()
+            )
+            now = time.time()
+            for row in rows:
+                control = controls[row.queue]
+                allowed, start, count = admit(
+                    control,
+                    running.get(row.queue, 0),
+                    row.window_start,
+                    row.window_count,
+                    now,
+                    limit - len(claimed),
+                )
+                got = self._claim_steered((row.queue,), (), allowed, worker_id) if allowed else []
+                claimed += got
+                if control.rate is not None and (
+                    start != row.window_start or count + len(got) != row.window_count
+                ):
+                    self.queue_controls_model().filter(queue=row.queue).update(
+                        window_start=start, window_count=count + len(got)
+                    )
+        return claimed
+
+    def _control_transaction(self):
+        """The transaction of a steered claim (vendor stores: isolation, locks)."""
+        return transaction.atomic(using=self.alias)
+
+    def _claim_others(self, include, exclude, limit, worker_id):
+        """``_claim_steered`` in a transaction of its own (vendor stores whose
+        statement is atomic by itself skip the transaction)."""
+        with self._control_transaction():
+            return self._claim_steered(include, exclude, limit, worker_id)
+
+    def _claim_steered(self, include, exclude, limit, worker_id):
+        """Claim up to ``limit`` due jobs from ``include`` (None: every queue) but
+        ``exclude``, inside the caller's transaction; vendor stores supply it."""
+        raise NotImplementedError
+
     # -- schedules -------------------------------------------------------------------
 
     def get_schedules(self, names):
@@ -1035,3 +1176,7 @@ class OrmStore(Store):
 
     def close(self):
         self.connection.close()
+
+
+def _control(row):
+    return records.QueueControl(row.queue, row.paused, row.concurrency, row.rate, row.period)

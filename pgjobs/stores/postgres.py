@@ -12,6 +12,7 @@ nothing is prepared (unless the site's ``prepare_threshold`` asks, for PgBouncer
 goes to ``LISTEN_DATABASE`` or not at all (see ``listen``).
 """
 
+import contextlib
 import datetime
 import itertools
 import json
@@ -283,7 +284,65 @@ class PostgresStore(OrmStore):
     # -- workers -------------------------------------------------------------------
 
     def claim(self, queues, limit, worker_id):
+        plan = self.controls.plan(queues)
+        if plan is not None:
+            return self._steered_claim(plan, queues, limit, worker_id) if limit > 0 else []
+        return self._plain_claim(queues, limit, worker_id)
+
+    def _plain_claim(self, queues, limit, worker_id):
         return _claimed(self._execute(self.sql.claim, self._claim_params(queues, limit, worker_id)))
+
+    def _claim_limited(self, limited, limit, worker_id):
+        """Per limited queue, one round trip: BEGIN, ``lock_queue``,
+        ``claim_limited`` (``queue_control.admit`` in SQL) and COMMIT sent
+        together in a pipeline. Two statements, so that the claim's snapshot,
+        taken once the lock is held, sees every job the claims before it took.
+        Inside the caller's transaction, or without pipelines (libpq < 14),
+        the portable way."""
+        connection = self.connection
+        if connection.in_atomic_block or not psycopg.Pipeline.is_supported():
+            return super()._claim_limited(limited, limit, worker_id)
+        connection.ensure_connection()
+        raw = connection.connection
+        defaults = self.controls.defaults()
+        prepare = True if self._may_prepare() else None
+        claimed = []
+        for control in limited:
+            wanted = limit - len(claimed)
+            if wanted <= 0:
+                break
+            default = defaults.get(control.queue)
+            params = {
+                "queue": control.queue,
+                "limit": wanted,
+                "worker_id": worker_id,
+                "lease": self.lease_seconds,
+                "concurrency": default.concurrency if default else None,
+                "rate": default.rate if default else None,
+                "period": default.period if default else None,
+            }
+            with connection.wrap_database_errors:
+                try:
+                    with raw.pipeline(), psycopg.Cursor(raw) as cursor:
+                        cursor.execute("BEGIN")
+                        cursor.execute(self.sql.lock_queue, params, prepare=prepare)
+                        cursor.execute(self.sql.claim_limited, params, prepare=prepare)
+                        rows = cursor.fetchall()
+                        cursor.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        raw.execute("ROLLBACK")
+                    raise
+            claimed += _claimed(rows)
+        return claimed
+
+    def _claim_others(self, include, exclude, limit, worker_id):
+        return self._claim_steered(include, exclude, limit, worker_id)  # atomic by itself
+
+    def _claim_steered(self, include, exclude, limit, worker_id):
+        params = self._claim_params(include, limit, worker_id)
+        params["excluded"] = list(exclude)
+        return _claimed(self._execute(self.sql.claim_steered, params))
 
     def _claim_params(self, queues, limit, worker_id):
         return {
@@ -299,8 +358,12 @@ class PostgresStore(OrmStore):
             self._execute(query, self._finish_params(worker_id, results), fetch=False)
 
     def finish_and_claim(self, worker_id, results, queues, limit):
+        plan = self.controls.plan(queues)
+        if plan is not None:  # some queue paused or limited: counted in its own transaction
+            self.finish(worker_id, results)
+            return self._steered_claim(plan, queues, limit, worker_id) if limit > 0 else []
         if not results:
-            return self.claim(queues, limit, worker_id)
+            return self._plain_claim(queues, limit, worker_id)
         params = self._claim_params(queues, limit, worker_id)
         params.update(self._finish_params(worker_id, results))
         query = self.sql.finish_and_claim if self.keep_succeeded else self.sql.delete_and_claim

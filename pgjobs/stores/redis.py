@@ -89,6 +89,8 @@ SCRIPTS = {
     "prune": ("common", "prune"),
     "register_worker": ("common", "register_worker"),
     "reserve_ids": ("reserve_ids",),
+    "claim_limited": ("common", "claim_limited"),
+    "snooze": ("common", "snooze"),
 }
 
 #: What ``rescue.lua`` needs to write ``worker_lost_error`` for each job it takes back.
@@ -449,11 +451,55 @@ class RedisStore(Store):
     def claim(self, queues, limit, worker_id):
         return self.finish_and_claim(worker_id, [], queues, limit)
 
+    def _steered_claim(self, plan, limit, worker_id):
+        """A claim from queues some of which are paused or limited: each limited
+        queue by ``claim_limited.lua`` (counted and claimed in one step), then
+        the other queues as usual."""
+        claimed = []
+        defaults = self.controls.defaults()
+        for limited in plan.limited:
+            if len(claimed) >= limit:
+                break
+            default = defaults.get(limited.queue)
+            concurrency = default.concurrency if default and default.concurrency else -1
+            rate, period = (default.rate, default.period) if default and default.rate else (-1, 0)
+            reply = self._scripts["claim_limited"](
+                keys=[self.key("control", limited.queue)],
+                args=[
+                    self.prefix,
+                    worker_id,
+                    self._lease_us,
+                    limit - len(claimed),
+                    limited.queue,
+                    concurrency,
+                    rate,
+                    int(period * 1e6),
+                ],
+            )
+            claimed += [_claimed(row) for row in json.loads(reply)]
+        rest = limit - len(claimed)
+        if rest > 0 and plan.others:
+            include = plan.include
+            if include is None:  # every queue but the steered ones
+                excluded = set(plan.exclude)
+                include = sorted(
+                    q for q in self.client.smembers(self.key("queues")) if q not in excluded
+                )
+            if include:
+                claimed += self.finish_and_claim(worker_id, [], include, rest)
+        claimed.sort(key=lambda job: -job.priority)
+        return claimed
+
     def finish(self, worker_id, results):
         if results:
             self.finish_and_claim(worker_id, results, None, 0)
 
     def finish_and_claim(self, worker_id, results, queues, limit):
+        if limit > 0:
+            plan = self.controls.plan(queues)
+            if plan is not None:
+                self.finish(worker_id, results)
+                return self._steered_claim(plan, limit, worker_id)
         ttl_us = self._ttl_us if self.keep_succeeded else -1
         args = [worker_id, self._lease_us, max(0, limit), ttl_us, len(results)]
         for job_id, result in results:
@@ -465,6 +511,52 @@ class RedisStore(Store):
     def retry(self, worker_id, job_id, error, delay):
         delay_us = max(0, int(delay * 1e6))
         self._run("retry", worker_id, job_id, dumps(error), delay_us, self._ttl_us)
+
+    def snooze(self, worker_id, job_id, delay):
+        self._run("snooze", worker_id, job_id, max(0, int(delay * 1e6)))
+
+    # -- queue control -----------------------------------------------------------------
+
+    def queue_controls(self):
+        queues = sorted(self.client.smembers(self.key("controls")))
+        if not queues:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.hmget(self.key("control", queue), "paused", "concurrency", "rate", "period")
+        controls = {}
+        for queue, (paused, concurrency, rate, period) in zip(queues, pipe.execute(), strict=True):
+            controls[queue] = records.QueueControl(
+                queue,
+                paused == "1",
+                _int_or(concurrency, None),
+                _int_or(rate, None),
+                float(period) if period else None,
+            )
+        return controls
+
+    def set_queue_control(self, queue, **changes):
+        unknown = set(changes) - {"paused", "concurrency", "rate", "period"}
+        if unknown:
+            raise TypeError(f"unknown queue control field(s): {', '.join(sorted(unknown))}")
+        key = self.key("control", queue)
+        written = {}
+        cleared = []
+        for name, value in changes.items():
+            if name == "paused":
+                written[name] = "1" if value else "0"
+            elif value is None:
+                cleared.append(name)
+            else:
+                written[name] = repr(float(value)) if name == "period" else str(int(value))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.sadd(self.key("controls"), queue)
+        pipe.hset(key, "queue", queue, mapping=written)
+        if cleared:
+            pipe.hdel(key, *cleared)
+        pipe.execute()
+        self.controls.forget()
+        return self.queue_controls()[queue]
 
     def fail(self, worker_id, job_id, error, status=records.FAILED):
         self._run("fail", worker_id, job_id, dumps(error), status, self._ttl_us)

@@ -181,6 +181,33 @@ class SQLiteStore(SqlStore):
                     rows = cursor.fetchall()
         return [self._claimed(row) for row in rows]
 
+    def _control_transaction(self):
+        return self._write_transaction()
+
+    def _claim_steered(self, include, exclude, limit, worker_id):
+        now = timezone.now()
+        params = {
+            "now": self._db_time(now),
+            "lease_expires_at": self._db_time(now + seconds(self.lease_seconds)),
+            "worker_id": worker_id,
+            "limit": limit,
+            "queues": _json_list(include),
+            "excluded": json.dumps(list(exclude)),
+        }
+        with self.connection.cursor() as cursor:
+            if self._returning:
+                cursor.execute(self.sql.claim_steered, params)
+                rows = cursor.fetchall()
+            else:
+                cursor.execute(self.sql.due_steered, params)
+                ids = _json_list(job_id for (job_id,) in cursor.fetchall())
+                rows = []
+                if ids:
+                    cursor.execute(self.sql.mark, {**params, "ids": ids})
+                    cursor.execute(self.sql.claimed, {"ids": ids})
+                    rows = cursor.fetchall()
+        return [self._claimed(row) for row in rows]
+
     # Written out (not the ORM's) so that the partial claim index serves them.
 
     def seconds_until_due(self, queues):

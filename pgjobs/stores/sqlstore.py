@@ -260,6 +260,10 @@ class SqlStore(OrmStore):
         if limit <= 0:
             self.finish(worker_id, results)
             return []
+        plan = self.controls.plan(queues)
+        if plan is not None:  # some queue paused or limited: counted in its own transaction
+            self.finish(worker_id, results)
+            return self._retrying(self._steered_claim, plan, queues, limit, worker_id)
         return self._retrying(self._finish_and_claim, worker_id, results, queues, limit)
 
     @staticmethod
@@ -316,6 +320,8 @@ class SqlStore(OrmStore):
     heartbeat = _retried(OrmStore.heartbeat)
     rescue = _retried(OrmStore.rescue)
     release = _retried(OrmStore.release)
+    snooze = _retried(OrmStore.snooze)
+    set_queue_control = _retried(OrmStore.set_queue_control)
 
 
 def _boolean(value):

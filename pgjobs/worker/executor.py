@@ -37,7 +37,7 @@ import time
 from asgiref.sync import async_to_sync
 from django.db import connections
 
-from ..exceptions import InvalidJob, JobCancelled
+from ..exceptions import InvalidJob, JobCancelled, Snooze
 from ..execution import JobContext, describe_error, reset_current_job, set_current_job
 from ..serialization import decode_arguments, encode_result, load_function, verify_job
 from .connections import tidy_connections
@@ -62,6 +62,7 @@ class Outcome:
     cancelled: bool = False  # the job stopped itself after a cancel request
     recorded: bool = False  # an atomic job's success, stored already in its own transaction
     lost: bool = False  # an atomic job that lost its lease: rolled back, nothing to store
+    snooze: float | None = None  # the job raised Snooze: ready again in this many seconds
 
 
 @dataclasses.dataclass(slots=True)
@@ -569,6 +570,8 @@ def _cannot_start(exc):
 def _failed(exc, started):
     if isinstance(exc, JobCancelled):
         return Outcome(False, error=describe_error(exc), permanent=True, cancelled=True)
+    if isinstance(exc, Snooze):
+        return Outcome(False, snooze=exc.seconds, seconds=time.perf_counter() - started)
     return Outcome(False, error=describe_error(exc), seconds=time.perf_counter() - started)
 
 

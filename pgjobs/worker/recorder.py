@@ -91,6 +91,12 @@ class Recorder:
                     )
 
     def record_failure(self, job, outcome):
+        if outcome.snooze is not None:
+            self.store.snooze(self.worker_id, job.id, outcome.snooze)
+            if self.on_retry is not None:
+                self.on_retry(outcome.snooze)
+            logger.info("job %s %s snoozed for %.2f s", job.id, job.func, outcome.snooze)
+            return
         error = outcome.error
         self.stats.failed += 1
         if outcome.cancelled:

@@ -356,3 +356,21 @@ def record_finished(key):
     """A batch's callback: record ``key`` once and say how far the batch was."""
     Execution.objects.create(key=key, started=time.time())
     return key
+
+
+def stint(key, seconds):
+    """Note when this run starts and ends (Events ``key``, value 1 then -1), to
+    count how many ran at once across worker processes (tests/test_queue_control.py)."""
+    Event.objects.create(name=key, value=1, at=time.time())
+    time.sleep(seconds)
+    Event.objects.create(name=key, value=-1, at=time.time())
+
+
+def snooze_once(key, seconds):
+    """Snooze on the first run, then record ``key`` (tests/test_queue_control.py)."""
+    from pgjobs import Snooze
+
+    Event.objects.create(name=key, value=current_job().attempt, at=time.time())
+    if Event.objects.filter(name=key).count() == 1:
+        raise Snooze(seconds)
+    return "woke"

@@ -655,3 +655,29 @@ class DeleteJobsBulkAction(JobsBulkActionMixin, DeleteBulkAction):
 
     def user_may_act(self, user):
         return job_permission_policy.user_has_permission(user, "delete")
+
+
+# -- the Queues page (``queues.py``) ---------------------------------------------------
+
+
+@hooks.register("register_admin_urls")
+def register_queue_urls():
+    from django.urls import path
+
+    from .queues import queues_view
+
+    return [path("pgjobs/queues/", queues_view, name="pgjobs_queues")]
+
+
+class QueuesMenuItem(MenuItem):
+    def is_shown(self, request):
+        from .queues import may_view
+
+        return may_view(request.user)
+
+
+@hooks.register("register_admin_menu_item")
+def register_queues_menu_item():
+    from django.urls import reverse
+
+    return QueuesMenuItem(_("Queues"), reverse("pgjobs_queues"), icon_name="cogs", order=901)

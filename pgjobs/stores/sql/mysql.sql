@@ -108,3 +108,17 @@ FOR UPDATE SKIP LOCKED;
 
 -- name: prune_delete
 DELETE FROM {job} WHERE id IN %(ids)s;
+
+-- name: claim_lock_steered
+-- claim_lock when some queues are paused or limited (pgjobs/queue_control.py),
+-- run inside the transaction that holds the limited queues' rows: never from
+-- the queues in excluded (("",) for none: no queue has an empty name).
+SELECT id, func, args, kwargs, queue, priority, run_at, attempts, max_attempts, timeout, signature,
+       atomic
+FROM {job}
+WHERE status = 'ready' AND run_at <= COALESCE(%(now)s, UTC_TIMESTAMP(6))
+  AND (%(every_queue)s OR queue IN %(queues)s)
+  AND queue NOT IN %(excluded)s
+ORDER BY priority DESC, run_at, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;

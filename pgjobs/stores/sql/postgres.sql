@@ -449,3 +449,90 @@ SELECT count(*) FROM deleted;
 -- name: backend_pid
 -- The server process answering: a pooler's clients were told another at start.
 SELECT pg_backend_pid();
+
+-- name: claim_steered
+-- The claim when some queues are paused or limited (pgjobs/queue_control.py),
+-- run inside the transaction that holds the limited queues' rows: as claim,
+-- but never from the queues in excluded.
+WITH next AS MATERIALIZED (
+    SELECT id FROM {job}
+    WHERE status = 'ready' AND run_at <= statement_timestamp()
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+      AND queue <> ALL(%(excluded)s::text[])
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE {job} AS j
+    SET status = 'running', attempts = j.attempts + 1, started_at = now(),
+        worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
+    WHERE j.id = ANY(ARRAY(SELECT id FROM next))
+    RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
+              j.attempts, j.max_attempts, j.timeout, j.signature, j.atomic
+)
+SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature,
+       atomic
+FROM claimed ORDER BY priority DESC, run_at, id;
+
+-- name: lock_queue
+-- A limited queue's row, locked until the claim from it commits: claims from
+-- the queue take turns, each seeing the jobs the one before it claimed. Sent in
+-- one pipeline with BEGIN, claim_limited and COMMIT: one round trip.
+SELECT 1 FROM {queue} WHERE queue = %(queue)s FOR UPDATE;
+
+-- name: claim_limited
+-- A claim from a limited queue whose row lock_queue holds (its own statement,
+-- so that this one's snapshot, taken after the lock, sees every job claimed
+-- before): queue_control.admit in SQL. The stored limits, else the setting's
+-- (parameters); at most concurrency running, at most rate starts in the window
+-- (a new one opens, by the database's clock, once period has passed since the
+-- last one opened); the window moved on by what was claimed.
+WITH ctl AS (
+    SELECT paused,
+           COALESCE(concurrency, %(concurrency)s::int) AS concurrency,
+           COALESCE(rate, %(rate)s::int) AS rate,
+           CASE WHEN rate IS NULL THEN %(period)s::float8 ELSE period END AS period,
+           window_start, window_count
+    FROM {queue} WHERE queue = %(queue)s
+), win AS (
+    SELECT paused, concurrency, rate,
+           rate IS NOT NULL AND (window_start IS NULL
+                                 OR EXTRACT(EPOCH FROM statement_timestamp()) >= window_start + period)
+               AS fresh,
+           window_start, window_count
+    FROM ctl
+), allowed AS (
+    SELECT rate,
+           CASE WHEN fresh THEN EXTRACT(EPOCH FROM statement_timestamp())::float8
+                ELSE window_start END AS start,
+           CASE WHEN fresh THEN 0 ELSE window_count END AS used,
+           CASE WHEN paused THEN 0 ELSE GREATEST(0, LEAST(
+               %(limit)s::int,
+               COALESCE(concurrency - (SELECT count(*) FROM {job}
+                                       WHERE queue = %(queue)s AND status = 'running'
+                                         AND lease_expires_at IS NOT NULL)::int, %(limit)s::int),
+               COALESCE(rate - CASE WHEN fresh THEN 0 ELSE window_count END, %(limit)s::int)
+           )) END AS n
+    FROM win
+), next AS MATERIALIZED (
+    SELECT id FROM {job}
+    WHERE status = 'ready' AND run_at <= statement_timestamp() AND queue = %(queue)s
+    ORDER BY priority DESC, run_at, id
+    LIMIT COALESCE((SELECT n FROM allowed), 0)
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE {job} AS j
+    SET status = 'running', attempts = j.attempts + 1, started_at = now(),
+        worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
+    WHERE j.id = ANY(ARRAY(SELECT id FROM next))
+    RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
+              j.attempts, j.max_attempts, j.timeout, j.signature, j.atomic
+), moved AS (
+    UPDATE {queue} AS c
+    SET window_start = a.start, window_count = a.used + (SELECT count(*) FROM claimed)
+    FROM allowed AS a
+    WHERE c.queue = %(queue)s AND a.rate IS NOT NULL
+)
+SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature,
+       atomic
+FROM claimed ORDER BY priority DESC, run_at, id;

@@ -120,3 +120,29 @@ DELETE FROM {job} WHERE id IN (
     ORDER BY status, finished_at
     LIMIT %(limit)s
 );
+
+-- name: claim_steered
+-- claim when some queues are paused or limited (pgjobs/queue_control.py), run
+-- inside the write transaction: never from the queues in excluded.
+UPDATE {job}
+SET status = 'running', attempts = attempts + 1, started_at = %(now)s,
+    worker_id = %(worker_id)s, lease_expires_at = %(lease_expires_at)s
+WHERE id IN (
+    SELECT id FROM {job}
+    WHERE status = 'ready' AND run_at <= %(now)s
+      AND (%(queues)s IS NULL OR queue IN (SELECT value FROM json_each(%(queues)s)))
+      AND queue NOT IN (SELECT value FROM json_each(%(excluded)s))
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+)
+RETURNING id, func, args, kwargs, queue, priority, CAST(run_at AS TEXT), attempts,
+          max_attempts, timeout, signature, atomic;
+
+-- name: due_steered
+-- claim_steered without RETURNING (SQLite < 3.35): the due ids, then mark and claimed.
+SELECT id FROM {job}
+WHERE status = 'ready' AND run_at <= %(now)s
+  AND (%(queues)s IS NULL OR queue IN (SELECT value FROM json_each(%(queues)s)))
+  AND queue NOT IN (SELECT value FROM json_each(%(excluded)s))
+ORDER BY priority DESC, run_at, id
+LIMIT %(limit)s;
