@@ -25,11 +25,21 @@ Keys, under ``PREFIX`` (``P``)::
     P:worker:<worker id>    hash: hostname, pid, queues, concurrency, times
     P:schedule:<name>       hash: last_tick, last_run of a SCHEDULE entry (µs)
     P:wake:<queue>          pub/sub channel: a job became due in <queue>
+
+On a Redis Cluster (found out at the first command: ``INFO`` says
+``cluster_enabled:1`` on the node the URL names) ``P`` is the prefix in a hash
+tag, ``{pgjobs}``, so that every key of a site hashes to one slot and each
+script, which builds its keys from ``P``, runs on one node; the script is sent
+there by its one declared key, ``P`` itself. Every key, in Python and in Lua,
+starts with ``P``: ``RedisStore.key(...)`` in Python, ``P .. ':name'`` in Lua.
+Wake-ups are classic pub/sub, which a cluster delivers to subscribers on
+every node.
 """
 
 import datetime
 import json
 import logging
+import threading
 import time
 
 import redis
@@ -37,6 +47,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from .. import records
+from ..exceptions import InvalidBackend
 from ..records import ClaimedJob, JobInfo, ScheduleInfo
 from ..serialization import dumps
 from .base import (
@@ -103,6 +114,23 @@ def from_us(value):
     if not settings.USE_TZ:
         return timezone.make_naive(when, timezone.get_default_timezone())
     return when
+
+
+def hash_tagged(prefix):
+    """``prefix`` as a Redis Cluster needs it: with a hash tag, so that every key
+    under it hashes to one slot. A prefix that has a tag already keeps it."""
+    start = prefix.find("{")
+    if start >= 0 and prefix.find("}", start + 2) >= 0:
+        return prefix
+    return "{" + prefix + "}"
+
+
+def is_cluster(client):
+    """Whether the Redis server ``client`` speaks to is a node of a Redis Cluster."""
+    try:
+        return bool(client.info("cluster").get("cluster_enabled"))
+    except redis.ResponseError:  # INFO refused (ACLs, renamed commands): a single server
+        return False
 
 
 def _int(value, default=0):
@@ -183,26 +211,77 @@ class RedisStore(Store):
         self.result_ttl = result_ttl  # None: finished jobs stay until pruned
         # False: a job that succeeds is deleted at once instead of kept with its result.
         self.keep_succeeded = keep_succeeded
-        options = dict(connection_options or {})
-        options["decode_responses"] = True
-        self.client = redis.Redis.from_url(url, **options)
+        self._options = dict(connection_options or {})
+        self._options["decode_responses"] = True
         self._lease_us = int(lease_seconds * 1e6)
         self._ttl_us = int(result_ttl * 1e6) if result_ttl else 0
-        self._scripts = {
-            name: self.client.register_script(lua(*parts)) for name, parts in SCRIPTS.items()
-        }
+        # Set at the first command (_connect), when it is known whether the URL
+        # names a cluster node: the client, the prefix of every key, the scripts.
+        self._client = None
+        self.cluster = None
+        self.key_prefix = None
+        self._script_keys = None
+        self._scripts = None
+        self._connect_lock = threading.Lock()
         self._pubsub = None
         self._listen_queues = None
         self._listener_failed_at = None
 
+    def _connect(self):
+        """Find out whether the URL names a cluster node, and build the client,
+        the key prefix (hash-tagged on a cluster) and the scripts to match. An
+        unreachable server raises, and the next command tries again."""
+        with self._connect_lock:
+            if self._client is not None:
+                return
+            single = redis.Redis.from_url(self.url, **self._options)
+            if is_cluster(single):
+                single.close()
+                db = single.connection_pool.connection_kwargs.get("db", 0)
+                if db not in (0, None):
+                    raise InvalidBackend(
+                        f"OPTIONS['URL'] names database {db}, but a Redis Cluster has only "
+                        f"database 0: end the URL with /0 ({self.url})"
+                    )
+                client = redis.RedisCluster.from_url(self.url, **self._options)
+                self.cluster, self.key_prefix = True, hash_tagged(self.prefix)
+            else:
+                client, self.cluster, self.key_prefix = single, False, self.prefix
+            self._script_keys = [self.key_prefix]
+            self._scripts = {
+                name: client.register_script(lua(*parts)) for name, parts in SCRIPTS.items()
+            }
+            self._client = client
+
+    @property
+    def client(self):
+        """The redis-py client: ``redis.Redis``, or ``redis.RedisCluster`` on a cluster."""
+        if self._client is None:
+            self._connect()
+        return self._client
+
     def _run(self, script, *args):
-        return self._scripts[script](args=[self.prefix, *args])
+        if self._scripts is None:
+            self._connect()
+        return self._scripts[script](keys=self._script_keys, args=[self.key_prefix, *args])
 
     def key(self, *parts):
-        return ":".join([self.prefix, *map(str, parts)])
+        """The name of one of this store's keys: the prefix (hash-tagged on a
+        cluster), then ``parts``, joined by ``:``. Every key goes through here
+        (and every script's through ``P``), so all share the site's slot."""
+        if self.key_prefix is None:
+            self._connect()
+        return ":".join([self.key_prefix, *map(str, parts)])
 
     def describe(self):
-        kwargs = self.client.connection_pool.connection_kwargs
+        client = self.client
+        if self.cluster:
+            masters = len(client.get_primaries())
+            return (
+                f"redis cluster of {masters} masters (via {self.url}), key prefix "
+                f"{self.key_prefix!r} (one slot), woken by pub/sub"
+            )
+        kwargs = client.connection_pool.connection_kwargs
         where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
         return (
             f"redis {where} db {kwargs.get('db', 0)}, key prefix {self.prefix!r}, woken by pub/sub"
@@ -387,7 +466,7 @@ class RedisStore(Store):
     def live_workers(self):
         # Heartbeats come every lease/3: a worker silent for half a lease is
         # likely gone (as the SQL stores judge it).
-        seconds, microseconds = self.client.time()
+        seconds, microseconds = self._time()
         fresh = seconds * 1_000_000 + microseconds - self._lease_us // 2
         worker_ids = self.client.zrangebyscore(self.key("workers"), fresh, "+inf")
         pipe = self.client.pipeline()
@@ -398,6 +477,14 @@ class RedisStore(Store):
             for worker_id, queues in zip(worker_ids, pipe.execute(), strict=True)
             if queues is not None
         ]
+
+    def _time(self):
+        """Redis's clock, as the scripts read it: on a cluster, that of the node
+        holding this store's slot."""
+        if self.cluster:
+            node = self.client.get_node_from_key(self.key_prefix)
+            return self.client.time(target_nodes=node)
+        return self.client.time()
 
     def unregister_worker(self, worker_id):
         pipe = self.client.pipeline()
@@ -557,7 +644,18 @@ class RedisStore(Store):
     def close(self):
         # Idle connections only: another thread may be using one right now, and
         # redis-py reconnects a broken connection on its next command anyway.
-        self.client.connection_pool.disconnect(inuse_connections=False)
+        if self._client is None:
+            return
+        if self.cluster:
+            pools = [
+                node.redis_connection.connection_pool
+                for node in self._client.get_nodes()
+                if node.redis_connection is not None
+            ]
+        else:
+            pools = [self._client.connection_pool]
+        for pool in pools:
+            pool.disconnect(inuse_connections=False)
 
     # -- tests and maintenance -------------------------------------------------------
 
