@@ -235,10 +235,25 @@ class RedisStore(Store):
             if self._client is not None:
                 return
             single = redis.Redis.from_url(self.url, **self._options)
-            if is_cluster(single):
+            pool = single.connection_pool
+            db = pool.connection_kwargs.get("db") or 0
+            # A cluster node refuses SELECT: ask on database 0 whatever the URL says.
+            probe = single
+            if db:
+                probe = redis.Redis(
+                    connection_pool=type(pool)(
+                        connection_class=pool.connection_class,
+                        **{**pool.connection_kwargs, "db": 0},
+                    )
+                )
+            try:
+                cluster = is_cluster(probe)
+            finally:
+                if probe is not single:
+                    probe.connection_pool.disconnect()
+            if cluster:
                 single.close()
-                db = single.connection_pool.connection_kwargs.get("db", 0)
-                if db not in (0, None):
+                if db:
                     raise InvalidBackend(
                         f"OPTIONS['URL'] names database {db}, but a Redis Cluster has only "
                         f"database 0: end the URL with /0 ({self.url})"
