@@ -7,8 +7,10 @@ same flags (no persistence). Each measurement enqueues ``--jobs`` no-op jobs, st
 two ``manage.py pgjobs_worker --concurrency 4`` processes (benchmarks/projects,
 ``pgjobs_redis_bench``), and times from the first job's start to the last one's end,
 from the job hashes (Redis's clock), as benchmarks/systems/redis_pgjobs.py does.
-Redis CPU per job is the ``used_cpu_*`` that the server, or the masters holding the
-slots used, spent meanwhile.
+The workers start first and are held (SIGSTOP) while the jobs are enqueued, then let
+go together, so start-up is not measured. CPU per job: the ``used_cpu_*`` that the
+server (or the masters holding the slots used) spent meanwhile, and the workers' own
+(``/proc/<pid>/stat``), which is steadier than jobs/s on a busy machine.
 
 Variants:
 
@@ -147,25 +149,55 @@ def enqueue(be, queue, n):
     return ids
 
 
+def process_cpu(pids):
+    """Seconds of CPU (user + system) the processes ``pids`` used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
 def run(url, lanes, jobs, cpu_clients, on_the_way=None, timeout=120, root=ROOT):
-    """Enqueue ``jobs`` split over ``lanes`` [(prefix, queue)], one worker per lane;
-    return (jobs/s, Redis CPU µs per job, stores, ids per lane)."""
+    """``jobs`` no-op jobs split over ``lanes`` [(prefix, queue)], one worker per lane.
+
+    The workers start first and are stopped (SIGSTOP) once registered, the jobs are
+    enqueued, and the workers go on (SIGCONT) together: their start-up is neither in
+    the span nor in the CPU counted. Returns (jobs/s, Redis CPU µs per job, worker CPU
+    µs per job, {prefix: store}, ids per lane)."""
     backends = [backend(url, prefix) for prefix, _ in lanes]
-    stores = [be.get_store() for be in backends]
-    for store in stores:
+    stores = {prefix: be.get_store() for be, (prefix, _) in zip(backends, lanes, strict=True)}
+    for store in stores.values():
         store.flush()
-    ids = [
-        enqueue(be, queue, jobs // len(lanes))
-        for be, (_, queue) in zip(backends, lanes, strict=True)
-    ]
-    total = sum(map(len, ids))
-    cpu = redis_cpu(cpu_clients)
     workers = [start_worker(url, prefix, queue, root) for prefix, queue in lanes]
     try:
         deadline = time.monotonic() + timeout
+
+        def check():
+            if time.monotonic() > deadline:
+                raise SystemExit("timed out")
+            if any(worker.poll() is not None for worker in workers):
+                raise SystemExit("a worker exited (its error is above)")
+            time.sleep(0.05)
+
+        while sum(len(store.live_workers()) for store in stores.values()) < len(workers):
+            check()
+        time.sleep(0.5)  # past the first (empty) claim, waiting for a wake-up
+        for worker in workers:
+            worker.send_signal(signal.SIGSTOP)
+        ids = [
+            enqueue(be, queue, jobs // len(lanes))
+            for be, (_, queue) in zip(backends, lanes, strict=True)
+        ]
+        total = sum(map(len, ids))
+        worker_cpu = process_cpu(worker.pid for worker in workers)
+        redis_cpu_before = redis_cpu(cpu_clients)
+        for worker in workers:
+            worker.send_signal(signal.SIGCONT)
         while True:
             try:
-                done, unfinished = counts(stores)
+                done, unfinished = counts(stores.values())
             except Exception:  # a failover under way
                 done, unfinished = -1, -1
             if on_the_way is not None and done >= total // 3:
@@ -173,19 +205,17 @@ def run(url, lanes, jobs, cpu_clients, on_the_way=None, timeout=120, root=ROOT):
                 on_the_way = None
             if done == total or (done >= 0 and unfinished == 0 and on_the_way is None):
                 break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"timed out: {done} of {total} done")
-            if any(worker.poll() is not None for worker in workers):
-                raise SystemExit("a worker exited (its error is above)")
-            time.sleep(0.1)
-        cpu = redis_cpu(cpu_clients) - cpu
+            check()
+        worker_cpu = process_cpu(worker.pid for worker in workers) - worker_cpu
+        redis_used = redis_cpu(cpu_clients) - redis_cpu_before
     finally:
         for worker in workers:
+            worker.send_signal(signal.SIGCONT)
             worker.send_signal(signal.SIGTERM)
         for worker in workers:
             worker.wait(60)
-    seconds = max(span(store, lane) for store, lane in zip(stores, ids, strict=True) if lane)
-    return total / seconds, cpu / total * 1e6, stores, ids
+    seconds = max(span(stores[p], lane) for (p, _), lane in zip(lanes, ids, strict=True) if lane)
+    return total / seconds, redis_used / total * 1e6, worker_cpu / total * 1e6, stores, ids
 
 
 def two_prefixes_on_two_masters(cluster):
@@ -224,22 +254,22 @@ def throughput(args):
             for name in chosen:
                 url, lanes, cpu_clients = variants[name]
                 root = args.baseline if name.endswith("-baseline") else ROOT
-                rate, cpu_us, _, _ = run(url, lanes, args.jobs, cpu_clients, root=root)
-                results[name].append((rate, cpu_us))
+                rate, cpu_us, worker_us, _, _ = run(url, lanes, args.jobs, cpu_clients, root=root)
+                results[name].append((rate, cpu_us, worker_us))
                 print(
                     f"round {round_no + 1} {name:18} {rate:8.0f} jobs/s  "
-                    f"Redis CPU {cpu_us:5.1f} µs/job",
+                    f"CPU per job: Redis {cpu_us:5.1f} µs, workers {worker_us:5.1f} µs",
                     flush=True,
                 )
         print(f"\n{args.jobs} no-op jobs, 2 worker processes x concurrency {CONCURRENCY}, "
               f"median of {args.repeat} (alternating):")  # fmt: skip
         for name, runs in results.items():
-            rates = [rate for rate, _ in runs]
-            cpus = [cpu for _, cpu in runs]
+            rates, cpus, workers = zip(*runs, strict=True)
             print(
-                f"  {name:18} {statistics.median(rates):8.0f} jobs/s  "
-                f"(runs: {', '.join(f'{r:.0f}' for r in rates)}); "
-                f"Redis CPU {statistics.median(cpus):.1f} µs/job (the slots' masters)"
+                f"  {name:18} {statistics.median(rates):8.0f} jobs/s "
+                f"(runs: {', '.join(f'{r:.0f}' for r in rates)}); CPU per job: "
+                f"Redis {statistics.median(cpus):.1f} µs (the slots' masters), "
+                f"workers {statistics.median(workers):.1f} µs"
             )
     finally:
         single.stop()
@@ -271,10 +301,10 @@ def failover(args):
                 events["what"] = f"CLUSTER FAILOVER: {old} -> {new}"
             events["took"] = time.monotonic() - started
 
-        rate, _, stores, lanes = run(
+        rate, _, _, stores, lanes = run(
             cluster.url, [("bench", "default")] * 2, args.jobs, [], on_the_way=fail_over
         )
-        store, ids = stores[0], [job_id for lane in lanes for job_id in lane]
+        store, ids = stores["bench"], [job_id for lane in lanes for job_id in lane]
         statuses, repeated = {}, 0
         for start in range(0, len(ids), 1000):
             pipe = store.client.pipeline()
