@@ -65,6 +65,10 @@ from .queries import lua
 
 logger = logging.getLogger("pgjobs")
 
+#: What a lost server or connection raises; on a cluster also a slot no node is known to
+#: serve for a moment (a master died and its replica is not promoted yet).
+REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
+
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 MICROSECOND = datetime.timedelta(microseconds=1)
 
@@ -628,7 +632,7 @@ class RedisStore(Store):
             while self._pubsub.get_message(timeout=0) is not None:
                 pass  # a burst of enqueues is one wake-up
             return True
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             logger.warning("pgjobs: lost the Redis pub/sub connection (%s); reconnecting", exc)
             self._close_listener()
             return self._reconnect_listener(timeout)
@@ -636,7 +640,7 @@ class RedisStore(Store):
     def _reconnect_listener(self, timeout):
         try:
             self._subscribe()
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._close_listener()
             time.sleep(min(timeout, 1.0))
             if self._listener_failed_at is None:
@@ -653,7 +657,7 @@ class RedisStore(Store):
         if pubsub is not None:
             try:
                 pubsub.close()
-            except (redis.RedisError, OSError):
+            except REDIS_ERRORS:
                 pass
 
     def close(self):
