@@ -100,8 +100,10 @@ def on_cluster(redis_cluster, monkeypatch, settings):
 @pytest.mark.slow
 def test_worker_processes_run_every_job_once_on_a_cluster(on_cluster, start_worker):
     count = 400
-    refs = background.enqueue_many([(jobs.record, [f"job-{n}"], {}) for n in range(count)])
     workers = [start_worker("--concurrency", "4") for _ in range(2)]
+    # Both idle first: pub/sub on the cluster wakes them, and both take part.
+    wait_for(lambda: len(on_cluster.live_workers()) == 2, timeout=30, message="two workers")
+    refs = background.enqueue_many([(jobs.record, [f"job-{n}"], {}) for n in range(count)])
     wait_for(lambda: unfinished_jobs() == 0, timeout=60, interval=0.2, message="an empty queue")
 
     assert status_counts() == {records.SUCCEEDED: count}
@@ -119,10 +121,12 @@ def test_worker_processes_run_every_job_once_on_a_cluster(on_cluster, start_work
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.slow
 def test_a_master_failing_over_mid_run_loses_no_job(on_cluster, start_worker, redis_cluster):
-    count = 600
+    count = 500
     keys = [f"failover-{n}" for n in range(count)]
-    refs = background.enqueue_many([(jobs.record_once, [key, 0.005], {}) for key in keys])
     workers = [start_worker("--concurrency", "4", "-v", "2") for _ in range(2)]
+    wait_for(lambda: len(on_cluster.live_workers()) == 2, timeout=30, message="two workers")
+    # 0.02 s a job: about 1.3 s of work for 8 slots, so the failover lands mid-run.
+    refs = background.enqueue_many([(jobs.record_once, [key, 0.02], {}) for key in keys])
     wait_for(lambda: Execution.objects.count() >= count // 4, timeout=30, message="jobs to run")
     old, new = redis_cluster.failover(on_cluster.key_prefix)
     ran_before = Execution.objects.count()
