@@ -12,6 +12,7 @@ module is skipped.
 import signal
 
 import pytest
+import redis
 from django.test import override_settings
 
 from pgjobs import background, records
@@ -73,6 +74,19 @@ def test_a_single_server_keeps_its_key_names():
         assert store.cluster is False
     finally:
         store.close()
+
+
+def test_a_store_whose_server_is_down_at_start_describes_itself_and_connects_later():
+    """Whether the URL names a cluster is found out at the first command: a worker
+    started before Redis prints its banner and waits, as it did before clusters."""
+    from tests.redis_cluster import free_port
+
+    port = free_port()  # nothing listens there
+    store = RedisStore(f"redis://:secret@127.0.0.1:{port}/0", prefix="down")
+    assert store.describe() == f"redis 127.0.0.1:{port} (not reachable yet), key prefix 'down'"
+    with pytest.raises(redis.ConnectionError):
+        store.key("job", 1)
+    assert store.cluster is None, "found out again at the next command"
 
 
 def test_a_cluster_url_with_another_database_is_refused_in_one_line(redis_cluster):

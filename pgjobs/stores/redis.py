@@ -293,7 +293,12 @@ class RedisStore(Store):
         return ":".join([self.key_prefix, *map(str, parts)])
 
     def describe(self):
-        client = self.client
+        try:
+            client = self.client
+        except REDIS_ERRORS:  # down at start: workers retry; say where it is looked for
+            where = redis.connection.parse_url(self.url)
+            where = where.get("path") or f"{where.get('host')}:{where.get('port', 6379)}"
+            return f"redis {where} (not reachable yet), key prefix {self.prefix!r}"
         if self.cluster:
             masters = len(client.get_primaries())
             return (
