@@ -22,6 +22,8 @@ Variants:
 - ``single-baseline`` (with ``--baseline DIR``): ``single`` with workers running the
   pgjobs of another checkout, e.g. ``git archive main | tar -x -C /tmp/base``.
 
+``--enqueue``: one-by-one enqueues from this process, one server against the cluster.
+
 The failover run (``--failover``): ``--jobs`` jobs on the cluster, ``CLUSTER FAILOVER``
 on the replica of the slot's master once a third of them ran; counts lost jobs (not
 succeeded at the end) and repeated ones (attempts > 1). ``--kill`` instead SIGKILLs
@@ -276,6 +278,35 @@ def throughput(args):
         cluster.stop()
 
 
+def enqueues(args):
+    """One-by-one enqueues (each a script call that publishes a wake-up, which a cluster
+    sends to every node), alternating one server and the cluster."""
+    from pgjobs_bench.tasks import noop
+
+    single, cluster = SingleRedis(), LocalRedisCluster().start()
+    try:
+        results = {"single": [], "cluster": []}
+        for _ in range(args.repeat):
+            for name, url in (("single", single.url), ("cluster", cluster.url)):
+                be = backend(url, "bench")
+                be.get_store().flush()
+                be.enqueue(noop, [], {})  # connected, scripts loaded
+                started = time.perf_counter()
+                for _ in range(args.jobs):
+                    be.enqueue(noop, [], {})
+                results[name].append(args.jobs / (time.perf_counter() - started))
+                be.get_store().flush()
+        print(f"{args.jobs} enqueues one by one, median of {args.repeat} (alternating):")
+        for name, rates in results.items():
+            print(
+                f"  {name:8} {statistics.median(rates):7.0f} jobs/s "
+                f"(runs: {', '.join(f'{r:.0f}' for r in rates)})"
+            )
+    finally:
+        single.stop()
+        cluster.stop()
+
+
 def failover(args):
     import redis
 
@@ -332,12 +363,18 @@ def main():
         help="a checkout of another commit: adds single-baseline, workers running its pgjobs",
     )
     parser.add_argument("--failover", action="store_true", help="the failover run instead")
+    parser.add_argument("--enqueue", action="store_true", help="one-by-one enqueues instead")
     parser.add_argument("--kill", action="store_true", help="with --failover: SIGKILL the master")
     args = parser.parse_args()
     import django
 
     django.setup()
-    failover(args) if args.failover else throughput(args)
+    if args.failover:
+        failover(args)
+    elif args.enqueue:
+        enqueues(args)
+    else:
+        throughput(args)
 
 
 if __name__ == "__main__":
