@@ -31,6 +31,7 @@ def test_a_prefix_is_hash_tagged_once():
     assert hash_tagged("pgjobs") == "{pgjobs}"
     assert hash_tagged("site:{jobs}") == "site:{jobs}", "the user's own tag is kept"
     assert hash_tagged("a{}b") == "{a{}b}", "an empty tag is no tag"
+    assert hash_tagged("a{}b}") == "{a{}b}}", "the first } after the first { ends the tag"
 
 
 def test_every_url_naming_a_node_finds_the_cluster_and_one_slot(redis_cluster):

@@ -124,7 +124,7 @@ def hash_tagged(prefix):
     """``prefix`` as a Redis Cluster needs it: with a hash tag, so that every key
     under it hashes to one slot. A prefix that has a tag already keeps it."""
     start = prefix.find("{")
-    if start >= 0 and prefix.find("}", start + 2) >= 0:
+    if start >= 0 and prefix.find("}", start + 1) > start + 1:  # Redis's rule: not "{}"
         return prefix
     return "{" + prefix + "}"
 
