@@ -129,6 +129,20 @@ def make_store(kind, request):
         store.close()
     if kind in ("redis", "redis-cluster") and made:
         made[0].flush()
+    if kind == "redis-cluster" and made:
+        assert_no_stray_keys(made[0])
+
+
+def assert_no_stray_keys(store):
+    """Every key a test wrote is named by ``RedisStore.key`` (or ``P`` in Lua), in the
+    site's hash-tagged slot, so ``flush`` found it: a key named from the bare prefix
+    would land in another slot, where the scripts cannot reach it on a cluster."""
+    from tests.redis_settings import PREFIX
+
+    stray = list(store.client.scan_iter(match=f"*{PREFIX}-contract*", count=1000))
+    if stray:
+        store.client.unlink(*stray)
+    assert not stray, f"keys outside {store.key_prefix!r}: not named by RedisStore.key: {stray}"
 
 
 @pytest.fixture
