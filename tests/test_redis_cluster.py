@@ -97,6 +97,22 @@ def test_a_cluster_url_with_another_database_is_refused_in_one_line(redis_cluste
 
 
 @pytest.fixture
+def cluster_url_with_database_3(redis_cluster, monkeypatch):
+    # Set before start_worker takes its environment (fixtures set up in order).
+    monkeypatch.setenv("PGJOBS_TEST_REDIS_URL", redis_cluster.url.replace("/0", "/3"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_on_a_cluster_url_with_another_database_stops_with_one_line(
+    cluster_url_with_database_3, start_worker
+):
+    worker = start_worker()
+    assert worker.wait() == 1, worker.output()
+    assert "Traceback" not in worker.stderr, worker.output()
+    assert "CommandError: pgjobs: OPTIONS['URL'] names database 3" in worker.stderr
+
+
+@pytest.fixture
 def on_cluster(redis_cluster, monkeypatch, settings):
     """This process and the worker processes it starts use the cluster."""
     monkeypatch.setenv("PGJOBS_TEST_REDIS_URL", redis_cluster.url)

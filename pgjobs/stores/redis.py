@@ -295,10 +295,13 @@ class RedisStore(Store):
     def describe(self):
         try:
             client = self.client
-        except REDIS_ERRORS:  # down at start: workers retry; say where it is looked for
+        except (*REDIS_ERRORS, InvalidBackend) as exc:
+            # Down at start (workers wait for it), or a URL a cluster refuses (the
+            # worker says so next, through setup_problem): say where it is looked for.
             where = redis.connection.parse_url(self.url)
             where = where.get("path") or f"{where.get('host')}:{where.get('port', 6379)}"
-            return f"redis {where} (not reachable yet), key prefix {self.prefix!r}"
+            state = "not reachable yet" if isinstance(exc, REDIS_ERRORS) else "refused"
+            return f"redis {where} ({state}), key prefix {self.prefix!r}"
         if self.cluster:
             masters = len(client.get_primaries())
             return (
@@ -501,6 +504,13 @@ class RedisStore(Store):
             for worker_id, queues in zip(worker_ids, pipe.execute(), strict=True)
             if queues is not None
         ]
+
+    def setup_problem(self, exc):
+        """A URL that a cluster refuses (another database than 0) is fatal: waiting
+        cannot fix it."""
+        if isinstance(exc, InvalidBackend):
+            return str(exc), True
+        return None
 
     def _time(self):
         """Redis's clock, as the scripts read it: on a cluster, that of the node
