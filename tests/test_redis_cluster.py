@@ -66,6 +66,18 @@ KEYS = [
 ]
 
 
+def test_a_script_may_declare_keys_of_its_own_made_by_key(redis_cluster):
+    store = RedisStore(redis_cluster.url, prefix=f"{PREFIX}-keys")
+    try:
+        # The ``due`` script reads its keys from P; KEYS only routes the call.
+        spec = records.JobSpec(func="tests.testapp.jobs.noop", args=[], kwargs={})
+        store.enqueue(spec)
+        assert store._run("due", "default", keys=[store.key("ready", "default")]) == [1, 0]
+    finally:
+        store.flush()
+        store.close()
+
+
 def test_a_single_server_keeps_its_key_names():
     from tests.redis_settings import URL
 

@@ -279,10 +279,16 @@ class RedisStore(Store):
             self._connect()
         return self._client
 
-    def _run(self, script, *args):
+    def _run(self, script, *args, keys=None):
+        """Run a script: ARGV is the key prefix ``P`` (hash-tagged on a cluster),
+        then ``args``. KEYS is ``P`` itself, or ``keys`` when the script declares
+        keys of its own: each made by ``key()``, so that all share the slot that
+        routes the call. Every script call goes through here."""
         if self._scripts is None:
             self._connect()
-        return self._scripts[script](keys=self._script_keys, args=[self.key_prefix, *args])
+        return self._scripts[script](
+            keys=self._script_keys if keys is None else keys, args=[self.key_prefix, *args]
+        )
 
     def key(self, *parts):
         """The name of one of this store's keys: the prefix (hash-tagged on a
