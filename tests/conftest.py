@@ -275,6 +275,25 @@ def empty_redis_jobs():
         yield
 
 
+@pytest.fixture(scope="session")
+def redis_cluster():
+    """A real Redis Cluster of our own (tests/redis_cluster.py): three masters with a
+    replica each, on free local ports, started once per session and killed at its end.
+    Skipped without redis-server/redis-cli, except under PGJOBS_REQUIRE_SERVICES=1."""
+    from tests.redis_cluster import LocalRedisCluster, missing_binaries
+
+    missing = missing_binaries()
+    if missing:
+        if REQUIRE_SERVICES:
+            pytest.fail(f"PGJOBS_REQUIRE_SERVICES=1 but {' and '.join(missing)} missing")
+        pytest.skip(f"no {' or '.join(missing)} for a Redis Cluster")
+    cluster = LocalRedisCluster(masters=3, replicas=1).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
 def jobs_backend():
     """The DatabaseBackend the test settings configure."""

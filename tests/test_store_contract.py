@@ -3,7 +3,9 @@
 Each test states a behaviour that workers, backends and users rely on, and
 runs against the in-memory store (``pgjobs.testing``) and the store of this
 run's ``PGJOBS_TEST_DB``: ``PostgresStore``, ``MySQLStore`` or ``SQLiteStore``
-through ``database_store``, or ``RedisStore``. The tests talk to the store
+through ``database_store``, or ``RedisStore``, which runs it twice: on one
+Redis server and on a Redis Cluster of our own (``redis-cluster``; the
+``redis_cluster`` fixture, tests/conftest.py). The tests talk to the store
 only, never to the ORM, so that one suite holds every store to the same
 answers: a new store passes it, or declares here which behaviour it lacks.
 
@@ -30,7 +32,7 @@ from pgjobs.records import JobSpec
 from pgjobs.testing import InMemoryStore, ManualClock
 
 VENDOR = os.environ.get("PGJOBS_TEST_DB", "postgres")
-STORES = ["memory", VENDOR]
+STORES = ["memory", VENDOR] + (["redis-cluster"] if VENDOR == "redis" else [])
 SQL_STORES = {"postgres", "mysql", "sqlite"}
 # Short leases, so that rescues can be seen on stores that run on real time.
 LEASE = 1.5
@@ -41,7 +43,8 @@ LATER_ERROR = {"type": "builtins.KeyError", "message": "'x'", "traceback": "..."
 
 
 def gap(strict=True, **reasons):
-    """Mark a test as failing, for the reason given, on the stores named."""
+    """Mark a test as failing, for the reason given, on the stores named (``redis``
+    names both Redis stores: one server and a cluster)."""
     return pytest.mark.store_gap(strict=strict, **reasons)
 
 
@@ -84,14 +87,15 @@ def kind(request):
 @pytest.fixture(autouse=True)
 def known_gaps(request, kind):
     marker = request.node.get_closest_marker("store_gap")
-    if marker is not None and kind in marker.kwargs:
-        reason = f"{kind}: {marker.kwargs[kind]}"
+    store = "redis" if kind == "redis-cluster" else kind
+    if marker is not None and store in marker.kwargs:
+        reason = f"{kind}: {marker.kwargs[store]}"
         strict = marker.kwargs.get("strict", True)
         request.applymarker(pytest.mark.xfail(strict=strict, reason=reason))
 
 
 @pytest.fixture
-def make_store(kind):
+def make_store(kind, request):
     """``make_store(**options)``: a new store of this run's kind, on empty storage."""
     manual = ManualClock() if kind == "memory" else None
     made = []
@@ -100,11 +104,15 @@ def make_store(kind):
         options.setdefault("lease_seconds", LEASE)
         if kind == "memory":
             store = InMemoryStore(clock=manual, **options)
-        elif kind == "redis":
+        elif kind in ("redis", "redis-cluster"):
             from pgjobs.stores.redis import RedisStore
             from tests.redis_settings import PREFIX, URL
 
-            store = RedisStore(URL, prefix=f"{PREFIX}-contract", **options)
+            if kind == "redis-cluster":
+                url = request.getfixturevalue("redis_cluster").url
+            else:
+                url = URL
+            store = RedisStore(url, prefix=f"{PREFIX}-contract", **options)
             if not made:
                 store.flush()
         else:
@@ -119,8 +127,22 @@ def make_store(kind):
     for store in made:
         store.stop_listening()
         store.close()
-    if kind == "redis" and made:
+    if kind in ("redis", "redis-cluster") and made:
         made[0].flush()
+    if kind == "redis-cluster" and made:
+        assert_no_stray_keys(made[0])
+
+
+def assert_no_stray_keys(store):
+    """Every key a test wrote is named by ``RedisStore.key`` (or ``P`` in Lua), in the
+    site's hash-tagged slot, so ``flush`` found it: a key named from the bare prefix
+    would land in another slot, where the scripts cannot reach it on a cluster."""
+    from tests.redis_settings import PREFIX
+
+    stray = list(store.client.scan_iter(match=f"*{PREFIX}-contract*", count=1000))
+    if stray:
+        store.client.unlink(*stray)
+    assert not stray, f"keys outside {store.key_prefix!r}: not named by RedisStore.key: {stray}"
 
 
 @pytest.fixture

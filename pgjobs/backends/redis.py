@@ -16,9 +16,11 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 class RedisBackend(StoringBackend):
     """Stores jobs in Redis (redis-py: ``pip install pgjobs[redis]``).
 
-    OPTIONS (all optional): ``URL`` (``"redis://127.0.0.1:6379/0"``), ``PREFIX``
-    (``"pgjobs"``: every key starts with it), ``CONNECTION_OPTIONS`` (passed to
-    ``redis.Redis.from_url``), ``RESULT_TTL`` (the older option: both retentions
+    OPTIONS (all optional): ``URL`` (``"redis://127.0.0.1:6379/0"``; any node of a
+    Redis Cluster works too, found out at the first command), ``PREFIX``
+    (``"pgjobs"``: every key starts with it; ``{pgjobs}`` on a cluster, one slot),
+    ``CONNECTION_OPTIONS`` (passed to ``redis.Redis.from_url``, or to
+    ``redis.RedisCluster.from_url`` on a cluster), ``RESULT_TTL`` (the older option: both retentions
     at once, ``None`` meaning True; ``KEEP_SUCCEEDED``/``KEEP_FAILED`` given
     beside it win), ``DATABASE`` (the Django database whose transactions hold
     enqueues back until commit: ``"default"``; ``None`` writes at once), and

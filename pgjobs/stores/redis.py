@@ -35,11 +35,21 @@ Keys, under ``PREFIX`` (``P``)::
     P:figures:<minute µs>   hash: that minute's figures (pgjobs/stats.py), fields
                             "<queue>\x1f<metric>\x1f<bucket or sum>"; expires
                             after stats.KEEP
+
+On a Redis Cluster (found out at the first command: ``INFO`` says
+``cluster_enabled:1`` on the node the URL names) ``P`` is the prefix in a hash
+tag, ``{pgjobs}``, so that every key of a site hashes to one slot and each
+script, which builds its keys from ``P``, runs on one node; the script is sent
+there by its one declared key, ``P`` itself. Every key, in Python and in Lua,
+starts with ``P``: ``RedisStore.key(...)`` in Python, ``P .. ':name'`` in Lua.
+Wake-ups are classic pub/sub, which a cluster delivers to subscribers on
+every node.
 """
 
 import datetime
 import json
 import logging
+import threading
 import time
 
 import redis
@@ -47,6 +57,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from .. import records, stats
+from ..exceptions import InvalidBackend
 from ..records import AttemptInfo, BatchInfo, ClaimedJob, JobInfo, QueueFigures, ScheduleInfo
 from ..serialization import dumps
 from .base import (
@@ -64,6 +75,10 @@ from .base import (
 from .queries import lua
 
 logger = logging.getLogger("pgjobs")
+
+#: What a lost server or connection raises; on a cluster also a slot no node is known to
+#: serve for a moment (a master died and its replica is not promoted yet).
+REDIS_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException, OSError)
 
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 MICROSECOND = datetime.timedelta(microseconds=1)
@@ -119,6 +134,23 @@ def from_us(value):
     if not settings.USE_TZ:
         return timezone.make_naive(when, timezone.get_default_timezone())
     return when
+
+
+def hash_tagged(prefix):
+    """``prefix`` as a Redis Cluster needs it: with a hash tag, so that every key
+    under it hashes to one slot. A prefix that has a tag already keeps it."""
+    start = prefix.find("{")
+    if start >= 0 and prefix.find("}", start + 1) > start + 1:  # Redis's rule: not "{}"
+        return prefix
+    return "{" + prefix + "}"
+
+
+def is_cluster(client):
+    """Whether the Redis server ``client`` speaks to is a node of a Redis Cluster."""
+    try:
+        return bool(client.info("cluster").get("cluster_enabled"))
+    except redis.ResponseError:  # INFO refused (ACLs, renamed commands): a single server
+        return False
 
 
 def _int(value, default=0):
@@ -199,26 +231,106 @@ class RedisStore(Store):
         self.result_ttl = result_ttl  # None: finished jobs stay until pruned
         # False: a job that succeeds is deleted at once instead of kept with its result.
         self.keep_succeeded = keep_succeeded
-        options = dict(connection_options or {})
-        options["decode_responses"] = True
-        self.client = redis.Redis.from_url(url, **options)
+        self._options = dict(connection_options or {})
+        self._options["decode_responses"] = True
         self._lease_us = int(lease_seconds * 1e6)
         self._ttl_us = int(result_ttl * 1e6) if result_ttl else 0
-        self._scripts = {
-            name: self.client.register_script(lua(*parts)) for name, parts in SCRIPTS.items()
-        }
+        # Set at the first command (_connect), when it is known whether the URL
+        # names a cluster node: the client, the prefix of every key, the scripts.
+        self._client = None
+        self.cluster = None
+        self.key_prefix = None
+        self._script_keys = None
+        self._scripts = None
+        self._connect_lock = threading.Lock()
         self._pubsub = None
         self._listen_queues = None
         self._listener_failed_at = None
 
-    def _run(self, script, *args):
-        return self._scripts[script](args=[self.prefix, *args])
+    def _connect(self):
+        """Find out whether the URL names a cluster node, and build the client,
+        the key prefix (hash-tagged on a cluster) and the scripts to match. An
+        unreachable server raises, and the next command tries again."""
+        with self._connect_lock:
+            if self._client is not None:
+                return
+            single = redis.Redis.from_url(self.url, **self._options)
+            pool = single.connection_pool
+            db = pool.connection_kwargs.get("db") or 0
+            # A cluster node refuses SELECT: ask on database 0 whatever the URL says.
+            probe = single
+            if db:
+                probe = redis.Redis(
+                    connection_pool=type(pool)(
+                        connection_class=pool.connection_class,
+                        **{**pool.connection_kwargs, "db": 0},
+                    )
+                )
+            try:
+                cluster = is_cluster(probe)
+            finally:
+                if probe is not single:
+                    probe.connection_pool.disconnect()
+            if cluster:
+                single.close()
+                if db:
+                    raise InvalidBackend(
+                        f"OPTIONS['URL'] names database {db}, but a Redis Cluster has only "
+                        f"database 0: end the URL with /0 ({self.url})"
+                    )
+                client = redis.RedisCluster.from_url(self.url, **self._options)
+                self.cluster, self.key_prefix = True, hash_tagged(self.prefix)
+            else:
+                client, self.cluster, self.key_prefix = single, False, self.prefix
+            self._script_keys = [self.key_prefix]
+            self._scripts = {
+                name: client.register_script(lua(*parts)) for name, parts in SCRIPTS.items()
+            }
+            self._client = client
+
+    @property
+    def client(self):
+        """The redis-py client: ``redis.Redis``, or ``redis.RedisCluster`` on a cluster."""
+        if self._client is None:
+            self._connect()
+        return self._client
+
+    def _run(self, script, *args, keys=None):
+        """Run a script: ARGV is the key prefix ``P`` (hash-tagged on a cluster),
+        then ``args``. KEYS is ``P`` itself, or ``keys`` when the script declares
+        keys of its own: each made by ``key()``, so that all share the slot that
+        routes the call. Every script call goes through here."""
+        if self._scripts is None:
+            self._connect()
+        return self._scripts[script](
+            keys=self._script_keys if keys is None else keys, args=[self.key_prefix, *args]
+        )
 
     def key(self, *parts):
-        return ":".join([self.prefix, *map(str, parts)])
+        """The name of one of this store's keys: the prefix (hash-tagged on a
+        cluster), then ``parts``, joined by ``:``. Every key goes through here
+        (and every script's through ``P``), so all share the site's slot."""
+        if self.key_prefix is None:
+            self._connect()
+        return ":".join([self.key_prefix, *map(str, parts)])
 
     def describe(self):
-        kwargs = self.client.connection_pool.connection_kwargs
+        try:
+            client = self.client
+        except (*REDIS_ERRORS, InvalidBackend) as exc:
+            # Down at start (workers wait for it), or a URL a cluster refuses (the
+            # worker says so next, through setup_problem): say where it is looked for.
+            where = redis.connection.parse_url(self.url)
+            where = where.get("path") or f"{where.get('host')}:{where.get('port', 6379)}"
+            state = "not reachable yet" if isinstance(exc, REDIS_ERRORS) else "refused"
+            return f"redis {where} ({state}), key prefix {self.prefix!r}"
+        if self.cluster:
+            masters = len(client.get_primaries())
+            return (
+                f"redis cluster of {masters} masters (via {self.url}), key prefix "
+                f"{self.key_prefix!r} (one slot), woken by pub/sub"
+            )
+        kwargs = client.connection_pool.connection_kwargs
         where = kwargs.get("path") or f"{kwargs.get('host')}:{kwargs.get('port')}"
         return (
             f"redis {where} db {kwargs.get('db', 0)}, key prefix {self.prefix!r}, woken by pub/sub"
@@ -463,18 +575,16 @@ class RedisStore(Store):
             default = defaults.get(limited.queue)
             concurrency = default.concurrency if default and default.concurrency else -1
             rate, period = (default.rate, default.period) if default and default.rate else (-1, 0)
-            reply = self._scripts["claim_limited"](
+            reply = self._run(
+                "claim_limited",
+                worker_id,
+                self._lease_us,
+                limit - len(claimed),
+                limited.queue,
+                concurrency,
+                rate,
+                int(period * 1e6),
                 keys=[self.key("control", limited.queue)],
-                args=[
-                    self.prefix,
-                    worker_id,
-                    self._lease_us,
-                    limit - len(claimed),
-                    limited.queue,
-                    concurrency,
-                    rate,
-                    int(period * 1e6),
-                ],
             )
             claimed += [_claimed(row) for row in json.loads(reply)]
         rest = limit - len(claimed)
@@ -593,7 +703,7 @@ class RedisStore(Store):
     def live_workers(self):
         # Heartbeats come every lease/3: a worker silent for half a lease is
         # likely gone (as the SQL stores judge it).
-        seconds, microseconds = self.client.time()
+        seconds, microseconds = self._time()
         fresh = seconds * 1_000_000 + microseconds - self._lease_us // 2
         worker_ids = self.client.zrangebyscore(self.key("workers"), fresh, "+inf")
         pipe = self.client.pipeline()
@@ -604,6 +714,21 @@ class RedisStore(Store):
             for worker_id, queues in zip(worker_ids, pipe.execute(), strict=True)
             if queues is not None
         ]
+
+    def setup_problem(self, exc):
+        """A URL that a cluster refuses (another database than 0) is fatal: waiting
+        cannot fix it."""
+        if isinstance(exc, InvalidBackend):
+            return str(exc), True
+        return None
+
+    def _time(self):
+        """Redis's clock, as the scripts read it: on a cluster, that of the node
+        holding this store's slot."""
+        if self.cluster:
+            node = self.client.get_node_from_key(self.key_prefix)
+            return self.client.time(target_nodes=node)
+        return self.client.time()
 
     def unregister_worker(self, worker_id):
         pipe = self.client.pipeline()
@@ -724,7 +849,7 @@ class RedisStore(Store):
 
     def _minute_keys(self, since):
         """The figure hashes' minutes (µs) from ``since`` until now, by Redis's clock."""
-        seconds, microseconds = self.client.time()
+        seconds, microseconds = self._time()
         now_us = seconds * 1_000_000 + microseconds
         if isinstance(since, datetime.timedelta):
             since_us = now_us - since // MICROSECOND
@@ -814,7 +939,7 @@ class RedisStore(Store):
             while self._pubsub.get_message(timeout=0) is not None:
                 pass  # a burst of enqueues is one wake-up
             return True
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             logger.warning("pgjobs: lost the Redis pub/sub connection (%s); reconnecting", exc)
             self._close_listener()
             return self._reconnect_listener(timeout)
@@ -822,7 +947,7 @@ class RedisStore(Store):
     def _reconnect_listener(self, timeout):
         try:
             self._subscribe()
-        except (redis.RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self._close_listener()
             time.sleep(min(timeout, 1.0))
             if self._listener_failed_at is None:
@@ -839,13 +964,24 @@ class RedisStore(Store):
         if pubsub is not None:
             try:
                 pubsub.close()
-            except (redis.RedisError, OSError):
+            except REDIS_ERRORS:
                 pass
 
     def close(self):
         # Idle connections only: another thread may be using one right now, and
         # redis-py reconnects a broken connection on its next command anyway.
-        self.client.connection_pool.disconnect(inuse_connections=False)
+        if self._client is None:
+            return
+        if self.cluster:
+            pools = [
+                node.redis_connection.connection_pool
+                for node in self._client.get_nodes()
+                if node.redis_connection is not None
+            ]
+        else:
+            pools = [self._client.connection_pool]
+        for pool in pools:
+            pool.disconnect(inuse_connections=False)
 
     # -- tests and maintenance -------------------------------------------------------
 

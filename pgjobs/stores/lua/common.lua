@@ -1,4 +1,7 @@
--- Shared by every pgjobs Redis script (pgjobs/stores/redis.py): ARGV[1] is the key prefix.
+-- Shared by every pgjobs Redis script (pgjobs/stores/redis.py): ARGV[1] is the key prefix,
+-- P. Every key a script touches is named P .. ':...', so that on a Redis Cluster, where P
+-- is hash-tagged ('{pgjobs}'), all of them share one slot; KEYS[1] is P itself, the one
+-- declared key, which sends the script to the node holding that slot.
 local P = ARGV[1]
 local function now_us()
   local t = redis.call('TIME')
