@@ -89,7 +89,7 @@ class Store(abc.ABC):
     #
     # A storing backend over such a store holds the jobs enqueued inside the
     # caller's ``transaction.atomic()`` and writes them at commit. It hands out
-    # refs at once: ids reserved now, ``JobInfo``s made from the specs, and the
+    # refs at once: ids reserved now, ``JobInfo`` records made from the specs, and the
     # holder of a unique key looked up rather than written; then
     # ``enqueue_many(specs, ids)`` at commit.
 
@@ -154,7 +154,7 @@ class Store(abc.ABC):
     def enqueue_batch(
         self, specs, on_finish=None, on_success=None, description="", *, batch_id=None, ids=None
     ):
-        """Write the jobs ``specs`` (``JobSpec``s without ``after`` or
+        """Write the jobs ``specs`` (``JobSpec`` records without ``after`` or
         ``unique_key``) as one batch, with its callbacks ``on_finish`` and
         ``on_success`` (``JobSpec`` or None; stored ``waiting``), all or nothing,
         in one statement where the store can. Returns ``(BatchInfo, [JobInfo of
@@ -168,7 +168,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def batch_jobs(self, batch_id):
-        """The ``JobInfo``s of a batch's jobs still stored (pruning removes
+        """The ``JobInfo`` records of a batch's jobs still stored (pruning removes
         finished ones), by id; not its callbacks."""
 
     @abc.abstractmethod
