@@ -76,6 +76,8 @@ CATALOGUE = {
     "pgjobs.E016": "CeleryBackend is configured but Celery is not installed.",
     "pgjobs.E017": "OPTIONS['LISTEN_DATABASE'] names no DATABASES alias and is no DSN, or names "
     "a database that is not PostgreSQL.",
+    "pgjobs.E018": "PGJOBS['QUEUES'] is not a dict of queue name to limits like "
+    "{'concurrency': 4, 'rate': '5/s'}, or a limit is out of range.",
     "pgjobs.E020": "A SCHEDULE entry's function is marked @atomic_job, but the backend cannot "
     "run atomic jobs (Redis, Celery, the in-memory backend).",
     "pgjobs.E101": "TASKS' PgJobsBackend has unknown OPTIONS.",
