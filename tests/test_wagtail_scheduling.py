@@ -30,17 +30,14 @@ from tests.conftest import run_jobs, run_worker_while, wait_for  # noqa: E402
 from tests.wagtailapp.models import ArticlePage, Notice  # noqa: E402
 from tests.wagtailapp.site import make_home  # noqa: E402
 
-pytestmark = [
-    pytest.mark.sql_store("reads and edits the job rows"),
-    pytest.mark.django_db(transaction=True),
-]
+pytestmark = pytest.mark.sql_store("reads and edits the job rows")
 
 PUBLISH_DUE = "pgjobs.contrib.wagtail.scheduling.publish_due"
 SWEEP = "pgjobs.contrib.wagtail.scheduling.sweep"
 
 
 @pytest.fixture
-def home():
+def home(transactional_db):
     return make_home()
 
 
