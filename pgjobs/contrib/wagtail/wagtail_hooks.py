@@ -23,6 +23,7 @@ from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
+from django.urls import path
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -45,6 +46,7 @@ from wagtail.snippets.views.snippets import IndexView, InspectView, SnippetViewS
 from ... import records, times
 from ...handler import queue_names, store_for_jobs
 from ...models import STATUS_CHOICES, Job
+from . import bulk, views
 
 
 class JobPermissionPolicy(ModelPermissionPolicy):
@@ -384,3 +386,23 @@ class DeleteJobsBulkAction(JobsBulkActionMixin, DeleteBulkAction):
 
     def user_may_act(self, user):
         return job_permission_policy.user_has_permission(user, "delete")
+
+
+# -- page bulk actions in the background (bulk.py) ---------------------------------------
+
+# Registered after Wagtail's own page actions (a higher ``order``), so that these replace
+# them: the same confirmation pages, and large selections run as jobs.
+for _action in bulk.ACTIONS.values():
+    hooks.register("register_bulk_action", _action, order=100)
+
+
+@hooks.register("register_admin_urls")
+def bulk_progress_urls():
+    return [
+        path("pgjobs/bulk/<int:run_id>/", views.bulk_progress, name="pgjobs_bulk_progress"),
+        path(
+            "pgjobs/bulk/<int:run_id>/progress/",
+            views.bulk_progress_json,
+            name="pgjobs_bulk_progress_json",
+        ),
+    ]

@@ -1,0 +1,202 @@
+"""Page bulk actions in the background (``pgjobs.contrib.wagtail.bulk``), through the
+Wagtail admin's own bulk-action URLs: large selections run as jobs, the progress
+endpoint and page follow them, permissions are checked per page when each job runs.
+
+Runs in the integration pass (``--ds=tests.wagtail_settings``).
+"""
+
+import pytest
+from django.conf import settings
+
+if "pgjobs.contrib.wagtail" not in settings.INSTALLED_APPS:
+    pytest.skip(
+        "integration pass only: pytest --ds=tests.wagtail_settings", allow_module_level=True
+    )
+
+from urllib.parse import urlencode  # noqa: E402
+
+from django.contrib.auth.models import Group, Permission, User  # noqa: E402
+from django.test import override_settings  # noqa: E402
+from wagtail.models import GroupPagePermission, Page  # noqa: E402
+
+from pgjobs.contrib.wagtail.models import BulkActionItem, BulkActionRun  # noqa: E402
+from tests.conftest import run_jobs, status_counts  # noqa: E402
+from tests.wagtailapp.models import ArticlePage  # noqa: E402
+from tests.wagtailapp.site import make_home  # noqa: E402
+
+MANY = 12  # above the default threshold of 10
+
+
+@pytest.fixture
+def home(transactional_db):
+    return make_home()
+
+
+@pytest.fixture
+def admin(transactional_db):
+    return User.objects.create_superuser("admin", "admin@example.com", "pw")
+
+
+def drafts(parent, count, prefix="Draft"):
+    return [
+        parent.add_child(
+            instance=ArticlePage(title=f"{prefix} {n}", slug=f"{prefix.lower()}-{n}", live=False)
+        )
+        for n in range(count)
+    ]
+
+
+def bulk_url(action, pages, parent):
+    query = urlencode(
+        [("id", page.pk) for page in pages] + [("next", f"/admin/pages/{parent.pk}/")]
+    )
+    return f"/admin/bulk/wagtailcore/page/{action}/?{query}"
+
+
+def post_bulk(client, action, pages, parent, data=None):
+    return client.post(bulk_url(action, pages, parent), data or {})
+
+
+def progress_of(client, run):
+    response = client.get(f"/admin/pgjobs/bulk/{run.pk}/progress/")
+    assert response.status_code == 200
+    return response.json()
+
+
+def live_count(pages):
+    return Page.objects.filter(pk__in=[p.pk for p in pages], live=True).count()
+
+
+def test_a_large_publish_returns_at_once_and_workers_publish(home, admin, client):
+    client.force_login(admin)
+    pages = drafts(home, MANY)
+    status_before = status_counts()
+    response = post_bulk(client, "publish", pages, home, {"include_descendants": ""})
+    run = BulkActionRun.objects.get()
+    assert response.status_code == 302 and response.url == f"/admin/pgjobs/bulk/{run.pk}/"
+    assert live_count(pages) == 0  # nothing published in the request
+    jobs_now = status_counts()
+    assert jobs_now.get("ready", 0) - status_before.get("ready", 0) >= MANY
+    assert progress_of(client, run) == {
+        "run": run.pk,
+        "action": "publish",
+        "total": MANY,
+        "finished": 0,
+        "done": 0,
+        "refused": 0,
+        "failed": 0,
+        "complete": False,
+        "percent": 0,
+    }
+    page = client.get(response.url)
+    assert b'id="pgjobs-bulk-bar"' in page.content and b"pgjobs-bulk-summary" not in page.content
+
+    run_jobs()
+    assert live_count(pages) == MANY
+    state = progress_of(client, run)
+    assert (state["finished"], state["done"], state["complete"], state["percent"]) == (
+        MANY,
+        MANY,
+        True,
+        100,
+    )
+    summary = client.get(response.url).content.decode()
+    assert "12 pages done" in summary and "0 pages refused" in summary
+
+
+def test_a_small_selection_runs_in_the_request(home, admin, client):
+    client.force_login(admin)
+    pages = drafts(home, 3)
+    response = post_bulk(client, "publish", pages, home)
+    assert response.status_code == 302 and response.url == f"/admin/pages/{home.pk}/"
+    assert live_count(pages) == 3
+    assert not BulkActionRun.objects.exists()
+
+
+def test_turned_off_every_selection_runs_in_the_request(home, admin, client):
+    client.force_login(admin)
+    pages = drafts(home, MANY)
+    with override_settings(PGJOBS={**settings.PGJOBS, "WAGTAIL_BULK_ACTIONS": None}):
+        post_bulk(client, "publish", pages, home)
+    assert live_count(pages) == MANY and not BulkActionRun.objects.exists()
+
+
+def test_permissions_are_checked_per_page_when_each_job_runs(home, admin, client):
+    section = home.add_child(instance=Page(title="Section", slug="section"))
+    elsewhere = home.add_child(instance=Page(title="Elsewhere", slug="elsewhere"))
+    editors = Group.objects.create(name="Section editors")
+    editors.permissions.add(Permission.objects.get(codename="access_admin"))
+    for codename in ("add_page", "change_page", "publish_page"):
+        GroupPagePermission.objects.create(
+            group=editors, page=section, permission=Permission.objects.get(codename=codename)
+        )
+    editor = User.objects.create_user("editor", password="pw")
+    editor.groups.add(editors)
+    pages = drafts(section, MANY)
+    gone = pages[-1]
+
+    client.force_login(editor)
+    response = post_bulk(client, "publish", pages, section)
+    run = BulkActionRun.objects.get()
+    assert response.status_code == 302 and run.user == editor and run.total == MANY
+    # Meanwhile, an administrator moves three pages out of the editor's section and
+    # deletes one.
+    for page in pages[:3]:
+        page.refresh_from_db()
+        page.move(elsewhere, pos="last-child")
+    Page.objects.get(pk=gone.pk).delete()
+
+    run_jobs()
+    assert live_count(pages[:3]) == 0  # refused: no longer in a section the editor publishes
+    assert live_count(pages[3:-1]) == MANY - 4
+    outcomes = dict(run.items.values_list("title", "status"))
+    assert [outcomes[p.title] for p in pages[:3]] == [BulkActionItem.REFUSED] * 3
+    assert outcomes[gone.title] == BulkActionItem.FAILED
+    state = progress_of(client, run)
+    assert (state["done"], state["refused"], state["failed"], state["complete"]) == (
+        MANY - 4,
+        3,
+        1,
+        True,
+    )
+    summary = client.get(f"/admin/pgjobs/bulk/{run.pk}/").content.decode()
+    assert "You no longer have permission to publish this page." in summary
+    assert "The page no longer exists." in summary
+    assert "8 pages done" in summary and "3 pages refused" in summary
+
+
+def test_another_user_cannot_follow_a_run(home, admin, client):
+    client.force_login(admin)
+    post_bulk(client, "publish", drafts(home, MANY), home)
+    run = BulkActionRun.objects.get()
+    other = User.objects.create_user("other", password="pw")
+    other.user_permissions.add(Permission.objects.get(codename="access_admin"))
+    client.force_login(other)
+    assert client.get(f"/admin/pgjobs/bulk/{run.pk}/").status_code == 403
+    assert client.get(f"/admin/pgjobs/bulk/{run.pk}/progress/").status_code == 403
+
+
+def test_unpublish_delete_and_move_run_in_workers(home, admin, client):
+    client.force_login(admin)
+    target = home.add_child(instance=Page(title="Archive", slug="archive"))
+    to_unpublish = drafts(home, MANY, prefix="Live")
+    for page in to_unpublish:
+        page.save_revision().publish()
+    assert post_bulk(client, "unpublish", to_unpublish, home).status_code == 302
+    to_delete = drafts(home, MANY, prefix="Old")
+    response = post_bulk(client, "delete", to_delete, home, {"confirm_site_name": "pgjobs tests"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    to_move = drafts(home, MANY, prefix="Moving")
+    response = post_bulk(client, "move", to_move, home, {"chooser": target.pk})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert BulkActionRun.objects.count() == 3
+    assert live_count(to_unpublish) == MANY
+    assert Page.objects.filter(pk__in=[p.pk for p in to_delete]).count() == MANY
+
+    run_jobs()
+    assert live_count(to_unpublish) == 0
+    assert not Page.objects.filter(pk__in=[p.pk for p in to_delete]).exists()
+    target.refresh_from_db()
+    assert set(target.get_children().values_list("pk", flat=True)) == {p.pk for p in to_move}
+    for run in BulkActionRun.objects.all():
+        assert progress_of(client, run)["done"] == MANY, run.action
