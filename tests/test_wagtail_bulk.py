@@ -20,7 +20,7 @@ from django.test import override_settings  # noqa: E402
 from wagtail.models import GroupPagePermission, Page  # noqa: E402
 
 from pgjobs.contrib.wagtail.models import BulkActionItem, BulkActionRun  # noqa: E402
-from tests.conftest import run_jobs, status_counts  # noqa: E402
+from tests.conftest import REQUIRE_SERVICES, run_jobs, status_counts  # noqa: E402
 from tests.wagtailapp.models import ArticlePage  # noqa: E402
 from tests.wagtailapp.site import make_home  # noqa: E402
 
@@ -200,3 +200,69 @@ def test_unpublish_delete_and_move_run_in_workers(home, admin, client):
     assert set(target.get_children().values_list("pk", flat=True)) == {p.pk for p in to_move}
     for run in BulkActionRun.objects.all():
         assert progress_of(client, run)["done"] == MANY, run.action
+
+
+# -- the progress bar in headless Chromium ------------------------------------------------
+
+
+@pytest.fixture
+def browser():
+    """Headless Chromium through Debian's chromedriver; quit at teardown."""
+    import shutil
+
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        if REQUIRE_SERVICES:
+            raise
+        pytest.skip("selenium is not installed (pip install 'pgjobs[test]')")
+    driver_path = shutil.which("chromedriver")
+    if driver_path is None:
+        if REQUIRE_SERVICES:
+            pytest.fail("chromedriver is missing (apt-get install chromium chromium-driver)")
+        pytest.skip("chromedriver is missing (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def test_the_progress_bar_updates_in_a_browser_until_the_summary(
+    home, admin, client, live_server, browser
+):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from pgjobs.models import Job
+
+    client.force_login(admin)
+    pages = drafts(home, MANY)
+    Job.objects.all().delete()  # Wagtail's own tasks: the worker below runs only the pages'
+    progress_url = post_bulk(client, "publish", pages, home).url
+    browser.get(f"{live_server.url}/admin/login/")
+    browser.add_cookie(
+        {"name": "sessionid", "value": client.cookies["sessionid"].value, "path": "/"}
+    )
+    browser.get(f"{live_server.url}{progress_url}")
+    bar = browser.find_element(By.ID, "pgjobs-bulk-bar")
+    assert (bar.get_property("max"), bar.get_property("value")) == (MANY, 0)
+
+    run_jobs(max_jobs=5)  # part of the way: the bar follows without a reload
+    done = BulkActionItem.objects.exclude(status=BulkActionItem.PENDING).count()
+    assert 0 < done < MANY
+    WebDriverWait(browser, 15).until(
+        lambda b: b.find_element(By.ID, "pgjobs-bulk-bar").get_property("value") == done
+    )
+    assert f"{done} of {MANY} pages" in browser.find_element(By.ID, "pgjobs-bulk-status").text
+    assert not browser.find_elements(By.ID, "pgjobs-bulk-summary")
+
+    run_jobs()
+    summary = WebDriverWait(browser, 15).until(
+        lambda b: b.find_elements(By.ID, "pgjobs-bulk-summary")
+    )[0]
+    assert "12 pages done" in summary.text and "0 pages failed" in summary.text
+    assert browser.find_element(By.ID, "pgjobs-bulk-bar").get_property("value") == MANY
