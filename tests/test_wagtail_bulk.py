@@ -266,3 +266,12 @@ def test_the_progress_bar_updates_in_a_browser_until_the_summary(
     )[0]
     assert "12 pages done" in summary.text and "0 pages failed" in summary.text
     assert browser.find_element(By.ID, "pgjobs-bulk-bar").get_property("value") == MANY
+
+
+@pytest.mark.parametrize("value", [-1, "10", True, 2.5])
+def test_checks_report_a_bad_threshold(value):
+    from django.core import checks
+
+    with override_settings(PGJOBS={**settings.PGJOBS, "WAGTAIL_BULK_ACTIONS": value}):
+        (error,) = [m for m in checks.run_checks(tags=["pgjobs"]) if m.id == "pgjobs.E022"]
+        assert "WAGTAIL_BULK_ACTIONS" in error.msg and repr(value) in error.msg

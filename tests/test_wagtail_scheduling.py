@@ -215,3 +215,18 @@ def test_checks_report_bad_settings_and_a_backend_that_cannot_defer():
     }
     with override_settings(PGJOBS=immediate_off):
         assert "pgjobs.W006" not in [m.id for m in checks.run_checks(tags=["pgjobs"])]
+
+
+def test_a_schedule_entry_of_the_same_name_replaces_the_sweeps():
+    every = datetime.timedelta(minutes=5)
+    entry = {"func": SWEEP, "every": every}
+    with override_settings(PGJOBS={**settings.PGJOBS, "SCHEDULE": {scheduling.SWEEP_NAME: entry}}):
+        (sweep,) = [s for s in configured_schedules() if s.name == scheduling.SWEEP_NAME]
+        assert sweep.describe() == configured_description(every)
+
+
+def configured_description(every):
+    from pgjobs.schedule import parse_schedules
+
+    (schedule,), _ = parse_schedules({"x": {"func": SWEEP, "every": every}})
+    return schedule.describe()
