@@ -22,7 +22,7 @@ from wagtail.models import GroupPagePermission, Page  # noqa: E402
 from pgjobs.contrib.wagtail.models import BulkActionItem, BulkActionRun  # noqa: E402
 from tests.conftest import REQUIRE_SERVICES, run_jobs, status_counts  # noqa: E402
 from tests.wagtailapp.models import ArticlePage  # noqa: E402
-from tests.wagtailapp.site import make_home  # noqa: E402
+from tests.wagtailapp.site import clear_jobs, make_home  # noqa: E402
 
 MANY = 12  # above the default threshold of 10
 
@@ -237,11 +237,9 @@ def test_the_progress_bar_updates_in_a_browser_until_the_summary(
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from pgjobs.models import Job
-
     client.force_login(admin)
     pages = drafts(home, MANY)
-    Job.objects.all().delete()  # Wagtail's own tasks: the worker below runs only the pages'
+    clear_jobs()  # Wagtail's own tasks: the worker below runs only the pages'
     progress_url = post_bulk(client, "publish", pages, home).url
     browser.get(f"{live_server.url}/admin/login/")
     browser.add_cookie(

@@ -30,7 +30,8 @@ from tests.conftest import run_jobs, run_worker_while, wait_for  # noqa: E402
 from tests.wagtailapp.models import ArticlePage, Notice  # noqa: E402
 from tests.wagtailapp.site import make_home  # noqa: E402
 
-pytestmark = pytest.mark.sql_store("reads and edits the job rows")
+#: Tests that read or edit the job rows; the others run on every store, Redis included.
+reads_jobs = pytest.mark.sql_store("reads and edits the job rows")
 
 PUBLISH_DUE = "pgjobs.contrib.wagtail.scheduling.publish_due"
 SWEEP = "pgjobs.contrib.wagtail.scheduling.sweep"
@@ -72,8 +73,6 @@ def scheduled_publishes(page):
 def test_a_scheduled_page_goes_live_at_its_time(home):
     article = schedule_article(home, 2)
     go_live = article.go_live_at
-    (check,) = checks_of(article.pk)
-    assert check.run_at == go_live and check.status == records.READY
 
     work_until(lambda: ArticlePage.objects.get(pk=article.pk).live)
     article.refresh_from_db()
@@ -82,6 +81,15 @@ def test_a_scheduled_page_goes_live_at_its_time(home):
     assert not article.revisions.filter(approved_go_live_at__isnull=False).exists()
 
 
+@reads_jobs
+def test_a_scheduled_revision_defers_a_check_at_its_time(home):
+    article = schedule_article(home, 60)
+    (check,) = checks_of(article.pk)
+    assert check.run_at == article.go_live_at and check.status == records.READY
+    assert check.kwargs == {"at": article.go_live_at.isoformat()}
+
+
+@reads_jobs
 def test_saving_the_same_schedule_twice_defers_one_check(home):
     article = schedule_article(home, 60)
     revision = article.revisions.get(approved_go_live_at__isnull=False)
@@ -89,6 +97,7 @@ def test_saving_the_same_schedule_twice_defers_one_check(home):
     assert checks_of(article.pk).count() == 1
 
 
+@reads_jobs
 def test_a_rescheduled_page_goes_live_at_the_new_time_only(home):
     article = schedule_article(home, 60, title="First")
     article.title, article.go_live_at = "Second", soon(2)
@@ -109,6 +118,7 @@ def test_a_rescheduled_page_goes_live_at_the_new_time_only(home):
     assert scheduled_publishes(article) == 1
 
 
+@reads_jobs
 def test_a_schedule_moved_later_is_not_published_early(home):
     article = schedule_article(home, 0.5)
     article.go_live_at = soon(3600)
@@ -123,6 +133,7 @@ def test_a_schedule_moved_later_is_not_published_early(home):
     assert checks_of(article.pk).filter(status=records.READY).count() == 1  # the new time's
 
 
+@reads_jobs
 def test_a_cancelled_schedule_publishes_nothing(home):
     article = schedule_article(home, 0.5)
     revision = article.revisions.get(approved_go_live_at__isnull=False)
@@ -172,6 +183,7 @@ def test_a_snippet_with_publishing_goes_live_and_expires(home):
     assert actions == ["wagtail.publish.scheduled", "wagtail.unpublish.scheduled"]
 
 
+@reads_jobs
 def test_the_sweep_catches_up_once_after_workers_were_down(home):
     # A page whose time passed while no worker ran, its check lost (scheduled before
     # pgjobs was installed, say), and the sweep's schedule last settled long ago.
@@ -196,6 +208,7 @@ def test_the_sweep_is_a_schedule_while_scheduled_publishing_is_on():
         assert scheduling.SWEEP_NAME not in {s.name for s in configured_schedules()}
 
 
+@reads_jobs
 def test_turned_off_nothing_is_deferred(home):
     with override_settings(PGJOBS={**settings.PGJOBS, "WAGTAIL_SCHEDULED_PUBLISHING": False}):
         article = schedule_article(home, 60)

@@ -14,5 +14,17 @@ def make_home():
     root = Page.add_root(instance=Page(title="Root"))
     home = root.add_child(instance=Page(title="Home", slug="home"))
     Site.objects.create(hostname="testserver", root_page=home, is_default_site=True)
-    Job.objects.all().delete()  # the saves above enqueued Wagtail's tasks
+    clear_jobs()  # the saves above enqueued Wagtail's tasks
     return home
+
+
+def clear_jobs():
+    """Delete every job, wherever the test run keeps them (the job table or Redis)."""
+    from tests.conftest import JOBS_IN_REDIS
+
+    if JOBS_IN_REDIS:
+        from tests.redis_settings import flush_jobs
+
+        flush_jobs()
+    else:
+        Job.objects.all().delete()
