@@ -93,6 +93,7 @@ def test_a_large_publish_returns_at_once_and_workers_publish(home, admin, client
         "done": 0,
         "refused": 0,
         "failed": 0,
+        "cancelled": 0,
         "complete": False,
         "percent": 0,
     }
@@ -173,6 +174,30 @@ def test_permissions_are_checked_per_page_when_each_job_runs(home, admin, client
     assert f"{len(pages) - 3} pages done" in summary and "2 pages refused" in summary
 
 
+def test_cancelling_leaves_the_pages_not_done_yet_alone(home, admin, client):
+    client.force_login(admin)
+    pages = drafts(home, MANY)
+    clear_jobs()  # Wagtail's own tasks: the worker below runs only the pages'
+    progress_url = post_bulk(client, "publish", pages, home).url
+    run = BulkActionRun.objects.get()
+    run_jobs(max_jobs=2)
+    published = live_count(pages)
+    assert 0 < published < MANY
+
+    response = client.post(f"/admin/pgjobs/bulk/{run.pk}/cancel/")
+    assert response.status_code == 302 and response.url == progress_url
+    run_jobs()  # the remaining jobs find their pages cancelled
+    assert live_count(pages) == published
+    state = progress_of(client, run)
+    assert (state["done"], state["cancelled"], state["complete"]) == (
+        published,
+        MANY - published,
+        True,
+    )
+    summary = client.get(progress_url).content.decode()
+    assert "Cancelled by admin before it ran." in summary
+
+
 def test_another_user_cannot_follow_a_run(home, admin, client):
     client.force_login(admin)
     post_bulk(client, "publish", drafts(home, MANY), home)
@@ -182,6 +207,8 @@ def test_another_user_cannot_follow_a_run(home, admin, client):
     client.force_login(other)
     assert client.get(f"/admin/pgjobs/bulk/{run.pk}/").status_code == 403
     assert client.get(f"/admin/pgjobs/bulk/{run.pk}/progress/").status_code == 403
+    assert client.post(f"/admin/pgjobs/bulk/{run.pk}/cancel/").status_code == 403
+    assert run.items.filter(status=BulkActionItem.PENDING).count() == MANY
 
 
 def test_unpublish_delete_and_move_run_in_workers(home, admin, client):

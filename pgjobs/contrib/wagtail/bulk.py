@@ -208,6 +208,16 @@ def finish(item, status, message="", children=0):
     return {"status": status if updated else "already finished", "message": message}
 
 
+def cancel_run(run, user):
+    """Cancel the pages of ``run`` not acted on yet: their jobs, when they run, do nothing."""
+    who = user.get_username() if user is not None else "someone"
+    return run.items.filter(status=BulkActionItem.PENDING).update(
+        status=BulkActionItem.CANCELLED,
+        message=f"Cancelled by {who} before it ran.",
+        finished_at=timezone.now(),
+    )
+
+
 def progress(run):
     """Counts of ``run``'s items by status, and whether it is done."""
     counts = dict.fromkeys((status for status, _ in BulkActionItem.STATUS_CHOICES), 0)
@@ -222,5 +232,6 @@ def progress(run):
         "done": counts[BulkActionItem.DONE],
         "refused": counts[BulkActionItem.REFUSED],
         "failed": counts[BulkActionItem.FAILED],
+        "cancelled": counts[BulkActionItem.CANCELLED],
         "complete": finished >= run.total,
     }

@@ -26,8 +26,8 @@ class BulkActionRun(models.Model):
 
 
 class BulkActionItem(models.Model):
-    PENDING, DONE, REFUSED, FAILED = "pending", "done", "refused", "failed"
-    STATUS_CHOICES = [(s, s) for s in (PENDING, DONE, REFUSED, FAILED)]
+    PENDING, DONE, REFUSED, FAILED, CANCELLED = "pending", "done", "refused", "failed", "cancelled"
+    STATUS_CHOICES = [(s, s) for s in (PENDING, DONE, REFUSED, FAILED, CANCELLED)]
 
     run = models.ForeignKey(BulkActionRun, on_delete=models.CASCADE, related_name="items")
     object_id = models.CharField(max_length=255)

@@ -2,10 +2,11 @@
 polls ``bulk_progress_json`` until every page is done, then the summary."""
 
 from django.http import JsonResponse
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
+from django.views.decorators.http import require_POST
 
-from .bulk import progress
+from .bulk import cancel_run, progress
 from .models import BulkActionItem, BulkActionRun
 
 #: Pages the summary lists by name, per outcome.
@@ -28,10 +29,25 @@ def bulk_progress(request, run_id):
     context = {"run": run, "progress": state, "percent": _percent(state)}
     if state["complete"]:
         items = run.items.order_by("pk")
-        for status in (BulkActionItem.DONE, BulkActionItem.REFUSED, BulkActionItem.FAILED):
+        for status in (
+            BulkActionItem.DONE,
+            BulkActionItem.REFUSED,
+            BulkActionItem.FAILED,
+            BulkActionItem.CANCELLED,
+        ):
             context[f"{status}_items"] = items.filter(status=status)[:SUMMARY_LIMIT]
         context["children"] = sum(items.values_list("children", flat=True))
     return TemplateResponse(request, "pgjobs_wagtail/bulk_progress.html", context)
+
+
+@require_POST
+def bulk_cancel(request, run_id):
+    """Cancel the pages not acted on yet; back to the progress page."""
+    run = _run_for(request, run_id)
+    if run is None:
+        return TemplateResponse(request, "pgjobs_wagtail/403.html", status=403)
+    cancel_run(run, request.user)
+    return redirect("pgjobs_bulk_progress", run.pk)
 
 
 def bulk_progress_json(request, run_id):

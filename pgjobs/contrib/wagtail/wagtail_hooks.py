@@ -400,6 +400,7 @@ for _action in bulk.ACTIONS.values():
 def bulk_progress_urls():
     return [
         path("pgjobs/bulk/<int:run_id>/", views.bulk_progress, name="pgjobs_bulk_progress"),
+        path("pgjobs/bulk/<int:run_id>/cancel/", views.bulk_cancel, name="pgjobs_bulk_cancel"),
         path(
             "pgjobs/bulk/<int:run_id>/progress/",
             views.bulk_progress_json,
