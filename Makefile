@@ -12,7 +12,7 @@ PIP_FLAGS ?= --disable-pip-version-check -q
 
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install $(PIP_FLAGS)
-LINT_PATHS := $(wildcard pgjobs tests benchmarks example)
+LINT_PATHS := $(wildcard pgjobs tests benchmarks example docs)
 
 # The install is keyed on what decides it (pyproject.toml, the Django spec, the extras): the
 # same inputs find their stamp and skip pip; changed inputs name a new stamp and reinstall.
@@ -20,8 +20,9 @@ INSTALL_KEY := $(shell { cat pyproject.toml; printf '%s\n' '$(DJANGO)' '$(EXTRAS
 MARKER := $(VENV)/.pgjobs-venv
 STAMP := $(VENV)/.pgjobs-installed-$(INSTALL_KEY)
 BENCH_STAMP := $(VENV)/.pgjobs-bench-$(INSTALL_KEY)
+DOCS_STAMP := $(VENV)/.pgjobs-docs-$(INSTALL_KEY)
 
-.PHONY: venv test lint demo serve bench bench-quick clean
+.PHONY: venv test lint demo serve bench bench-quick docs clean
 
 venv: $(STAMP)
 
@@ -34,12 +35,24 @@ $(STAMP): | $(MARKER)
 	@pkg-config --exists mysqlclient 2>/dev/null || pkg-config --exists mariadb 2>/dev/null \
 		|| echo "note: building mysqlclient needs pkg-config and libmariadb-dev (apt-get install pkg-config libmariadb-dev)" >&2
 	$(PIP) -e '.[$(EXTRAS)]' '$(DJANGO)'
-	@rm -f $(VENV)/.pgjobs-installed-* $(VENV)/.pgjobs-bench-*
+	@rm -f $(VENV)/.pgjobs-installed-* $(VENV)/.pgjobs-bench-* $(VENV)/.pgjobs-docs-*
 	@touch $@
 
 $(BENCH_STAMP): $(STAMP)
 	$(PIP) -e '.[$(EXTRAS),bench]' '$(DJANGO)'
 	@touch $@
+
+$(DOCS_STAMP): $(STAMP)
+	$(PIP) -e '.[$(EXTRAS),docs]' '$(DJANGO)'
+	@touch $@
+
+# The documentation site, into docs/_build/html. Warnings are errors (a broken reference,
+# a page left out of every toctree, a docstring autodoc cannot read); nothing is fetched
+# from the network. tests/test_docs.py checks what a build cannot: that the examples run,
+# the tutorial works, and every check id and option is documented.
+docs: $(DOCS_STAMP)
+	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs: open docs/_build/html/index.html"
 
 # The integration pass (Wagtail, Django's tasks framework) runs per database after the core
 # suite, under its own settings, so core tests do not flush Wagtail's tables after each test.
@@ -94,5 +107,5 @@ clean:
 	@for marker in .venv*/.pgjobs-venv $(MARKER); do \
 		[ -f "$$marker" ] && echo "rm -rf $$(dirname $$marker)" && rm -rf "$$(dirname $$marker)"; \
 	done; true
-	rm -rf .pytest_cache .ruff_cache .hypothesis build dist *.egg-info
+	rm -rf .pytest_cache .ruff_cache .hypothesis build dist *.egg-info docs/_build
 	find . \( -path ./.git -o -path './.venv*' \) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

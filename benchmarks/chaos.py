@@ -7,11 +7,19 @@ oldest and starts a new one. Then it checks every job by its side effect::
 
     python benchmarks/chaos.py                                # 20,000 jobs, a kill every 2 s
     python benchmarks/chaos.py --jobs 3000 --kill-every 1 --database sqlite
+    python benchmarks/chaos.py --atomic both --database mysql # plain, then atomic, side by side
+    python benchmarks/chaos.py --pgbouncer --workers 8  # workers through PgBouncer (pool of 4)
 
 The jobs are ``tests.testapp.jobs.record_once``: each start is logged with the pid of
 the process that ran it, and the work is recorded in one transaction at the end,
 under a unique key. It uses the test suite's settings (``tests/settings.py``) and
 exits 1 when a job was lost or completed twice without a kill to explain it.
+
+``--atomic yes`` enqueues the same jobs with ``atomic=True``: each runs in a
+transaction that also records its success, so a kill can no longer fall between
+the work's commit and the success being stored, and the run exits 1 when any job
+completed twice. ``--atomic both`` runs the plain jobs, then the atomic ones, each
+on a fresh database, and prints the two side by side.
 """
 
 import argparse
@@ -38,7 +46,23 @@ def parse_args():
     parser.add_argument("--work", type=float, default=0.005, metavar="S", help="seconds per job")
     parser.add_argument("--database", choices=["postgres", "mysql", "sqlite"], default="postgres")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--pgbouncer",
+        type=int,
+        nargs="?",
+        const=4,
+        default=None,
+        metavar="POOL",
+        help="PostgreSQL: the workers through a private PgBouncer in transaction mode "
+        "(tests/pgbouncer.py) pooling POOL server connections (default 4), LISTEN direct",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database and the logs")
+    parser.add_argument(
+        "--atomic",
+        choices=["no", "yes", "both"],
+        default="no",
+        help="enqueue the jobs with atomic=True (yes), or run without, then with (both)",
+    )
     return parser.parse_args()
 
 
@@ -50,14 +74,22 @@ def setup_django(options, name, workdir):
         PGJOBS_TEST_DB_NAME=name if options.database != "sqlite" else str(workdir / name),
         PGJOBS_TEST_LEASE_SECONDS=str(options.lease),
         PGJOBS_TEST_CONN_MAX_AGE="600",
+        # Succeeded jobs are checked at the end: none pruned after 5 minutes.
+        PGJOBS_TEST_KEEP_SUCCEEDED="forever",
         PYTHONUNBUFFERED="1",
     )
     sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()
+    from django.conf import settings
     from django.core.management import call_command
-    from django.db import connection
+    from django.db import connection, connections
+
+    # A second run in this process (--atomic both): the settings are read already.
+    connections.close_all()
+    for settings_dict in (settings.DATABASES["default"], connection.settings_dict):
+        settings_dict["NAME"] = os.environ["PGJOBS_TEST_DB_NAME"]
 
     if options.database != "sqlite":
         charset = " CHARACTER SET utf8mb4" if options.database == "mysql" else ""
@@ -79,8 +111,8 @@ def drop_database(options, name):
 class Workers:
     """The worker processes, oldest first."""
 
-    def __init__(self, options, logs):
-        self.options, self.logs = options, logs
+    def __init__(self, options, logs, env=None):
+        self.options, self.logs, self.env = options, logs, env
         self.running, self.killed, self.log_files = [], set(), []
         self.started = 0
 
@@ -95,6 +127,7 @@ class Workers:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=self.env,
         )
         self.running.append(process)
 
@@ -114,6 +147,16 @@ class Workers:
         return running
 
     def stop(self):
+        from pgjobs.models import WorkerProcess
+
+        # A worker started by the last kill may still be starting up, before its
+        # SIGTERM handler: wait until each has registered (it installs it first).
+        deadline = time.monotonic() + 30
+        for process in self.running:
+            while time.monotonic() < deadline and not (
+                WorkerProcess.objects.filter(id__contains=f":{process.pid}:").exists()
+            ):
+                time.sleep(0.1)
         for process in self.running:
             process.send_signal(signal.SIGTERM)
         codes = []
@@ -128,7 +171,7 @@ class Workers:
         return codes
 
 
-def enqueue(options):
+def enqueue(options, atomic):
     from pgjobs import background
     from tests.testapp import jobs
 
@@ -138,6 +181,7 @@ def enqueue(options):
         background.enqueue_many(
             [(jobs.record_once, [f"chaos-{n}", options.work], {}) for n in keys],
             max_attempts=100,  # attempts count kills; running out is not what this measures
+            atomic=atomic,
         )
 
 
@@ -187,20 +231,45 @@ def analyse(options, killed):
 
 def main():
     options = parse_args()
+    modes = {"no": [False], "yes": [True], "both": [False, True]}[options.atomic]
+    results = [run(options, atomic, n) for n, atomic in enumerate(modes)]
+    if len(results) > 1:
+        print()
+        print(f"{'':<24}{'plain':<44}atomic")
+        for (label, plain), (_, atomic) in zip(results[0][1], results[1][1], strict=True):
+            print(f"{label:<24}{str(plain)[:42]:<44}{atomic}")
+    return max(code for code, _ in results)
+
+
+def run(options, atomic, number):
+    """One chaos run on a database of its own; ``(exit code, rows of the report)``."""
     chance = random.Random(options.seed)
     workdir = Path(tempfile.mkdtemp(prefix="pgjobs-chaos-"))
-    name = f"pgjobs_chaos_{os.getpid()}" + (".sqlite3" if options.database == "sqlite" else "")
+    name = f"pgjobs_chaos_{os.getpid()}_{number}"
+    name += ".sqlite3" if options.database == "sqlite" else ""
     print(
-        f"chaos: {options.database}, {options.jobs} jobs, {options.workers} workers x "
-        f"{options.concurrency}, lease {options.lease:g} s, a kill every {options.kill_every:g} s"
+        f"chaos: {options.database}, {options.jobs} {'atomic' if atomic else 'plain'} jobs, "
+        f"{options.workers} workers x {options.concurrency}, lease {options.lease:g} s, "
+        f"a kill every {options.kill_every:g} s"
     )
     setup_django(options, name, workdir)
     from pgjobs import records
     from pgjobs.models import Job
 
-    workers = Workers(options, workdir)
+    bouncer, env = None, None
+    if options.pgbouncer:
+        from tests.pgbouncer import PgBouncer
+
+        bouncer = PgBouncer(pool_size=options.pgbouncer).start()
+        env = {
+            **os.environ,
+            "PGJOBS_TEST_PGBOUNCER_PORT": str(bouncer.port),
+            "PGJOBS_TEST_LISTEN_DATABASE": "direct",
+        }
+        print(f"chaos: workers through PgBouncer on port {bouncer.port}, pool {options.pgbouncer}")
+    workers = Workers(options, workdir, env)
     try:
-        enqueue(options)
+        enqueue(options, atomic)
         started = time.monotonic()
         for _ in range(options.workers):
             workers.start()
@@ -229,6 +298,8 @@ def main():
         for process in workers.running:
             if process.poll() is None:
                 process.kill()
+        if bouncer is not None:
+            bouncer.stop()
         if not options.keep:
             drop_database(options, name)
             shutil.rmtree(workdir, ignore_errors=True)
@@ -257,9 +328,11 @@ def main():
     if options.keep:
         print(f"kept: database {name}, logs in {workdir}")
     bad = found["lost"] or found["twice unexplained"] or found["restarted unexplained"]
+    if atomic:
+        bad = bad or found["twice"]  # exactly once: no kill explains a second completion
     if bad:
         print("FAILED:", {k: v[:10] for k, v in found.items() if isinstance(v, list) and v})
-    return 1 if bad or any(code != 0 for code in codes) else 0
+    return (1 if bad or any(code != 0 for code in codes) else 0), rows
 
 
 if __name__ == "__main__":

@@ -12,8 +12,11 @@ The API (Wagtail RFC 72) lives here::
 # Registers the system checks on import, not only from the app's ready(): a site that
 # uses pgjobs but left "pgjobs" out of INSTALLED_APPS then hears so (pgjobs.E005).
 from . import checks as _checks  # noqa: F401
+from .atomic import atomic_job
 from .backends.base import BaseJobBackend
 from .exceptions import (
+    BatchNotFound,
+    DependencyFailed,
     InvalidBackend,
     InvalidJob,
     JobCancelled,
@@ -22,14 +25,18 @@ from .exceptions import (
     JobNotFound,
     NotSupported,
     PgJobsError,
+    Snooze,
     WorkerLost,
 )
 from .execution import JobContext, current_job
 from .handler import background
-from .refs import JobRef
+from .refs import BatchRef, JobRef, Progress
 
 __all__ = [
     "BaseJobBackend",
+    "BatchNotFound",
+    "BatchRef",
+    "DependencyFailed",
     "InvalidBackend",
     "InvalidJob",
     "JobCancelled",
@@ -40,7 +47,10 @@ __all__ = [
     "JobRef",
     "NotSupported",
     "PgJobsError",
+    "Progress",
+    "Snooze",
     "WorkerLost",
+    "atomic_job",
     "background",
     "current_job",
 ]

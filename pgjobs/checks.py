@@ -22,11 +22,20 @@
 - ``pgjobs.E012``: ``RedisBackend`` without redis-py installed (``pgjobs[redis]``).
 - ``pgjobs.E014``: ``JOB_MODULES`` is not a list of module names, or a schedule's
   ``func`` lies outside the job modules (workers would refuse its jobs).
+- ``pgjobs.E018``: ``QUEUES`` is not a dict of queue name -> limits, or a limit
+  is out of range (``concurrency`` a whole number >= 1, ``rate`` like ``"5/s"``).
 - ``pgjobs.W001``: ``DatabaseBackend`` on a SQLite database that is not in WAL mode.
 - ``pgjobs.W002``: two schedules enqueue the same job at the same times.
 - ``pgjobs.W003``: autovacuum will not run on the PostgreSQL table of jobs (a
   database check: ``migrate`` and ``check --database ALIAS`` run it, and
   ``pgjobs_worker`` at start-up).
+- ``pgjobs.E017``: ``DatabaseBackend``'s ``LISTEN_DATABASE`` names no alias and is
+  no DSN, names a database that is not PostgreSQL, or is set for a jobs database
+  that is not PostgreSQL.
+- ``pgjobs.W004``: LISTEN would go through a transaction pooler, which drops its
+  notifications: the alias has Django's ``DISABLE_SERVER_SIDE_CURSORS`` (said by
+  ``check``), or the server that answers the LISTEN connection is a pooler's
+  (``check --database ALIAS``; workers say so at start and poll).
 """
 
 import re
@@ -39,6 +48,50 @@ from django.utils.module_loading import import_string
 from .backends.base import BaseJobBackend
 from .conf import TOP_LEVEL_KEYS, jobs_settings, setting_name
 from .exceptions import InvalidBackend
+
+#: Every system check pgjobs reports, by id: what it means. The reference page of the
+#: documentation is made from this (``docs/reference/checks.md``), and
+#: ``tests/test_docs.py`` fails when an id used in the code is missing here.
+CATALOGUE = {
+    "pgjobs.E001": "PGJOBS['BACKEND'] cannot be imported, or is not a BaseJobBackend subclass.",
+    "pgjobs.E002": "The backend refuses PGJOBS['OPTIONS'] (an unknown or invalid option, or "
+    "a DATABASE alias that is not in DATABASES).",
+    "pgjobs.E003": "PGJOBS['OPTIONS']['QUEUES'] is not a list of valid queue names.",
+    "pgjobs.E004": "SCHEDULE is set but the backend cannot defer jobs or store them for workers.",
+    "pgjobs.E005": "A backend that stores jobs in the database is configured, but 'pgjobs' is "
+    "not in INSTALLED_APPS.",
+    "pgjobs.E006": "The PGJOBS setting is not a dict, or has unknown top-level keys.",
+    "pgjobs.E007": "A SCHEDULE entry is malformed: its name, its shape or an unknown key.",
+    "pgjobs.E008": "A SCHEDULE entry has no func, or its func is not a job (outside JOB_MODULES, "
+    "not importable, not a module-level function).",
+    "pgjobs.E009": "A SCHEDULE entry's timing is wrong: neither or both of cron and every, a bad "
+    "cron expression, croniter missing, or an every below a microsecond.",
+    "pgjobs.E010": "A SCHEDULE entry's job options or catch_up are invalid.",
+    "pgjobs.E011": "Two SCHEDULE names differ only in case (MySQL would give them one record).",
+    "pgjobs.E012": "RedisBackend is configured but redis-py is not installed.",
+    "pgjobs.E014": "PGJOBS['JOB_MODULES'] is not a list of dotted module names, or a SCHEDULE "
+    "entry's func lies outside the job modules.",
+    "pgjobs.E015": "SCHEDULE is set with a backend whose jobs another system schedules "
+    "(CeleryBackend: use Celery beat).",
+    "pgjobs.E016": "CeleryBackend is configured but Celery is not installed.",
+    "pgjobs.E017": "OPTIONS['LISTEN_DATABASE'] names no DATABASES alias and is no DSN, or names "
+    "a database that is not PostgreSQL.",
+    "pgjobs.E020": "A SCHEDULE entry's function is marked @atomic_job, but the backend cannot "
+    "run atomic jobs (Redis, Celery, the in-memory backend).",
+    "pgjobs.E101": "TASKS' PgJobsBackend has unknown OPTIONS.",
+    "pgjobs.E102": "TASKS' PgJobsBackend is used with a pgjobs backend that does not store jobs "
+    "for workers.",
+    "pgjobs.E103": "TASKS' PgJobsBackend names queues that are not pgjobs queues.",
+    "pgjobs.W001": "The jobs' SQLite database is not in WAL mode: workers and the site would "
+    "block each other.",
+    "pgjobs.W002": "Two SCHEDULE entries enqueue the same job at the same times.",
+    "pgjobs.W004": "Workers would LISTEN through a transaction pooler (an alias with "
+    "DISABLE_SERVER_SIDE_CURSORS; with `check --database`, a server that answers as a pooler): "
+    "set OPTIONS['LISTEN_DATABASE'].",
+    "pgjobs.W003": "Autovacuum will not run on pgjobs_job (the server's autovacuum or "
+    "track_counts is off, or the table's autovacuum_enabled is false), so it grows without "
+    "bound. A database check: migrate and `check --database default` run it.",
+}
 
 
 @checks.register("pgjobs")
@@ -131,6 +184,25 @@ def check_job_modules(app_configs=None, **kwargs):
     return []
 
 
+@checks.register("pgjobs")
+def check_queue_limits(app_configs=None, **kwargs):
+    """``pgjobs.E018``: ``QUEUES`` (limits per queue) cannot be read."""
+    from .queue_control import configured
+
+    try:
+        configured()
+    except ValueError as exc:
+        return [
+            checks.Error(
+                str(exc),
+                hint="QUEUES maps queue names to limits, e.g. "
+                "{'api': {'concurrency': 4, 'rate': '5/s'}}.",
+                id="pgjobs.E018",
+            )
+        ]
+    return []
+
+
 @checks.register("pgjobs", checks.Tags.database)
 def check_database(app_configs=None, databases=None, **kwargs):
     """The checks that query the database: only for the aliases Django asks about
@@ -145,7 +217,7 @@ def check_database(app_configs=None, databases=None, **kwargs):
         return []  # check_settings says what is wrong with the setting
     if backend.jobs_database not in databases:
         return []
-    return upkeep_checks(backend)
+    return upkeep_checks(backend) + listen_pooler_checks(backend)
 
 
 def upkeep_checks(backend):
@@ -262,7 +334,96 @@ def database_backend_checks(backend):
         )
     elif connections[backend.alias].vendor == "sqlite":
         messages.extend(sqlite_wal_check(backend.alias))
+    else:
+        messages.extend(listen_database_checks(backend))
     return messages
+
+
+LISTEN_HINT = (
+    "Set DatabaseBackend OPTIONS['LISTEN_DATABASE'] to a database alias (or DSN) that "
+    "reaches PostgreSQL directly, used only for LISTEN; or to False to poll (idle "
+    "workers then see new jobs within a second)."
+)
+
+
+def listen_database_checks(backend):
+    """``pgjobs.E017`` and the settings' ``pgjobs.W004``: where workers LISTEN."""
+    from django.conf import settings
+
+    target = backend.listen_database
+    jobs_vendor = connections[backend.alias].vendor
+    if target is False or (target is None and jobs_vendor != "postgresql"):
+        return []
+    if jobs_vendor != "postgresql":
+        return [
+            checks.Error(
+                f"DatabaseBackend OPTIONS['LISTEN_DATABASE'] is set, but the jobs' database "
+                f"{backend.alias!r} is {jobs_vendor}: only PostgreSQL workers LISTEN.",
+                hint="Remove LISTEN_DATABASE.",
+                id="pgjobs.E017",
+            )
+        ]
+    from .stores.postgres import listen_connection_params
+
+    try:
+        listen_connection_params(backend.alias, target)
+    except ValueError as exc:
+        return [
+            checks.Error(f"DatabaseBackend OPTIONS: {exc}.", hint=LISTEN_HINT, id="pgjobs.E017")
+        ]
+    alias = backend.alias if target is None else target
+    if alias not in settings.DATABASES:
+        return []  # a DSN: only the server can say (check --database)
+    if settings.DATABASES[alias].get("DISABLE_SERVER_SIDE_CURSORS"):
+        return [
+            checks.Warning(
+                f"Workers would LISTEN through database {alias!r}, which "
+                "DISABLE_SERVER_SIDE_CURSORS says is a transaction pooler (PgBouncer): "
+                "it drops notifications, so workers will poll instead.",
+                hint=LISTEN_HINT,
+                id="pgjobs.W004",
+            )
+        ]
+    return []
+
+
+def listen_pooler_checks(backend):
+    """The server's ``pgjobs.W004``: the LISTEN connection reaches a pooler (its
+    process id is not the one the connection was told at start). A database
+    check; silent when the settings' check already said so, or the server
+    cannot be asked."""
+    from .backends.database import DatabaseBackend
+
+    if isinstance(backend, DatabaseBackend) and any(
+        m.id in ("pgjobs.W004", "pgjobs.E017") for m in listen_database_checks(backend)
+    ):
+        return []
+    try:
+        store = backend.get_store()
+        pooled = store.supports_listen and store.listens_through_pooler()
+    except Exception:
+        return []
+    if not pooled:
+        return []
+    hint = LISTEN_HINT
+    if isinstance(backend, DatabaseBackend) and backend.listen_database is None:
+        from django.conf import settings
+
+        if not settings.DATABASES[backend.alias].get("DISABLE_SERVER_SIDE_CURSORS"):
+            hint += (
+                f" And set DISABLE_SERVER_SIDE_CURSORS = True in DATABASES[{backend.alias!r}], "
+                "as Django documents for PgBouncer: pgjobs then prepares no statements there, "
+                "which a transaction pooler would mix up between its clients."
+            )
+    return [
+        checks.Warning(
+            "Workers would LISTEN through a connection pooler (the server that answers is "
+            "not the one the connection was told), which drops notifications in transaction "
+            "mode: workers will poll instead.",
+            hint=hint,
+            id="pgjobs.W004",
+        )
+    ]
 
 
 def sqlite_wal_check(alias):

@@ -6,7 +6,7 @@ DEFAULT_BACKEND = "pgjobs.backends.ImmediateBackend"
 SETTING_NAMES = ("PGJOBS", "WAGTAIL_JOBS")
 #: pgjobs.contrib.wagtail's keys (its ``conf`` module reads them).
 WAGTAIL_KEYS = {"WAGTAIL_SCHEDULED_PUBLISHING", "WAGTAIL_RENDITIONS", "WAGTAIL_BULK_ACTIONS"}
-TOP_LEVEL_KEYS = {"BACKEND", "OPTIONS", "SCHEDULE", "JOB_MODULES", *WAGTAIL_KEYS}
+TOP_LEVEL_KEYS = {"BACKEND", "OPTIONS", "SCHEDULE", "JOB_MODULES", "QUEUES", *WAGTAIL_KEYS}
 
 
 def setting_name():
@@ -26,6 +26,7 @@ def jobs_settings():
         "BACKEND": raw.get("BACKEND", DEFAULT_BACKEND),
         "OPTIONS": raw.get("OPTIONS", {}),
         "SCHEDULE": raw.get("SCHEDULE", {}),
+        "QUEUES": raw.get("QUEUES", {}),
         **{k: v for k, v in raw.items() if k not in TOP_LEVEL_KEYS},
     }
 

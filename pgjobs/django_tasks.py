@@ -223,7 +223,7 @@ class PgJobsBackend(*dict.fromkeys(fw.BaseTaskBackend for fw in FRAMEWORKS)):
     def enqueue_many(self, calls):
         """Enqueue many tasks at once: ``calls`` is an iterable of ``(task, args,
         kwargs)``. Tasks due now that share a queue and priority are written in one
-        statement. Returns the ``TaskResult``s in order."""
+        statement. Returns the ``TaskResult`` objects in order."""
         prepared = []
         for task, args, kwargs in calls:
             self.validate_task(task)

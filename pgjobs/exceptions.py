@@ -26,6 +26,10 @@ class JobNotFound(PgJobsError, LookupError):
     """No job with that id exists (it may have been pruned)."""
 
 
+class BatchNotFound(PgJobsError, LookupError):
+    """No batch with that id exists."""
+
+
 class JobNotFinished(PgJobsError):
     """The job has no result yet: it is still ready or running."""
 
@@ -47,6 +51,18 @@ class JobCancelled(PgJobsError):
     ends ``cancelled`` instead of failed, and is not retried."""
 
 
+class Snooze(PgJobsError):
+    """Raise ``Snooze(seconds)`` from a job to put it back to ready ``seconds``
+    from now without using up an attempt (an API asking to come back later, a
+    resource not there yet). Its error is not recorded."""
+
+    def __init__(self, seconds):
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+            raise ValueError(f"Snooze(seconds): seconds must be a number >= 0, not {seconds!r}")
+        super().__init__(f"snoozed for {seconds} s")
+        self.seconds = float(seconds)
+
+
 class WorkerLost(PgJobsError):
     """The worker running a job stopped heartbeating (killed, its host lost) and
     its lease ran out: the error a rescue records for that attempt. Stored by its
@@ -56,3 +72,10 @@ class WorkerLost(PgJobsError):
 class StoreNotSetUp(PgJobsError, ImproperlyConfigured):
     """The store cannot be used as configured, and waiting will not help: its
     database does not exist. Raised by a worker at start-up, with what to do."""
+
+
+class DependencyFailed(PgJobsError):
+    """The error stored on a job cancelled because what it depended on did not
+    succeed: a chained job whose previous job failed or was cancelled, or a
+    batch's ``on_success`` job when a job of the batch did not succeed. Stored
+    by its path, ``pgjobs.exceptions.DependencyFailed``; never raised by pgjobs."""

@@ -8,6 +8,9 @@ import traceback
 _current = contextvars.ContextVar("pgjobs_current_job", default=None)
 
 
+_UNREAD = object()
+
+
 @dataclasses.dataclass
 class JobContext:
     """What a running job can learn about itself: ``pgjobs.current_job()``."""
@@ -18,6 +21,20 @@ class JobContext:
     attempt: int
     max_attempts: int
     cancel_requested: bool = False
+    #: ``job id -> stored result`` of the job it ran after (``Store.previous_result``).
+    previous_loader: object = dataclasses.field(default=None, repr=False, compare=False)
+    _previous: object = dataclasses.field(default=_UNREAD, init=False, repr=False, compare=False)
+
+    @property
+    def previous_result(self):
+        """The return value of the job this one ran after (``after=ref``,
+        ``background.chain``), or None; read from the store on first use."""
+        if self._previous is _UNREAD:
+            from .serialization import decode_result
+
+            stored = None if self.previous_loader is None else self.previous_loader(self.id)
+            self._previous = None if stored is None else decode_result(stored)
+        return self._previous
 
 
 def current_job():

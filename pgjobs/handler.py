@@ -126,30 +126,38 @@ class Background:
     def backend(self):
         return get_backend()
 
-    def _method(self, mode):
-        return self.backend.mode_method(mode)
+    def _method(self, mode, options=None):
+        backend = self.backend
+        if options and options.get("after") is not None and not backend.supports_chains:
+            raise NotSupported(
+                f"{type(backend).__name__} does not run jobs after others (after=...); "
+                "configure a storing backend such as pgjobs.backends.DatabaseBackend"
+            )
+        return backend.mode_method(mode)
 
     def enqueue(self, func, args=None, kwargs=None, **options):
         """Run ``func(*args, **kwargs)`` in the background as soon as possible."""
-        return _call(self._method("enqueue"), func, _list(args), _dict(kwargs), options)
+        return _call(self._method("enqueue", options), func, _list(args), _dict(kwargs), options)
 
     def defer(self, func, when, args=None, kwargs=None, **options):
         """Run ``func`` no earlier than ``when`` (an aware datetime or a timedelta)."""
-        return _call(self._method("defer"), func, _list(args), _dict(kwargs), options, when)
+        method = self._method("defer", options)
+        return _call(method, func, _list(args), _dict(kwargs), options, when)
 
     async def aenqueue(self, func, args=None, kwargs=None, **options):
         """``enqueue`` from async code (falls back to the sync method in a thread)."""
         if self.backend.supports("aenqueue"):
-            return await _call(self._method("aenqueue"), func, _list(args), _dict(kwargs), options)
-        method = sync_to_async(self._method("enqueue"), thread_sensitive=True)
+            method = self._method("aenqueue", options)
+            return await _call(method, func, _list(args), _dict(kwargs), options)
+        method = sync_to_async(self._method("enqueue", options), thread_sensitive=True)
         return await _call(method, func, _list(args), _dict(kwargs), options)
 
     async def adefer(self, func, when, args=None, kwargs=None, **options):
         """``defer`` from async code (falls back to the sync method in a thread)."""
         if self.backend.supports("adefer"):
-            method = self._method("adefer")
+            method = self._method("adefer", options)
         else:
-            method = sync_to_async(self._method("defer"), thread_sensitive=True)
+            method = sync_to_async(self._method("defer", options), thread_sensitive=True)
         return await _call(method, func, _list(args), _dict(kwargs), options, when)
 
     def enqueue_many(self, jobs, **options):
@@ -161,7 +169,94 @@ class Background:
         """
         jobs = [_job_triple(job) for job in jobs]
         given = {k: v for k, v in options.items() if v is not None}
+        self._method("enqueue", given)  # NotSupported for after= where it is not
         return self.backend.enqueue_many(jobs, **given)
+
+    def batch(self, jobs, *, on_finish=None, on_success=None, description="", **options):
+        """Enqueue ``jobs`` (``(func, args, kwargs)`` tuples, as ``enqueue_many``
+        takes) as one batch, all or none, and return its ``BatchRef``::
+
+            batch = background.batch(
+                [(resize, [image.pk], {}) for image in images],
+                on_finish=(notify_done, [user.pk], {}),  # when every job has finished
+                on_success=tidy_up,                      # when every job succeeded
+                queue="images",
+            )
+            batch.progress()   # Progress(done=3, total=120)
+            batch.counts()     # {"ready": 100, "running": 8, "succeeded": 12, ...}
+            batch.cancel()     # cancels the jobs not started yet
+
+        ``options`` (``priority``, ``queue``, ``max_attempts``, ``timeout``) apply
+        to every job and to the callbacks. Each callback is a job that runs once,
+        whichever worker finishes the batch's last job; a job that fails and will
+        be retried is not finished. ``on_success`` is cancelled when a job failed
+        for good or was cancelled. ``description`` (up to 255 characters) shows
+        on the batch's admin page. Batch jobs take no ``unique_key`` or ``after``.
+        """
+        backend = self.backend
+        if not backend.supports_batches:
+            raise NotSupported(
+                f"{type(backend).__name__} does not store batches; configure a storing "
+                "backend such as pgjobs.backends.DatabaseBackend"
+            )
+        jobs = [_job_triple(job) for job in jobs]
+        given = {k: v for k, v in options.items() if v is not None}
+        return backend.enqueue_batch(
+            jobs, on_finish=on_finish, on_success=on_success, description=description, **given
+        )
+
+    def chain(self, jobs, **options):
+        """Enqueue ``jobs`` (``(func, args, kwargs)`` tuples) so that each runs only
+        after the one before it succeeded, all or none; return their refs.
+
+        A job whose previous job fails for good or is cancelled is cancelled,
+        and so are the jobs after it (their error says why). A job reads the
+        previous job's return value as ``pgjobs.current_job().previous_result``.
+        ``after=ref`` starts the chain after an existing job; the other options
+        apply to every job. The same as ``enqueue(g, ..., after=ref)`` one by one.
+        """
+        backend = self.backend
+        jobs = [_job_triple(job) for job in jobs]
+        given = {k: v for k, v in options.items() if v is not None}
+        self._method("enqueue", {"after": True})  # NotSupported where chains are not
+        return backend.enqueue_chain(jobs, **given)
+
+    def get_batch(self, batch_id):
+        """A ``BatchRef`` to an existing batch by id (``BatchNotFound`` if none)."""
+        backend = self.backend
+        if not backend.supports_batches:
+            raise NotSupported(f"{type(backend).__name__} does not store batches")
+        return backend.get_batch_ref(batch_id)
+
+    # -- queue control: steering every worker (``pgjobs/queue_control.py``) ---------
+
+    def _storing(self):
+        backend = self.backend
+        if not backend.stores_jobs:
+            raise NotSupported(
+                f"{type(backend).__name__} has no workers of its own to steer: queue control "
+                "needs a backend that stores jobs (DatabaseBackend, RedisBackend)"
+            )
+        return backend
+
+    def pause_queue(self, queue):
+        """Pause ``queue``: running jobs finish, no new one starts on any worker
+        (within about a second). Returns the ``QueueControl`` in force."""
+        return self._storing().pause_queue(queue)
+
+    def resume_queue(self, queue):
+        """Resume a paused ``queue``. Returns the ``QueueControl`` in force."""
+        return self._storing().resume_queue(queue)
+
+    def limit_queue(self, queue, **limits):
+        """``limit_queue("api", concurrency=4, rate="5/s")``: at most 4 jobs of
+        ``api`` running and 5 starting a second, on all workers together; None
+        clears a limit. Returns the ``QueueControl`` in force."""
+        return self._storing().limit_queue(queue, **limits)
+
+    def queue_controls(self, queues=None):
+        """``{queue: QueueControl}`` in force: stored values over ``PGJOBS["QUEUES"]``."""
+        return self._storing().queue_controls(queues)
 
     def get(self, job_id):
         """A ref to an existing job by id (backends that track jobs only)."""

@@ -53,6 +53,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
 
+from .atomic import atomic_marker
 from .backends.base import validate_priority, validate_timeout
 from .exceptions import InvalidJob
 from .serialization import encode_arguments, function_path
@@ -385,6 +386,18 @@ def _parse_entry(setting, name, entry, backend, tz, problems):
         return None
     if func is None or ticks is None or catch_up is None:
         return None
+    if backend is not None:
+        try:
+            backend.validate_atomic(atomic_marker(func))
+        except InvalidJob as exc:
+            problems.append(
+                Problem(
+                    "pgjobs.E020",
+                    f"{where}['func'] is marked @atomic_job, which this backend refuses: {exc}.",
+                    hint="Use pgjobs.backends.DatabaseBackend, or remove @atomic_job from it.",
+                )
+            )
+            return None
     return Schedule(
         name=name,
         func=func,

@@ -21,9 +21,9 @@ import pytest
 from django.db import connection, connections, transaction
 from pytest_django.plugin import blocking_manager_key
 
-from pgjobs import records
+from pgjobs import records, stats
 from pgjobs.handler import get_backend
-from pgjobs.models import Job
+from pgjobs.models import Job, JobStat
 from pgjobs.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,6 +133,27 @@ def status_counts():
     for status in Job.objects.values_list("status", flat=True):
         counts[status] = counts.get(status, 0) + 1
     return counts
+
+
+def add_figures(*attempts):
+    """Write the per-minute figures of ``(queue, outcome, ended, wait, run)`` attempts
+    into the ``JobStat`` table, as the SQL stores' workers do (``pgjobs/stats.py``)."""
+    rows = []
+    for queue, outcome, ended, wait, run in attempts:
+        rows += stats.attempt_rows(stats.minute_of(ended), queue, 0, outcome, wait, run)
+
+    JobStat.objects.bulk_create(
+        JobStat(
+            minute=minute,
+            queue=queue,
+            shard=shard,
+            metric=metric,
+            bucket=bucket,
+            count=count,
+            total=total,
+        )
+        for minute, queue, shard, metric, bucket, count, total in stats.merge_rows(rows)
+    )
 
 
 def unfinished_jobs():

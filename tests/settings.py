@@ -62,6 +62,21 @@ elif VENDOR == "sqlite":
 else:
     raise RuntimeError(f"PGJOBS_TEST_DB must be postgres, mysql or sqlite, not {VENDOR!r}")
 
+# Through a private PgBouncer in transaction mode (tests/pgbouncer.py), configured as
+# Django documents it; LISTEN_DATABASE "direct" LISTENs on the server itself.
+PGBOUNCER_PORT = os.environ.get("PGJOBS_TEST_PGBOUNCER_PORT")
+LISTEN_DATABASE = os.environ.get("PGJOBS_TEST_LISTEN_DATABASE")
+if VENDOR == "postgres" and PGBOUNCER_PORT:
+    DATABASES["direct"] = {**DATABASES["default"]}
+    DATABASES["default"]["PORT"] = PGBOUNCER_PORT
+    # PGJOBS_TEST_PGBOUNCER_UNTOLD: a site that forgot to tell Django.
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = not os.environ.get(
+        "PGJOBS_TEST_PGBOUNCER_UNTOLD"
+    )
+elif VENDOR == "postgres" and os.environ.get("PGJOBS_TEST_UNPREPARED"):
+    # Directly, but as pgjobs runs through a pooler: benchmarks/pgbouncer.py --unprepared.
+    DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = True
+
 # Django's default (0) opens a connection per job that touches the database. Worker
 # processes of the load tests keep theirs, as a tuned deployment would; set by
 # tests/conftest.py's start_worker(persistent_connections=True).
@@ -111,6 +126,13 @@ PGJOBS = {
 # jobs come back in seconds (set by the tests that start them).
 if os.environ.get("PGJOBS_TEST_LEASE_SECONDS"):
     PGJOBS["OPTIONS"]["LEASE_SECONDS"] = float(os.environ["PGJOBS_TEST_LEASE_SECONDS"])
+# Seconds succeeded jobs are kept; "forever" for benchmarks/chaos.py, which checks every
+# job's row at the end however long the run took.
+if os.environ.get("PGJOBS_TEST_KEEP_SUCCEEDED"):
+    keep = os.environ["PGJOBS_TEST_KEEP_SUCCEEDED"]
+    PGJOBS["OPTIONS"]["KEEP_SUCCEEDED"] = True if keep == "forever" else float(keep)
+if LISTEN_DATABASE:
+    PGJOBS["OPTIONS"]["LISTEN_DATABASE"] = False if LISTEN_DATABASE == "false" else LISTEN_DATABASE
 if JOBS_IN_REDIS:
     from tests.redis_settings import redis_jobs_setting
 

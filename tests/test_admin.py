@@ -6,6 +6,7 @@ import psycopg
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.db import connection
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -224,3 +225,89 @@ def test_retry_skips_a_job_whose_unique_key_another_job_now_holds(admin_client):
     assert holder.refresh().status == records.READY
     assert {older.refresh().status, twin.refresh().status} == {records.READY, records.FAILED}
     assert plain.refresh().status == records.READY
+
+
+# -- batches --------------------------------------------------------------------------
+
+
+def test_a_batch_page_shows_its_progress_callbacks_and_jobs(admin_client):
+    batch = background.batch(
+        [(jobs.noop, [], {}) for _ in range(3)], on_finish=jobs.noop, description="nightly"
+    )
+    first = batch.jobs[0]
+    background.get_batch(batch.id)  # the jobs written, whatever the store
+    page = admin_client.get(reverse("admin:pgjobs_batch_change", args=[batch.id]))
+    text = page.content.decode()
+    assert page.status_code == 200
+    assert "nightly" in text and '<progress value="0" max="3">' in text
+    assert change_page(first.id) in text and "waiting" in text  # on_finish, and a job
+    listing = admin_client.get(reverse("admin:pgjobs_batch_changelist")).content.decode()
+    assert "0/3" in listing
+    run_jobs()
+    text = admin_client.get(reverse("admin:pgjobs_batch_change", args=[batch.id])).content
+    assert b'<progress value="3" max="3">' in text
+
+
+def test_a_job_page_links_to_its_batch_and_the_batch_lists_its_jobs(admin_client):
+    batch = background.batch([(jobs.noop, [], {}), (jobs.add, [1, 2], {})])
+    plain = background.enqueue(jobs.noop)
+    text = admin_client.get(change_page(batch.jobs[1].id)).content.decode()
+    assert reverse("admin:pgjobs_batch_change", args=[batch.id]) in text
+    filtered = admin_client.get(f"{CHANGELIST}?batch={batch.id}").content.decode()
+    assert change_page(batch.jobs[0].id) in filtered
+    assert change_page(plain.id) not in filtered
+
+
+def test_cancelling_a_batch_in_the_admin_cancels_its_ready_jobs(admin_client, staff):
+    batch = background.batch([(jobs.noop, [], {}) for _ in range(2)])
+    url = reverse("admin:pgjobs_batch_changelist")
+    form = {"action": "cancel_batches", "_selected_action": [str(batch.id)]}
+    viewer = Client()
+    viewer.force_login(staff("view_batch"))
+    viewer.post(url, form)
+    assert batch.counts()[records.CANCELLED] == 0, "viewers may not cancel"
+    response = admin_client.post(url, form, follow=True)
+    assert "2 ready job(s) cancelled" in response.content.decode()
+    assert batch.counts()[records.CANCELLED] == 2
+
+
+# -- queue controls ----------------------------------------------------------------------
+
+
+QUEUES = reverse("admin:pgjobs_queuecontrol_changelist")
+
+
+def test_admin_pauses_and_resumes_queues_and_sets_limits(admin_client):
+    from pgjobs.models import QueueControl
+
+    response = admin_client.post(
+        reverse("admin:pgjobs_queuecontrol_add"),
+        {"queue": "other", "paused": "on", "concurrency": "3", "rate": "", "period": ""},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert background.queue_controls(["other"])["other"] == records.QueueControl("other", True, 3)
+    response = admin_client.post(
+        QUEUES, {"action": "resume_queues", "_selected_action": ["other"]}, follow=True
+    )
+    assert "1 queue(s) resumed" in response.content.decode()
+    assert QueueControl.objects.get(pk="other").paused is False
+    admin_client.post(QUEUES, {"action": "pause_queues", "_selected_action": ["other"]})
+    assert background.queue_controls(["other"])["other"].paused
+
+
+def test_admin_refuses_a_rate_without_its_period_and_a_negative_limit(admin_client):
+    add = reverse("admin:pgjobs_queuecontrol_add")
+    response = admin_client.post(add, {"queue": "other", "rate": "5", "period": ""})
+    assert "Set both rate and period, or neither." in response.content.decode()
+    response = admin_client.post(add, {"queue": "other", "concurrency": "-1"})
+    assert response.status_code == 200 and "errorlist" in response.content.decode()
+    assert background.queue_controls(["other"])["other"] == records.QueueControl("other")
+
+
+def test_queue_actions_need_the_change_permission(client, staff):
+    background.pause_queue("other")
+    client.force_login(staff("view_queuecontrol"))
+    assert client.get(QUEUES).status_code == 200
+    client.post(QUEUES, {"action": "resume_queues", "_selected_action": ["other"]})
+    assert background.queue_controls(["other"])["other"].paused, "viewing is not steering"

@@ -127,6 +127,9 @@ def test_bad_numbers_are_command_errors(command, args, message):
         ("pgjobs_worker", ["--prefetch", "-1"], r"--prefetch .*must be a whole number, 0 or more"),
         ("pgjobs_drain", ["--prefetch", "-1"], r"--prefetch .*must be a whole number, 0 or more"),
         ("pgjobs_drain", ["--max-seconds", "nan"], "--max-seconds"),
+        ("pgjobs_worker", ["--hostname", "web:3"], r"--hostname: 'web:3' is not a host name"),
+        ("pgjobs_drain", ["--hostname", ""], r"--hostname: '' is not a host name"),
+        ("pgjobs_worker", ["--hostname", "x" * 61], r"--hostname: 'x+' is not a host name"),
     ],
 )
 @pytest.mark.django_db

@@ -198,6 +198,20 @@ def test_context_attempt_and_retry(fw, tasks, transactional_db):
     assert sorted(started.values_list("value", flat=True)) == [1, 2]
 
 
+def test_a_task_whose_function_is_marked_atomic_runs_atomic(fw, tasks, transactional_db):
+    if JOBS_IN_REDIS:
+        with pytest.raises(fw.InvalidTask, match=r"^atomic=True: RedisBackend"):
+            tasks.atomic_record.enqueue("t")
+        return
+    from pgjobs.models import Job
+
+    result = tasks.atomic_record.enqueue("t")
+    assert Job.objects.get(pk=int(result.id)).atomic
+    run_jobs()
+    assert tasks.atomic_record.get_result(result.id).status == fw.TaskResultStatus.SUCCESSFUL
+    assert Event.objects.filter(name="t").count() == 1
+
+
 def test_a_return_value_that_is_not_json_fails_the_task(fw, tasks, transactional_db):
     result = tasks.bad_return.enqueue()
     work_until(lambda: background.get(int(result.id)).status == records.FAILED)

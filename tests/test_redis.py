@@ -917,3 +917,16 @@ def test_status_prune_and_drain_commands_work_the_redis_store(store):
         "pgjobs_prune", "--older-than", "0s", "--status", "succeeded"
     )
     assert status_counts() == {records.READY: 1, records.FAILED: 1}
+
+
+def test_a_finished_batch_expires_with_its_jobs_and_a_requeue_keeps_it(store):
+    batch = background.batch([(jobs.noop, [], {}), (jobs.noop, [], {})])
+    batch_key = store.key("batch", batch.id)
+    first, second = store.claim(None, 2, WORKER)
+    store.finish(WORKER, [(first.id, None)])
+    assert store.client.ttl(batch_key) == -1, "unfinished: kept"
+    store.fail(WORKER, second.id, ERROR)
+    assert 7 * 24 * 3600 - 5 < store.client.ttl(batch_key) <= 7 * 24 * 3600
+    assert store.client.ttl(store.key("batch", batch.id, "jobs")) > 0
+    assert store.requeue([second.id]) == 1
+    assert store.client.ttl(batch_key) == -1 and batch.refresh().pending == 1

@@ -178,8 +178,18 @@ class FakeStore:
         self.expired[statuses] = self.expired.get(statuses, 0) - n
         return n
 
+    def prune_batches(self, older_than, limit):
+        self.batch_calls = [*getattr(self, "batch_calls", []), older_than]
+        return 0
+
 
 RULES = [(SUCCEEDED, datetime.timedelta(minutes=5)), (FAILED, datetime.timedelta(days=7))]
+
+
+def test_the_pruner_deletes_batch_records_after_the_longest_retention():
+    store = FakeStore()
+    Pruner(store, RULES).prune()
+    assert store.batch_calls == [datetime.timedelta(days=7)], "a batch outlives its jobs"
 
 
 def test_pruner_runs_every_half_retention_at_most_a_minute_jittered():

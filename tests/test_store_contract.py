@@ -546,6 +546,22 @@ def test_requeue_leaves_a_job_whose_unique_key_is_taken(store):
     assert store.enqueue_unique(spec(unique_key="k")).id == holder.id
 
 
+def test_run_now_makes_deferred_ready_jobs_due_and_leaves_the_rest(store, clock):
+    running = store.enqueue(spec(priority=5))
+    store.claim(None, 1, WORKER)
+    deferred = store.enqueue(spec(run_at=clock.ahead(3600), max_attempts=5))
+    due = store.enqueue(spec(priority=-1))
+    cancelled = store.enqueue(spec(run_at=clock.ahead(3600)))
+    store.cancel(cancelled.id)
+    assert store.run_now([deferred.id, due.id, running.id, cancelled.id, 999999]) == 1
+    got = store.get(deferred.id)
+    assert (got.status, got.attempts, got.max_attempts) == (records.READY, 0, 5)
+    assert ids(store.claim(None, 5, WORKER)) == [deferred.id, due.id]
+    assert store.get(cancelled.id).status == records.CANCELLED
+    assert store.get(running.id).status == records.RUNNING
+    assert store.run_now([deferred.id]) == 0, "a running job is no longer ready"
+
+
 # -- due jobs -----------------------------------------------------------------------------
 
 
@@ -761,3 +777,443 @@ def test_deferred_writes_use_ids_reserved_earlier(store):
     assert ids(store.enqueue_many([spec(unique_key="k")], ids=store.reserve_ids(1))) == [
         reserved[0]
     ], "a unique job whose key was taken by then is not written"
+
+
+# -- atomic jobs ------------------------------------------------------------------------
+
+
+def test_only_stores_that_declare_atomic_jobs_take_them(store):
+    if not store.supports_atomic_jobs:
+        for call in (
+            lambda: store.mark_atomic([1]),
+            store.job_transaction,
+            lambda: store.finish_in_transaction(WORKER, 1, 1, None),
+        ):
+            with pytest.raises(NotImplementedError, match="cannot run atomic jobs"):
+                call()
+        return
+    plain, marked = store.enqueue(spec()), store.enqueue(spec())
+    store.mark_atomic([marked.id])
+    claimed = {job.id: job.atomic for job in store.claim(None, 2, WORKER)}
+    assert claimed == {plain.id: False, marked.id: True}
+
+
+def test_finish_in_transaction_records_only_the_attempt_that_holds_the_lease(store, clock):
+    if not store.supports_atomic_jobs:
+        pytest.skip(f"{type(store).__name__} has no atomic jobs")
+    info = store.enqueue(spec())
+    (job,) = store.claim(None, 1, WORKER)
+    with store.job_transaction():
+        assert not store.finish_in_transaction(OTHER, job.id, 1, "stolen")
+        assert not store.finish_in_transaction(WORKER, job.id, 2, "another attempt")
+    try:
+        with store.job_transaction():
+            assert store.finish_in_transaction(WORKER, job.id, 1, {"n": [1]})
+            raise RuntimeError("roll back")
+    except RuntimeError:
+        pass
+    assert store.get(info.id).status == records.RUNNING, "rolled back with the transaction"
+    with store.job_transaction():
+        assert store.finish_in_transaction(WORKER, job.id, 1, {"n": [1]})
+    got = store.get(info.id)
+    assert (got.status, got.result) == (records.SUCCEEDED, {"n": [1]})
+    with store.job_transaction():
+        assert not store.finish_in_transaction(WORKER, job.id, 1, "twice")
+
+    lost = store.enqueue(spec())
+    store.claim(None, 1, WORKER)
+    clock.sleep(LEASE + 0.3)
+    assert store.rescue() == 1
+    (again,) = store.claim(None, 1, WORKER)  # the same worker, the next attempt
+    assert again.attempts == 2
+    with store.job_transaction():
+        assert not store.finish_in_transaction(WORKER, lost.id, 1, "late")
+    assert store.get(lost.id).status == records.RUNNING
+
+
+def test_an_atomic_success_settles_its_batch_and_its_chain_with_the_transaction(store):
+    if not store.supports_atomic_jobs:
+        pytest.skip(f"{type(store).__name__} has no atomic jobs")
+    batch, infos = store.enqueue_batch([spec()], spec(queue="callbacks"), None, "")
+    chained = store.enqueue(spec(after=infos[0].id))
+    (job,) = store.claim(None, 1, WORKER)
+    try:
+        with store.job_transaction():
+            assert store.finish_in_transaction(WORKER, job.id, 1, "rolled back")
+            raise RuntimeError("roll back")
+    except RuntimeError:
+        pass
+    assert store.get_batch(batch.id).pending == 1, "nothing settled by a rolled-back success"
+    assert store.get(chained.id).status == records.WAITING
+    with store.job_transaction():
+        assert store.finish_in_transaction(WORKER, job.id, 1, {"n": 1})
+    assert store.get_batch(batch.id).is_finished
+    assert store.get(batch.on_finish_id).status == records.READY
+    assert store.get(chained.id).status == records.READY
+    assert store.previous_result(chained.id) == {"n": 1}
+
+
+# -- batches and chains ---------------------------------------------------------------------
+
+
+def batch_of(store, count=3, on_finish=True, on_success=True, **options):
+    """A batch of ``count`` no-op jobs with callbacks (queue ``callbacks``)."""
+    finish = spec("tests.testapp.jobs.echo", ["finished"], queue="callbacks") if on_finish else None
+    success = spec("tests.testapp.jobs.echo", ["all ok"], queue="callbacks") if on_success else None
+    return store.enqueue_batch(
+        [spec(args=[n], **options) for n in range(count)], finish, success, "a test batch"
+    )
+
+
+def test_enqueue_batch_writes_its_jobs_and_callbacks_waiting(store):
+    batch, infos = batch_of(store, 3)
+    assert (batch.total, batch.pending, batch.done, batch.is_finished) == (3, 3, 0, False)
+    assert [info.status for info in infos] == [records.READY] * 3
+    assert ids(store.batch_jobs(batch.id)) == ids(infos)
+    got = store.get_batch(batch.id)
+    assert got.counts[records.READY] == 3 and got.counts[records.SUCCEEDED] == 0
+    assert got.description == batch.description == "a test batch"
+    for callback_id in (got.on_finish_id, got.on_success_id):
+        assert store.get(callback_id).status == records.WAITING
+    assert store.get_batch(batch.id + 1000) is None
+
+
+def test_waiting_jobs_are_never_claimed(store):
+    batch, _ = batch_of(store, 1)
+    first = store.enqueue(spec())
+    after = store.enqueue(spec(after=first.id))
+    assert after.status == records.WAITING
+    claimed = ids(store.claim(None, 10, WORKER))
+    assert sorted(claimed) == sorted([first.id, *ids(store.batch_jobs(batch.id))])
+    assert store.count_due(None) == 0
+
+
+def test_the_last_finish_of_a_batch_releases_both_callbacks(store):
+    batch, infos = batch_of(store, 3)
+    jobs = store.claim(None, 10, WORKER)
+    store.finish(WORKER, [(jobs[0].id, 1), (jobs[1].id, 2)])
+    progress = store.get_batch(batch.id)
+    assert (progress.pending, progress.succeeded, progress.counts[records.RUNNING]) == (1, 2, 1)
+    assert store.get(batch.on_finish_id).status == records.WAITING
+    assert store.claim(["callbacks"], 10, WORKER) == []
+    store.finish(WORKER, [(jobs[2].id, 3)])
+    done = store.get_batch(batch.id)
+    assert (done.pending, done.succeeded, done.is_finished) == (0, 3, True)
+    assert done.finished_at is not None
+    assert done.counts[records.SUCCEEDED] == 3 and done.counts[records.READY] == 0
+    callbacks = store.claim(["callbacks"], 10, WORKER)
+    assert sorted(ids(callbacks)) == sorted([batch.on_finish_id, batch.on_success_id])
+
+
+def test_finish_and_claim_counts_a_batch_as_finish_does(store):
+    batch, _ = batch_of(store, 2)
+    jobs = store.claim(["default"], 10, WORKER)
+    claimed = store.finish_and_claim(WORKER, [(job.id, None) for job in jobs], None, 10)
+    # The same call may claim them (PostgreSQL's one statement cannot: it reads
+    # ready jobs as they were when it began).
+    claimed += store.claim(None, 10, WORKER)
+    assert sorted(ids(claimed)) == sorted([batch.on_finish_id, batch.on_success_id])
+
+
+def test_a_retry_is_not_an_end_and_a_failure_cancels_on_success(store):
+    batch, _ = batch_of(store, 3, max_attempts=2)
+    first, second, third = store.claim(None, 10, WORKER)
+    store.retry(WORKER, first.id, ERROR, 0)
+    assert store.get_batch(batch.id).pending == 3, "a retry is not a final outcome"
+    store.fail(WORKER, second.id, ERROR)
+    store.finish(WORKER, [(third.id, None)])
+    (again,) = store.claim(["default"], 10, WORKER)
+    assert again.id == first.id
+    store.fail(WORKER, again.id, LATER_ERROR, status=records.CANCELLED)
+    done = store.get_batch(batch.id)
+    assert (done.pending, done.succeeded, done.failed, done.cancelled) == (0, 1, 1, 1)
+    assert store.get(batch.on_finish_id).status == records.READY
+    refused = store.get(batch.on_success_id)
+    assert refused.status == records.CANCELLED
+    assert refused.error["type"] == records.DEPENDENCY_TYPE
+    assert "1 failed and 1 cancelled" in refused.error["message"]
+
+
+def test_cancel_batch_cancels_ready_jobs_and_asks_running_ones_to_stop(store):
+    batch, infos = batch_of(store, 3)
+    (running,) = store.claim(None, 1, WORKER)
+    assert store.cancel_batch(batch.id) == (2, 1)
+    got = store.get_batch(batch.id)
+    assert (got.pending, got.cancelled, got.counts[records.RUNNING]) == (1, 2, 1)
+    assert store.heartbeat(WORKER, [running.id]) == [running.id]
+    store.fail(WORKER, running.id, ERROR, status=records.CANCELLED)
+    assert store.get_batch(batch.id).is_finished
+    assert store.get(batch.on_finish_id).status == records.READY
+    assert store.get(batch.on_success_id).status == records.CANCELLED
+
+
+def test_a_rescue_that_ends_a_batch_job_counts_it(store, clock):
+    batch, _ = batch_of(store, 1, max_attempts=1)
+    store.claim(None, 1, WORKER)
+    clock.sleep(LEASE + 0.5)
+    assert store.rescue() == 1
+    assert store.get_batch(batch.id).failed == 1
+    assert store.get(batch.on_finish_id).status == records.READY
+
+
+def test_requeue_of_a_failed_batch_job_counts_it_pending_again(store):
+    batch, _ = batch_of(store, 1, max_attempts=1, on_success=False)
+    (job,) = store.claim(None, 1, WORKER)
+    store.fail(WORKER, job.id, ERROR)
+    assert store.get_batch(batch.id).is_finished
+    assert store.requeue([job.id]) == 1
+    again = store.get_batch(batch.id)
+    assert (again.pending, again.failed) == (1, 0)
+    store.claim(["default"], 1, WORKER)
+    store.finish(WORKER, [(job.id, None)])
+    assert (store.get_batch(batch.id).succeeded, store.get_batch(batch.id).pending) == (1, 0)
+
+
+def test_workers_finishing_the_last_jobs_at_once_release_each_callback(store):
+    count = 6
+    batch, _ = batch_of(store, count)
+    workers = [f"contract-racer-{n}" for n in range(count)]
+    claimed = {}
+    for worker in workers:
+        (claimed[worker],) = store.claim(["default"], 1, worker)
+
+    def finish(n):
+        worker = workers[n]
+        return store.finish_and_claim(worker, [(claimed[worker].id, n)], ["callbacks"], 5)
+
+    picked = [job.id for jobs in in_threads(count, finish) for job in jobs]
+    picked += ids(store.claim(["callbacks"], 10, WORKER))
+    assert sorted(picked) == sorted([batch.on_finish_id, batch.on_success_id])
+    assert store.get_batch(batch.id).succeeded == count
+
+
+def test_a_chained_job_runs_after_its_previous_job_succeeded_with_its_result(store):
+    first = store.enqueue(spec())
+    second = store.enqueue(spec(after=first.id))
+    third = store.enqueue(spec(after=second.id))
+    assert (second.status, third.status) == (records.WAITING, records.WAITING)
+    (job,) = store.claim(None, 10, WORKER)
+    assert job.id == first.id
+    store.finish(WORKER, [(first.id, {"rows": [1, 2]})])
+    assert store.get(third.id).status == records.WAITING
+    (job,) = store.claim(None, 10, WORKER)
+    assert job.id == second.id
+    assert store.previous_result(second.id) == {"rows": [1, 2]}
+    store.finish_and_claim(WORKER, [(second.id, "two")], None, 0)
+    assert store.get(third.id).status == records.READY
+    assert store.previous_result(third.id) == "two"
+    assert store.previous_result(first.id) is None
+
+
+def test_a_chain_is_cancelled_after_a_job_that_fails_for_good(store):
+    first = store.enqueue(spec(max_attempts=2))
+    second = store.enqueue(spec(after=first.id))
+    third = store.enqueue(spec(after=second.id))
+    (job,) = store.claim(None, 10, WORKER)
+    store.retry(WORKER, job.id, ERROR, 0)
+    assert store.get(second.id).status == records.WAITING, "a retry is not the end"
+    (job,) = store.claim(None, 10, WORKER)
+    store.fail(WORKER, job.id, ERROR)
+    for chained, previous in ((second, first), (third, second)):
+        got = store.get(chained.id)
+        assert got.status == records.CANCELLED
+        assert got.error["type"] == records.DEPENDENCY_TYPE
+        assert f"job {previous.id}" in got.error["message"]
+    assert store.claim(None, 10, WORKER) == []
+
+
+def test_cancelling_a_job_cancels_the_jobs_chained_after_it(store):
+    first = store.enqueue(spec())
+    second = store.enqueue(spec(after=first.id))
+    assert store.cancel(first.id)
+    assert store.get(second.id).status == records.CANCELLED
+    third = store.enqueue(spec(after=second.id))
+    assert third.status == records.CANCELLED, "after a job cancelled already"
+    assert store.cancel(store.enqueue(spec(after=store.enqueue(spec()).id)).id), "waiting"
+
+
+def test_a_job_chained_after_a_finished_job_is_settled_at_once(store):
+    done = store.enqueue(spec())
+    store.claim(None, 1, WORKER)
+    store.finish(WORKER, [(done.id, 42)])
+    ready = store.enqueue(spec(after=done.id))
+    assert ready.status == records.READY and store.previous_result(ready.id) == 42
+    failed = store.enqueue(spec())
+    store.claim(None, 1, OTHER)  # the ready one is claimed first (lower id)
+    store.claim(None, 1, OTHER)
+    store.fail(OTHER, failed.id, ERROR)
+    assert store.enqueue(spec(after=failed.id)).status == records.CANCELLED
+    with pytest.raises(ValueError):
+        store.enqueue(spec(after=failed.id + 1000))
+
+
+def test_a_chain_passes_results_on_when_succeeded_jobs_are_deleted(make_store):
+    store = make_store(keep_succeeded=False)
+    first = store.enqueue(spec())
+    second = store.enqueue(spec(after=first.id))
+    batch, _ = batch_of(store, 1)
+    store.claim(None, 10, WORKER)
+    store.finish(
+        WORKER, [(first.id, "gone"), *[(job.id, None) for job in store.batch_jobs(batch.id)]]
+    )
+    assert store.get(first.id) is None
+    assert store.get(second.id).status == records.READY
+    assert store.previous_result(second.id) == "gone"
+    assert store.get_batch(batch.id).succeeded == 1
+    assert store.get(batch.on_success_id).status == records.READY
+
+
+def test_deferred_writes_of_a_batch_use_ids_reserved_earlier(store):
+    if store.enqueues_in_transaction:
+        pytest.skip("the store's enqueues join the caller's transaction: no deferred writes")
+    batch_id, *reserved = store.reserve_ids(4)
+    specs = [spec(), spec()]
+    finish = spec(queue="callbacks")
+    batch, infos = store.enqueue_batch(specs, finish, None, "", batch_id=batch_id, ids=reserved)
+    assert batch.id == batch_id and ids(infos) == reserved[:2]
+    assert batch.on_finish_id == reserved[2] and batch.on_success_id is None
+    assert store.get(reserved[2]).status == records.WAITING
+
+
+def test_workers_finishing_jobs_of_the_same_batches_never_deadlock(store):
+    for _ in range(5):
+        # Claim order interleaves the batches: each worker holds a job of each.
+        first, _ = store.enqueue_batch([spec(priority=9), spec(priority=7)])
+        second, _ = store.enqueue_batch([spec(priority=8), spec(priority=6)])
+        mine = store.claim(["default"], 2, WORKER)
+        theirs = store.claim(["default"], 2, OTHER)
+        assert len(mine) == len(theirs) == 2
+
+        held = [(WORKER, mine), (OTHER, theirs[::-1])]  # the batches in turn opposite
+
+        def finish(n, held=held):
+            worker, jobs = held[n]
+            store.finish(worker, [(job.id, None) for job in jobs])
+
+        in_threads(2, finish)
+        assert store.get_batch(first.id).is_finished and store.get_batch(second.id).is_finished
+
+
+@gap(redis="a finished batch's keys expire with its jobs' result ttl instead")
+def test_prune_batches_deletes_the_records_of_finished_batches_only(store, clock):
+    done, _ = batch_of(store, 1, on_finish=False, on_success=False)
+    still, _ = batch_of(store, 1, on_finish=False, on_success=False)
+    (job,) = store.claim(None, 1, WORKER)  # the first batch's (lower id)
+    store.finish(WORKER, [(job.id, None)])
+    clock.sleep(0.05)
+    assert store.prune_batches(datetime.timedelta(days=1), 10) == 0
+    assert store.prune_batches(datetime.timedelta(0), 10) == 1
+    assert store.get_batch(done.id) is None and store.get_batch(still.id) is not None
+    assert store.get(job.id).status == records.SUCCEEDED, "its jobs have their own retention"
+
+
+# -- queue control (pgjobs/queue_control.py) --------------------------------------------
+
+
+def _queues(jobs):
+    return sorted(job.queue for job in jobs)
+
+
+def test_a_paused_queue_starts_nothing_until_resumed(store):
+    held = store.enqueue(spec(queue="emails", priority=5))
+    other = store.enqueue(spec(queue="default"))
+    store.set_queue_control("emails", paused=True)
+    assert store.queue_controls()["emails"].paused
+    assert ids(store.claim(None, 10, WORKER)) == [other.id], "every queue but the paused one"
+    assert store.claim(["emails"], 10, WORKER) == []
+    assert store.get(held.id).status == records.READY
+    store.set_queue_control("emails", paused=False)
+    assert ids(store.claim(["emails", "default"], 10, WORKER)) == [held.id]
+
+
+def test_every_worker_sees_a_pause_within_the_refresh(make_store, kind):
+    if kind == "memory":
+        pytest.skip("one process's memory: no other worker to tell")
+    from pgjobs.queue_control import REFRESH_SECONDS
+
+    steering, worker = make_store(), make_store()
+    store_jobs = steering.enqueue_many([spec(queue="emails") for _ in range(2)])
+    assert len(worker.claim(["emails"], 1, WORKER)) == 1  # its view is now cached
+    steering.set_queue_control("emails", paused=True)
+    time.sleep(REFRESH_SECONDS + 0.1)
+    assert worker.claim(["emails"], 1, WORKER) == []
+    assert steering.get(store_jobs[1].id).status == records.READY
+
+
+def test_claims_from_steered_queues_keep_what_a_job_is(store):
+    """A claim that leaves the plain path (a paused or limited queue among those
+    asked) returns jobs as the plain claim does: an atomic job stays atomic."""
+    if not store.supports_atomic_jobs:
+        pytest.skip(f"{type(store).__name__} has no atomic jobs")
+    limited, other = store.enqueue(spec(queue="heavy")), store.enqueue(spec(queue="light"))
+    store.mark_atomic([limited.id, other.id])
+    store.set_queue_control("heavy", concurrency=5)
+    store.set_queue_control("paused", paused=True)
+    claimed = store.claim(["heavy", "light", "paused"], 10, WORKER)
+    assert {job.id: job.atomic for job in claimed} == {limited.id: True, other.id: True}
+
+
+def test_a_concurrency_limit_holds_when_workers_race(store):
+    store.set_queue_control("heavy", concurrency=3)
+    store.enqueue_many([spec(queue="heavy") for _ in range(20)])
+    free = ids(store.enqueue_many([spec(queue="light") for _ in range(20)]))
+
+    def claim_twice(n):
+        taken = store.claim(None, 4, f"worker-{n}")
+        return taken + store.claim(["heavy", "light"], 4, f"worker-{n}")
+
+    taken = [job for batch in in_threads(8, claim_twice) for job in batch]
+    assert _queues(taken).count("heavy") == 3, "exactly the limit, however the claims race"
+    assert sorted(job.id for job in taken if job.queue == "light") == sorted(free)
+    # One heavy job ends: one more may start, and no more.
+    first = next(job for job in taken if job.queue == "heavy")
+    store.finish(store.get(first.id).worker_id, [(first.id, None)])
+    assert _queues(store.claim(None, 10, WORKER)) == ["heavy"]
+    assert store.claim(None, 10, WORKER) == []
+
+
+def test_a_rate_limit_caps_starts_per_period_across_workers(store, clock):
+    store.set_queue_control("api", rate=4, period=60)
+    store.enqueue_many([spec(queue="api") for _ in range(12)])
+    taken = in_threads(6, lambda n: store.claim(["api"], 3, f"worker-{n}"))
+    assert sum(len(batch) for batch in taken) == 4, "at most rate starts in a window"
+    assert store.claim(["api"], 3, WORKER) == []
+    store.set_queue_control("api", rate=3, period=0.4)
+    clock.sleep(0.5)  # a new window opens
+    assert len(store.claim(["api"], 10, WORKER)) == 3
+    assert store.claim(["api"], 10, WORKER) == []
+
+
+def test_limits_come_from_the_setting_unless_stored(make_store, settings):
+    settings.PGJOBS = {**getattr(settings, "PGJOBS", {}), "QUEUES": {"api": {"concurrency": 2}}}
+    store = make_store()
+    store.enqueue_many([spec(queue="api") for _ in range(5)])
+    assert len(store.claim(None, 5, WORKER)) == 2
+    assert store.queue_controls().get("api", records.QueueControl("api")).concurrency is None
+    store.set_queue_control("api", concurrency=3)  # stored: overrides the setting
+    assert len(store.claim(None, 5, WORKER)) == 1
+    store.set_queue_control("api", concurrency=None)  # cleared: the setting again
+    assert store.claim(None, 5, WORKER) == []
+
+
+def test_a_claim_takes_limited_and_free_queues_in_one_call(store):
+    store.set_queue_control("heavy", concurrency=1)
+    store.enqueue_many([spec(queue="heavy", priority=1) for _ in range(3)])
+    store.enqueue_many([spec(queue="light") for _ in range(3)])
+    got = store.claim(["heavy", "light"], 3, WORKER)
+    assert [job.queue for job in got] == ["heavy", "light", "light"], "priority order kept"
+
+
+def test_snooze_makes_the_job_ready_later_without_using_an_attempt(store, clock):
+    info = store.enqueue(spec(max_attempts=1))
+    (job,) = store.claim(None, 1, WORKER)
+    store.snooze(OTHER, job.id, 0.3)
+    assert store.get(info.id).status == records.RUNNING, "only the claiming worker snoozes"
+    store.snooze(WORKER, job.id, 0.3)
+    got = store.get(info.id)
+    assert (got.status, got.attempts, got.worker_id, got.error) == (records.READY, 0, None, None)
+    assert got.run_at > clock.now()
+    assert store.claim(None, 1, WORKER) == [], "never early"
+    clock.sleep(0.4)
+    (again,) = store.claim(None, 1, WORKER)
+    assert (again.id, again.attempts) == (info.id, 1)

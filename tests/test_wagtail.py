@@ -27,7 +27,7 @@ from wagtail.models import ReferenceIndex, Site  # noqa: E402
 from pgjobs import background, records  # noqa: E402
 from pgjobs.contrib.wagtail import hooks  # noqa: E402
 from pgjobs.contrib.wagtail.hooks import BackgroundHook, RequestSnapshot  # noqa: E402
-from pgjobs.models import Job  # noqa: E402
+from pgjobs.models import Batch, Job  # noqa: E402
 from pgjobs.serialization import decode_arguments, encode_arguments  # noqa: E402
 from tests.conftest import VENDOR, run_jobs, status_counts  # noqa: E402
 from tests.testapp import jobs  # noqa: E402
@@ -258,6 +258,8 @@ READ_VIEWS = {
     "chosen",
     "chosen_multiple",
 }
+# The job page's buttons: POST only, with ``change_job``.
+ACT_VIEWS = {"retry", "cancel", "run_now"}
 
 
 def job_urls(job_id):
@@ -287,6 +289,7 @@ def job_urls(job_id):
 def test_job_urls_are_enumerated(home, some_jobs):
     names = {name for name, _ in job_urls(some_jobs[0].id)}
     assert READ_VIEWS <= names
+    assert ACT_VIEWS <= names
     assert {"bulk:retry", "bulk:cancel", "bulk:delete", "add", "edit", "create"} <= names
 
 
@@ -332,6 +335,8 @@ def test_change_job_reads_and_acts(home, client, some_jobs):
         response = client.get(url)
         if name in READ_VIEWS or name in {"bulk:retry", "bulk:cancel"}:
             assert response.status_code == 200, (name, url, response.status_code)
+        elif name in ACT_VIEWS:
+            assert response.status_code == 405, (name, url, response.status_code)
         else:  # nobody adds or edits a job; deleting needs delete_job
             assert refused(response), (name, url, response.status_code)
             assert refused(client.post(url)), (name, url)
@@ -455,3 +460,59 @@ def test_django_admin_respects_permissions(client, some_jobs):
     client.force_login(staff)
     assert client.get(DJANGO_ADMIN_URL).status_code == 403
     assert "pgjobs/job" not in client.get("/django-admin/").content.decode()
+
+
+# -- batches -------------------------------------------------------------------------------
+
+BATCHES_URL = "/admin/pgjobs/batches/"
+
+
+def test_wagtail_batch_pages_show_progress_and_jobs_to_job_viewers(home, client):
+    batch = background.batch(
+        [(jobs.add, [n, n], {}) for n in range(3)], on_finish=jobs.noop, description="thumbs"
+    )
+    client.force_login(editor())
+    assert client.get(BATCHES_URL).status_code == 403
+    assert client.get(f"{BATCHES_URL}inspect/{batch.id}/").status_code == 403
+    client.force_login(editor("view_job"))
+    listing = client.get(BATCHES_URL)
+    assert listing.status_code == 200 and "thumbs" in listing.content.decode()
+    page = client.get(f"{BATCHES_URL}inspect/{batch.id}/").content.decode()
+    assert '<progress value="0" max="3">' in page
+    assert f"{JOBS_URL}inspect/{batch.jobs[0].id}/" in page and "waiting" in page
+    job_page = client.get(f"{JOBS_URL}inspect/{batch.jobs[1].id}/").content.decode()
+    assert f"{BATCHES_URL}inspect/{batch.id}/" in job_page
+    assert client.get(reverse("pgjobs_batches:delete", args=[batch.id])).status_code in (302, 403)
+    assert Batch.objects.filter(pk=batch.id).exists()
+
+
+# -- the Queues page ------------------------------------------------------------------------
+
+QUEUES_URL = "/admin/pgjobs/queues/"
+
+
+def test_the_queues_page_pauses_and_resumes(home, admin_user, client):
+    background.enqueue(jobs.noop, queue="other")
+    client.force_login(admin_user)
+    page = client.get(QUEUES_URL).content.decode()
+    assert 'data-queue="other"' in page and "Pause" in page
+    assert QUEUES_URL in client.get("/admin/").content.decode()  # the menu item
+    response = client.post(QUEUES_URL, {"queue": "other", "action": "pause"}, follow=True)
+    assert "Queue &#x27;other&#x27; paused" in response.content.decode()
+    assert background.queue_controls(["other"])["other"].paused
+    client.post(QUEUES_URL, {"queue": "other", "action": "resume"})
+    assert not background.queue_controls(["other"])["other"].paused
+
+
+def test_the_queues_page_respects_permissions(home, client):
+    client.force_login(editor())
+    assert client.get(QUEUES_URL).status_code == 403
+    assert QUEUES_URL not in client.get("/admin/").content.decode()
+    client.force_login(editor("view_queuecontrol"))
+    page = client.get(QUEUES_URL).content.decode()
+    assert 'name="action"' not in page, "no buttons for a viewer"
+    assert client.post(QUEUES_URL, {"queue": "other", "action": "pause"}).status_code == 403
+    assert not background.queue_controls(["other"])["other"].paused
+    client.force_login(editor("change_queuecontrol"))
+    client.post(QUEUES_URL, {"queue": "other", "action": "pause"})
+    assert background.queue_controls(["other"])["other"].paused

@@ -23,6 +23,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
+from ..atomic import atomic_marker
 from ..exceptions import InvalidBackend, InvalidJob, NotSupported
 from ..records import DEFAULT_PRIORITY, DEFAULT_QUEUE, MAX_PRIORITY, MIN_PRIORITY, JobSpec
 from ..serialization import (
@@ -36,7 +37,10 @@ from ..serialization import (
 )
 
 MODES = ("enqueue", "defer", "aenqueue", "adefer")
-JOB_OPTIONS = ("priority", "queue", "max_attempts", "timeout", "unique_key")
+JOB_OPTIONS = ("priority", "queue", "max_attempts", "timeout", "unique_key", "atomic", "after")
+#: The options a batch's callbacks take from the batch's.
+CALLBACK_OPTIONS = ("priority", "queue", "max_attempts", "timeout")
+MAX_DESCRIPTION_LENGTH = 255
 MAX_QUEUE_NAME_LENGTH = 100
 MAX_UNIQUE_KEY_LENGTH = 255
 MAX_ATTEMPTS = 2**31 - 1  # the column is a 32-bit integer
@@ -78,19 +82,29 @@ class PreparedJobs:
     nobody has. Either step may raise ``InvalidJob``; a store then writes none
     of the jobs (its transaction rolls back)."""
 
-    def __init__(self, backend, jobs, first):
+    def __init__(self, backend, jobs, first, atomic=None):
         self.first = first  # the spec of the first job: the options every job shares
         self._backend = backend
         self._jobs = jobs
+        self._atomic = atomic  # the call's own atomic=, None when it gave none
         self._encoded = None
         self._read = False
+        #: Whether any of the jobs is atomic (known once ``encode()`` ran).
+        self.any_atomic = first is not None and first.atomic
+
+    def atomic_flags(self):
+        """Per job, in order, whether it is atomic (after ``encode()``)."""
+        self.encode()
+        return [_item_atomic(item) for item in self._encoded or ()]
 
     def __len__(self):
         return len(self._jobs)
 
     def encode(self):
         if self._encoded is None and self._jobs:
-            self._encoded = self._backend._encode_jobs(self._jobs, self.first)
+            self._encoded, self.any_atomic = self._backend._encode_jobs(
+                self._jobs, self.first, self._atomic
+            )
 
     def __iter__(self):
         if self._read:
@@ -149,6 +163,12 @@ class BaseJobBackend:
     option_names = None
     #: Default for ``max_attempts`` when neither the call nor OPTIONS give one.
     default_max_attempts = 3
+    #: ``enqueue_batch``, ``get_batch_info``, ``batch_jobs`` and ``cancel_batch``
+    #: work (``background.batch``): storing backends.
+    supports_batches = False
+    #: The ``after`` option works (``background.enqueue(..., after=ref)``,
+    #: ``background.chain``): storing backends.
+    supports_chains = False
 
     def __init__(self, options):
         if not isinstance(options, dict):
@@ -243,6 +263,7 @@ class BaseJobBackend:
                     f"unknown job option {', '.join(unknown)}; options are {', '.join(JOB_OPTIONS)}"
                 )
         path = function_path(func)
+        atomic = self.validate_atomic(_atomic_asked(func, options.get("atomic")))
         # Most jobs: plain args, no kwargs. Their JSON is made once, stored as it is
         # and signed from the function's pre-hashed part (as a bulk enqueue does).
         args_json = plain_call_json(args, kwargs)
@@ -267,6 +288,20 @@ class BaseJobBackend:
             max_attempts=self.validate_max_attempts(options.get("max_attempts")),
             timeout=_or_default(validate_timeout(options.get("timeout")), self.default_timeout),
             unique_key=validate_unique_key(options.get("unique_key")),
+            atomic=atomic,
+            after=validate_after(options.get("after"), options.get("unique_key")),
+        )
+
+    def validate_atomic(self, atomic):
+        """``atomic`` as asked (the call's option, else the function's mark: False,
+        True or a database alias) -> whether the job runs atomic; ``InvalidJob``
+        when this backend cannot run it so. Backends that can override this."""
+        if atomic is False:
+            return False
+        raise InvalidJob(
+            f"atomic={atomic!r}: {type(self).__name__} cannot run atomic jobs (a job's "
+            "success recorded in the transaction of its writes); use "
+            "pgjobs.backends.DatabaseBackend, or enqueue with atomic=False"
         )
 
     def prepare_many(self, jobs, **options):
@@ -285,12 +320,14 @@ class BaseJobBackend:
         same objects, as ``[(f, [], {})] * n`` gives) shares its spec.
         """
         first = self.prepare(*jobs[0], **options) if jobs else None
-        return PreparedJobs(self, jobs, first)
+        return PreparedJobs(self, jobs, first, options.get("atomic"))
 
-    def _encode_jobs(self, jobs, first):
+    def _encode_jobs(self, jobs, first, asked=None):
         """``PreparedJobs.encode``: per job, its spec when its arguments are not
-        plain, else what signing needs: ``(path, signer, args, args_json)``."""
-        functions = {}  # id(func) -> (path, JobSigner); every func lives in jobs meanwhile
+        plain, else what signing needs: ``(path, signer, args, args_json, atomic)``;
+        and whether any job is atomic. ``asked``: the call's ``atomic=`` (None:
+        each function's ``@atomic_job`` mark)."""
+        functions = {}  # id(func) -> (path, JobSigner, atomic); every func lives in jobs meanwhile
         encoded = []
         last_func = last_args = last_kwargs = last_item = None
         for index, (func, args, kwargs) in enumerate(jobs):
@@ -301,13 +338,14 @@ class BaseJobBackend:
                 known = functions.get(id(func))
                 if known is None:
                     path = function_path(func)
-                    known = functions[id(func)] = (path, JobSigner(path, first.queue))
-                path, signer = known
+                    atomic = self.validate_atomic(_atomic_asked(func, asked))
+                    known = functions[id(func)] = (path, JobSigner(path, first.queue), atomic)
+                path, signer, atomic = known
                 args_json = plain_call_json(args, kwargs)
                 if args_json is not None:
                     # A copy: a store may write the list after the caller changed it
                     # (Redis, at commit), and the signature is of this JSON.
-                    item = (path, signer, list(args), args_json)
+                    item = (path, signer, list(args), args_json, atomic)
                 else:
                     encoded_args, encoded_kwargs = encode_arguments(args, kwargs)
                     item = dataclasses.replace(
@@ -317,12 +355,13 @@ class BaseJobBackend:
                         kwargs=encoded_kwargs,
                         signature=sign_job(path, encoded_args, encoded_kwargs, first.queue),
                         args_json=None,
+                        atomic=atomic,
                     )
             except InvalidJob as exc:
                 raise InvalidJob(f"job {index} of enqueue_many: {exc}") from None
             last_func, last_args, last_kwargs, last_item = func, args, kwargs, item
             encoded.append(item)
-        return encoded
+        return encoded, any(atomic for _, _, atomic in functions.values())
 
     @staticmethod
     def _signed_specs(encoded, first):
@@ -338,9 +377,10 @@ class BaseJobBackend:
                 if type(item) is spec_type:
                     last_spec = item
                 else:
-                    path, signer, args, args_json = item
+                    path, signer, args, args_json, atomic = item
                     last_spec = spec_type(path, args, {}, queue, priority, run_at, attempts,
-                                          timeout, key, signer.sign(args_json), args_json)  # fmt: skip
+                                          timeout, key, signer.sign(args_json), args_json,
+                                          atomic)  # fmt: skip
                 last_item = item
             yield last_spec  # a repeated call shares its spec: stores only read them
 
@@ -376,6 +416,20 @@ class BaseJobBackend:
                 f"max_attempts must be a whole number from 1 to {MAX_ATTEMPTS:,}, not {value!r}"
             )
         return value
+
+
+def _atomic_asked(func, atomic):
+    """The call's ``atomic=`` when it gave one, else what ``@atomic_job`` marked."""
+    if atomic is None:
+        return atomic_marker(func)
+    if atomic is True or atomic is False or (isinstance(atomic, str) and atomic):
+        return atomic
+    raise InvalidJob(f"atomic must be True, False or the name of a database, not {_shown(atomic)}")
+
+
+def _item_atomic(item):
+    """Whether an item of ``_encode_jobs`` (a spec, or a plain job's tuple) is atomic."""
+    return item.atomic if type(item) is JobSpec else item[4]
 
 
 def validate_priority(priority):
@@ -461,6 +515,40 @@ def validate_timeout(timeout):
             f"not {timeout!r}; leave it out for no limit"
         )
     return float(timeout)
+
+
+def validate_after(after, unique_key=None):
+    """The id of the job a chained job runs after (``after``: a ``JobRef`` or a
+    job id), or None."""
+    if after is None:
+        return None
+    from ..refs import JobRef
+
+    if isinstance(after, JobRef):
+        if after.id is None:
+            raise InvalidJob(
+                "after must be the ref of a stored job; this job ran in-band already "
+                "(ImmediateBackend): call the next function directly"
+            )
+        after = after.id
+    elif isinstance(after, bool) or not isinstance(after, int):
+        raise InvalidJob(f"after must be a JobRef or a job id (an int), not {_shown(after)}")
+    if unique_key is not None:
+        raise InvalidJob(
+            "a chained job (after=...) cannot take a unique_key; leave one of them out"
+        )
+    return after
+
+
+def validate_description(description):
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_LENGTH:
+        raise InvalidJob(
+            f"description must be a string of at most {MAX_DESCRIPTION_LENGTH} characters, "
+            f"not {_shown(description)}"
+        )
+    if not storable_str(description):
+        raise InvalidJob("description must not contain NUL or lone surrogates")
+    return description
 
 
 def validate_unique_key(key):

@@ -4,7 +4,11 @@ call would, so a site behaves as if pgjobs were not installed."""
 import inspect
 
 from asgiref.sync import async_to_sync, sync_to_async
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, transaction
 
+from ..atomic import atomic_marker
+from ..exceptions import InvalidJob
 from ..records import SUCCEEDED, JobInfo
 from ..refs import JobRef
 from ..serialization import load_function
@@ -21,8 +25,23 @@ class ImmediateBackend(BaseJobBackend):
 
     option_names = {"QUEUES", "MAX_ATTEMPTS"}
 
+    def validate_atomic(self, atomic):
+        """An atomic job runs inside ``transaction.atomic()`` on its database (the
+        default one unless ``atomic=`` or ``@atomic_job(using=...)`` names one)."""
+        if atomic is False:
+            return False
+        if isinstance(atomic, str) and atomic not in settings.DATABASES:
+            raise InvalidJob(f"atomic={atomic!r} names no database in settings.DATABASES")
+        return True
+
     def enqueue(self, func, args, kwargs, **options):
-        self.prepare(func, args, kwargs, **options)
+        spec = self.prepare(func, args, kwargs, **options)
+        if spec.atomic:
+            with transaction.atomic(using=_database(func, options)):
+                return self._run(func, args, kwargs, options)
+        return self._run(func, args, kwargs, options)
+
+    def _run(self, func, args, kwargs, options):
         func = _callable(func)
         if inspect.iscoroutinefunction(func):
             result = async_to_sync(func)(*(args or ()), **(kwargs or {}))
@@ -31,7 +50,11 @@ class ImmediateBackend(BaseJobBackend):
         return _finished(func, result, options)
 
     async def aenqueue(self, func, args, kwargs, **options):
-        self.prepare(func, args, kwargs, **options)
+        spec = self.prepare(func, args, kwargs, **options)
+        if spec.atomic:  # a transaction belongs to a thread: run it all in one
+            return await sync_to_async(self.enqueue, thread_sensitive=True)(
+                func, args, kwargs, **options
+            )
         func = _callable(func)
         if inspect.iscoroutinefunction(func):
             result = await func(*(args or ()), **(kwargs or {}))
@@ -52,6 +75,14 @@ class InBandJobRef(JobRef):
     @property
     def result(self):
         return self._value
+
+
+def _database(func, options):
+    """The database an atomic job's transaction is on."""
+    asked = options.get("atomic")
+    if asked is None:
+        asked = atomic_marker(func)
+    return asked if isinstance(asked, str) else DEFAULT_DB_ALIAS
 
 
 def _callable(func):

@@ -16,6 +16,7 @@ ids=...)``, ``active_holder``): ids are handed out at once, the jobs written in 
 call at commit, and dropped with a rolled-back savepoint.
 """
 
+import contextlib
 import datetime
 import math
 import numbers
@@ -24,11 +25,17 @@ from django.conf import settings
 from django.db import transaction
 from django.utils.functional import cached_property
 
-from .. import records
-from ..exceptions import InvalidBackend, JobNotFound
-from ..refs import JobRef
+from .. import queue_control, records
+from ..exceptions import BatchNotFound, InvalidBackend, InvalidJob, JobNotFound
+from ..refs import BatchRef, JobRef
 from ..retry import RetryPolicy
-from .base import AsyncFromSync, BaseJobBackend, collector_paused
+from .base import (
+    CALLBACK_OPTIONS,
+    AsyncFromSync,
+    BaseJobBackend,
+    collector_paused,
+    validate_description,
+)
 
 #: How long a succeeded job stays by default: 5 minutes. Long enough for whoever
 #: enqueued it to read its result (``JobRef.wait()``, ``ref.result``, Django's
@@ -93,6 +100,8 @@ class StoringBackend(AsyncFromSync, BaseJobBackend):
 
     stores_jobs = True
     tracks_jobs = True
+    supports_batches = True
+    supports_chains = True
 
     option_names = frozenset(
         {
@@ -156,6 +165,40 @@ class StoringBackend(AsyncFromSync, BaseJobBackend):
         finished longer ago than that (``KEEP_SUCCEEDED``, ``KEEP_FAILED``)."""
         return retention_rules_for(self.keep_succeeded, self.keep_failed)
 
+    # -- atomic jobs ---------------------------------------------------------------------
+
+    def validate_atomic(self, atomic):
+        """An atomic job needs a store in a database (``Store.supports_atomic_jobs``)
+        and its writes on that database, the queue's: refused otherwise, never run
+        as a plain job instead."""
+        if atomic is False:
+            return False
+        store = self.store
+        if not store.supports_atomic_jobs:
+            raise InvalidJob(
+                f"atomic={atomic!r}: {type(self).__name__} keeps jobs in {type(store).__name__}, "
+                "outside your database, so a job's success cannot commit with its writes; "
+                "use pgjobs.backends.DatabaseBackend, or enqueue with atomic=False"
+            )
+        if isinstance(atomic, str) and atomic != self.jobs_database:
+            raise InvalidJob(
+                f"atomic={atomic!r}: an atomic job runs in a transaction on the queue's "
+                f"database {self.jobs_database!r}, where its success is recorded; a job "
+                f"writing to {atomic!r} needs a backend with OPTIONS['DATABASE'] = {atomic!r}"
+            )
+        return True
+
+    def _marking_atomic(self, write, flags):
+        """``write()`` (which returns ``JobInfo``s in order) and the marking of the
+        atomic ones (``flags``), in one transaction: a worker never sees an atomic
+        job unmarked."""
+        with transaction.atomic(using=self.database):
+            infos = write()
+            ids = [info.id for info, atomic in zip(infos, flags, strict=True) if atomic]
+            if ids:
+                self.store.mark_atomic(ids)
+        return infos
+
     # -- RFC 72 modes --------------------------------------------------------------------
 
     def enqueue(self, func, args, kwargs, **options):
@@ -171,11 +214,23 @@ class StoringBackend(AsyncFromSync, BaseJobBackend):
             specs = self.iter_prepared(jobs, **options)
             if specs.first is None:
                 return []
-            if specs.first.unique_key is not None or self._holds_until_commit():
+            first = specs.first
+            if (
+                first.unique_key is not None
+                or first.after is not None
+                or self._holds_until_commit()
+            ):
                 # Every spec is made first, so that an invalid one stops the call
                 # before anything is stored or held.
                 return self._write(list(specs))
-            return [JobRef(info, self) for info in self.store.enqueue_many(specs)]
+            specs.encode()  # every job's function known: which are atomic
+            if specs.any_atomic:
+                infos = self._marking_atomic(
+                    lambda: self.store.enqueue_many(specs), specs.atomic_flags()
+                )
+            else:
+                infos = self.store.enqueue_many(specs)
+            return [JobRef(info, self) for info in infos]
 
     def _write(self, specs):
         """``_write_one`` for a list of specs: their refs in order."""
@@ -190,9 +245,122 @@ class StoringBackend(AsyncFromSync, BaseJobBackend):
         store = self.store
         if not store.enqueues_in_transaction and self._in_transaction():
             return self._hold([spec])[0]
+        if spec.atomic:
+            # A unique job standing in for this one becomes atomic if it has not
+            # started (``mark_atomic`` marks ready jobs only).
+            write = store.enqueue if spec.unique_key is None else store.enqueue_unique
+            return JobRef(self._marking_atomic(lambda: [write(spec)], [True])[0], self)
         if spec.unique_key is None:
             return JobRef(store.enqueue(spec), self)
         return JobRef(store.enqueue_unique(spec), self)
+
+    # -- batches and chains ------------------------------------------------------------
+
+    def enqueue_batch(self, jobs, *, on_finish=None, on_success=None, description="", **options):
+        """Store ``(func, args, kwargs)`` jobs sharing ``options`` as one batch, all
+        or none; return its ``BatchRef``. ``on_finish`` and ``on_success``: a
+        function (or dotted path), or ``(func, args, kwargs)``, run as a job once
+        every job has finished, or once every job has succeeded; they take the
+        batch's ``queue``, ``priority``, ``max_attempts`` and ``timeout``."""
+        for refused in ("unique_key", "after"):
+            if options.get(refused) is not None:
+                raise InvalidJob(
+                    f"a batch's jobs cannot take {refused}; enqueue such jobs on their own"
+                )
+        if not jobs:
+            raise InvalidJob("a batch needs at least one job")
+        description = validate_description(description)
+        shared = {name: options[name] for name in CALLBACK_OPTIONS if name in options}
+        finish_spec = self._callback_spec("on_finish", on_finish, shared)
+        success_spec = self._callback_spec("on_success", on_success, shared)
+        with collector_paused(len(jobs)):
+            specs = list(self.iter_prepared(jobs, **options))
+            if self._holds_until_commit():
+                return self._hold_batch(specs, finish_spec, success_spec, description)
+            info, infos = self.store.enqueue_batch(specs, finish_spec, success_spec, description)
+            return BatchRef(info, self, [JobRef(job, self) for job in infos])
+
+    def _callback_spec(self, name, callback, options):
+        if callback is None:
+            return None
+        if isinstance(callback, (tuple, list)):
+            if not 1 <= len(callback) <= 3:
+                raise InvalidJob(f"{name} must be a function or (func, args, kwargs)")
+            func, args, kwargs = (*callback, None, None)[:3]
+        else:
+            func, args, kwargs = callback, None, None
+        try:
+            return self.prepare(func, args or [], kwargs or {}, **options)
+        except InvalidJob as exc:
+            raise InvalidJob(f"{name}: {exc}") from None
+
+    def _hold_batch(self, specs, on_finish, on_success, description):
+        """A batch for a store outside the transaction: ids reserved now, the batch
+        written when the transaction commits (nothing if it rolls back)."""
+        store = self.store
+        callbacks = [spec for spec in (on_finish, on_success) if spec is not None]
+        batch_id, *ids = store.reserve_ids(1 + len(specs) + len(callbacks))
+        infos = [store.new_info(spec, job_id) for spec, job_id in zip(specs, ids, strict=False)]
+        callback_ids = iter(ids[len(specs) :])
+        counts = dict.fromkeys(records.STATUSES, 0)
+        counts[records.READY] = len(specs)
+        info = records.BatchInfo(
+            id=batch_id,
+            total=len(specs),
+            pending=len(specs),
+            on_finish_id=None if on_finish is None else next(callback_ids),
+            on_success_id=None if on_success is None else next(callback_ids),
+            counts=counts,
+            description=description,
+        )
+
+        def write():
+            store.enqueue_batch(
+                specs, on_finish, on_success, description, batch_id=batch_id, ids=ids
+            )
+
+        transaction.on_commit(write, using=self.database)
+        return BatchRef(info, self, [JobRef(job, self) for job in infos])
+
+    def enqueue_chain(self, jobs, **options):
+        """Store ``(func, args, kwargs)`` jobs each to run after the one before it
+        succeeded (the first after ``options["after"]``, if given), all or none;
+        return their refs in order."""
+        if not jobs:
+            return []
+        refs = []
+        previous = options.pop("after", None)
+        with self._atomic():
+            for func, args, kwargs in jobs:
+                previous = self.enqueue(func, args, kwargs, after=previous, **options)
+                refs.append(previous)
+        return refs
+
+    def _atomic(self):
+        """A transaction on ``database`` (jobs held until it commits where the
+        store cannot join it), or none when the backend has no database."""
+        if self.database is None or self.database not in settings.DATABASES:
+            return contextlib.nullcontext()
+        return transaction.atomic(using=self.database)
+
+    def get_batch_info(self, batch_id):
+        """The ``BatchInfo`` of batch ``batch_id``, or None."""
+        return self.store.get_batch(batch_id)
+
+    def get_batch_ref(self, batch_id):
+        """A ``BatchRef`` to batch ``batch_id``; ``BatchNotFound`` if there is none."""
+        info = self.store.get_batch(batch_id)
+        if info is None:
+            raise BatchNotFound(f"no batch with id {batch_id!r}")
+        return BatchRef(info, self)
+
+    def batch_jobs(self, batch_id):
+        """The ``JobInfo``s of the batch's jobs still stored, by id."""
+        return self.store.batch_jobs(batch_id)
+
+    def cancel_batch(self, batch_id):
+        """Cancel the batch's ready jobs, ask its running ones to stop: (cancelled, asked)."""
+        return self.store.cancel_batch(batch_id)
 
     # -- holding jobs until commit (stores outside the caller's transaction) -----------
 
@@ -281,6 +449,28 @@ class StoringBackend(AsyncFromSync, BaseJobBackend):
         """Cancel a ready job (True); ask a running one to stop (False)."""
         return self.store.cancel(job_id)
 
+    # -- queue control (``pgjobs/queue_control.py``) ---------------------------------------
+
+    def pause_queue(self, queue):
+        """No new job of ``queue`` starts on any worker (within about a second);
+        running ones finish. Returns the ``QueueControl`` in force."""
+        return queue_control.pause(self.store, queue)
+
+    def resume_queue(self, queue):
+        """Jobs of ``queue`` start again. Returns the ``QueueControl`` in force."""
+        return queue_control.resume(self.store, queue)
+
+    def limit_queue(self, queue, *, concurrency=queue_control.UNSET, rate=queue_control.UNSET):
+        """At most ``concurrency`` jobs of ``queue`` running at once and ``rate``
+        (``"5/s"``, ``"100/m"``) starting per period, on all workers together;
+        None clears a limit (``PGJOBS["QUEUES"]`` applies again). Returns the
+        ``QueueControl`` in force."""
+        return queue_control.limit(self.store, queue, concurrency=concurrency, rate=rate)
+
+    def queue_controls(self, queues=None):
+        """``{queue: QueueControl}`` in force, for ``queues`` or every steered queue."""
+        return queue_control.in_force(self.store, queues)
+
 
 class HeldJobs:
     """Jobs enqueued in one transaction (and savepoint), held back from a store
@@ -310,7 +500,11 @@ class HeldJobs:
         ids, self._spare = self._spare[: len(specs)], self._spare[len(specs) :]
         self.specs += specs
         self.ids += ids
-        return [self.store.new_info(spec, job_id) for spec, job_id in zip(specs, ids, strict=True)]
+        infos = [self.store.new_info(spec, job_id) for spec, job_id in zip(specs, ids, strict=True)]
+        for spec, info in zip(specs, infos, strict=True):
+            if spec.after is not None:  # until the commit tells (refresh() reads it then)
+                info.status = records.WAITING
+        return infos
 
     def __call__(self):
         # A unique job whose key another job took by commit time is not written.

@@ -9,8 +9,10 @@ decode fails alone.
 """
 
 import abc
+import functools
 import json
 
+from .. import records
 from ..serialization import dumps
 
 
@@ -33,6 +35,10 @@ class Store(abc.ABC):
     #: with it (the SQL stores). When False, a storing backend holds the jobs until
     #: the transaction commits, through the deferred-write methods below.
     enqueues_in_transaction = True
+    #: Atomic jobs work: ``mark_atomic``, ``job_transaction`` and
+    #: ``finish_in_transaction`` (the database stores). Backends refuse
+    #: ``atomic=True`` at enqueue where this is False.
+    supports_atomic_jobs = False
     #: Seconds between polls when the worker is not told otherwise.
     default_poll_interval = 1.0
 
@@ -56,7 +62,7 @@ class Store(abc.ABC):
         """Write one job (``JobSpec``); return its ``JobInfo``."""
 
     def enqueue_many(self, specs, ids=None):
-        """Write many jobs, all or none; return their ``JobInfo``s in order.
+        """Write many jobs, all or none; return their ``JobInfo`` records in order.
 
         ``specs`` is a sized iterable of ``JobSpec`` to read once (a backend's
         ``PreparedJobs`` makes each as it is read, and may raise ``InvalidJob``
@@ -88,7 +94,8 @@ class Store(abc.ABC):
     # ``enqueue_many(specs, ids)`` at commit.
 
     def reserve_ids(self, count):
-        """``count`` new job ids, unused by any job, for jobs written later."""
+        """``count`` new job ids, unused by any job, for jobs written later (a
+        batch's id is reserved the same way: ``enqueue_batch(batch_id=...)``)."""
         raise NotImplementedError(f"{type(self).__name__} writes jobs in the transaction")
 
     def new_info(self, spec, job_id):
@@ -105,7 +112,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def cancel(self, job_id):
-        """Cancel a ready job (True); flag a running one to stop (False)."""
+        """Cancel a ready (or waiting) job (True); flag a running one to stop (False)."""
 
     @abc.abstractmethod
     def cancel_many(self, job_ids):
@@ -115,12 +122,78 @@ class Store(abc.ABC):
     def requeue(self, job_ids):
         """Make failed or cancelled jobs ready again; returns how many."""
 
+    @abc.abstractmethod
+    def run_now(self, job_ids):
+        """Make ready jobs that are not yet due (deferred, or waiting for a retry) due
+        now, keeping their attempts; returns how many. Other jobs stay as they are."""
+
+    # -- batches and chains -------------------------------------------------------
+    #
+    # A batch is jobs written together with a record that counts them. Each final
+    # outcome of a batch's job (succeeded, failed for good, cancelled; never a
+    # retry) is counted in the same transaction, or script, that stores it; the
+    # one that brings ``pending`` to zero releases the batch's callbacks, which
+    # were stored ``waiting`` with it: ``on_finish`` becomes ready, and
+    # ``on_success`` too when every job succeeded (else it is cancelled with
+    # ``records.batch_failed_error``). A job leaves ``waiting`` once, so each
+    # callback runs once however many workers finish the last jobs together.
+    #
+    # A chained job (``JobSpec.after``: the id of the job it runs after) is stored
+    # ``waiting`` while that job is unfinished, and then, in the transaction that
+    # ends that job: made ready with its result kept as ``previous_result`` when
+    # it succeeded, or cancelled with ``records.previous_failed_error`` when it
+    # failed for good or was cancelled (and so on down the chain). Enqueued after
+    # a job that has already finished, it is stored ready, or cancelled, at once.
+    # ``enqueue`` and ``enqueue_many`` honour ``after`` (an id unknown to the
+    # store raises ``ValueError``); ``claim`` never takes a waiting job;
+    # ``cancel``/``cancel_many`` cancel waiting jobs as they cancel ready ones.
+    # Requeueing a failed job of a finished batch counts it as pending again; the
+    # callbacks, released already, do not run again.
+
+    @abc.abstractmethod
+    def enqueue_batch(
+        self, specs, on_finish=None, on_success=None, description="", *, batch_id=None, ids=None
+    ):
+        """Write the jobs ``specs`` (``JobSpec``s without ``after`` or
+        ``unique_key``) as one batch, with its callbacks ``on_finish`` and
+        ``on_success`` (``JobSpec`` or None; stored ``waiting``), all or nothing,
+        in one statement where the store can. Returns ``(BatchInfo, [JobInfo of
+        each spec, in order])``. ``batch_id`` and ``ids`` (the jobs' ids, then the
+        callbacks' that are given): reserved earlier with ``reserve_ids``
+        (deferred writes, stores with ``enqueues_in_transaction = False``)."""
+
+    @abc.abstractmethod
+    def get_batch(self, batch_id):
+        """The ``BatchInfo`` of a batch, with its ``counts``, or None."""
+
+    @abc.abstractmethod
+    def batch_jobs(self, batch_id):
+        """The ``JobInfo``s of a batch's jobs still stored (pruning removes
+        finished ones), by id; not its callbacks."""
+
+    @abc.abstractmethod
+    def cancel_batch(self, batch_id):
+        """``cancel_many`` over a batch's jobs: its ready jobs are cancelled, its
+        running ones asked to stop. Returns (cancelled, asked)."""
+
+    @abc.abstractmethod
+    def prune_batches(self, older_than, limit):
+        """Delete up to ``limit`` batch records that finished more than
+        ``older_than`` (a timedelta) ago, oldest first; return how many. Their
+        jobs are not touched (pruned by their own retention). Workers call it
+        with their longest retention, so that a batch outlives its jobs."""
+
+    @abc.abstractmethod
+    def previous_result(self, job_id):
+        """The encoded result of the job that job ``job_id`` ran after (kept on
+        ``job_id`` itself, so pruning that job loses nothing), or None."""
+
     # -- workers ---------------------------------------------------------------
 
     @abc.abstractmethod
     def claim(self, queues, limit, worker_id):
         """Atomically take up to ``limit`` due jobs in claim order (priority desc,
-        run_at, id) from ``queues`` (None: every queue); return ``ClaimedJob``s."""
+        run_at, id) from ``queues`` (None: every queue); return a list of ``ClaimedJob``."""
 
     @abc.abstractmethod
     def finish(self, worker_id, results):
@@ -136,6 +209,31 @@ class Store(abc.ABC):
         if results:
             self.finish(worker_id, results)
         return self.claim(queues, limit, worker_id) if limit > 0 else []
+
+    # -- atomic jobs: stores with ``supports_atomic_jobs`` -------------------------------
+    #
+    # An atomic job runs in a slot thread inside ``job_transaction()``, on that
+    # thread's own connection (heartbeats, claims and rescues go on others); at
+    # its end ``finish_in_transaction`` records its success in that transaction
+    # if the attempt still holds its lease, else the job's writes roll back.
+
+    def mark_atomic(self, job_ids):
+        """Mark ready jobs just enqueued, in the same transaction as their enqueue,
+        as atomic: claims return them with ``atomic`` True."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run atomic jobs")
+
+    def job_transaction(self):
+        """A context manager: the transaction an atomic job runs in, on the jobs'
+        database and the calling thread's connection; rolled back by an error."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run atomic jobs")
+
+    def finish_in_transaction(self, worker_id, job_id, attempt, result):
+        """Inside ``job_transaction()``: record the success of attempt ``attempt``
+        of job ``job_id`` (``result`` encoded) if it is still running under
+        ``worker_id``; True if so, False if its lease was lost (rescued, timed
+        out, released, taken by another worker), when the caller must roll back.
+        Takes the job row's lock only now, at the end, until the commit."""
+        raise NotImplementedError(f"{type(self).__name__} cannot run atomic jobs")
 
     @abc.abstractmethod
     def retry(self, worker_id, job_id, error, delay):
@@ -202,6 +300,37 @@ class Store(abc.ABC):
     def count_due(self, queues):
         """How many ready jobs in ``queues`` are due now."""
 
+    # -- history and figures (``pgjobs/stats.py``) ---------------------------------
+    #
+    # Stores keep each attempt that did not succeed (``JobAttempt``) and add to
+    # the per-minute figures as they record outcomes (finish, retry, fail and
+    # rescue), in the same statement or transaction where they can. Reading
+    # them never scans the jobs: figures come from their own rows, and counts of
+    # ready and running jobs from the indexes that claims and rescues use.
+
+    @abc.abstractmethod
+    def job_attempts(self, job_id):
+        """Every attempt of a job so far, oldest first, as ``AttemptInfo`` records:
+        those kept (failed, retried, cancelled, lost with its worker), then the
+        job's current one when it is running or succeeded. Empty for a job that
+        never started or does not exist."""
+
+    @abc.abstractmethod
+    def queue_figures(self):
+        """Where each queue stands now: ``QueueFigures`` for every queue with
+        ready or running jobs, or failures in the last hour, sorted by name."""
+
+    @abc.abstractmethod
+    def minute_figures(self, since):
+        """``MinuteFigures`` of every queue and minute from ``since`` (a
+        timedelta before now, or an aware datetime) until now, sorted by minute,
+        then queue; minutes in which nothing finished are left out."""
+
+    @abc.abstractmethod
+    def prune_figures(self, older_than):
+        """Delete the figures of minutes that ended more than ``older_than`` (a
+        timedelta) ago; return how many rows (or keys) went."""
+
     # -- schedules (``pgjobs/schedule.py``) -------------------------------------------
     #
     # One record per schedule name: ``last_tick``, the time through which its
@@ -221,7 +350,7 @@ class Store(abc.ABC):
 
     def advance_schedule(self, name, last_tick, new_last_tick, specs):
         """Settle schedule ``name`` through ``new_last_tick`` and enqueue its due
-        jobs ``specs`` (``JobSpec``s, ``unique_key`` honoured), all or nothing,
+        jobs ``specs`` (``JobSpec`` records, ``unique_key`` honoured), all or nothing,
         as one atomic compare-and-set:
 
         - only if the record's ``last_tick`` still equals ``last_tick`` (as read
@@ -230,15 +359,56 @@ class Store(abc.ABC):
           that a host whose clock runs fast cannot settle ticks early.
 
         Sets ``last_run`` to ``new_last_tick`` when ``specs`` is not empty.
-        Returns the enqueued jobs' ``JobInfo``s, or None when nothing was written.
+        Returns the enqueued jobs' ``JobInfo`` records, or None when nothing was written.
         """
         raise NotImplementedError(f"{type(self).__name__} does not keep schedules")
+
+    # -- queue control (``pgjobs/queue_control.py``) --------------------------------
+    #
+    # One record per steered queue, shared by every worker of the store. A
+    # claim obeys them: nothing starts from a paused queue; a limited queue
+    # starts at most what ``queue_control.admit`` allows, counted atomically with
+    # the claim, so that racing workers never exceed a limit together. Claims
+    # from queues with no control take the plain path (``self.controls.plan``
+    # is None), which costs them one read of the records a second.
+
+    @abc.abstractmethod
+    def queue_controls(self):
+        """``{queue: records.QueueControl}`` of the stored records, values as
+        stored (None where the setting, ``PGJOBS["QUEUES"]``, applies)."""
+
+    @abc.abstractmethod
+    def set_queue_control(self, queue, **changes):
+        """Change the record of ``queue`` (made if missing): ``changes`` among
+        ``paused``, ``concurrency``, ``rate`` and ``period`` (checked by the
+        caller; None clears a limit, so the setting applies). Returns the stored
+        ``records.QueueControl``. Reaches every worker within about
+        ``queue_control.REFRESH_SECONDS``."""
+
+    @abc.abstractmethod
+    def snooze(self, worker_id, job_id, delay):
+        """A job raised ``Snooze``: ready again in ``delay`` seconds, its attempt
+        given back (as ``release`` does), its error unchanged."""
+
+    @functools.cached_property
+    def controls(self):
+        """This store's ``queue_control.ControlCache``: whether a claim may take
+        the plain path, known without a query per claim."""
+        from ..queue_control import ControlCache
+
+        return ControlCache(self.queue_controls)
 
     def listen(self, queues):
         """Prepare ``wait`` to be woken for jobs in ``queues`` (None: all)."""
 
     def stop_listening(self):
         """Release what ``listen`` holds (a connection, a subscription)."""
+
+    def listens_through_pooler(self):
+        """Whether ``listen`` would reach a connection pooler rather than the
+        server, so that wake-ups would be lost (the system check asks; a store
+        that finds so at ``listen`` polls instead, ``supports_listen`` False)."""
+        return False
 
     def wait(self, timeout):
         """Block until woken or ``timeout`` seconds pass. Falsy when not woken;
@@ -329,6 +499,24 @@ LOST_OUTCOMES = {
     "failed": "failed: it had no attempts left",
     "cancelled": "cancelled, as asked while it ran",
 }
+
+
+def with_current_attempt(kept, job):
+    """``kept`` (``AttemptInfo`` records of the attempts a store keeps, in order) and
+    the job's current attempt, from ``job``: ``(status, attempts, started_at,
+    finished_at, worker_id)`` of its row (None: no such job), when it is running
+    or succeeded and not among ``kept``."""
+    attempts = list(kept)
+    if job is None:
+        return attempts
+    status, number, started_at, finished_at, worker_id = job
+    if status not in (records.RUNNING, records.SUCCEEDED) or not number:
+        return attempts
+    if attempts and attempts[-1].attempt >= number:
+        return attempts
+    finished_at = finished_at if status == records.SUCCEEDED else None
+    attempts.append(records.AttemptInfo(number, started_at, finished_at, worker_id, status))
+    return attempts
 
 
 def worker_lost_error(worker_id, attempt, max_attempts, status):

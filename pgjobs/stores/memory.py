@@ -27,12 +27,22 @@ import time
 
 from django.utils import timezone
 
-from .. import records
-from ..records import ClaimedJob, JobInfo, ScheduleInfo, Wakeup
+from .. import records, stats
+from ..queue_control import admit, effective
+from ..records import (
+    AttemptInfo,
+    BatchInfo,
+    ClaimedJob,
+    JobInfo,
+    QueueFigures,
+    ScheduleInfo,
+    Wakeup,
+)
 from ..serialization import dumps
-from .base import Store, args_json, worker_lost_error
+from .base import Store, args_json, with_current_attempt, worker_lost_error
 
 _ACTIVE = (records.READY, records.RUNNING)
+_CANCELLABLE = (records.READY, records.WAITING)
 # Errors of decoding stored arguments: malformed JSON or an integer too long
 # (ValueError), nesting deeper than the recursion limit (RecursionError).
 _DECODE_ERRORS = (ValueError, TypeError, RecursionError)
@@ -49,6 +59,23 @@ _INFO_FIELDS = ("id", "func", "queue", "status", "priority", "run_at", "attempts
                 "created_at", "started_at", "finished_at", "worker_id")  # fmt: skip
 _CLAIMED_FIELDS = ("id", "func", "queue", "priority", "run_at", "attempts", "max_attempts",
                    "timeout", "signature")  # fmt: skip
+
+
+@dataclasses.dataclass(slots=True)
+class _Batch:
+    """One stored batch: the columns of the Batch table, and its jobs' ids."""
+
+    id: int
+    description: str
+    job_ids: list
+    created_at: datetime.datetime
+    pending: int
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    finished_at: datetime.datetime | None = None
+    on_finish_id: int | None = None
+    on_success_id: int | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -78,6 +105,10 @@ class _Job:
     worker_id: str | None = None
     lease_expires_at: datetime.datetime | None = None
     cancel_requested: bool = False
+    batch_id: int | None = None
+    after: int | None = None  # the job this one runs after (a chain)
+    has_dependents: bool = False
+    previous_result: str | None = None
 
     def claim_order(self):
         return (-self.priority, self.run_at, self.id)
@@ -129,8 +160,27 @@ def _job_from(spec):
         args=args_json(spec),
         kwargs=dumps(spec.kwargs),
         created_at=None,
+        after=None if spec.after is None else _as_id(spec.after),
         **{name: getattr(spec, name) for name in _SPEC_FIELDS},
     )
+
+
+@dataclasses.dataclass
+class _QueueRecord:
+    """A queue's stored control and its rate window (``QueueControl`` in SQL)."""
+
+    queue: str
+    paused: bool = False
+    concurrency: int | None = None
+    rate: int | None = None
+    period: float | None = None
+    window_start: float | None = None
+    window_count: int = 0
+
+    def control(self):
+        return records.QueueControl(
+            self.queue, self.paused, self.concurrency, self.rate, self.period
+        )
 
 
 class InMemoryStore(Store):
@@ -169,6 +219,10 @@ class InMemoryStore(Store):
         self._workers = {}  # worker id -> its registry record (a dict)
         self._registered = {}  # worker id -> the record it registered with
         self._schedules = {}  # name -> ScheduleInfo
+        self._attempts = {}  # job id -> [AttemptInfo] of its attempts that did not succeed
+        self._figures = {}  # (minute, queue, metric, bucket) -> [count, total]
+        self._batches = {}  # id -> _Batch
+        self._queue_controls = {}  # queue -> _QueueRecord
         # Wake-ups, numbered: each listening thread reads those after the last it read.
         self._wakeups = collections.deque(maxlen=_WAKEUPS_KEPT)
         self._wakeup_count = 0
@@ -207,6 +261,10 @@ class InMemoryStore(Store):
             now = self.clock()
             infos = []
             due = {}  # queue -> [first id, count] of the jobs due now
+            for job in jobs:  # refused before anything is written
+                if job.after is not None and job.after not in self._jobs:
+                    if ids is None or job.after not in ids:
+                        raise ValueError(f"pgjobs: no job {job.after} to run after")
             for n, job in enumerate(jobs):
                 holder = self._holder(job.unique_key)
                 if holder is not None:
@@ -219,7 +277,9 @@ class InMemoryStore(Store):
                 self._jobs[job.id] = job
                 if job.unique_key is not None:
                     self._unique[job.unique_key] = job.id
-                if job.run_at <= now:
+                if job.after is not None:
+                    self._follow(job, self._jobs[job.after], now)
+                if job.status == records.READY and job.run_at <= now:
                     first = due.setdefault(job.queue, [job.id, 0])
                     first[0] = min(first[0], job.id)
                     first[1] += 1
@@ -227,6 +287,19 @@ class InMemoryStore(Store):
             if due:
                 self._wake([Wakeup(queue, first, count) for queue, (first, count) in due.items()])
             return infos
+
+    def _follow(self, job, previous, now):
+        """``job`` runs after ``previous``: waiting, or settled at once when
+        ``previous`` has finished already."""
+        if previous.status == records.SUCCEEDED:
+            job.status = records.READY
+            job.previous_result = previous.result
+        elif previous.status in records.FINISHED_STATUSES:
+            job.error = dumps(records.previous_failed_error(previous.id, previous.status))
+            self._end(job, records.CANCELLED, now)
+        else:
+            job.status = records.WAITING
+            previous.has_dependents = True
 
     def _holder(self, unique_key):
         """The ready or running job holding ``unique_key``, or None."""
@@ -252,7 +325,7 @@ class InMemoryStore(Store):
                 job = self._jobs.get(_as_id(job_id))
                 if job is None:
                     continue
-                if job.status == records.READY:
+                if job.status in _CANCELLABLE:
                     self._end(job, records.CANCELLED, now)
                     cancelled += 1
                 elif job.status == records.RUNNING and not job.cancel_requested:
@@ -272,12 +345,17 @@ class InMemoryStore(Store):
                     continue
                 if self._holder(job.unique_key) is not None:
                     continue
+                batch = self._batches.get(job.batch_id)
+                if batch is not None:  # pending again (callbacks released stay so)
+                    setattr(batch, job.status, getattr(batch, job.status) - 1)
+                    batch.pending += 1
                 job.status = records.READY
                 job.attempts = 0
                 job.run_at = now
                 job.started_at = job.finished_at = job.worker_id = job.result = None
                 job.lease_expires_at = None
                 job.cancel_requested = False
+                self._attempts.pop(job.id, None)  # afresh, its attempts from 0
                 if job.unique_key is not None:
                     self._unique[job.unique_key] = job.id
                 requeued += 1
@@ -285,15 +363,183 @@ class InMemoryStore(Store):
                 self.notify_ready()
             return requeued
 
+    def run_now(self, job_ids):
+        with self._lock:
+            now = self.clock()
+            due = 0
+            for job_id in dict.fromkeys(_as_id(job_id) for job_id in job_ids):
+                job = self._jobs.get(job_id)
+                if job is None or job.status != records.READY or job.run_at is None:
+                    continue
+                if job.run_at > now:
+                    job.run_at = now
+                    due += 1
+            if due:
+                self.notify_ready()
+            return due
+
+    def _delete(self, job):
+        """Forget ``job`` and its attempts."""
+        del self._jobs[job.id]
+        self._attempts.pop(job.id, None)
+
+    def _keep_attempt(self, job, outcome, now, error):
+        """Keep ``job``'s current attempt, which ended with ``outcome`` and ``error``
+        (JSON text), and count it in the figures."""
+        attempt = AttemptInfo(
+            job.attempts, job.started_at, now, job.worker_id, outcome, _load(error)
+        )
+        self._attempts.setdefault(job.id, []).append(attempt)
+        self._count(job, outcome, now)
+
+    def _count(self, job, outcome, now):
+        """Add an attempt of ``job`` that ended ``now`` with ``outcome`` to the figures."""
+        wait = run = None
+        if job.started_at is not None:
+            wait = (job.started_at - job.run_at).total_seconds()
+            run = (now - job.started_at).total_seconds()
+        minute = stats.minute_of(now)
+        for _, queue, _, metric, bucket, count, total in stats.attempt_rows(
+            minute, job.queue, 0, outcome, wait, run
+        ):
+            figure = self._figures.setdefault((minute, queue, metric, bucket), [0, 0.0])
+            figure[0] += count
+            figure[1] += total
+
     def _end(self, job, status, now):
-        """``job`` finished with ``status``: it no longer holds its lease or key."""
+        """``job`` finished with ``status``: it no longer holds its lease or key;
+        its batch counts it, and the jobs waiting for it are settled."""
         job.status = status
         job.finished_at = now
         job.lease_expires_at = None
         if job.unique_key is not None and self._unique.get(job.unique_key) == job.id:
             del self._unique[job.unique_key]
+        if job.batch_id is not None:
+            self._count_in_batch(self._batches[job.batch_id], status, now)
+        if job.has_dependents:
+            for waiting in [j for j in self._jobs.values() if j.after == job.id]:
+                if waiting.status == records.WAITING:
+                    self._follow(waiting, job, now)
+                    if waiting.status == records.READY:
+                        waiting.run_at = max(waiting.run_at, now)
+                        self._wake([Wakeup(waiting.queue, waiting.id)])
+
+    def _count_in_batch(self, batch, status, now):
+        """One of ``batch``'s jobs ended with ``status``; the last one releases
+        the callbacks (each leaves ``waiting`` once)."""
+        setattr(batch, status, getattr(batch, status) + 1)
+        batch.pending -= 1
+        if batch.pending:
+            return
+        batch.finished_at = now
+        all_succeeded = batch.succeeded == len(batch.job_ids)
+        for callback_id, release in ((batch.on_finish_id, True),
+                                     (batch.on_success_id, all_succeeded)):  # fmt: skip
+            callback = self._jobs.get(callback_id)
+            if callback is None or callback.status != records.WAITING:
+                continue
+            if release:
+                callback.status = records.READY
+                callback.run_at = max(callback.run_at, now)
+                self._wake([Wakeup(callback.queue, callback.id)])
+            else:
+                failed = records.batch_failed_error(batch.id, batch.failed, batch.cancelled)
+                callback.error = dumps(failed)
+                self._end(callback, records.CANCELLED, now)
 
     # -- the deferred-write part of the contract -----------------------------------------
+
+    # -- batches and chains -----------------------------------------------------------
+
+    def enqueue_batch(
+        self, specs, on_finish=None, on_success=None, description="", *, batch_id=None, ids=None
+    ):
+        specs = list(specs)
+        if not specs:
+            raise ValueError("pgjobs: a batch needs at least one job")
+        callbacks = [spec for spec in (on_finish, on_success) if spec is not None]
+        if ids is not None and len(ids) != len(specs) + len(callbacks):
+            raise ValueError(f"{len(specs) + len(callbacks)} jobs but {len(ids)} ids")
+        for spec in specs:
+            if spec.after is not None or spec.unique_key is not None:
+                raise ValueError("pgjobs: a batch's jobs take neither after nor unique_key")
+        with self._lock:
+            if batch_id is None:
+                batch_id = next(self._ids)
+            elif batch_id in self._batches:
+                raise ValueError("a reserved batch id is taken by a batch already written")
+            now = self.clock()
+            batch = _Batch(batch_id, description, [], now, len(specs))
+            written = self.enqueue_many([*specs, *callbacks], ids)
+            infos, callback_infos = written[: len(specs)], written[len(specs) :]
+            for info in callback_infos:  # written under the lock: nobody claimed them
+                self._jobs[info.id].status = records.WAITING
+            callback_ids = iter(info.id for info in callback_infos)
+            batch.on_finish_id = None if on_finish is None else next(callback_ids)
+            batch.on_success_id = None if on_success is None else next(callback_ids)
+            for info in infos:
+                self._jobs[info.id].batch_id = batch_id
+                batch.job_ids.append(info.id)
+            self._batches[batch_id] = batch
+            return self._batch_info(batch), [self._jobs[info.id].info() for info in infos]
+
+    def _batch_info(self, batch):
+        counts = dict.fromkeys(records.STATUSES, 0)
+        for job_id in batch.job_ids:
+            job = self._jobs.get(job_id)
+            if job is not None and job.status not in records.FINISHED_STATUSES:
+                counts[job.status] += 1
+        counts.update(succeeded=batch.succeeded, failed=batch.failed, cancelled=batch.cancelled)
+        return BatchInfo(
+            id=batch.id,
+            total=len(batch.job_ids),
+            pending=batch.pending,
+            succeeded=batch.succeeded,
+            failed=batch.failed,
+            cancelled=batch.cancelled,
+            created_at=batch.created_at,
+            finished_at=batch.finished_at,
+            on_finish_id=batch.on_finish_id,
+            on_success_id=batch.on_success_id,
+            counts=counts,
+            description=batch.description,
+        )
+
+    def get_batch(self, batch_id):
+        with self._lock:
+            batch = self._batches.get(_as_id(batch_id))
+            return None if batch is None else self._batch_info(batch)
+
+    def batch_jobs(self, batch_id):
+        with self._lock:
+            batch = self._batches.get(_as_id(batch_id))
+            if batch is None:
+                return []
+            return [self._jobs[i].info() for i in sorted(batch.job_ids) if i in self._jobs]
+
+    def cancel_batch(self, batch_id):
+        with self._lock:
+            batch = self._batches.get(_as_id(batch_id))
+            return (0, 0) if batch is None else self.cancel_many(batch.job_ids)
+
+    def prune_batches(self, older_than, limit):
+        with self._lock:
+            cutoff = self.clock() - older_than
+            old = sorted(
+                (batch.finished_at, batch.id)
+                for batch in self._batches.values()
+                if batch.pending == 0
+                and batch.finished_at is not None
+                and batch.finished_at < cutoff
+            )[:limit]
+            for _, batch_id in old:
+                del self._batches[batch_id]
+            return len(old)
+
+    def previous_result(self, job_id):
+        with self._lock:
+            job = self._jobs.get(_as_id(job_id))
+            return None if job is None else _load(job.previous_result)
 
     def reserve_ids(self, count):
         """``count`` new job ids, for jobs written later (``enqueue_many(specs, ids)``)."""
@@ -316,15 +562,51 @@ class InMemoryStore(Store):
     # -- workers -----------------------------------------------------------------------
 
     def claim(self, queues, limit, worker_id):
+        plan = self.controls.plan(queues)  # before the store's lock: the cache reads under it
         with self._lock:
             now = self.clock()
-            wanted = None if not queues else set(queues)
+            if plan is None:
+                return self._take(None if not queues else set(queues), (), limit, worker_id, now)
+            claimed = []
+            defaults = self.controls.defaults()
+            for limited in plan.limited:
+                queue = limited.queue
+                record = self._queue_controls.setdefault(queue, _QueueRecord(queue))
+                control = effective(queue, record.control(), defaults)
+                running = sum(
+                    1
+                    for job in self._jobs.values()
+                    if job.status == records.RUNNING and job.queue == queue
+                )
+                allowed, record.window_start, count = admit(
+                    control,
+                    running,
+                    record.window_start,
+                    record.window_count,
+                    now.timestamp(),
+                    limit - len(claimed),
+                )
+                got = self._take({queue}, (), allowed, worker_id, now) if allowed else []
+                record.window_count = count + len(got)
+                claimed += got
+            if plan.others and len(claimed) < limit:
+                wanted = None if plan.include is None else set(plan.include)
+                claimed += self._take(
+                    wanted, set(plan.exclude), limit - len(claimed), worker_id, now
+                )
+            claimed.sort(key=lambda job: -job.priority)
+            return claimed
+
+    def _take(self, wanted, excluded, limit, worker_id, now):
+        """Claim up to ``limit`` due jobs of ``wanted`` queues (None: any) but ``excluded``."""
+        with self._lock:
             due = [
                 job
                 for job in self._jobs.values()
                 if job.status == records.READY
                 and job.run_at <= now
                 and (wanted is None or job.queue in wanted)
+                and job.queue not in excluded
             ]
             due.sort(key=_Job.claim_order)
             claimed = []
@@ -352,11 +634,11 @@ class InMemoryStore(Store):
                 job = self._mine(worker_id, job_id)
                 if job is None:
                     continue  # its lease was lost: another worker has it now
+                job.result = result  # before _end: the jobs waiting for it take it
                 self._end(job, records.SUCCEEDED, now)
-                if self.keep_succeeded:
-                    job.result = result
-                else:
-                    del self._jobs[job_id]
+                self._count(job, records.SUCCEEDED, now)
+                if not self.keep_succeeded:
+                    self._delete(job)
 
     def finish_and_claim(self, worker_id, results, queues, limit):
         with self._lock:  # one step, as the stores that do it in one statement
@@ -371,6 +653,8 @@ class InMemoryStore(Store):
             job = self._mine(worker_id, job_id)
             if job is None:
                 return
+            outcome = records.CANCELLED if job.cancel_requested else records.RETRIED
+            self._keep_attempt(job, outcome, now, error)
             job.error = error
             job.worker_id = None
             if job.cancel_requested:
@@ -380,13 +664,43 @@ class InMemoryStore(Store):
             job.run_at = now + datetime.timedelta(seconds=delay)
             job.lease_expires_at = None
 
+    def snooze(self, worker_id, job_id, delay):
+        with self._lock:
+            job = self._mine(worker_id, job_id)
+            if job is None:
+                return
+            job.status = records.READY
+            job.attempts -= 1
+            job.run_at = self.clock() + datetime.timedelta(seconds=delay)
+            job.worker_id = job.started_at = job.lease_expires_at = None
+
+    # -- queue control ---------------------------------------------------------------
+
+    def queue_controls(self):
+        with self._lock:
+            return {queue: record.control() for queue, record in self._queue_controls.items()}
+
+    def set_queue_control(self, queue, **changes):
+        unknown = set(changes) - {"paused", "concurrency", "rate", "period"}
+        if unknown:
+            raise TypeError(f"unknown queue control field(s): {', '.join(sorted(unknown))}")
+        with self._lock:
+            record = self._queue_controls.setdefault(queue, _QueueRecord(queue))
+            for name, value in changes.items():
+                setattr(record, name, bool(value) if name == "paused" else value)
+            control = record.control()
+        self.controls.forget()  # outside the store's lock: the cache takes it to read
+        return control
+
     def fail(self, worker_id, job_id, error, status=records.FAILED):
         error = dumps(error)
         with self._lock:
             job = self._mine(worker_id, job_id)
             if job is not None:
+                now = self.clock()
+                self._keep_attempt(job, status, now, error)
                 job.error = error
-                self._end(job, status, self.clock())
+                self._end(job, status, now)
 
     def heartbeat(self, worker_id, job_ids):
         with self._lock:
@@ -438,6 +752,8 @@ class InMemoryStore(Store):
                     status = records.READY
                 lost = worker_lost_error(job.worker_id, job.attempts, job.max_attempts, status)
                 job.error = dumps(lost)
+                outcome = records.RETRIED if status == records.READY else status
+                self._keep_attempt(job, outcome, now, job.error)
                 job.worker_id = None
                 if status == records.READY:
                     job.status = records.READY
@@ -532,7 +848,7 @@ class InMemoryStore(Store):
             expired = self._expired(older_than, statuses)
             if not dry_run:
                 for job in expired:
-                    del self._jobs[job.id]
+                    self._delete(job)
             return len(expired)
 
     def prune_batch(self, older_than, statuses, limit):
@@ -540,7 +856,7 @@ class InMemoryStore(Store):
             expired = self._expired(older_than, statuses)
             expired.sort(key=lambda job: (job.status, job.finished_at))
             for job in expired[:limit]:
-                del self._jobs[job.id]
+                self._delete(job)
             return min(limit, len(expired))
 
     def _expired(self, older_than, statuses):
@@ -551,6 +867,60 @@ class InMemoryStore(Store):
             for job in self._jobs.values()
             if job.status in statuses and job.finished_at is not None and job.finished_at < cutoff
         ]
+
+    # -- history and figures ------------------------------------------------------------
+
+    def job_attempts(self, job_id):
+        with self._lock:
+            job_id = _as_id(job_id)
+            kept = [dataclasses.replace(a) for a in self._attempts.get(job_id, [])]
+            job = self._jobs.get(job_id)
+            row = None
+            if job is not None:
+                row = (job.status, job.attempts, job.started_at, job.finished_at, job.worker_id)
+            return with_current_attempt(kept, row)
+
+    def queue_figures(self):
+        with self._lock:
+            now = self.clock()
+            figures = {}
+            for job in self._jobs.values():
+                if job.status not in (records.READY, records.RUNNING):
+                    continue
+                queue = figures.setdefault(job.queue, QueueFigures(job.queue))
+                if job.status == records.RUNNING:
+                    queue.running += 1
+                elif job.run_at > now:
+                    queue.deferred += 1
+                else:
+                    queue.ready += 1
+                    waited = (now - job.run_at).total_seconds()
+                    queue.oldest_due_seconds = max(queue.oldest_due_seconds or 0.0, waited)
+            hour_ago = stats.minute_of(now - datetime.timedelta(hours=1))
+            for (minute, queue, metric, _), (count, _) in self._figures.items():
+                if metric == records.FAILED and minute >= hour_ago:
+                    figures.setdefault(queue, QueueFigures(queue)).failed_last_hour += count
+            return [figures[queue] for queue in sorted(figures)]
+
+    def minute_figures(self, since):
+        with self._lock:
+            if isinstance(since, datetime.timedelta):
+                since = self.clock() - since
+            since = stats.minute_of(since)
+            rows = [
+                (minute, queue, metric, bucket, count, total)
+                for (minute, queue, metric, bucket), (count, total) in self._figures.items()
+                if minute >= since
+            ]
+            return stats.figures_from_rows(rows)
+
+    def prune_figures(self, older_than):
+        with self._lock:
+            cutoff = stats.minute_of(self.clock() - older_than)
+            old = [key for key in self._figures if key[0] < cutoff]
+            for key in old:
+                del self._figures[key]
+            return len(old)
 
     # -- schedules ---------------------------------------------------------------------
 
@@ -653,6 +1023,9 @@ class InMemoryStore(Store):
             self._workers.clear()
             self._registered.clear()
             self._schedules.clear()
+            self._attempts.clear()
+            self._figures.clear()
+            self._batches.clear()
 
 
 def _claimed(job):

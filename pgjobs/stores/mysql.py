@@ -17,6 +17,7 @@ import contextlib
 import datetime
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import DateTimeField, Func, Value
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -80,23 +81,34 @@ class MySQLStore(SqlStore):
 
     # -- workers -----------------------------------------------------------------
 
-    def _finish_params(self, worker_id, results):
+    def _finish_params(self, worker_id, results, plain_only=False):
         """The statement recording ``results`` (finish, or with ``KEEP_SUCCEEDED =
         False`` finish_delete) and its parameters."""
         params = {
             "worker_id": worker_id,
             "ids": tuple(int(job_id) for job_id, _ in results),
             "now": self._now_param(),
+            "plain_only": plain_only,
         }
         if not self.keep_succeeded:
             return self.sql.finish_delete, params
         params["results"] = self._results_json(results)
         return self.sql.finish, params
 
-    def _finish(self, worker_id, results):
-        query, params = self._finish_params(worker_id, results)
+    def _finish_plain(self, worker_id, results):
+        query, params = self._finish_params(worker_id, results, plain_only=True)
         with self.connection.cursor() as cursor:
             cursor.execute(query, params)
+            return cursor.rowcount
+
+    def _finish_settling(self, worker_id, results):
+        query, params = self._finish_params(worker_id, results)
+
+        def settle(sets):
+            self._settle_finished(sets[0], results)
+            return [], params
+
+        self._lock_then([self.sql.finishing, query], params, settle)
 
     def _finish_and_claim(self, worker_id, results, queues, limit):
         """Two round trips: begin, record the successes and lock the next jobs;
@@ -112,21 +124,57 @@ class MySQLStore(SqlStore):
         first = []
         if results:
             finish, finish_params = self._finish_params(worker_id, results)
-            first.append(finish)
+            first += [self.sql.finishing, finish]
             params.update(finish_params)
         first.append(self.sql.claim_lock)
 
-        def mark(rows):
+        def mark(sets):
+            if results:  # before the commit: in the finish's transaction
+                self._settle_finished(sets[0], results)
+            rows = sets[-1]
+            if not rows:
+                return [], params
             return [self.sql.claim_mark], {**params, "ids": tuple(row[0] for row in rows)}
 
-        rows = self._lock_then(first, params, mark)
+        rows = self._lock_then(first, params, mark)[-1]
         return [self._claimed(row, attempts_added=1) for row in rows]  # as claim_mark set it
 
+    @contextlib.contextmanager
+    def _control_transaction(self):
+        """A steered claim's transaction, READ COMMITTED as the plain claim's: each
+        statement then sees the jobs claimed by the transaction it waited for."""
+        with transaction.atomic(using=self.alias):
+            if self.connection.isolation_level != "read committed":
+                with self.connection.cursor() as cursor:
+                    cursor.execute(self.sql.begin_read_committed)
+            yield
+
+    def _claim_others(self, include, exclude, limit, worker_id):
+        return self._claim_steered(include, exclude, limit, worker_id)  # atomic by itself
+
+    def _claim_steered(self, include, exclude, limit, worker_id):
+        params = {
+            "limit": limit,
+            "worker_id": worker_id,
+            "lease": round(self.lease_seconds * 1e6),
+            "now": self._now_param(),
+            "excluded": tuple(exclude) or ("",),
+            **self._queue_params(include),
+        }
+
+        def mark(sets):
+            if not sets[-1]:
+                return [], params
+            return [self.sql.claim_mark], {**params, "ids": tuple(row[0] for row in sets[-1])}
+
+        rows = self._lock_then([self.sql.claim_lock_steered], params, mark)[-1]
+        return [self._claimed(row, attempts_added=1) for row in rows]
+
     def _lock_then(self, first, params, then):
-        """Run ``first`` (ending in a locking read), then ``then(rows)``'s statements
-        for the rows it returned, in one short READ COMMITTED transaction of our
-        own, or inside the caller's. One round trip each when the site allows
-        multi-statements. Returns the locking read's rows."""
+        """Run ``first`` (ending in a locking read), then ``then(sets)``'s statements
+        (``sets``: the rows of each statement of ``first``), in one short READ
+        COMMITTED transaction of our own, or inside the caller's. One round trip
+        each when the site allows multi-statements. Returns ``sets``."""
         own = not self._in_transaction()
         begin = []
         if own:
@@ -137,8 +185,8 @@ class MySQLStore(SqlStore):
         together = connection.settings_dict["OPTIONS"].get("multi_statements", True)
         with connection.cursor() as cursor, connection.wrap_database_errors:
             try:
-                rows = _execute_all(cursor, begin + first, params, together)
-                follow, follow_params = then(rows) if rows else ([], params)
+                sets = _execute_all(cursor, begin + first, params, together)[len(begin) :]
+                follow, follow_params = then(sets)
                 follow += [self.sql.commit] if own else []
                 if follow:
                     _execute_all(cursor, follow, follow_params, together)
@@ -147,7 +195,7 @@ class MySQLStore(SqlStore):
                     with contextlib.suppress(Exception):
                         cursor.execute(self.sql.rollback)
                 raise
-        return rows
+        return sets
 
     def _prune_batch(self, older_than, statuses, limit):
         params = {
@@ -157,10 +205,12 @@ class MySQLStore(SqlStore):
             "now": self._now_param(),
         }
 
-        def delete(rows):
-            return [self.sql.prune_delete], {"ids": tuple(job_id for (job_id,) in rows)}
+        def delete(sets):
+            if not sets[-1]:
+                return [], params
+            return [self.sql.prune_delete], {"ids": tuple(job_id for (job_id,) in sets[-1])}
 
-        return len(self._lock_then([self.sql.prune_lock], params, delete))
+        return len(self._lock_then([self.sql.prune_lock], params, delete)[-1])
 
     def seconds_until_due(self, queues):
         params = {"now": self._now_param(), **self._queue_params(queues)}
@@ -172,15 +222,15 @@ class MySQLStore(SqlStore):
 
 def _execute_all(cursor, statements, params, together=True):
     """Run ``statements`` in one round trip (mysqlclient sends several at once
-    unless told not to), else one by one; return the rows of the last."""
+    unless told not to), else one by one; return the rows of each, in order."""
     if not together:
+        sets = []
         for statement in statements:
             cursor.execute(statement, params)
-        return cursor.fetchall()
+            sets.append(cursor.fetchall())
+        return sets
     cursor.execute(";\n".join(statements), params)
-    for _ in statements[1:]:
-        cursor.nextset()
-    rows = cursor.fetchall()
+    sets = [cursor.fetchall()]
     while cursor.nextset():
-        pass
-    return rows
+        sets.append(cursor.fetchall())
+    return sets

@@ -6,17 +6,35 @@ finish) with their own statements. The operations here are off the hot path:
 refs, retries, failures, leases, the worker registry, schedules.
 """
 
+import collections
 import datetime
+import logging
+import time
+import typing
 
-from django.db import IntegrityError, connections, transaction
-from django.db.models import Case, Count, DateTimeField, F, Min, Q, Value, When
+from django.db import DatabaseError, IntegrityError, connections, transaction
+from django.db.models import (
+    Case,
+    Count,
+    DateTimeField,
+    F,
+    Min,
+    OuterRef,
+    Q,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.functions import Greatest, Least, Now
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 
-from .. import records
-from ..records import JobInfo, ScheduleInfo
-from .base import DECODE_ERRORS, Store, one_line, worker_lost_error
+from .. import records, stats
+from ..records import AttemptInfo, BatchInfo, JobInfo, QueueFigures, ScheduleInfo
+from .base import DECODE_ERRORS, Store, one_line, with_current_attempt, worker_lost_error
+
+logger = logging.getLogger("pgjobs")
 
 EARLIEST = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
@@ -42,11 +60,27 @@ def seconds(delta_seconds):
     return datetime.timedelta(seconds=delta_seconds)
 
 
+class Ended(typing.NamedTuple):
+    """A job the current transaction just ended: what settling it needs."""
+
+    id: int
+    status: str
+    batch_id: int | None
+    has_dependents: bool
+    result: typing.Any = None  # encoded, for the jobs chained after a success
+
+
+#: The columns ``Ended`` reads from a job row (all but status and result).
+ENDED_FIELDS = ("pk", "batch_id", "has_dependents")
+CANCELLABLE = (records.READY, records.WAITING)
+
+
 class OrmStore(Store):
     """A store over the ``Job`` model on one database alias."""
 
     supports_live_workers = True
     supports_schedules = True
+    supports_atomic_jobs = True
 
     def __init__(
         self, alias="default", *, lease_seconds=20.0, channel="pgjobs", keep_succeeded=True
@@ -76,6 +110,21 @@ class OrmStore(Store):
         from ..models import ScheduleState
 
         return ScheduleState.objects.using(self.alias)
+
+    def attempts(self):
+        from ..models import JobAttempt
+
+        return JobAttempt.objects.using(self.alias)
+
+    def figures(self):
+        from ..models import JobStat
+
+        return JobStat.objects.using(self.alias)
+
+    def batches(self):
+        from ..models import Batch
+
+        return Batch.objects.using(self.alias)
 
     def describe(self):
         return f"{self.connection.vendor} database {self.alias!r}, polling"
@@ -116,6 +165,8 @@ class OrmStore(Store):
     def enqueue(self, spec):
         from ..models import Job
 
+        if spec.after is not None:
+            return self._retrying(self._enqueue_after, spec)
         job = self.jobs().create(**self._model_kwargs(spec))
         job = Job.objects.using(self.alias).only(*INFO_FIELDS).get(pk=job.pk)
         return self._info(job)
@@ -126,11 +177,56 @@ class OrmStore(Store):
         if ids is not None:
             return super().enqueue_many(specs, ids)
         specs = list(specs)  # read once, see Store.enqueue_many
+        if any(spec.after is not None for spec in specs):
+            return self._enqueue_each(specs)
         rows = [Job(**self._model_kwargs(spec)) for spec in specs]
         created = self.jobs().bulk_create(rows)
         if created and created[0].pk is not None:
             return [self.get(job.pk) for job in created]
         return [self.enqueue(spec) for spec in specs]  # vendors without RETURNING
+
+    def _enqueue_each(self, specs):
+        """Jobs one by one, all or none (chained jobs: each looks at its previous one)."""
+        with transaction.atomic(using=self.alias):
+            return [self.enqueue(spec) for spec in specs]
+
+    def _transaction(self):
+        """A transaction that reads rows and then writes them: SQLite takes its
+        write lock first (``_rescue_transaction``), the others lock as they read."""
+        return self._rescue_transaction()
+
+    def _enqueue_after(self, spec):
+        """A chained job: its previous job's row is locked and read, so that the
+        transaction finishing that job waits for this one, then finds it."""
+        with self._transaction():
+            previous = (
+                self.jobs()
+                .select_for_update()
+                .filter(pk=spec.after)
+                .values_list("status", "result")
+                .first()
+            )
+            if previous is None:
+                raise ValueError(f"pgjobs: no job {spec.after} to run after")
+            status, result = previous
+            kwargs = self._model_kwargs(spec)
+            kwargs["after_id"] = spec.after
+            if status == records.SUCCEEDED:
+                kwargs["previous_result"] = result
+            elif status in records.FINISHED_STATUSES:
+                kwargs.update(
+                    status=records.CANCELLED,
+                    finished_at=self.now(),
+                    error=records.previous_failed_error(spec.after, status),
+                )
+            else:
+                kwargs["status"] = records.WAITING
+                self.jobs().filter(pk=spec.after, has_dependents=False).update(has_dependents=True)
+            job = self.jobs().create(**kwargs)
+            info = self._info(self.jobs().only(*INFO_FIELDS).get(pk=job.pk))
+        if info.status == records.READY:
+            self.notify_ready([info.queue])
+        return info
 
     def get(self, job_id):
         try:
@@ -176,17 +272,218 @@ class OrmStore(Store):
         """Cancel ready jobs; ask running ones to stop (their worker tells them at
         its next heartbeat). Returns (cancelled, asked)."""
         job_ids = list(job_ids)
-        cancelled = (
-            self.jobs()
-            .filter(pk__in=job_ids, status=records.READY)
-            .update(status=records.CANCELLED, finished_at=self.now())
-        )
+        with self._transaction():
+            cancelled = self._cancel_waiting(
+                self.jobs().filter(pk__in=job_ids, status__in=CANCELLABLE)
+            )
         asked = (
             self.jobs()
             .filter(pk__in=job_ids, status=records.RUNNING, cancel_requested=False)
             .update(cancel_requested=True)
         )
         return cancelled, asked
+
+    def _cancel_waiting(self, jobs, error=None):
+        """Cancel ``jobs`` (a queryset of ready or waiting jobs) and settle them;
+        returns how many. Inside a transaction (``_transaction``)."""
+        if self.connection.in_atomic_block:
+            jobs = jobs.select_for_update()
+        # Else a vendor's own transaction (SQLite's holds the write lock already;
+        # MySQL's finish cancels only waiting jobs, which no claim takes, and
+        # settling a waiting job twice changes nothing: it is in no batch).
+        ended = list(jobs.order_by("pk").values_list(*ENDED_FIELDS))
+        if not ended:
+            return 0
+        changes = dict(status=records.CANCELLED, finished_at=self.now(), lease_expires_at=None)
+        if error is not None:
+            changes["error"] = Value(error, output_field=self.jobs().model._meta.get_field("error"))
+        cancelled = (
+            self.jobs()
+            .filter(pk__in=[row[0] for row in ended], status__in=CANCELLABLE)
+            .update(**changes)
+        )
+        self._settle([Ended(pk, records.CANCELLED, batch, deps) for pk, batch, deps in ended])
+        return cancelled
+
+    def _settle(self, ended):
+        """In the transaction that ended the jobs ``ended`` (``Ended``s): count them
+        in their batches, release the callbacks of the batches they finish, and
+        settle the jobs chained after them. Plain jobs cost nothing here."""
+        batches = collections.defaultdict(collections.Counter)
+        for job in ended:
+            if job.batch_id is not None:
+                batches[job.batch_id][job.status] += 1
+        woken = set()
+        for batch_id in sorted(batches):  # one order for every transaction: no deadlock
+            counts = batches[batch_id]
+            changes = {status: F(status) + n for status, n in counts.items()}
+            # The UPDATE takes the batch row's lock: a concurrent finisher waits for
+            # this transaction and then counts from the row it committed.
+            self.batches().filter(pk=batch_id).update(
+                pending=F("pending") - sum(counts.values()), **changes
+            )
+            finished = (
+                self.batches()
+                .filter(pk=batch_id, pending=0)
+                .values_list("failed", "cancelled", "on_finish_id", "on_success_id")
+                .first()
+            )
+            if finished is not None:
+                self.batches().filter(pk=batch_id).update(finished_at=self.now())
+                woken |= self._release_callbacks(batch_id, *finished)
+        for job in ended:
+            if not job.has_dependents:
+                continue
+            waiting = self.jobs().filter(after_id=job.id, status=records.WAITING)
+            if job.status == records.SUCCEEDED:
+                field = self.jobs().model._meta.get_field("previous_result")
+                queues = list(waiting.values_list("queue", flat=True).distinct())
+                if waiting.update(
+                    status=records.READY,
+                    run_at=Greatest(F("run_at"), self.now()),
+                    previous_result=Value(job.result, output_field=field),
+                ):
+                    woken.update(queues)
+            else:
+                self._cancel_waiting(waiting, records.previous_failed_error(job.id, job.status))
+        if woken:
+            self.notify_ready(sorted(woken))
+
+    def _release_callbacks(self, batch_id, failed, cancelled, on_finish_id, on_success_id):
+        """A batch finished: its callbacks leave ``waiting`` (once: the status
+        guards it). Returns the queues of those made ready."""
+        ready = [on_finish_id] if on_finish_id is not None else []
+        if on_success_id is not None:
+            if failed or cancelled:
+                error = records.batch_failed_error(batch_id, failed, cancelled)
+                self._cancel_waiting(
+                    self.jobs().filter(pk=on_success_id, status=records.WAITING), error
+                )
+            else:
+                ready.append(on_success_id)
+        waiting = self.jobs().filter(pk__in=ready, status=records.WAITING)
+        queues = set(waiting.values_list("queue", flat=True))
+        if waiting.update(status=records.READY, run_at=Greatest(F("run_at"), self.now())):
+            return queues
+        return set()
+
+    def _settle_orphans(self):
+        """Chained jobs still waiting for a job that has ended: on PostgreSQL, one
+        enqueued while its previous job's finish was in flight, which that
+        finish's one statement could not see (``PostgresStore.rescue`` calls
+        this; elsewhere the finish's later statements see it). Settled now, as
+        that finish would have. A previous job that no longer exists (deleted as
+        it succeeded, with ``KEEP_SUCCEEDED = False``) counts as succeeded,
+        without a result. Reads the waiting jobs through pgjobs_job_waiting_idx."""
+        previous = self.jobs().filter(pk=OuterRef("after_id"))
+        orphans = list(
+            self.jobs()
+            .filter(status=records.WAITING, after_id__isnull=False)
+            .annotate(previous_status=Subquery(previous.values("status")[:1]))
+            .filter(Q(previous_status__in=records.FINISHED_STATUSES) | Q(previous_status=None))
+            .order_by()  # not the model's -id: that would read the table backwards
+            .values_list("after_id", "previous_status")
+            .distinct()[:100]
+        )
+        for after_id, status in orphans:
+            with self._transaction():
+                result = self.jobs().filter(pk=after_id).values_list("result", flat=True).first()
+                self._settle([Ended(after_id, status or records.SUCCEEDED, None, True, result)])
+        return len(orphans)
+
+    # -- batches -------------------------------------------------------------------
+
+    def enqueue_batch(
+        self, specs, on_finish=None, on_success=None, description="", *, batch_id=None, ids=None
+    ):
+        if batch_id is not None or ids is not None:
+            raise NotImplementedError(f"{type(self).__name__} writes jobs in the transaction")
+        specs = list(specs)
+        if not specs:
+            raise ValueError("pgjobs: a batch needs at least one job")
+        if any(spec.after is not None or spec.unique_key is not None for spec in specs):
+            raise ValueError("pgjobs: a batch's jobs take neither after nor unique_key")
+        return self._retrying(self._enqueue_batch, specs, on_finish, on_success, description)
+
+    def _enqueue_batch(self, specs, on_finish, on_success, description):
+        with transaction.atomic(using=self.alias):
+            callbacks = {}
+            for name, spec in (("on_finish_id", on_finish), ("on_success_id", on_success)):
+                if spec is not None:
+                    kwargs = self._model_kwargs(spec)
+                    callbacks[name] = self.jobs().create(**kwargs, status=records.WAITING).pk
+            batch = self.batches().create(
+                description=description, total=len(specs), pending=len(specs), **callbacks
+            )
+            infos = self._enqueue_members(specs, batch.pk)
+            return self.get_batch(batch.pk), infos
+
+    def _enqueue_members(self, specs, batch_id):
+        """Write a batch's jobs, in one statement where the store can; their infos."""
+        from ..models import Job
+
+        rows = [Job(**self._model_kwargs(spec), batch_id=batch_id) for spec in specs]
+        created = self.jobs().bulk_create(rows)
+        if created and created[0].pk is not None:
+            return [self.get(job.pk) for job in created]
+        infos = []
+        for row in rows:  # vendors without RETURNING
+            row.save(using=self.alias)
+            infos.append(self.get(row.pk))
+        return infos
+
+    def get_batch(self, batch_id):
+        batch = self.batches().filter(pk=batch_id).first()
+        if batch is None:
+            return None
+        counts = dict.fromkeys(records.STATUSES, 0)
+        unfinished = (
+            self.jobs()
+            .filter(batch_id=batch_id, status__in=[records.READY, records.RUNNING])
+            .order_by()
+            .values_list("status")
+            .annotate(n=Count("pk"))
+        )
+        counts.update(unfinished)
+        counts.update(succeeded=batch.succeeded, failed=batch.failed, cancelled=batch.cancelled)
+        return BatchInfo(
+            id=batch.pk,
+            total=batch.total,
+            pending=batch.pending,
+            succeeded=batch.succeeded,
+            failed=batch.failed,
+            cancelled=batch.cancelled,
+            created_at=batch.created_at,
+            finished_at=batch.finished_at,
+            on_finish_id=batch.on_finish_id,
+            on_success_id=batch.on_success_id,
+            counts=counts,
+            description=batch.description,
+        )
+
+    def batch_jobs(self, batch_id):
+        jobs = self.jobs().filter(batch_id=batch_id).only(*INFO_FIELDS).order_by("pk")
+        return [self._info(job) for job in jobs]
+
+    def cancel_batch(self, batch_id):
+        with self._transaction():
+            cancelled = self._cancel_waiting(
+                self.jobs().filter(batch_id=batch_id, status__in=CANCELLABLE)
+            )
+        asked = (
+            self.jobs()
+            .filter(batch_id=batch_id, status=records.RUNNING, cancel_requested=False)
+            .update(cancel_requested=True)
+        )
+        return cancelled, asked
+
+    def prune_batches(self, older_than, limit):
+        old = self.batches().filter(pending=0, finished_at__lt=self.now() - Value(older_than))
+        ids = list(old.order_by("finished_at").values_list("pk", flat=True)[:limit])
+        return self.batches().filter(pk__in=ids).delete()[0] if ids else 0
+
+    def previous_result(self, job_id):
+        return self.jobs().filter(pk=job_id).values_list("previous_result", flat=True).first()
 
     def requeue(self, job_ids):
         """Make failed or cancelled jobs ready again, with fresh attempts.
@@ -208,17 +505,42 @@ class OrmStore(Store):
             result=None,
             cancel_requested=False,
         )
-        requeued = finished.filter(unique_key__isnull=True).update(**ready_again)
-        keyed = finished.filter(unique_key__isnull=False).order_by("pk")
-        for pk in list(keyed.values_list("pk", flat=True)):
+        requeued = finished.filter(unique_key__isnull=True, batch_id__isnull=True).update(
+            **ready_again
+        )
+        # One by one: those with a key (it may be taken), and a batch's jobs (their
+        # batch counts them as pending again).
+        keyed = finished.filter(Q(unique_key__isnull=False) | Q(batch_id__isnull=False))
+        for pk, batch_id, status in list(
+            keyed.order_by("pk").values_list("pk", "batch_id", "status")
+        ):
             try:
                 with transaction.atomic(using=self.alias):  # a savepoint inside the caller's
-                    requeued += finished.filter(pk=pk).update(**ready_again)
+                    again = finished.filter(pk=pk, status=status).update(**ready_again)
+                    if again and batch_id is not None:
+                        self.batches().filter(pk=batch_id).update(
+                            pending=F("pending") + 1, **{status: F(status) - 1}
+                        )
+                    requeued += again
             except IntegrityError:
                 pass  # its key is taken
+        if requeued:  # afresh, attempts from 0: the attempts kept go
+            afresh = self.jobs().filter(pk__in=list(job_ids), status=records.READY, attempts=0)
+            self.attempts().filter(job_id__in=list(afresh.values_list("pk", flat=True))).delete()
         if requeued:
             self.notify_ready()
         return requeued
+
+    def run_now(self, job_ids):
+        now = self.now()
+        due = (
+            self.jobs()
+            .filter(pk__in=list(job_ids), status=records.READY, run_at__gt=now)
+            .update(run_at=now)
+        )
+        if due:
+            self.notify_ready()
+        return due
 
     # -- workers -----------------------------------------------------------------
 
@@ -227,34 +549,91 @@ class OrmStore(Store):
 
     def finish(self, worker_id, results):
         # Portable fallback: one UPDATE per job. Vendor stores batch this.
-        if not self.keep_succeeded:
-            self._mine(worker_id, [job_id for job_id, _ in results]).delete()
-            return
-        for job_id, result in results:
-            self._mine(worker_id, [job_id]).update(
-                status=records.SUCCEEDED,
-                result=result,
-                finished_at=self.now(),
-                lease_expires_at=None,
-            )
+        with self._transaction():
+            results = dict(results)
+            ended = [
+                Ended(pk, records.SUCCEEDED, batch_id, deps, results.get(pk))
+                for pk, batch_id, deps in self._mine(worker_id, results)
+                .select_for_update()
+                .values_list(*ENDED_FIELDS)
+            ]
+            if not self.keep_succeeded:
+                self._mine(worker_id, list(results)).delete()
+            else:
+                for job_id, result in results.items():
+                    self._mine(worker_id, [job_id]).update(
+                        status=records.SUCCEEDED,
+                        result=result,
+                        finished_at=self.now(),
+                        lease_expires_at=None,
+                    )
+            self._settle(ended)
+
+    # -- atomic jobs -----------------------------------------------------------------
+
+    def mark_atomic(self, job_ids):
+        job_ids = list(job_ids)
+        for start in range(0, len(job_ids), 1000):  # a bounded list of parameters
+            batch = job_ids[start : start + 1000]
+            self.jobs().filter(pk__in=batch, status=records.READY).update(atomic=True)
+
+    def job_transaction(self):
+        return transaction.atomic(using=self.alias)
+
+    def finish_in_transaction(self, worker_id, job_id, attempt, result):
+        """One statement by primary key, guarded by the attempt's lease: it locks
+        the job's row from here to the commit, so that a rescue or a heartbeat
+        meanwhile waits for it, then finds the job finished (or finds it still
+        theirs, and this updates nothing)."""
+        mine = self.jobs().filter(
+            pk=job_id, status=records.RUNNING, worker_id=worker_id, attempts=attempt
+        )
+        updated = mine.update(
+            status=records.SUCCEEDED, result=result, finished_at=self.now(), lease_expires_at=None
+        )
+        if updated:
+            # A job of a batch or a chain is settled in this transaction too: counted
+            # in its batch, its chained jobs released, or neither if it rolls back.
+            pk, batch_id, deps = self.jobs().filter(pk=job_id).values_list(*ENDED_FIELDS).get()
+            if batch_id is not None or deps:
+                self._settle([Ended(pk, records.SUCCEEDED, batch_id, deps, result)])
+        if updated and not self.keep_succeeded:
+            # Deleted only now that the guarded update holds its row: Django's
+            # delete() reads the rows first (it cascades to JobAttempt), then
+            # deletes by id, so a guard in it alone can be overtaken by a rescue.
+            self.jobs().filter(pk=job_id).delete()
+        return updated > 0
 
     def retry(self, worker_id, job_id, error, delay):
         """Ready again in ``delay`` seconds; cancelled instead when its cancellation
         was asked for while it ran (it failed before, or without, seeing the request)."""
         asked = Q(cancel_requested=True)
-        self._mine(worker_id, [job_id]).update(
-            status=Case(When(asked, then=Value(records.CANCELLED)), default=Value(records.READY)),
-            finished_at=Case(When(asked, then=self.now()), default=None),
-            error=error,
-            run_at=self.now() + Value(seconds(delay)),
-            worker_id=None,
-            lease_expires_at=None,
-        )
+        with self._transaction():
+            mine = self._mine(worker_id, [job_id])
+            row = mine.select_for_update().values_list(*ENDED_FIELDS, "cancel_requested").first()
+            if row is None:
+                return
+            mine.update(
+                status=Case(
+                    When(asked, then=Value(records.CANCELLED)), default=Value(records.READY)
+                ),
+                finished_at=Case(When(asked, then=self.now()), default=None),
+                error=error,
+                run_at=self.now() + Value(seconds(delay)),
+                worker_id=None,
+                lease_expires_at=None,
+            )
+            if row[3]:  # cancelled: it ended
+                self._settle([Ended(row[0], records.CANCELLED, row[1], row[2])])
 
     def fail(self, worker_id, job_id, error, status=records.FAILED):
-        self._mine(worker_id, [job_id]).update(
-            status=status, error=error, finished_at=self.now(), lease_expires_at=None
-        )
+        with self._transaction():
+            mine = self._mine(worker_id, [job_id])
+            row = mine.select_for_update().values_list(*ENDED_FIELDS).first()
+            if row is None:
+                return
+            mine.update(status=status, error=error, finished_at=self.now(), lease_expires_at=None)
+            self._settle([Ended(row[0], status, row[1], row[2])])
 
     def heartbeat(self, worker_id, job_ids):
         if not self.workers().filter(pk=worker_id).update(heartbeat_at=self.now()):
@@ -406,16 +785,23 @@ class OrmStore(Store):
             self.jobs()
             .filter(status=records.RUNNING, lease_expires_at__lt=self.now())
             .order_by()
-            .values_list("pk", "worker_id", "attempts", "max_attempts", "cancel_requested")[
-                : self.rescue_batch
-            ]
+            .values_list(
+                "pk",
+                "worker_id",
+                "attempts",
+                "max_attempts",
+                "cancel_requested",
+                "batch_id",
+                "has_dependents",
+            )[: self.rescue_batch]
         )
         if not expired:
             return records.Rescued(0)
         rescued, ended = 0, []
         error_field = self.jobs().model._meta.get_field("error")
         with self._rescue_transaction():
-            for pk, worker_id, attempts, max_attempts, cancel_requested in expired:
+            settled = []
+            for pk, worker_id, attempts, max_attempts, cancel_requested, *tracked in expired:
                 if cancel_requested:
                     status = records.CANCELLED
                 elif attempts >= max_attempts:
@@ -446,6 +832,8 @@ class OrmStore(Store):
                 rescued += taken
                 if taken and status != records.READY:
                     ended.append(pk)
+                    settled.append(Ended(pk, status, *tracked))
+            self._settle(settled)
         if rescued:
             self.notify_ready()  # no enqueue told the workers of these
         return records.Rescued(rescued, ended)
@@ -482,6 +870,231 @@ class OrmStore(Store):
             .filter(self._queue_filter(queues), status=records.READY, run_at__lte=self.now())
             .count()
         )
+
+    # -- history and figures --------------------------------------------------------
+
+    def job_attempts(self, job_id):
+        kept = [
+            AttemptInfo(*row)
+            for row in self.attempts()
+            .filter(job_id=job_id)
+            .order_by("attempt")
+            .values_list("attempt", "started_at", "finished_at", "worker_id", "outcome", "error")
+        ]
+        job = (
+            self.jobs()
+            .filter(pk=job_id)
+            .values_list("status", "attempts", "started_at", "finished_at", "worker_id")
+            .first()
+        )
+        return with_current_attempt(kept, job)
+
+    def _clock(self):
+        """This process's clock, as the reading methods compare times with it."""
+        return timezone.now()
+
+    def queue_figures(self):
+        """Read through the claim index (ready jobs), the lease index (running
+        jobs: only they hold a lease) and the figures: never the whole table."""
+        now = self._clock()
+        figures = {}
+
+        def of(queue):
+            if queue not in figures:
+                figures[queue] = QueueFigures(queue)
+            return figures[queue]
+
+        due = Q(run_at__lte=now)
+        ready = (
+            self.jobs()
+            .filter(status=records.READY)
+            .order_by()
+            .values_list("queue")
+            .annotate(
+                due=Count("pk", filter=due),
+                deferred=Count("pk", filter=~due),
+                oldest=Min(Greatest("run_at", Value(EARLIEST, DateTimeField())), filter=due),
+            )
+        )
+        for queue, due_count, deferred, oldest in ready:
+            queue_figures = of(queue)
+            queue_figures.ready, queue_figures.deferred = due_count, deferred
+            if oldest is not None:
+                queue_figures.oldest_due_seconds = max(0.0, (now - oldest).total_seconds())
+        running = (
+            self.jobs()
+            .filter(status=records.RUNNING, lease_expires_at__isnull=False)
+            .order_by()
+            .values_list("queue")
+            .annotate(n=Count("pk"))
+        )
+        for queue, count in running:
+            of(queue).running = count
+        failed = (
+            self.figures()
+            .filter(minute__gte=stats.minute_of(now - datetime.timedelta(hours=1)))
+            .filter(metric=records.FAILED)
+            .order_by()
+            .values_list("queue")
+            .annotate(n=Sum("count"))
+        )
+        for queue, count in failed:
+            of(queue).failed_last_hour = int(count)
+        return [figures[queue] for queue in sorted(figures)]
+
+    def minute_figures(self, since):
+        if isinstance(since, datetime.timedelta):
+            since = self._clock() - since
+        rows = (
+            self.figures()
+            .filter(minute__gte=stats.minute_of(since))
+            .order_by()
+            .values_list("minute", "queue", "metric", "bucket")
+            .annotate(count=Sum("count"), total=Sum("total"))
+        )
+        return stats.figures_from_rows(rows)
+
+    def prune_figures(self, older_than):
+        cutoff = stats.minute_of(self._clock() - older_than)
+        deleted, _ = self.figures().filter(minute__lt=cutoff).delete()
+        return deleted
+
+    # -- queue control ------------------------------------------------------------------
+
+    def queue_controls_model(self):
+        from ..models import QueueControl
+
+        return QueueControl.objects.using(self.alias)
+
+    def queue_controls(self):
+        return {
+            row.queue: _control(row)
+            for row in self.queue_controls_model().only(
+                "queue", "paused", "concurrency", "rate", "period"
+            )
+        }
+
+    def set_queue_control(self, queue, **changes):
+        unknown = set(changes) - {"paused", "concurrency", "rate", "period"}
+        if unknown:
+            raise TypeError(f"unknown queue control field(s): {', '.join(sorted(unknown))}")
+        if "paused" in changes:
+            changes["paused"] = bool(changes["paused"])
+        row, created = self.queue_controls_model().get_or_create(queue=queue, defaults=changes)
+        if not created and changes:
+            self.queue_controls_model().filter(queue=queue).update(
+                **changes, updated_at=timezone.now()
+            )
+            row = self.queue_controls_model().get(queue=queue)
+        self.controls.forget()
+        return _control(row)
+
+    def snooze(self, worker_id, job_id, delay):
+        self._mine(worker_id, [job_id]).update(
+            status=records.READY,
+            attempts=F("attempts") - 1,
+            run_at=self.now() + Value(seconds(delay)),
+            worker_id=None,
+            started_at=None,
+            lease_expires_at=None,
+        )
+
+    def _steered_claim(self, plan, queues, limit, worker_id):
+        """A claim from queues some of which are paused or limited (``plan``):
+        in one transaction, each limited queue's row locked (by name, so racing
+        claims queue up alike), its running jobs counted and at most what
+        ``queue_control.admit`` allows claimed, its rate window moved on; then,
+        after that commit, the other queues as usual."""
+        limited = [control.queue for control in plan.limited]
+        missing = self.controls.unstored(limited)
+        if missing:  # limits from the setting alone: a row to lock and keep the window in
+            model = self.queue_controls_model().model
+            self.queue_controls_model().bulk_create(
+                [model(queue=queue) for queue in missing], ignore_conflicts=True
+            )
+        claimed = self._claim_limited(plan.limited, limit, worker_id) if limited else []
+        if plan.others and len(claimed) < limit:
+            # Outside the limited queues' transaction: claims from the other
+            # queues never wait on those rows' locks.
+            try:
+                claimed += self._claim_others(
+                    plan.include, plan.exclude, limit - len(claimed), worker_id
+                )
+            except DatabaseError:
+                if not claimed:
+                    raise
+                # Those are running under this worker now: run them; the next
+                # claim meets the error again if it lasts.
+                logger.warning("pgjobs: claim from the unlimited queues failed", exc_info=True)
+        if plan.limited:  # claim order across the queues claimed apart
+            claimed.sort(key=lambda job: -job.priority)
+        return claimed
+
+    def _claim_limited(self, limited, limit, worker_id):
+        """Claim from the limited queues (``QueueControl``s, by name) in one
+        transaction: each one's row locked, its running jobs counted, at most
+        what ``queue_control.admit`` allows claimed, its rate window moved on."""
+        from ..queue_control import admit, effective
+
+        defaults = self.controls.defaults()
+        claimed = []
+        with self._control_transaction():
+            rows = list(
+                self.queue_controls_model()
+                .select_for_update()
+                .filter(queue__in=[control.queue for control in limited])
+                .order_by("queue")
+            )
+            controls = {row.queue: effective(row.queue, _control(row), defaults) for row in rows}
+            counted = [q for q, control in controls.items() if control.concurrency is not None]
+            running = dict(
+                self.jobs()
+                .filter(
+                    queue__in=counted,
+                    status=records.RUNNING,
+                    lease_expires_at__isnull=False,
+                )
+                .order_by()
+                .values_list("queue")
+                .annotate(Count("id"))
+                if counted  # a rate alone needs no count
+                else ()
+            )
+            now = time.time()
+            for row in rows:
+                control = controls[row.queue]
+                allowed, start, count = admit(
+                    control,
+                    running.get(row.queue, 0),
+                    row.window_start,
+                    row.window_count,
+                    now,
+                    limit - len(claimed),
+                )
+                got = self._claim_steered((row.queue,), (), allowed, worker_id) if allowed else []
+                claimed += got
+                if control.rate is not None and (
+                    start != row.window_start or count + len(got) != row.window_count
+                ):
+                    self.queue_controls_model().filter(queue=row.queue).update(
+                        window_start=start, window_count=count + len(got)
+                    )
+        return claimed
+
+    def _control_transaction(self):
+        """The transaction of a steered claim (vendor stores: isolation, locks)."""
+        return transaction.atomic(using=self.alias)
+
+    def _claim_others(self, include, exclude, limit, worker_id):
+        """``_claim_steered`` in a transaction of its own (vendor stores whose
+        statement is atomic by itself skip the transaction)."""
+        with self._control_transaction():
+            return self._claim_steered(include, exclude, limit, worker_id)
+
+    def _claim_steered(self, include, exclude, limit, worker_id):
+        """Claim up to ``limit`` due jobs from ``include`` (None: every queue) but
+        ``exclude``, inside the caller's transaction; vendor stores supply it."""
+        raise NotImplementedError
 
     # -- schedules -------------------------------------------------------------------
 
@@ -523,10 +1136,14 @@ class OrmStore(Store):
             )
             if not won:
                 return None
-            return [
+            infos = [
                 self.enqueue_unique(spec) if spec.unique_key else self.enqueue(spec)
                 for spec in specs
             ]
+            atomic = [info.id for info, spec in zip(infos, specs, strict=True) if spec.atomic]
+            if atomic:  # a scheduled function marked with @atomic_job
+                self.mark_atomic(atomic)
+            return infos
 
     # -- set-up problems ---------------------------------------------------------------
 
@@ -559,3 +1176,7 @@ class OrmStore(Store):
 
     def close(self):
         self.connection.close()
+
+
+def _control(row):
+    return records.QueueControl(row.queue, row.paused, row.concurrency, row.rate, row.period)

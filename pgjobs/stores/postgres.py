@@ -4,8 +4,15 @@ SKIP LOCKED`` in one statement, idle workers woken by ``LISTEN/NOTIFY``.
 Its statements are in ``sql/postgres.sql``; this module runs them prepared on
 Django's connection for the alias, keeps their plans fit for the table's size,
 and bulk-enqueues by binary ``COPY``.
+
+Behind a transaction pooler (PgBouncer ``pool_mode = transaction``, which Django's
+``DISABLE_SERVER_SIDE_CURSORS`` says the alias is) a session lasts one transaction:
+nothing is prepared (unless the site's ``prepare_threshold`` asks, for PgBouncer
+1.21's ``max_prepared_statements``), nothing is ``SET`` on the session, and LISTEN
+goes to ``LISTEN_DATABASE`` or not at all (see ``listen``).
 """
 
+import contextlib
 import datetime
 import itertools
 import json
@@ -22,9 +29,10 @@ from django.utils import timezone
 from psycopg import sql
 
 from .. import records
+from ..exceptions import InvalidBackend
 from ..records import ClaimedJob, JobInfo
 from ..serialization import dumps
-from .base import args_json, load_json, read_arguments
+from .base import args_json, load_json, one_line, read_arguments
 from .orm import INFO_FIELDS, OrmStore
 from .queries import sql as vendor_sql
 
@@ -33,6 +41,9 @@ logger = logging.getLogger("pgjobs")
 #: Below this many jobs, one INSERT statement beats three round trips (COPY).
 COPY_THRESHOLD = 100
 COPY_CHUNK = 5000
+#: Seconds between polls of a worker that does not LISTEN (``LISTEN_DATABASE``
+#: False, or a pooler in the way): at most, as it backs off from a busy queue.
+POLL_ONLY_INTERVAL = 1.0
 
 
 class PostgresStore(OrmStore):
@@ -44,8 +55,22 @@ class PostgresStore(OrmStore):
     # deferred jobs are waited for exactly, see ``seconds_until_due``).
     default_poll_interval = 2.0
 
-    def __init__(self, alias="default", **options):
+    def __init__(self, alias="default", *, listen_database=None, **options):
         super().__init__(alias, **options)
+        # Where LISTEN goes: None, this alias's server; an alias or a DSN (a direct
+        # connection beside a pooler); False, nowhere: workers poll.
+        self.listen_database = listen_database
+        if listen_database not in (None, False):
+            try:
+                listen_connection_params(alias, listen_database)  # no connection: a look
+            except ValueError as exc:
+                raise InvalidBackend(f"DatabaseBackend OPTIONS: {exc}") from None
+        if listen_database is False:
+            self.supports_listen = False
+            self.default_poll_interval = POLL_ONLY_INTERVAL
+        # Django's switch for transaction poolers: each transaction may get another
+        # server session, so none may hold state a later statement relies on.
+        self.pooled = bool(self.connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS"))
         self._listener = None
         self._listen_queues = None
         self._listening = False
@@ -54,10 +79,13 @@ class PostgresStore(OrmStore):
         self.sql = vendor_sql(self.connection)
 
     def describe(self):
-        return (
-            f"postgresql database {self.alias!r}, woken by LISTEN/NOTIFY on channel "
-            f"{self.channel!r}"
-        )
+        where = f"postgresql database {self.alias!r}"
+        if self.pooled:
+            where += " (through a transaction pooler: no prepared statements, no session state)"
+        if not self.supports_listen:
+            return f"{where}, polling (no LISTEN)"
+        listen = "" if self.listen_database is None else f" of {self._listen_target()}"
+        return f"{where}, woken by LISTEN/NOTIFY{listen} on channel {self.channel!r}"
 
     def _missing_database(self, exc):
         # 3D000 invalid_catalog_name; at connect, psycopg gives only the server's text.
@@ -97,11 +125,21 @@ class PostgresStore(OrmStore):
 
     def _may_prepare(self):
         """Prepared statements unless the site set ``prepare_threshold`` itself
-        (``None`` for PgBouncer in transaction mode) or binds on the server."""
+        (``None``: never; a number, PgBouncer 1.21's ``max_prepared_statements``:
+        psycopg's threshold), binds on the server, or connects through a
+        transaction pooler (``DISABLE_SERVER_SIDE_CURSORS``), where a statement
+        prepared in one transaction's server session is missing in the next's,
+        or already there under the same name, prepared by another client."""
         options = self.connection.settings_dict.get("OPTIONS", {})
-        return "prepare_threshold" not in options and not options.get("server_side_binding")
+        return (
+            "prepare_threshold" not in options
+            and not options.get("server_side_binding")
+            and not self.pooled
+        )
 
     def enqueue(self, spec):
+        if spec.after is not None:
+            return super().enqueue(spec)  # OrmStore: the previous job's row locked first
         return _info(self._execute(self.sql.enqueue, self._enqueue_params(spec))[0])
 
     def enqueue_unique(self, spec):
@@ -138,26 +176,20 @@ class PostgresStore(OrmStore):
     def enqueue_many(self, specs, ids=None):
         if ids is not None:
             return super().enqueue_many(specs, ids)
+        if isinstance(specs, list) and any(spec.after is not None for spec in specs):
+            return self._enqueue_each(specs)
         count = len(specs)
         if count >= COPY_THRESHOLD:
             return self._copy_many(specs, count)
         specs = list(specs)  # read once, see Store.enqueue_many
         if not specs:
             return []
-        columns = [
-            [s.func for s in specs],
-            [args_json(s) for s in specs],
-            [dumps(s.kwargs) for s in specs],
-            [s.queue for s in specs],
-            [s.priority for s in specs],
-            [s.run_at for s in specs],
-            [s.max_attempts for s in specs],
-            [s.timeout for s in specs],
-            [s.unique_key for s in specs],
-            [s.signature for s in specs],
-        ]
-        rows = self._execute(self.sql.enqueue_many, [*columns, self.channel])
+        rows = self._execute(self.sql.enqueue_many, [*_columns(specs), self.channel])
         return [_info(row) for row in rows]
+
+    def _enqueue_members(self, specs, batch_id):
+        params = [batch_id, *_columns(specs), self.channel]
+        return [_info(row) for row in self._execute(self.sql.enqueue_members, params)]
 
     def _copy_many(self, specs, count):
         """Many jobs by COPY, in one transaction (the caller's, if any): reserve ids
@@ -252,7 +284,65 @@ class PostgresStore(OrmStore):
     # -- workers -------------------------------------------------------------------
 
     def claim(self, queues, limit, worker_id):
+        plan = self.controls.plan(queues)
+        if plan is not None:
+            return self._steered_claim(plan, queues, limit, worker_id) if limit > 0 else []
+        return self._plain_claim(queues, limit, worker_id)
+
+    def _plain_claim(self, queues, limit, worker_id):
         return _claimed(self._execute(self.sql.claim, self._claim_params(queues, limit, worker_id)))
+
+    def _claim_limited(self, limited, limit, worker_id):
+        """Per limited queue, one round trip: BEGIN, ``lock_queue``,
+        ``claim_limited`` (``queue_control.admit`` in SQL) and COMMIT sent
+        together in a pipeline. Two statements, so that the claim's snapshot,
+        taken once the lock is held, sees every job the claims before it took.
+        Inside the caller's transaction, or without pipelines (libpq < 14),
+        the portable way."""
+        connection = self.connection
+        if connection.in_atomic_block or not psycopg.Pipeline.is_supported():
+            return super()._claim_limited(limited, limit, worker_id)
+        connection.ensure_connection()
+        raw = connection.connection
+        defaults = self.controls.defaults()
+        prepare = True if self._may_prepare() else None
+        claimed = []
+        for control in limited:
+            wanted = limit - len(claimed)
+            if wanted <= 0:
+                break
+            default = defaults.get(control.queue)
+            params = {
+                "queue": control.queue,
+                "limit": wanted,
+                "worker_id": worker_id,
+                "lease": self.lease_seconds,
+                "concurrency": default.concurrency if default else None,
+                "rate": default.rate if default else None,
+                "period": default.period if default else None,
+            }
+            with connection.wrap_database_errors:
+                try:
+                    with raw.pipeline(), psycopg.Cursor(raw) as cursor:
+                        cursor.execute("BEGIN")
+                        cursor.execute(self.sql.lock_queue, params, prepare=prepare)
+                        cursor.execute(self.sql.claim_limited, params, prepare=prepare)
+                        rows = cursor.fetchall()
+                        cursor.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(Exception):
+                        raw.execute("ROLLBACK")
+                    raise
+            claimed += _claimed(rows)
+        return claimed
+
+    def _claim_others(self, include, exclude, limit, worker_id):
+        return self._claim_steered(include, exclude, limit, worker_id)  # atomic by itself
+
+    def _claim_steered(self, include, exclude, limit, worker_id):
+        params = self._claim_params(include, limit, worker_id)
+        params["excluded"] = list(exclude)
+        return _claimed(self._execute(self.sql.claim_steered, params))
 
     def _claim_params(self, queues, limit, worker_id):
         return {
@@ -268,8 +358,12 @@ class PostgresStore(OrmStore):
             self._execute(query, self._finish_params(worker_id, results), fetch=False)
 
     def finish_and_claim(self, worker_id, results, queues, limit):
+        plan = self.controls.plan(queues)
+        if plan is not None:  # some queue paused or limited: counted in its own transaction
+            self.finish(worker_id, results)
+            return self._steered_claim(plan, queues, limit, worker_id) if limit > 0 else []
         if not results:
-            return self.claim(queues, limit, worker_id)
+            return self._plain_claim(queues, limit, worker_id)
         params = self._claim_params(queues, limit, worker_id)
         params.update(self._finish_params(worker_id, results))
         query = self.sql.finish_and_claim if self.keep_succeeded else self.sql.delete_and_claim
@@ -287,6 +381,10 @@ class PostgresStore(OrmStore):
             self.finish(worker_id, results)
             return self.claim(queues, limit, worker_id)
 
+    def rescue(self):
+        self._settle_orphans()  # see there: the one race of chains here
+        return super().rescue()
+
     def heartbeat(self, worker_id, job_ids):
         cancel = super().heartbeat(worker_id, job_ids)
         self._replan()
@@ -296,7 +394,7 @@ class PostgresStore(OrmStore):
         try:
             super().unregister_worker(worker_id)
         finally:
-            if self._prepares():  # the connection may serve others now
+            if self._replans():  # the connection may serve others now
                 with self.connection.cursor() as cursor:
                     cursor.execute("RESET plan_cache_mode")
 
@@ -309,6 +407,12 @@ class PostgresStore(OrmStore):
         if raw is None:
             return False
         return raw.prepare_threshold is not None or self._may_prepare()
+
+    def _replans(self):
+        """Whether ``_replan`` sets the session's plan cache mode: where statements
+        are prepared and the session is the worker's own (not a pooler's, where a
+        SET outside a transaction would reach whoever gets the session next)."""
+        return not self.pooled and self._prepares()
 
     def _replan(self):
         """Plan the worker's prepared statements again, for the table as it is now,
@@ -337,8 +441,9 @@ class PostgresStore(OrmStore):
         ORM's statements on this connection get generic plans too.
 
         Best effort: a worker whose plans cannot be dropped still works.
+        Behind a transaction pooler, never (``_replans``).
         """
-        if not self._prepares():
+        if not self._replans():
             return
         try:
             with self.connection.cursor() as cursor:
@@ -347,15 +452,22 @@ class PostgresStore(OrmStore):
         except DatabaseError as exc:
             logger.debug("pgjobs: cannot replan the worker's statements (%s)", exc)
 
-    @staticmethod
-    def _finish_params(worker_id, results):
+    def _finish_params(self, worker_id, results):
         # One array literal, built from integers: cheaper to send than a list.
         ids = "{" + ",".join([str(int(job_id)) for job_id, _ in results]) + "}"
         if all(result is None for _, result in results):
             encoded = None  # unnest pads a NULL array: every result NULL
         else:
             encoded = [None if result is None else dumps(result) for _, result in results]
-        return {"worker_id": worker_id, "ids": ids, "results": encoded}
+        return {
+            "worker_id": worker_id,
+            "ids": ids,
+            "results": encoded,
+            # What settling a batch or a chain in the same statement needs.
+            "channel": self.channel,
+            "dependency_type": records.DEPENDENCY_TYPE,
+            "batch_failed": records.BATCH_FAILED_MESSAGE,
+        }
 
     def seconds_until_due(self, queues):
         params = {"queues": list(queues) if queues else None}
@@ -365,17 +477,77 @@ class PostgresStore(OrmStore):
     # -- wake-ups ------------------------------------------------------------------
 
     def listen(self, queues):
+        """LISTEN on a connection of its own: to this alias's server, or to
+        ``listen_database``. A LISTEN through a pooler would be lost with the
+        transaction's server session (PgBouncer in transaction mode hands it to
+        the next client, with its notifications): when the connection turns out
+        to be a pooler's, the store does not listen (``supports_listen`` turns
+        False) and says so once; the worker then polls, backing off. When that
+        pooler is the jobs' database's own and Django was not told
+        (``DISABLE_SERVER_SIDE_CURSORS``), the worker stops preparing
+        statements too, which the pooler would mix up between its clients."""
+        if not self.supports_listen:
+            return
         self._listen_queues = set(queues) if queues else None
         self._listening = True
-        self._connect_listener()
+        try:
+            self._connect_listener()
+        except ListenThroughPooler as exc:
+            self._listening = False
+            self.supports_listen = False
+            logger.warning("pgjobs: %s; polling instead", exc)
+            if self.listen_database is None and not self.pooled:
+                self._stop_preparing()
+                logger.warning(
+                    "pgjobs: database %r answers through a connection pooler, but its settings "
+                    "lack DISABLE_SERVER_SIDE_CURSORS: this worker prepares no statements from "
+                    "now on; set DISABLE_SERVER_SIDE_CURSORS = True there (as Django documents "
+                    "for PgBouncer) so that web processes do not either",
+                    self.alias,
+                )
+
+    def _stop_preparing(self):
+        """Behave as behind a known pooler from now on (see ``_may_prepare``)."""
+        self.pooled = True
+        raw = self.connection.connection
+        options = self.connection.settings_dict.get("OPTIONS", {})
+        if raw is not None and "prepare_threshold" not in options:
+            raw.prepare_threshold = None  # as Django left it: psycopg prepares nothing
 
     def _connect_listener(self):
-        params = dict(self.connection.get_connection_params())
-        for django_only in ("cursor_factory", "context", "prepare_threshold"):
-            params.pop(django_only, None)
-        conn = psycopg.Connection.connect(**params, autocommit=True)
-        conn.execute(f"LISTEN {sql.Identifier(self.channel).as_string(conn)}")
+        conn = psycopg.Connection.connect(**self.listen_params(), autocommit=True)
+        try:
+            if through_pooler(conn, self.sql.backend_pid):
+                raise ListenThroughPooler(
+                    f"LISTEN would go through a connection pooler ({self._listen_target()}), "
+                    "which does not deliver notifications in transaction mode. Set "
+                    "OPTIONS['LISTEN_DATABASE'] to a database alias or DSN that reaches "
+                    "PostgreSQL directly, or to False to poll without this warning"
+                )
+            conn.execute(f"LISTEN {sql.Identifier(self.channel).as_string(conn)}")
+        except BaseException:
+            conn.close()
+            raise
         self._listener = conn
+
+    def listens_through_pooler(self):
+        """Whether the LISTEN connection would reach a pooler, not PostgreSQL
+        (one connection, opened and closed; for the system check)."""
+        with psycopg.Connection.connect(**self.listen_params(), autocommit=True) as conn:
+            return through_pooler(conn, self.sql.backend_pid)
+
+    def _listen_target(self):
+        target = self.listen_database
+        if target is None:
+            return f"database {self.alias!r}"
+        if target in settings.DATABASES:
+            return f"database {target!r}"
+        return "LISTEN_DATABASE's DSN"
+
+    def listen_params(self):
+        """psycopg's connection parameters for the LISTEN connection: those of
+        this alias, of the alias ``listen_database`` names, or of its DSN."""
+        return listen_connection_params(self.alias, self.listen_database)
 
     def wait(self, timeout):
         """Block on the listener connection until NOTIFYs arrive; return the
@@ -410,7 +582,7 @@ class PostgresStore(OrmStore):
     def _reconnect_listener(self, timeout):
         try:
             self._connect_listener()
-        except psycopg.Error as exc:
+        except (psycopg.Error, ListenThroughPooler) as exc:
             time.sleep(min(timeout, 1.0))
             if self._listener_failed_at is None:
                 self._listener_failed_at = time.monotonic()
@@ -447,6 +619,48 @@ class PostgresStore(OrmStore):
         }
         ((deleted,),) = self._execute(self.sql.prune_batch, params)
         return deleted
+
+
+class ListenThroughPooler(Exception):
+    """The LISTEN connection is a pooler's, not PostgreSQL's own."""
+
+
+def listen_connection_params(alias, listen_database=None):
+    """psycopg's ``connect()`` parameters for a LISTEN connection: Django's for
+    ``listen_database`` when it names an alias (default: ``alias``), else those
+    of the DSN it is (``"host=... dbname=..."`` or ``"postgresql://..."``).
+    Raises ``ValueError`` for a string that is neither."""
+    from django.db import connections
+
+    target = alias if listen_database is None else listen_database
+    if target in settings.DATABASES:
+        if connections[target].vendor != "postgresql":
+            raise ValueError(
+                f"LISTEN_DATABASE is {target!r}, a {connections[target].vendor} database: "
+                "LISTEN needs PostgreSQL"
+            )
+        params = dict(connections[target].get_connection_params())
+        for django_only in ("cursor_factory", "context", "prepare_threshold"):
+            params.pop(django_only, None)
+        return params
+    if not isinstance(target, str) or ("=" not in target and "://" not in target):
+        raise ValueError(
+            f"LISTEN_DATABASE is {target!r}: not an alias in DATABASES "
+            f"({', '.join(settings.DATABASES)}) nor a DSN like 'postgresql://host/db'"
+        )
+    try:
+        return psycopg.conninfo.conninfo_to_dict(target)
+    except psycopg.ProgrammingError as exc:
+        raise ValueError(f"LISTEN_DATABASE is not a valid DSN: {one_line(exc)}") from None
+
+
+def through_pooler(conn, query):
+    """Whether ``conn`` reaches PostgreSQL through a pooler: a pooler such as
+    PgBouncer gives its clients cancel keys of its own, so the process id the
+    connection was told at start is not the server process that answers
+    (``query``: ``backend_pid``)."""
+    ((pid,),) = conn.execute(query).fetchall()
+    return conn.info.backend_pid != pid
 
 
 # COPY's binary format (PostgreSQL's "COPY" page, "Binary Format"): the server
@@ -517,6 +731,22 @@ class _CopyRows:
         args = args_json(spec)
         kwargs = _EMPTY_JSONB if not spec.kwargs else _jsonb(dumps(spec.kwargs))
         return b"".join([head, _jsonb(args), kwargs, middle, _text(spec.signature)])
+
+
+def _columns(specs):
+    """The jobs' values as the arrays ``enqueue_many`` unnests, one per column."""
+    return [
+        [s.func for s in specs],
+        [args_json(s) for s in specs],
+        [dumps(s.kwargs) for s in specs],
+        [s.queue for s in specs],
+        [s.priority for s in specs],
+        [s.run_at for s in specs],
+        [s.max_attempts for s in specs],
+        [s.timeout for s in specs],
+        [s.unique_key for s in specs],
+        [s.signature for s in specs],
+    ]
 
 
 def _text(value):

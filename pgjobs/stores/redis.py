@@ -24,7 +24,17 @@ Keys, under ``PREFIX`` (``P``)::
     P:workers               zset of live workers, scored by last heartbeat
     P:worker:<worker id>    hash: hostname, pid, queues, concurrency, times
     P:schedule:<name>       hash: last_tick, last_run of a SCHEDULE entry (µs)
+    P:batch:<id>            hash: a batch's counts (total, pending, succeeded,
+                            failed, cancelled), times, description, callbacks' ids;
+                            expires with its jobs' result ttl once finished
+    P:batch:<id>:jobs       list: the ids of a batch's jobs, in order
+    P:after:<id>            set: the ids of the jobs waiting for job <id> (chains)
     P:wake:<queue>          pub/sub channel: a job became due in <queue>
+    P:attempts:<id>         list: the job's attempts that did not succeed (JSON
+                            arrays), deleted or expired with the job
+    P:figures:<minute µs>   hash: that minute's figures (pgjobs/stats.py), fields
+                            "<queue>\x1f<metric>\x1f<bucket or sum>"; expires
+                            after stats.KEEP
 """
 
 import datetime
@@ -36,8 +46,8 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
-from .. import records
-from ..records import ClaimedJob, JobInfo, ScheduleInfo
+from .. import records, stats
+from ..records import AttemptInfo, BatchInfo, ClaimedJob, JobInfo, QueueFigures, ScheduleInfo
 from ..serialization import dumps
 from .base import (
     DECODE_ERRORS,
@@ -49,6 +59,7 @@ from .base import (
     args_json,
     one_line,
     read_arguments,
+    with_current_attempt,
 )
 from .queries import lua
 
@@ -60,6 +71,7 @@ MICROSECOND = datetime.timedelta(microseconds=1)
 #: The Lua scripts (``lua/<name>.lua``), each after the shared helpers it uses.
 SCRIPTS = {
     "push": ("common", "push_jobs", "push"),
+    "push_batch": ("common", "push_jobs", "push_batch"),
     "create_schedule": ("common", "create_schedule"),
     "advance_schedule": ("common", "push_jobs", "advance_schedule"),
     "finish_and_claim": ("common", "finish_and_claim"),
@@ -70,11 +82,15 @@ SCRIPTS = {
     "rescue": ("common", "rescue"),
     "cancel": ("common", "cancel"),
     "requeue": ("common", "requeue"),
+    "run_now": ("common", "run_now"),
     "due": ("common", "due"),
     "status": ("common", "status"),
+    "queue_figures": ("common", "queue_figures"),
     "prune": ("common", "prune"),
     "register_worker": ("common", "register_worker"),
     "reserve_ids": ("reserve_ids",),
+    "claim_limited": ("common", "claim_limited"),
+    "snooze": ("common", "snooze"),
 }
 
 #: What ``rescue.lua`` needs to write ``worker_lost_error`` for each job it takes back.
@@ -225,6 +241,7 @@ class RedisStore(Store):
             spec.unique_key or "",
             spec.signature,
             "1" if spec.unique_key else "0",
+            "" if spec.after is None else int(spec.after),
         ]
 
     def push(self, specs, ids=None):
@@ -233,7 +250,13 @@ class RedisStore(Store):
         job holds is not written: that job's ``JobInfo`` stands in for it."""
         if not specs:
             return []
-        return self._pushed(specs, self._run("push", *self._jobs_args(specs, ids)))
+        try:
+            reply = self._run("push", *self._jobs_args(specs, ids))
+        except redis.ResponseError as exc:
+            if "to run after" in str(exc):
+                raise ValueError(str(exc)) from None
+            raise
+        return self._pushed(specs, reply)
 
     def _jobs_args(self, specs, ids=None):
         args = []
@@ -242,15 +265,18 @@ class RedisStore(Store):
         return args
 
     def _pushed(self, specs, reply):
+        return self._infos(specs, json.loads(reply))
+
+    def _infos(self, specs, pushed):
         infos = []
-        for spec, (job_id, existing, run_at, created_at) in zip(
-            specs, json.loads(reply), strict=True
-        ):
+        for spec, (job_id, existing, run_at, created_at, status) in zip(specs, pushed, strict=True):
             job_id = int(job_id)
             if existing == "1":
                 infos.append(self.get(job_id))
             else:
-                infos.append(self.new_info(spec, job_id, run_at, created_at))
+                info = self.new_info(spec, job_id, run_at, created_at)
+                info.status = status
+                infos.append(info)
         return infos
 
     @staticmethod
@@ -330,16 +356,150 @@ class RedisStore(Store):
         job_ids = [str(int(job_id)) for job_id in job_ids]
         return self._run("requeue", *job_ids) if job_ids else 0
 
+    def run_now(self, job_ids):
+        job_ids = [str(int(job_id)) for job_id in job_ids]
+        return self._run("run_now", *job_ids) if job_ids else 0
+
+    # -- batches and chains ------------------------------------------------------------
+
+    def enqueue_batch(
+        self, specs, on_finish=None, on_success=None, description="", *, batch_id=None, ids=None
+    ):
+        specs = list(specs)
+        if not specs:
+            raise ValueError("pgjobs: a batch needs at least one job")
+        if any(spec.after is not None or spec.unique_key is not None for spec in specs):
+            raise ValueError("pgjobs: a batch's jobs take neither after nor unique_key")
+        everything = [*specs, *(spec for spec in (on_finish, on_success) if spec is not None)]
+        if ids is not None and len(ids) != len(everything):
+            raise ValueError(f"{len(everything)} jobs but {len(ids)} ids")
+        reply = self._run(
+            "push_batch",
+            "" if batch_id is None else int(batch_id),
+            description,
+            len(specs),
+            "1" if on_finish is not None else "0",
+            "1" if on_success is not None else "0",
+            *self._jobs_args(everything, ids),
+        )
+        batch_id, created_at, pushed = json.loads(reply)
+        infos = self._infos(everything, pushed)
+        callbacks = iter(info.id for info in infos[len(specs) :])
+        counts = dict.fromkeys(records.STATUSES, 0)
+        counts[records.READY] = len(specs)
+        batch = BatchInfo(
+            id=int(batch_id),
+            total=len(specs),
+            pending=len(specs),
+            created_at=from_us(created_at),
+            on_finish_id=None if on_finish is None else next(callbacks),
+            on_success_id=None if on_success is None else next(callbacks),
+            counts=counts,
+            description=description,
+        )
+        return batch, infos[: len(specs)]
+
+    def _batch_job_ids(self, batch_id):
+        return [
+            int(job_id) for job_id in self.client.lrange(self.key("batch", batch_id, "jobs"), 0, -1)
+        ]
+
+    def get_batch(self, batch_id):
+        fields = self.client.hgetall(self.key("batch", batch_id))
+        if not fields:
+            return None
+        counts = dict.fromkeys(records.STATUSES, 0)
+        pipe = self.client.pipeline(transaction=False)
+        for job_id in self._batch_job_ids(batch_id):
+            pipe.hget(self.key("job", job_id), "status")
+        for status in pipe.execute():
+            if status in (records.READY, records.RUNNING):
+                counts[status] += 1
+        info = BatchInfo(
+            id=int(batch_id),
+            total=int(fields["total"]),
+            pending=int(fields["pending"]),
+            succeeded=int(fields["succeeded"]),
+            failed=int(fields["failed"]),
+            cancelled=int(fields["cancelled"]),
+            created_at=from_us(fields.get("created_at")),
+            finished_at=from_us(fields.get("finished_at")),
+            on_finish_id=_int(fields.get("on_finish_id"), None),
+            on_success_id=_int(fields.get("on_success_id"), None),
+            description=fields.get("description", ""),
+        )
+        counts.update(succeeded=info.succeeded, failed=info.failed, cancelled=info.cancelled)
+        info.counts = counts
+        return info
+
+    def batch_jobs(self, batch_id):
+        infos = (self.get(job_id) for job_id in sorted(self._batch_job_ids(batch_id)))
+        return [info for info in infos if info is not None]
+
+    def cancel_batch(self, batch_id):
+        return self.cancel_many(self._batch_job_ids(batch_id))
+
+    def prune_batches(self, older_than, limit):
+        """Nothing to do: a finished batch's keys expire with its jobs (``result_ttl``)."""
+        return 0
+
+    def previous_result(self, job_id):
+        return _json(self.client.hget(self.key("job", job_id), "previous_result"))
+
     # -- workers -------------------------------------------------------------------
 
     def claim(self, queues, limit, worker_id):
         return self.finish_and_claim(worker_id, [], queues, limit)
+
+    def _steered_claim(self, plan, limit, worker_id):
+        """A claim from queues some of which are paused or limited: each limited
+        queue by ``claim_limited.lua`` (counted and claimed in one step), then
+        the other queues as usual."""
+        claimed = []
+        defaults = self.controls.defaults()
+        for limited in plan.limited:
+            if len(claimed) >= limit:
+                break
+            default = defaults.get(limited.queue)
+            concurrency = default.concurrency if default and default.concurrency else -1
+            rate, period = (default.rate, default.period) if default and default.rate else (-1, 0)
+            reply = self._scripts["claim_limited"](
+                keys=[self.key("control", limited.queue)],
+                args=[
+                    self.prefix,
+                    worker_id,
+                    self._lease_us,
+                    limit - len(claimed),
+                    limited.queue,
+                    concurrency,
+                    rate,
+                    int(period * 1e6),
+                ],
+            )
+            claimed += [_claimed(row) for row in json.loads(reply)]
+        rest = limit - len(claimed)
+        if rest > 0 and plan.others:
+            include = plan.include
+            if include is None:  # every queue but the steered ones
+                excluded = set(plan.exclude)
+                include = sorted(
+                    q for q in self.client.smembers(self.key("queues")) if q not in excluded
+                )
+            if include:
+                claimed += self.finish_and_claim(worker_id, [], include, rest)
+        claimed.sort(key=lambda job: -job.priority)
+        return claimed
 
     def finish(self, worker_id, results):
         if results:
             self.finish_and_claim(worker_id, results, None, 0)
 
     def finish_and_claim(self, worker_id, results, queues, limit):
+        if limit > 0:
+            plan = self.controls.plan(queues)
+            if plan is not None:
+                self.finish(worker_id, results)
+                return self._steered_claim(plan, limit, worker_id)
         ttl_us = self._ttl_us if self.keep_succeeded else -1
         args = [worker_id, self._lease_us, max(0, limit), ttl_us, len(results)]
         for job_id, result in results:
@@ -351,6 +511,52 @@ class RedisStore(Store):
     def retry(self, worker_id, job_id, error, delay):
         delay_us = max(0, int(delay * 1e6))
         self._run("retry", worker_id, job_id, dumps(error), delay_us, self._ttl_us)
+
+    def snooze(self, worker_id, job_id, delay):
+        self._run("snooze", worker_id, job_id, max(0, int(delay * 1e6)))
+
+    # -- queue control -----------------------------------------------------------------
+
+    def queue_controls(self):
+        queues = sorted(self.client.smembers(self.key("controls")))
+        if not queues:
+            return {}
+        pipe = self.client.pipeline(transaction=False)
+        for queue in queues:
+            pipe.hmget(self.key("control", queue), "paused", "concurrency", "rate", "period")
+        controls = {}
+        for queue, (paused, concurrency, rate, period) in zip(queues, pipe.execute(), strict=True):
+            controls[queue] = records.QueueControl(
+                queue,
+                paused == "1",
+                _int_or(concurrency, None),
+                _int_or(rate, None),
+                float(period) if period else None,
+            )
+        return controls
+
+    def set_queue_control(self, queue, **changes):
+        unknown = set(changes) - {"paused", "concurrency", "rate", "period"}
+        if unknown:
+            raise TypeError(f"unknown queue control field(s): {', '.join(sorted(unknown))}")
+        key = self.key("control", queue)
+        written = {}
+        cleared = []
+        for name, value in changes.items():
+            if name == "paused":
+                written[name] = "1" if value else "0"
+            elif value is None:
+                cleared.append(name)
+            else:
+                written[name] = repr(float(value)) if name == "period" else str(int(value))
+        pipe = self.client.pipeline(transaction=True)
+        pipe.sadd(self.key("controls"), queue)
+        pipe.hset(key, "queue", queue, mapping=written)
+        if cleared:
+            pipe.hdel(key, *cleared)
+        pipe.execute()
+        self.controls.forget()
+        return self.queue_controls()[queue]
 
     def fail(self, worker_id, job_id, error, status=records.FAILED):
         self._run("fail", worker_id, job_id, dumps(error), status, self._ttl_us)
@@ -471,6 +677,88 @@ class RedisStore(Store):
         to ``limit`` per queue and status, in one script call; return how many.
         For the retentions shorter than the keys' own expiry (``RedisBackend``)."""
         return self._run("prune", older_than // MICROSECOND, limit, "0", *statuses)
+
+    # -- history and figures ------------------------------------------------------------
+
+    def job_attempts(self, job_id):
+        job_id = int(job_id)
+        pipe = self.client.pipeline()
+        pipe.lrange(self.key("attempts", job_id), 0, -1)
+        pipe.hmget(
+            self.key("job", job_id), "status", "attempts", "started_at", "finished_at", "worker_id"
+        )
+        entries, (status, attempts, started_at, finished_at, worker_id) = pipe.execute()
+        kept = []
+        for entry in entries:
+            attempt, started, finished, worker, outcome, error = json.loads(entry)
+            kept.append(
+                AttemptInfo(
+                    attempt, from_us(started), from_us(finished), worker or None, outcome, error
+                )
+            )
+        job = None
+        if status is not None:
+            job = (status, _int(attempts), from_us(started_at), from_us(finished_at),
+                   worker_id or None)  # fmt: skip
+        return with_current_attempt(kept, job)
+
+    def queue_figures(self):
+        now_us, rows = self._run("queue_figures")
+        figures = {}
+        for queue, ready, deferred, running, oldest in rows:
+            if ready or deferred or running:
+                figures[queue] = QueueFigures(
+                    queue,
+                    ready,
+                    deferred,
+                    running,
+                    oldest_due_seconds=None if oldest < 0 else max(0.0, (now_us - oldest) / 1e6),
+                )
+        for minute in self.minute_figures(datetime.timedelta(hours=1)):
+            failed = minute.outcomes[records.FAILED]
+            if failed:
+                if minute.queue not in figures:
+                    figures[minute.queue] = QueueFigures(minute.queue)
+                figures[minute.queue].failed_last_hour += failed
+        return [figures[queue] for queue in sorted(figures)]
+
+    def _minute_keys(self, since):
+        """The figure hashes' minutes (µs) from ``since`` until now, by Redis's clock."""
+        seconds, microseconds = self.client.time()
+        now_us = seconds * 1_000_000 + microseconds
+        if isinstance(since, datetime.timedelta):
+            since_us = now_us - since // MICROSECOND
+        else:
+            since_us = to_us(since)
+        minute = 60_000_000
+        first = since_us - since_us % minute
+        return list(range(first, now_us - now_us % minute + 1, minute))
+
+    def minute_figures(self, since):
+        minutes = self._minute_keys(since)
+        pipe = self.client.pipeline()
+        for minute in minutes:
+            pipe.hgetall(self.key("figures", minute))
+        rows = []
+        for minute, fields in zip(minutes, pipe.execute(), strict=True):
+            when = from_us(minute)
+            for field, value in fields.items():
+                queue, metric, bucket = field.rsplit("\x1f", 2)
+                if bucket == "sum":
+                    rows.append((when, queue, metric, 0, 0, float(value)))
+                else:
+                    rows.append((when, queue, metric, int(bucket), int(value), 0.0))
+        return stats.figures_from_rows(rows)
+
+    def prune_figures(self, older_than):
+        """Figures expire by themselves (``stats.KEEP``); this deletes those of a
+        shorter retention, looking back a further ``stats.KEEP``."""
+        if older_than >= stats.KEEP:
+            return 0
+        minutes = self._minute_keys(older_than + stats.KEEP)
+        old = self._minute_keys(older_than)
+        keys = [self.key("figures", m) for m in minutes if m < old[0]]
+        return self.client.delete(*keys) if keys else 0
 
     # -- schedules -------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import contextlib
 import json
 import sqlite3
 
-from django.db import OperationalError
+from django.db import OperationalError, transaction
 from django.db.models import DateTimeField, Value
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -84,6 +84,11 @@ class SQLiteStore(SqlStore):
     def _returning(self):
         return self.connection.features.can_return_columns_from_insert  # SQLite >= 3.35
 
+    def _in_transaction(self):
+        # Also our own BEGIN IMMEDIATE, which Django does not know of.
+        raw = self.connection.connection
+        return super()._in_transaction() or (raw is not None and raw.in_transaction)
+
     @contextlib.contextmanager
     def _write_transaction(self):
         """``BEGIN IMMEDIATE`` ... ``COMMIT``: take the write lock before reading,
@@ -104,17 +109,51 @@ class SQLiteStore(SqlStore):
     def _rescue_transaction(self):
         return self._write_transaction()  # the write lock first: no busy upgrade
 
+    @contextlib.contextmanager
+    def job_transaction(self):
+        """An atomic job's transaction begins with ``BEGIN IMMEDIATE``: it waits
+        the busy timeout for the write lock, then holds it until it ends. A
+        deferred transaction that read and then wrote (as every atomic job does,
+        recording its success last) could be refused the lock at once, in WAL
+        mode, whenever another connection wrote meanwhile. SQLite has one writer:
+        while an atomic job runs, every other write (claims, heartbeats, other
+        workers) waits for it."""
+        connection = self.connection
+        connection.ensure_connection()
+        with contextlib.ExitStack() as stack:
+            mode, connection.transaction_mode = connection.transaction_mode, "IMMEDIATE"
+            try:
+                stack.enter_context(transaction.atomic(using=self.alias))
+            finally:
+                connection.transaction_mode = mode
+            yield
+
     # -- workers -----------------------------------------------------------------
 
-    def _finish(self, worker_id, results):
-        params = {"worker_id": worker_id, "results": self._results_json(results)}
+    def _finish_query(self, worker_id, results, plain_only):
+        params = {
+            "worker_id": worker_id,
+            "results": self._results_json(results),
+            "plain_only": plain_only,
+        }
         if self.keep_succeeded:
-            query = self.sql.finish
             params["now"] = self._db_time(timezone.now())
-        else:
-            query = self.sql.finish_delete
+            return self.sql.finish, params
+        return self.sql.finish_delete, params
+
+    def _finish_plain(self, worker_id, results):
+        query, params = self._finish_query(worker_id, results, True)
         with self.connection.cursor() as cursor:
             cursor.execute(query, params)
+            return cursor.rowcount
+
+    def _finish_settling(self, worker_id, results):
+        query, params = self._finish_query(worker_id, results, False)
+        with self._write_transaction(), self.connection.cursor() as cursor:
+            cursor.execute(self.sql.finishing, params)
+            tracked = cursor.fetchall()
+            cursor.execute(query, params)
+            self._settle_finished(tracked, results)
 
     def _finish_and_claim(self, worker_id, results, queues, limit):
         """One transaction, one commit (SQLite's cost is mostly the commit's sync)."""
@@ -128,12 +167,39 @@ class SQLiteStore(SqlStore):
         }
         with self._write_transaction(), self.connection.cursor() as cursor:
             if results:
-                self._finish(worker_id, results)
+                self._finish_settling(worker_id, results)
             if self._returning:
                 cursor.execute(self.sql.claim, params)
                 rows = cursor.fetchall()
             else:
                 cursor.execute(self.sql.due, params)
+                ids = _json_list(job_id for (job_id,) in cursor.fetchall())
+                rows = []
+                if ids:
+                    cursor.execute(self.sql.mark, {**params, "ids": ids})
+                    cursor.execute(self.sql.claimed, {"ids": ids})
+                    rows = cursor.fetchall()
+        return [self._claimed(row) for row in rows]
+
+    def _control_transaction(self):
+        return self._write_transaction()
+
+    def _claim_steered(self, include, exclude, limit, worker_id):
+        now = timezone.now()
+        params = {
+            "now": self._db_time(now),
+            "lease_expires_at": self._db_time(now + seconds(self.lease_seconds)),
+            "worker_id": worker_id,
+            "limit": limit,
+            "queues": _json_list(include),
+            "excluded": json.dumps(list(exclude)),
+        }
+        with self.connection.cursor() as cursor:
+            if self._returning:
+                cursor.execute(self.sql.claim_steered, params)
+                rows = cursor.fetchall()
+            else:
+                cursor.execute(self.sql.due_steered, params)
                 ids = _json_list(job_id for (job_id,) in cursor.fetchall())
                 rows = []
                 if ids:

@@ -18,10 +18,10 @@ from django.db.models import BooleanField, DateTimeField, JSONField
 from django.utils import timezone
 from django.utils.functional import cached_property
 
-from ..records import ClaimedJob, JobInfo
+from ..records import SUCCEEDED, ClaimedJob, JobInfo
 from ..serialization import dumps
 from .base import DECODE_ERRORS, args_json, load_json, one_line, read_arguments
-from .orm import INFO_FIELDS, OrmStore
+from .orm import INFO_FIELDS, Ended, OrmStore
 from .queries import sql as vendor_sql
 from .queries import values
 
@@ -167,7 +167,7 @@ class SqlStore(OrmStore):
 
     # -- producers ---------------------------------------------------------------
 
-    def _insert_params(self, spec, now):
+    def _insert_params(self, spec, now, batch_id=None):
         """The parameters of one ``insert_row``, through Django's own adapters."""
         fields = self._insert_fields
         given = self._model_kwargs(spec)
@@ -185,6 +185,7 @@ class SqlStore(OrmStore):
             if name == "run_at":
                 params.append(now)
         params.append(now)  # created_at
+        params.append(batch_id)
         return params
 
     @cached_property
@@ -197,6 +198,8 @@ class SqlStore(OrmStore):
         return f"{self.sql.insert} VALUES {values(self.sql.insert_row, rows)}"
 
     def enqueue(self, spec):
+        if spec.after is not None:
+            return super().enqueue(spec)  # OrmStore: the previous job's row locked first
         return self._retrying(self._enqueue_rows, [spec])[0]
 
     def enqueue_many(self, specs, ids=None):
@@ -205,25 +208,30 @@ class SqlStore(OrmStore):
         specs = list(specs)  # read once, see Store.enqueue_many
         if not specs:
             return []
+        if any(spec.after is not None for spec in specs):
+            return self._retrying(self._enqueue_each, specs)
         if len(specs) <= self.insert_batch:
             return self._retrying(self._enqueue_rows, specs)
         return self._retrying(self._enqueue_batches, specs)
 
-    def _enqueue_batches(self, specs):
+    def _enqueue_batches(self, specs, batch_id=None):
         batch = self.insert_batch
         with transaction.atomic(using=self.alias):  # all or nothing
             return [
                 info
                 for start in range(0, len(specs), batch)
-                for info in self._enqueue_rows(specs[start : start + batch])
+                for info in self._enqueue_rows(specs[start : start + batch], batch_id)
             ]
 
-    def _enqueue_rows(self, specs):
+    def _enqueue_members(self, specs, batch_id):
+        return self._enqueue_batches(specs, batch_id)
+
+    def _enqueue_rows(self, specs, batch_id=None):
         """One multi-row INSERT whose rows come back with RETURNING; where the
         server has none (MySQL), each row inserted and read back by its id, in
         one transaction."""
         now = self._insert_now()
-        rows = [self._insert_params(spec, now) for spec in specs]
+        rows = [self._insert_params(spec, now, batch_id) for spec in specs]
         if not self.connection.features.can_return_columns_from_insert:
             with transaction.atomic(using=self.alias), self.connection.cursor() as cursor:
                 infos = []
@@ -252,6 +260,10 @@ class SqlStore(OrmStore):
         if limit <= 0:
             self.finish(worker_id, results)
             return []
+        plan = self.controls.plan(queues)
+        if plan is not None:  # some queue paused or limited: counted in its own transaction
+            self.finish(worker_id, results)
+            return self._retrying(self._steered_claim, plan, queues, limit, worker_id)
         return self._retrying(self._finish_and_claim, worker_id, results, queues, limit)
 
     @staticmethod
@@ -261,7 +273,34 @@ class SqlStore(OrmStore):
         return dumps({str(int(job_id)): dumps(result) for job_id, result in results})
 
     def _finish(self, worker_id, results):
+        """Record successes outside the caller's transaction: the plain jobs in one
+        statement; then, only when some were left (jobs of a batch or with jobs
+        chained after them, or whose lease was lost), the rest in a transaction
+        that settles them (``_finish_settling``)."""
+        if self._finish_plain(worker_id, results) < len(results):
+            self._finish_settling(worker_id, results)
+
+    def _finish_plain(self, worker_id, results):
+        """The ``finish`` statement with ``plain_only``; returns how many it recorded."""
         raise NotImplementedError
+
+    def _finish_settling(self, worker_id, results):
+        """Lock the jobs a batch or a chain waits on (``finishing``), record every
+        success, settle: in one transaction (the caller's, if any)."""
+        raise NotImplementedError
+
+    def _settle_finished(self, tracked, results):
+        """Settle what the jobs just finished (``tracked``: the ``finishing``
+        statement's rows, jobs of a batch or with jobs chained after them)
+        belong to, in the finish's transaction."""
+        if tracked:
+            results = {int(job_id): result for job_id, result in results}
+            self._settle(
+                [
+                    Ended(job_id, SUCCEEDED, batch_id, bool(deps), results.get(job_id))
+                    for job_id, batch_id, deps in tracked
+                ]
+            )
 
     def _finish_and_claim(self, worker_id, results, queues, limit):
         raise NotImplementedError
@@ -281,6 +320,8 @@ class SqlStore(OrmStore):
     heartbeat = _retried(OrmStore.heartbeat)
     rescue = _retried(OrmStore.rescue)
     release = _retried(OrmStore.release)
+    snooze = _retried(OrmStore.snooze)
+    set_queue_control = _retried(OrmStore.set_queue_control)
 
 
 def _boolean(value):

@@ -34,6 +34,7 @@ def build_worker(
     max_jobs=None,
     max_seconds=None,
     worker_id=None,
+    hostname=None,
     schedules=True,
     prune=True,
 ):
@@ -70,6 +71,7 @@ def build_worker(
         max_jobs=max_jobs,
         max_seconds=max_seconds,
         worker_id=worker_id,
+        hostname=hostname,
         duties=duties,
     )
     worker.backend = backend

@@ -5,7 +5,8 @@ in a slot thread, an ``async def`` job as a task on the one event loop thread.
 Slot threads exist only for the sync jobs actually running: the pool starts one
 when a job has no idle thread to take it (up to ``concurrency``), and a thread
 idle for ``SLOT_IDLE_SECONDS`` ends. So a worker with nothing to do, or one
-running only async jobs, holds almost no threads.
+running only async jobs, holds almost no threads. Atomic jobs, ``async def`` ones
+included, run in slots, each in its own transaction (``atomic.py``).
 
 Threads and what they own:
 
@@ -33,9 +34,10 @@ import queue
 import threading
 import time
 
+from asgiref.sync import async_to_sync
 from django.db import connections
 
-from ..exceptions import InvalidJob, JobCancelled
+from ..exceptions import InvalidJob, JobCancelled, Snooze
 from ..execution import JobContext, describe_error, reset_current_job, set_current_job
 from ..serialization import decode_arguments, encode_result, load_function, verify_job
 from .connections import tidy_connections
@@ -58,6 +60,9 @@ class Outcome:
     permanent: bool = False  # cannot run at all: no point retrying
     seconds: float = 0.0
     cancelled: bool = False  # the job stopped itself after a cancel request
+    recorded: bool = False  # an atomic job's success, stored already in its own transaction
+    lost: bool = False  # an atomic job that lost its lease: rolled back, nothing to store
+    snooze: float | None = None  # the job raised Snooze: ready again in this many seconds
 
 
 @dataclasses.dataclass(slots=True)
@@ -88,9 +93,13 @@ async def _contained(coroutine):
 class Executor:
     """Runs jobs under one concurrency budget; reports outcomes in ``done``."""
 
-    def __init__(self, concurrency, alarm):
+    def __init__(self, concurrency, alarm, atomic=None, previous_result=None):
         self.concurrency = concurrency
         self.alarm = alarm  # wakes the main thread (wakeups.Alarm)
+        self.atomic = atomic  # runs atomic jobs (worker/atomic.py); None: the store has none
+        # job id -> the stored result of the job it ran after (``Store.previous_result``),
+        # read only when a job asks (``current_job().previous_result``), in its thread.
+        self.previous_result = previous_result
         self.done = collections.deque()  # (job, outcome), not yet taken by the main thread
         self.low_water = 0
         self.log_jobs = False  # per-job lines (pgjobs.jobs at INFO), decided once by the worker
@@ -371,7 +380,14 @@ class Executor:
                 job.attempts,
                 job.max_attempts,
             )
-        context = JobContext(job.id, job.func, job.queue, job.attempts, job.max_attempts)
+        context = JobContext(
+            job.id,
+            job.func,
+            job.queue,
+            job.attempts,
+            job.max_attempts,
+            previous_loader=self.previous_result,
+        )
         deadline = None if job.timeout is None else time.monotonic() + job.timeout
         running = RunningJob(job, context, deadline, on_loop=on_loop)
         with self._running_lock:
@@ -415,6 +431,8 @@ class Executor:
             func, is_coroutine, args, kwargs = self._prepare(job)
         except InvalidJob as exc:
             return _cannot_start(exc)
+        if job.atomic:
+            return self._execute_atomic(job, running, func, is_coroutine, args, kwargs, started)
         if is_coroutine:
             return self._execute_async_waiting(job, running, started)
         token = set_current_job(running.context)
@@ -426,6 +444,27 @@ class Executor:
             reset_current_job(token)
             tidy_connections()
         return _succeeded(result, started)
+
+    def _execute_atomic(self, job, running, func, is_coroutine, args, kwargs, started):
+        """Run an atomic job in this slot's thread, in its transaction on this
+        thread's connection (``AtomicRunner``). An ``async def`` one runs here too,
+        through ``async_to_sync``: its ORM calls (``sync_to_async``, Django's
+        ``a*`` methods) come back to this thread, into the transaction."""
+        if self.atomic is None:
+            return _cannot_start(InvalidJob("this worker's store cannot run atomic jobs"))
+        call = async_to_sync(func) if is_coroutine else func
+        token = set_current_job(running.context)
+        try:
+            committed, result = self.atomic.run(job, lambda: call(*args, **kwargs))
+        except BaseException as exc:  # rolled back; stored as a failure by the main thread
+            return _failed(exc, started)
+        finally:
+            reset_current_job(token)
+            tidy_connections()
+        seconds = time.perf_counter() - started
+        if not committed:
+            return Outcome(False, seconds=seconds, lost=True)
+        return Outcome(True, result=result, seconds=seconds, recorded=True)
 
     def _start_on_loop(self, jobs):
         """On the event loop: start jobs that hold shares."""
@@ -506,7 +545,10 @@ class Executor:
             return found
 
     def _is_async(self, job):
-        """Whether the job's function is an ``async def`` (imported on first sight)."""
+        """Whether the job runs on the event loop: its function is an ``async def``
+        (imported on first sight) and it is not atomic (those run in slots)."""
+        if job.atomic:
+            return False
         return (self._functions.get(job.func) or self._classify(job))[1]
 
     def _classify(self, job):
@@ -528,6 +570,8 @@ def _cannot_start(exc):
 def _failed(exc, started):
     if isinstance(exc, JobCancelled):
         return Outcome(False, error=describe_error(exc), permanent=True, cancelled=True)
+    if isinstance(exc, Snooze):
+        return Outcome(False, snooze=exc.seconds, seconds=time.perf_counter() - started)
     return Outcome(False, error=describe_error(exc), seconds=time.perf_counter() - started)
 
 

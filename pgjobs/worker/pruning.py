@@ -1,7 +1,8 @@
 """The pruner every worker built by ``build_worker`` runs beside its jobs: it
 deletes finished jobs once they are older than the backend's retention
 (``KEEP_SUCCEEDED``, ``KEEP_FAILED``), so the job table holds minutes or days of
-history, not all of it, without a cron job.
+history, not all of it, without a cron job; and finished batches' records once
+they are older than the longest of those.
 
 It is a duty of the ``Worker`` (``duties.py``, as the scheduler is), so it runs
 on the worker's main thread between claims: each call deletes a few small
@@ -58,6 +59,8 @@ class Pruner:
         self.time_budget = time_budget
         self.clock = clock
         shortest = min(age.total_seconds() for _, age in self.rules)
+        # Batch records go after the longest retention: a batch outlives its jobs.
+        self.batch_age = max(age for _, age in self.rules)
         self.interval = min(max(shortest / 2, MIN_INTERVAL), MAX_INTERVAL)
         self.deleted = 0  # jobs this pruner deleted
 
@@ -94,6 +97,8 @@ class Pruner:
             else:
                 continue
             break
+        if batches < self.max_batches:
+            self.store.prune_batches(self.batch_age, self.batch_size)
         self.deleted += deleted
         if deleted:
             logger.debug(

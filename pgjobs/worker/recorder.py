@@ -49,7 +49,12 @@ class Recorder:
             self.first_unrecorded_at = time.monotonic()
         successes = []
         for job, outcome in unrecorded:
-            if outcome.ok:
+            if outcome.recorded:  # an atomic job's, committed with its writes
+                self.forget([(job, outcome)])
+            elif outcome.lost:  # an atomic job rolled back: whoever took it records it
+                self.held.pop(job.id, None)
+                self.stats.lost += 1
+            elif outcome.ok:
                 successes.append((job, outcome))
             else:
                 # Recording a failure twice (after a store error) is harmless: the
@@ -86,6 +91,12 @@ class Recorder:
                     )
 
     def record_failure(self, job, outcome):
+        if outcome.snooze is not None:
+            self.store.snooze(self.worker_id, job.id, outcome.snooze)
+            if self.on_retry is not None:
+                self.on_retry(outcome.snooze)
+            logger.info("job %s %s snoozed for %.2f s", job.id, job.func, outcome.snooze)
+            return
         error = outcome.error
         self.stats.failed += 1
         if outcome.cancelled:

@@ -108,8 +108,13 @@ class Listener:
         self.ranks = {}
 
     def start(self):
+        """Listen, in a thread of its own; False when the store found it cannot
+        (``supports_listen`` turned False: a pooler in the way)."""
         self.store.listen(self.queues)
+        if not self.store.supports_listen:
+            return False
         threading.Thread(target=self.listen, name="pgjobs-listener", daemon=True).start()
+        return True
 
     def listen(self):
         """The listener thread's loop, until the worker stops."""

@@ -25,6 +25,7 @@ import uuid
 from ..exceptions import StoreNotSetUp
 from ..retry import RetryPolicy
 from . import duties as duty_kinds
+from .atomic import AtomicRunner
 from .duties import Duties
 from .executor import Executor
 from .policy import DUE_NOW_RECHECK, ClaimPolicy, check_options
@@ -39,9 +40,9 @@ logger = logging.getLogger("pgjobs")
 SETUP_PROBLEM_EVERY = 60.0
 
 
-def make_worker_id():
+def make_worker_id(hostname=None):
     """host:pid:random, readable in the admin and unique across restarts."""
-    return f"{socket.gethostname()[:60]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    return f"{(hostname or socket.gethostname())[:60]}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 @dataclasses.dataclass
@@ -51,6 +52,7 @@ class WorkerStats:
     failed: int = 0  # attempts that raised, retried or not
     retried: int = 0
     released: int = 0
+    lost: int = 0  # atomic jobs rolled back: their lease was lost before they committed
 
     @property
     def ran(self):
@@ -78,6 +80,7 @@ class Worker:
         max_seconds=None,
         prefetch=0,
         worker_id=None,
+        hostname=None,
         periodic=None,
         duties=None,
     ):
@@ -100,7 +103,10 @@ class Worker:
         self.max_jobs = max_jobs
         self.max_seconds = max_seconds
         self.prefetch = prefetch
-        self.worker_id = worker_id or make_worker_id()
+        # The host the worker says it runs on (pgjobs_status, the admin): the
+        # machine's name unless told (containers that share one, tests).
+        self.hostname = hostname or socket.gethostname()
+        self.worker_id = worker_id or make_worker_id(self.hostname)
         self.stats = WorkerStats()
         # Heartbeat three times a lease; look for dead workers' jobs twice a lease,
         # so a killed worker's jobs are back within about 1.5 leases.
@@ -120,7 +126,10 @@ class Worker:
             burst=burst,
             max_jobs=max_jobs,
         )
-        self.executor = Executor(concurrency, self.alarm)
+        atomic = AtomicRunner(store, self.worker_id) if store.supports_atomic_jobs else None
+        self.executor = Executor(
+            concurrency, self.alarm, atomic, previous_result=store.previous_result
+        )
         self.recorder = Recorder(
             store, self.worker_id, self.retry_policy, self.stats, on_retry=self._retried
         )
@@ -190,7 +199,7 @@ class Worker:
         for failures in itertools.count():
             try:
                 self.store.register_worker(
-                    self.worker_id, socket.gethostname(), os.getpid(), self.queues, self.concurrency
+                    self.worker_id, self.hostname, os.getpid(), self.queues, self.concurrency
                 )
                 return True
             except Exception as exc:
@@ -229,8 +238,9 @@ class Worker:
         # the default verbosity the summary duty says what ran every few seconds.
         log_jobs = logging.getLogger("pgjobs.jobs").isEnabledFor(logging.INFO)
         self.executor.log_jobs = self.recorder.log_jobs = log_jobs
-        if self.listens:
-            self.listener.start()
+        if self.listens and not self.listener.start():
+            # No wake-ups after all: poll, backing off as a polled store's workers do.
+            self.listens = self.policy.listens = False
         alarm, policy, recorder, stopping = (
             self.alarm,
             self.policy,

@@ -8,7 +8,7 @@ import time
 
 from django.db import IntegrityError, transaction
 
-from pgjobs import JobCancelled, current_job
+from pgjobs import JobCancelled, atomic_job, current_job
 
 from .models import Event, Execution
 
@@ -292,3 +292,85 @@ class EventCount:
     @classmethod
     def __pgjobs_decode__(cls, data):
         return cls(data)
+
+
+# -- atomic jobs (tests/test_atomic.py) --------------------------------------------------
+
+#: key -> (started, go): an atomic job run with that key signals ``started`` from
+#: inside its transaction, after its write, and waits for ``go`` (attempt 1 only).
+ATOMIC_GATES = {}
+
+
+def record_gated(key):
+    """Record one run of ``key`` (unique); on attempt 1, wait at its gate if it has one."""
+    attempt = current_job().attempt
+    Execution.objects.create(key=key, started=time.time(), attempt=attempt)
+    gate = ATOMIC_GATES.get(key)
+    if gate is not None and attempt == 1:
+        started, go = gate
+        started.set()
+        go.wait(20)
+    return key
+
+
+@atomic_job
+def atomic_record(key):
+    """Marked: every enqueue of it is atomic."""
+    job = current_job()
+    Execution.objects.create(key=key, started=time.time(), attempt=job.attempt if job else 1)
+    return key
+
+
+async def async_fail_until(key, succeed_on_attempt):
+    """``fail_until`` as an ``async def``, writing through the ORM's async API."""
+    attempt = current_job().attempt
+    await Event.objects.acreate(name=key, value=attempt, at=time.time())
+    if attempt < succeed_on_attempt:
+        raise ValueError(f"attempt {attempt} fails")
+    return attempt
+
+
+def record_slow_first(key, seconds):
+    """Record one run of ``key`` (unique), then, on attempt 1 only, sleep ``seconds``."""
+    attempt = current_job().attempt
+    Execution.objects.create(key=key, started=time.time(), attempt=attempt)
+    if attempt == 1:
+        time.sleep(seconds)
+    return key
+
+
+def record_event_then_fail(name):
+    Event.objects.create(name=name, at=time.time())
+    raise ValueError("attempt 1 fails")
+
+
+# -- batches and chains (test_batches.py) -------------------------------------------
+
+
+def add_previous(n):
+    """``n`` plus the previous job's result (a chain), or ``n`` alone."""
+    return (current_job().previous_result or 0) + n
+
+
+def record_finished(key):
+    """A batch's callback: record ``key`` once and say how far the batch was."""
+    Execution.objects.create(key=key, started=time.time())
+    return key
+
+
+def stint(key, seconds):
+    """Note when this run starts and ends (Events ``key``, value 1 then -1), to
+    count how many ran at once across worker processes (tests/test_queue_control.py)."""
+    Event.objects.create(name=key, value=1, at=time.time())
+    time.sleep(seconds)
+    Event.objects.create(name=key, value=-1, at=time.time())
+
+
+def snooze_once(key, seconds):
+    """Snooze on the first run, then record ``key`` (tests/test_queue_control.py)."""
+    from pgjobs import Snooze
+
+    Event.objects.create(name=key, value=current_job().attempt, at=time.time())
+    if Event.objects.filter(name=key).count() == 1:
+        raise Snooze(seconds)
+    return "woke"

@@ -9,6 +9,7 @@ records the framework's signals as ``Event`` rows, in whichever process sends th
 
 import asyncio
 
+from pgjobs import atomic_job
 from tests.testapp.models import Event
 
 
@@ -54,7 +55,14 @@ def bad_return():
     return object()  # not JSON: the task fails, as in the framework's own backends
 
 
-BODIES = [add, echo, fail, flaky, double, record, linger, bad_return]
+def atomic_record(name):
+    """``record``, marked with ``pgjobs.atomic_job`` (see ``define``)."""
+    Event.objects.create(name=name)
+    return name
+
+
+BODIES = [add, echo, fail, flaky, double, record, linger, bad_return, atomic_record]
+ATOMIC = {atomic_record}
 OPTIONS = {flaky: {"takes_context": True}}
 
 
@@ -63,6 +71,8 @@ def define(namespace, task, signals):
     module = namespace["__name__"]
     for body in BODIES:
         func = _copy(body, module)
+        if body in ATOMIC:
+            atomic_job(func)
         namespace[body.__name__] = task(**OPTIONS.get(body, {}))(func)
 
     def on_signal(signal_name):

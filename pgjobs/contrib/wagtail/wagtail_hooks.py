@@ -1,9 +1,12 @@
-"""The job rows in the Wagtail admin: a read-only snippet listing under its own
-"Jobs" menu item, with the Django admin's filters, search, detail and actions.
+"""The job rows in the Wagtail admin: a "Jobs" menu with the jobs dashboard and a
+read-only snippet listing, with the Django admin's filters, search, detail and
+actions, and Retry, Cancel and Run-now buttons on a job's page; and the batches
+(``background.batch``) under "Job batches", each page with its progress, callbacks
+and jobs (a job's page links to its batch).
 
 Permissions are Django's, as in the Django admin: ``pgjobs.view_job`` (or
-``change_job``) shows the menu item, the listing and the detail; ``change_job``
-allows retry and cancel; ``delete_job`` allows deleting. Nobody adds or edits
+``change_job``) shows the menu, the dashboard, the listing and the detail; ``change_job``
+allows retry, cancel and run now; ``delete_job`` allows deleting. Nobody adds or edits
 jobs here: code enqueues them, signed with ``SECRET_KEY``.
 
 Every URL registered here needs ``view_job`` (or ``change_job``) before Wagtail's
@@ -19,17 +22,19 @@ import functools
 import json
 
 import django_filters
-from django.contrib.auth import get_permission_codename
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpResponseNotAllowed
+from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
-from django.urls import path
-from django.utils.html import format_html
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from wagtail import hooks
-from wagtail.admin.filters import WagtailFilterSet
-from wagtail.admin.ui.tables import Column, DateColumn, StatusTagColumn
+from wagtail.admin.filters import DateRangePickerWidget, WagtailFilterSet
+from wagtail.admin.menu import Menu, MenuItem, SubmenuMenuItem
+from wagtail.admin.ui.tables import Column, DateColumn
 from wagtail.permission_policies import ModelPermissionPolicy
 from wagtail.permissions import register_permission_policy
 from wagtail.snippets.bulk_actions.delete import DeleteBulkAction
@@ -43,9 +48,11 @@ from wagtail.snippets.views.chooser import (
 )
 from wagtail.snippets.views.snippets import IndexView, InspectView, SnippetViewSet
 
-from ... import records, times
+from ... import admin_ui, records, times
+from ...dashboard.views import render_dashboard
 from ...handler import queue_names, store_for_jobs
-from ...models import STATUS_CHOICES, Job
+from ...html import BATCH_PAGE_JOBS, progress_bar
+from ...models import STATUS_CHOICES, Batch, Job
 from . import bulk, views
 
 
@@ -76,22 +83,34 @@ class JobPermissionPolicy(ModelPermissionPolicy):
         return super().users_with_any_permission(sorted(actions))
 
 
-def can_change_jobs(user):
-    """Retry and cancel, as the Django admin's actions: ``pgjobs.change_job``."""
-    return user.has_perm(f"pgjobs.{get_permission_codename('change', Job._meta)}")
+can_change_jobs = admin_ui.can_change_jobs
 
 
 def queue_choices():
     return [(name, name) for name in queue_names()]
 
 
+def function_choices(recent=1000):
+    """Functions of the latest jobs (a bounded read by primary key), not ``SELECT
+    DISTINCT`` over every job ever run."""
+    names = set(Job.objects.order_by("-id").values_list("func", flat=True)[:recent])
+    return [(name, admin_ui.short_function(name)) for name in sorted(names)]
+
+
 class JobFilterSet(WagtailFilterSet):
     status = django_filters.ChoiceFilter(choices=STATUS_CHOICES, label=_("Status"))
     queue = django_filters.ChoiceFilter(choices=queue_choices, label=_("Queue"))
+    func = django_filters.ChoiceFilter(choices=function_choices, label=_("Function"))
+    created_at = django_filters.DateFromToRangeFilter(
+        label=_("Created"), widget=DateRangePickerWidget
+    )
+    finished_at = django_filters.DateFromToRangeFilter(
+        label=_("Finished"), widget=DateRangePickerWidget
+    )
 
     class Meta:
         model = Job
-        fields = ["status", "queue"]
+        fields = ["status", "queue", "func", "created_at", "finished_at"]
 
 
 def _pre(value):
@@ -105,14 +124,39 @@ class JobIndexView(IndexView):
         return times.with_shown_times(
             super()
             .get_base_queryset()
-            .only("id", "func", "status", "queue", "priority", "attempts", "max_attempts"),
+            .only(
+                "id",
+                "func",
+                "status",
+                "queue",
+                "priority",
+                "attempts",
+                "max_attempts",
+                "args",
+                "kwargs",
+            ),
             ("run_at", "created_at", "finished_at"),
         )
 
 
 class JobInspectView(InspectView):
+    template_name = "pgjobs_wagtail/inspect.html"
+
     def get_object(self, queryset=None):
         return get_object_or_404(times.with_shown_times(Job.objects.all()), pk=self.pk)
+
+    def get_context_data(self, **kwargs):
+        context = super().get_context_data(**kwargs)
+        context["attempts_table"] = admin_ui.attempts_table(self.object)
+        if can_change_jobs(self.request.user):
+            context["job_actions"] = [
+                (action, reverse(f"pgjobs_jobs:{action.url_name}", args=[self.object.pk]))
+                for action in admin_ui.actions_for(self.object)
+            ]
+        return context
+
+    def get_status_display_value(self):
+        return admin_ui.job_status_tag(self.object)
 
     def get_time_display_value(self, field):
         return times.describe(times.shown_time(self.object, field))
@@ -137,6 +181,16 @@ class JobInspectView(InspectView):
 
     def get_result_display_value(self):
         return _pre(self.object.result) if self.object.status == records.SUCCEEDED else "-"
+
+    def get_batch_id_display_value(self):
+        batch_id = self.object.batch_id
+        if batch_id is None:
+            return "-"
+        url = reverse("pgjobs_batches:inspect", args=[batch_id])
+        return format_html('<a href="{}">batch {}</a>', url, batch_id)
+
+    def get_after_id_display_value(self):
+        return _job_link(self.object.after_id)
 
     def get_error_display_value(self):
         error = self.object.error
@@ -165,6 +219,37 @@ class TimeColumn(DateColumn):
         context["words"] = times.relative(value)
         context["exact"] = times.describe(value)
         return context
+
+
+class StatusColumn(Column):
+    """The status as a coloured tag; "deferred · in 3 days" for a ready job not yet due."""
+
+    cell_template_name = "pgjobs_wagtail/html_cell.html"
+
+    def get_value(self, instance):
+        return admin_ui.job_status_tag(instance)
+
+
+class FunctionColumn(Column):
+    """The function's last two dotted parts, kept on one line; the whole path on hover."""
+
+    cell_template_name = "pgjobs_wagtail/html_cell.html"
+
+    def get_value(self, instance):
+        return format_html(
+            '<span title="{}" style="white-space:nowrap">{}</span>',
+            instance.func,
+            admin_ui.short_function(instance.func),
+        )
+
+
+class ArgumentsColumn(Column):
+    cell_template_name = "pgjobs_wagtail/html_cell.html"
+
+    def get_value(self, instance):
+        return format_html(
+            "<code>{}</code>", admin_ui.summarize_arguments(instance.args, instance.kwargs)
+        )
 
 
 class AttemptsColumn(Column):
@@ -211,7 +296,7 @@ class JobViewSet(SnippetViewSet):
     menu_label = _("Jobs")
     menu_name = "pgjobs"
     menu_order = 900
-    add_to_admin_menu = True
+    add_to_admin_menu = False  # an item of the "Jobs" menu (jobs_menu_item below)
     url_prefix = "pgjobs/jobs"
     url_namespace = "pgjobs_jobs"
     index_view_class = JobIndexView
@@ -220,9 +305,10 @@ class JobViewSet(SnippetViewSet):
     copy_view_enabled = False
     chooser_viewset_class = JobChooserViewSet
     list_display = [
-        "func",
-        StatusTagColumn("status", primary=lambda job: job.status == records.SUCCEEDED),
+        FunctionColumn("func", label=_("Function"), sort_key="func"),
+        StatusColumn("status", label=_("Status"), sort_key="status"),
         "queue",
+        ArgumentsColumn("arguments", label=_("Arguments")),
         "priority",
         TimeColumn("run_at", label=_("Run at")),
         AttemptsColumn("attempts", label=_("Attempts")),
@@ -230,7 +316,9 @@ class JobViewSet(SnippetViewSet):
         TimeColumn("finished_at", label=_("Finished")),
     ]
     filterset_class = JobFilterSet
-    search_fields = ["func"]
+    # The arguments' JSON as text: a scan, but of a page's worth of newest rows when
+    # matches are common (the listing reads 50 rows by id, newest first).
+    search_fields = ["func", "args", "kwargs"]
     search_backend_name = None  # the ORM: the Job table is not in a search index
     ordering = ["-id"]
     list_per_page = 50
@@ -250,10 +338,189 @@ class JobViewSet(SnippetViewSet):
         "worker_id",
         "cancel_requested",
         "unique_key",
+        "batch_id",
+        "after_id",
         "args",
         "kwargs",
         "result",
         "error",
+    ]
+
+    def get_urlpatterns(self):
+        acts = [
+            path(f"{action.name}/<str:pk>/", act_view(action), name=action.url_name)
+            for action in admin_ui.JOB_ACTIONS.values()
+        ]
+        return guarded(super().get_urlpatterns() + acts)
+
+
+def act_view(action):
+    """The view of a job page's button: POST only, ``change_job`` only, back to the page."""
+
+    def view(request, pk):
+        if not can_change_jobs(request.user):
+            return forbidden(request)
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        job = Job.objects.filter(pk=pk).values_list("pk", flat=True).first()
+        if job is None:
+            raise Http404("No such job.")
+        messages.info(request, action.perform(job, Job.objects.db))
+        return redirect("pgjobs_jobs:inspect", pk)
+
+    view.__name__ = f"{action.url_name}_view"
+    return view
+
+
+def dashboard_view(request):
+    return render_dashboard(
+        request, "pgjobs_wagtail/dashboard.html", {"jobs_url": reverse("pgjobs_jobs:list")}
+    )
+
+
+@hooks.register("register_admin_urls")
+def dashboard_urls():
+    return [
+        path(
+            "pgjobs/dashboard/",
+            viewing_jobs_required(dashboard_view),
+            name="pgjobs_dashboard",
+        )
+    ]
+
+
+class ViewingJobsMenuItem(MenuItem):
+    def is_shown(self, request):
+        return job_permission_policy.user_has_permission(request.user, "view")
+
+
+@hooks.register("register_admin_menu_item")
+def jobs_menu_item():
+    return SubmenuMenuItem(
+        _("Jobs"),
+        Menu(
+            items=[
+                ViewingJobsMenuItem(
+                    _("Dashboard"),
+                    reverse("pgjobs_dashboard"),
+                    name="pgjobs-dashboard",
+                    icon_name="view",
+                    order=100,
+                ),
+                ViewingJobsMenuItem(
+                    _("All jobs"),
+                    reverse("pgjobs_jobs:list"),
+                    name="pgjobs-jobs",
+                    icon_name="list-ul",
+                    order=200,
+                ),
+            ]
+        ),
+        name="pgjobs",
+        icon_name="cogs",
+        order=900,
+    )
+
+
+def _job_link(job_id, text=None):
+    if job_id is None:
+        return "-"
+    url = reverse("pgjobs_jobs:inspect", args=[job_id])
+    return format_html('<a href="{}">{}</a>', url, text or f"job {job_id}")
+
+
+class BatchInspectView(InspectView):
+    labels = {"progress": _("Progress"), "jobs": _("Jobs")}
+
+    def get_field_label(self, field_name, field):
+        if field_name in self.labels:
+            return self.labels[field_name]
+        return super().get_field_label(field_name, field)
+
+    def get_progress_display_value(self):
+        return progress_bar(self.object.done, self.object.total)
+
+    def _callback(self, job_id):
+        if job_id is None:
+            return "-"
+        status = Job.objects.filter(pk=job_id).values_list("status", flat=True).first()
+        return format_html("{} ({})", _job_link(job_id), status or "pruned")
+
+    def get_on_finish_id_display_value(self):
+        return self._callback(self.object.on_finish_id)
+
+    def get_on_success_id_display_value(self):
+        return self._callback(self.object.on_success_id)
+
+    def get_jobs_display_value(self):
+        jobs = (
+            Job.objects.filter(batch_id=self.object.pk)
+            .order_by("id")
+            .values_list("id", "func", "status", "attempts", "max_attempts")[:BATCH_PAGE_JOBS]
+        )
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}/{}</td></tr>",
+            ((_job_link(pk), func, status, n, most) for pk, func, status, n, most in jobs),
+        )
+        return format_html(
+            '<table class="listing"><thead><tr><th>Job</th><th>Function</th><th>Status</th>'
+            "<th>Attempts</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
+
+class ProgressColumn(Column):
+    def get_value(self, instance):
+        return progress_bar(instance.done, instance.total)
+
+
+class BatchPermissionPolicy(JobPermissionPolicy):
+    """A batch is seen by whoever may see jobs (``view_job`` or ``change_job``);
+    nobody adds, edits or deletes one here."""
+
+    READ_ONLY = {"add", "change", "delete"}
+
+
+class BatchViewSet(SnippetViewSet):
+    model = Batch
+    icon = "list-ul"
+    menu_label = _("Job batches")
+    menu_name = "pgjobs_batches"
+    menu_order = 901
+    add_to_admin_menu = True
+    url_prefix = "pgjobs/batches"
+    url_namespace = "pgjobs_batches"
+    inspect_view_class = BatchInspectView
+    inspect_view_enabled = True
+    copy_view_enabled = False
+    list_display = [
+        "__str__",
+        ProgressColumn("progress", label=_("Progress")),
+        "succeeded",
+        "failed",
+        "cancelled",
+        "created_at",
+        "finished_at",
+    ]
+    search_fields = ["description"]
+    search_backend_name = None
+    ordering = ["-id"]
+    list_per_page = 50
+    inspect_view_fields = [
+        "id",
+        "description",
+        "progress",
+        "total",
+        "pending",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "created_at",
+        "finished_at",
+        "on_finish_id",
+        "on_success_id",
+        "jobs",
     ]
 
     def get_urlpatterns(self):
@@ -292,6 +559,9 @@ def viewing_jobs_required(view):
 job_permission_policy = JobPermissionPolicy(Job)
 register_permission_policy(Job, job_permission_policy)
 register_snippet(JobViewSet)
+# Job's permissions: batches are seen by those who see jobs.
+register_permission_policy(Batch, BatchPermissionPolicy(Job))
+register_snippet(BatchViewSet)
 
 
 class JobsBulkActionMixin:
@@ -386,6 +656,32 @@ class DeleteJobsBulkAction(JobsBulkActionMixin, DeleteBulkAction):
 
     def user_may_act(self, user):
         return job_permission_policy.user_has_permission(user, "delete")
+
+
+# -- the Queues page (``queues.py``) ---------------------------------------------------
+
+
+@hooks.register("register_admin_urls")
+def register_queue_urls():
+    from django.urls import path
+
+    from .queues import queues_view
+
+    return [path("pgjobs/queues/", queues_view, name="pgjobs_queues")]
+
+
+class QueuesMenuItem(MenuItem):
+    def is_shown(self, request):
+        from .queues import may_view
+
+        return may_view(request.user)
+
+
+@hooks.register("register_admin_menu_item")
+def register_queues_menu_item():
+    from django.urls import reverse
+
+    return QueuesMenuItem(_("Queues"), reverse("pgjobs_queues"), icon_name="cogs", order=901)
 
 
 # -- page bulk actions in the background (bulk.py) ---------------------------------------

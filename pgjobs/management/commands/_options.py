@@ -1,6 +1,7 @@
 """Argument parsing and logging set-up shared by ``pgjobs_worker`` and ``pgjobs_drain``
 (the worker itself comes from ``pgjobs.worker.build_worker``)."""
 
+import argparse
 import logging
 import sys
 
@@ -66,6 +67,30 @@ def add_worker_arguments(parser):
         "not wait for the database; the worker holds only about two round trips' worth "
         f"of work (default {DEFAULT_PREFETCH}; 0 claims only for free slots).",
     )
+    parser.add_argument(
+        "--hostname",
+        type=hostname_argument,
+        default=None,
+        metavar="NAME",
+        help="The host name this worker reports (pgjobs_status, the admin, its worker id). "
+        "Default: the machine's; set it where containers share one.",
+    )
+
+
+def hostname_argument(value):
+    """``--hostname``: printable, no colon (worker ids are host:pid:random), at most 60."""
+    if (
+        not value
+        or len(value) > 60
+        or ":" in value
+        or not value.isprintable()
+        or value != value.strip()
+    ):
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a host name: give 1 to 60 printable characters, no colon "
+            "and no surrounding spaces, like 'web-3'"
+        )
+    return value
 
 
 def worker_from_options(options, **kwargs):
@@ -75,6 +100,7 @@ def worker_from_options(options, **kwargs):
             queues=options["queues"],
             concurrency=options["concurrency"],
             prefetch=options["prefetch"],
+            hostname=options["hostname"],
             **kwargs,
         )
     except (ImproperlyConfigured, ValueError) as exc:

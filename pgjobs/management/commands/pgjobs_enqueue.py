@@ -4,6 +4,7 @@ Jobs are signed with the site's ``SECRET_KEY`` when enqueued, so a row written
 by hand is refused by workers; this command is the way in from outside Python.
 """
 
+import argparse
 import json
 import math
 from datetime import timedelta
@@ -37,6 +38,14 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=None, help="Seconds per attempt.")
         parser.add_argument("--unique-key", default=None)
         parser.add_argument(
+            "--atomic",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="Run the job in a transaction that also records its success (its database "
+            "writes happen once); --no-atomic for a function marked @atomic_job. Default: "
+            "as the function is marked.",
+        )
+        parser.add_argument(
             "--delay", type=float, default=None, metavar="S", help="Run no sooner than S seconds."
         )
 
@@ -49,6 +58,7 @@ class Command(BaseCommand):
             "max_attempts": options["max_attempts"],
             "timeout": options["timeout"],
             "unique_key": options["unique_key"],
+            "atomic": options["atomic"],
         }
         try:
             if options["delay"] is not None:

@@ -1,4 +1,5 @@
--- ARGV: prefix, result ttl µs, job ids... Returns {cancelled, asked to stop}.
+-- ARGV: prefix, result ttl µs, job ids... Ready and waiting jobs are cancelled,
+-- running ones asked to stop. Returns {cancelled, asked to stop}.
 local now = now_us()
 local ttl_us = tonumber(ARGV[2])
 local cancelled, asked = 0, 0
@@ -6,7 +7,7 @@ for j = 3, #ARGV do
   local id = ARGV[j]
   local key = P .. ':job:' .. id
   local f = redis.call('HMGET', key, 'status', 'queue', 'run_at', 'unique_key', 'cancel')
-  if f[1] == 'ready' then
+  if f[1] == 'ready' or f[1] == 'waiting' then
     redis.call('ZREM', P .. ':ready:' .. f[2], member(tonumber(f[3]), tonumber(id)))
     redis.call('ZREM', P .. ':scheduled:' .. f[2], id)
     release_unique(f[4], id)

@@ -32,22 +32,162 @@ local function release_unique(key, id)
     if redis.call('GET', k) == tostring(id) then redis.call('DEL', k) end
   end
 end
--- A job ends: status, finish time, its place in the done index, its time to live.
+-- Batches and chains. A job that ends settles what waits on it (settle): its
+-- batch counts it, and the last of the batch releases the callbacks; the jobs
+-- chained after it follow it. The texts are records.previous_failed_error's and
+-- records.BATCH_FAILED_MESSAGE (tests/test_batches.py holds them equal).
+local DEPENDENCY_TYPE = 'pgjobs.exceptions.DependencyFailed'
+local BATCH_FAILED = 'batch %s finished with %s failed and %s cancelled job(s); on_success runs only when every job succeeded'
+local function dependency_error(message)
+  return cjson.encode({type = DEPENDENCY_TYPE, message = message, traceback = message})
+end
+local finalize  -- defined below: ending a job may end the jobs waiting on it
+-- A waiting job (a callback, a chained job) becomes ready, once.
+local function release(id, now, previous_result)
+  local key = P .. ':job:' .. id
+  local f = redis.call('HMGET', key, 'status', 'queue', 'priority', 'run_at')
+  if f[1] ~= 'waiting' then return end
+  local run_at = math.max(tonumber(f[4]), now)
+  redis.call('HSET', key, 'status', 'ready', 'run_at', run_at)
+  if previous_result then redis.call('HSET', key, 'previous_result', previous_result) end
+  make_ready(tonumber(id), f[2], tonumber(f[3]), run_at, now)
+end
+-- A waiting job is cancelled, with why.
+local function cancel_waiting(id, message, now, ttl_us)
+  local key = P .. ':job:' .. id
+  local f = redis.call('HMGET', key, 'status', 'queue', 'unique_key')
+  if f[1] ~= 'waiting' then return end
+  redis.call('HSET', key, 'error', dependency_error(message))
+  release_unique(f[3], id)
+  finalize(id, f[2], 'cancelled', now, ttl_us)
+end
+local function settle(id, status, now, ttl_us, result)
+  local key = P .. ':job:' .. id
+  local batch_id = redis.call('HGET', key, 'batch_id')
+  local bkey = P .. ':batch:' .. (batch_id or '')
+  if batch_id and batch_id ~= '' and redis.call('EXISTS', bkey) == 1 then
+    redis.call('HINCRBY', bkey, status, 1)
+    if redis.call('HINCRBY', bkey, 'pending', -1) == 0 then
+      redis.call('HSET', bkey, 'finished_at', now)
+      if ttl_us > 0 then  -- a finished batch's record expires as its jobs do
+        redis.call('PEXPIRE', bkey, math.floor(ttl_us / 1000))
+        redis.call('PEXPIRE', bkey .. ':jobs', math.floor(ttl_us / 1000))
+      end
+      local b = redis.call('HMGET', bkey, 'on_finish_id', 'on_success_id', 'failed', 'cancelled')
+      if b[1] and b[1] ~= '' then release(b[1], now, nil) end
+      if b[2] and b[2] ~= '' then
+        if tonumber(b[3]) == 0 and tonumber(b[4]) == 0 then
+          release(b[2], now, nil)
+        else
+          cancel_waiting(b[2], string.format(BATCH_FAILED, batch_id, b[3], b[4]), now, ttl_us)
+        end
+      end
+    end
+  end
+  local after = P .. ':after:' .. id
+  local waiting = redis.call('SMEMBERS', after)
+  if #waiting > 0 then
+    redis.call('DEL', after)
+    if status == 'succeeded' and result == nil then result = redis.call('HGET', key, 'result') end
+    for _, w in ipairs(waiting) do
+      if status == 'succeeded' then
+        release(w, now, result or '')
+      else
+        cancel_waiting(w, 'cancelled: job ' .. id .. ', which this job runs after, ' .. status,
+          now, ttl_us)
+      end
+    end
+  end
+end
+-- A job ends: status, finish time, its place in the done index, its time to live;
+-- then what waits on it is settled.
 local trimmed = {}
-local function finalize(id, queue, status, now, ttl_us)
+-- first_attempt: the job has no attempts kept (P:attempts:<id>) to expire with it.
+finalize = function(id, queue, status, now, ttl_us, first_attempt)
   local key = P .. ':job:' .. id
   redis.call('HSET', key, 'status', status, 'finished_at', now, 'lease', '', 'cancel', '0')
   local done = P .. ':done:' .. queue .. ':' .. status
   redis.call('ZADD', done, now, id)
   if ttl_us > 0 then
     redis.call('PEXPIRE', key, math.floor(ttl_us / 1000))
+    if not first_attempt then
+      redis.call('PEXPIRE', P .. ':attempts:' .. id, math.floor(ttl_us / 1000))
+    end
     if not trimmed[done] then  -- entries whose job expired: once per script
       trimmed[done] = true
       redis.call('ZREMRANGEBYSCORE', done, '-inf', now - ttl_us)
     end
   end
+  settle(id, status, now, ttl_us, nil)
 end
 local function mine(id, worker_id)
   local f = redis.call('HMGET', P .. ':job:' .. id, 'status', 'worker_id')
   return f[1] == 'running' and f[2] == worker_id
+end
+-- History and figures (pgjobs/stats.py). An attempt that did not succeed is kept
+-- in the job's list P:attempts:<id>, one JSON array per attempt (number, started
+-- µs, finished µs, worker id, outcome, error), deleted or expired with the job.
+-- Figures go to one hash per minute, P:figures:<minute µs>, field
+-- "<queue>\31<metric>\31<bucket>" (a count) or "<queue>\31<metric>\31sum" (seconds),
+-- expiring after stats.KEEP. EDGES and FIGURES_KEEP_MS are stats.EDGES and
+-- stats.KEEP (tests/test_stats.py checks that they agree).
+local EDGES = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600}
+local FIGURES_KEEP_MS = 172800000
+local function attempts_key(id)
+  return P .. ':attempts:' .. id
+end
+local function figures_key(minute_us)
+  return P .. ':figures:' .. int(minute_us)
+end
+local function bucket_of(seconds)
+  local b = 0
+  for _, edge in ipairs(EDGES) do
+    if seconds >= edge then b = b + 1 else break end
+  end
+  return b
+end
+-- Counted in this table as the script goes, written once at its end (flush_figures).
+local figures = {}
+local function add_figure(field, n)
+  figures[field] = (figures[field] or 0) + n
+end
+-- An attempt of a job in `queue` due at run_at and started at started_at (µs,
+-- strings or numbers; nil or '' when unknown) ended now with `outcome`.
+local function count_attempt(queue, outcome, run_at, started_at, now)
+  local prefix = queue .. '\31'
+  add_figure(prefix .. outcome .. '\31' .. '0', 1)
+  local started = tonumber(started_at)
+  if not started then return end
+  local due = tonumber(run_at)
+  if due then
+    local wait = (started - due) / 1000000
+    add_figure(prefix .. 'wait\31' .. bucket_of(wait), 1)
+    add_figure(prefix .. 'wait\31sum', wait)
+  end
+  local run = (now - started) / 1000000
+  add_figure(prefix .. 'run\31' .. bucket_of(run), 1)
+  add_figure(prefix .. 'run\31sum', run)
+end
+local function flush_figures(now)
+  local key = figures_key(now - now % 60000000)
+  local any = false
+  for field, n in pairs(figures) do
+    any = true
+    if string.sub(field, -4) == '\31sum' then
+      redis.call('HINCRBYFLOAT', key, field, n)
+    else
+      redis.call('HINCRBY', key, field, n)
+    end
+  end
+  if any then redis.call('PEXPIRE', key, FIGURES_KEEP_MS + 60000) end
+  figures = {}
+end
+-- Keep the job's current attempt, which ended now with `outcome` and `error`
+-- (JSON text), and count it.
+local function keep_attempt(id, queue, attempt, run_at, started_at, worker_id, outcome, error, now)
+  local started = tonumber(started_at)
+  redis.call('RPUSH', attempts_key(id), string.format('[%d,%s,%d,%s,%s,%s]',
+    tonumber(attempt) or 0, started and int(started) or 'null', now,
+    cjson.encode(worker_id or ''), cjson.encode(outcome), error ~= '' and error or 'null'))
+  count_attempt(queue, outcome, run_at, started_at, now)
 end

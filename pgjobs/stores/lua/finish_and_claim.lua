@@ -15,19 +15,24 @@ local i = 7
 for _ = 1, n_results do
   local id = ARGV[i]
   local key = P .. ':job:' .. id
-  local f = redis.call('HMGET', key, 'status', 'worker_id', 'queue', 'unique_key')
+  local f = redis.call('HMGET', key, 'status', 'worker_id', 'queue', 'unique_key', 'run_at',
+    'started_at', 'attempts')
   if f[1] == 'running' and f[2] == worker_id then
     redis.call('ZREM', P .. ':running', id)
     release_unique(f[4], id)
+    count_attempt(f[3], 'succeeded', f[5], f[6], now)
     if ttl_us < 0 then
+      settle(id, 'succeeded', now, 0, ARGV[i + 1])
       redis.call('DEL', key)
+      if f[7] ~= '1' then redis.call('DEL', attempts_key(id)) end
     else
       redis.call('HSET', key, 'result', ARGV[i + 1])
-      finalize(id, f[3], 'succeeded', now, ttl_us)
+      finalize(id, f[3], 'succeeded', now, ttl_us, f[7] == '1')
     end
   end
   i = i + 2
 end
+if n_results > 0 then flush_figures(now) end
 if limit <= 0 then return '[]' end
 
 local queues = {}

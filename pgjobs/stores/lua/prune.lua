@@ -12,7 +12,9 @@ for _, q in ipairs(redis.call('SMEMBERS', P .. ':queues')) do
       local ids = redis.call('ZRANGEBYSCORE', done, '-inf', cutoff, 'LIMIT', 0, batch)
       for _, id in ipairs(ids) do
         local key = P .. ':job:' .. id
-        if redis.call('HGET', key, 'status') == ARGV[j] then redis.call('DEL', key) end
+        if redis.call('HGET', key, 'status') == ARGV[j] then
+          redis.call('DEL', key, attempts_key(id))
+        end
         redis.call('ZREM', done, id)
       end
       n = n + #ids

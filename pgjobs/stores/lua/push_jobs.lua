@@ -1,13 +1,23 @@
--- push_jobs(i, now) writes the jobs whose fields start at ARGV[i], 12 per job:
+-- push_jobs(i, now) writes the jobs whose fields start at ARGV[i], 13 per job:
 -- id ('' = allocate), func, args, kwargs, queue, priority, run_at µs ('' = now),
 -- max_attempts, timeout, unique_key, signature, unique ('1': keep out a second
--- active job with the key). Returns per job [id, existing ("1": the holder of
--- its unique key, not written), run_at, created_at], numbers as strings
--- (cjson would round µs timestamps).
+-- active job with the key), after (the id of the job it runs after, or '').
+-- Returns per job [id, existing ("1": the holder of its unique key, not
+-- written), run_at, created_at, status], numbers as strings (cjson would round
+-- µs timestamps). A job after one that has not finished is stored 'waiting'
+-- (and listed in P:after:<that id>); after one that succeeded, ready with its
+-- result; after one that failed or was cancelled, cancelled.
 -- Refuse every job before writing any (a script that fails half way keeps
 -- what it wrote): the checks the database stores' constraints make.
 local function check_jobs(i)
+  local given = {}  -- ids of this push: a job may run after one written before it here
+  for j = i, #ARGV, 13 do given[ARGV[j]] = true end
   while i <= #ARGV do
+    local after = ARGV[i + 12]
+    if after ~= '' and not given[after]
+        and redis.call('EXISTS', P .. ':job:' .. after) == 0 then
+      return redis.error_reply('pgjobs: no job ' .. after .. ' to run after')
+    end
     local priority = tonumber(ARGV[i + 5])
     if not priority or priority ~= math.floor(priority) or priority < -100 or priority > 100 then
       return redis.error_reply('pgjobs: priority out of range: ' .. ARGV[i + 5])
@@ -16,7 +26,7 @@ local function check_jobs(i)
     if not max_attempts or max_attempts < 1 then
       return redis.error_reply('pgjobs: max_attempts must be >= 1: ' .. ARGV[i + 7])
     end
-    i = i + 12
+    i = i + 13
   end
   return nil
 end
@@ -33,7 +43,7 @@ local function push_jobs(i, now)
       end
     end
     if holder then
-      out[#out + 1] = {holder, '1', '0', '0'}
+      out[#out + 1] = {holder, '1', '0', '0', ''}
     else
       local id = tonumber(ARGV[i])
       if not id then id = redis.call('INCR', P .. ':seq') end
@@ -47,11 +57,35 @@ local function push_jobs(i, now)
         'timeout', ARGV[i + 8], 'unique_key', uk, 'signature', ARGV[i + 10],
         'status', 'ready', 'attempts', 0, 'created_at', now, 'cancel', '0')
       redis.call('SADD', P .. ':queues', queue)
-      make_ready(id, queue, priority, run_at, now)
       if uk ~= '' then redis.call('SET', P .. ':unique:' .. uk, id) end
-      out[#out + 1] = {int(id), '0', int(run_at), int(now)}
+      local status = 'ready'
+      local after = ARGV[i + 12]
+      local previous = {}
+      if after ~= '' then
+        redis.call('HSET', P .. ':job:' .. id, 'after', after)
+        previous = redis.call('HMGET', P .. ':job:' .. after, 'status', 'result')
+        if previous[1] == 'succeeded' then
+          redis.call('HSET', P .. ':job:' .. id, 'previous_result', previous[2] or '')
+        elseif previous[1] == 'failed' or previous[1] == 'cancelled' then
+          status = 'cancelled'
+        else
+          status = 'waiting'
+        end
+      end
+      if status == 'ready' then
+        make_ready(id, queue, priority, run_at, now)
+      elseif status == 'waiting' then
+        redis.call('HSET', P .. ':job:' .. id, 'status', 'waiting')
+        redis.call('SADD', P .. ':after:' .. after, id)
+      else
+        redis.call('HSET', P .. ':job:' .. id, 'error', dependency_error(
+          'cancelled: job ' .. after .. ', which this job runs after, ' .. previous[1]))
+        release_unique(uk, id)
+        finalize(id, queue, 'cancelled', now, 0)
+      end
+      out[#out + 1] = {int(id), '0', int(run_at), int(now), status}
     end
-    i = i + 12
+    i = i + 13
   end
   return out
 end

@@ -17,8 +17,18 @@ for j = 2, #ARGV do
     end
   end
   if (f[1] == 'failed' or f[1] == 'cancelled') and not taken then
+    local batch_id = redis.call('HGET', key, 'batch_id')
+    local bkey = P .. ':batch:' .. (batch_id or '')
+    if batch_id and batch_id ~= '' and redis.call('EXISTS', bkey) == 1 then
+      -- pending again (the record kept until then); released callbacks stay so
+      redis.call('PERSIST', bkey)
+      redis.call('PERSIST', bkey .. ':jobs')
+      redis.call('HINCRBY', P .. ':batch:' .. batch_id, f[1], -1)
+      redis.call('HINCRBY', P .. ':batch:' .. batch_id, 'pending', 1)
+    end
     redis.call('ZREM', P .. ':done:' .. f[2] .. ':' .. f[1], id)
     redis.call('PERSIST', key)
+    redis.call('DEL', attempts_key(id))  -- the job starts afresh, its attempts from 0
     redis.call('HSET', key, 'status', 'ready', 'attempts', 0, 'run_at', now, 'started_at', '',
       'finished_at', '', 'worker_id', '', 'result', '', 'cancel', '0', 'lease', '')
     if unique then redis.call('SET', unique, id) end

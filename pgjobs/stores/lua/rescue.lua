@@ -18,7 +18,7 @@ for _, id in ipairs(expired) do
   local key = P .. ':job:' .. id
   redis.call('ZREM', P .. ':running', id)
   local f = redis.call('HMGET', key, 'status', 'cancel', 'attempts', 'max_attempts', 'queue',
-    'priority', 'run_at', 'unique_key', 'worker_id')
+    'priority', 'run_at', 'unique_key', 'worker_id', 'started_at')
   if f[1] == 'running' then
     n = n + 1
     local status = 'ready'
@@ -33,6 +33,8 @@ for _, id in ipairs(expired) do
       message = lost.message,
       traceback = string.format(lost.traceback, worker, f[3], f[4], lost.outcomes[status]),
     })
+    keep_attempt(id, f[5], f[3], f[7], f[10], f[9], status == 'ready' and 'retried' or status,
+      error, now)
     redis.call('HSET', key, 'error', error, 'worker_id', '', 'lease', '')
     if status ~= 'ready' then
       release_unique(f[8], id)
@@ -44,4 +46,5 @@ for _, id in ipairs(expired) do
     end
   end
 end
+flush_figures(now)
 return {n, ended}

@@ -5,8 +5,12 @@ local id = ARGV[3]
 if not mine(id, ARGV[2]) then return 0 end
 local now = now_us()
 local key = P .. ':job:' .. id
-local f = redis.call('HMGET', key, 'queue', 'priority', 'cancel', 'unique_key')
+local f = redis.call('HMGET', key, 'queue', 'priority', 'cancel', 'unique_key', 'attempts',
+  'run_at', 'started_at', 'worker_id')
 redis.call('ZREM', P .. ':running', id)
+keep_attempt(id, f[1], f[5], f[6], f[7], f[8], f[3] == '1' and 'cancelled' or 'retried', ARGV[4],
+  now)
+flush_figures(now)
 if f[3] == '1' then
   redis.call('HSET', key, 'error', ARGV[4], 'worker_id', '')
   release_unique(f[4], id)

@@ -11,12 +11,13 @@
 
 -- name: insert
 INSERT INTO {job} (func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
-                   unique_key, signature, created_at);
+                   unique_key, signature, created_at, batch_id);
 
 -- name: insert_row
--- One job's values, repeated for each job of a batch; run_at is the job's, else now.
+-- One job's values, repeated for each job of a multi-row insert; run_at is the
+-- job's, else now; batch_id NULL but for a batch's jobs.
 (%s, %s, %s, %s, %s, COALESCE(%s, %s, UTC_TIMESTAMP(6)), %s, %s, %s, %s,
- COALESCE(%s, UTC_TIMESTAMP(6)));
+ COALESCE(%s, UTC_TIMESTAMP(6)), %s);
 
 -- name: returning_info
 -- MariaDB >= 10.5: the inserted rows back, as INFO_FIELDS (pgjobs/stores/orm.py).
@@ -45,7 +46,8 @@ ROLLBACK;
 -- Lock up to N due rows in claim order, skipping rows other workers hold. The
 -- rows are read here, locked, so the UPDATE that follows (claim_mark) need not
 -- return them. every_queue true: any queue (queues is then a placeholder list).
-SELECT id, func, args, kwargs, queue, priority, run_at, attempts, max_attempts, timeout, signature
+SELECT id, func, args, kwargs, queue, priority, run_at, attempts, max_attempts, timeout, signature,
+       atomic
 FROM {job}
 WHERE status = 'ready' AND run_at <= COALESCE(%(now)s, UTC_TIMESTAMP(6))
   AND (%(every_queue)s OR queue IN %(queues)s)
@@ -60,18 +62,31 @@ SET status = 'running', attempts = attempts + 1, started_at = COALESCE(%(now)s, 
     lease_expires_at = COALESCE(%(now)s, UTC_TIMESTAMP(6)) + INTERVAL %(lease)s MICROSECOND
 WHERE id IN %(ids)s;
 
+-- name: finishing
+-- The jobs a finish is about to record that a batch counts or jobs are chained
+-- after, locked: exactly those the finish then updates.
+SELECT id, batch_id, has_dependents FROM {job}
+WHERE id IN %(ids)s AND status = 'running' AND worker_id = %(worker_id)s
+  AND (batch_id IS NOT NULL OR has_dependents)
+FOR UPDATE;
+
 -- name: finish
+-- plain_only: only jobs that neither a batch counts nor jobs are chained after
+-- (a finish outside a transaction records those alone, then the rest with
+-- finishing and the settling that follows, in a transaction).
 -- One statement for every success of a batch: results is one JSON object, job
 -- id -> the result's JSON text. The guard keeps a job whose lease was lost from
 -- completing twice.
 UPDATE {job}
 SET status = 'succeeded', result = JSON_UNQUOTE(JSON_EXTRACT(%(results)s, CONCAT('$."', id, '"'))),
     finished_at = COALESCE(%(now)s, UTC_TIMESTAMP(6)), lease_expires_at = NULL
-WHERE id IN %(ids)s AND status = 'running' AND worker_id = %(worker_id)s;
+WHERE id IN %(ids)s AND status = 'running' AND worker_id = %(worker_id)s
+  AND (NOT %(plain_only)s OR (batch_id IS NULL AND NOT has_dependents));
 
 -- name: finish_delete
 -- finish with KEEP_SUCCEEDED False: succeeded jobs are deleted instead.
-DELETE FROM {job} WHERE id IN %(ids)s AND status = 'running' AND worker_id = %(worker_id)s;
+DELETE FROM {job} WHERE id IN %(ids)s AND status = 'running' AND worker_id = %(worker_id)s
+  AND (NOT %(plain_only)s OR (batch_id IS NULL AND NOT has_dependents));
 
 -- name: seconds_until_due
 SELECT TIMESTAMPDIFF(MICROSECOND, COALESCE(%(now)s, UTC_TIMESTAMP(6)), MIN(run_at))
@@ -93,3 +108,17 @@ FOR UPDATE SKIP LOCKED;
 
 -- name: prune_delete
 DELETE FROM {job} WHERE id IN %(ids)s;
+
+-- name: claim_lock_steered
+-- claim_lock when some queues are paused or limited (pgjobs/queue_control.py),
+-- run inside the transaction that holds the limited queues' rows: never from
+-- the queues in excluded (("",) for none: no queue has an empty name).
+SELECT id, func, args, kwargs, queue, priority, run_at, attempts, max_attempts, timeout, signature,
+       atomic
+FROM {job}
+WHERE status = 'ready' AND run_at <= COALESCE(%(now)s, UTC_TIMESTAMP(6))
+  AND (%(every_queue)s OR queue IN %(queues)s)
+  AND queue NOT IN %(excluded)s
+ORDER BY priority DESC, run_at, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;

@@ -56,6 +56,24 @@ WITH job AS (
 )
 SELECT job.*, (SELECT count(*) FROM woken) FROM job ORDER BY job.id;
 
+-- name: enqueue_members
+-- A batch's jobs in one statement, as enqueue_many, each carrying the batch's id.
+WITH job AS (
+    INSERT INTO {job} (func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
+                       unique_key, signature, batch_id)
+    SELECT f, a::jsonb, k::jsonb, q, p, COALESCE(r, statement_timestamp()), m, t, u, s, %s
+    FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::smallint[],
+                %s::timestamptz[], %s::int[], %s::float8[], %s::text[], %s::text[])
+         WITH ORDINALITY AS v(f, a, k, q, p, r, m, t, u, s, n)
+    ORDER BY n
+    RETURNING id, func, queue, status, priority, run_at, attempts, max_attempts, created_at,
+              started_at, finished_at, result, error, worker_id
+), woken AS (
+    SELECT pg_notify(%s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
+    FROM job WHERE run_at <= statement_timestamp() GROUP BY queue
+)
+SELECT job.*, (SELECT count(*) FROM woken) FROM job ORDER BY job.id;
+
 -- name: serial_sequence
 -- The sequence of the table's id, found once per store: looking it up per row
 -- would cost ten times the nextval itself. Parameter: the quoted table name.
@@ -91,16 +109,118 @@ SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q;
 -- and results as NULL when every result is None (unnest pads it with NULLs): a
 -- no-op job then costs no per-element dumping in Python. The guard keeps a job
 -- whose lease was lost from completing twice.
-UPDATE {job} AS j
-SET status = 'succeeded', result = v.result::jsonb, finished_at = now(), lease_expires_at = NULL
-FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
-WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s;
+WITH finished AS (
+    UPDATE {job} AS j
+    SET status = 'succeeded', result = v.result::jsonb, finished_at = now(), lease_expires_at = NULL
+    FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
+    WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
+    RETURNING j.id, j.batch_id, j.has_dependents, j.result
+), locked AS (
+    -- The batches' rows, locked in id order, as every store locks them: two
+    -- workers finishing jobs of the same batches never wait on each other in turn.
+    SELECT b.id FROM {batch} AS b
+    WHERE b.id IN (SELECT batch_id FROM finished WHERE batch_id IS NOT NULL)
+    ORDER BY b.id
+    FOR UPDATE
+), counted AS (
+    -- Each batch counts its jobs that just succeeded, under its row's lock (a
+    -- concurrent finisher waits, then counts on from the row it committed).
+    UPDATE {batch} AS b
+    SET pending = b.pending - f.n, succeeded = b.succeeded + f.n,
+        finished_at = CASE WHEN b.pending = f.n THEN now() ELSE b.finished_at END
+    FROM (SELECT batch_id, count(*)::int AS n FROM finished
+          WHERE batch_id IS NOT NULL GROUP BY batch_id) AS f
+    WHERE b.id = f.batch_id AND b.id IN (SELECT id FROM locked)
+    RETURNING b.id, b.pending, b.failed, b.cancelled, b.on_finish_id, b.on_success_id
+), released AS (
+    -- The statement that brings a batch to zero releases its callbacks: each
+    -- leaves 'waiting' once. on_success when every job succeeded, else cancelled.
+    UPDATE {job} AS j
+    SET status = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
+                      THEN 'ready' ELSE 'cancelled' END,
+        run_at = GREATEST(j.run_at, now()),
+        finished_at = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
+                           THEN NULL ELSE now() END,
+        error = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
+                     THEN NULL
+                     ELSE jsonb_build_object(
+                         'type', %(dependency_type)s::text,
+                         'message', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled),
+                         'traceback', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled))
+                END
+    FROM counted AS c
+    WHERE c.pending = 0 AND j.status = 'waiting' AND j.id IN (c.on_finish_id, c.on_success_id)
+    RETURNING j.id, j.queue, j.status
+), followed AS (
+    -- Jobs chained after the ones that just succeeded: ready, with the result.
+    UPDATE {job} AS j
+    SET status = 'ready', run_at = GREATEST(j.run_at, now()), previous_result = f.result
+    FROM finished AS f
+    WHERE f.has_dependents AND j.after_id = f.id AND j.status = 'waiting'
+    RETURNING j.id, j.queue, j.status
+), woken AS (
+    SELECT pg_notify(%(channel)s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
+    FROM (SELECT * FROM released UNION ALL SELECT * FROM followed) AS r
+    WHERE status = 'ready' GROUP BY queue
+)
+SELECT count(*) FROM woken;
 
 -- name: finish_delete
 -- finish with KEEP_SUCCEEDED False: succeeded jobs are deleted instead.
-DELETE FROM {job} AS j
-USING unnest(%(ids)s::bigint[]) AS v(id)
-WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s;
+WITH finished AS (
+    DELETE FROM {job} AS j
+    USING unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
+    WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
+    RETURNING j.id, j.batch_id, j.has_dependents, v.result::jsonb AS result
+), locked AS (
+    -- The batches' rows, locked in id order, as every store locks them: two
+    -- workers finishing jobs of the same batches never wait on each other in turn.
+    SELECT b.id FROM {batch} AS b
+    WHERE b.id IN (SELECT batch_id FROM finished WHERE batch_id IS NOT NULL)
+    ORDER BY b.id
+    FOR UPDATE
+), counted AS (
+    -- Each batch counts its jobs that just succeeded, under its row's lock (a
+    -- concurrent finisher waits, then counts on from the row it committed).
+    UPDATE {batch} AS b
+    SET pending = b.pending - f.n, succeeded = b.succeeded + f.n,
+        finished_at = CASE WHEN b.pending = f.n THEN now() ELSE b.finished_at END
+    FROM (SELECT batch_id, count(*)::int AS n FROM finished
+          WHERE batch_id IS NOT NULL GROUP BY batch_id) AS f
+    WHERE b.id = f.batch_id AND b.id IN (SELECT id FROM locked)
+    RETURNING b.id, b.pending, b.failed, b.cancelled, b.on_finish_id, b.on_success_id
+), released AS (
+    -- The statement that brings a batch to zero releases its callbacks: each
+    -- leaves 'waiting' once. on_success when every job succeeded, else cancelled.
+    UPDATE {job} AS j
+    SET status = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
+                      THEN 'ready' ELSE 'cancelled' END,
+        run_at = GREATEST(j.run_at, now()),
+        finished_at = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
+                           THEN NULL ELSE now() END,
+        error = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
+                     THEN NULL
+                     ELSE jsonb_build_object(
+                         'type', %(dependency_type)s::text,
+                         'message', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled),
+                         'traceback', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled))
+                END
+    FROM counted AS c
+    WHERE c.pending = 0 AND j.status = 'waiting' AND j.id IN (c.on_finish_id, c.on_success_id)
+    RETURNING j.id, j.queue, j.status
+), followed AS (
+    -- Jobs chained after the ones that just succeeded: ready, with the result.
+    UPDATE {job} AS j
+    SET status = 'ready', run_at = GREATEST(j.run_at, now()), previous_result = f.result
+    FROM finished AS f
+    WHERE f.has_dependents AND j.after_id = f.id AND j.status = 'waiting'
+    RETURNING j.id, j.queue, j.status
+), woken AS (
+    SELECT pg_notify(%(channel)s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
+    FROM (SELECT * FROM released UNION ALL SELECT * FROM followed) AS r
+    WHERE status = 'ready' GROUP BY queue
+)
+SELECT count(*) FROM woken;
 
 -- name: claim
 -- Lock up to N due rows in claim order, skipping rows other workers hold, and
@@ -123,9 +243,10 @@ WITH next AS MATERIALIZED (
         worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
     WHERE j.id = ANY(ARRAY(SELECT id FROM next))
     RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
-              j.attempts, j.max_attempts, j.timeout, j.signature
+              j.attempts, j.max_attempts, j.timeout, j.signature, j.atomic
 )
-SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature
+SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature,
+       atomic
 FROM claimed ORDER BY priority DESC, run_at, id;
 
 -- name: finish_and_claim
@@ -139,6 +260,54 @@ WITH finished AS (
         lease_expires_at = NULL
     FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
+    RETURNING j.id, j.batch_id, j.has_dependents, j.result
+), locked AS (
+    -- The batches' rows, locked in id order, as every store locks them: two
+    -- workers finishing jobs of the same batches never wait on each other in turn.
+    SELECT b.id FROM {batch} AS b
+    WHERE b.id IN (SELECT batch_id FROM finished WHERE batch_id IS NOT NULL)
+    ORDER BY b.id
+    FOR UPDATE
+), counted AS (
+    -- Each batch counts its jobs that just succeeded, under its row's lock (a
+    -- concurrent finisher waits, then counts on from the row it committed).
+    UPDATE {batch} AS b
+    SET pending = b.pending - f.n, succeeded = b.succeeded + f.n,
+        finished_at = CASE WHEN b.pending = f.n THEN now() ELSE b.finished_at END
+    FROM (SELECT batch_id, count(*)::int AS n FROM finished
+          WHERE batch_id IS NOT NULL GROUP BY batch_id) AS f
+    WHERE b.id = f.batch_id AND b.id IN (SELECT id FROM locked)
+    RETURNING b.id, b.pending, b.failed, b.cancelled, b.on_finish_id, b.on_success_id
+), released AS (
+    -- The statement that brings a batch to zero releases its callbacks: each
+    -- leaves 'waiting' once. on_success when every job succeeded, else cancelled.
+    UPDATE {job} AS j
+    SET status = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
+                      THEN 'ready' ELSE 'cancelled' END,
+        run_at = GREATEST(j.run_at, now()),
+        finished_at = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
+                           THEN NULL ELSE now() END,
+        error = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
+                     THEN NULL
+                     ELSE jsonb_build_object(
+                         'type', %(dependency_type)s::text,
+                         'message', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled),
+                         'traceback', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled))
+                END
+    FROM counted AS c
+    WHERE c.pending = 0 AND j.status = 'waiting' AND j.id IN (c.on_finish_id, c.on_success_id)
+    RETURNING j.id, j.queue, j.status
+), followed AS (
+    -- Jobs chained after the ones that just succeeded: ready, with the result.
+    UPDATE {job} AS j
+    SET status = 'ready', run_at = GREATEST(j.run_at, now()), previous_result = f.result
+    FROM finished AS f
+    WHERE f.has_dependents AND j.after_id = f.id AND j.status = 'waiting'
+    RETURNING j.id, j.queue, j.status
+), woken AS (
+    SELECT pg_notify(%(channel)s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
+    FROM (SELECT * FROM released UNION ALL SELECT * FROM followed) AS r
+    WHERE status = 'ready' GROUP BY queue
 ), next AS MATERIALIZED (
     SELECT id FROM {job}
     WHERE status = 'ready' AND run_at <= statement_timestamp()
@@ -152,17 +321,66 @@ WITH finished AS (
         worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
     WHERE j.id = ANY(ARRAY(SELECT id FROM next))
     RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
-              j.attempts, j.max_attempts, j.timeout, j.signature
+              j.attempts, j.max_attempts, j.timeout, j.signature, j.atomic
 )
-SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature
-FROM claimed ORDER BY priority DESC, run_at, id;
+SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature,
+       atomic
+FROM claimed WHERE (SELECT count(*) FROM woken) >= 0 ORDER BY priority DESC, run_at, id;
 
 -- name: delete_and_claim
 -- finish_delete, then claim, in one statement (KEEP_SUCCEEDED False).
-WITH deleted AS (
+WITH finished AS (
     DELETE FROM {job} AS j
-    USING unnest(%(ids)s::bigint[]) AS v(id)
+    USING unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
+    RETURNING j.id, j.batch_id, j.has_dependents, v.result::jsonb AS result
+), locked AS (
+    -- The batches' rows, locked in id order, as every store locks them: two
+    -- workers finishing jobs of the same batches never wait on each other in turn.
+    SELECT b.id FROM {batch} AS b
+    WHERE b.id IN (SELECT batch_id FROM finished WHERE batch_id IS NOT NULL)
+    ORDER BY b.id
+    FOR UPDATE
+), counted AS (
+    -- Each batch counts its jobs that just succeeded, under its row's lock (a
+    -- concurrent finisher waits, then counts on from the row it committed).
+    UPDATE {batch} AS b
+    SET pending = b.pending - f.n, succeeded = b.succeeded + f.n,
+        finished_at = CASE WHEN b.pending = f.n THEN now() ELSE b.finished_at END
+    FROM (SELECT batch_id, count(*)::int AS n FROM finished
+          WHERE batch_id IS NOT NULL GROUP BY batch_id) AS f
+    WHERE b.id = f.batch_id AND b.id IN (SELECT id FROM locked)
+    RETURNING b.id, b.pending, b.failed, b.cancelled, b.on_finish_id, b.on_success_id
+), released AS (
+    -- The statement that brings a batch to zero releases its callbacks: each
+    -- leaves 'waiting' once. on_success when every job succeeded, else cancelled.
+    UPDATE {job} AS j
+    SET status = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
+                      THEN 'ready' ELSE 'cancelled' END,
+        run_at = GREATEST(j.run_at, now()),
+        finished_at = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
+                           THEN NULL ELSE now() END,
+        error = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
+                     THEN NULL
+                     ELSE jsonb_build_object(
+                         'type', %(dependency_type)s::text,
+                         'message', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled),
+                         'traceback', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled))
+                END
+    FROM counted AS c
+    WHERE c.pending = 0 AND j.status = 'waiting' AND j.id IN (c.on_finish_id, c.on_success_id)
+    RETURNING j.id, j.queue, j.status
+), followed AS (
+    -- Jobs chained after the ones that just succeeded: ready, with the result.
+    UPDATE {job} AS j
+    SET status = 'ready', run_at = GREATEST(j.run_at, now()), previous_result = f.result
+    FROM finished AS f
+    WHERE f.has_dependents AND j.after_id = f.id AND j.status = 'waiting'
+    RETURNING j.id, j.queue, j.status
+), woken AS (
+    SELECT pg_notify(%(channel)s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
+    FROM (SELECT * FROM released UNION ALL SELECT * FROM followed) AS r
+    WHERE status = 'ready' GROUP BY queue
 ), next AS MATERIALIZED (
     SELECT id FROM {job}
     WHERE status = 'ready' AND run_at <= statement_timestamp()
@@ -176,10 +394,11 @@ WITH deleted AS (
         worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
     WHERE j.id = ANY(ARRAY(SELECT id FROM next))
     RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
-              j.attempts, j.max_attempts, j.timeout, j.signature
+              j.attempts, j.max_attempts, j.timeout, j.signature, j.atomic
 )
-SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature
-FROM claimed ORDER BY priority DESC, run_at, id;
+SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature,
+       atomic
+FROM claimed WHERE (SELECT count(*) FROM woken) >= 0 ORDER BY priority DESC, run_at, id;
 
 -- name: seconds_until_due
 -- NULL when there is no ready job (GREATEST would turn that NULL into 0: "due now").
@@ -226,3 +445,94 @@ WITH deleted AS (
     RETURNING 1
 )
 SELECT count(*) FROM deleted;
+
+-- name: backend_pid
+-- The server process answering: a pooler's clients were told another at start.
+SELECT pg_backend_pid();
+
+-- name: claim_steered
+-- The claim when some queues are paused or limited (pgjobs/queue_control.py),
+-- run inside the transaction that holds the limited queues' rows: as claim,
+-- but never from the queues in excluded.
+WITH next AS MATERIALIZED (
+    SELECT id FROM {job}
+    WHERE status = 'ready' AND run_at <= statement_timestamp()
+      AND (%(queues)s::text[] IS NULL OR queue = ANY(%(queues)s))
+      AND queue <> ALL(%(excluded)s::text[])
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE {job} AS j
+    SET status = 'running', attempts = j.attempts + 1, started_at = now(),
+        worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
+    WHERE j.id = ANY(ARRAY(SELECT id FROM next))
+    RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
+              j.attempts, j.max_attempts, j.timeout, j.signature, j.atomic
+)
+SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature,
+       atomic
+FROM claimed ORDER BY priority DESC, run_at, id;
+
+-- name: lock_queue
+-- A limited queue's row, locked until the claim from it commits: claims from
+-- the queue take turns, each seeing the jobs the one before it claimed. Sent in
+-- one pipeline with BEGIN, claim_limited and COMMIT: one round trip.
+SELECT 1 FROM {queue} WHERE queue = %(queue)s FOR UPDATE;
+
+-- name: claim_limited
+-- A claim from a limited queue whose row lock_queue holds (its own statement,
+-- so that this one's snapshot, taken after the lock, sees every job claimed
+-- before): queue_control.admit in SQL. The stored limits, else the setting's
+-- (parameters); at most concurrency running, at most rate starts in the window
+-- (a new one opens, by the database's clock, once period has passed since the
+-- last one opened); the window moved on by what was claimed.
+WITH ctl AS (
+    SELECT paused,
+           COALESCE(concurrency, %(concurrency)s::int) AS concurrency,
+           COALESCE(rate, %(rate)s::int) AS rate,
+           CASE WHEN rate IS NULL THEN %(period)s::float8 ELSE period END AS period,
+           window_start, window_count
+    FROM {queue} WHERE queue = %(queue)s
+), win AS (
+    SELECT paused, concurrency, rate,
+           rate IS NOT NULL AND (window_start IS NULL
+                                 OR EXTRACT(EPOCH FROM statement_timestamp()) >= window_start + period)
+               AS fresh,
+           window_start, window_count
+    FROM ctl
+), allowed AS (
+    SELECT rate,
+           CASE WHEN fresh THEN EXTRACT(EPOCH FROM statement_timestamp())::float8
+                ELSE window_start END AS start,
+           CASE WHEN fresh THEN 0 ELSE window_count END AS used,
+           CASE WHEN paused THEN 0 ELSE GREATEST(0, LEAST(
+               %(limit)s::int,
+               COALESCE(concurrency - (SELECT count(*) FROM {job}
+                                       WHERE queue = %(queue)s AND status = 'running'
+                                         AND lease_expires_at IS NOT NULL)::int, %(limit)s::int),
+               COALESCE(rate - CASE WHEN fresh THEN 0 ELSE window_count END, %(limit)s::int)
+           )) END AS n
+    FROM win
+), next AS MATERIALIZED (
+    SELECT id FROM {job}
+    WHERE status = 'ready' AND run_at <= statement_timestamp() AND queue = %(queue)s
+    ORDER BY priority DESC, run_at, id
+    LIMIT COALESCE((SELECT n FROM allowed), 0)
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE {job} AS j
+    SET status = 'running', attempts = j.attempts + 1, started_at = now(),
+        worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
+    WHERE j.id = ANY(ARRAY(SELECT id FROM next))
+    RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
+              j.attempts, j.max_attempts, j.timeout, j.signature, j.atomic
+), moved AS (
+    UPDATE {queue} AS c
+    SET window_start = a.start, window_count = a.used + (SELECT count(*) FROM claimed)
+    FROM allowed AS a
+    WHERE c.queue = %(queue)s AND a.rate IS NOT NULL
+)
+SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature,
+       atomic
+FROM claimed ORDER BY priority DESC, run_at, id;

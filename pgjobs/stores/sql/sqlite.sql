@@ -8,11 +8,12 @@
 
 -- name: insert
 INSERT INTO {job} (func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
-                   unique_key, signature, created_at);
+                   unique_key, signature, created_at, batch_id);
 
 -- name: insert_row
--- One job's values, repeated for each job of a batch; run_at is the job's, else now.
-(%s, %s, %s, %s, %s, COALESCE(%s, %s), %s, %s, %s, %s, %s);
+-- One job's values, repeated for each job of a multi-row insert; run_at is the
+-- job's, else now; batch_id NULL but for a batch's jobs.
+(%s, %s, %s, %s, %s, COALESCE(%s, %s), %s, %s, %s, %s, %s, %s);
 
 -- name: returning_info
 -- SQLite >= 3.35: the inserted rows back, as INFO_FIELDS (pgjobs/stores/orm.py).
@@ -49,7 +50,7 @@ WHERE id IN (
     LIMIT %(limit)s
 )
 RETURNING id, func, args, kwargs, queue, priority, CAST(run_at AS TEXT), attempts,
-          max_attempts, timeout, signature;
+          max_attempts, timeout, signature, atomic;
 
 -- name: due
 -- The claim without RETURNING (SQLite < 3.35): the due ids, then mark and claimed.
@@ -67,10 +68,21 @@ WHERE id IN (SELECT value FROM json_each(%(ids)s));
 
 -- name: claimed
 SELECT id, func, args, kwargs, queue, priority, CAST(run_at AS TEXT), attempts, max_attempts,
-       timeout, signature
+       timeout, signature, atomic
 FROM {job} WHERE id IN (SELECT value FROM json_each(%(ids)s));
 
+-- name: finishing
+-- The jobs a finish is about to record that a batch counts or jobs are chained
+-- after, read under the write lock: exactly those the finish then updates.
+SELECT id, batch_id, has_dependents FROM {job}
+WHERE id IN (SELECT CAST(key AS INTEGER) FROM json_each(%(results)s))
+  AND status = 'running' AND worker_id = %(worker_id)s
+  AND (batch_id IS NOT NULL OR has_dependents);
+
 -- name: finish
+-- plain_only: only jobs that neither a batch counts nor jobs are chained after
+-- (a finish outside a transaction records those alone, then the rest with
+-- finishing and the settling that follows, in a transaction).
 -- One statement for every success of a batch: results is one JSON object, job
 -- id -> the result's JSON text. The guard keeps a job whose lease was lost from
 -- completing twice.
@@ -78,13 +90,15 @@ UPDATE {job}
 SET status = 'succeeded', result = json_extract(%(results)s, '$."' || id || '"'),
     finished_at = %(now)s, lease_expires_at = NULL
 WHERE id IN (SELECT CAST(key AS INTEGER) FROM json_each(%(results)s))
-  AND status = 'running' AND worker_id = %(worker_id)s;
+  AND status = 'running' AND worker_id = %(worker_id)s
+  AND (NOT %(plain_only)s OR (batch_id IS NULL AND NOT has_dependents));
 
 -- name: finish_delete
 -- finish with KEEP_SUCCEEDED False: succeeded jobs are deleted instead.
 DELETE FROM {job}
 WHERE id IN (SELECT CAST(key AS INTEGER) FROM json_each(%(results)s))
-  AND status = 'running' AND worker_id = %(worker_id)s;
+  AND status = 'running' AND worker_id = %(worker_id)s
+  AND (NOT %(plain_only)s OR (batch_id IS NULL AND NOT has_dependents));
 
 -- name: next_run_at
 SELECT MIN(run_at) FROM {job}
@@ -106,3 +120,29 @@ DELETE FROM {job} WHERE id IN (
     ORDER BY status, finished_at
     LIMIT %(limit)s
 );
+
+-- name: claim_steered
+-- claim when some queues are paused or limited (pgjobs/queue_control.py), run
+-- inside the write transaction: never from the queues in excluded.
+UPDATE {job}
+SET status = 'running', attempts = attempts + 1, started_at = %(now)s,
+    worker_id = %(worker_id)s, lease_expires_at = %(lease_expires_at)s
+WHERE id IN (
+    SELECT id FROM {job}
+    WHERE status = 'ready' AND run_at <= %(now)s
+      AND (%(queues)s IS NULL OR queue IN (SELECT value FROM json_each(%(queues)s)))
+      AND queue NOT IN (SELECT value FROM json_each(%(excluded)s))
+    ORDER BY priority DESC, run_at, id
+    LIMIT %(limit)s
+)
+RETURNING id, func, args, kwargs, queue, priority, CAST(run_at AS TEXT), attempts,
+          max_attempts, timeout, signature, atomic;
+
+-- name: due_steered
+-- claim_steered without RETURNING (SQLite < 3.35): the due ids, then mark and claimed.
+SELECT id FROM {job}
+WHERE status = 'ready' AND run_at <= %(now)s
+  AND (%(queues)s IS NULL OR queue IN (SELECT value FROM json_each(%(queues)s)))
+  AND queue NOT IN (SELECT value FROM json_each(%(excluded)s))
+ORDER BY priority DESC, run_at, id
+LIMIT %(limit)s;

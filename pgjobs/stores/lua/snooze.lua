@@ -1,0 +1,13 @@
+-- ARGV: prefix, worker id, job id, delay µs.
+-- The job raised Snooze: ready again in delay µs, its attempt given back.
+local id = ARGV[3]
+if not mine(id, ARGV[2]) then return 0 end
+local now = now_us()
+local key = P .. ':job:' .. id
+local f = redis.call('HMGET', key, 'queue', 'priority', 'attempts')
+redis.call('ZREM', P .. ':running', id)
+local run_at = now + tonumber(ARGV[4])
+redis.call('HSET', key, 'status', 'ready', 'attempts', tonumber(f[3]) - 1, 'run_at', run_at,
+  'worker_id', '', 'started_at', '', 'lease', '')
+make_ready(tonumber(id), f[1], tonumber(f[2]), run_at, now)
+return 1

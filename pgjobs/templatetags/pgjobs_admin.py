@@ -1,0 +1,31 @@
+"""Template filters for the jobs dashboard and job pages."""
+
+from django import template
+from django.utils import timezone
+
+from .. import admin_ui
+from ..dashboard import charts
+
+register = template.Library()
+
+
+@register.filter
+def seconds(value):
+    """12.3 → "12.3 s", 4000 → "67 min"; None → "–"."""
+    return charts.format_seconds(value)
+
+
+@register.filter
+def clock(value):
+    """A time as the local "HH:MM:SS" (with the date when not today)."""
+    if value is None:
+        return "–"
+    local = timezone.localtime(value)
+    if local.date() == timezone.localdate():
+        return f"{local:%H:%M:%S}"
+    return f"{local:%Y-%m-%d %H:%M}"
+
+
+@register.filter
+def status_tag(job):
+    return admin_ui.job_status_tag(job)
