@@ -198,6 +198,25 @@ def test_cancelling_leaves_the_pages_not_done_yet_alone(home, admin, client):
     assert "Cancelled by admin before it ran." in summary
 
 
+def test_a_run_is_one_batch_and_cancelling_the_batch_settles_its_pages(home, admin, client):
+    from pgjobs import background
+
+    client.force_login(admin)
+    pages = drafts(home, MANY)
+    post_bulk(client, "publish", pages, home)
+    run = BulkActionRun.objects.get()
+    batch = background.get_batch(run.batch_id)
+    assert batch.total == MANY and str(run.pk) in batch.description
+    batch.cancel()  # as the jobs admin's batch page does
+
+    run_jobs()  # the on_finish callback settles the pages whose job never ran
+    assert live_count(pages) == 0
+    state = progress_of(client, run)
+    assert (state["cancelled"], state["complete"]) == (MANY, True)
+    page = client.get(f"/admin/pgjobs/bulk/{run.pk}/").content.decode()
+    assert "cancelled in the jobs admin" in page and 'id="pgjobs-bulk-batch"' in page
+
+
 def test_another_user_cannot_follow_a_run(home, admin, client):
     client.force_login(admin)
     post_bulk(client, "publish", drafts(home, MANY), home)

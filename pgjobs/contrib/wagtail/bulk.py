@@ -166,8 +166,32 @@ def start_run(action_type, user, pages, options):
     )
     if any(item.pk is None for item in items):  # databases that return no ids (MySQL)
         items = list(run.items.order_by("pk"))
-    background.enqueue_many([(run_item, [item.pk], {}) for item in items])
+    jobs = [(run_item, [item.pk], {}) for item in items]
+    if get_backend().supports_batches:
+        # One batch: written in one statement, cancellable as one, shown on the jobs
+        # admin's batch page, and its on_finish callback settles the pages whose job
+        # ended without acting (cancelled there, or failed for good mid-way).
+        batch = background.batch(
+            jobs,
+            on_finish=(finish_run, [run.pk], {}),
+            description=f"Wagtail bulk {action_type} of {len(items)} pages (run {run.pk})",
+        )
+        run.batch_id = str(batch.id)
+        run.save(update_fields=["batch_id"])
+    else:
+        background.enqueue_many(jobs)
     return run
+
+
+def finish_run(run_id):
+    """The batch's ``on_finish``: every job has ended; a page still pending had its
+    job cancelled (or lost) before it acted."""
+    ended = BulkActionItem.objects.filter(run_id=run_id, status=BulkActionItem.PENDING).update(
+        status=BulkActionItem.CANCELLED,
+        message="Its job ended before it acted (cancelled in the jobs admin).",
+        finished_at=timezone.now(),
+    )
+    return {"settled": ended}
 
 
 def run_item(item_id):
@@ -211,11 +235,14 @@ def finish(item, status, message="", children=0):
 def cancel_run(run, user):
     """Cancel the pages of ``run`` not acted on yet: their jobs, when they run, do nothing."""
     who = user.get_username() if user is not None else "someone"
-    return run.items.filter(status=BulkActionItem.PENDING).update(
+    cancelled = run.items.filter(status=BulkActionItem.PENDING).update(
         status=BulkActionItem.CANCELLED,
         message=f"Cancelled by {who} before it ran.",
         finished_at=timezone.now(),
     )
+    if run.batch_id and get_backend().supports_batches:
+        background.get_batch(run.batch_id).cancel()  # the ready jobs: no worker claims them
+    return cancelled
 
 
 def progress(run):

@@ -4,6 +4,7 @@ polls ``bulk_progress_json`` until every page is done, then the summary."""
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from .bulk import cancel_run, progress
@@ -11,6 +12,12 @@ from .models import BulkActionItem, BulkActionRun
 
 #: Pages the summary lists by name, per outcome.
 SUMMARY_LIMIT = 200
+
+
+def _may_see_jobs(user):
+    from .wagtail_hooks import job_permission_policy
+
+    return job_permission_policy.user_has_permission(user, "view")
 
 
 def _run_for(request, run_id):
@@ -27,6 +34,8 @@ def bulk_progress(request, run_id):
         return TemplateResponse(request, "pgjobs_wagtail/403.html", status=403)
     state = progress(run)
     context = {"run": run, "progress": state, "percent": _percent(state)}
+    if run.batch_id and _may_see_jobs(request.user):
+        context["batch_url"] = reverse("pgjobs_batches:inspect", args=[run.batch_id])
     if state["complete"]:
         items = run.items.order_by("pk")
         for status in (
