@@ -56,7 +56,7 @@ docs: $(DOCS_STAMP)
 
 # The integration pass (Wagtail, Django's tasks framework) runs per database after the core
 # suite, under its own settings, so core tests do not flush Wagtail's tables after each test.
-INTEGRATION_TESTS ?= tests/test_django_tasks.py tests/test_django_tasks_upstream.py tests/test_wagtail.py tests/test_celery_tasks.py
+INTEGRATION_TESTS ?= tests/test_django_tasks.py tests/test_django_tasks_upstream.py tests/test_wagtail.py tests/test_wagtail_scheduling.py tests/test_wagtail_renditions.py tests/test_wagtail_bulk.py tests/test_celery_tasks.py
 
 # Lint first: it takes a second and catches what would otherwise fail four database runs.
 # The database passes then run in two lanes side by side (TEST_JOBS=1 runs them one after

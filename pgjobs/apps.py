@@ -10,6 +10,7 @@ class PgJobsConfig(AppConfig):
 
     def ready(self):
         from . import checks  # noqa: F401  (registers the checks)
+        from .contrib.mail import checks as mail_checks  # noqa: F401  (E022 for e-mail)
 
         if _tasks_use_pgjobs():
             # Connects its receivers (pgjobs.signals.job_lost -> task_finished) in

@@ -4,7 +4,9 @@ from django.conf import settings
 
 DEFAULT_BACKEND = "pgjobs.backends.ImmediateBackend"
 SETTING_NAMES = ("PGJOBS", "WAGTAIL_JOBS")
-TOP_LEVEL_KEYS = {"BACKEND", "OPTIONS", "SCHEDULE", "JOB_MODULES", "QUEUES"}
+#: pgjobs.contrib.wagtail's keys (its ``conf`` module reads them).
+WAGTAIL_KEYS = {"WAGTAIL_SCHEDULED_PUBLISHING", "WAGTAIL_RENDITIONS", "WAGTAIL_BULK_ACTIONS"}
+TOP_LEVEL_KEYS = {"BACKEND", "OPTIONS", "SCHEDULE", "JOB_MODULES", "QUEUES", *WAGTAIL_KEYS}
 
 
 def setting_name():

@@ -587,13 +587,39 @@ def _duplicates(setting, raw):
     return problems
 
 
+#: Callables an app registered with ``add_app_schedules``.
+_app_schedules = []
+
+
+def add_app_schedules(entries):
+    """Let an installed app add schedules: ``entries()`` returns ``{name: entry}``
+    (entries as in ``SCHEDULE``) and is read each time the schedules are, so it
+    can follow the settings. An entry of ``SCHEDULE`` with the same name wins,
+    so a site can change an app's schedule or move it. Call it from
+    ``AppConfig.ready()``; registering the same callable twice adds it once."""
+    if entries not in _app_schedules:
+        _app_schedules.append(entries)
+
+
+def app_schedules():
+    """The entries the installed apps add (``add_app_schedules``)."""
+    merged = {}
+    for entries in _app_schedules:
+        merged.update(entries() or {})
+    return merged
+
+
 def configured_schedules():
-    """The schedules of the ``SCHEDULE`` setting; ``ImproperlyConfigured`` when
-    it has errors (``manage.py check`` lists them)."""
+    """The schedules of the ``SCHEDULE`` setting, with those the installed apps
+    add; ``ImproperlyConfigured`` when it has errors (``manage.py check`` lists
+    them)."""
     from .conf import jobs_settings, setting_name
     from .handler import get_backend
 
     raw = jobs_settings()["SCHEDULE"]
+    extra = app_schedules()
+    if extra and (isinstance(raw, dict) or not raw):
+        raw = {**extra, **(raw or {})}
     if not raw:
         return []
     schedules, problems = parse_schedules(raw, get_backend(), setting=setting_name())

@@ -22,7 +22,7 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.urls import reverse  # noqa: E402
 from django.utils import timezone  # noqa: E402
 from wagtail import hooks as wagtail_hooks  # noqa: E402
-from wagtail.models import Collection, Locale, Page, ReferenceIndex, Site  # noqa: E402
+from wagtail.models import ReferenceIndex, Site  # noqa: E402
 
 from pgjobs import background, records  # noqa: E402
 from pgjobs.contrib.wagtail import hooks  # noqa: E402
@@ -33,6 +33,7 @@ from tests.conftest import VENDOR, run_jobs, status_counts  # noqa: E402
 from tests.testapp import jobs  # noqa: E402
 from tests.testapp.models import Event  # noqa: E402
 from tests.wagtailapp.models import ArticlePage  # noqa: E402
+from tests.wagtailapp.site import make_home  # noqa: E402
 from tests.wagtailapp.wagtail_hooks import remember_publish  # noqa: E402
 
 JOBS_URL = "/admin/pgjobs/jobs/"
@@ -43,13 +44,7 @@ DJANGO_ADMIN_URL = "/django-admin/pgjobs/job/"
 def home(db):
     """The root page and a home page served by the default site (the tables are made
     without Wagtail's data migrations)."""
-    Locale.objects.get_or_create(language_code="en")
-    Collection.add_root(name="Root")
-    root = Page.add_root(instance=Page(title="Root"))
-    home = root.add_child(instance=Page(title="Home", slug="home"))
-    Site.objects.create(hostname="testserver", root_page=home, is_default_site=True)
-    Job.objects.all().delete()  # the saves above enqueued Wagtail's tasks
-    return home
+    return make_home()
 
 
 @pytest.fixture

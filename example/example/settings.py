@@ -111,7 +111,14 @@ WAGTAILADMIN_BASE_URL = os.environ.get("WAGTAILADMIN_BASE_URL", "http://localhos
 PGJOBS = {
     "BACKEND": "pgjobs.backends.DatabaseBackend",
     "OPTIONS": {"QUEUES": ["default", "emails", "hooks"], "RETRY_DELAY": 0.5},
+    # pgjobs.contrib.wagtail: renditions a worker makes as soon as an image is uploaded.
+    "WAGTAIL_RENDITIONS": ["fill-400x300", "width-200|format-webp"],
 }
+# E-mail leaves the request: a worker sends each message through the real backend,
+# here files in sent-mail/ (SMTP, Django's default, on a real site).
+EMAIL_BACKEND = "pgjobs.contrib.mail.EmailBackend"
+PGJOBS_EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+EMAIL_FILE_PATH = BASE_DIR / "sent-mail"
 # Django's tasks framework, and so Wagtail's own tasks (reference index, search
 # index, ...), on pgjobs: saving a page enqueues them instead of running them.
 TASKS = {"default": {"BACKEND": "pgjobs.django_tasks.PgJobsBackend", "QUEUES": ["default"]}}

@@ -53,6 +53,7 @@ from ...dashboard.views import render_dashboard
 from ...handler import queue_names, store_for_jobs
 from ...html import BATCH_PAGE_JOBS, progress_bar
 from ...models import STATUS_CHOICES, Batch, Job
+from . import bulk, views
 
 
 class JobPermissionPolicy(ModelPermissionPolicy):
@@ -681,3 +682,24 @@ def register_queues_menu_item():
     from django.urls import reverse
 
     return QueuesMenuItem(_("Queues"), reverse("pgjobs_queues"), icon_name="cogs", order=901)
+
+
+# -- page bulk actions in the background (bulk.py) ---------------------------------------
+
+# Registered after Wagtail's own page actions (a higher ``order``), so that these replace
+# them: the same confirmation pages, and large selections run as jobs.
+for _action in bulk.ACTIONS.values():
+    hooks.register("register_bulk_action", _action, order=100)
+
+
+@hooks.register("register_admin_urls")
+def bulk_progress_urls():
+    return [
+        path("pgjobs/bulk/<int:run_id>/", views.bulk_progress, name="pgjobs_bulk_progress"),
+        path("pgjobs/bulk/<int:run_id>/cancel/", views.bulk_cancel, name="pgjobs_bulk_cancel"),
+        path(
+            "pgjobs/bulk/<int:run_id>/progress/",
+            views.bulk_progress_json,
+            name="pgjobs_bulk_progress_json",
+        ),
+    ]

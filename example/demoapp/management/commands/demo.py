@@ -1,6 +1,7 @@
 """``manage.py demo``: publish Wagtail pages and enqueue a mix of jobs, watch a real
 worker run them all, show what ran."""
 
+import io
 import os
 import signal
 import subprocess
@@ -8,12 +9,18 @@ import sys
 import time
 from collections import Counter
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
+from django.core import mail
+from django.core.files.images import ImageFile
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count
 from django.test import Client
+from django.utils import timezone
+from PIL import Image as PILImage
+from wagtail.images import get_image_model
 from wagtail.models import ReferenceIndex
 
 from demoapp import jobs, tasks
@@ -42,6 +49,9 @@ class Command(BaseCommand):
         Job.objects.all().delete()
 
         articles = self.publish_pages(home, admin)
+        scheduled = self.schedule_page(home, admin)
+        image = self.upload_image()
+        self.send_mail(admin)
         self.describe_wagtail_jobs(articles)
         refs = self.enqueue_jobs(articles)
         self.stdout.write(f"Enqueued {len(refs)} more jobs. Starting a worker:\n")
@@ -65,6 +75,7 @@ class Command(BaseCommand):
         self.stdout.write("")
         self.show_table()
         self.show_references(articles)
+        self.show_contrib(scheduled, image)
 
     def publish_pages(self, home, admin):
         """Two articles through the Wagtail admin, as an editor would; one from code."""
@@ -101,6 +112,51 @@ class Command(BaseCommand):
             "from code."
         )
         return articles
+
+    def schedule_page(self, home, admin):
+        """A page scheduled to go live in 3 s: a worker publishes it, no cron."""
+        page = home.add_child(
+            instance=ArticlePage(
+                title="Scheduled", slug="scheduled", live=False, body="<p>Later.</p>"
+            )
+        )
+        page.go_live_at = timezone.now() + timedelta(seconds=3)
+        page.save_revision(user=admin).publish()
+        self.stdout.write(f"Scheduled {page.title!r} to go live at {page.go_live_at:%H:%M:%S}.")
+        return page
+
+    def upload_image(self):
+        """An image, as the admin's upload saves it: its renditions are made by a worker."""
+        buffer = io.BytesIO()
+        PILImage.new("RGB", (800, 600), "teal").save(buffer, "PNG")
+        Image = get_image_model()
+        Image.objects.filter(title="Demo image").delete()
+        image = Image(title="Demo image", file=ImageFile(buffer, name="demo.png"))
+        image.save()
+        return image
+
+    def send_mail(self, admin):
+        """An e-mail sent in the request's place: a worker hands it to the real backend."""
+        for old in Path(settings.EMAIL_FILE_PATH).glob("*.log"):
+            old.unlink()
+        mail.send_mail(
+            "Your pages are published",
+            "Three articles went live.",
+            "site@example.com",
+            [admin.email],
+            html_message="<p>Three articles went <b>live</b>.</p>",
+        )
+
+    def show_contrib(self, scheduled, image):
+        scheduled.refresh_from_db()
+        specs = sorted(image.renditions.values_list("filter_spec", flat=True))
+        sent = sorted(Path(settings.EMAIL_FILE_PATH).glob("*.log"))
+        self.stdout.write(
+            f"Scheduled page live: {scheduled.live} (published by a worker at "
+            f"{scheduled.last_published_at and f'{scheduled.last_published_at:%H:%M:%S}'}). "
+            f"Renditions made ahead of time: {', '.join(specs) or 'none'}. "
+            f"E-mail sent by a worker: {len(sent)} file(s) in {settings.EMAIL_FILE_PATH}."
+        )
 
     def describe_wagtail_jobs(self, articles):
         made = Counter(Job.objects.values_list("func", flat=True))
