@@ -80,6 +80,8 @@ CATALOGUE = {
     "{'concurrency': 4, 'rate': '5/s'}, or a limit is out of range.",
     "pgjobs.E020": "A SCHEDULE entry's function is marked @atomic_job, but the backend cannot "
     "run atomic jobs (Redis, Celery, the in-memory backend).",
+    "pgjobs.E022": "pgjobs.contrib.wagtail's WAGTAIL_* settings, or pgjobs.contrib.mail's real "
+    "backend or mailer, are invalid (cannot be imported, a loop, a rendition spec Wagtail refuses).",
     "pgjobs.E101": "TASKS' PgJobsBackend has unknown OPTIONS.",
     "pgjobs.E102": "TASKS' PgJobsBackend is used with a pgjobs backend that does not store jobs "
     "for workers.",
@@ -90,6 +92,8 @@ CATALOGUE = {
     "pgjobs.W004": "Workers would LISTEN through a transaction pooler (an alias with "
     "DISABLE_SERVER_SIDE_CURSORS; with `check --database`, a server that answers as a pooler): "
     "set OPTIONS['LISTEN_DATABASE'].",
+    "pgjobs.W006": "Wagtail's scheduled publishing is on, but the backend cannot defer jobs for "
+    "pgjobs workers (use DatabaseBackend or RedisBackend, or turn it off).",
     "pgjobs.W003": "Autovacuum will not run on pgjobs_job (the server's autovacuum or "
     "track_counts is off, or the table's autovacuum_enabled is false), so it grows without "
     "bound. A database check: migrate and `check --database default` run it.",
