@@ -32,6 +32,7 @@ python manage.py pgjobs_status
 # end: status
 
 # step: drain
+sleep 3  # until the scheduled page's time
 python manage.py pgjobs_drain
 # end: drain
 

@@ -10,6 +10,9 @@ class PgJobsWagtailConfig(AppConfig):
     name = "pgjobs.contrib.wagtail"
     label = "pgjobs_wagtail"
     verbose_name = "Background jobs for Wagtail"
+    # As its migrations were made: a site without DEFAULT_AUTO_FIELD (Wagtail's project
+    # template sets none) would otherwise hear models.W042 on every command.
+    default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
         from django.apps import apps
