@@ -59,6 +59,14 @@ def test_every_backend_option_is_in_the_settings_reference(backend):
     assert not missing, f"document {backend} OPTIONS {missing} in docs/reference/settings.md"
 
 
+def test_every_top_level_setting_is_in_the_settings_reference():
+    from pgjobs.conf import TOP_LEVEL_KEYS
+
+    page = (DOCS / "reference" / "settings.md").read_text()
+    missing = sorted(key for key in TOP_LEVEL_KEYS if f"`{key}`" not in page)
+    assert not missing, f"document PGJOBS keys {missing} in docs/reference/settings.md"
+
+
 @pytest.mark.parametrize("page", _pages(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_python_examples_are_valid_python(page):
     for number, block in enumerate(PYTHON_BLOCK.findall(page.read_text()), 1):
