@@ -438,3 +438,23 @@ def test_the_dashboard_of_a_backend_that_stores_no_jobs_is_empty_not_an_error(us
     settings.PGJOBS = {"BACKEND": "pgjobs.backends.ImmediateBackend"}
     html = as_user(user("view_job")).get(DASHBOARD, {"fragment": 1}).content.decode()
     assert 'data-queue="default"' in html and "runs jobs as they are enqueued" in html
+
+
+@SQL_ONLY
+def test_the_dashboard_under_use_tz_false_shows_the_naive_figures(user, settings):
+    """Under ``USE_TZ = False`` the stores' times are naive (in ``TIME_ZONE``): the
+    buckets, charts and clocks must be too, not a TypeError comparing the two kinds."""
+    settings.USE_TZ = False
+    now = timezone.now()
+    assert timezone.is_naive(now)
+    add_figures(("default", records.SUCCEEDED, now - datetime.timedelta(minutes=5), 2.0, 1.0))
+    background.enqueue(jobs.add, args=[1, 2])
+    starts = series.bucket_starts(series.WINDOWS["day"], now)
+    assert timezone.is_naive(starts[-1]) and starts[-1] <= now < starts[-1] + (
+        starts[1] - starts[0]
+    )
+    response = as_user(user("view_job")).get(DASHBOARD, {"fragment": 1})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'data-figure="due">1<' in html and 'data-points="1"' in html
+    assert f"updated {now:%H:}" in html

@@ -70,9 +70,9 @@ def percentile(values, fraction):
 
 def bucket_starts(window, now):
     """The start of each bucket, oldest first; the last bucket holds ``now``."""
-    step = window.step.total_seconds()
-    epoch = now.timestamp()
-    last = datetime.datetime.fromtimestamp(epoch - epoch % step, tz=datetime.UTC)
+    # Naive under USE_TZ = False, as the stores' times are: floored in ``now``'s kind.
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=now.tzinfo and datetime.UTC)
+    last = now - (now - epoch) % window.step
     return [last - window.step * (window.buckets - 1 - i) for i in range(window.buckets)]
 
 
