@@ -458,3 +458,19 @@ def test_the_dashboard_under_use_tz_false_shows_the_naive_figures(user, settings
     html = response.content.decode()
     assert 'data-figure="due">1<' in html and 'data-points="1"' in html
     assert f"updated {now:%H:}" in html
+
+
+@SQL_ONLY
+def test_the_job_listing_and_page_under_use_tz_false(user, settings):
+    """The times clamped for the admin pages (``pgjobs.times``) in the stores' naive
+    kind: no TypeError comparing kinds, no aware parameter MySQL refuses."""
+    settings.USE_TZ = False
+    ref = background.defer(
+        jobs.add, when=timezone.now() + datetime.timedelta(days=3, minutes=1), args=[1, 2]
+    )
+    client = as_user(user("view_job"))
+    listing = client.get(reverse("admin:pgjobs_job_changelist"))
+    assert listing.status_code == 200
+    assert "in 3\xa0days" in listing.content.decode()
+    assert client.get(reverse("admin:pgjobs_job_change", args=[ref.id])).status_code == 200
+    assert figures.queues()[0].deferred == 1
