@@ -21,7 +21,7 @@ import json
 
 import django_filters
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -29,6 +29,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
+from django.views.decorators.csrf import csrf_protect
 from wagtail import hooks
 from wagtail.admin.filters import DateRangePickerWidget, WagtailFilterSet
 from wagtail.admin.menu import Menu, MenuItem, SubmenuMenuItem
@@ -346,7 +347,10 @@ def act_view(action):
             return forbidden(request)
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        job = Job.objects.filter(pk=pk).values_list("pk", flat=True).first()
+        try:
+            job = Job.objects.filter(pk=pk).values_list("pk", flat=True).first()
+        except (ValueError, ValidationError):  # no job id: "cancel/nope/"
+            job = None
         if job is None:
             raise Http404("No such job.")
         messages.info(request, action.perform(job, Job.objects.db))
@@ -407,9 +411,12 @@ def jobs_menu_item():
 
 
 def guarded(patterns):
-    """``patterns`` with each view behind ``viewing_jobs_required``."""
+    """``patterns`` with each view behind ``viewing_jobs_required`` and CSRF checked
+    (and its cookie set for the page's forms), as the Django admin's ``admin_view``
+    does: a site without ``CsrfViewMiddleware`` must not let another site press a
+    job page's buttons."""
     for pattern in patterns:
-        pattern.callback = viewing_jobs_required(pattern.callback)
+        pattern.callback = csrf_protect(viewing_jobs_required(pattern.callback))
     return patterns
 
 
