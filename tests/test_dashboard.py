@@ -144,14 +144,6 @@ def test_queue_figures_come_from_the_store_where_jobs_are_not_rows():
 # -- the series the charts draw --------------------------------------------------------------
 
 
-def test_percentile_is_the_nearest_rank():
-    values = list(range(1, 101))
-    assert series.percentile(values, 0.5) == 50
-    assert series.percentile(values, 0.95) == 95
-    assert series.percentile([7], 0.95) == 7
-    assert series.percentile([], 0.5) is None
-
-
 def test_buckets_end_with_the_one_holding_now():
     now = datetime.datetime(2026, 1, 1, 12, 30, 40, tzinfo=datetime.UTC)
     hour = series.bucket_starts(series.WINDOWS["hour"], now)

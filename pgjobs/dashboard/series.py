@@ -14,7 +14,6 @@ not rows of a ``Job`` table (Redis).
 import bisect
 import dataclasses
 import datetime
-import math
 
 from .. import records, stats
 from ..handler import get_backend
@@ -58,14 +57,6 @@ class Series:
     @property
     def total_finished(self):
         return sum(sum(counts) for counts in self.finished.values())
-
-
-def percentile(values, fraction):
-    """The nearest-rank percentile of sorted ``values`` (None when empty)."""
-    if not values:
-        return None
-    rank = max(0, min(len(values) - 1, math.ceil(fraction * len(values)) - 1))
-    return values[rank]
 
 
 def bucket_starts(window, now):

@@ -17,7 +17,6 @@ Every view reads a job's times clamped (``pgjobs.times``): a ``run_at`` of
 """
 
 import functools
-import json
 
 import django_filters
 from django.contrib import messages
@@ -26,7 +25,6 @@ from django.http import Http404, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.csrf import csrf_protect
@@ -87,11 +85,8 @@ def queue_choices():
     return [(name, name) for name in queue_names()]
 
 
-def function_choices(recent=1000):
-    """Functions of the latest jobs (a bounded read by primary key), not ``SELECT
-    DISTINCT`` over every job ever run."""
-    names = set(Job.objects.order_by("-id").values_list("func", flat=True)[:recent])
-    return [(name, admin_ui.short_function(name)) for name in sorted(names)]
+def function_choices():
+    return sorted(admin_ui.recent_functions(Job.objects).items())
 
 
 class JobFilterSet(WagtailFilterSet):
@@ -108,10 +103,6 @@ class JobFilterSet(WagtailFilterSet):
     class Meta:
         model = Job
         fields = ["status", "queue", "func", "created_at", "finished_at"]
-
-
-def _pre(value):
-    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
 
 
 class JobIndexView(IndexView):
@@ -171,24 +162,20 @@ class JobInspectView(InspectView):
         return self.get_time_display_value("finished_at")
 
     def get_args_display_value(self):
-        return _pre(self.object.args)
+        return admin_ui.json_html(self.object.args)
 
     def get_kwargs_display_value(self):
-        return _pre(self.object.kwargs)
+        return admin_ui.json_html(self.object.kwargs)
 
     def get_result_display_value(self):
-        return _pre(self.object.result) if self.object.status == records.SUCCEEDED else "-"
+        return (
+            admin_ui.json_html(self.object.result)
+            if self.object.status == records.SUCCEEDED
+            else "-"
+        )
 
     def get_error_display_value(self):
-        error = self.object.error
-        if not error:
-            return "-"
-        return format_html(
-            "<strong>{}</strong>: {}<pre>{}</pre>",
-            error.get("type", ""),
-            error.get("message", ""),
-            error.get("traceback", ""),
-        )
+        return admin_ui.error_html(self.object.error)
 
 
 class TimeColumn(DateColumn):
@@ -223,20 +210,14 @@ class FunctionColumn(Column):
     cell_template_name = "pgjobs_wagtail/html_cell.html"
 
     def get_value(self, instance):
-        return format_html(
-            '<span title="{}" style="white-space:nowrap">{}</span>',
-            instance.func,
-            admin_ui.short_function(instance.func),
-        )
+        return admin_ui.function_html(instance.func)
 
 
 class ArgumentsColumn(Column):
     cell_template_name = "pgjobs_wagtail/html_cell.html"
 
     def get_value(self, instance):
-        return format_html(
-            "<code>{}</code>", admin_ui.summarize_arguments(instance.args, instance.kwargs)
-        )
+        return admin_ui.arguments_html(instance.args, instance.kwargs)
 
 
 class AttemptsColumn(Column):
