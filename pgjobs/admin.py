@@ -191,7 +191,8 @@ class JobAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None):
-        return request.user.has_perm("pgjobs.delete_job")
+        # And seeing jobs, as in the Wagtail admin: the delete page names the job.
+        return request.user.has_perm("pgjobs.delete_job") and self.has_view_permission(request, obj)
 
     @admin.action(
         description="Retry selected failed or cancelled jobs", permissions=["change_status"]

@@ -485,3 +485,16 @@ def test_the_job_listing_and_page_under_use_tz_false(user, settings):
     assert "in 3\xa0days" in listing.content.decode()
     assert client.get(reverse("admin:pgjobs_job_change", args=[ref.id])).status_code == 200
     assert figures.queues()[0].deferred == 1
+
+
+@SQL_ONLY
+def test_deleting_a_job_in_the_django_admin_needs_seeing_jobs_too(user):
+    """As in the Wagtail admin: ``delete_job`` alone does not open a job's delete page,
+    which names the job."""
+    ref = background.enqueue(jobs.add, args=[1, 2])
+    delete = reverse("admin:pgjobs_job_delete", args=[ref.id])
+    assert as_user(user("delete_job")).get(delete).status_code == 403
+    assert as_user(user("delete_job")).post(delete, {"post": "yes"}).status_code == 403
+    assert Job.objects.filter(pk=ref.id).exists()
+    assert as_user(user("view_job", "delete_job")).get(delete).status_code == 200
+    assert as_user(user("view_job")).get(delete).status_code == 403
