@@ -6,8 +6,6 @@ the ``Batch`` rows, each with its progress and its jobs; and the queue controls
 A job's times are read clamped (``pgjobs.times``), so a ``run_at`` of ``'infinity'``
 written by hand shows as "never" instead of failing the page."""
 
-import json
-
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import router
@@ -46,9 +44,10 @@ class FunctionFilter(admin.SimpleListFilter):
     recent = 1000
 
     def lookups(self, request, model_admin):
-        recent = model_admin.model.objects.order_by("-id").values_list("func", flat=True)
-        names = set(recent[: self.recent]) | ({self.value()} if self.value() else set())
-        return [(name, admin_ui.short_function(name)) for name in sorted(names)]
+        names = admin_ui.recent_functions(model_admin.model.objects, self.recent)
+        if self.value():
+            names.setdefault(self.value(), admin_ui.short_function(self.value()))
+        return sorted(names.items())
 
     def queryset(self, request, queryset):
         return queryset.filter(func=self.value()) if self.value() else queryset
@@ -105,10 +104,6 @@ def _time_column(field, description):
 
     display.__name__ = f"{field}_column"
     return display
-
-
-def _pretty(value):
-    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
 
 
 @admin.register(Job)
@@ -186,11 +181,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="function", ordering="func")
     def func_display(self, job):
-        return format_html(
-            '<span title="{}" style="white-space:nowrap">{}</span>',
-            job.func,
-            admin_ui.short_function(job.func),
-        )
+        return admin_ui.function_html(job.func)
 
     @admin.display(description="status", ordering="status")
     def status_display(self, job):
@@ -198,7 +189,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="arguments")
     def arguments_display(self, job):
-        return format_html("<code>{}</code>", admin_ui.summarize_arguments(job.args, job.kwargs))
+        return admin_ui.arguments_html(job.args, job.kwargs)
 
     @admin.display(description="batch")
     def batch_link(self, job):
@@ -214,15 +205,15 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="args")
     def args_display(self, job):
-        return _pretty(job.args)
+        return admin_ui.json_html(job.args)
 
     @admin.display(description="kwargs")
     def kwargs_display(self, job):
-        return _pretty(job.kwargs)
+        return admin_ui.json_html(job.kwargs)
 
     @admin.display(description="result")
     def result_display(self, job):
-        return _pretty(job.result) if job.status == records.SUCCEEDED else "-"
+        return admin_ui.json_html(job.result) if job.status == records.SUCCEEDED else "-"
 
     @admin.display(description="attempts")
     def attempts_history(self, job):
@@ -230,14 +221,7 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description="error")
     def error_display(self, job):
-        if not job.error:
-            return "-"
-        return format_html(
-            "<strong>{}</strong>: {}<pre>{}</pre>",
-            job.error.get("type", ""),
-            job.error.get("message", ""),
-            job.error.get("traceback", ""),
-        )
+        return admin_ui.error_html(job.error)
 
     def has_add_permission(self, request):
         return False  # jobs are enqueued by code, signed with SECRET_KEY
@@ -246,7 +230,8 @@ class JobAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None):
-        return request.user.has_perm("pgjobs.delete_job")
+        # And seeing jobs, as in the Wagtail admin: the delete page names the job.
+        return request.user.has_perm("pgjobs.delete_job") and self.has_view_permission(request, obj)
 
     @admin.action(
         description="Retry selected failed or cancelled jobs", permissions=["change_status"]

@@ -95,6 +95,43 @@ def short_function(func):
     return ".".join(func.rsplit(".", 2)[-2:])
 
 
+def function_html(func):
+    """The function's short name kept on one line, its whole path on hover."""
+    return format_html(
+        '<span title="{}" style="white-space:nowrap">{}</span>', func, short_function(func)
+    )
+
+
+def arguments_html(args, kwargs):
+    return format_html("<code>{}</code>", summarize_arguments(args, kwargs))
+
+
+def json_html(value):
+    """A JSON value (arguments, result) indented, as a ``<pre>`` block."""
+    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def error_html(error):
+    """A job's last error: its type, message and traceback ("-" when none)."""
+    if not error:
+        return "-"
+    return format_html(
+        "<strong>{}</strong>: {}<pre>{}</pre>",
+        error.get("type", ""),
+        error.get("message", ""),
+        error.get("traceback", ""),
+    )
+
+
+def recent_functions(jobs, recent=1000):
+    """``(path, short name)`` of the functions of the latest ``recent`` jobs (a
+    bounded read by primary key), not ``SELECT DISTINCT`` over every job ever run."""
+    return {
+        name: short_function(name)
+        for name in jobs.order_by("-id").values_list("func", flat=True)[:recent]
+    }
+
+
 def can_change_jobs(user):
     """Retry, cancel and run now, as the listings' actions: ``pgjobs.change_job``."""
     return user.has_perm(f"pgjobs.{get_permission_codename('change', Job._meta)}")

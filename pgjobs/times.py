@@ -10,6 +10,7 @@ times read as future ("in 3 days"), not as Wagtail's "just now".
 
 import datetime
 
+from django.conf import settings
 from django.db.models import Case, DateTimeField, F, Value, When
 from django.db.models.functions import Cast
 from django.utils import formats, timezone
@@ -24,6 +25,15 @@ LATEST = datetime.datetime.max.replace(tzinfo=datetime.UTC)
 EARLIEST = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
 
+def ends():
+    """``(EARLIEST, LATEST)`` in the kind the database's times are read in: naive
+    under ``USE_TZ = False`` (comparing kinds is a TypeError, and MySQL refuses an
+    aware parameter)."""
+    if settings.USE_TZ:
+        return EARLIEST, LATEST
+    return EARLIEST.replace(tzinfo=None), LATEST.replace(tzinfo=None)
+
+
 def shown_field(field):
     """The name of the annotation ``with_shown_times`` adds for ``field``."""
     return f"{field}_shown"
@@ -32,13 +42,14 @@ def shown_field(field):
 def with_shown_times(queryset, fields=TIME_FIELDS):
     """``queryset`` without ``fields`` loaded, each annotated clamped to
     ``EARLIEST``..``LATEST`` as ``<field>_shown``."""
+    earliest, latest = ends()
     return queryset.defer(*fields).annotate(
         **{
             # Cast: MySQL's CASE over a column and parameters gives text.
             shown_field(field): Cast(
                 Case(
-                    When(**{f"{field}__gt": LATEST}, then=Value(LATEST)),
-                    When(**{f"{field}__lt": EARLIEST}, then=Value(EARLIEST)),
+                    When(**{f"{field}__gt": latest}, then=Value(latest)),
+                    When(**{f"{field}__lt": earliest}, then=Value(earliest)),
                     default=F(field),
                 ),
                 DateTimeField(),
@@ -59,9 +70,11 @@ def endless(value):
     """ "never" for a time at the latest end, "any time" at the earliest, else None."""
     if value is None:
         return None
-    if value >= LATEST:
+    naive = timezone.is_naive(value)  # USE_TZ = False
+    earliest, latest = (end.replace(tzinfo=None) if naive else end for end in (EARLIEST, LATEST))
+    if value >= latest:
         return _("never")
-    if value <= EARLIEST:
+    if value <= earliest:
         return _("any time")
     return None
 

@@ -230,12 +230,27 @@ def test_the_dashboard_shows_figures_and_charts_and_refreshes_without_a_reload(
         assert browser.execute_script("return window.notReloaded") is True
         assert count(browser, ".pgjobs-chart svg") == 4
 
-    from selenium.webdriver.common.by import By
-
-    browser.find_element(By.LINK_TEXT, "last day").click()
-    wait_for(lambda: "window=day" in browser.current_url, message="the day window")
+    # Found and clicked in one script: the refresh swaps the panels every second, and a
+    # link found in one call could be gone by the next.
+    browser.execute_script(
+        "Array.from(document.querySelectorAll('.pgjobs-windows a'))"
+        ".find(a => a.textContent.trim() === 'last day').click();"
+    )
+    wait_for(
+        lambda: (
+            "window=day" in browser.current_url
+            and browser.execute_script("return document.readyState") == "complete"
+        ),
+        message="the day window",
+    )
     assert count(browser, ".pgjobs-chart svg") == 4
     assert count(browser, "rect.bar--succeeded") >= 1
+
+    # Signed out meanwhile (the session ended): the next refresh takes the page to the
+    # login page, instead of swapping the login form in as the dashboard's panels.
+    browser.delete_cookie("sessionid")
+    wait_for(lambda: "/login/" in browser.current_url, message="the login page")
+    assert count(browser, "#pgjobs-dashboard") == 0
 
 
 # -- the job pages ------------------------------------------------------------------------------

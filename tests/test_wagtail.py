@@ -516,3 +516,27 @@ def test_the_queues_page_respects_permissions(home, client):
     client.force_login(editor("change_queuecontrol"))
     client.post(QUEUES_URL, {"queue": "other", "action": "pause"})
     assert background.queue_controls(["other"])["other"].paused
+
+
+def test_the_job_page_buttons_need_a_csrf_token_and_a_job_id(home, some_jobs):
+    """The buttons' POSTs are refused without the CSRF token even on a site whose
+    middleware does not check it (as the Django admin's ``admin_view`` does), and a
+    job id that is no number is a 404, not a server error."""
+    from django.test import Client
+
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(editor("change_job"))
+    ready = some_jobs[1].id
+    assert strict.post(reverse("pgjobs_jobs:cancel", args=[ready])).status_code == 403
+    assert Job.objects.get(pk=ready).status == records.READY
+    page = strict.get(reverse("pgjobs_jobs:inspect", args=[ready]))  # sets the cookie
+    token = page.content.decode().split('name="csrfmiddlewaretoken" value="')[1].split('"')[0]
+    assert strict.post(reverse("pgjobs_jobs:cancel", args=[ready])).status_code == 403
+    lenient = Client()
+    lenient.force_login(User.objects.get(username="editor-change_job"))
+    assert lenient.post(reverse("pgjobs_jobs:cancel", args=["nope"])).status_code == 404
+    response = strict.post(
+        reverse("pgjobs_jobs:cancel", args=[ready]), {"csrfmiddlewaretoken": token}
+    )
+    assert response.status_code == 302
+    assert Job.objects.get(pk=ready).status == records.CANCELLED

@@ -8,9 +8,10 @@ classes (``pgjobs-dashboard.css``), so both admins' themes can set them.
 import datetime
 import math
 
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
+
+from .. import times
 
 WIDTH, HEIGHT = 600, 180
 LEFT, RIGHT, TOP, BOTTOM = 48, 8, 10, 22
@@ -52,8 +53,8 @@ def format_seconds(seconds):
 def _frame(starts, step, top, unit, title, body, legend, points):
     """The chart's SVG: axes, labels, ``body`` (marks), and a legend."""
     plot_h = HEIGHT - TOP - BOTTOM
-    first = timezone.localtime(starts[0])
-    last = timezone.localtime(starts[-1] + step)
+    first = times.local(starts[0])
+    last = times.local(starts[-1] + step)
     fmt = "%H:%M" if step < datetime.timedelta(hours=1) else "%d %b %H:%M"
     grid = format_html_join(
         "",
@@ -126,7 +127,7 @@ def stacked_bars(starts, step, stacks, title, labels=None):
                     f"{y:.1f}",
                     f"{max(slot * 0.8, 0.5):.1f}",
                     f"{h:.1f}",
-                    f"{labels.get(key, key)}: {value} ({timezone.localtime(start):%H:%M})",
+                    f"{labels.get(key, key)}: {value} ({times.local(start):%H:%M})",
                 )
             )
             base += value

@@ -14,7 +14,6 @@ not rows of a ``Job`` table (Redis).
 import bisect
 import dataclasses
 import datetime
-import math
 
 from .. import records, stats
 from ..handler import get_backend
@@ -60,19 +59,11 @@ class Series:
         return sum(sum(counts) for counts in self.finished.values())
 
 
-def percentile(values, fraction):
-    """The nearest-rank percentile of sorted ``values`` (None when empty)."""
-    if not values:
-        return None
-    rank = max(0, min(len(values) - 1, math.ceil(fraction * len(values)) - 1))
-    return values[rank]
-
-
 def bucket_starts(window, now):
     """The start of each bucket, oldest first; the last bucket holds ``now``."""
-    step = window.step.total_seconds()
-    epoch = now.timestamp()
-    last = datetime.datetime.fromtimestamp(epoch - epoch % step, tz=datetime.UTC)
+    # Naive under USE_TZ = False, as the stores' times are: floored in ``now``'s kind.
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=now.tzinfo and datetime.UTC)
+    last = now - (now - epoch) % window.step
     return [last - window.step * (window.buckets - 1 - i) for i in range(window.buckets)]
 
 

@@ -30,13 +30,11 @@ from django.db.models.functions import Greatest, Least, Now
 from django.db.models.lookups import LessThanOrEqual
 from django.utils import timezone
 
-from .. import records, stats
+from .. import records, stats, times
 from ..records import AttemptInfo, BatchInfo, JobInfo, QueueFigures, ScheduleInfo
 from .base import DECODE_ERRORS, Store, one_line, with_current_attempt, worker_lost_error
 
 logger = logging.getLogger("pgjobs")
-
-EARLIEST = datetime.datetime.min.replace(tzinfo=datetime.UTC)
 
 INFO_FIELDS = (
     "id",
@@ -713,7 +711,7 @@ class OrmStore(Store):
             .filter(status=records.READY, run_at__lte=now)
             .values_list("queue")
             # Clamped: a '-infinity' run_at written by hand (PostgreSQL) is no datetime.
-            .annotate(oldest=Min(Greatest("run_at", Value(EARLIEST, DateTimeField()))))
+            .annotate(oldest=Min(Greatest("run_at", Value(times.ends()[0], DateTimeField()))))
         )
         queues = [
             {
@@ -913,7 +911,7 @@ class OrmStore(Store):
             .annotate(
                 due=Count("pk", filter=due),
                 deferred=Count("pk", filter=~due),
-                oldest=Min(Greatest("run_at", Value(EARLIEST, DateTimeField())), filter=due),
+                oldest=Min(Greatest("run_at", Value(times.ends()[0], DateTimeField())), filter=due),
             )
         )
         for queue, due_count, deferred, oldest in ready:

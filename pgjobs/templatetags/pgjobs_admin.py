@@ -3,7 +3,7 @@
 from django import template
 from django.utils import timezone
 
-from .. import admin_ui
+from .. import admin_ui, times
 from ..dashboard import charts
 
 register = template.Library()
@@ -20,8 +20,8 @@ def clock(value):
     """A time as the local "HH:MM:SS" (with the date when not today)."""
     if value is None:
         return "–"
-    local = timezone.localtime(value)
-    if local.date() == timezone.localdate():
+    local = times.local(value)  # naive under USE_TZ = False
+    if local.date() == times.local(timezone.now()).date():
         return f"{local:%H:%M:%S}"
     return f"{local:%Y-%m-%d %H:%M}"
 

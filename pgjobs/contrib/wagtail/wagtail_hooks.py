@@ -19,11 +19,10 @@ Every view reads a job's times clamped (``pgjobs.times``): a ``run_at`` of
 """
 
 import functools
-import json
 
 import django_filters
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -31,6 +30,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
+from django.views.decorators.csrf import csrf_protect
 from wagtail import hooks
 from wagtail.admin.filters import DateRangePickerWidget, WagtailFilterSet
 from wagtail.admin.menu import Menu, MenuItem, SubmenuMenuItem
@@ -90,11 +90,8 @@ def queue_choices():
     return [(name, name) for name in queue_names()]
 
 
-def function_choices(recent=1000):
-    """Functions of the latest jobs (a bounded read by primary key), not ``SELECT
-    DISTINCT`` over every job ever run."""
-    names = set(Job.objects.order_by("-id").values_list("func", flat=True)[:recent])
-    return [(name, admin_ui.short_function(name)) for name in sorted(names)]
+def function_choices():
+    return sorted(admin_ui.recent_functions(Job.objects).items())
 
 
 class JobFilterSet(WagtailFilterSet):
@@ -111,10 +108,6 @@ class JobFilterSet(WagtailFilterSet):
     class Meta:
         model = Job
         fields = ["status", "queue", "func", "created_at", "finished_at"]
-
-
-def _pre(value):
-    return format_html("<pre>{}</pre>", json.dumps(value, indent=2, ensure_ascii=False))
 
 
 class JobIndexView(IndexView):
@@ -174,13 +167,17 @@ class JobInspectView(InspectView):
         return self.get_time_display_value("finished_at")
 
     def get_args_display_value(self):
-        return _pre(self.object.args)
+        return admin_ui.json_html(self.object.args)
 
     def get_kwargs_display_value(self):
-        return _pre(self.object.kwargs)
+        return admin_ui.json_html(self.object.kwargs)
 
     def get_result_display_value(self):
-        return _pre(self.object.result) if self.object.status == records.SUCCEEDED else "-"
+        return (
+            admin_ui.json_html(self.object.result)
+            if self.object.status == records.SUCCEEDED
+            else "-"
+        )
 
     def get_batch_id_display_value(self):
         batch_id = self.object.batch_id
@@ -193,15 +190,7 @@ class JobInspectView(InspectView):
         return _job_link(self.object.after_id)
 
     def get_error_display_value(self):
-        error = self.object.error
-        if not error:
-            return "-"
-        return format_html(
-            "<strong>{}</strong>: {}<pre>{}</pre>",
-            error.get("type", ""),
-            error.get("message", ""),
-            error.get("traceback", ""),
-        )
+        return admin_ui.error_html(self.object.error)
 
 
 class TimeColumn(DateColumn):
@@ -236,20 +225,14 @@ class FunctionColumn(Column):
     cell_template_name = "pgjobs_wagtail/html_cell.html"
 
     def get_value(self, instance):
-        return format_html(
-            '<span title="{}" style="white-space:nowrap">{}</span>',
-            instance.func,
-            admin_ui.short_function(instance.func),
-        )
+        return admin_ui.function_html(instance.func)
 
 
 class ArgumentsColumn(Column):
     cell_template_name = "pgjobs_wagtail/html_cell.html"
 
     def get_value(self, instance):
-        return format_html(
-            "<code>{}</code>", admin_ui.summarize_arguments(instance.args, instance.kwargs)
-        )
+        return admin_ui.arguments_html(instance.args, instance.kwargs)
 
 
 class AttemptsColumn(Column):
@@ -362,7 +345,10 @@ def act_view(action):
             return forbidden(request)
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        job = Job.objects.filter(pk=pk).values_list("pk", flat=True).first()
+        try:
+            job = Job.objects.filter(pk=pk).values_list("pk", flat=True).first()
+        except (ValueError, ValidationError):  # no job id: "cancel/nope/"
+            job = None
         if job is None:
             raise Http404("No such job.")
         messages.info(request, action.perform(job, Job.objects.db))
@@ -528,9 +514,12 @@ class BatchViewSet(SnippetViewSet):
 
 
 def guarded(patterns):
-    """``patterns`` with each view behind ``viewing_jobs_required``."""
+    """``patterns`` with each view behind ``viewing_jobs_required`` and CSRF checked
+    (and its cookie set for the page's forms), as the Django admin's ``admin_view``
+    does: a site without ``CsrfViewMiddleware`` must not let another site press a
+    job page's buttons."""
     for pattern in patterns:
-        pattern.callback = viewing_jobs_required(pattern.callback)
+        pattern.callback = csrf_protect(viewing_jobs_required(pattern.callback))
     return patterns
 
 
