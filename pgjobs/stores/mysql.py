@@ -17,10 +17,12 @@ import contextlib
 import datetime
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import DateTimeField, Func, Value
 from django.utils import timezone
 from django.utils.functional import cached_property
 
+from .. import stats
 from .sqlstore import SqlStore
 
 #: Server errors that only mean "try again": deadlock found (1213), lock wait
@@ -87,16 +89,29 @@ class MySQLStore(SqlStore):
             "worker_id": worker_id,
             "ids": tuple(int(job_id) for job_id, _ in results),
             "now": self._now_param(),
+            "minute": self.connection.ops.adapt_datetimefield_value(
+                stats.minute_of(timezone.now())
+            ),
+            "shard": stats.shard_of(worker_id),
         }
         if not self.keep_succeeded:
-            return self.sql.finish_delete, params
+            return [
+                self.sql.count_finished,
+                self.sql.prune_attempts,
+                self.sql.finish_delete,
+            ], params
         params["results"] = self._results_json(results)
-        return self.sql.finish, params
+        return [self.sql.count_finished, self.sql.finish], params
 
     def _finish(self, worker_id, results):
-        query, params = self._finish_params(worker_id, results)
-        with self.connection.cursor() as cursor:
-            cursor.execute(query, params)
+        """The successes with their figures (and the attempts kept of jobs
+        deleted), in one transaction."""
+        queries, params = self._finish_params(worker_id, results)
+        connection = self.connection
+        together = connection.settings_dict["OPTIONS"].get("multi_statements", True)
+        with transaction.atomic(using=self.alias), connection.cursor() as cursor:
+            with connection.wrap_database_errors:
+                _execute_all(cursor, queries, params, together)
 
     def _finish_and_claim(self, worker_id, results, queues, limit):
         """Two round trips: begin, record the successes and lock the next jobs;
@@ -112,7 +127,7 @@ class MySQLStore(SqlStore):
         first = []
         if results:
             finish, finish_params = self._finish_params(worker_id, results)
-            first.append(finish)
+            first += finish
             params.update(finish_params)
         first.append(self.sql.claim_lock)
 
@@ -158,7 +173,8 @@ class MySQLStore(SqlStore):
         }
 
         def delete(rows):
-            return [self.sql.prune_delete], {"ids": tuple(job_id for (job_id,) in rows)}
+            ids = {"ids": tuple(job_id for (job_id,) in rows)}
+            return [self.sql.prune_attempts, self.sql.prune_delete], ids
 
         return len(self._lock_then([self.sql.prune_lock], params, delete))
 

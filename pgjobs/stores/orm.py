@@ -253,21 +253,84 @@ class OrmStore(Store):
 
     def retry(self, worker_id, job_id, error, delay):
         """Ready again in ``delay`` seconds; cancelled instead when its cancellation
-        was asked for while it ran (it failed before, or without, seeing the request)."""
+        was asked for while it ran (it failed before, or without, seeing the request).
+        The attempt is kept and counted in the same transaction."""
         asked = Q(cancel_requested=True)
-        self._mine(worker_id, [job_id]).update(
-            status=Case(When(asked, then=Value(records.CANCELLED)), default=Value(records.READY)),
-            finished_at=Case(When(asked, then=self.now()), default=None),
-            error=error,
-            run_at=self.now() + Value(seconds(delay)),
-            worker_id=None,
-            lease_expires_at=None,
-        )
+        with self._write_transaction():
+            attempt = self._current_attempt(worker_id, job_id)
+            if attempt is None:
+                return  # its lease was lost: another worker has it now
+            updated = self._mine(worker_id, [job_id]).update(
+                status=Case(
+                    When(asked, then=Value(records.CANCELLED)), default=Value(records.READY)
+                ),
+                finished_at=Case(When(asked, then=self.now()), default=None),
+                error=error,
+                run_at=self.now() + Value(seconds(delay)),
+                worker_id=None,
+                lease_expires_at=None,
+            )
+            if updated:
+                outcome = records.CANCELLED if attempt["cancel_requested"] else records.RETRIED
+                self._keep_attempts([(attempt, outcome, error)], worker_id)
 
     def fail(self, worker_id, job_id, error, status=records.FAILED):
-        self._mine(worker_id, [job_id]).update(
-            status=status, error=error, finished_at=self.now(), lease_expires_at=None
+        with self._write_transaction():
+            attempt = self._current_attempt(worker_id, job_id)
+            if attempt is None:
+                return
+            updated = self._mine(worker_id, [job_id]).update(
+                status=status, error=error, finished_at=self.now(), lease_expires_at=None
+            )
+            if updated:
+                self._keep_attempts([(attempt, status, error)], worker_id)
+
+    #: What ``_keep_attempts`` reads of a job's current attempt.
+    ATTEMPT_FIELDS = ("pk", "queue", "run_at", "started_at", "attempts", "cancel_requested")
+
+    def _current_attempt(self, worker_id, job_id):
+        """The running attempt of ``job_id`` under ``worker_id``, locked until the
+        transaction ends (``ATTEMPT_FIELDS``), or None."""
+        return (
+            self._mine(worker_id, [job_id]).select_for_update().values(*self.ATTEMPT_FIELDS).first()
         )
+
+    def _keep_attempts(self, ended, worker_id):
+        """Keep attempts that did not succeed and count them in the figures:
+        ``ended`` is ``[(attempt, outcome, error), ...]``, each attempt as
+        ``_current_attempt`` reads it, ended now under ``worker_id``. Called
+        inside the transaction that records the outcome."""
+        from ..models import JobAttempt
+
+        now = timezone.now()
+        minute = stats.minute_of(now)
+        shard = stats.shard_of(worker_id)
+        kept, figures = [], []
+        for attempt, outcome, error in ended:
+            started_at = attempt["started_at"]
+            kept.append(
+                JobAttempt(
+                    job_id=attempt["pk"],
+                    attempt=attempt["attempts"],
+                    started_at=started_at,
+                    finished_at=now,
+                    worker_id=worker_id,
+                    outcome=outcome,
+                    error=error,
+                )
+            )
+            wait = run = None
+            if started_at is not None:
+                wait = (started_at - attempt["run_at"]).total_seconds()
+                run = (now - started_at).total_seconds()
+            figures += stats.attempt_rows(minute, attempt["queue"], shard, outcome, wait, run)
+        for attempt in kept:  # one by one: bulk_create would open a transaction of its own
+            attempt.save(using=self.alias, force_insert=True)
+        self._add_figures(stats.merge_rows(figures))
+
+    def _add_figures(self, rows):
+        """Add ``rows`` (``stats.merge_rows``'s) to the figures: the vendor's upsert."""
+        raise NotImplementedError
 
     def heartbeat(self, worker_id, job_ids):
         if not self.workers().filter(pk=worker_id).update(heartbeat_at=self.now()):
@@ -373,7 +436,12 @@ class OrmStore(Store):
             batch = list(old.values_list("pk", flat=True)[:batch_size])
             if not batch:
                 return deleted
-            deleted += self.jobs().filter(pk__in=batch).delete()[0]
+            deleted += self._delete_jobs(self.jobs().filter(pk__in=batch))
+
+    def _delete_jobs(self, jobs):
+        """Delete ``jobs`` (a queryset) and their attempts; return how many jobs."""
+        _, deleted = jobs.delete()
+        return deleted.get(jobs.model._meta.label, 0)
 
     def prune_batch(self, older_than, statuses, limit):
         """Delete up to ``limit`` jobs in ``statuses`` that finished more than
@@ -394,7 +462,7 @@ class OrmStore(Store):
         ids = list(expired.order_by("status", "finished_at").values_list("pk", flat=True)[:limit])
         if not ids:
             return 0
-        return self.jobs().filter(pk__in=ids, status__in=statuses).delete()[0]
+        return self._delete_jobs(self.jobs().filter(pk__in=ids, status__in=statuses))
 
     #: Jobs a rescue takes back at most in one call (the next call takes the rest).
     rescue_batch = 1000
@@ -419,16 +487,25 @@ class OrmStore(Store):
             self.jobs()
             .filter(status=records.RUNNING, lease_expires_at__lt=self.now())
             .order_by()
-            .values_list("pk", "worker_id", "attempts", "max_attempts", "cancel_requested")[
-                : self.rescue_batch
-            ]
+            .values_list(
+                "pk",
+                "worker_id",
+                "attempts",
+                "max_attempts",
+                "cancel_requested",
+                "queue",
+                "run_at",
+                "started_at",
+            )[: self.rescue_batch]
         )
         if not expired:
             return records.Rescued(0)
         rescued, ended = 0, []
         error_field = self.jobs().model._meta.get_field("error")
         with self._rescue_transaction():
-            for pk, worker_id, attempts, max_attempts, cancel_requested in expired:
+            lost = {}  # worker id -> [(attempt, outcome, error)] of its attempts rescued
+            for row in expired:
+                pk, worker_id, attempts, max_attempts, cancel_requested, *_ = row
                 if cancel_requested:
                     status = records.CANCELLED
                 elif attempts >= max_attempts:
@@ -459,12 +536,24 @@ class OrmStore(Store):
                 rescued += taken
                 if taken and status != records.READY:
                     ended.append(pk)
+                if taken:
+                    attempt = {"pk": pk, "attempts": attempts, "queue": row[5],
+                               "run_at": row[6], "started_at": row[7]}  # fmt: skip
+                    outcome = records.RETRIED if status == records.READY else status
+                    lost.setdefault(worker_id, []).append((attempt, outcome, error))
+            for worker_id, attempts in lost.items():
+                self._keep_attempts(attempts, worker_id)
         if rescued:
             self.notify_ready()  # no enqueue told the workers of these
         return records.Rescued(rescued, ended)
 
     def _rescue_transaction(self):
         """The transaction a rescue's updates run in."""
+        return self._write_transaction()
+
+    def _write_transaction(self):
+        """The transaction in which an outcome, its attempt and its figures are
+        written together (vendors that must take the write lock first override it)."""
         return transaction.atomic(using=self.alias)
 
     def release(self, worker_id, job_ids):

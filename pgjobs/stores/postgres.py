@@ -21,7 +21,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 from psycopg import sql
 
-from .. import records
+from .. import records, stats
 from ..records import ClaimedJob, JobInfo
 from ..serialization import dumps
 from .base import args_json, load_json, read_arguments
@@ -30,6 +30,8 @@ from .queries import sql as vendor_sql
 
 logger = logging.getLogger("pgjobs")
 
+#: stats.EDGES as one array literal, the finish statements' bucket edges.
+_EDGES = "{" + ",".join(repr(edge) for edge in stats.EDGES) + "}"
 #: Below this many jobs, one INSERT statement beats three round trips (COPY).
 COPY_THRESHOLD = 100
 COPY_CHUNK = 5000
@@ -355,7 +357,18 @@ class PostgresStore(OrmStore):
             encoded = None  # unnest pads a NULL array: every result NULL
         else:
             encoded = [None if result is None else dumps(result) for _, result in results]
-        return {"worker_id": worker_id, "ids": ids, "results": encoded}
+        return {
+            "worker_id": worker_id,
+            "ids": ids,
+            "results": encoded,
+            "shard": stats.shard_of(worker_id),
+            "edges": _EDGES,
+        }
+
+    def _add_figures(self, rows):
+        if rows:
+            columns = [list(column) for column in zip(*rows, strict=True)]
+            self._execute(self.sql.add_figures, columns, fetch=False)
 
     def seconds_until_due(self, queues):
         params = {"queues": list(queues) if queues else None}

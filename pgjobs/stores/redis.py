@@ -552,13 +552,18 @@ class RedisStore(Store):
         return stats.figures_from_rows(rows)
 
     def prune_figures(self, older_than):
-        """Figures expire by themselves (``stats.KEEP``); this deletes those of a
-        shorter retention, looking back a further ``stats.KEEP``."""
+        """Figures expire by themselves after ``stats.KEEP``; a shorter retention
+        deletes the hashes of the minutes before it, looking back ``stats.KEEP``."""
         if older_than >= stats.KEEP:
             return 0
-        minutes = self._minute_keys(older_than + stats.KEEP)
-        old = self._minute_keys(older_than)
-        keys = [self.key("figures", m) for m in minutes if m < old[0]]
+        seconds, microseconds = self.client.time()
+        cutoff = seconds * 1_000_000 + microseconds - older_than // MICROSECOND
+        minute = 60_000_000
+        first = cutoff - stats.KEEP // MICROSECOND
+        keys = [
+            self.key("figures", m)
+            for m in range(first - first % minute, cutoff - cutoff % minute, minute)
+        ]
         return self.client.delete(*keys) if keys else 0
 
     # -- schedules -------------------------------------------------------------------

@@ -29,6 +29,7 @@ from django.db.models import DateTimeField, Value
 from django.utils import timezone
 from django.utils.functional import cached_property
 
+from .. import stats
 from .orm import seconds
 from .sqlstore import SqlStore
 
@@ -87,7 +88,8 @@ class SQLiteStore(SqlStore):
     @contextlib.contextmanager
     def _write_transaction(self):
         """``BEGIN IMMEDIATE`` ... ``COMMIT``: take the write lock before reading,
-        waiting the busy timeout for it. Inside the caller's transaction, use it."""
+        waiting the busy timeout for it (claims, outcomes with their attempts and
+        figures, rescues: no busy upgrade). Inside the caller's transaction, use it."""
         if self._in_transaction():
             yield
             return
@@ -101,20 +103,30 @@ class SQLiteStore(SqlStore):
                     cursor.execute(self.sql.rollback)
                 raise
 
-    def _rescue_transaction(self):
-        return self._write_transaction()  # the write lock first: no busy upgrade
-
     # -- workers -----------------------------------------------------------------
 
     def _finish(self, worker_id, results):
-        params = {"worker_id": worker_id, "results": self._results_json(results)}
+        with self._write_transaction():
+            self._record_successes(worker_id, results)
+
+    def _record_successes(self, worker_id, results):
+        """The successes of a batch, their figures first (and the attempts kept of
+        jobs deleted), inside the caller's write transaction."""
+        now = timezone.now()
+        params = {
+            "worker_id": worker_id,
+            "results": self._results_json(results),
+            "now": self._db_time(now),
+            "minute": self._db_time(stats.minute_of(now)),
+            "shard": stats.shard_of(worker_id),
+        }
         if self.keep_succeeded:
-            query = self.sql.finish
-            params["now"] = self._db_time(timezone.now())
+            queries = [self.sql.count_finished, self.sql.finish]
         else:
-            query = self.sql.finish_delete
+            queries = [self.sql.count_finished, self.sql.delete_attempts, self.sql.finish_delete]
         with self.connection.cursor() as cursor:
-            cursor.execute(query, params)
+            for query in queries:
+                cursor.execute(query, params)
 
     def _finish_and_claim(self, worker_id, results, queues, limit):
         """One transaction, one commit (SQLite's cost is mostly the commit's sync)."""
@@ -128,7 +140,7 @@ class SQLiteStore(SqlStore):
         }
         with self._write_transaction(), self.connection.cursor() as cursor:
             if results:
-                self._finish(worker_id, results)
+                self._record_successes(worker_id, results)
             if self._returning:
                 cursor.execute(self.sql.claim, params)
                 rows = cursor.fetchall()
@@ -159,6 +171,7 @@ class SQLiteStore(SqlStore):
             "statuses": _json_list(statuses),
         }
         with self._write_transaction(), self.connection.cursor() as cursor:
+            cursor.execute(self.sql.prune_attempts, params)
             cursor.execute(self.sql.prune_batch, params)
             return cursor.rowcount
 

@@ -93,3 +93,44 @@ FOR UPDATE SKIP LOCKED;
 
 -- name: prune_delete
 DELETE FROM {job} WHERE id IN %(ids)s;
+
+-- name: count_finished
+-- The per-minute figures (pgjobs/stats.py) of the successes finish is about to
+-- record (the same guard), added to this worker's shard, in the same
+-- transaction. A bucket is how many of stats.EDGES the seconds reach.
+INSERT INTO {stat} (minute, queue, shard, metric, bucket, count, total)
+SELECT %(minute)s, queue, %(shard)s, metric, bucket, n, seconds FROM (
+    SELECT queue, metric,
+            COALESCE((x >= 0.005) + (x >= 0.01) + (x >= 0.025) + (x >= 0.05) + (x >= 0.1) +
+                     (x >= 0.25) + (x >= 0.5) + (x >= 1) + (x >= 2.5) + (x >= 5) + (x >= 10) +
+                     (x >= 30) + (x >= 60) + (x >= 300) + (x >= 3600), 0) AS bucket,
+           COUNT(*) AS n, COALESCE(SUM(x), 0) AS seconds
+    FROM (
+        SELECT j.queue, k.metric,
+               CASE k.metric
+                   WHEN 'wait' THEN TIMESTAMPDIFF(MICROSECOND, j.run_at, j.started_at) / 1e6
+                   WHEN 'run' THEN TIMESTAMPDIFF(MICROSECOND, j.started_at,
+                                                 COALESCE(%(now)s, UTC_TIMESTAMP(6))) / 1e6
+               END AS x
+        FROM {job} AS j
+        CROSS JOIN (SELECT 'succeeded' AS metric UNION ALL SELECT 'wait' UNION ALL SELECT 'run') AS k
+        WHERE j.id IN %(ids)s AND j.status = 'running' AND j.worker_id = %(worker_id)s
+    ) AS e
+    GROUP BY queue, metric, bucket
+    ORDER BY queue, metric, bucket
+) AS f
+ON DUPLICATE KEY UPDATE count = {stat}.count + f.n, total = {stat}.total + f.seconds;
+
+-- name: prune_attempts
+-- The attempts kept of the jobs prune_delete deletes, in the same transaction.
+DELETE FROM {attempt} WHERE job_id IN %(ids)s;
+
+-- name: add_figures
+-- Per-minute figures added up, a row per key (figures_row, repeated), in key order.
+INSERT INTO {stat} (minute, queue, shard, metric, bucket, count, total);
+
+-- name: figures_row
+(%s, %s, %s, %s, %s, %s, %s);
+
+-- name: add_figures_conflict
+ON DUPLICATE KEY UPDATE count = count + VALUES(count), total = total + VALUES(total);

@@ -87,20 +87,68 @@ FROM unnest(%s::text[], %s::bigint[], %s::int[]) AS v(q, i, n);
 SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q;
 
 -- name: finish
--- The successes of a batch in one statement. ids arrive as one array literal
--- and results as NULL when every result is None (unnest pads it with NULLs): a
--- no-op job then costs no per-element dumping in Python. The guard keeps a job
--- whose lease was lost from completing twice.
-UPDATE {job} AS j
-SET status = 'succeeded', result = v.result::jsonb, finished_at = now(), lease_expires_at = NULL
-FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
-WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s;
+-- The successes of a batch in one statement, with their figures. ids arrive as
+-- one array literal and results as NULL when every result is None (unnest pads
+-- it with NULLs): a no-op job then costs no per-element dumping in Python. The
+-- guard keeps a job whose lease was lost from completing twice.
+WITH finished AS (
+    UPDATE {job} AS j
+    SET status = 'succeeded', result = v.result::jsonb, finished_at = now(),
+        lease_expires_at = NULL
+    FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
+    WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
+    RETURNING j.queue, j.run_at, j.started_at
+), counted AS (
+    -- The per-minute figures of these successes (pgjobs/stats.py), added to the
+    -- rows of this worker's shard, locked in key order.
+    INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
+    SELECT date_trunc('minute', now()), queue, %(shard)s, metric,
+           COALESCE(width_bucket(x, %(edges)s::float8[]), 0), count(*), COALESCE(sum(x), 0)
+    FROM (
+        SELECT f.queue, k.metric,
+               CASE k.metric WHEN 'wait' THEN EXTRACT(EPOCH FROM f.started_at - f.run_at)::float8
+                             WHEN 'run' THEN EXTRACT(EPOCH FROM now() - f.started_at)::float8
+               END AS x
+        FROM finished AS f CROSS JOIN (VALUES ('succeeded'), ('wait'), ('run')) AS k(metric)
+    ) AS e
+    GROUP BY 2, 4, 5
+    ORDER BY 2, 4, 5
+    ON CONFLICT (minute, queue, shard, metric, bucket)
+    DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
+)
+SELECT 1;
 
 -- name: finish_delete
--- finish with KEEP_SUCCEEDED False: succeeded jobs are deleted instead.
-DELETE FROM {job} AS j
-USING unnest(%(ids)s::bigint[]) AS v(id)
-WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s;
+-- finish with KEEP_SUCCEEDED False: succeeded jobs are deleted instead, with
+-- the attempts kept of them.
+WITH finished AS (
+    DELETE FROM {job} AS j
+    USING unnest(%(ids)s::bigint[]) AS v(id)
+    WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
+    RETURNING j.id, j.queue, j.run_at, j.started_at, j.attempts
+), gone AS (
+    -- The attempts kept of jobs that failed before they succeeded.
+    DELETE FROM {attempt}
+    WHERE job_id = ANY(ARRAY(SELECT id FROM finished WHERE attempts > 1))
+), counted AS (
+    -- The per-minute figures of these successes (pgjobs/stats.py), added to the
+    -- rows of this worker's shard, locked in key order.
+    INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
+    SELECT date_trunc('minute', now()), queue, %(shard)s, metric,
+           COALESCE(width_bucket(x, %(edges)s::float8[]), 0), count(*), COALESCE(sum(x), 0)
+    FROM (
+        SELECT f.queue, k.metric,
+               CASE k.metric WHEN 'wait' THEN EXTRACT(EPOCH FROM f.started_at - f.run_at)::float8
+                             WHEN 'run' THEN EXTRACT(EPOCH FROM now() - f.started_at)::float8
+               END AS x
+        FROM finished AS f CROSS JOIN (VALUES ('succeeded'), ('wait'), ('run')) AS k(metric)
+    ) AS e
+    GROUP BY 2, 4, 5
+    ORDER BY 2, 4, 5
+    ON CONFLICT (minute, queue, shard, metric, bucket)
+    DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
+)
+SELECT 1;
 
 -- name: claim
 -- Lock up to N due rows in claim order, skipping rows other workers hold, and
@@ -139,6 +187,24 @@ WITH finished AS (
         lease_expires_at = NULL
     FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
+    RETURNING j.queue, j.run_at, j.started_at
+), counted AS (
+    -- The per-minute figures of these successes (pgjobs/stats.py), added to the
+    -- rows of this worker's shard, locked in key order.
+    INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
+    SELECT date_trunc('minute', now()), queue, %(shard)s, metric,
+           COALESCE(width_bucket(x, %(edges)s::float8[]), 0), count(*), COALESCE(sum(x), 0)
+    FROM (
+        SELECT f.queue, k.metric,
+               CASE k.metric WHEN 'wait' THEN EXTRACT(EPOCH FROM f.started_at - f.run_at)::float8
+                             WHEN 'run' THEN EXTRACT(EPOCH FROM now() - f.started_at)::float8
+               END AS x
+        FROM finished AS f CROSS JOIN (VALUES ('succeeded'), ('wait'), ('run')) AS k(metric)
+    ) AS e
+    GROUP BY 2, 4, 5
+    ORDER BY 2, 4, 5
+    ON CONFLICT (minute, queue, shard, metric, bucket)
+    DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
 ), next AS MATERIALIZED (
     SELECT id FROM {job}
     WHERE status = 'ready' AND run_at <= statement_timestamp()
@@ -159,10 +225,32 @@ FROM claimed ORDER BY priority DESC, run_at, id;
 
 -- name: delete_and_claim
 -- finish_delete, then claim, in one statement (KEEP_SUCCEEDED False).
-WITH deleted AS (
+WITH finished AS (
     DELETE FROM {job} AS j
     USING unnest(%(ids)s::bigint[]) AS v(id)
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
+    RETURNING j.id, j.queue, j.run_at, j.started_at, j.attempts
+), gone AS (
+    -- The attempts kept of jobs that failed before they succeeded.
+    DELETE FROM {attempt}
+    WHERE job_id = ANY(ARRAY(SELECT id FROM finished WHERE attempts > 1))
+), counted AS (
+    -- The per-minute figures of these successes (pgjobs/stats.py), added to the
+    -- rows of this worker's shard, locked in key order.
+    INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
+    SELECT date_trunc('minute', now()), queue, %(shard)s, metric,
+           COALESCE(width_bucket(x, %(edges)s::float8[]), 0), count(*), COALESCE(sum(x), 0)
+    FROM (
+        SELECT f.queue, k.metric,
+               CASE k.metric WHEN 'wait' THEN EXTRACT(EPOCH FROM f.started_at - f.run_at)::float8
+                             WHEN 'run' THEN EXTRACT(EPOCH FROM now() - f.started_at)::float8
+               END AS x
+        FROM finished AS f CROSS JOIN (VALUES ('succeeded'), ('wait'), ('run')) AS k(metric)
+    ) AS e
+    GROUP BY 2, 4, 5
+    ORDER BY 2, 4, 5
+    ON CONFLICT (minute, queue, shard, metric, bucket)
+    DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
 ), next AS MATERIALIZED (
     SELECT id FROM {job}
     WHERE status = 'ready' AND run_at <= statement_timestamp()
@@ -223,6 +311,17 @@ WITH deleted AS (
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ))
-    RETURNING 1
+    RETURNING id
+), gone AS (
+    -- The attempts kept of the jobs deleted go with them.
+    DELETE FROM {attempt} WHERE job_id = ANY(ARRAY(SELECT id FROM deleted))
 )
 SELECT count(*) FROM deleted;
+
+-- name: add_figures
+-- Per-minute figures (pgjobs/stats.py) added up, a row per key, in key order.
+INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
+SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::smallint[], %s::text[], %s::smallint[],
+                     %s::bigint[], %s::float8[])
+ON CONFLICT (minute, queue, shard, metric, bucket)
+DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total;

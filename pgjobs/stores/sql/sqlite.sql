@@ -106,3 +106,58 @@ DELETE FROM {job} WHERE id IN (
     ORDER BY status, finished_at
     LIMIT %(limit)s
 );
+
+-- name: count_finished
+-- The per-minute figures (pgjobs/stats.py) of the successes finish is about to
+-- record (the same guard), in the same transaction. A bucket is how many of
+-- stats.EDGES the seconds reach. WHERE true: SQLite's upsert after a SELECT.
+INSERT INTO {stat} (minute, queue, shard, metric, bucket, count, total)
+SELECT %(minute)s, queue, %(shard)s, metric, bucket, n, seconds FROM (
+    SELECT queue, metric,
+            COALESCE((x >= 0.005) + (x >= 0.01) + (x >= 0.025) + (x >= 0.05) + (x >= 0.1) +
+                     (x >= 0.25) + (x >= 0.5) + (x >= 1) + (x >= 2.5) + (x >= 5) + (x >= 10) +
+                     (x >= 30) + (x >= 60) + (x >= 300) + (x >= 3600), 0) AS bucket,
+           COUNT(*) AS n, COALESCE(SUM(x), 0) AS seconds
+    FROM (
+        SELECT j.queue, k.metric,
+               CASE k.metric
+                   WHEN 'wait' THEN (julianday(j.started_at) - julianday(j.run_at)) * 86400.0
+                   WHEN 'run' THEN (julianday(%(now)s) - julianday(j.started_at)) * 86400.0
+               END AS x
+        FROM {job} AS j
+        CROSS JOIN (SELECT 'succeeded' AS metric UNION ALL SELECT 'wait' UNION ALL SELECT 'run') AS k
+        WHERE j.id IN (SELECT CAST(key AS INTEGER) FROM json_each(%(results)s))
+          AND j.status = 'running' AND j.worker_id = %(worker_id)s
+    )
+    GROUP BY queue, metric, bucket
+    ORDER BY queue, metric, bucket
+)
+WHERE true
+ON CONFLICT (minute, queue, shard, metric, bucket)
+DO UPDATE SET count = count + excluded.count, total = total + excluded.total;
+
+-- name: prune_attempts
+-- The attempts kept of the jobs prune_batch is about to delete (the same
+-- choice of jobs), in the same transaction.
+DELETE FROM {attempt} WHERE job_id IN (
+    SELECT id FROM {job}
+    WHERE status IN (SELECT value FROM json_each(%(statuses)s)) AND finished_at < %(cutoff)s
+    ORDER BY status, finished_at
+    LIMIT %(limit)s
+);
+
+-- name: delete_attempts
+-- The attempts kept of the jobs finish_delete is about to delete.
+DELETE FROM {attempt}
+WHERE job_id IN (SELECT CAST(key AS INTEGER) FROM json_each(%(results)s));
+
+-- name: add_figures
+-- Per-minute figures added up, a row per key (figures_row, repeated), in key order.
+INSERT INTO {stat} (minute, queue, shard, metric, bucket, count, total);
+
+-- name: figures_row
+(%s, %s, %s, %s, %s, %s, %s);
+
+-- name: add_figures_conflict
+ON CONFLICT (minute, queue, shard, metric, bucket)
+DO UPDATE SET count = count + excluded.count, total = total + excluded.total;
