@@ -17,7 +17,6 @@ import contextlib
 import datetime
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import DateTimeField, Func, Value
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -105,13 +104,30 @@ class MySQLStore(SqlStore):
 
     def _finish(self, worker_id, results):
         """The successes with their figures (and the attempts kept of jobs
-        deleted), in one transaction."""
+        deleted), in one transaction: one round trip with multi-statements."""
         queries, params = self._finish_params(worker_id, results)
+        own = not self._in_transaction()
+        if own:
+            queries = [*self._begin(), *queries, self.sql.commit]
         connection = self.connection
         together = connection.settings_dict["OPTIONS"].get("multi_statements", True)
-        with transaction.atomic(using=self.alias), connection.cursor() as cursor:
-            with connection.wrap_database_errors:
+        with connection.cursor() as cursor, connection.wrap_database_errors:
+            try:
                 _execute_all(cursor, queries, params, together)
+            except BaseException:
+                if own:
+                    with contextlib.suppress(Exception):
+                        cursor.execute(self.sql.rollback)
+                raise
+
+    def _begin(self):
+        """The statements that begin a transaction of our own: READ COMMITTED
+        (Django's default for MySQL; without it a locking read takes gap locks)."""
+        begin = []
+        if self.connection.isolation_level != "read committed":
+            begin.append(self.sql.begin_read_committed)
+        begin.append(self.sql.begin)
+        return begin
 
     def _finish_and_claim(self, worker_id, results, queues, limit):
         """Two round trips: begin, record the successes and lock the next jobs;
@@ -143,11 +159,7 @@ class MySQLStore(SqlStore):
         own, or inside the caller's. One round trip each when the site allows
         multi-statements. Returns the locking read's rows."""
         own = not self._in_transaction()
-        begin = []
-        if own:
-            if self.connection.isolation_level != "read committed":
-                begin.append(self.sql.begin_read_committed)
-            begin.append(self.sql.begin)
+        begin = self._begin() if own else []
         connection = self.connection
         together = connection.settings_dict["OPTIONS"].get("multi_statements", True)
         with connection.cursor() as cursor, connection.wrap_database_errors:
