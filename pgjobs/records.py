@@ -36,6 +36,8 @@ class JobSpec:
     # The JSON text of args, when whoever prepared the job made it already (a bulk
     # enqueue signs that text): a store may write it rather than encode args again.
     args_json: str | None = None
+    # The W3C trace context of the span that enqueued the job (pgjobs/tracing.py).
+    traceparent: str | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -53,6 +55,7 @@ class ClaimedJob:
     max_attempts: int
     timeout: float | None = None
     signature: str = ""
+    traceparent: str | None = None  # of the span that enqueued it (pgjobs/tracing.py)
     # Why the job cannot run, when the store claimed its row but could not read it
     # (arguments it cannot decode, ...): the worker fails it at once, alone.
     problem: str | None = None

@@ -34,6 +34,7 @@ from ..serialization import (
     sign_job,
     storable_str,
 )
+from ..tracing import current_traceparent
 
 MODES = ("enqueue", "defer", "aenqueue", "adefer")
 JOB_OPTIONS = ("priority", "queue", "max_attempts", "timeout", "unique_key")
@@ -267,6 +268,7 @@ class BaseJobBackend:
             max_attempts=self.validate_max_attempts(options.get("max_attempts")),
             timeout=_or_default(validate_timeout(options.get("timeout")), self.default_timeout),
             unique_key=validate_unique_key(options.get("unique_key")),
+            traceparent=current_traceparent(),
         )
 
     def prepare_many(self, jobs, **options):
@@ -340,7 +342,8 @@ class BaseJobBackend:
                 else:
                     path, signer, args, args_json = item
                     last_spec = spec_type(path, args, {}, queue, priority, run_at, attempts,
-                                          timeout, key, signer.sign(args_json), args_json)  # fmt: skip
+                                          timeout, key, signer.sign(args_json), args_json,
+                                          first.traceparent)  # fmt: skip
                 last_item = item
             yield last_spec  # a repeated call shares its spec: stores only read them
 

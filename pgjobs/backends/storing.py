@@ -28,6 +28,7 @@ from .. import records
 from ..exceptions import InvalidBackend, JobNotFound
 from ..refs import JobRef
 from ..retry import RetryPolicy
+from ..tracing import describe_enqueue, enqueue_span
 from .base import AsyncFromSync, BaseJobBackend, collector_paused
 
 #: How long a succeeded job stays by default: 5 minutes. Long enough for whoever
@@ -159,18 +160,25 @@ class StoringBackend(AsyncFromSync, BaseJobBackend):
     # -- RFC 72 modes --------------------------------------------------------------------
 
     def enqueue(self, func, args, kwargs, **options):
-        return self._write_one(self.prepare(func, args, kwargs, **options))
+        with enqueue_span() as span:
+            spec = self.prepare(func, args, kwargs, **options)
+            describe_enqueue(span, spec)
+            return self._write_one(spec)
 
     def defer(self, func, when, args, kwargs, **options):
-        return self._write_one(self.prepare(func, args, kwargs, when, **options))
+        with enqueue_span() as span:
+            spec = self.prepare(func, args, kwargs, when, **options)
+            describe_enqueue(span, spec)
+            return self._write_one(spec)
 
     def enqueue_many(self, jobs, **options):
         """Store many ``(func, args, kwargs)`` jobs sharing ``options``, all or none
         (one statement where the store can); return their refs in order."""
-        with collector_paused(len(jobs)):
+        with collector_paused(len(jobs)), enqueue_span() as span:
             specs = self.iter_prepared(jobs, **options)
             if specs.first is None:
                 return []
+            describe_enqueue(span, specs.first, len(jobs))
             if specs.first.unique_key is not None or self._holds_until_commit():
                 # Every spec is made first, so that an invalid one stops the call
                 # before anything is stored or held.

@@ -118,6 +118,7 @@ class OrmStore(Store):
             timeout=spec.timeout,
             unique_key=spec.unique_key,
             signature=spec.signature,
+            traceparent=spec.traceparent,
         )
         if spec.run_at is not None:
             kwargs["run_at"] = spec.run_at

@@ -134,6 +134,7 @@ class PostgresStore(OrmStore):
             spec.timeout,
             spec.unique_key,
             spec.signature,
+            spec.traceparent,
             self.channel,
         ]
 
@@ -157,6 +158,7 @@ class PostgresStore(OrmStore):
             [s.timeout for s in specs],
             [s.unique_key for s in specs],
             [s.signature for s in specs],
+            [s.traceparent for s in specs],
         ]
         rows = self._execute(self.sql.enqueue_many, [*columns, self.channel])
         return [_info(row) for row in rows]
@@ -468,7 +470,7 @@ class PostgresStore(OrmStore):
 # as its length and bytes (-1: NULL).
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)  # no flags, no extension
 _COPY_TRAILER = struct.pack(">h", -1)
-_COPY_FIELDS = 12  # the columns of copy_jobs
+_COPY_FIELDS = 13  # the columns of copy_jobs
 _ROW_START = struct.Struct(">hiq")  # the field count, then the id: 8 bytes, an int8
 _NULL = struct.pack(">i", -1)
 _PG_EPOCH = datetime.datetime(2000, 1, 1, tzinfo=datetime.UTC)
@@ -529,7 +531,8 @@ class _CopyRows:
             ])  # fmt: skip
         args = args_json(spec)
         kwargs = _EMPTY_JSONB if not spec.kwargs else _jsonb(dumps(spec.kwargs))
-        return b"".join([head, _jsonb(args), kwargs, middle, _text(spec.signature)])
+        trace = _NULL if spec.traceparent is None else _text(spec.traceparent)
+        return b"".join([head, _jsonb(args), kwargs, middle, _text(spec.signature), trace])
 
 
 def _text(value):

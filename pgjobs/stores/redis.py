@@ -125,7 +125,7 @@ def _claimed(row):
     fields cannot be read (arguments it cannot decode, a field changed by hand)
     comes back with its ``problem`` set, rather than failing the whole claim."""
     job_id, func, args, kwargs, queue, priority, run_at, attempts, max_attempts, *rest = row
-    timeout, signature = rest
+    timeout, signature, traceparent = rest
     args, kwargs, problem = read_arguments(args, kwargs)
     try:
         return ClaimedJob(
@@ -140,6 +140,7 @@ def _claimed(row):
             max_attempts=int(max_attempts),
             timeout=float(timeout) if timeout else None,
             signature=signature or "",
+            traceparent=traceparent or None,
             problem=problem,
         )
     except (*DECODE_ERRORS, OverflowError) as exc:
@@ -232,6 +233,7 @@ class RedisStore(Store):
             spec.unique_key or "",
             spec.signature,
             "1" if spec.unique_key else "0",
+            spec.traceparent or "",
         ]
 
     def push(self, specs, ids=None):

@@ -44,6 +44,7 @@ INSERT_FIELDS = (
     "timeout",
     "unique_key",
     "signature",
+    "traceparent",
 )
 
 

@@ -39,6 +39,7 @@ from ..exceptions import InvalidJob, JobCancelled
 from ..execution import JobContext, describe_error, reset_current_job, set_current_job
 from ..serialization import decode_arguments, encode_result, load_function, verify_job
 from .connections import tidy_connections
+from .telemetry import Telemetry, end_span
 
 logger = logging.getLogger("pgjobs")
 #: Per-job lines (started, succeeded): INFO at ``-v 2``, off by default.
@@ -88,9 +89,10 @@ async def _contained(coroutine):
 class Executor:
     """Runs jobs under one concurrency budget; reports outcomes in ``done``."""
 
-    def __init__(self, concurrency, alarm):
+    def __init__(self, concurrency, alarm, telemetry=None):
         self.concurrency = concurrency
         self.alarm = alarm  # wakes the main thread (wakeups.Alarm)
+        self.telemetry = telemetry or Telemetry(None, type(self))  # signals and spans
         self.done = collections.deque()  # (job, outcome), not yet taken by the main thread
         self.low_water = 0
         self.log_jobs = False  # per-job lines (pgjobs.jobs at INFO), decided once by the worker
@@ -418,13 +420,17 @@ class Executor:
         if is_coroutine:
             return self._execute_async_waiting(job, running, started)
         token = set_current_job(running.context)
+        span = None
         try:
+            span = self.telemetry.starting(job)
             result = func(*args, **kwargs)
         except BaseException as exc:  # SystemExit from library code too: the slot lives on
+            end_span(span, exc)
             return _failed(exc, started)
         finally:
             reset_current_job(token)
             tidy_connections()
+        end_span(span)
         return _succeeded(result, started)
 
     def _start_on_loop(self, jobs):
@@ -451,7 +457,9 @@ class Executor:
         except InvalidJob as exc:
             return _cannot_start(exc)
         token = set_current_job(running.context)  # the task's own copy of the context
+        span = None
         try:
+            span = self.telemetry.starting(job)
             coroutine = _contained(func(*args, **kwargs))
             if job.timeout is not None:
                 coroutine = asyncio.wait_for(coroutine, job.timeout)
@@ -459,9 +467,11 @@ class Executor:
             if isinstance(result, _Exited):
                 raise result.exc
         except BaseException as exc:  # cancelled (grace period) or SystemExit: an outcome too
+            end_span(span, exc)
             return _failed(exc, started)
         finally:
             reset_current_job(token)
+        end_span(span)
         return _succeeded(result, started)
 
     def _execute_async_waiting(self, job, running, started):

@@ -1,7 +1,7 @@
--- push_jobs(i, now) writes the jobs whose fields start at ARGV[i], 12 per job:
+-- push_jobs(i, now) writes the jobs whose fields start at ARGV[i], 13 per job:
 -- id ('' = allocate), func, args, kwargs, queue, priority, run_at µs ('' = now),
 -- max_attempts, timeout, unique_key, signature, unique ('1': keep out a second
--- active job with the key). Returns per job [id, existing ("1": the holder of
+-- active job with the key), traceparent ('' = none). Returns per job [id, existing ("1": the holder of
 -- its unique key, not written), run_at, created_at], numbers as strings
 -- (cjson would round µs timestamps).
 -- Refuse every job before writing any (a script that fails half way keeps
@@ -16,7 +16,7 @@ local function check_jobs(i)
     if not max_attempts or max_attempts < 1 then
       return redis.error_reply('pgjobs: max_attempts must be >= 1: ' .. ARGV[i + 7])
     end
-    i = i + 12
+    i = i + 13
   end
   return nil
 end
@@ -46,12 +46,15 @@ local function push_jobs(i, now)
         'priority', priority, 'run_at', run_at, 'max_attempts', ARGV[i + 7],
         'timeout', ARGV[i + 8], 'unique_key', uk, 'signature', ARGV[i + 10],
         'status', 'ready', 'attempts', 0, 'created_at', now, 'cancel', '0')
+      if ARGV[i + 12] ~= '' then
+        redis.call('HSET', P .. ':job:' .. id, 'traceparent', ARGV[i + 12])
+      end
       redis.call('SADD', P .. ':queues', queue)
       make_ready(id, queue, priority, run_at, now)
       if uk ~= '' then redis.call('SET', P .. ':unique:' .. uk, id) end
       out[#out + 1] = {int(id), '0', int(run_at), int(now)}
     end
-    i = i + 12
+    i = i + 13
   end
   return out
 end

@@ -11,11 +11,11 @@
 
 -- name: insert
 INSERT INTO {job} (func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
-                   unique_key, signature, created_at);
+                   unique_key, signature, traceparent, created_at);
 
 -- name: insert_row
 -- One job's values, repeated for each job of a batch; run_at is the job's, else now.
-(%s, %s, %s, %s, %s, COALESCE(%s, %s, UTC_TIMESTAMP(6)), %s, %s, %s, %s,
+(%s, %s, %s, %s, %s, COALESCE(%s, %s, UTC_TIMESTAMP(6)), %s, %s, %s, %s, %s,
  COALESCE(%s, UTC_TIMESTAMP(6)));
 
 -- name: returning_info
@@ -45,7 +45,8 @@ ROLLBACK;
 -- Lock up to N due rows in claim order, skipping rows other workers hold. The
 -- rows are read here, locked, so the UPDATE that follows (claim_mark) need not
 -- return them. every_queue true: any queue (queues is then a placeholder list).
-SELECT id, func, args, kwargs, queue, priority, run_at, attempts, max_attempts, timeout, signature
+SELECT id, func, args, kwargs, queue, priority, run_at, attempts, max_attempts, timeout, signature,
+       traceparent
 FROM {job}
 WHERE status = 'ready' AND run_at <= COALESCE(%(now)s, UTC_TIMESTAMP(6))
   AND (%(every_queue)s OR queue IN %(queues)s)

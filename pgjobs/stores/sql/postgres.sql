@@ -11,8 +11,9 @@
 -- all of them.
 WITH job AS (
     INSERT INTO {job} (func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
-                       unique_key, signature)
-    VALUES (%s, %s::jsonb, %s::jsonb, %s, %s, COALESCE(%s, statement_timestamp()), %s, %s, %s, %s)
+                       unique_key, signature, traceparent)
+    VALUES (%s, %s::jsonb, %s::jsonb, %s, %s, COALESCE(%s, statement_timestamp()), %s, %s, %s, %s,
+            %s)
     RETURNING id, func, queue, status, priority, run_at, attempts, max_attempts, created_at,
               started_at, finished_at, result, error, worker_id
 )
@@ -26,8 +27,9 @@ FROM job;
 -- the caller's transaction) when an active job holds the key.
 WITH job AS (
     INSERT INTO {job} (func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
-                       unique_key, signature)
-    VALUES (%s, %s::jsonb, %s::jsonb, %s, %s, COALESCE(%s, statement_timestamp()), %s, %s, %s, %s)
+                       unique_key, signature, traceparent)
+    VALUES (%s, %s::jsonb, %s::jsonb, %s, %s, COALESCE(%s, statement_timestamp()), %s, %s, %s, %s,
+            %s)
     ON CONFLICT (active_unique_key) WHERE active_unique_key IS NOT NULL DO NOTHING
     RETURNING id, func, queue, status, priority, run_at, attempts, max_attempts, created_at,
               started_at, finished_at, result, error, worker_id
@@ -42,11 +44,11 @@ FROM job;
 -- that received a job due now.
 WITH job AS (
     INSERT INTO {job} (func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
-                       unique_key, signature)
-    SELECT f, a::jsonb, k::jsonb, q, p, COALESCE(r, statement_timestamp()), m, t, u, s
+                       unique_key, signature, traceparent)
+    SELECT f, a::jsonb, k::jsonb, q, p, COALESCE(r, statement_timestamp()), m, t, u, s, tp
     FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::smallint[],
-                %s::timestamptz[], %s::int[], %s::float8[], %s::text[], %s::text[])
-         WITH ORDINALITY AS v(f, a, k, q, p, r, m, t, u, s, n)
+                %s::timestamptz[], %s::int[], %s::float8[], %s::text[], %s::text[], %s::text[])
+         WITH ORDINALITY AS v(f, a, k, q, p, r, m, t, u, s, tp, n)
     ORDER BY n
     RETURNING id, func, queue, status, priority, run_at, attempts, max_attempts, created_at,
               started_at, finished_at, result, error, worker_id
@@ -76,7 +78,7 @@ SELECT array(SELECT nextval(%s::regclass) FROM generate_series(1, %s));
 
 -- name: copy_jobs
 COPY {job} (id, created_at, func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
-            unique_key, signature) FROM STDIN (FORMAT BINARY);
+            unique_key, signature, traceparent) FROM STDIN (FORMAT BINARY);
 
 -- name: notify_queues
 SELECT pg_notify(%s, json_build_object('q', q, 'id', i, 'n', n)::text)
@@ -171,9 +173,10 @@ WITH next AS MATERIALIZED (
         worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
     WHERE j.id = ANY(ARRAY(SELECT id FROM next))
     RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
-              j.attempts, j.max_attempts, j.timeout, j.signature
+              j.attempts, j.max_attempts, j.timeout, j.signature, j.traceparent
 )
-SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature
+SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature,
+       traceparent
 FROM claimed ORDER BY priority DESC, run_at, id;
 
 -- name: finish_and_claim
@@ -218,9 +221,10 @@ WITH finished AS (
         worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
     WHERE j.id = ANY(ARRAY(SELECT id FROM next))
     RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
-              j.attempts, j.max_attempts, j.timeout, j.signature
+              j.attempts, j.max_attempts, j.timeout, j.signature, j.traceparent
 )
-SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature
+SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature,
+       traceparent
 FROM claimed ORDER BY priority DESC, run_at, id;
 
 -- name: delete_and_claim
@@ -264,9 +268,10 @@ WITH finished AS (
         worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
     WHERE j.id = ANY(ARRAY(SELECT id FROM next))
     RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
-              j.attempts, j.max_attempts, j.timeout, j.signature
+              j.attempts, j.max_attempts, j.timeout, j.signature, j.traceparent
 )
-SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature
+SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature,
+       traceparent
 FROM claimed ORDER BY priority DESC, run_at, id;
 
 -- name: seconds_until_due

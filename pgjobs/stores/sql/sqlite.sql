@@ -8,11 +8,11 @@
 
 -- name: insert
 INSERT INTO {job} (func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
-                   unique_key, signature, created_at);
+                   unique_key, signature, traceparent, created_at);
 
 -- name: insert_row
 -- One job's values, repeated for each job of a batch; run_at is the job's, else now.
-(%s, %s, %s, %s, %s, COALESCE(%s, %s), %s, %s, %s, %s, %s);
+(%s, %s, %s, %s, %s, COALESCE(%s, %s), %s, %s, %s, %s, %s, %s);
 
 -- name: returning_info
 -- SQLite >= 3.35: the inserted rows back, as INFO_FIELDS (pgjobs/stores/orm.py).
@@ -49,7 +49,7 @@ WHERE id IN (
     LIMIT %(limit)s
 )
 RETURNING id, func, args, kwargs, queue, priority, CAST(run_at AS TEXT), attempts,
-          max_attempts, timeout, signature;
+          max_attempts, timeout, signature, traceparent;
 
 -- name: due
 -- The claim without RETURNING (SQLite < 3.35): the due ids, then mark and claimed.
@@ -67,7 +67,7 @@ WHERE id IN (SELECT value FROM json_each(%(ids)s));
 
 -- name: claimed
 SELECT id, func, args, kwargs, queue, priority, CAST(run_at AS TEXT), attempts, max_attempts,
-       timeout, signature
+       timeout, signature, traceparent
 FROM {job} WHERE id IN (SELECT value FROM json_each(%(ids)s));
 
 -- name: finish
