@@ -1,0 +1,3 @@
+"""Prometheus metrics (``pgjobs[prometheus]``): a collector that reads the store's
+figures at scrape time (``collector.py``), a view a site mounts (``views.py``)
+and ``manage.py pgjobs_metrics --port N``, which serves the same on its own."""
