@@ -235,11 +235,15 @@ def test_pruner_deletes_old_figures_once_a_minute_whatever_the_jobs_retention():
             self.calls.append(("figures", older_than))
             return 3
 
+        def fold_figures(self, older_than):
+            self.calls.append(("fold", older_than))
+            return 0
+
     now = [0.0]
     store = Figures(succeeded=5)
     pruner = Pruner(store, RULES, keep_figures=stats.KEEP, clock=lambda: now[0])
     pruner.prune()
-    assert store.calls[0] == ("figures", stats.KEEP)
+    assert store.calls[:2] == [("fold", stats.FOLD_AFTER), ("figures", stats.KEEP)]
     now[0] = 59.0
     pruner.prune()
     assert [call for call in store.calls if call[0] == "figures"] == [("figures", stats.KEEP)]

@@ -2,6 +2,7 @@
 
 import datetime
 import importlib.resources
+import os
 import re
 
 import pytest
@@ -87,3 +88,53 @@ def test_every_store_buckets_with_the_same_edges_and_keeps_figures_as_long():
 def test_shards_are_fixed_per_worker_and_spread():
     assert stats.shard_of("host:1") == stats.shard_of("host:1")
     assert len({stats.shard_of(f"host:{pid}") for pid in range(100)}) == stats.SHARDS
+
+
+def test_binned_adds_figures_up_per_bin():
+    rows = [
+        (MINUTE.replace(minute=minute), "q", records.SUCCEEDED, 0, 1, 0.0)
+        for minute in (0, 9, 10, 19, 25)
+    ]
+    bins = stats.binned(stats.figures_from_rows(rows), 10)
+    assert [(b.minute.minute, b.outcomes[records.SUCCEEDED]) for b in bins] == [
+        (0, 2),
+        (10, 2),
+        (20, 1),
+    ]
+    assert stats.coarse_of(MINUTE.replace(minute=37, second=5)).minute == 30
+
+
+@pytest.mark.skipif(os.environ.get("PGJOBS_TEST_DB") == "redis", reason="SQL stores' shards")
+@pytest.mark.django_db
+def test_folding_keeps_every_figure_in_fewer_rows():
+    from django.utils import timezone
+
+    from pgjobs.handler import get_backend
+    from pgjobs.models import JobStat
+
+    store = get_backend().get_store()
+    start = stats.minute_of(timezone.now()) - datetime.timedelta(hours=3)
+    JobStat.objects.bulk_create(
+        JobStat(
+            minute=start + datetime.timedelta(minutes=m),
+            queue="q",
+            shard=shard,
+            metric=metric,
+            bucket=bucket,
+            count=m + shard,
+            total=0.5,
+        )  # fmt: skip
+        for m in range(0, 100, 7)  # all older than COARSE_AFTER
+        for shard in (0, 3, 5)
+        for metric, bucket in ((records.SUCCEEDED, 0), (stats.WAIT, 2), (stats.RUN, 4))
+    )
+    before = stats.binned(store.minute_figures(datetime.timedelta(hours=4)), 10)
+    rows_before = JobStat.objects.count()
+    folded = store.fold_figures(stats.FOLD_AFTER, span=datetime.timedelta(days=1))
+    assert folded >= rows_before
+    after = store.minute_figures(datetime.timedelta(hours=4))
+    assert stats.binned(after, 10) == before
+    assert {(f.minute.minute % 10) for f in after} == {0}
+    assert set(JobStat.objects.values_list("shard", flat=True)) == {0}
+    assert JobStat.objects.count() < rows_before / 3
+    assert store.fold_figures(stats.FOLD_AFTER, span=datetime.timedelta(days=1)) == 0

@@ -902,3 +902,16 @@ def test_prune_figures_deletes_old_minutes_only(store, clock):
     assert _figures(store, "pruned")[0]["succeeded"] == 1
     assert store.prune_figures(datetime.timedelta(minutes=-2)) >= 1
     assert _figures(store, "pruned")[0]["succeeded"] == 0
+
+
+def test_folding_the_figures_shards_changes_no_figure(store, clock):
+    for worker in (WORKER, OTHER, "contract-worker-c", "contract-worker-d"):
+        info = store.enqueue(spec(queue="folded"))
+        store.claim(["folded"], 1, worker)
+        store.finish(worker, [(info.id, None)])
+    before = _figures(store, "folded")
+    assert before[0]["succeeded"] == 4
+    assert store.fold_figures(datetime.timedelta(minutes=1)) == 0, "the last minutes stay"
+    store.fold_figures(datetime.timedelta(minutes=-2))  # every minute, for the test
+    assert _figures(store, "folded") == before
+    assert store.fold_figures(datetime.timedelta(minutes=-2)) == 0, "folded once"

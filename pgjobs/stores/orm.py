@@ -669,6 +669,51 @@ class OrmStore(Store):
         )
         return stats.figures_from_rows(rows)
 
+    def fold_figures(self, older_than, span=datetime.timedelta(hours=1)):
+        """Move the figures of older minutes from the writers' shards to shard 0,
+        and those older than ``stats.COARSE_AFTER`` into one row per
+        ``stats.COARSE`` minutes: a window of ``span`` each per call (the pruning
+        duty calls it every minute, so it keeps up, and catches up on a backlog
+        an hour at a time)."""
+        now = self._clock()
+        cutoff = stats.minute_of(now - older_than)
+        folded = self._fold(
+            self.figures().filter(minute__lt=cutoff, minute__gte=cutoff - span, shard__gt=0),
+            lambda minute: minute,
+        )
+        coarse = stats.coarse_of(now - max(older_than, stats.COARSE_AFTER))
+        window = self.figures().filter(minute__lt=coarse, minute__gte=coarse - span)
+        fine = window.filter(~Q(shard=0) | ~Q(minute__in=self._coarse_minutes(coarse, span)))
+        if fine.exists():
+            folded += self._fold(window, stats.coarse_of)
+        return folded
+
+    @staticmethod
+    def _coarse_minutes(end, span):
+        step = datetime.timedelta(minutes=stats.COARSE)
+        count = int(span / step)
+        return [end - step * n for n in range(1, count + 1)]
+
+    def _fold(self, rows, minute_of):
+        """Replace ``rows`` (a queryset of figures) by their sums in shard 0, keyed
+        by ``minute_of(minute)``; return how many rows went."""
+        with transaction.atomic(using=self.alias):
+            summed = list(
+                rows.order_by()
+                .values_list("minute", "queue", "metric", "bucket")
+                .annotate(count=Sum("count"), total=Sum("total"))
+            )
+            if not summed:
+                return 0
+            deleted, _ = rows.delete()
+            self._add_figures(
+                stats.merge_rows(
+                    (minute_of(minute), queue, 0, metric, bucket, count, total)
+                    for minute, queue, metric, bucket, count, total in summed
+                )
+            )
+        return deleted
+
     def prune_figures(self, older_than):
         cutoff = stats.minute_of(self._clock() - older_than)
         deleted, _ = self.figures().filter(minute__lt=cutoff).delete()

@@ -367,6 +367,17 @@ class PostgresStore(OrmStore):
             "edges": _EDGES,
         }
 
+    def minute_figures(self, since):
+        """As ``OrmStore.minute_figures``, without the ORM's per-row work: a day is
+        tens of thousands of rows."""
+        if isinstance(since, datetime.timedelta):
+            since = self._clock() - since
+        rows = self._execute(self.sql.minute_figures, {"since": stats.minute_of(since)})
+        if not settings.USE_TZ:
+            zone = zoneinfo.ZoneInfo(self.connection.timezone_name)
+            rows = [(timezone.make_naive(row[0], zone), *row[1:]) for row in rows]
+        return stats.figures_from_rows(rows)
+
     def _add_figures(self, rows):
         if rows:
             columns = [list(column) for column in zip(*rows, strict=True)]

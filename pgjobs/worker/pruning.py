@@ -13,13 +13,17 @@ that the pruners of workers started together do not run in step. Every worker
 runs one: the stores' ``prune_batch`` lets concurrent pruners skip each other's
 rows, so several of them share a backlog instead of repeating work.
 
-It also deletes the per-minute figures (``pgjobs/stats.py``) older than
-``stats.KEEP``, once every ``FIGURES_INTERVAL``, whatever the jobs' retention.
+Once every ``FIGURES_INTERVAL``, whatever the jobs' retention, it also tends
+the per-minute figures (``pgjobs/stats.py``): the shards of minutes past
+``stats.FOLD_AFTER`` are folded into one row per key, and minutes older than
+``stats.KEEP`` deleted.
 """
 
 import logging
 import random
 import time
+
+from .. import stats
 
 logger = logging.getLogger("pgjobs")
 
@@ -123,9 +127,14 @@ class Pruner:
         if self._figures_pruned_at is not None and now - self._figures_pruned_at < FIGURES_INTERVAL:
             return
         self._figures_pruned_at = now
+        folded = self.store.fold_figures(stats.FOLD_AFTER)
         deleted = self.store.prune_figures(self.keep_figures)
-        if deleted:
-            logger.debug("pgjobs: deleted %d figure row(s) past their retention", deleted)
+        if deleted or folded:
+            logger.debug(
+                "pgjobs: folded %d figure row(s) into one per key, deleted %d past their retention",
+                folded,
+                deleted,
+            )
 
 
 def _duration(seconds):

@@ -330,3 +330,11 @@ SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::smallint[], %s::text[], 
                      %s::bigint[], %s::float8[])
 ON CONFLICT (minute, queue, shard, metric, bucket)
 DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total;
+
+-- name: minute_figures
+-- The figures from a minute on, the shards added up (pgjobs/stats.py); read
+-- through the primary key, which starts with the minute.
+SELECT minute, queue, metric, bucket, sum(count)::bigint, sum(total)::float8
+FROM {stat}
+WHERE minute >= %(since)s
+GROUP BY 1, 2, 3, 4;
