@@ -30,6 +30,7 @@ Keys, under ``PREFIX`` (``P``)::
     P:figures:<minute µs>   hash: that minute's figures (pgjobs/stats.py), fields
                             "<queue>\x1f<metric>\x1f<bucket or sum>"; expires
                             after stats.KEEP
+    P:figures10:<start µs>  hash: the same, per ten minutes (stats.COARSE)
 """
 
 import datetime
@@ -525,26 +526,32 @@ class RedisStore(Store):
                 figures[minute.queue].failed_last_hour += failed
         return [figures[queue] for queue in sorted(figures)]
 
-    def _minute_keys(self, since):
-        """The figure hashes' minutes (µs) from ``since`` until now, by Redis's clock."""
+    def _now_us(self):
         seconds, microseconds = self.client.time()
-        now_us = seconds * 1_000_000 + microseconds
-        if isinstance(since, datetime.timedelta):
-            since_us = now_us - since // MICROSECOND
-        else:
-            since_us = to_us(since)
-        minute = 60_000_000
-        first = since_us - since_us % minute
-        return list(range(first, now_us - now_us % minute + 1, minute))
+        return seconds * 1_000_000 + microseconds
 
     def minute_figures(self, since):
-        minutes = self._minute_keys(since)
+        """The minutes of the last ``stats.COARSE_AFTER`` from their own hashes;
+        before that, the ten-minute hashes (each at the start of its ten
+        minutes), so that a day is some two hundred hashes, not 1,440."""
+        now_us = self._now_us()
+        since_us = now_us - since // MICROSECOND if isinstance(since, datetime.timedelta) else (
+            to_us(since))  # fmt: skip
+        minute, coarse = 60_000_000, stats.COARSE * 60_000_000
+        boundary = now_us - stats.COARSE_AFTER // MICROSECOND
+        boundary -= boundary % coarse
+        keys = [
+            (start, self.key("figures10", start))
+            for start in range(since_us - since_us % coarse, boundary, coarse)
+        ]
+        first = max(since_us - since_us % minute, boundary)
+        keys += [(m, self.key("figures", m)) for m in range(first, now_us + 1, minute)]
         pipe = self.client.pipeline()
-        for minute in minutes:
-            pipe.hgetall(self.key("figures", minute))
+        for _, key in keys:
+            pipe.hgetall(key)
         rows = []
-        for minute, fields in zip(minutes, pipe.execute(), strict=True):
-            when = from_us(minute)
+        for (start, _), fields in zip(keys, pipe.execute(), strict=True):
+            when = from_us(start)
             for field, value in fields.items():
                 queue, metric, bucket = field.rsplit("\x1f", 2)
                 if bucket == "sum":
@@ -558,14 +565,12 @@ class RedisStore(Store):
         deletes the hashes of the minutes before it, looking back ``stats.KEEP``."""
         if older_than >= stats.KEEP:
             return 0
-        seconds, microseconds = self.client.time()
-        cutoff = seconds * 1_000_000 + microseconds - older_than // MICROSECOND
-        minute = 60_000_000
+        cutoff = self._now_us() - older_than // MICROSECOND
         first = cutoff - stats.KEEP // MICROSECOND
-        keys = [
-            self.key("figures", m)
-            for m in range(first - first % minute, cutoff - cutoff % minute, minute)
-        ]
+        keys = []
+        for kind, step in (("figures", 60_000_000), ("figures10", stats.COARSE * 60_000_000)):
+            end = cutoff - cutoff % step
+            keys += [self.key(kind, m) for m in range(first - first % step, end, step)]
         return self.client.delete(*keys) if keys else 0
 
     # -- schedules -------------------------------------------------------------------
