@@ -913,5 +913,7 @@ def test_folding_the_figures_shards_changes_no_figure(store, clock):
     assert before[0]["succeeded"] == 4
     assert store.fold_figures(datetime.timedelta(minutes=1)) == 0, "the last minutes stay"
     store.fold_figures(datetime.timedelta(minutes=-2))  # every minute, for the test
-    assert _figures(store, "folded") == before
+    after = _figures(store, "folded")
+    assert after[:3] == before[:3]
+    assert after[3:] == pytest.approx(before[3:]), "sums of seconds, added in another order"
     assert store.fold_figures(datetime.timedelta(minutes=-2)) == 0, "folded once"
