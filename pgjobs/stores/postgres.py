@@ -291,6 +291,28 @@ class PostgresStore(OrmStore):
             self.finish(worker_id, results)
             return self.claim(queues, limit, worker_id)
 
+    def retry(self, worker_id, job_id, error, delay):
+        """One statement (``retry``): the outcome, the attempt kept, its figures."""
+        params = self._outcome_params(worker_id, job_id, error)
+        params["delay"] = float(delay)
+        self._execute(self.sql.retry, params)
+
+    def fail(self, worker_id, job_id, error, status=records.FAILED):
+        """One statement (``fail``): the outcome, the attempt kept, its figures."""
+        params = self._outcome_params(worker_id, job_id, error)
+        params["status"] = status
+        self._execute(self.sql.fail, params)
+
+    @staticmethod
+    def _outcome_params(worker_id, job_id, error):
+        return {
+            "id": int(job_id),
+            "worker_id": worker_id,
+            "error": dumps(error),
+            "shard": stats.shard_of(worker_id),
+            "edges": _EDGES,
+        }
+
     def heartbeat(self, worker_id, job_ids):
         cancel = super().heartbeat(worker_id, job_ids)
         self._replan()

@@ -338,3 +338,77 @@ SELECT minute, queue, metric, bucket, sum(count)::bigint, sum(total)::float8
 FROM {stat}
 WHERE minute >= %(since)s
 GROUP BY 1, 2, 3, 4;
+
+-- name: retry
+-- A failed attempt, in one statement: the job ready again in delay seconds (or
+-- cancelled, when that was asked while it ran), the attempt kept and counted.
+-- Only a job still running under this worker. statement_timestamp(), as the
+-- ORM's Now() reads it: inside a caller's long transaction now() stands still.
+WITH old AS (
+    SELECT id, queue, run_at, started_at, attempts, cancel_requested FROM {job}
+    WHERE id = %(id)s AND status = 'running' AND worker_id = %(worker_id)s
+    FOR UPDATE
+), ended AS (
+    UPDATE {job} AS j
+    SET status = CASE WHEN old.cancel_requested THEN 'cancelled' ELSE 'ready' END,
+        finished_at = CASE WHEN old.cancel_requested THEN statement_timestamp() END,
+        error = %(error)s::jsonb, run_at = statement_timestamp() + %(delay)s * interval '1 second',
+        worker_id = NULL, lease_expires_at = NULL
+    FROM old WHERE j.id = old.id
+    RETURNING old.id, old.queue, old.run_at, old.started_at, old.attempts,
+              CASE WHEN old.cancel_requested THEN 'cancelled' ELSE 'retried' END AS outcome
+), kept AS (
+    INSERT INTO {attempt} (job_id, attempt, started_at, finished_at, worker_id, outcome, error)
+    SELECT id, attempts, started_at, statement_timestamp(), %(worker_id)s, outcome, %(error)s::jsonb FROM ended
+), counted AS (
+    INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
+    SELECT date_trunc('minute', statement_timestamp()), queue, %(shard)s, metric,
+           COALESCE(width_bucket(x, %(edges)s::float8[]), 0), count(*), COALESCE(sum(x), 0)
+    FROM (
+        SELECT e.queue, k.metric,
+               CASE k.metric WHEN 'wait' THEN EXTRACT(EPOCH FROM e.started_at - e.run_at)::float8
+                             WHEN 'run' THEN EXTRACT(EPOCH FROM statement_timestamp() - e.started_at)::float8
+               END AS x
+        FROM ended AS e CROSS JOIN LATERAL (VALUES (e.outcome), ('wait'), ('run')) AS k(metric)
+    ) AS f
+    GROUP BY 2, 4, 5
+    ORDER BY 2, 4, 5
+    ON CONFLICT (minute, queue, shard, metric, bucket)
+    DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
+)
+SELECT count(*) FROM ended;
+
+-- name: fail
+-- A job failed for good (or, status 'cancelled', stopped itself when asked), in
+-- one statement with its attempt kept and counted; as retry.
+WITH old AS (
+    SELECT id, queue, run_at, started_at, attempts FROM {job}
+    WHERE id = %(id)s AND status = 'running' AND worker_id = %(worker_id)s
+    FOR UPDATE
+), ended AS (
+    UPDATE {job} AS j
+    SET status = %(status)s, error = %(error)s::jsonb, finished_at = statement_timestamp(),
+        lease_expires_at = NULL
+    FROM old WHERE j.id = old.id
+    RETURNING old.id, old.queue, old.run_at, old.started_at, old.attempts
+), kept AS (
+    INSERT INTO {attempt} (job_id, attempt, started_at, finished_at, worker_id, outcome, error)
+    SELECT id, attempts, started_at, statement_timestamp(), %(worker_id)s, %(status)s, %(error)s::jsonb
+    FROM ended
+), counted AS (
+    INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
+    SELECT date_trunc('minute', statement_timestamp()), queue, %(shard)s, metric,
+           COALESCE(width_bucket(x, %(edges)s::float8[]), 0), count(*), COALESCE(sum(x), 0)
+    FROM (
+        SELECT e.queue, k.metric,
+               CASE k.metric WHEN 'wait' THEN EXTRACT(EPOCH FROM e.started_at - e.run_at)::float8
+                             WHEN 'run' THEN EXTRACT(EPOCH FROM statement_timestamp() - e.started_at)::float8
+               END AS x
+        FROM ended AS e CROSS JOIN (VALUES (%(status)s), ('wait'), ('run')) AS k(metric)
+    ) AS f
+    GROUP BY 2, 4, 5
+    ORDER BY 2, 4, 5
+    ON CONFLICT (minute, queue, shard, metric, bucket)
+    DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
+)
+SELECT count(*) FROM ended;
