@@ -42,9 +42,9 @@ from django.dispatch import Signal
 logger = logging.getLogger("pgjobs")
 
 job_lost = Signal()
-job_started = Signal()
-job_finished = Signal()
-job_failed = Signal()
+job_started = Signal(use_caching=True)  # asked once per job: the cached answer is cheaper
+job_finished = Signal(use_caching=True)
+job_failed = Signal(use_caching=True)
 
 
 def send_robust(signal, sender, **kwargs):

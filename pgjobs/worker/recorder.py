@@ -31,7 +31,7 @@ class Recorder:
         self.retry_policy = retry_policy
         self.stats = stats
         self.on_retry = on_retry  # called with a retry's delay: no wake-up tells of it
-        self.telemetry = telemetry or Telemetry(worker_id, None)  # signals once stored
+        self.telemetry = telemetry or Telemetry(worker_id, type(self))  # signals once stored
         self.log_jobs = False  # per-job lines (pgjobs.jobs at INFO), decided once by the worker
         self.held = {}  # job id -> job, from its claim until its outcome is stored
         self.unrecorded = []  # (job, outcome) successes not stored yet

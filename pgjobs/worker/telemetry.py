@@ -16,23 +16,27 @@ from .. import records, signals, tracing
 class Telemetry:
     def __init__(self, worker_id, sender):
         self.worker_id = worker_id
-        self.sender = sender  # the Worker class, as the signals' sender
+        # The signals' sender: the Worker class (a class: the signals cache their
+        # receivers per sender, weakly).
+        self.sender = sender
 
     def starting(self, job):
         """The job is about to run (its thread or task): its span, or None."""
         span = tracing.attempt_span(job, self.worker_id)
-        if signals.job_started.has_listeners():
+        if signals.job_started.has_listeners(self.sender):
             signals.send_robust(signals.job_started, self.sender, job=job, worker_id=self.worker_id)
         return span
 
     def listened(self):
         """Whether ``recorded`` has anyone to tell (checked once per batch)."""
-        return signals.job_finished.has_listeners() or signals.job_failed.has_listeners()
+        return signals.job_finished.has_listeners(self.sender) or signals.job_failed.has_listeners(
+            self.sender
+        )
 
     def recorded(self, job, outcome, result=None, error=None, seconds=0.0):
         """The outcome of an attempt of ``job`` is stored: ``outcome`` is one of
         ``records.OUTCOMES``."""
-        if outcome != records.SUCCEEDED and signals.job_failed.has_listeners():
+        if outcome != records.SUCCEEDED and signals.job_failed.has_listeners(self.sender):
             signals.send_robust(
                 signals.job_failed,
                 self.sender,
@@ -42,7 +46,7 @@ class Telemetry:
                 outcome=outcome,
                 will_retry=outcome == records.RETRIED,
             )
-        if signals.job_finished.has_listeners():
+        if signals.job_finished.has_listeners(self.sender):
             signals.send_robust(
                 signals.job_finished,
                 self.sender,
