@@ -103,16 +103,21 @@ WITH finished AS (
 ), counted AS (
     -- The per-minute figures of these successes (pgjobs/stats.py), added to the
     -- rows of this worker's shard, locked in key order.
+    -- One pass over the jobs, grouped by queue and both buckets (a few groups),
+    -- then each group spread over the three metrics.
     INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
-    SELECT date_trunc('minute', now()), queue, %(shard)s, metric,
-           COALESCE(width_bucket(x, %(edges)s::float8[]), 0), count(*), COALESCE(sum(x), 0)
+    SELECT date_trunc('minute', now()), g.queue, %(shard)s, k.metric,
+           CASE k.metric WHEN 'wait' THEN g.wb WHEN 'run' THEN g.rb ELSE 0 END,
+           sum(g.n), sum(CASE k.metric WHEN 'wait' THEN g.ws WHEN 'run' THEN g.rs ELSE 0 END)
     FROM (
-        SELECT f.queue, k.metric,
-               CASE k.metric WHEN 'wait' THEN EXTRACT(EPOCH FROM f.started_at - f.run_at)::float8
-                             WHEN 'run' THEN EXTRACT(EPOCH FROM now() - f.started_at)::float8
-               END AS x
-        FROM finished AS f CROSS JOIN (VALUES ('succeeded'), ('wait'), ('run')) AS k(metric)
-    ) AS e
+        SELECT queue, COALESCE(width_bucket(w, %(edges)s::float8[]), 0) AS wb,
+               COALESCE(width_bucket(r, %(edges)s::float8[]), 0) AS rb,
+               count(*) AS n, COALESCE(sum(w), 0) AS ws, COALESCE(sum(r), 0) AS rs
+        FROM (SELECT queue, EXTRACT(EPOCH FROM started_at - run_at)::float8 AS w,
+                     EXTRACT(EPOCH FROM now() - started_at)::float8 AS r
+              FROM finished) AS t
+        GROUP BY 1, 2, 3
+    ) AS g CROSS JOIN (VALUES ('succeeded'), ('wait'), ('run')) AS k(metric)
     GROUP BY 2, 4, 5
     ORDER BY 2, 4, 5
     ON CONFLICT (minute, queue, shard, metric, bucket)
@@ -135,16 +140,21 @@ WITH finished AS (
 ), counted AS (
     -- The per-minute figures of these successes (pgjobs/stats.py), added to the
     -- rows of this worker's shard, locked in key order.
+    -- One pass over the jobs, grouped by queue and both buckets (a few groups),
+    -- then each group spread over the three metrics.
     INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
-    SELECT date_trunc('minute', now()), queue, %(shard)s, metric,
-           COALESCE(width_bucket(x, %(edges)s::float8[]), 0), count(*), COALESCE(sum(x), 0)
+    SELECT date_trunc('minute', now()), g.queue, %(shard)s, k.metric,
+           CASE k.metric WHEN 'wait' THEN g.wb WHEN 'run' THEN g.rb ELSE 0 END,
+           sum(g.n), sum(CASE k.metric WHEN 'wait' THEN g.ws WHEN 'run' THEN g.rs ELSE 0 END)
     FROM (
-        SELECT f.queue, k.metric,
-               CASE k.metric WHEN 'wait' THEN EXTRACT(EPOCH FROM f.started_at - f.run_at)::float8
-                             WHEN 'run' THEN EXTRACT(EPOCH FROM now() - f.started_at)::float8
-               END AS x
-        FROM finished AS f CROSS JOIN (VALUES ('succeeded'), ('wait'), ('run')) AS k(metric)
-    ) AS e
+        SELECT queue, COALESCE(width_bucket(w, %(edges)s::float8[]), 0) AS wb,
+               COALESCE(width_bucket(r, %(edges)s::float8[]), 0) AS rb,
+               count(*) AS n, COALESCE(sum(w), 0) AS ws, COALESCE(sum(r), 0) AS rs
+        FROM (SELECT queue, EXTRACT(EPOCH FROM started_at - run_at)::float8 AS w,
+                     EXTRACT(EPOCH FROM now() - started_at)::float8 AS r
+              FROM finished) AS t
+        GROUP BY 1, 2, 3
+    ) AS g CROSS JOIN (VALUES ('succeeded'), ('wait'), ('run')) AS k(metric)
     GROUP BY 2, 4, 5
     ORDER BY 2, 4, 5
     ON CONFLICT (minute, queue, shard, metric, bucket)
@@ -194,16 +204,21 @@ WITH finished AS (
 ), counted AS (
     -- The per-minute figures of these successes (pgjobs/stats.py), added to the
     -- rows of this worker's shard, locked in key order.
+    -- One pass over the jobs, grouped by queue and both buckets (a few groups),
+    -- then each group spread over the three metrics.
     INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
-    SELECT date_trunc('minute', now()), queue, %(shard)s, metric,
-           COALESCE(width_bucket(x, %(edges)s::float8[]), 0), count(*), COALESCE(sum(x), 0)
+    SELECT date_trunc('minute', now()), g.queue, %(shard)s, k.metric,
+           CASE k.metric WHEN 'wait' THEN g.wb WHEN 'run' THEN g.rb ELSE 0 END,
+           sum(g.n), sum(CASE k.metric WHEN 'wait' THEN g.ws WHEN 'run' THEN g.rs ELSE 0 END)
     FROM (
-        SELECT f.queue, k.metric,
-               CASE k.metric WHEN 'wait' THEN EXTRACT(EPOCH FROM f.started_at - f.run_at)::float8
-                             WHEN 'run' THEN EXTRACT(EPOCH FROM now() - f.started_at)::float8
-               END AS x
-        FROM finished AS f CROSS JOIN (VALUES ('succeeded'), ('wait'), ('run')) AS k(metric)
-    ) AS e
+        SELECT queue, COALESCE(width_bucket(w, %(edges)s::float8[]), 0) AS wb,
+               COALESCE(width_bucket(r, %(edges)s::float8[]), 0) AS rb,
+               count(*) AS n, COALESCE(sum(w), 0) AS ws, COALESCE(sum(r), 0) AS rs
+        FROM (SELECT queue, EXTRACT(EPOCH FROM started_at - run_at)::float8 AS w,
+                     EXTRACT(EPOCH FROM now() - started_at)::float8 AS r
+              FROM finished) AS t
+        GROUP BY 1, 2, 3
+    ) AS g CROSS JOIN (VALUES ('succeeded'), ('wait'), ('run')) AS k(metric)
     GROUP BY 2, 4, 5
     ORDER BY 2, 4, 5
     ON CONFLICT (minute, queue, shard, metric, bucket)
@@ -241,16 +256,21 @@ WITH finished AS (
 ), counted AS (
     -- The per-minute figures of these successes (pgjobs/stats.py), added to the
     -- rows of this worker's shard, locked in key order.
+    -- One pass over the jobs, grouped by queue and both buckets (a few groups),
+    -- then each group spread over the three metrics.
     INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
-    SELECT date_trunc('minute', now()), queue, %(shard)s, metric,
-           COALESCE(width_bucket(x, %(edges)s::float8[]), 0), count(*), COALESCE(sum(x), 0)
+    SELECT date_trunc('minute', now()), g.queue, %(shard)s, k.metric,
+           CASE k.metric WHEN 'wait' THEN g.wb WHEN 'run' THEN g.rb ELSE 0 END,
+           sum(g.n), sum(CASE k.metric WHEN 'wait' THEN g.ws WHEN 'run' THEN g.rs ELSE 0 END)
     FROM (
-        SELECT f.queue, k.metric,
-               CASE k.metric WHEN 'wait' THEN EXTRACT(EPOCH FROM f.started_at - f.run_at)::float8
-                             WHEN 'run' THEN EXTRACT(EPOCH FROM now() - f.started_at)::float8
-               END AS x
-        FROM finished AS f CROSS JOIN (VALUES ('succeeded'), ('wait'), ('run')) AS k(metric)
-    ) AS e
+        SELECT queue, COALESCE(width_bucket(w, %(edges)s::float8[]), 0) AS wb,
+               COALESCE(width_bucket(r, %(edges)s::float8[]), 0) AS rb,
+               count(*) AS n, COALESCE(sum(w), 0) AS ws, COALESCE(sum(r), 0) AS rs
+        FROM (SELECT queue, EXTRACT(EPOCH FROM started_at - run_at)::float8 AS w,
+                     EXTRACT(EPOCH FROM now() - started_at)::float8 AS r
+              FROM finished) AS t
+        GROUP BY 1, 2, 3
+    ) AS g CROSS JOIN (VALUES ('succeeded'), ('wait'), ('run')) AS k(metric)
     GROUP BY 2, 4, 5
     ORDER BY 2, 4, 5
     ON CONFLICT (minute, queue, shard, metric, bucket)
