@@ -875,6 +875,24 @@ def test_an_atomic_success_settles_its_batch_and_its_chain_with_the_transaction(
     assert store.previous_result(chained.id) == {"n": 1}
 
 
+def test_an_atomic_success_is_counted_in_the_figures_with_its_transaction(store):
+    if not store.supports_atomic_jobs:
+        pytest.skip(f"{type(store).__name__} has no atomic jobs")
+    store.enqueue(spec(queue="atomic-figures"))
+    (job,) = store.claim(None, 1, WORKER)
+    try:
+        with store.job_transaction():
+            assert store.finish_in_transaction(WORKER, job.id, 1, None)
+            raise RuntimeError("roll back")
+    except RuntimeError:
+        pass
+    assert _figures(store, "atomic-figures")[0]["succeeded"] == 0, "rolled back with it"
+    with store.job_transaction():
+        assert store.finish_in_transaction(WORKER, job.id, 1, None)
+    outcomes, wait, run, *_ = _figures(store, "atomic-figures")
+    assert (outcomes["succeeded"], sum(wait), sum(run)) == (1, 1, 1)
+
+
 # -- batches and chains ---------------------------------------------------------------------
 
 

@@ -594,8 +594,15 @@ class OrmStore(Store):
         )
         if updated:
             # A job of a batch or a chain is settled in this transaction too: counted
-            # in its batch, its chained jobs released, or neither if it rolls back.
-            pk, batch_id, deps = self.jobs().filter(pk=job_id).values_list(*ENDED_FIELDS).get()
+            # in its batch, its chained jobs released, or neither if it rolls back;
+            # and the success is counted in the figures, as every finish counts it.
+            pk, batch_id, deps, queue, run_at, started_at = (
+                self.jobs()
+                .filter(pk=job_id)
+                .values_list(*ENDED_FIELDS, "queue", "run_at", "started_at")
+                .get()
+            )
+            self._count_success(worker_id, queue, run_at, started_at)
             if batch_id is not None or deps:
                 self._settle([Ended(pk, records.SUCCEEDED, batch_id, deps, result)])
         if updated and not self.keep_succeeded:
@@ -699,6 +706,19 @@ class OrmStore(Store):
         for attempt in kept:  # one by one: bulk_create would open a transaction of its own
             attempt.save(using=self.alias, force_insert=True)
         self._add_figures(stats.merge_rows(figures))
+
+    def _count_success(self, worker_id, queue, run_at, started_at):
+        """Count one success in the figures, inside the transaction recording it
+        (an atomic job's: the statement finishes count the others)."""
+        now = timezone.now()
+        wait = run = None
+        if started_at is not None:
+            wait = (started_at - run_at).total_seconds()
+            run = (now - started_at).total_seconds()
+        minute, shard = stats.minute_of(now), stats.shard_of(worker_id)
+        self._add_figures(
+            stats.merge_rows(stats.attempt_rows(minute, queue, shard, records.SUCCEEDED, wait, run))
+        )
 
     def _add_figures(self, rows):
         """Add ``rows`` (``stats.merge_rows``'s) to the figures: the vendor's upsert."""
