@@ -1413,3 +1413,23 @@ def test_folding_the_figures_shards_changes_no_figure(store, clock):
     assert after[:3] == before[:3]
     assert after[3:] == pytest.approx(before[3:]), "sums of seconds, added in another order"
     assert store.fold_figures(datetime.timedelta(minutes=-2)) == 0, "folded once"
+
+
+def test_outcomes_of_batch_and_chain_jobs_keep_their_attempts_and_figures(store):
+    # The stores settle these in other statements than plain jobs' (PostgreSQL's
+    # retry and fail leave them to the ORM's transaction): attempts and figures too.
+    batch, infos = batch_of(store, 2, on_success=False, queue="settled", max_attempts=2)
+    first = store.enqueue(spec(queue="settled", priority=-1))
+    chained = store.enqueue(spec(after=first.id))
+    jobs = {job.id: job for job in store.claim(["settled"], 3, WORKER)}
+    assert sorted(jobs) == sorted([*ids(infos), first.id])
+    store.retry(WORKER, infos[0].id, ERROR, 0)
+    store.fail(WORKER, infos[1].id, ERROR)
+    store.fail(WORKER, first.id, LATER_ERROR)
+    assert [a.outcome for a in store.job_attempts(infos[0].id)][:1] == [records.RETRIED]
+    assert [a.outcome for a in store.job_attempts(infos[1].id)] == [records.FAILED]
+    assert [a.outcome for a in store.job_attempts(first.id)] == [records.FAILED]
+    assert store.get(chained.id).status == records.CANCELLED
+    assert store.get_batch(batch.id).failed == 1
+    outcomes = _figures(store, "settled")[0]
+    assert (outcomes["retried"], outcomes["failed"]) == (1, 2)
