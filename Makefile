@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 DJANGO ?= Django>=5.2
 DATABASES ?= postgres mysql sqlite redis
-EXTRAS ?= test,mysql,redis,celery,schedule,wagtail
+EXTRAS ?= test,mysql,redis,celery,schedule,wagtail,prometheus,otel
 PYTEST_ARGS ?=
 PIP_FLAGS ?= --disable-pip-version-check -q
 

@@ -46,6 +46,8 @@ class JobSpec:
     # until that job succeeds (then ``ready``, with its result as this job's
     # ``previous_result``), or ``cancelled`` if it fails for good or is cancelled.
     after: Any = None
+    # The W3C trace context of the span that enqueued the job (pgjobs/tracing.py).
+    traceparent: str | None = None
 
 
 @dataclasses.dataclass(slots=True)
@@ -65,6 +67,7 @@ class ClaimedJob:
     signature: str = ""
     # Run in a transaction that records the success only while the lease is held.
     atomic: bool = False
+    traceparent: str | None = None  # of the span that enqueued it (pgjobs/tracing.py)
     # Why the job cannot run, when the store claimed its row but could not read it
     # (arguments it cannot decode, ...): the worker fails it at once, alone.
     problem: str | None = None

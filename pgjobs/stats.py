@@ -34,6 +34,14 @@ METRICS = (*records.OUTCOMES, WAIT, RUN)
 SHARDS = 8
 #: How long figures are kept: the pruning duty deletes older minutes.
 KEEP = datetime.timedelta(days=2)
+#: Minutes older than this are folded from the writers' shards into shard 0 by
+#: the pruning duty (``Store.fold_figures``): no worker writes them any more.
+FOLD_AFTER = datetime.timedelta(minutes=5)
+#: Minutes older than this are folded further, into one row per ``COARSE``
+#: minutes (at the start of them), so that a day is a few thousand rows: chart
+#: longer spans in bins of ``COARSE`` minutes (``binned``).
+COARSE_AFTER = datetime.timedelta(hours=1)
+COARSE = 10
 
 
 def bucket_of(seconds):
@@ -49,6 +57,33 @@ def shard_of(worker_id):
 def minute_of(when):
     """``when`` truncated to its minute."""
     return when.replace(second=0, microsecond=0)
+
+
+def coarse_of(minute):
+    """The start of the ``COARSE`` minutes ``minute`` falls in."""
+    return minute.replace(minute=minute.minute - minute.minute % COARSE, second=0, microsecond=0)
+
+
+def binned(figures, minutes=COARSE):
+    """``MinuteFigures`` added up into bins of ``minutes`` (a divisor of 60, and a
+    multiple of ``COARSE`` for figures older than ``COARSE_AFTER``), each at the
+    start of its bin: how to chart a day."""
+    bins = {}
+    for f in figures:
+        start = f.minute.replace(minute=f.minute.minute - f.minute.minute % minutes)
+        key = (start, f.queue)
+        into = bins.get(key)
+        if into is None:
+            into = bins[key] = records.MinuteFigures(
+                f.queue, start, dict.fromkeys(records.OUTCOMES, 0), [0] * BUCKETS, [0] * BUCKETS
+            )
+        for outcome, count in f.outcomes.items():
+            into.outcomes[outcome] = into.outcomes.get(outcome, 0) + count
+        into.wait_buckets = add_buckets(into.wait_buckets, f.wait_buckets)
+        into.run_buckets = add_buckets(into.run_buckets, f.run_buckets)
+        into.wait_sum += f.wait_sum
+        into.run_sum += f.run_sum
+    return [bins[key] for key in sorted(bins)]
 
 
 def attempt_rows(minute, queue, shard, outcome, wait, run):

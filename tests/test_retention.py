@@ -18,7 +18,7 @@ from django.db.migrations.executor import MigrationExecutor
 from django.test import override_settings
 from django.utils import timezone
 
-from pgjobs import JobNotFound, background, records
+from pgjobs import JobNotFound, background, records, stats
 from pgjobs.backends import DatabaseBackend
 from pgjobs.backends.database import DEFAULT_KEEP_FAILED, DEFAULT_KEEP_SUCCEEDED
 from pgjobs.backends.redis import RedisBackend
@@ -239,8 +239,33 @@ def test_pruner_takes_its_rules_in_turn_so_that_one_backlog_does_not_starve_the_
     assert [statuses for statuses, _, _ in store.calls[2:]] == [SUCCEEDED, SUCCEEDED]
 
 
-def test_no_pruner_when_nothing_expires(settings):
-    assert pruner_for(with_options(settings, KEEP_SUCCEEDED=True, KEEP_FAILED=True)) is None
+def test_pruner_deletes_old_figures_once_a_minute_whatever_the_jobs_retention():
+    class Figures(FakeStore):
+        def prune_figures(self, older_than):
+            self.calls.append(("figures", older_than))
+            return 3
+
+        def fold_figures(self, older_than):
+            self.calls.append(("fold", older_than))
+            return 0
+
+    now = [0.0]
+    store = Figures(succeeded=5)
+    pruner = Pruner(store, RULES, keep_figures=stats.KEEP, clock=lambda: now[0])
+    pruner.prune()
+    assert store.calls[:2] == [("fold", stats.FOLD_AFTER), ("figures", stats.KEEP)]
+    now[0] = 59.0
+    pruner.prune()
+    assert [call for call in store.calls if call[0] == "figures"] == [("figures", stats.KEEP)]
+    now[0] = 61.0
+    pruner.prune()
+    assert [call[0] for call in store.calls].count("figures") == 2
+
+
+def test_when_no_job_expires_the_pruner_deletes_only_old_figures(settings):
+    pruner = pruner_for(with_options(settings, KEEP_SUCCEEDED=True, KEEP_FAILED=True))
+    assert (pruner.rules, pruner.keep_figures) == ([], stats.KEEP)
+    assert pruner.describe() == "deletes figures after 2 d (looks every 1 min)"
     assert pruner_for(with_options(settings, KEEP_SUCCEEDED=30)).rules[0] == (
         SUCCEEDED,
         datetime.timedelta(seconds=30),
@@ -295,7 +320,8 @@ def test_pruner_deletes_expired_jobs_of_each_status_and_keeps_the_rest(settings)
 def test_true_keeps_finished_jobs_forever(settings):
     backend = with_options(settings, KEEP_SUCCEEDED=True, KEEP_FAILED=True)
     kept = {finished_job(status, ago(days=3650)) for status in records.FINISHED_STATUSES}
-    assert pruner_for(backend) is None
+    pruner_for(backend).prune()
+    assert remaining() >= kept, "only figures go"
     # Only the succeeded jobs' retention is True: the old failed ones go.
     backend = with_options(settings, KEEP_SUCCEEDED=True, KEEP_FAILED=60)
     pruner_for(backend).prune()

@@ -875,6 +875,24 @@ def test_an_atomic_success_settles_its_batch_and_its_chain_with_the_transaction(
     assert store.previous_result(chained.id) == {"n": 1}
 
 
+def test_an_atomic_success_is_counted_in_the_figures_with_its_transaction(store):
+    if not store.supports_atomic_jobs:
+        pytest.skip(f"{type(store).__name__} has no atomic jobs")
+    store.enqueue(spec(queue="atomic-figures"))
+    (job,) = store.claim(None, 1, WORKER)
+    try:
+        with store.job_transaction():
+            assert store.finish_in_transaction(WORKER, job.id, 1, None)
+            raise RuntimeError("roll back")
+    except RuntimeError:
+        pass
+    assert _figures(store, "atomic-figures")[0]["succeeded"] == 0, "rolled back with it"
+    with store.job_transaction():
+        assert store.finish_in_transaction(WORKER, job.id, 1, None)
+    outcomes, wait, run, *_ = _figures(store, "atomic-figures")
+    assert (outcomes["succeeded"], sum(wait), sum(run)) == (1, 1, 1)
+
+
 # -- batches and chains ---------------------------------------------------------------------
 
 
@@ -1239,3 +1257,179 @@ def test_snooze_makes_the_job_ready_later_without_using_an_attempt(store, clock)
     clock.sleep(0.4)
     (again,) = store.claim(None, 1, WORKER)
     assert (again.id, again.attempts) == (info.id, 1)
+
+
+# -- history and figures ------------------------------------------------------------------
+
+
+def test_job_attempts_keep_each_failed_attempt_then_the_running_or_succeeded_one(store, clock):
+    info = store.enqueue(spec(max_attempts=3))
+    assert store.job_attempts(info.id) == [], "not started yet"
+    store.claim(None, 1, WORKER)
+    store.retry(WORKER, info.id, ERROR, 0)
+    clock.sleep(0.05)
+    store.claim(None, 1, OTHER)
+    store.retry(OTHER, info.id, LATER_ERROR, 0)
+    clock.sleep(0.05)
+    store.claim(None, 1, WORKER)
+    running = store.job_attempts(info.id)
+    assert [(a.attempt, a.outcome, a.worker_id) for a in running] == [
+        (1, records.RETRIED, WORKER),
+        (2, records.RETRIED, OTHER),
+        (3, records.RUNNING, WORKER),
+    ]
+    assert [a.error for a in running] == [ERROR, LATER_ERROR, None]
+    assert running[-1].finished_at is None
+    store.finish(WORKER, [(info.id, None)])
+    attempts = store.job_attempts(info.id)
+    assert [(a.attempt, a.outcome) for a in attempts][-1] == (3, records.SUCCEEDED)
+    for attempt in attempts:
+        assert attempt.started_at <= attempt.finished_at
+    assert attempts[0].finished_at <= attempts[1].started_at, "in the order they ran"
+    assert attempts[:2] == running[:2], "kept as they were"
+    assert store.job_attempts(info.id + 1000) == [], "no such job"
+
+
+def test_job_attempts_of_jobs_failed_cancelled_and_lost(store, clock):
+    failed = store.enqueue(spec(max_attempts=1, priority=3))
+    cancelled = store.enqueue(spec(priority=2))
+    lost = store.enqueue(spec(priority=1))
+    store.claim(None, 3, WORKER)
+    store.fail(WORKER, failed.id, ERROR)
+    store.cancel(cancelled.id)
+    store.retry(WORKER, cancelled.id, LATER_ERROR, 0)  # asked to stop: ends cancelled
+    clock.sleep(LEASE + 0.4)
+    assert store.rescue() == 1
+    ((attempt,),) = [store.job_attempts(failed.id)]
+    assert (attempt.attempt, attempt.outcome, attempt.error) == (1, records.FAILED, ERROR)
+    ((attempt,),) = [store.job_attempts(cancelled.id)]
+    assert (attempt.outcome, attempt.error) == (records.CANCELLED, LATER_ERROR)
+    ((attempt,),) = [store.job_attempts(lost.id)]
+    assert (attempt.attempt, attempt.outcome, attempt.worker_id) == (1, records.RETRIED, WORKER)
+    assert attempt.error["type"] == "pgjobs.exceptions.WorkerLost"
+    assert attempt.error == store.get(lost.id).error
+
+
+def test_attempts_go_with_their_job(make_store, clock):
+    store = make_store()
+    info = store.enqueue(spec(max_attempts=1))
+    store.claim(None, 1, WORKER)
+    store.fail(WORKER, info.id, ERROR)
+    assert len(store.job_attempts(info.id)) == 1
+    assert store.requeue([info.id]) == 1
+    assert store.job_attempts(info.id) == [], "requeued afresh, attempts from 0"
+    store.claim(None, 1, WORKER)
+    store.fail(WORKER, info.id, LATER_ERROR)
+    clock.sleep(0.3)
+    assert store.prune(datetime.timedelta(seconds=0.2), [records.FAILED]) == 1
+    assert store.job_attempts(info.id) == []
+    fresh = make_store(keep_succeeded=False)
+    info = fresh.enqueue(spec(max_attempts=2))
+    fresh.claim(None, 1, WORKER)
+    fresh.retry(WORKER, info.id, ERROR, 0)
+    clock.sleep(0.05)
+    fresh.claim(None, 1, WORKER)
+    fresh.finish_and_claim(WORKER, [(info.id, None)], None, 1)
+    assert fresh.get(info.id) is None
+    assert fresh.job_attempts(info.id) == [], "deleted with the job that succeeded"
+
+
+def _figures(store, queue):
+    """Outcomes, wait and run counts and sums of ``queue`` over the last hour."""
+    from pgjobs import stats
+
+    minutes = [m for m in store.minute_figures(datetime.timedelta(hours=1)) if m.queue == queue]
+    outcomes = {o: sum(m.outcomes[o] for m in minutes) for o in records.OUTCOMES}
+    wait = stats.add_buckets(*(m.wait_buckets for m in minutes))
+    run = stats.add_buckets(*(m.run_buckets for m in minutes))
+    return outcomes, wait, run, sum(m.wait_sum for m in minutes), sum(m.run_sum for m in minutes)
+
+
+def test_minute_figures_count_each_ended_attempt_by_outcome_with_its_times(store, clock):
+    from pgjobs import stats
+
+    jobs = [store.enqueue(spec(queue="figures", priority=-n)) for n in range(5)]
+    other = store.enqueue(spec(queue="elsewhere"))
+    clock.sleep(0.3)
+    store.claim(["figures"], 5, WORKER)
+    store.claim(["elsewhere"], 1, OTHER)
+    clock.sleep(0.3)
+    store.finish_and_claim(WORKER, [(jobs[0].id, None), (jobs[1].id, 7)], None, 0)
+    store.retry(WORKER, jobs[2].id, ERROR, 60)
+    store.fail(WORKER, jobs[3].id, ERROR)
+    store.cancel(jobs[4].id)
+    store.retry(WORKER, jobs[4].id, ERROR, 0)
+    store.finish(OTHER, [(other.id, None)])
+    store.finish(OTHER, [(jobs[0].id, None)])  # not its job: nothing counted
+    outcomes, wait, run, wait_sum, run_sum = _figures(store, "figures")
+    assert outcomes == {"succeeded": 2, "failed": 1, "retried": 1, "cancelled": 1}
+    assert sum(wait) == sum(run) == 5
+    assert sum(wait[stats.bucket_of(0.25) :]) == 5, "each waited 0.3 s or more"
+    assert sum(run[stats.bucket_of(0.25) :]) == 5, "each ran 0.3 s or more"
+    assert 1.5 <= wait_sum < 60 and 1.5 <= run_sum < 60
+    assert _figures(store, "elsewhere")[0]["succeeded"] == 1
+    assert store.minute_figures(clock.ahead(120)) == [], "none from the future"
+
+
+def test_queue_figures_tell_ready_deferred_running_failed_and_the_oldest_wait(store, clock):
+    store.enqueue(spec(queue="qa"))
+    clock.sleep(0.3)
+    store.enqueue(spec(queue="qa"))
+    store.enqueue(spec(queue="qa", run_at=clock.ahead(3600)))
+    store.enqueue(spec(queue="qb"))
+    failing = store.enqueue(spec(queue="qc", max_attempts=1))
+    store.claim(["qb"], 1, WORKER)
+    store.claim(["qc"], 1, WORKER)
+    store.fail(WORKER, failing.id, ERROR)
+    figures = {f.queue: f for f in store.queue_figures()}
+    assert sorted(figures) == ["qa", "qb", "qc"]
+    qa, qb, qc = figures["qa"], figures["qb"], figures["qc"]
+    assert (qa.ready, qa.deferred, qa.running, qa.failed_last_hour) == (2, 1, 0, 0)
+    assert 0.3 <= qa.oldest_due_seconds < 30
+    assert (qb.ready, qb.deferred, qb.running, qb.oldest_due_seconds) == (0, 0, 1, None)
+    assert (qc.ready, qc.running, qc.failed_last_hour) == (0, 0, 1)
+
+
+def test_prune_figures_deletes_old_minutes_only(store, clock):
+    info = store.enqueue(spec(queue="pruned"))
+    store.claim(None, 1, WORKER)
+    store.finish(WORKER, [(info.id, None)])
+    assert store.prune_figures(datetime.timedelta(days=1)) == 0
+    assert _figures(store, "pruned")[0]["succeeded"] == 1
+    assert store.prune_figures(datetime.timedelta(minutes=-2)) >= 1
+    assert _figures(store, "pruned")[0]["succeeded"] == 0
+
+
+def test_folding_the_figures_shards_changes_no_figure(store, clock):
+    for worker in (WORKER, OTHER, "contract-worker-c", "contract-worker-d"):
+        info = store.enqueue(spec(queue="folded"))
+        store.claim(["folded"], 1, worker)
+        store.finish(worker, [(info.id, None)])
+    before = _figures(store, "folded")
+    assert before[0]["succeeded"] == 4
+    assert store.fold_figures(datetime.timedelta(minutes=1)) == 0, "the last minutes stay"
+    store.fold_figures(datetime.timedelta(minutes=-2))  # every minute, for the test
+    after = _figures(store, "folded")
+    assert after[:3] == before[:3]
+    assert after[3:] == pytest.approx(before[3:]), "sums of seconds, added in another order"
+    assert store.fold_figures(datetime.timedelta(minutes=-2)) == 0, "folded once"
+
+
+def test_outcomes_of_batch_and_chain_jobs_keep_their_attempts_and_figures(store):
+    # The stores settle these in other statements than plain jobs' (PostgreSQL's
+    # retry and fail leave them to the ORM's transaction): attempts and figures too.
+    batch, infos = batch_of(store, 2, on_success=False, queue="settled", max_attempts=2)
+    first = store.enqueue(spec(queue="settled", priority=-1))
+    chained = store.enqueue(spec(after=first.id))
+    jobs = {job.id: job for job in store.claim(["settled"], 3, WORKER)}
+    assert sorted(jobs) == sorted([*ids(infos), first.id])
+    store.retry(WORKER, infos[0].id, ERROR, 0)
+    store.fail(WORKER, infos[1].id, ERROR)
+    store.fail(WORKER, first.id, LATER_ERROR)
+    assert [a.outcome for a in store.job_attempts(infos[0].id)][:1] == [records.RETRIED]
+    assert [a.outcome for a in store.job_attempts(infos[1].id)] == [records.FAILED]
+    assert [a.outcome for a in store.job_attempts(first.id)] == [records.FAILED]
+    assert store.get(chained.id).status == records.CANCELLED
+    assert store.get_batch(batch.id).failed == 1
+    outcomes = _figures(store, "settled")[0]
+    assert (outcomes["retried"], outcomes["failed"]) == (1, 2)

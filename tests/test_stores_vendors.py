@@ -106,7 +106,9 @@ def test_finish_records_a_batch_in_one_statement(store):
     theirs = store.claim(None, 1, "them")
     with CaptureQueriesContext(connection) as queries:
         store.finish("me", [(job.id, {"n": job.id}) for job in mine])
-    assert len(queries) == 1
+    # With the batch's figures (pgjobs/stats.py), in the same transaction: SQLite
+    # runs one statement per call, MySQL sends both at once.
+    assert len(queries) == (2 if VENDOR == "sqlite" else 1), [q["sql"][:60] for q in queries]
     for job in mine:
         info = store.get(job.id)
         assert (info.status, info.result) == (records.SUCCEEDED, {"n": job.id})

@@ -35,6 +35,7 @@ from ..serialization import (
     sign_job,
     storable_str,
 )
+from ..tracing import current_traceparent
 
 MODES = ("enqueue", "defer", "aenqueue", "adefer")
 JOB_OPTIONS = ("priority", "queue", "max_attempts", "timeout", "unique_key", "atomic", "after")
@@ -290,6 +291,7 @@ class BaseJobBackend:
             unique_key=validate_unique_key(options.get("unique_key")),
             atomic=atomic,
             after=validate_after(options.get("after"), options.get("unique_key")),
+            traceparent=current_traceparent(),
         )
 
     def validate_atomic(self, atomic):
@@ -380,7 +382,7 @@ class BaseJobBackend:
                     path, signer, args, args_json, atomic = item
                     last_spec = spec_type(path, args, {}, queue, priority, run_at, attempts,
                                           timeout, key, signer.sign(args_json), args_json,
-                                          atomic)  # fmt: skip
+                                          atomic, traceparent=first.traceparent)  # fmt: skip
                 last_item = item
             yield last_spec  # a repeated call shares its spec: stores only read them
 

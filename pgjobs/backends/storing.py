@@ -29,6 +29,7 @@ from .. import queue_control, records
 from ..exceptions import BatchNotFound, InvalidBackend, InvalidJob, JobNotFound
 from ..refs import BatchRef, JobRef
 from ..retry import RetryPolicy
+from ..tracing import describe_enqueue, enqueue_span
 from .base import (
     CALLBACK_OPTIONS,
     AsyncFromSync,
@@ -202,19 +203,26 @@ class StoringBackend(AsyncFromSync, BaseJobBackend):
     # -- RFC 72 modes --------------------------------------------------------------------
 
     def enqueue(self, func, args, kwargs, **options):
-        return self._write_one(self.prepare(func, args, kwargs, **options))
+        with enqueue_span() as span:
+            spec = self.prepare(func, args, kwargs, **options)
+            describe_enqueue(span, spec)
+            return self._write_one(spec)
 
     def defer(self, func, when, args, kwargs, **options):
-        return self._write_one(self.prepare(func, args, kwargs, when, **options))
+        with enqueue_span() as span:
+            spec = self.prepare(func, args, kwargs, when, **options)
+            describe_enqueue(span, spec)
+            return self._write_one(spec)
 
     def enqueue_many(self, jobs, **options):
         """Store many ``(func, args, kwargs)`` jobs sharing ``options``, all or none
         (one statement where the store can); return their refs in order."""
-        with collector_paused(len(jobs)):
+        with collector_paused(len(jobs)), enqueue_span() as span:
             specs = self.iter_prepared(jobs, **options)
             if specs.first is None:
                 return []
             first = specs.first
+            describe_enqueue(span, first, len(jobs))
             if (
                 first.unique_key is not None
                 or first.after is not None

@@ -9,6 +9,7 @@ decode fails alone.
 """
 
 import abc
+import datetime
 import functools
 import json
 
@@ -330,6 +331,13 @@ class Store(abc.ABC):
     def prune_figures(self, older_than):
         """Delete the figures of minutes that ended more than ``older_than`` (a
         timedelta) ago; return how many rows (or keys) went."""
+
+    def fold_figures(self, older_than, span=datetime.timedelta(hours=1)):
+        """Add up the shards of the figures of minutes that ended more than
+        ``older_than`` ago (and less than ``older_than + span``) into one row per
+        key, so that reading a day reads an eighth of the rows; return how many
+        rows went. Stores that keep one row per key already have nothing to do."""
+        return 0
 
     # -- schedules (``pgjobs/schedule.py``) -------------------------------------------
     #

@@ -54,11 +54,11 @@ _WAKEUPS_KEPT = 1000
 # The fields of a _Job read straight from its JobSpec, and those of JobInfo and
 # ClaimedJob read straight from a _Job.
 _SPEC_FIELDS = ("func", "queue", "priority", "run_at", "max_attempts", "timeout", "unique_key",
-                "signature")  # fmt: skip
+                "signature", "traceparent")  # fmt: skip
 _INFO_FIELDS = ("id", "func", "queue", "status", "priority", "run_at", "attempts", "max_attempts",
                 "created_at", "started_at", "finished_at", "worker_id")  # fmt: skip
 _CLAIMED_FIELDS = ("id", "func", "queue", "priority", "run_at", "attempts", "max_attempts",
-                   "timeout", "signature")  # fmt: skip
+                   "timeout", "signature", "traceparent")  # fmt: skip
 
 
 @dataclasses.dataclass(slots=True)
@@ -95,6 +95,7 @@ class _Job:
     timeout: float | None
     unique_key: str | None
     signature: str
+    traceparent: str | None
     created_at: datetime.datetime | None
     status: str = records.READY
     attempts: int = 0

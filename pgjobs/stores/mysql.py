@@ -22,6 +22,7 @@ from django.db.models import DateTimeField, Func, Value
 from django.utils import timezone
 from django.utils.functional import cached_property
 
+from .. import stats
 from .sqlstore import SqlStore
 
 #: Server errors that only mean "try again": deadlock found (1213), lock wait
@@ -82,33 +83,68 @@ class MySQLStore(SqlStore):
     # -- workers -----------------------------------------------------------------
 
     def _finish_params(self, worker_id, results, plain_only=False):
-        """The statement recording ``results`` (finish, or with ``KEEP_SUCCEEDED =
-        False`` finish_delete) and its parameters."""
+        """The statements recording ``results`` with their figures (count_finished,
+        then finish, or with ``KEEP_SUCCEEDED = False`` the attempts kept and
+        finish_delete) and their parameters; ``plain_only``: only the jobs no batch
+        counts and none is chained after, which need no settling."""
         params = {
             "worker_id": worker_id,
             "ids": tuple(int(job_id) for job_id, _ in results),
             "now": self._now_param(),
             "plain_only": plain_only,
+            "minute": self.connection.ops.adapt_datetimefield_value(
+                stats.minute_of(timezone.now())
+            ),
+            "shard": stats.shard_of(worker_id),
         }
         if not self.keep_succeeded:
-            return self.sql.finish_delete, params
+            return [
+                self.sql.count_finished,
+                self.sql.finish_attempts,
+                self.sql.finish_delete,
+            ], params
         params["results"] = self._results_json(results)
-        return self.sql.finish, params
+        return [self.sql.count_finished, self.sql.finish], params
 
     def _finish_plain(self, worker_id, results):
-        query, params = self._finish_params(worker_id, results, plain_only=True)
-        with self.connection.cursor() as cursor:
-            cursor.execute(query, params)
-            return cursor.rowcount
+        """The plain successes with their figures (and the attempts kept of jobs
+        deleted), in one transaction: one round trip with multi-statements.
+        Returns how many finish recorded."""
+        queries, params = self._finish_params(worker_id, results, plain_only=True)
+        queries = [*queries, self.sql.row_count]
+        own = not self._in_transaction()
+        begin = self._begin() if own else []
+        queries = [*begin, *queries, *([self.sql.commit] if own else [])]
+        counted = len(queries) - (2 if own else 1)  # row_count's rows
+        connection = self.connection
+        together = connection.settings_dict["OPTIONS"].get("multi_statements", True)
+        with connection.cursor() as cursor, connection.wrap_database_errors:
+            try:
+                sets = _execute_all(cursor, queries, params, together)
+            except BaseException:
+                if own:
+                    with contextlib.suppress(Exception):
+                        cursor.execute(self.sql.rollback)
+                raise
+        return sets[counted][0][0]
 
     def _finish_settling(self, worker_id, results):
-        query, params = self._finish_params(worker_id, results)
+        queries, params = self._finish_params(worker_id, results)
 
         def settle(sets):
             self._settle_finished(sets[0], results)
             return [], params
 
-        self._lock_then([self.sql.finishing, query], params, settle)
+        self._lock_then([self.sql.finishing, *queries], params, settle)
+
+    def _begin(self):
+        """The statements that begin a transaction of our own: READ COMMITTED
+        (Django's default for MySQL; without it a locking read takes gap locks)."""
+        begin = []
+        if self.connection.isolation_level != "read committed":
+            begin.append(self.sql.begin_read_committed)
+        begin.append(self.sql.begin)
+        return begin
 
     def _finish_and_claim(self, worker_id, results, queues, limit):
         """Two round trips: begin, record the successes and lock the next jobs;
@@ -124,7 +160,7 @@ class MySQLStore(SqlStore):
         first = []
         if results:
             finish, finish_params = self._finish_params(worker_id, results)
-            first += [self.sql.finishing, finish]
+            first += [self.sql.finishing, *finish]
             params.update(finish_params)
         first.append(self.sql.claim_lock)
 
@@ -176,11 +212,7 @@ class MySQLStore(SqlStore):
         COMMITTED transaction of our own, or inside the caller's. One round trip
         each when the site allows multi-statements. Returns ``sets``."""
         own = not self._in_transaction()
-        begin = []
-        if own:
-            if self.connection.isolation_level != "read committed":
-                begin.append(self.sql.begin_read_committed)
-            begin.append(self.sql.begin)
+        begin = self._begin() if own else []
         connection = self.connection
         together = connection.settings_dict["OPTIONS"].get("multi_statements", True)
         with connection.cursor() as cursor, connection.wrap_database_errors:
@@ -208,7 +240,8 @@ class MySQLStore(SqlStore):
         def delete(sets):
             if not sets[-1]:
                 return [], params
-            return [self.sql.prune_delete], {"ids": tuple(job_id for (job_id,) in sets[-1])}
+            ids = {"ids": tuple(job_id for (job_id,) in sets[-1])}
+            return [self.sql.prune_attempts, self.sql.prune_delete], ids
 
         return len(self._lock_then([self.sql.prune_lock], params, delete)[-1])
 

@@ -155,6 +155,7 @@ class OrmStore(Store):
             timeout=spec.timeout,
             unique_key=spec.unique_key,
             signature=spec.signature,
+            traceparent=spec.traceparent,
         )
         if spec.run_at is not None:
             kwargs["run_at"] = spec.run_at
@@ -591,8 +592,15 @@ class OrmStore(Store):
         )
         if updated:
             # A job of a batch or a chain is settled in this transaction too: counted
-            # in its batch, its chained jobs released, or neither if it rolls back.
-            pk, batch_id, deps = self.jobs().filter(pk=job_id).values_list(*ENDED_FIELDS).get()
+            # in its batch, its chained jobs released, or neither if it rolls back;
+            # and the success is counted in the figures, as every finish counts it.
+            pk, batch_id, deps, queue, run_at, started_at = (
+                self.jobs()
+                .filter(pk=job_id)
+                .values_list(*ENDED_FIELDS, "queue", "run_at", "started_at")
+                .get()
+            )
+            self._count_success(worker_id, queue, run_at, started_at)
             if batch_id is not None or deps:
                 self._settle([Ended(pk, records.SUCCEEDED, batch_id, deps, result)])
         if updated and not self.keep_succeeded:
@@ -604,14 +612,14 @@ class OrmStore(Store):
 
     def retry(self, worker_id, job_id, error, delay):
         """Ready again in ``delay`` seconds; cancelled instead when its cancellation
-        was asked for while it ran (it failed before, or without, seeing the request)."""
+        was asked for while it ran (it failed before, or without, seeing the request).
+        The attempt is kept and counted in the same transaction."""
         asked = Q(cancel_requested=True)
-        with self._transaction():
-            mine = self._mine(worker_id, [job_id])
-            row = mine.select_for_update().values_list(*ENDED_FIELDS, "cancel_requested").first()
-            if row is None:
-                return
-            mine.update(
+        with self._write_transaction():
+            attempt = self._current_attempt(worker_id, job_id)
+            if attempt is None:
+                return  # its lease was lost: another worker has it now
+            updated = self._mine(worker_id, [job_id]).update(
                 status=Case(
                     When(asked, then=Value(records.CANCELLED)), default=Value(records.READY)
                 ),
@@ -621,17 +629,98 @@ class OrmStore(Store):
                 worker_id=None,
                 lease_expires_at=None,
             )
-            if row[3]:  # cancelled: it ended
-                self._settle([Ended(row[0], records.CANCELLED, row[1], row[2])])
+            if updated:
+                cancelled = attempt["cancel_requested"]
+                outcome = records.CANCELLED if cancelled else records.RETRIED
+                self._keep_attempts([(attempt, outcome, error)], worker_id)
+                if cancelled:  # it ended: its batch and chain are settled with it
+                    self._settle([self._ended(attempt, records.CANCELLED)])
 
     def fail(self, worker_id, job_id, error, status=records.FAILED):
-        with self._transaction():
-            mine = self._mine(worker_id, [job_id])
-            row = mine.select_for_update().values_list(*ENDED_FIELDS).first()
-            if row is None:
+        with self._write_transaction():
+            attempt = self._current_attempt(worker_id, job_id)
+            if attempt is None:
                 return
-            mine.update(status=status, error=error, finished_at=self.now(), lease_expires_at=None)
-            self._settle([Ended(row[0], status, row[1], row[2])])
+            updated = self._mine(worker_id, [job_id]).update(
+                status=status, error=error, finished_at=self.now(), lease_expires_at=None
+            )
+            if updated:
+                self._keep_attempts([(attempt, status, error)], worker_id)
+                self._settle([self._ended(attempt, status)])
+
+    #: What ``_keep_attempts`` (and ``_settle``) read of a job's current attempt.
+    ATTEMPT_FIELDS = (
+        "pk",
+        "queue",
+        "run_at",
+        "started_at",
+        "attempts",
+        "cancel_requested",
+        "batch_id",
+        "has_dependents",
+    )
+
+    def _current_attempt(self, worker_id, job_id):
+        """The running attempt of ``job_id`` under ``worker_id``, locked until the
+        transaction ends (``ATTEMPT_FIELDS``), or None."""
+        return (
+            self._mine(worker_id, [job_id]).select_for_update().values(*self.ATTEMPT_FIELDS).first()
+        )
+
+    @staticmethod
+    def _ended(attempt, status):
+        """The ``Ended`` of a job read by ``_current_attempt``, for ``_settle``."""
+        return Ended(attempt["pk"], status, attempt["batch_id"], attempt["has_dependents"])
+
+    def _keep_attempts(self, ended, worker_id):
+        """Keep attempts that did not succeed and count them in the figures:
+        ``ended`` is ``[(attempt, outcome, error), ...]``, each attempt as
+        ``_current_attempt`` reads it, ended now under ``worker_id``. Called
+        inside the transaction that records the outcome."""
+        from ..models import JobAttempt
+
+        now = timezone.now()
+        minute = stats.minute_of(now)
+        shard = stats.shard_of(worker_id)
+        kept, figures = [], []
+        for attempt, outcome, error in ended:
+            started_at = attempt["started_at"]
+            kept.append(
+                JobAttempt(
+                    job_id=attempt["pk"],
+                    attempt=attempt["attempts"],
+                    started_at=started_at,
+                    finished_at=now,
+                    worker_id=worker_id,
+                    outcome=outcome,
+                    error=error,
+                )
+            )
+            wait = run = None
+            if started_at is not None:
+                wait = (started_at - attempt["run_at"]).total_seconds()
+                run = (now - started_at).total_seconds()
+            figures += stats.attempt_rows(minute, attempt["queue"], shard, outcome, wait, run)
+        for attempt in kept:  # one by one: bulk_create would open a transaction of its own
+            attempt.save(using=self.alias, force_insert=True)
+        self._add_figures(stats.merge_rows(figures))
+
+    def _count_success(self, worker_id, queue, run_at, started_at):
+        """Count one success in the figures, inside the transaction recording it
+        (an atomic job's: the statement finishes count the others)."""
+        now = timezone.now()
+        wait = run = None
+        if started_at is not None:
+            wait = (started_at - run_at).total_seconds()
+            run = (now - started_at).total_seconds()
+        minute, shard = stats.minute_of(now), stats.shard_of(worker_id)
+        self._add_figures(
+            stats.merge_rows(stats.attempt_rows(minute, queue, shard, records.SUCCEEDED, wait, run))
+        )
+
+    def _add_figures(self, rows):
+        """Add ``rows`` (``stats.merge_rows``'s) to the figures: the vendor's upsert."""
+        raise NotImplementedError
 
     def heartbeat(self, worker_id, job_ids):
         if not self.workers().filter(pk=worker_id).update(heartbeat_at=self.now()):
@@ -737,7 +826,12 @@ class OrmStore(Store):
             batch = list(old.values_list("pk", flat=True)[:batch_size])
             if not batch:
                 return deleted
-            deleted += self.jobs().filter(pk__in=batch).delete()[0]
+            deleted += self._delete_jobs(self.jobs().filter(pk__in=batch))
+
+    def _delete_jobs(self, jobs):
+        """Delete ``jobs`` (a queryset) and their attempts; return how many jobs."""
+        _, deleted = jobs.delete()
+        return deleted.get(jobs.model._meta.label, 0)
 
     def prune_batch(self, older_than, statuses, limit):
         """Delete up to ``limit`` jobs in ``statuses`` that finished more than
@@ -758,7 +852,7 @@ class OrmStore(Store):
         ids = list(expired.order_by("status", "finished_at").values_list("pk", flat=True)[:limit])
         if not ids:
             return 0
-        return self.jobs().filter(pk__in=ids, status__in=statuses).delete()[0]
+        return self._delete_jobs(self.jobs().filter(pk__in=ids, status__in=statuses))
 
     #: Jobs a rescue takes back at most in one call (the next call takes the rest).
     rescue_batch = 1000
@@ -789,6 +883,9 @@ class OrmStore(Store):
                 "attempts",
                 "max_attempts",
                 "cancel_requested",
+                "queue",
+                "run_at",
+                "started_at",
                 "batch_id",
                 "has_dependents",
             )[: self.rescue_batch]
@@ -799,7 +896,9 @@ class OrmStore(Store):
         error_field = self.jobs().model._meta.get_field("error")
         with self._rescue_transaction():
             settled = []
-            for pk, worker_id, attempts, max_attempts, cancel_requested, *tracked in expired:
+            lost = {}  # worker id -> [(attempt, outcome, error)] of its attempts rescued
+            for row in expired:
+                pk, worker_id, attempts, max_attempts, cancel_requested, *_ = row
                 if cancel_requested:
                     status = records.CANCELLED
                 elif attempts >= max_attempts:
@@ -830,7 +929,14 @@ class OrmStore(Store):
                 rescued += taken
                 if taken and status != records.READY:
                     ended.append(pk)
-                    settled.append(Ended(pk, status, *tracked))
+                    settled.append(Ended(pk, status, row[8], row[9]))
+                if taken:
+                    attempt = {"pk": pk, "attempts": attempts, "queue": row[5],
+                               "run_at": row[6], "started_at": row[7]}  # fmt: skip
+                    outcome = records.RETRIED if status == records.READY else status
+                    lost.setdefault(worker_id, []).append((attempt, outcome, error))
+            for worker_id, attempts in lost.items():
+                self._keep_attempts(attempts, worker_id)
             self._settle(settled)
         if rescued:
             self.notify_ready()  # no enqueue told the workers of these
@@ -838,6 +944,11 @@ class OrmStore(Store):
 
     def _rescue_transaction(self):
         """The transaction a rescue's updates run in."""
+        return self._write_transaction()
+
+    def _write_transaction(self):
+        """The transaction in which an outcome, its attempt and its figures are
+        written together (vendors that must take the write lock first override it)."""
         return transaction.atomic(using=self.alias)
 
     def release(self, worker_id, job_ids):
@@ -951,6 +1062,51 @@ class OrmStore(Store):
             .annotate(count=Sum("count"), total=Sum("total"))
         )
         return stats.figures_from_rows(rows)
+
+    def fold_figures(self, older_than, span=datetime.timedelta(hours=1)):
+        """Move the figures of older minutes from the writers' shards to shard 0,
+        and those older than ``stats.COARSE_AFTER`` into one row per
+        ``stats.COARSE`` minutes: a window of ``span`` each per call (the pruning
+        duty calls it every minute, so it keeps up, and catches up on a backlog
+        an hour at a time)."""
+        now = self._clock()
+        cutoff = stats.minute_of(now - older_than)
+        folded = self._fold(
+            self.figures().filter(minute__lt=cutoff, minute__gte=cutoff - span, shard__gt=0),
+            lambda minute: minute,
+        )
+        coarse = stats.coarse_of(now - max(older_than, stats.COARSE_AFTER))
+        window = self.figures().filter(minute__lt=coarse, minute__gte=coarse - span)
+        fine = window.filter(~Q(shard=0) | ~Q(minute__in=self._coarse_minutes(coarse, span)))
+        if fine.exists():
+            folded += self._fold(window, stats.coarse_of)
+        return folded
+
+    @staticmethod
+    def _coarse_minutes(end, span):
+        step = datetime.timedelta(minutes=stats.COARSE)
+        count = int(span / step)
+        return [end - step * n for n in range(1, count + 1)]
+
+    def _fold(self, rows, minute_of):
+        """Replace ``rows`` (a queryset of figures) by their sums in shard 0, keyed
+        by ``minute_of(minute)``; return how many rows went."""
+        with transaction.atomic(using=self.alias):
+            summed = list(
+                rows.order_by()
+                .values_list("minute", "queue", "metric", "bucket")
+                .annotate(count=Sum("count"), total=Sum("total"))
+            )
+            if not summed:
+                return 0
+            deleted, _ = rows.delete()
+            self._add_figures(
+                stats.merge_rows(
+                    (minute_of(minute), queue, 0, metric, bucket, count, total)
+                    for minute, queue, metric, bucket, count, total in summed
+                )
+            )
+        return deleted
 
     def prune_figures(self, older_than):
         cutoff = stats.minute_of(self._clock() - older_than)

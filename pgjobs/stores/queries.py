@@ -3,7 +3,8 @@
 A ``.sql`` file is a list of blocks, each under a ``-- name: <name>`` header
 (Procrastinate's ``queries.sql`` is the model); comment lines are dropped and
 the text is sent as written. The only thing filled in is the tables' names,
-once, at load time: ``{job}``, ``{batch}``, ``{worker}``, ``{schedule}`` and ``{queue}`` become the
+once, at load time: ``{job}``, ``{batch}``, ``{worker}``, ``{schedule}``, ``{queue}``,
+``{attempt}`` and ``{stat}`` become the
 models' ``db_table``, quoted by the connection. Values always travel as
 parameters; where a statement's shape varies with its data (a batch of N
 rows), ``values`` repeats a row of placeholders and nothing else.
@@ -32,13 +33,15 @@ def _named(vendor):
 
 
 def tables(quote_name):
-    """``{"job": ..., "batch": ..., "worker": ..., "schedule": ..., "queue": ...}``: the
-    models' tables, quoted."""
-    from ..models import Batch, Job, QueueControl, ScheduleState, WorkerProcess
+    """``{"job": ..., "batch": ..., "worker": ..., "schedule": ..., "queue": ...,
+    "attempt": ..., "stat": ...}``: the models' tables, quoted."""
+    from ..models import Batch, Job, JobAttempt, JobStat, QueueControl, ScheduleState, WorkerProcess
 
     return {
         "job": quote_name(Job._meta.db_table),
         "batch": quote_name(Batch._meta.db_table),
+        "attempt": quote_name(JobAttempt._meta.db_table),
+        "stat": quote_name(JobStat._meta.db_table),
         "worker": quote_name(WorkerProcess._meta.db_table),
         "schedule": quote_name(ScheduleState._meta.db_table),
         "queue": quote_name(QueueControl._meta.db_table),

@@ -35,6 +35,7 @@ Keys, under ``PREFIX`` (``P``)::
     P:figures:<minute µs>   hash: that minute's figures (pgjobs/stats.py), fields
                             "<queue>\x1f<metric>\x1f<bucket or sum>"; expires
                             after stats.KEEP
+    P:figures10:<start µs>  hash: the same, per ten minutes (stats.COARSE)
 
 On a Redis Cluster (found out at the first command: ``INFO`` says
 ``cluster_enabled:1`` on the node the URL names) ``P`` is the prefix in a hash
@@ -166,7 +167,7 @@ def _claimed(row):
     fields cannot be read (arguments it cannot decode, a field changed by hand)
     comes back with its ``problem`` set, rather than failing the whole claim."""
     job_id, func, args, kwargs, queue, priority, run_at, attempts, max_attempts, *rest = row
-    timeout, signature = rest
+    timeout, signature, traceparent = rest
     args, kwargs, problem = read_arguments(args, kwargs)
     try:
         return ClaimedJob(
@@ -181,6 +182,7 @@ def _claimed(row):
             max_attempts=int(max_attempts),
             timeout=float(timeout) if timeout else None,
             signature=signature or "",
+            traceparent=traceparent or None,
             problem=problem,
         )
     except (*DECODE_ERRORS, OverflowError) as exc:
@@ -354,6 +356,7 @@ class RedisStore(Store):
             spec.signature,
             "1" if spec.unique_key else "0",
             "" if spec.after is None else int(spec.after),
+            spec.traceparent or "",
         ]
 
     def push(self, specs, ids=None):
@@ -847,26 +850,32 @@ class RedisStore(Store):
                 figures[minute.queue].failed_last_hour += failed
         return [figures[queue] for queue in sorted(figures)]
 
-    def _minute_keys(self, since):
-        """The figure hashes' minutes (µs) from ``since`` until now, by Redis's clock."""
+    def _now_us(self):
         seconds, microseconds = self._time()
-        now_us = seconds * 1_000_000 + microseconds
-        if isinstance(since, datetime.timedelta):
-            since_us = now_us - since // MICROSECOND
-        else:
-            since_us = to_us(since)
-        minute = 60_000_000
-        first = since_us - since_us % minute
-        return list(range(first, now_us - now_us % minute + 1, minute))
+        return seconds * 1_000_000 + microseconds
 
     def minute_figures(self, since):
-        minutes = self._minute_keys(since)
+        """The minutes of the last ``stats.COARSE_AFTER`` from their own hashes;
+        before that, the ten-minute hashes (each at the start of its ten
+        minutes), so that a day is some two hundred hashes, not 1,440."""
+        now_us = self._now_us()
+        since_us = now_us - since // MICROSECOND if isinstance(since, datetime.timedelta) else (
+            to_us(since))  # fmt: skip
+        minute, coarse = 60_000_000, stats.COARSE * 60_000_000
+        boundary = now_us - stats.COARSE_AFTER // MICROSECOND
+        boundary -= boundary % coarse
+        keys = [
+            (start, self.key("figures10", start))
+            for start in range(since_us - since_us % coarse, boundary, coarse)
+        ]
+        first = max(since_us - since_us % minute, boundary)
+        keys += [(m, self.key("figures", m)) for m in range(first, now_us + 1, minute)]
         pipe = self.client.pipeline()
-        for minute in minutes:
-            pipe.hgetall(self.key("figures", minute))
+        for _, key in keys:
+            pipe.hgetall(key)
         rows = []
-        for minute, fields in zip(minutes, pipe.execute(), strict=True):
-            when = from_us(minute)
+        for (start, _), fields in zip(keys, pipe.execute(), strict=True):
+            when = from_us(start)
             for field, value in fields.items():
                 queue, metric, bucket = field.rsplit("\x1f", 2)
                 if bucket == "sum":
@@ -876,13 +885,16 @@ class RedisStore(Store):
         return stats.figures_from_rows(rows)
 
     def prune_figures(self, older_than):
-        """Figures expire by themselves (``stats.KEEP``); this deletes those of a
-        shorter retention, looking back a further ``stats.KEEP``."""
+        """Figures expire by themselves after ``stats.KEEP``; a shorter retention
+        deletes the hashes of the minutes before it, looking back ``stats.KEEP``."""
         if older_than >= stats.KEEP:
             return 0
-        minutes = self._minute_keys(older_than + stats.KEEP)
-        old = self._minute_keys(older_than)
-        keys = [self.key("figures", m) for m in minutes if m < old[0]]
+        cutoff = self._now_us() - older_than // MICROSECOND
+        first = cutoff - stats.KEEP // MICROSECOND
+        keys = []
+        for kind, step in (("figures", 60_000_000), ("figures10", stats.COARSE * 60_000_000)):
+            end = cutoff - cutoff % step
+            keys += [self.key(kind, m) for m in range(first - first % step, end, step)]
         return self.client.delete(*keys) if keys else 0
 
     # -- schedules -------------------------------------------------------------------

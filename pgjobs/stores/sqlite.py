@@ -29,6 +29,7 @@ from django.db.models import DateTimeField, Value
 from django.utils import timezone
 from django.utils.functional import cached_property
 
+from .. import stats
 from .orm import seconds
 from .sqlstore import SqlStore
 
@@ -92,7 +93,8 @@ class SQLiteStore(SqlStore):
     @contextlib.contextmanager
     def _write_transaction(self):
         """``BEGIN IMMEDIATE`` ... ``COMMIT``: take the write lock before reading,
-        waiting the busy timeout for it. Inside the caller's transaction, use it."""
+        waiting the busy timeout for it (claims, outcomes with their attempts and
+        figures, rescues: no busy upgrade). Inside the caller's transaction, use it."""
         if self._in_transaction():
             yield
             return
@@ -130,29 +132,50 @@ class SQLiteStore(SqlStore):
 
     # -- workers -----------------------------------------------------------------
 
-    def _finish_query(self, worker_id, results, plain_only):
+    def _finish(self, worker_id, results):
+        with self._write_transaction():
+            self._record_successes(worker_id, results)
+
+    def _record_successes(self, worker_id, results):
+        """The successes of a batch with their figures (and the attempts kept of
+        jobs deleted), inside the caller's write transaction: the plain jobs
+        first, then, only when some were left (jobs of a batch or with jobs
+        chained after them, or whose lease was lost), the rest, settled."""
+        if self._finish_plain(worker_id, results) < len(results):
+            self._finish_settling(worker_id, results)
+
+    def _finish_params(self, worker_id, results, plain_only):
+        now = timezone.now()
         params = {
             "worker_id": worker_id,
             "results": self._results_json(results),
             "plain_only": plain_only,
+            "now": self._db_time(now),
+            "minute": self._db_time(stats.minute_of(now)),
+            "shard": stats.shard_of(worker_id),
         }
         if self.keep_succeeded:
-            params["now"] = self._db_time(timezone.now())
-            return self.sql.finish, params
-        return self.sql.finish_delete, params
+            queries = [self.sql.count_finished, self.sql.finish]
+        else:
+            queries = [self.sql.count_finished, self.sql.delete_attempts, self.sql.finish_delete]
+        return queries, params
 
     def _finish_plain(self, worker_id, results):
-        query, params = self._finish_query(worker_id, results, True)
+        """Inside the write transaction: returns how many the finish recorded."""
+        queries, params = self._finish_params(worker_id, results, True)
         with self.connection.cursor() as cursor:
-            cursor.execute(query, params)
+            for query in queries:
+                cursor.execute(query, params)
             return cursor.rowcount
 
     def _finish_settling(self, worker_id, results):
-        query, params = self._finish_query(worker_id, results, False)
-        with self._write_transaction(), self.connection.cursor() as cursor:
+        """Inside the write transaction: lock-free here (SQLite's write lock is held)."""
+        queries, params = self._finish_params(worker_id, results, False)
+        with self.connection.cursor() as cursor:
             cursor.execute(self.sql.finishing, params)
             tracked = cursor.fetchall()
-            cursor.execute(query, params)
+            for query in queries:
+                cursor.execute(query, params)
             self._settle_finished(tracked, results)
 
     def _finish_and_claim(self, worker_id, results, queues, limit):
@@ -167,7 +190,7 @@ class SQLiteStore(SqlStore):
         }
         with self._write_transaction(), self.connection.cursor() as cursor:
             if results:
-                self._finish_settling(worker_id, results)
+                self._record_successes(worker_id, results)
             if self._returning:
                 cursor.execute(self.sql.claim, params)
                 rows = cursor.fetchall()
@@ -225,6 +248,7 @@ class SQLiteStore(SqlStore):
             "statuses": _json_list(statuses),
         }
         with self._write_transaction(), self.connection.cursor() as cursor:
+            cursor.execute(self.sql.prune_attempts, params)
             cursor.execute(self.sql.prune_batch, params)
             return cursor.rowcount
 

@@ -44,6 +44,7 @@ INSERT_FIELDS = (
     "timeout",
     "unique_key",
     "signature",
+    "traceparent",
 )
 
 
@@ -304,6 +305,18 @@ class SqlStore(OrmStore):
 
     def _finish_and_claim(self, worker_id, results, queues, limit):
         raise NotImplementedError
+
+    def _add_figures(self, rows):
+        if not rows:
+            return
+        adapt = self.connection.ops.adapt_datetimefield_value
+        query = (
+            f"{self.sql.add_figures} VALUES {values(self.sql.figures_row, len(rows))} "
+            f"{self.sql.add_figures_conflict}"
+        )
+        params = [value for row in rows for value in (adapt(row[0]), *row[1:])]
+        with self.connection.cursor() as cursor:
+            cursor.execute(query, params)
 
     def prune_batch(self, older_than, statuses, limit):
         """Delete up to ``limit`` expired jobs in a short transaction of their own,

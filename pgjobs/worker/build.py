@@ -7,6 +7,7 @@ queues, retry policy, poll interval and lease, and as duties its pruner
 
 from django.core.exceptions import ImproperlyConfigured
 
+from .. import stats
 from ..handler import get_backend
 from ..schedule import configured_scheduler
 from .duties import Duty
@@ -80,9 +81,8 @@ def build_worker(
 
 def pruner_for(backend):
     """The ``Pruner`` that deletes finished jobs past ``KEEP_SUCCEEDED`` and
-    ``KEEP_FAILED`` (None when none of them expire)."""
-    rules = backend.retention_rules()
-    return Pruner(backend.store, rules) if rules else None
+    ``KEEP_FAILED``, and figures past ``stats.KEEP``."""
+    return Pruner(backend.store, backend.retention_rules(), keep_figures=stats.KEEP)
 
 
 def queues_to_work(backend, requested):

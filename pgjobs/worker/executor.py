@@ -41,6 +41,7 @@ from ..exceptions import InvalidJob, JobCancelled, Snooze
 from ..execution import JobContext, describe_error, reset_current_job, set_current_job
 from ..serialization import decode_arguments, encode_result, load_function, verify_job
 from .connections import tidy_connections
+from .telemetry import Telemetry, end_span
 
 logger = logging.getLogger("pgjobs")
 #: Per-job lines (started, succeeded): INFO at ``-v 2``, off by default.
@@ -93,13 +94,14 @@ async def _contained(coroutine):
 class Executor:
     """Runs jobs under one concurrency budget; reports outcomes in ``done``."""
 
-    def __init__(self, concurrency, alarm, atomic=None, previous_result=None):
+    def __init__(self, concurrency, alarm, atomic=None, previous_result=None, telemetry=None):
         self.concurrency = concurrency
         self.alarm = alarm  # wakes the main thread (wakeups.Alarm)
         self.atomic = atomic  # runs atomic jobs (worker/atomic.py); None: the store has none
         # job id -> the stored result of the job it ran after (``Store.previous_result``),
         # read only when a job asks (``current_job().previous_result``), in its thread.
         self.previous_result = previous_result
+        self.telemetry = telemetry or Telemetry(None, type(self))  # signals and spans
         self.done = collections.deque()  # (job, outcome), not yet taken by the main thread
         self.low_water = 0
         self.log_jobs = False  # per-job lines (pgjobs.jobs at INFO), decided once by the worker
@@ -436,13 +438,17 @@ class Executor:
         if is_coroutine:
             return self._execute_async_waiting(job, running, started)
         token = set_current_job(running.context)
+        span = None
         try:
+            span = self.telemetry.starting(job)
             result = func(*args, **kwargs)
         except BaseException as exc:  # SystemExit from library code too: the slot lives on
+            end_span(span, exc)
             return _failed(exc, started)
         finally:
             reset_current_job(token)
             tidy_connections()
+        end_span(span)
         return _succeeded(result, started)
 
     def _execute_atomic(self, job, running, func, is_coroutine, args, kwargs, started):
@@ -454,13 +460,17 @@ class Executor:
             return _cannot_start(InvalidJob("this worker's store cannot run atomic jobs"))
         call = async_to_sync(func) if is_coroutine else func
         token = set_current_job(running.context)
+        span = None
         try:
+            span = self.telemetry.starting(job)
             committed, result = self.atomic.run(job, lambda: call(*args, **kwargs))
         except BaseException as exc:  # rolled back; stored as a failure by the main thread
+            end_span(span, exc)
             return _failed(exc, started)
         finally:
             reset_current_job(token)
             tidy_connections()
+        end_span(span)
         seconds = time.perf_counter() - started
         if not committed:
             return Outcome(False, seconds=seconds, lost=True)
@@ -490,7 +500,9 @@ class Executor:
         except InvalidJob as exc:
             return _cannot_start(exc)
         token = set_current_job(running.context)  # the task's own copy of the context
+        span = None
         try:
+            span = self.telemetry.starting(job)
             coroutine = _contained(func(*args, **kwargs))
             if job.timeout is not None:
                 coroutine = asyncio.wait_for(coroutine, job.timeout)
@@ -498,9 +510,11 @@ class Executor:
             if isinstance(result, _Exited):
                 raise result.exc
         except BaseException as exc:  # cancelled (grace period) or SystemExit: an outcome too
+            end_span(span, exc)
             return _failed(exc, started)
         finally:
             reset_current_job(token)
+        end_span(span)
         return _succeeded(result, started)
 
     def _execute_async_waiting(self, job, running, started):

@@ -13,11 +13,18 @@ otherwise at about half the shortest retention (at most a minute), jittered so
 that the pruners of workers started together do not run in step. Every worker
 runs one: the stores' ``prune_batch`` lets concurrent pruners skip each other's
 rows, so several of them share a backlog instead of repeating work.
+
+Once every ``FIGURES_INTERVAL``, whatever the jobs' retention, it also tends
+the per-minute figures (``pgjobs/stats.py``): the shards of minutes past
+``stats.FOLD_AFTER`` are folded into one row per key, and minutes older than
+``stats.KEEP`` deleted.
 """
 
 import logging
 import random
 import time
+
+from .. import stats
 
 logger = logging.getLogger("pgjobs")
 
@@ -34,11 +41,14 @@ MIN_INTERVAL = 1.0
 MAX_INTERVAL = 60.0
 #: Each delay is multiplied by a random factor in this range.
 JITTER = (0.8, 1.2)
+#: Seconds between deletions of old figures (they are kept by the minute).
+FIGURES_INTERVAL = 60.0
 
 
 class Pruner:
     """Deletes the finished jobs of ``store`` that ``rules`` (``[(statuses,
-    timedelta)]``, from the backend's ``retention_rules()``) say have expired."""
+    timedelta)]``, from the backend's ``retention_rules()``) say have expired,
+    and with ``keep_figures`` (a timedelta) the figures older than that."""
 
     def __init__(
         self,
@@ -49,8 +59,9 @@ class Pruner:
         max_batches=MAX_BATCHES,
         time_budget=TIME_BUDGET,
         clock=time.monotonic,
+        keep_figures=None,
     ):
-        if not rules:
+        if not rules and keep_figures is None:
             raise ValueError("a Pruner needs at least one (statuses, age) rule")
         self.store = store
         self.rules = [(tuple(statuses), age) for statuses, age in rules]
@@ -58,19 +69,24 @@ class Pruner:
         self.max_batches = max_batches
         self.time_budget = time_budget
         self.clock = clock
-        shortest = min(age.total_seconds() for _, age in self.rules)
-        # Batch records go after the longest retention: a batch outlives its jobs.
-        self.batch_age = max(age for _, age in self.rules)
+        shortest = min((age.total_seconds() for _, age in self.rules), default=2 * MAX_INTERVAL)
+        # Batch records go after the longest retention: a batch outlives its jobs
+        # (none when no job expires, only figures).
+        self.batch_age = max((age for _, age in self.rules), default=None)
         self.interval = min(max(shortest / 2, MIN_INTERVAL), MAX_INTERVAL)
         self.deleted = 0  # jobs this pruner deleted
+        self.keep_figures = keep_figures
+        self._figures_pruned_at = None  # self.clock() at the last deletion of figures
 
     def describe(self):
         """One line for the worker's banner: what expires when."""
-        rules = ", ".join(
+        parts = [
             f"{'/'.join(statuses)} after {_duration(age.total_seconds())}"
             for statuses, age in self.rules
-        )
-        return f"deletes {rules} (looks every {_duration(self.interval)})"
+        ]
+        if self.keep_figures is not None:
+            parts.append(f"figures after {_duration(self.keep_figures.total_seconds())}")
+        return f"deletes {', '.join(parts)} (looks every {_duration(self.interval)})"
 
     def periodic(self):
         """The ``(interval, callable)`` pair a ``Worker`` runs (its ``periodic``
@@ -82,6 +98,7 @@ class Pruner:
         turn so that a backlog of one does not starve the other; return the
         seconds until the next call."""
         started = self.clock()
+        self._prune_figures(started)
         pending = list(self.rules)
         batches = deleted = 0
         while pending and batches < self.max_batches:
@@ -97,7 +114,7 @@ class Pruner:
             else:
                 continue
             break
-        if batches < self.max_batches:
+        if self.batch_age is not None and batches < self.max_batches:
             self.store.prune_batches(self.batch_age, self.batch_size)
         self.deleted += deleted
         if deleted:
@@ -109,6 +126,21 @@ class Pruner:
             )
         delay = BACKLOG_DELAY if pending else self.interval
         return delay * random.uniform(*JITTER)
+
+    def _prune_figures(self, now):
+        if self.keep_figures is None:
+            return
+        if self._figures_pruned_at is not None and now - self._figures_pruned_at < FIGURES_INTERVAL:
+            return
+        self._figures_pruned_at = now
+        folded = self.store.fold_figures(stats.FOLD_AFTER)
+        deleted = self.store.prune_figures(self.keep_figures)
+        if deleted or folded:
+            logger.debug(
+                "pgjobs: folded %d figure row(s) into one per key, deleted %d past their retention",
+                folded,
+                deleted,
+            )
 
 
 def _duration(seconds):

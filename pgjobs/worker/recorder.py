@@ -15,7 +15,8 @@ import logging
 import time
 
 from ..execution import describe_error
-from ..records import CANCELLED
+from ..records import CANCELLED, FAILED, RETRIED, SUCCEEDED
+from .telemetry import Telemetry
 
 logger = logging.getLogger("pgjobs")
 job_logger = logging.getLogger("pgjobs.jobs")  # per-job lines; failures go to pgjobs
@@ -24,12 +25,13 @@ job_logger = logging.getLogger("pgjobs.jobs")  # per-job lines; failures go to p
 class Recorder:
     """Stores outcomes for one worker; counts them in its ``WorkerStats``."""
 
-    def __init__(self, store, worker_id, retry_policy, stats, *, on_retry=None):
+    def __init__(self, store, worker_id, retry_policy, stats, *, on_retry=None, telemetry=None):
         self.store = store
         self.worker_id = worker_id
         self.retry_policy = retry_policy
         self.stats = stats
         self.on_retry = on_retry  # called with a retry's delay: no wake-up tells of it
+        self.telemetry = telemetry or Telemetry(worker_id, type(self))  # signals once stored
         self.log_jobs = False  # per-job lines (pgjobs.jobs at INFO), decided once by the worker
         self.held = {}  # job id -> job, from its claim until its outcome is stored
         self.unrecorded = []  # (job, outcome) successes not stored yet
@@ -81,6 +83,7 @@ class Recorder:
             self.unrecorded = []
             self.first_unrecorded_at = None
         held, log_jobs = self.held, self.log_jobs
+        telemetry = self.telemetry if self.telemetry.listened() else None
         for job, outcome in recorded:
             held.pop(job.id, None)
             if outcome.ok:
@@ -88,6 +91,10 @@ class Recorder:
                 if log_jobs:
                     job_logger.info(
                         "job %s %s succeeded in %.1f ms", job.id, job.func, outcome.seconds * 1e3
+                    )
+                if telemetry is not None:
+                    telemetry.recorded(
+                        job, SUCCEEDED, result=outcome.result, seconds=outcome.seconds
                     )
 
     def record_failure(self, job, outcome):
@@ -102,9 +109,11 @@ class Recorder:
         if outcome.cancelled:
             self.store.fail(self.worker_id, job.id, error, status=CANCELLED)
             logger.info("job %s %s cancelled itself", job.id, job.func)
+            self._recorded(job, CANCELLED, outcome)
             return
         if outcome.permanent or job.attempts >= job.max_attempts:
             self.store.fail(self.worker_id, job.id, error)
+            self._recorded(job, FAILED, outcome)
             logger.error(
                 "job %s %s failed for good (attempt %d/%d): %s: %s",
                 job.id,
@@ -120,6 +129,7 @@ class Recorder:
         if self.on_retry is not None:
             self.on_retry(delay)
         self.stats.retried += 1
+        self._recorded(job, RETRIED, outcome)
         logger.warning(
             "job %s %s failed (attempt %d/%d), retrying in %.2f s: %s: %s",
             job.id,
@@ -130,6 +140,10 @@ class Recorder:
             error["type"],
             error["message"],
         )
+
+    def _recorded(self, job, status, outcome):
+        if self.telemetry.listened():
+            self.telemetry.recorded(job, status, error=outcome.error, seconds=outcome.seconds)
 
     def record_one_by_one(self):
         """Successes keep failing to record together: record them one at a time, so

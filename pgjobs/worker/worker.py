@@ -31,6 +31,7 @@ from .executor import Executor
 from .policy import DUE_NOW_RECHECK, ClaimPolicy, check_options
 from .recorder import Recorder, close_quietly
 from .shutdown import Shutdown, finish_in_flight
+from .telemetry import Telemetry
 from .wakeups import RANKS_INTERVAL, Alarm, Listener
 
 logger = logging.getLogger("pgjobs")
@@ -127,11 +128,21 @@ class Worker:
             max_jobs=max_jobs,
         )
         atomic = AtomicRunner(store, self.worker_id) if store.supports_atomic_jobs else None
+        self.telemetry = Telemetry(self.worker_id, type(self))
         self.executor = Executor(
-            concurrency, self.alarm, atomic, previous_result=store.previous_result
+            concurrency,
+            self.alarm,
+            atomic,
+            previous_result=store.previous_result,
+            telemetry=self.telemetry,
         )
         self.recorder = Recorder(
-            store, self.worker_id, self.retry_policy, self.stats, on_retry=self._retried
+            store,
+            self.worker_id,
+            self.retry_policy,
+            self.stats,
+            on_retry=self._retried,
+            telemetry=self.telemetry,
         )
         self.listener = Listener(
             store,

@@ -56,14 +56,14 @@ if allowed > 0 then
       local id = tonumber(string.sub(popped[j], 18))
       local key = P .. ':job:' .. id
       local f = redis.call('HMGET', key, 'status', 'func', 'args', 'kwargs', 'queue', 'priority',
-        'run_at', 'attempts', 'max_attempts', 'timeout', 'signature')
+        'run_at', 'attempts', 'max_attempts', 'timeout', 'signature', 'traceparent')
       if f[1] == 'ready' then
         local attempts = tonumber(f[8]) + 1
         redis.call('HSET', key, 'status', 'running', 'attempts', attempts, 'started_at', now,
           'worker_id', worker_id, 'lease', lease)
         redis.call('ZADD', P .. ':running', lease, id)
         out[#out + 1] = {int(id), f[2], f[3], f[4], f[5], f[6], f[7], int(attempts), f[9], f[10],
-          f[11]}
+          f[11], f[12] or ''}
       end
     end
   end

@@ -132,7 +132,8 @@ end
 -- µs, finished µs, worker id, outcome, error), deleted or expired with the job.
 -- Figures go to one hash per minute, P:figures:<minute µs>, field
 -- "<queue>\31<metric>\31<bucket>" (a count) or "<queue>\31<metric>\31sum" (seconds),
--- expiring after stats.KEEP. EDGES and FIGURES_KEEP_MS are stats.EDGES and
+-- and to one per ten minutes (stats.COARSE), P:figures10:<start µs>, which a day's
+-- chart reads past the last hour; both expire after stats.KEEP. EDGES and FIGURES_KEEP_MS are stats.EDGES and
 -- stats.KEEP (tests/test_stats.py checks that they agree).
 local EDGES = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600}
 local FIGURES_KEEP_MS = 172800000
@@ -141,6 +142,9 @@ local function attempts_key(id)
 end
 local function figures_key(minute_us)
   return P .. ':figures:' .. int(minute_us)
+end
+local function coarse_figures_key(start_us)
+  return P .. ':figures10:' .. int(start_us)
 end
 local function bucket_of(seconds)
   local b = 0
@@ -173,16 +177,22 @@ local function count_attempt(queue, outcome, run_at, started_at, now)
 end
 local function flush_figures(now)
   local key = figures_key(now - now % 60000000)
+  local coarse = coarse_figures_key(now - now % 600000000)
   local any = false
   for field, n in pairs(figures) do
     any = true
     if string.sub(field, -4) == '\31sum' then
       redis.call('HINCRBYFLOAT', key, field, n)
+      redis.call('HINCRBYFLOAT', coarse, field, n)
     else
       redis.call('HINCRBY', key, field, n)
+      redis.call('HINCRBY', coarse, field, n)
     end
   end
-  if any then redis.call('PEXPIRE', key, FIGURES_KEEP_MS + 60000) end
+  if any then
+    redis.call('PEXPIRE', key, FIGURES_KEEP_MS + 60000)
+    redis.call('PEXPIRE', coarse, FIGURES_KEEP_MS + 600000)
+  end
   figures = {}
 end
 -- Keep the job's current attempt, which ended now with `outcome` and `error`

@@ -1,7 +1,8 @@
--- push_jobs(i, now) writes the jobs whose fields start at ARGV[i], 13 per job:
+-- push_jobs(i, now) writes the jobs whose fields start at ARGV[i], 14 per job:
 -- id ('' = allocate), func, args, kwargs, queue, priority, run_at µs ('' = now),
 -- max_attempts, timeout, unique_key, signature, unique ('1': keep out a second
--- active job with the key), after (the id of the job it runs after, or '').
+-- active job with the key), after (the id of the job it runs after, or ''),
+-- traceparent (of the span that enqueued it, or '').
 -- Returns per job [id, existing ("1": the holder of its unique key, not
 -- written), run_at, created_at, status], numbers as strings (cjson would round
 -- µs timestamps). A job after one that has not finished is stored 'waiting'
@@ -11,7 +12,7 @@
 -- what it wrote): the checks the database stores' constraints make.
 local function check_jobs(i)
   local given = {}  -- ids of this push: a job may run after one written before it here
-  for j = i, #ARGV, 13 do given[ARGV[j]] = true end
+  for j = i, #ARGV, 14 do given[ARGV[j]] = true end
   while i <= #ARGV do
     local after = ARGV[i + 12]
     if after ~= '' and not given[after]
@@ -26,7 +27,7 @@ local function check_jobs(i)
     if not max_attempts or max_attempts < 1 then
       return redis.error_reply('pgjobs: max_attempts must be >= 1: ' .. ARGV[i + 7])
     end
-    i = i + 13
+    i = i + 14
   end
   return nil
 end
@@ -56,6 +57,9 @@ local function push_jobs(i, now)
         'priority', priority, 'run_at', run_at, 'max_attempts', ARGV[i + 7],
         'timeout', ARGV[i + 8], 'unique_key', uk, 'signature', ARGV[i + 10],
         'status', 'ready', 'attempts', 0, 'created_at', now, 'cancel', '0')
+      if ARGV[i + 13] ~= '' then
+        redis.call('HSET', P .. ':job:' .. id, 'traceparent', ARGV[i + 13])
+      end
       redis.call('SADD', P .. ':queues', queue)
       if uk ~= '' then redis.call('SET', P .. ':unique:' .. uk, id) end
       local status = 'ready'
@@ -85,7 +89,7 @@ local function push_jobs(i, now)
       end
       out[#out + 1] = {int(id), '0', int(run_at), int(now), status}
     end
-    i = i + 13
+    i = i + 14
   end
   return out
 end

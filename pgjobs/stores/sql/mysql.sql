@@ -11,12 +11,12 @@
 
 -- name: insert
 INSERT INTO {job} (func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
-                   unique_key, signature, created_at, batch_id);
+                   unique_key, signature, traceparent, created_at, batch_id);
 
 -- name: insert_row
 -- One job's values, repeated for each job of a multi-row insert; run_at is the
 -- job's, else now; batch_id NULL but for a batch's jobs.
-(%s, %s, %s, %s, %s, COALESCE(%s, %s, UTC_TIMESTAMP(6)), %s, %s, %s, %s,
+(%s, %s, %s, %s, %s, COALESCE(%s, %s, UTC_TIMESTAMP(6)), %s, %s, %s, %s, %s,
  COALESCE(%s, UTC_TIMESTAMP(6)), %s);
 
 -- name: returning_info
@@ -47,7 +47,7 @@ ROLLBACK;
 -- rows are read here, locked, so the UPDATE that follows (claim_mark) need not
 -- return them. every_queue true: any queue (queues is then a placeholder list).
 SELECT id, func, args, kwargs, queue, priority, run_at, attempts, max_attempts, timeout, signature,
-       atomic
+       atomic, traceparent
 FROM {job}
 WHERE status = 'ready' AND run_at <= COALESCE(%(now)s, UTC_TIMESTAMP(6))
   AND (%(every_queue)s OR queue IN %(queues)s)
@@ -114,7 +114,7 @@ DELETE FROM {job} WHERE id IN %(ids)s;
 -- run inside the transaction that holds the limited queues' rows: never from
 -- the queues in excluded (("",) for none: no queue has an empty name).
 SELECT id, func, args, kwargs, queue, priority, run_at, attempts, max_attempts, timeout, signature,
-       atomic
+       atomic, traceparent
 FROM {job}
 WHERE status = 'ready' AND run_at <= COALESCE(%(now)s, UTC_TIMESTAMP(6))
   AND (%(every_queue)s OR queue IN %(queues)s)
@@ -122,3 +122,58 @@ WHERE status = 'ready' AND run_at <= COALESCE(%(now)s, UTC_TIMESTAMP(6))
 ORDER BY priority DESC, run_at, id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED;
+
+-- name: count_finished
+-- The per-minute figures (pgjobs/stats.py) of the successes finish is about to
+-- record (the same guard), added to this worker's shard, in the same
+-- transaction. A bucket is how many of stats.EDGES the seconds reach.
+INSERT INTO {stat} (minute, queue, shard, metric, bucket, count, total)
+SELECT %(minute)s, queue, %(shard)s, metric, bucket, n, seconds FROM (
+    SELECT queue, metric,
+            COALESCE((x >= 0.005) + (x >= 0.01) + (x >= 0.025) + (x >= 0.05) + (x >= 0.1) +
+                     (x >= 0.25) + (x >= 0.5) + (x >= 1) + (x >= 2.5) + (x >= 5) + (x >= 10) +
+                     (x >= 30) + (x >= 60) + (x >= 300) + (x >= 3600), 0) AS bucket,
+           COUNT(*) AS n, COALESCE(SUM(x), 0) AS seconds
+    FROM (
+        SELECT j.queue, k.metric,
+               CASE k.metric
+                   WHEN 'wait' THEN TIMESTAMPDIFF(MICROSECOND, j.run_at, j.started_at) / 1e6
+                   WHEN 'run' THEN TIMESTAMPDIFF(MICROSECOND, j.started_at,
+                                                 COALESCE(%(now)s, UTC_TIMESTAMP(6))) / 1e6
+               END AS x
+        FROM {job} AS j
+        CROSS JOIN (SELECT 'succeeded' AS metric UNION ALL SELECT 'wait' UNION ALL SELECT 'run') AS k
+        WHERE j.id IN %(ids)s AND j.status = 'running' AND j.worker_id = %(worker_id)s
+          AND (NOT %(plain_only)s OR (j.batch_id IS NULL AND NOT j.has_dependents))
+    ) AS e
+    GROUP BY queue, metric, bucket
+    ORDER BY queue, metric, bucket
+) AS f
+ON DUPLICATE KEY UPDATE count = {stat}.count + f.n, total = {stat}.total + f.seconds;
+
+-- name: finish_attempts
+-- The attempts kept of the jobs finish_delete is about to delete (the same
+-- guard), in the same transaction.
+DELETE FROM {attempt} WHERE job_id IN (
+    SELECT id FROM {job}
+    WHERE id IN %(ids)s AND status = 'running' AND worker_id = %(worker_id)s
+      AND (NOT %(plain_only)s OR (batch_id IS NULL AND NOT has_dependents))
+);
+
+-- name: row_count
+-- How many rows the statement before changed (finish's plain pass).
+SELECT ROW_COUNT();
+
+-- name: prune_attempts
+-- The attempts kept of the jobs prune_delete deletes, in the same transaction.
+DELETE FROM {attempt} WHERE job_id IN %(ids)s;
+
+-- name: add_figures
+-- Per-minute figures added up, a row per key (figures_row, repeated), in key order.
+INSERT INTO {stat} (minute, queue, shard, metric, bucket, count, total);
+
+-- name: figures_row
+(%s, %s, %s, %s, %s, %s, %s);
+
+-- name: add_figures_conflict
+ON DUPLICATE KEY UPDATE count = count + VALUES(count), total = total + VALUES(total);

@@ -11,8 +11,9 @@
 -- all of them.
 WITH job AS (
     INSERT INTO {job} (func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
-                       unique_key, signature)
-    VALUES (%s, %s::jsonb, %s::jsonb, %s, %s, COALESCE(%s, statement_timestamp()), %s, %s, %s, %s)
+                       unique_key, signature, traceparent)
+    VALUES (%s, %s::jsonb, %s::jsonb, %s, %s, COALESCE(%s, statement_timestamp()), %s, %s, %s, %s,
+            %s)
     RETURNING id, func, queue, status, priority, run_at, attempts, max_attempts, created_at,
               started_at, finished_at, result, error, worker_id
 )
@@ -26,8 +27,9 @@ FROM job;
 -- the caller's transaction) when an active job holds the key.
 WITH job AS (
     INSERT INTO {job} (func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
-                       unique_key, signature)
-    VALUES (%s, %s::jsonb, %s::jsonb, %s, %s, COALESCE(%s, statement_timestamp()), %s, %s, %s, %s)
+                       unique_key, signature, traceparent)
+    VALUES (%s, %s::jsonb, %s::jsonb, %s, %s, COALESCE(%s, statement_timestamp()), %s, %s, %s, %s,
+            %s)
     ON CONFLICT (active_unique_key) WHERE active_unique_key IS NOT NULL DO NOTHING
     RETURNING id, func, queue, status, priority, run_at, attempts, max_attempts, created_at,
               started_at, finished_at, result, error, worker_id
@@ -42,11 +44,11 @@ FROM job;
 -- that received a job due now.
 WITH job AS (
     INSERT INTO {job} (func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
-                       unique_key, signature)
-    SELECT f, a::jsonb, k::jsonb, q, p, COALESCE(r, statement_timestamp()), m, t, u, s
+                       unique_key, signature, traceparent)
+    SELECT f, a::jsonb, k::jsonb, q, p, COALESCE(r, statement_timestamp()), m, t, u, s, tp
     FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::smallint[],
-                %s::timestamptz[], %s::int[], %s::float8[], %s::text[], %s::text[])
-         WITH ORDINALITY AS v(f, a, k, q, p, r, m, t, u, s, n)
+                %s::timestamptz[], %s::int[], %s::float8[], %s::text[], %s::text[], %s::text[])
+         WITH ORDINALITY AS v(f, a, k, q, p, r, m, t, u, s, tp, n)
     ORDER BY n
     RETURNING id, func, queue, status, priority, run_at, attempts, max_attempts, created_at,
               started_at, finished_at, result, error, worker_id
@@ -60,11 +62,11 @@ SELECT job.*, (SELECT count(*) FROM woken) FROM job ORDER BY job.id;
 -- A batch's jobs in one statement, as enqueue_many, each carrying the batch's id.
 WITH job AS (
     INSERT INTO {job} (func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
-                       unique_key, signature, batch_id)
-    SELECT f, a::jsonb, k::jsonb, q, p, COALESCE(r, statement_timestamp()), m, t, u, s, %s
+                       unique_key, signature, traceparent, batch_id)
+    SELECT f, a::jsonb, k::jsonb, q, p, COALESCE(r, statement_timestamp()), m, t, u, s, tp, %s
     FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::smallint[],
-                %s::timestamptz[], %s::int[], %s::float8[], %s::text[], %s::text[])
-         WITH ORDINALITY AS v(f, a, k, q, p, r, m, t, u, s, n)
+                %s::timestamptz[], %s::int[], %s::float8[], %s::text[], %s::text[], %s::text[])
+         WITH ORDINALITY AS v(f, a, k, q, p, r, m, t, u, s, tp, n)
     ORDER BY n
     RETURNING id, func, queue, status, priority, run_at, attempts, max_attempts, created_at,
               started_at, finished_at, result, error, worker_id
@@ -94,7 +96,7 @@ SELECT array(SELECT nextval(%s::regclass) FROM generate_series(1, %s));
 
 -- name: copy_jobs
 COPY {job} (id, created_at, func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
-            unique_key, signature) FROM STDIN (FORMAT BINARY);
+            unique_key, signature, traceparent) FROM STDIN (FORMAT BINARY);
 
 -- name: notify_queues
 SELECT pg_notify(%s, json_build_object('q', q, 'id', i, 'n', n)::text)
@@ -105,7 +107,8 @@ FROM unnest(%s::text[], %s::bigint[], %s::int[]) AS v(q, i, n);
 SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q;
 
 -- name: finish
--- The successes of a batch in one statement. ids arrive as one array literal
+-- The successes of a batch in one statement, with their figures, their batches
+-- counted and the jobs chained after them released. ids arrive as one array literal
 -- and results as NULL when every result is None (unnest pads it with NULLs): a
 -- no-op job then costs no per-element dumping in Python. The guard keeps a job
 -- whose lease was lost from completing twice.
@@ -114,7 +117,7 @@ WITH finished AS (
     SET status = 'succeeded', result = v.result::jsonb, finished_at = now(), lease_expires_at = NULL
     FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
-    RETURNING j.id, j.batch_id, j.has_dependents, j.result
+    RETURNING j.id, j.batch_id, j.has_dependents, j.result, j.queue, j.run_at, j.started_at
 ), locked AS (
     -- The batches' rows, locked in id order, as every store locks them: two
     -- workers finishing jobs of the same batches never wait on each other in turn.
@@ -158,6 +161,28 @@ WITH finished AS (
     FROM finished AS f
     WHERE f.has_dependents AND j.after_id = f.id AND j.status = 'waiting'
     RETURNING j.id, j.queue, j.status
+), figured AS (
+    -- The per-minute figures of these successes (pgjobs/stats.py), added to the
+    -- rows of this worker's shard, locked in key order.
+    -- One pass over the jobs, grouped by queue and both buckets (a few groups),
+    -- then each group spread over the three metrics.
+    INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
+    SELECT date_trunc('minute', now()), g.queue, %(shard)s, k.metric,
+           CASE k.metric WHEN 'wait' THEN g.wb WHEN 'run' THEN g.rb ELSE 0 END,
+           sum(g.n), sum(CASE k.metric WHEN 'wait' THEN g.ws WHEN 'run' THEN g.rs ELSE 0 END)
+    FROM (
+        SELECT queue, COALESCE(width_bucket(w, %(edges)s::float8[]), 0) AS wb,
+               COALESCE(width_bucket(r, %(edges)s::float8[]), 0) AS rb,
+               count(*) AS n, COALESCE(sum(w), 0) AS ws, COALESCE(sum(r), 0) AS rs
+        FROM (SELECT queue, EXTRACT(EPOCH FROM started_at - run_at)::float8 AS w,
+                     EXTRACT(EPOCH FROM now() - started_at)::float8 AS r
+              FROM finished) AS t
+        GROUP BY 1, 2, 3
+    ) AS g CROSS JOIN (VALUES ('succeeded'), ('wait'), ('run')) AS k(metric)
+    GROUP BY 2, 4, 5
+    ORDER BY 2, 4, 5
+    ON CONFLICT (minute, queue, shard, metric, bucket)
+    DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
 ), woken AS (
     SELECT pg_notify(%(channel)s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
     FROM (SELECT * FROM released UNION ALL SELECT * FROM followed) AS r
@@ -166,12 +191,14 @@ WITH finished AS (
 SELECT count(*) FROM woken;
 
 -- name: finish_delete
--- finish with KEEP_SUCCEEDED False: succeeded jobs are deleted instead.
+-- finish with KEEP_SUCCEEDED False: succeeded jobs are deleted instead, with
+-- the attempts kept of them.
 WITH finished AS (
     DELETE FROM {job} AS j
     USING unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
-    RETURNING j.id, j.batch_id, j.has_dependents, v.result::jsonb AS result
+    RETURNING j.id, j.batch_id, j.has_dependents, v.result::jsonb AS result, j.queue,
+              j.run_at, j.started_at, j.attempts
 ), locked AS (
     -- The batches' rows, locked in id order, as every store locks them: two
     -- workers finishing jobs of the same batches never wait on each other in turn.
@@ -215,6 +242,32 @@ WITH finished AS (
     FROM finished AS f
     WHERE f.has_dependents AND j.after_id = f.id AND j.status = 'waiting'
     RETURNING j.id, j.queue, j.status
+), gone AS (
+    -- The attempts kept of jobs that failed before they succeeded.
+    DELETE FROM {attempt}
+    WHERE job_id = ANY(ARRAY(SELECT id FROM finished WHERE attempts > 1))
+), figured AS (
+    -- The per-minute figures of these successes (pgjobs/stats.py), added to the
+    -- rows of this worker's shard, locked in key order.
+    -- One pass over the jobs, grouped by queue and both buckets (a few groups),
+    -- then each group spread over the three metrics.
+    INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
+    SELECT date_trunc('minute', now()), g.queue, %(shard)s, k.metric,
+           CASE k.metric WHEN 'wait' THEN g.wb WHEN 'run' THEN g.rb ELSE 0 END,
+           sum(g.n), sum(CASE k.metric WHEN 'wait' THEN g.ws WHEN 'run' THEN g.rs ELSE 0 END)
+    FROM (
+        SELECT queue, COALESCE(width_bucket(w, %(edges)s::float8[]), 0) AS wb,
+               COALESCE(width_bucket(r, %(edges)s::float8[]), 0) AS rb,
+               count(*) AS n, COALESCE(sum(w), 0) AS ws, COALESCE(sum(r), 0) AS rs
+        FROM (SELECT queue, EXTRACT(EPOCH FROM started_at - run_at)::float8 AS w,
+                     EXTRACT(EPOCH FROM now() - started_at)::float8 AS r
+              FROM finished) AS t
+        GROUP BY 1, 2, 3
+    ) AS g CROSS JOIN (VALUES ('succeeded'), ('wait'), ('run')) AS k(metric)
+    GROUP BY 2, 4, 5
+    ORDER BY 2, 4, 5
+    ON CONFLICT (minute, queue, shard, metric, bucket)
+    DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
 ), woken AS (
     SELECT pg_notify(%(channel)s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
     FROM (SELECT * FROM released UNION ALL SELECT * FROM followed) AS r
@@ -243,10 +296,10 @@ WITH next AS MATERIALIZED (
         worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
     WHERE j.id = ANY(ARRAY(SELECT id FROM next))
     RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
-              j.attempts, j.max_attempts, j.timeout, j.signature, j.atomic
+              j.attempts, j.max_attempts, j.timeout, j.signature, j.atomic, j.traceparent
 )
 SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature,
-       atomic
+       atomic, traceparent
 FROM claimed ORDER BY priority DESC, run_at, id;
 
 -- name: finish_and_claim
@@ -260,7 +313,7 @@ WITH finished AS (
         lease_expires_at = NULL
     FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
-    RETURNING j.id, j.batch_id, j.has_dependents, j.result
+    RETURNING j.id, j.batch_id, j.has_dependents, j.result, j.queue, j.run_at, j.started_at
 ), locked AS (
     -- The batches' rows, locked in id order, as every store locks them: two
     -- workers finishing jobs of the same batches never wait on each other in turn.
@@ -304,6 +357,28 @@ WITH finished AS (
     FROM finished AS f
     WHERE f.has_dependents AND j.after_id = f.id AND j.status = 'waiting'
     RETURNING j.id, j.queue, j.status
+), figured AS (
+    -- The per-minute figures of these successes (pgjobs/stats.py), added to the
+    -- rows of this worker's shard, locked in key order.
+    -- One pass over the jobs, grouped by queue and both buckets (a few groups),
+    -- then each group spread over the three metrics.
+    INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
+    SELECT date_trunc('minute', now()), g.queue, %(shard)s, k.metric,
+           CASE k.metric WHEN 'wait' THEN g.wb WHEN 'run' THEN g.rb ELSE 0 END,
+           sum(g.n), sum(CASE k.metric WHEN 'wait' THEN g.ws WHEN 'run' THEN g.rs ELSE 0 END)
+    FROM (
+        SELECT queue, COALESCE(width_bucket(w, %(edges)s::float8[]), 0) AS wb,
+               COALESCE(width_bucket(r, %(edges)s::float8[]), 0) AS rb,
+               count(*) AS n, COALESCE(sum(w), 0) AS ws, COALESCE(sum(r), 0) AS rs
+        FROM (SELECT queue, EXTRACT(EPOCH FROM started_at - run_at)::float8 AS w,
+                     EXTRACT(EPOCH FROM now() - started_at)::float8 AS r
+              FROM finished) AS t
+        GROUP BY 1, 2, 3
+    ) AS g CROSS JOIN (VALUES ('succeeded'), ('wait'), ('run')) AS k(metric)
+    GROUP BY 2, 4, 5
+    ORDER BY 2, 4, 5
+    ON CONFLICT (minute, queue, shard, metric, bucket)
+    DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
 ), woken AS (
     SELECT pg_notify(%(channel)s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
     FROM (SELECT * FROM released UNION ALL SELECT * FROM followed) AS r
@@ -321,10 +396,10 @@ WITH finished AS (
         worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
     WHERE j.id = ANY(ARRAY(SELECT id FROM next))
     RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
-              j.attempts, j.max_attempts, j.timeout, j.signature, j.atomic
+              j.attempts, j.max_attempts, j.timeout, j.signature, j.atomic, j.traceparent
 )
 SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature,
-       atomic
+       atomic, traceparent
 FROM claimed WHERE (SELECT count(*) FROM woken) >= 0 ORDER BY priority DESC, run_at, id;
 
 -- name: delete_and_claim
@@ -333,7 +408,8 @@ WITH finished AS (
     DELETE FROM {job} AS j
     USING unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
-    RETURNING j.id, j.batch_id, j.has_dependents, v.result::jsonb AS result
+    RETURNING j.id, j.batch_id, j.has_dependents, v.result::jsonb AS result, j.queue,
+              j.run_at, j.started_at, j.attempts
 ), locked AS (
     -- The batches' rows, locked in id order, as every store locks them: two
     -- workers finishing jobs of the same batches never wait on each other in turn.
@@ -377,6 +453,32 @@ WITH finished AS (
     FROM finished AS f
     WHERE f.has_dependents AND j.after_id = f.id AND j.status = 'waiting'
     RETURNING j.id, j.queue, j.status
+), gone AS (
+    -- The attempts kept of jobs that failed before they succeeded.
+    DELETE FROM {attempt}
+    WHERE job_id = ANY(ARRAY(SELECT id FROM finished WHERE attempts > 1))
+), figured AS (
+    -- The per-minute figures of these successes (pgjobs/stats.py), added to the
+    -- rows of this worker's shard, locked in key order.
+    -- One pass over the jobs, grouped by queue and both buckets (a few groups),
+    -- then each group spread over the three metrics.
+    INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
+    SELECT date_trunc('minute', now()), g.queue, %(shard)s, k.metric,
+           CASE k.metric WHEN 'wait' THEN g.wb WHEN 'run' THEN g.rb ELSE 0 END,
+           sum(g.n), sum(CASE k.metric WHEN 'wait' THEN g.ws WHEN 'run' THEN g.rs ELSE 0 END)
+    FROM (
+        SELECT queue, COALESCE(width_bucket(w, %(edges)s::float8[]), 0) AS wb,
+               COALESCE(width_bucket(r, %(edges)s::float8[]), 0) AS rb,
+               count(*) AS n, COALESCE(sum(w), 0) AS ws, COALESCE(sum(r), 0) AS rs
+        FROM (SELECT queue, EXTRACT(EPOCH FROM started_at - run_at)::float8 AS w,
+                     EXTRACT(EPOCH FROM now() - started_at)::float8 AS r
+              FROM finished) AS t
+        GROUP BY 1, 2, 3
+    ) AS g CROSS JOIN (VALUES ('succeeded'), ('wait'), ('run')) AS k(metric)
+    GROUP BY 2, 4, 5
+    ORDER BY 2, 4, 5
+    ON CONFLICT (minute, queue, shard, metric, bucket)
+    DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
 ), woken AS (
     SELECT pg_notify(%(channel)s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
     FROM (SELECT * FROM released UNION ALL SELECT * FROM followed) AS r
@@ -394,10 +496,10 @@ WITH finished AS (
         worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
     WHERE j.id = ANY(ARRAY(SELECT id FROM next))
     RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
-              j.attempts, j.max_attempts, j.timeout, j.signature, j.atomic
+              j.attempts, j.max_attempts, j.timeout, j.signature, j.atomic, j.traceparent
 )
 SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature,
-       atomic
+       atomic, traceparent
 FROM claimed WHERE (SELECT count(*) FROM woken) >= 0 ORDER BY priority DESC, run_at, id;
 
 -- name: seconds_until_due
@@ -442,7 +544,10 @@ WITH deleted AS (
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
     ))
-    RETURNING 1
+    RETURNING id
+), gone AS (
+    -- The attempts kept of the jobs deleted go with them.
+    DELETE FROM {attempt} WHERE job_id = ANY(ARRAY(SELECT id FROM deleted))
 )
 SELECT count(*) FROM deleted;
 
@@ -468,10 +573,10 @@ WITH next AS MATERIALIZED (
         worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
     WHERE j.id = ANY(ARRAY(SELECT id FROM next))
     RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
-              j.attempts, j.max_attempts, j.timeout, j.signature, j.atomic
+              j.attempts, j.max_attempts, j.timeout, j.signature, j.atomic, j.traceparent
 )
 SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature,
-       atomic
+       atomic, traceparent
 FROM claimed ORDER BY priority DESC, run_at, id;
 
 -- name: lock_queue
@@ -526,7 +631,7 @@ WITH ctl AS (
         worker_id = %(worker_id)s, lease_expires_at = now() + %(lease)s * interval '1 second'
     WHERE j.id = ANY(ARRAY(SELECT id FROM next))
     RETURNING j.id, j.func, j.args, j.kwargs, j.queue, j.priority, j.run_at,
-              j.attempts, j.max_attempts, j.timeout, j.signature, j.atomic
+              j.attempts, j.max_attempts, j.timeout, j.signature, j.atomic, j.traceparent
 ), moved AS (
     UPDATE {queue} AS c
     SET window_start = a.start, window_count = a.used + (SELECT count(*) FROM claimed)
@@ -534,5 +639,99 @@ WITH ctl AS (
     WHERE c.queue = %(queue)s AND a.rate IS NOT NULL
 )
 SELECT id, func, args, kwargs, queue, priority, NULL, attempts, max_attempts, timeout, signature,
-       atomic
+       atomic, traceparent
 FROM claimed ORDER BY priority DESC, run_at, id;
+
+-- name: add_figures
+-- Per-minute figures (pgjobs/stats.py) added up, a row per key, in key order.
+INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
+SELECT * FROM unnest(%s::timestamptz[], %s::text[], %s::smallint[], %s::text[], %s::smallint[],
+                     %s::bigint[], %s::float8[])
+ON CONFLICT (minute, queue, shard, metric, bucket)
+DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total;
+
+-- name: minute_figures
+-- The figures from a minute on, the shards added up (pgjobs/stats.py); read
+-- through the primary key, which starts with the minute.
+SELECT minute, queue, metric, bucket, sum(count)::bigint, sum(total)::float8
+FROM {stat}
+WHERE minute >= %(since)s
+GROUP BY 1, 2, 3, 4;
+
+-- name: retry
+-- A failed attempt, in one statement: the job ready again in delay seconds (or
+-- cancelled, when that was asked while it ran), the attempt kept and counted.
+-- Only a job still running under this worker. statement_timestamp(), as the
+-- ORM's Now() reads it: inside a caller's long transaction now() stands still.
+-- A job of a batch or a chain is left be (count 0): PostgresStore.retry then
+-- takes the ORM's transaction, which settles what waits on it.
+WITH old AS (
+    SELECT id, queue, run_at, started_at, attempts, cancel_requested FROM {job}
+    WHERE id = %(id)s AND status = 'running' AND worker_id = %(worker_id)s
+      AND batch_id IS NULL AND NOT has_dependents
+    FOR UPDATE
+), ended AS (
+    UPDATE {job} AS j
+    SET status = CASE WHEN old.cancel_requested THEN 'cancelled' ELSE 'ready' END,
+        finished_at = CASE WHEN old.cancel_requested THEN statement_timestamp() END,
+        error = %(error)s::jsonb, run_at = statement_timestamp() + %(delay)s * interval '1 second',
+        worker_id = NULL, lease_expires_at = NULL
+    FROM old WHERE j.id = old.id
+    RETURNING old.id, old.queue, old.run_at, old.started_at, old.attempts,
+              CASE WHEN old.cancel_requested THEN 'cancelled' ELSE 'retried' END AS outcome
+), kept AS (
+    INSERT INTO {attempt} (job_id, attempt, started_at, finished_at, worker_id, outcome, error)
+    SELECT id, attempts, started_at, statement_timestamp(), %(worker_id)s, outcome, %(error)s::jsonb FROM ended
+), counted AS (
+    INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
+    SELECT date_trunc('minute', statement_timestamp()), queue, %(shard)s, metric,
+           COALESCE(width_bucket(x, %(edges)s::float8[]), 0), count(*), COALESCE(sum(x), 0)
+    FROM (
+        SELECT e.queue, k.metric,
+               CASE k.metric WHEN 'wait' THEN EXTRACT(EPOCH FROM e.started_at - e.run_at)::float8
+                             WHEN 'run' THEN EXTRACT(EPOCH FROM statement_timestamp() - e.started_at)::float8
+               END AS x
+        FROM ended AS e CROSS JOIN LATERAL (VALUES (e.outcome), ('wait'), ('run')) AS k(metric)
+    ) AS f
+    GROUP BY 2, 4, 5
+    ORDER BY 2, 4, 5
+    ON CONFLICT (minute, queue, shard, metric, bucket)
+    DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
+)
+SELECT count(*) FROM ended;
+
+-- name: fail
+-- A job failed for good (or, status 'cancelled', stopped itself when asked), in
+-- one statement with its attempt kept and counted; as retry.
+WITH old AS (
+    SELECT id, queue, run_at, started_at, attempts FROM {job}
+    WHERE id = %(id)s AND status = 'running' AND worker_id = %(worker_id)s
+      AND batch_id IS NULL AND NOT has_dependents
+    FOR UPDATE
+), ended AS (
+    UPDATE {job} AS j
+    SET status = %(status)s, error = %(error)s::jsonb, finished_at = statement_timestamp(),
+        lease_expires_at = NULL
+    FROM old WHERE j.id = old.id
+    RETURNING old.id, old.queue, old.run_at, old.started_at, old.attempts
+), kept AS (
+    INSERT INTO {attempt} (job_id, attempt, started_at, finished_at, worker_id, outcome, error)
+    SELECT id, attempts, started_at, statement_timestamp(), %(worker_id)s, %(status)s, %(error)s::jsonb
+    FROM ended
+), counted AS (
+    INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
+    SELECT date_trunc('minute', statement_timestamp()), queue, %(shard)s, metric,
+           COALESCE(width_bucket(x, %(edges)s::float8[]), 0), count(*), COALESCE(sum(x), 0)
+    FROM (
+        SELECT e.queue, k.metric,
+               CASE k.metric WHEN 'wait' THEN EXTRACT(EPOCH FROM e.started_at - e.run_at)::float8
+                             WHEN 'run' THEN EXTRACT(EPOCH FROM statement_timestamp() - e.started_at)::float8
+               END AS x
+        FROM ended AS e CROSS JOIN (VALUES (%(status)s), ('wait'), ('run')) AS k(metric)
+    ) AS f
+    GROUP BY 2, 4, 5
+    ORDER BY 2, 4, 5
+    ON CONFLICT (minute, queue, shard, metric, bucket)
+    DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
+)
+SELECT count(*) FROM ended;

@@ -8,12 +8,12 @@
 
 -- name: insert
 INSERT INTO {job} (func, args, kwargs, queue, priority, run_at, max_attempts, timeout,
-                   unique_key, signature, created_at, batch_id);
+                   unique_key, signature, traceparent, created_at, batch_id);
 
 -- name: insert_row
 -- One job's values, repeated for each job of a multi-row insert; run_at is the
 -- job's, else now; batch_id NULL but for a batch's jobs.
-(%s, %s, %s, %s, %s, COALESCE(%s, %s), %s, %s, %s, %s, %s, %s);
+(%s, %s, %s, %s, %s, COALESCE(%s, %s), %s, %s, %s, %s, %s, %s, %s);
 
 -- name: returning_info
 -- SQLite >= 3.35: the inserted rows back, as INFO_FIELDS (pgjobs/stores/orm.py).
@@ -50,7 +50,7 @@ WHERE id IN (
     LIMIT %(limit)s
 )
 RETURNING id, func, args, kwargs, queue, priority, CAST(run_at AS TEXT), attempts,
-          max_attempts, timeout, signature, atomic;
+          max_attempts, timeout, signature, atomic, traceparent;
 
 -- name: due
 -- The claim without RETURNING (SQLite < 3.35): the due ids, then mark and claimed.
@@ -68,7 +68,7 @@ WHERE id IN (SELECT value FROM json_each(%(ids)s));
 
 -- name: claimed
 SELECT id, func, args, kwargs, queue, priority, CAST(run_at AS TEXT), attempts, max_attempts,
-       timeout, signature, atomic
+       timeout, signature, atomic, traceparent
 FROM {job} WHERE id IN (SELECT value FROM json_each(%(ids)s));
 
 -- name: finishing
@@ -136,7 +136,7 @@ WHERE id IN (
     LIMIT %(limit)s
 )
 RETURNING id, func, args, kwargs, queue, priority, CAST(run_at AS TEXT), attempts,
-          max_attempts, timeout, signature, atomic;
+          max_attempts, timeout, signature, atomic, traceparent;
 
 -- name: due_steered
 -- claim_steered without RETURNING (SQLite < 3.35): the due ids, then mark and claimed.
@@ -146,3 +146,64 @@ WHERE status = 'ready' AND run_at <= %(now)s
   AND queue NOT IN (SELECT value FROM json_each(%(excluded)s))
 ORDER BY priority DESC, run_at, id
 LIMIT %(limit)s;
+
+-- name: count_finished
+-- The per-minute figures (pgjobs/stats.py) of the successes finish is about to
+-- record (the same guard), in the same transaction. A bucket is how many of
+-- stats.EDGES the seconds reach. WHERE true: SQLite's upsert after a SELECT.
+INSERT INTO {stat} (minute, queue, shard, metric, bucket, count, total)
+SELECT %(minute)s, queue, %(shard)s, metric, bucket, n, seconds FROM (
+    SELECT queue, metric,
+            COALESCE((x >= 0.005) + (x >= 0.01) + (x >= 0.025) + (x >= 0.05) + (x >= 0.1) +
+                     (x >= 0.25) + (x >= 0.5) + (x >= 1) + (x >= 2.5) + (x >= 5) + (x >= 10) +
+                     (x >= 30) + (x >= 60) + (x >= 300) + (x >= 3600), 0) AS bucket,
+           COUNT(*) AS n, COALESCE(SUM(x), 0) AS seconds
+    FROM (
+        SELECT j.queue, k.metric,
+               CASE k.metric
+                   WHEN 'wait' THEN (julianday(j.started_at) - julianday(j.run_at)) * 86400.0
+                   WHEN 'run' THEN (julianday(%(now)s) - julianday(j.started_at)) * 86400.0
+               END AS x
+        FROM {job} AS j
+        CROSS JOIN (SELECT 'succeeded' AS metric UNION ALL SELECT 'wait' UNION ALL SELECT 'run') AS k
+        WHERE j.id IN (SELECT CAST(key AS INTEGER) FROM json_each(%(results)s))
+          AND j.status = 'running' AND j.worker_id = %(worker_id)s
+          AND (NOT %(plain_only)s OR (j.batch_id IS NULL AND NOT j.has_dependents))
+    )
+    GROUP BY queue, metric, bucket
+    ORDER BY queue, metric, bucket
+)
+WHERE true
+ON CONFLICT (minute, queue, shard, metric, bucket)
+DO UPDATE SET count = count + excluded.count, total = total + excluded.total;
+
+-- name: prune_attempts
+-- The attempts kept of the jobs prune_batch is about to delete (the same
+-- choice of jobs), in the same transaction.
+DELETE FROM {attempt} WHERE job_id IN (
+    SELECT id FROM {job}
+    WHERE status IN (SELECT value FROM json_each(%(statuses)s)) AND finished_at < %(cutoff)s
+    ORDER BY status, finished_at
+    LIMIT %(limit)s
+);
+
+-- name: delete_attempts
+-- The attempts kept of the jobs finish_delete is about to delete (the same guard).
+DELETE FROM {attempt}
+WHERE job_id IN (
+    SELECT id FROM {job}
+    WHERE id IN (SELECT CAST(key AS INTEGER) FROM json_each(%(results)s))
+      AND status = 'running' AND worker_id = %(worker_id)s
+      AND (NOT %(plain_only)s OR (batch_id IS NULL AND NOT has_dependents))
+);
+
+-- name: add_figures
+-- Per-minute figures added up, a row per key (figures_row, repeated), in key order.
+INSERT INTO {stat} (minute, queue, shard, metric, bucket, count, total);
+
+-- name: figures_row
+(%s, %s, %s, %s, %s, %s, %s);
+
+-- name: add_figures_conflict
+ON CONFLICT (minute, queue, shard, metric, bucket)
+DO UPDATE SET count = count + excluded.count, total = total + excluded.total;
