@@ -990,14 +990,29 @@ class OrmStore(Store):
         return _control(row)
 
     def snooze(self, worker_id, job_id, delay):
-        self._mine(worker_id, [job_id]).update(
-            status=records.READY,
-            attempts=F("attempts") - 1,
-            run_at=self.now() + Value(seconds(delay)),
-            worker_id=None,
-            started_at=None,
-            lease_expires_at=None,
+        snoozed = (
+            self._mine(worker_id, [job_id])
+            .filter(cancel_requested=False)
+            .update(
+                status=records.READY,
+                attempts=F("attempts") - 1,
+                run_at=self.now() + Value(seconds(delay)),
+                worker_id=None,
+                started_at=None,
+                lease_expires_at=None,
+            )
         )
+        if snoozed:
+            return
+        # Its cancellation was asked for while it ran: it ends cancelled, as a
+        # retry would, instead of running again (a request is never taken back).
+        with self._transaction():
+            mine = self._mine(worker_id, [job_id]).filter(cancel_requested=True)
+            row = mine.select_for_update().values_list(*ENDED_FIELDS).first()
+            if row is None:
+                return
+            mine.update(status=records.CANCELLED, finished_at=self.now(), lease_expires_at=None)
+            self._settle([Ended(row[0], records.CANCELLED, row[1], row[2])])
 
     def _steered_claim(self, plan, queues, limit, worker_id):
         """A claim from queues some of which are paused or limited (``plan``):

@@ -623,7 +623,7 @@ class RedisStore(Store):
         self._run("retry", worker_id, job_id, dumps(error), delay_us, self._ttl_us)
 
     def snooze(self, worker_id, job_id, delay):
-        self._run("snooze", worker_id, job_id, max(0, int(delay * 1e6)))
+        self._run("snooze", worker_id, job_id, max(0, int(delay * 1e6)), self._ttl_us)
 
     # -- queue control -----------------------------------------------------------------
 
