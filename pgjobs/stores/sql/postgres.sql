@@ -104,6 +104,61 @@ FROM unnest(%s::text[], %s::bigint[], %s::int[]) AS v(q, i, n);
 -- Jobs became ready outside an enqueue: wake the workers of these queues.
 SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q;
 
+-- name: _settle_finished
+-- A part, not a statement (its name begins with _): what follows the CTE
+-- "finished" (id, batch_id, has_dependents, result of the jobs that just
+-- succeeded) in finish, finish_delete, finish_and_claim and delete_and_claim,
+-- written in where they say {+_settle_finished} (pgjobs/stores/queries.py):
+-- each batch counts its jobs, the statement that brings one to zero releases
+-- its callbacks, the jobs chained after them follow, their queues are woken.
+locked AS (
+    -- The batches' rows, locked in id order, as every store locks them: two
+    -- workers finishing jobs of the same batches never wait on each other in turn.
+    SELECT b.id FROM {batch} AS b
+    WHERE b.id IN (SELECT batch_id FROM finished WHERE batch_id IS NOT NULL)
+    ORDER BY b.id
+    FOR UPDATE
+), counted AS (
+    -- Each batch counts its jobs that just succeeded, under its row's lock (a
+    -- concurrent finisher waits, then counts on from the row it committed).
+    UPDATE {batch} AS b
+    SET pending = b.pending - f.n, succeeded = b.succeeded + f.n,
+        finished_at = CASE WHEN b.pending = f.n THEN now() ELSE b.finished_at END
+    FROM (SELECT batch_id, count(*)::int AS n FROM finished
+          WHERE batch_id IS NOT NULL GROUP BY batch_id) AS f
+    WHERE b.id = f.batch_id AND b.id IN (SELECT id FROM locked)
+    RETURNING b.id, b.pending, b.failed, b.cancelled, b.on_finish_id, b.on_success_id
+), released AS (
+    -- The statement that brings a batch to zero releases its callbacks: each
+    -- leaves 'waiting' once. on_success when every job succeeded, else cancelled.
+    UPDATE {job} AS j
+    SET status = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
+                      THEN 'ready' ELSE 'cancelled' END,
+        run_at = GREATEST(j.run_at, now()),
+        finished_at = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
+                           THEN NULL ELSE now() END,
+        error = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
+                     THEN NULL
+                     ELSE jsonb_build_object(
+                         'type', %(dependency_type)s::text,
+                         'message', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled),
+                         'traceback', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled))
+                END
+    FROM counted AS c
+    WHERE c.pending = 0 AND j.status = 'waiting' AND j.id IN (c.on_finish_id, c.on_success_id)
+    RETURNING j.id, j.queue, j.status
+), followed AS (
+    -- Jobs chained after the ones that just succeeded: ready, with the result.
+    UPDATE {job} AS j
+    SET status = 'ready', run_at = GREATEST(j.run_at, now()), previous_result = f.result
+    FROM finished AS f
+    WHERE f.has_dependents AND j.after_id = f.id AND j.status = 'waiting'
+    RETURNING j.id, j.queue, j.status
+), woken AS (
+    SELECT pg_notify(%(channel)s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
+    FROM (SELECT * FROM released UNION ALL SELECT * FROM followed) AS r
+    WHERE status = 'ready' GROUP BY queue;
+
 -- name: finish
 -- The successes of a batch in one statement. ids arrive as one array literal
 -- and results as NULL when every result is None (unnest pads it with NULLs): a
@@ -115,53 +170,7 @@ WITH finished AS (
     FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
     RETURNING j.id, j.batch_id, j.has_dependents, j.result
-), locked AS (
-    -- The batches' rows, locked in id order, as every store locks them: two
-    -- workers finishing jobs of the same batches never wait on each other in turn.
-    SELECT b.id FROM {batch} AS b
-    WHERE b.id IN (SELECT batch_id FROM finished WHERE batch_id IS NOT NULL)
-    ORDER BY b.id
-    FOR UPDATE
-), counted AS (
-    -- Each batch counts its jobs that just succeeded, under its row's lock (a
-    -- concurrent finisher waits, then counts on from the row it committed).
-    UPDATE {batch} AS b
-    SET pending = b.pending - f.n, succeeded = b.succeeded + f.n,
-        finished_at = CASE WHEN b.pending = f.n THEN now() ELSE b.finished_at END
-    FROM (SELECT batch_id, count(*)::int AS n FROM finished
-          WHERE batch_id IS NOT NULL GROUP BY batch_id) AS f
-    WHERE b.id = f.batch_id AND b.id IN (SELECT id FROM locked)
-    RETURNING b.id, b.pending, b.failed, b.cancelled, b.on_finish_id, b.on_success_id
-), released AS (
-    -- The statement that brings a batch to zero releases its callbacks: each
-    -- leaves 'waiting' once. on_success when every job succeeded, else cancelled.
-    UPDATE {job} AS j
-    SET status = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
-                      THEN 'ready' ELSE 'cancelled' END,
-        run_at = GREATEST(j.run_at, now()),
-        finished_at = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
-                           THEN NULL ELSE now() END,
-        error = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
-                     THEN NULL
-                     ELSE jsonb_build_object(
-                         'type', %(dependency_type)s::text,
-                         'message', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled),
-                         'traceback', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled))
-                END
-    FROM counted AS c
-    WHERE c.pending = 0 AND j.status = 'waiting' AND j.id IN (c.on_finish_id, c.on_success_id)
-    RETURNING j.id, j.queue, j.status
-), followed AS (
-    -- Jobs chained after the ones that just succeeded: ready, with the result.
-    UPDATE {job} AS j
-    SET status = 'ready', run_at = GREATEST(j.run_at, now()), previous_result = f.result
-    FROM finished AS f
-    WHERE f.has_dependents AND j.after_id = f.id AND j.status = 'waiting'
-    RETURNING j.id, j.queue, j.status
-), woken AS (
-    SELECT pg_notify(%(channel)s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
-    FROM (SELECT * FROM released UNION ALL SELECT * FROM followed) AS r
-    WHERE status = 'ready' GROUP BY queue
+), {+_settle_finished}
 )
 SELECT count(*) FROM woken;
 
@@ -172,53 +181,7 @@ WITH finished AS (
     USING unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
     RETURNING j.id, j.batch_id, j.has_dependents, v.result::jsonb AS result
-), locked AS (
-    -- The batches' rows, locked in id order, as every store locks them: two
-    -- workers finishing jobs of the same batches never wait on each other in turn.
-    SELECT b.id FROM {batch} AS b
-    WHERE b.id IN (SELECT batch_id FROM finished WHERE batch_id IS NOT NULL)
-    ORDER BY b.id
-    FOR UPDATE
-), counted AS (
-    -- Each batch counts its jobs that just succeeded, under its row's lock (a
-    -- concurrent finisher waits, then counts on from the row it committed).
-    UPDATE {batch} AS b
-    SET pending = b.pending - f.n, succeeded = b.succeeded + f.n,
-        finished_at = CASE WHEN b.pending = f.n THEN now() ELSE b.finished_at END
-    FROM (SELECT batch_id, count(*)::int AS n FROM finished
-          WHERE batch_id IS NOT NULL GROUP BY batch_id) AS f
-    WHERE b.id = f.batch_id AND b.id IN (SELECT id FROM locked)
-    RETURNING b.id, b.pending, b.failed, b.cancelled, b.on_finish_id, b.on_success_id
-), released AS (
-    -- The statement that brings a batch to zero releases its callbacks: each
-    -- leaves 'waiting' once. on_success when every job succeeded, else cancelled.
-    UPDATE {job} AS j
-    SET status = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
-                      THEN 'ready' ELSE 'cancelled' END,
-        run_at = GREATEST(j.run_at, now()),
-        finished_at = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
-                           THEN NULL ELSE now() END,
-        error = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
-                     THEN NULL
-                     ELSE jsonb_build_object(
-                         'type', %(dependency_type)s::text,
-                         'message', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled),
-                         'traceback', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled))
-                END
-    FROM counted AS c
-    WHERE c.pending = 0 AND j.status = 'waiting' AND j.id IN (c.on_finish_id, c.on_success_id)
-    RETURNING j.id, j.queue, j.status
-), followed AS (
-    -- Jobs chained after the ones that just succeeded: ready, with the result.
-    UPDATE {job} AS j
-    SET status = 'ready', run_at = GREATEST(j.run_at, now()), previous_result = f.result
-    FROM finished AS f
-    WHERE f.has_dependents AND j.after_id = f.id AND j.status = 'waiting'
-    RETURNING j.id, j.queue, j.status
-), woken AS (
-    SELECT pg_notify(%(channel)s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
-    FROM (SELECT * FROM released UNION ALL SELECT * FROM followed) AS r
-    WHERE status = 'ready' GROUP BY queue
+), {+_settle_finished}
 )
 SELECT count(*) FROM woken;
 
@@ -261,53 +224,7 @@ WITH finished AS (
     FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
     RETURNING j.id, j.batch_id, j.has_dependents, j.result
-), locked AS (
-    -- The batches' rows, locked in id order, as every store locks them: two
-    -- workers finishing jobs of the same batches never wait on each other in turn.
-    SELECT b.id FROM {batch} AS b
-    WHERE b.id IN (SELECT batch_id FROM finished WHERE batch_id IS NOT NULL)
-    ORDER BY b.id
-    FOR UPDATE
-), counted AS (
-    -- Each batch counts its jobs that just succeeded, under its row's lock (a
-    -- concurrent finisher waits, then counts on from the row it committed).
-    UPDATE {batch} AS b
-    SET pending = b.pending - f.n, succeeded = b.succeeded + f.n,
-        finished_at = CASE WHEN b.pending = f.n THEN now() ELSE b.finished_at END
-    FROM (SELECT batch_id, count(*)::int AS n FROM finished
-          WHERE batch_id IS NOT NULL GROUP BY batch_id) AS f
-    WHERE b.id = f.batch_id AND b.id IN (SELECT id FROM locked)
-    RETURNING b.id, b.pending, b.failed, b.cancelled, b.on_finish_id, b.on_success_id
-), released AS (
-    -- The statement that brings a batch to zero releases its callbacks: each
-    -- leaves 'waiting' once. on_success when every job succeeded, else cancelled.
-    UPDATE {job} AS j
-    SET status = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
-                      THEN 'ready' ELSE 'cancelled' END,
-        run_at = GREATEST(j.run_at, now()),
-        finished_at = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
-                           THEN NULL ELSE now() END,
-        error = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
-                     THEN NULL
-                     ELSE jsonb_build_object(
-                         'type', %(dependency_type)s::text,
-                         'message', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled),
-                         'traceback', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled))
-                END
-    FROM counted AS c
-    WHERE c.pending = 0 AND j.status = 'waiting' AND j.id IN (c.on_finish_id, c.on_success_id)
-    RETURNING j.id, j.queue, j.status
-), followed AS (
-    -- Jobs chained after the ones that just succeeded: ready, with the result.
-    UPDATE {job} AS j
-    SET status = 'ready', run_at = GREATEST(j.run_at, now()), previous_result = f.result
-    FROM finished AS f
-    WHERE f.has_dependents AND j.after_id = f.id AND j.status = 'waiting'
-    RETURNING j.id, j.queue, j.status
-), woken AS (
-    SELECT pg_notify(%(channel)s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
-    FROM (SELECT * FROM released UNION ALL SELECT * FROM followed) AS r
-    WHERE status = 'ready' GROUP BY queue
+), {+_settle_finished}
 ), next AS MATERIALIZED (
     SELECT id FROM {job}
     WHERE status = 'ready' AND run_at <= statement_timestamp()
@@ -334,53 +251,7 @@ WITH finished AS (
     USING unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
     RETURNING j.id, j.batch_id, j.has_dependents, v.result::jsonb AS result
-), locked AS (
-    -- The batches' rows, locked in id order, as every store locks them: two
-    -- workers finishing jobs of the same batches never wait on each other in turn.
-    SELECT b.id FROM {batch} AS b
-    WHERE b.id IN (SELECT batch_id FROM finished WHERE batch_id IS NOT NULL)
-    ORDER BY b.id
-    FOR UPDATE
-), counted AS (
-    -- Each batch counts its jobs that just succeeded, under its row's lock (a
-    -- concurrent finisher waits, then counts on from the row it committed).
-    UPDATE {batch} AS b
-    SET pending = b.pending - f.n, succeeded = b.succeeded + f.n,
-        finished_at = CASE WHEN b.pending = f.n THEN now() ELSE b.finished_at END
-    FROM (SELECT batch_id, count(*)::int AS n FROM finished
-          WHERE batch_id IS NOT NULL GROUP BY batch_id) AS f
-    WHERE b.id = f.batch_id AND b.id IN (SELECT id FROM locked)
-    RETURNING b.id, b.pending, b.failed, b.cancelled, b.on_finish_id, b.on_success_id
-), released AS (
-    -- The statement that brings a batch to zero releases its callbacks: each
-    -- leaves 'waiting' once. on_success when every job succeeded, else cancelled.
-    UPDATE {job} AS j
-    SET status = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
-                      THEN 'ready' ELSE 'cancelled' END,
-        run_at = GREATEST(j.run_at, now()),
-        finished_at = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
-                           THEN NULL ELSE now() END,
-        error = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
-                     THEN NULL
-                     ELSE jsonb_build_object(
-                         'type', %(dependency_type)s::text,
-                         'message', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled),
-                         'traceback', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled))
-                END
-    FROM counted AS c
-    WHERE c.pending = 0 AND j.status = 'waiting' AND j.id IN (c.on_finish_id, c.on_success_id)
-    RETURNING j.id, j.queue, j.status
-), followed AS (
-    -- Jobs chained after the ones that just succeeded: ready, with the result.
-    UPDATE {job} AS j
-    SET status = 'ready', run_at = GREATEST(j.run_at, now()), previous_result = f.result
-    FROM finished AS f
-    WHERE f.has_dependents AND j.after_id = f.id AND j.status = 'waiting'
-    RETURNING j.id, j.queue, j.status
-), woken AS (
-    SELECT pg_notify(%(channel)s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
-    FROM (SELECT * FROM released UNION ALL SELECT * FROM followed) AS r
-    WHERE status = 'ready' GROUP BY queue
+), {+_settle_finished}
 ), next AS MATERIALIZED (
     SELECT id FROM {job}
     WHERE status = 'ready' AND run_at <= statement_timestamp()
