@@ -169,7 +169,7 @@ def test_without_use_tz_times_are_local(settings):
 # -- MySQL and MariaDB ----------------------------------------------------------------
 
 
-def other_mysql_connection():
+def other_connection():
     """A second connection to the test database, for holding locks."""
     other = connections.create_connection("default")
     other.ensure_connection()
@@ -180,7 +180,7 @@ def other_mysql_connection():
 @pytest.mark.django_db(transaction=True)
 def test_mysql_claim_skips_rows_another_transaction_holds(store):
     first, *rest = store.enqueue_many([spec(priority=10)] + [spec() for _ in range(3)])
-    other = other_mysql_connection()
+    other = other_connection()
     try:
         other.set_autocommit(False)
         with other.cursor() as cursor:
@@ -204,7 +204,7 @@ def test_mysql_deadlock_is_retried(store, caplog):
     with connection.cursor() as cursor:
         cursor.execute("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")
         deadlocks_before = int(cursor.fetchone()[1])
-    other = other_mysql_connection()
+    other = other_connection()
     other.set_autocommit(False)
     cursor = other.cursor()
     try:
@@ -249,7 +249,7 @@ def mysql_row_lock():
         locked = threading.Event()
 
         def run():
-            other = other_mysql_connection()
+            other = other_connection()
             try:
                 other.set_autocommit(False)
                 with other.cursor() as cursor:
@@ -528,3 +528,38 @@ def test_wal_check_without_a_file(sqlite_settings, tmp_path):
     assert sqlite_wal_check("default") == []
     sqlite_settings(":memory:")
     assert sqlite_wal_check("default") == []
+
+
+# -- PostgreSQL ------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(VENDOR != "postgres", reason="PostgreSQL store")
+@pytest.mark.django_db(transaction=True)
+def test_postgres_limited_claim_failing_on_a_later_queue_returns_what_it_took(store, caplog):
+    """Each limited queue is claimed in a transaction of its own: when a later
+    one fails, the jobs an earlier one committed as this worker's are handed
+    back, not left running unseen until a rescue spends their attempt."""
+    from pgjobs.models import QueueControl
+
+    store.set_queue_control("default", concurrency=5)
+    store.set_queue_control("other", concurrency=5)
+    taken = sorted(info.id for info in store.enqueue_many([spec(queue="default")] * 2))
+    store.enqueue(spec(queue="other"))
+    other = other_connection()  # holds the second queue's row
+    try:
+        other.set_autocommit(False)
+        with other.cursor() as cursor, connection.cursor() as mine:
+            table = other.ops.quote_name(QueueControl._meta.db_table)
+            cursor.execute(f"SELECT 1 FROM {table} WHERE queue = 'other' FOR UPDATE")
+            mine.execute("SET lock_timeout = '100ms'")
+            try:
+                claimed = store.claim(None, 10, "limited-claimer")
+            finally:
+                mine.execute("RESET lock_timeout")
+        other.rollback()
+    finally:
+        other.close()
+    running = Job.objects.filter(status=records.RUNNING, worker_id="limited-claimer")
+    assert sorted(job.id for job in claimed) == taken
+    assert sorted(running.values_list("id", flat=True)) == taken, "none left unseen"
+    assert "claim from the limited queues failed" in caplog.text
