@@ -945,6 +945,7 @@ def test_a_limited_claim_failing_on_a_later_queue_returns_what_it_took(store, ca
     store.client.delete(store.key("control", "other"))
     store.client.set(store.key("control", "other"), "not a hash")  # the script fails on it
     claimed = store.claim(None, 10, "limited-claimer")
+    store.controls.forget()  # the controls go with the test's keys
     assert sorted(job.id for job in claimed) == taken
     running = [store.get(job_id) for job_id in taken]
     assert {(job.status, job.worker_id) for job in running} == {("running", "limited-claimer")}

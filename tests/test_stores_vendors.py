@@ -559,7 +559,40 @@ def test_postgres_limited_claim_failing_on_a_later_queue_returns_what_it_took(st
         other.rollback()
     finally:
         other.close()
+    store.controls.forget()  # the controls go with the test's rows
     running = Job.objects.filter(status=records.RUNNING, worker_id="limited-claimer")
     assert sorted(job.id for job in claimed) == taken
     assert sorted(running.values_list("id", flat=True)) == taken, "none left unseen"
     assert "claim from the limited queues failed" in caplog.text
+
+
+@pytest.mark.skipif(VENDOR != "postgres", reason="PostgreSQL store (row locks, no write lock)")
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("how", ["cancel_many", "cancel_batch"])
+def test_a_job_that_goes_back_to_ready_while_cancelled_is_not_missed(store, monkeypatch, how):
+    """Cancelling cancels the ready jobs, then asks the running ones to stop: a
+    running job its worker retries between the two (ready again, so not asked)
+    is cancelled all the same, not left to run again."""
+    if how == "cancel_batch":
+        batch, (info,) = store.enqueue_batch([spec(max_attempts=3)])
+    else:
+        info = store.enqueue(spec(max_attempts=3))
+    (job,) = store.claim(None, 1, "w")
+    cancel_ready = store._cancel_waiting
+    error = {"type": "builtins.ValueError", "message": "no", "traceback": "..."}
+
+    def then_the_worker_retries(jobs, error_=None):
+        cancelled = cancel_ready(jobs, error_)
+        thread, outcome = in_thread(store.retry, "w", job.id, error, 0)
+        thread.join(5)
+        assert "error" not in outcome
+        return cancelled
+
+    monkeypatch.setattr(store, "_cancel_waiting", then_the_worker_retries)
+    if how == "cancel_batch":
+        store.cancel_batch(batch.id)
+    else:
+        store.cancel_many([info.id])
+    monkeypatch.undo()
+    assert store.get(info.id).status == records.CANCELLED
+    assert store.claim(None, 1, "w") == [], "it never runs again"

@@ -272,15 +272,22 @@ class OrmStore(Store):
         """Cancel ready jobs; ask running ones to stop (their worker tells them at
         its next heartbeat). Returns (cancelled, asked)."""
         job_ids = list(job_ids)
+        return self._cancel_and_ask(self.jobs().filter(pk__in=job_ids), len(job_ids))
+
+    def _cancel_and_ask(self, jobs, count=None):
+        """Cancel the ready and waiting of ``jobs``, then ask the running ones to
+        stop: (cancelled, asked). A job running at the first step that went back
+        to ready before the second (a retry, a snooze, a rescue) was neither:
+        the ready ones are looked for again, unless ``count`` (how many jobs
+        there are at most) were all accounted for."""
         with self._transaction():
-            cancelled = self._cancel_waiting(
-                self.jobs().filter(pk__in=job_ids, status__in=CANCELLABLE)
-            )
-        asked = (
-            self.jobs()
-            .filter(pk__in=job_ids, status=records.RUNNING, cancel_requested=False)
-            .update(cancel_requested=True)
+            cancelled = self._cancel_waiting(jobs.filter(status__in=CANCELLABLE))
+        asked = jobs.filter(status=records.RUNNING, cancel_requested=False).update(
+            cancel_requested=True
         )
+        if count is None or cancelled + asked < count:
+            with self._transaction():
+                cancelled += self._cancel_waiting(jobs.filter(status__in=CANCELLABLE))
         return cancelled, asked
 
     def _cancel_waiting(self, jobs, error=None):
@@ -466,16 +473,7 @@ class OrmStore(Store):
         return [self._info(job) for job in jobs]
 
     def cancel_batch(self, batch_id):
-        with self._transaction():
-            cancelled = self._cancel_waiting(
-                self.jobs().filter(batch_id=batch_id, status__in=CANCELLABLE)
-            )
-        asked = (
-            self.jobs()
-            .filter(batch_id=batch_id, status=records.RUNNING, cancel_requested=False)
-            .update(cancel_requested=True)
-        )
-        return cancelled, asked
+        return self._cancel_and_ask(self.jobs().filter(batch_id=batch_id))
 
     def prune_batches(self, older_than, limit):
         old = self.batches().filter(pending=0, finished_at__lt=self.now() - Value(older_than))
