@@ -930,3 +930,23 @@ def test_a_finished_batch_expires_with_its_jobs_and_a_requeue_keeps_it(store):
     assert store.client.ttl(store.key("batch", batch.id, "jobs")) > 0
     assert store.requeue([second.id]) == 1
     assert store.client.ttl(batch_key) == -1 and batch.refresh().pending == 1
+
+
+def test_a_limited_claim_failing_on_a_later_queue_returns_what_it_took(store, caplog):
+    """Each limited queue is its own script call: when a later one fails (here a
+    control Redis cannot read; in life a connection lost, a failover), the jobs
+    an earlier one marked as this worker's are handed back, not left running
+    unseen until a rescue spends their attempt."""
+    store.set_queue_control("default", concurrency=5)
+    store.set_queue_control("other", concurrency=5)
+    taken = sorted(info.id for info in store.enqueue_many([spec(queue="default")] * 2))
+    store.enqueue(spec(queue="other"))
+    assert len(store.controls.controls()) == 2  # read now; kept for a second
+    store.client.delete(store.key("control", "other"))
+    store.client.set(store.key("control", "other"), "not a hash")  # the script fails on it
+    claimed = store.claim(None, 10, "limited-claimer")
+    store.controls.forget()  # the controls go with the test's keys
+    assert sorted(job.id for job in claimed) == taken
+    running = [store.get(job_id) for job_id in taken]
+    assert {(job.status, job.worker_id) for job in running} == {("running", "limited-claimer")}
+    assert "a claim from steered queues failed part way" in caplog.text

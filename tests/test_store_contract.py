@@ -1433,3 +1433,30 @@ def test_outcomes_of_batch_and_chain_jobs_keep_their_attempts_and_figures(store)
     assert store.get_batch(batch.id).failed == 1
     outcomes = _figures(store, "settled")[0]
     assert (outcomes["retried"], outcomes["failed"]) == (1, 2)
+
+
+def test_a_job_asked_to_stop_that_snoozes_ends_cancelled_and_counts_in_its_batch(store, clock):
+    batch, (asked, _) = batch_of(store, 2, on_success=False)
+    store.claim(["default"], 2, WORKER)
+    assert store.cancel(asked.id) is False, "running: asked to stop"
+    store.snooze(WORKER, asked.id, 0)
+    got = store.get(asked.id)
+    assert got.status == records.CANCELLED, "a cancelled job is not made ready again"
+    assert got.finished_at is not None
+    clock.sleep(0.1)
+    assert store.claim(["default"], 10, WORKER) == [], "it never runs again"
+    assert (store.get_batch(batch.id).pending, store.get_batch(batch.id).cancelled) == (1, 1)
+
+
+def test_a_snooze_is_not_an_end_of_a_batch_job_nor_of_a_chained_one(store, clock):
+    batch, (member,) = batch_of(store, 1)
+    first = store.enqueue(spec(queue="first"))
+    after = store.enqueue(spec(queue="after", after=first.id))
+    store.claim(None, 10, WORKER)
+    store.snooze(WORKER, member.id, 0)
+    store.snooze(WORKER, first.id, 0)
+    assert store.get_batch(batch.id).pending == 1, "a snoozed member is still to come"
+    assert store.get(batch.on_finish_id).status == records.WAITING
+    assert store.get(after.id).status == records.WAITING, "a snooze is no success"
+    clock.sleep(0.1)
+    assert sorted(ids(store.claim(["default", "first"], 10, WORKER))) == [member.id, first.id]

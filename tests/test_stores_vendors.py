@@ -171,7 +171,7 @@ def test_without_use_tz_times_are_local(settings):
 # -- MySQL and MariaDB ----------------------------------------------------------------
 
 
-def other_mysql_connection():
+def other_connection():
     """A second connection to the test database, for holding locks."""
     other = connections.create_connection("default")
     other.ensure_connection()
@@ -182,7 +182,7 @@ def other_mysql_connection():
 @pytest.mark.django_db(transaction=True)
 def test_mysql_claim_skips_rows_another_transaction_holds(store):
     first, *rest = store.enqueue_many([spec(priority=10)] + [spec() for _ in range(3)])
-    other = other_mysql_connection()
+    other = other_connection()
     try:
         other.set_autocommit(False)
         with other.cursor() as cursor:
@@ -206,7 +206,7 @@ def test_mysql_deadlock_is_retried(store, caplog):
     with connection.cursor() as cursor:
         cursor.execute("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")
         deadlocks_before = int(cursor.fetchone()[1])
-    other = other_mysql_connection()
+    other = other_connection()
     other.set_autocommit(False)
     cursor = other.cursor()
     try:
@@ -251,7 +251,7 @@ def mysql_row_lock():
         locked = threading.Event()
 
         def run():
-            other = other_mysql_connection()
+            other = other_connection()
             try:
                 other.set_autocommit(False)
                 with other.cursor() as cursor:
@@ -530,3 +530,71 @@ def test_wal_check_without_a_file(sqlite_settings, tmp_path):
     assert sqlite_wal_check("default") == []
     sqlite_settings(":memory:")
     assert sqlite_wal_check("default") == []
+
+
+# -- PostgreSQL ------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(VENDOR != "postgres", reason="PostgreSQL store")
+@pytest.mark.django_db(transaction=True)
+def test_postgres_limited_claim_failing_on_a_later_queue_returns_what_it_took(store, caplog):
+    """Each limited queue is claimed in a transaction of its own: when a later
+    one fails, the jobs an earlier one committed as this worker's are handed
+    back, not left running unseen until a rescue spends their attempt."""
+    from pgjobs.models import QueueControl
+
+    store.set_queue_control("default", concurrency=5)
+    store.set_queue_control("other", concurrency=5)
+    taken = sorted(info.id for info in store.enqueue_many([spec(queue="default")] * 2))
+    store.enqueue(spec(queue="other"))
+    other = other_connection()  # holds the second queue's row
+    try:
+        other.set_autocommit(False)
+        with other.cursor() as cursor, connection.cursor() as mine:
+            table = other.ops.quote_name(QueueControl._meta.db_table)
+            cursor.execute(f"SELECT 1 FROM {table} WHERE queue = 'other' FOR UPDATE")
+            mine.execute("SET lock_timeout = '100ms'")
+            try:
+                claimed = store.claim(None, 10, "limited-claimer")
+            finally:
+                mine.execute("RESET lock_timeout")
+        other.rollback()
+    finally:
+        other.close()
+    store.controls.forget()  # the controls go with the test's rows
+    running = Job.objects.filter(status=records.RUNNING, worker_id="limited-claimer")
+    assert sorted(job.id for job in claimed) == taken
+    assert sorted(running.values_list("id", flat=True)) == taken, "none left unseen"
+    assert "claim from the limited queues failed" in caplog.text
+
+
+@pytest.mark.skipif(VENDOR != "postgres", reason="PostgreSQL store (row locks, no write lock)")
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("how", ["cancel_many", "cancel_batch"])
+def test_a_job_that_goes_back_to_ready_while_cancelled_is_not_missed(store, monkeypatch, how):
+    """Cancelling cancels the ready jobs, then asks the running ones to stop: a
+    running job its worker retries between the two (ready again, so not asked)
+    is cancelled all the same, not left to run again."""
+    if how == "cancel_batch":
+        batch, (info,) = store.enqueue_batch([spec(max_attempts=3)])
+    else:
+        info = store.enqueue(spec(max_attempts=3))
+    (job,) = store.claim(None, 1, "w")
+    cancel_ready = store._cancel_waiting
+    error = {"type": "builtins.ValueError", "message": "no", "traceback": "..."}
+
+    def then_the_worker_retries(jobs, error_=None):
+        cancelled = cancel_ready(jobs, error_)
+        thread, outcome = in_thread(store.retry, "w", job.id, error, 0)
+        thread.join(5)
+        assert "error" not in outcome
+        return cancelled
+
+    monkeypatch.setattr(store, "_cancel_waiting", then_the_worker_retries)
+    if how == "cancel_batch":
+        store.cancel_batch(batch.id)
+    else:
+        store.cancel_many([info.id])
+    monkeypatch.undo()
+    assert store.get(info.id).status == records.CANCELLED
+    assert store.claim(None, 1, "w") == [], "it never runs again"

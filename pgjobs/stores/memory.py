@@ -670,6 +670,10 @@ class InMemoryStore(Store):
             job = self._mine(worker_id, job_id)
             if job is None:
                 return
+            if job.cancel_requested:  # asked to stop while it ran: an end, not a nap
+                job.worker_id = None
+                self._end(job, records.CANCELLED, self.clock())
+                return
             job.status = records.READY
             job.attempts -= 1
             job.run_at = self.clock() + datetime.timedelta(seconds=delay)

@@ -271,15 +271,22 @@ class OrmStore(Store):
         """Cancel ready jobs; ask running ones to stop (their worker tells them at
         its next heartbeat). Returns (cancelled, asked)."""
         job_ids = list(job_ids)
+        return self._cancel_and_ask(self.jobs().filter(pk__in=job_ids), len(job_ids))
+
+    def _cancel_and_ask(self, jobs, count=None):
+        """Cancel the ready and waiting of ``jobs``, then ask the running ones to
+        stop: (cancelled, asked). A job running at the first step that went back
+        to ready before the second (a retry, a snooze, a rescue) was neither:
+        the ready ones are looked for again, unless ``count`` (how many jobs
+        there are at most) were all accounted for."""
         with self._transaction():
-            cancelled = self._cancel_waiting(
-                self.jobs().filter(pk__in=job_ids, status__in=CANCELLABLE)
-            )
-        asked = (
-            self.jobs()
-            .filter(pk__in=job_ids, status=records.RUNNING, cancel_requested=False)
-            .update(cancel_requested=True)
+            cancelled = self._cancel_waiting(jobs.filter(status__in=CANCELLABLE))
+        asked = jobs.filter(status=records.RUNNING, cancel_requested=False).update(
+            cancel_requested=True
         )
+        if count is None or cancelled + asked < count:
+            with self._transaction():
+                cancelled += self._cancel_waiting(jobs.filter(status__in=CANCELLABLE))
         return cancelled, asked
 
     def _cancel_waiting(self, jobs, error=None):
@@ -465,16 +472,7 @@ class OrmStore(Store):
         return [self._info(job) for job in jobs]
 
     def cancel_batch(self, batch_id):
-        with self._transaction():
-            cancelled = self._cancel_waiting(
-                self.jobs().filter(batch_id=batch_id, status__in=CANCELLABLE)
-            )
-        asked = (
-            self.jobs()
-            .filter(batch_id=batch_id, status=records.RUNNING, cancel_requested=False)
-            .update(cancel_requested=True)
-        )
-        return cancelled, asked
+        return self._cancel_and_ask(self.jobs().filter(batch_id=batch_id))
 
     def prune_batches(self, older_than, limit):
         old = self.batches().filter(pending=0, finished_at__lt=self.now() - Value(older_than))
@@ -1144,14 +1142,29 @@ class OrmStore(Store):
         return _control(row)
 
     def snooze(self, worker_id, job_id, delay):
-        self._mine(worker_id, [job_id]).update(
-            status=records.READY,
-            attempts=F("attempts") - 1,
-            run_at=self.now() + Value(seconds(delay)),
-            worker_id=None,
-            started_at=None,
-            lease_expires_at=None,
+        snoozed = (
+            self._mine(worker_id, [job_id])
+            .filter(cancel_requested=False)
+            .update(
+                status=records.READY,
+                attempts=F("attempts") - 1,
+                run_at=self.now() + Value(seconds(delay)),
+                worker_id=None,
+                started_at=None,
+                lease_expires_at=None,
+            )
         )
+        if snoozed:
+            return
+        # Its cancellation was asked for while it ran: it ends cancelled, as a
+        # retry would, instead of running again (a request is never taken back).
+        with self._transaction():
+            mine = self._mine(worker_id, [job_id]).filter(cancel_requested=True)
+            row = mine.select_for_update().values_list(*ENDED_FIELDS).first()
+            if row is None:
+                return
+            mine.update(status=records.CANCELLED, finished_at=self.now(), lease_expires_at=None)
+            self._settle([Ended(row[0], records.CANCELLED, row[1], row[2])])
 
     def _steered_claim(self, plan, queues, limit, worker_id):
         """A claim from queues some of which are paused or limited (``plan``):

@@ -324,18 +324,26 @@ class PostgresStore(OrmStore):
                 "rate": default.rate if default else None,
                 "period": default.period if default else None,
             }
-            with connection.wrap_database_errors:
-                try:
-                    with raw.pipeline(), psycopg.Cursor(raw) as cursor:
-                        cursor.execute("BEGIN")
-                        cursor.execute(self.sql.lock_queue, params, prepare=prepare)
-                        cursor.execute(self.sql.claim_limited, params, prepare=prepare)
-                        rows = cursor.fetchall()
-                        cursor.execute("COMMIT")
-                except BaseException:
-                    with contextlib.suppress(Exception):
-                        raw.execute("ROLLBACK")
+            try:
+                with connection.wrap_database_errors:
+                    try:
+                        with raw.pipeline(), psycopg.Cursor(raw) as cursor:
+                            cursor.execute("BEGIN")
+                            cursor.execute(self.sql.lock_queue, params, prepare=prepare)
+                            cursor.execute(self.sql.claim_limited, params, prepare=prepare)
+                            rows = cursor.fetchall()
+                            cursor.execute("COMMIT")
+                    except BaseException:
+                        with contextlib.suppress(Exception):
+                            raw.execute("ROLLBACK")
+                        raise
+            except DatabaseError:
+                if not claimed:
                     raise
+                # The queues before it committed theirs: those jobs run under this
+                # worker now, and only a rescue would find them if the claim raised.
+                logger.warning("pgjobs: claim from the limited queues failed", exc_info=True)
+                break
             claimed += _claimed(rows)
         return claimed
 

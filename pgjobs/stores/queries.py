@@ -2,7 +2,9 @@
 
 A ``.sql`` file is a list of blocks, each under a ``-- name: <name>`` header
 (Procrastinate's ``queries.sql`` is the model); comment lines are dropped and
-the text is sent as written. The only thing filled in is the tables' names,
+the text is sent as written. A block whose name begins with ``_`` is a part
+that several statements share, written into them where they say
+``{+_name}``. The only other thing filled in is the tables' names,
 once, at load time: ``{job}``, ``{batch}``, ``{worker}``, ``{schedule}``, ``{queue}``,
 ``{attempt}`` and ``{stat}`` become the
 models' ``db_table``, quoted by the connection. Values always travel as
@@ -16,6 +18,7 @@ import re
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _TABLE = re.compile(r"\{(\w+)\}")
+_PART = re.compile(r"\{\+(_\w+)\}")
 
 
 @functools.cache
@@ -29,7 +32,12 @@ def _named(vendor):
             raise ValueError(f"sql/{vendor}.sql names {name!r} twice")
         lines = [line for line in block.splitlines() if not line.lstrip().startswith("--")]
         named[name] = "\n".join(lines).strip().rstrip(";").strip()
-    return named
+    parts = {name: text for name, text in named.items() if name.startswith("_")}
+    return {
+        name: _PART.sub(lambda match: parts[match.group(1)], text)
+        for name, text in named.items()
+        if name not in parts
+    }
 
 
 def tables(quote_name):

@@ -571,6 +571,20 @@ class RedisStore(Store):
         queue by ``claim_limited.lua`` (counted and claimed in one step), then
         the other queues as usual."""
         claimed = []
+        try:
+            self._claim_steered(plan, limit, worker_id, claimed)
+        except REDIS_ERRORS:
+            if not claimed:
+                raise
+            # Those already claimed run under this worker now, and only a rescue
+            # would find them if the claim raised: run them.
+            logger.warning("pgjobs: a claim from steered queues failed part way", exc_info=True)
+        claimed.sort(key=lambda job: -job.priority)
+        return claimed
+
+    def _claim_steered(self, plan, limit, worker_id, claimed):
+        """``_steered_claim``'s calls, each one's jobs added to ``claimed`` as it
+        returns."""
         defaults = self.controls.defaults()
         for limited in plan.limited:
             if len(claimed) >= limit:
@@ -600,8 +614,6 @@ class RedisStore(Store):
                 )
             if include:
                 claimed += self.finish_and_claim(worker_id, [], include, rest)
-        claimed.sort(key=lambda job: -job.priority)
-        return claimed
 
     def finish(self, worker_id, results):
         if results:
@@ -626,7 +638,7 @@ class RedisStore(Store):
         self._run("retry", worker_id, job_id, dumps(error), delay_us, self._ttl_us)
 
     def snooze(self, worker_id, job_id, delay):
-        self._run("snooze", worker_id, job_id, max(0, int(delay * 1e6)))
+        self._run("snooze", worker_id, job_id, max(0, int(delay * 1e6)), self._ttl_us)
 
     # -- queue control -----------------------------------------------------------------
 

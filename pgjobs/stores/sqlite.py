@@ -180,49 +180,39 @@ class SQLiteStore(SqlStore):
 
     def _finish_and_claim(self, worker_id, results, queues, limit):
         """One transaction, one commit (SQLite's cost is mostly the commit's sync)."""
+        params = self._claim_params(queues, limit, worker_id)
+        with self._write_transaction():
+            if results:
+                self._record_successes(worker_id, results)
+            return self._claim_rows(self.sql.claim, self.sql.due, params)
+
+    def _control_transaction(self):
+        return self._write_transaction()
+
+    def _claim_steered(self, include, exclude, limit, worker_id):
+        params = self._claim_params(include, limit, worker_id)
+        params["excluded"] = json.dumps(list(exclude))
+        return self._claim_rows(self.sql.claim_steered, self.sql.due_steered, params)
+
+    def _claim_params(self, queues, limit, worker_id):
         now = timezone.now()
-        params = {
+        return {
             "now": self._db_time(now),
             "lease_expires_at": self._db_time(now + seconds(self.lease_seconds)),
             "worker_id": worker_id,
             "limit": limit,
             "queues": _json_list(queues),
         }
-        with self._write_transaction(), self.connection.cursor() as cursor:
-            if results:
-                self._record_successes(worker_id, results)
-            if self._returning:
-                cursor.execute(self.sql.claim, params)
-                rows = cursor.fetchall()
-            else:
-                cursor.execute(self.sql.due, params)
-                ids = _json_list(job_id for (job_id,) in cursor.fetchall())
-                rows = []
-                if ids:
-                    cursor.execute(self.sql.mark, {**params, "ids": ids})
-                    cursor.execute(self.sql.claimed, {"ids": ids})
-                    rows = cursor.fetchall()
-        return [self._claimed(row) for row in rows]
 
-    def _control_transaction(self):
-        return self._write_transaction()
-
-    def _claim_steered(self, include, exclude, limit, worker_id):
-        now = timezone.now()
-        params = {
-            "now": self._db_time(now),
-            "lease_expires_at": self._db_time(now + seconds(self.lease_seconds)),
-            "worker_id": worker_id,
-            "limit": limit,
-            "queues": _json_list(include),
-            "excluded": json.dumps(list(exclude)),
-        }
+    def _claim_rows(self, claim, due, params):
+        """Claim in the caller's write transaction: ``claim`` where SQLite has
+        RETURNING (3.35), else ``due``, ``mark`` and ``claimed``."""
         with self.connection.cursor() as cursor:
             if self._returning:
-                cursor.execute(self.sql.claim_steered, params)
+                cursor.execute(claim, params)
                 rows = cursor.fetchall()
             else:
-                cursor.execute(self.sql.due_steered, params)
+                cursor.execute(due, params)
                 ids = _json_list(job_id for (job_id,) in cursor.fetchall())
                 rows = []
                 if ids:

@@ -38,33 +38,14 @@ end
 
 local out = {}
 if allowed > 0 then
-  -- Deferred and retried jobs that are due now join the queue's ready set.
-  local scheduled = P .. ':scheduled:' .. q
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 1000)) do
-    local f = redis.call('HMGET', P .. ':job:' .. id, 'priority', 'run_at', 'status')
-    redis.call('ZREM', scheduled, id)
-    if f[3] == 'ready' then
-      redis.call('ZADD', P .. ':ready:' .. q, -tonumber(f[1]), member(tonumber(f[2]), id))
-    end
-  end
+  promote_due(q, now)
   local lease = now + lease_us
   local ready = P .. ':ready:' .. q
   while #out < allowed do
     local popped = redis.call('ZPOPMIN', ready, allowed - #out)
     if #popped == 0 then break end
     for j = 1, #popped, 2 do
-      local id = tonumber(string.sub(popped[j], 18))
-      local key = P .. ':job:' .. id
-      local f = redis.call('HMGET', key, 'status', 'func', 'args', 'kwargs', 'queue', 'priority',
-        'run_at', 'attempts', 'max_attempts', 'timeout', 'signature', 'traceparent')
-      if f[1] == 'ready' then
-        local attempts = tonumber(f[8]) + 1
-        redis.call('HSET', key, 'status', 'running', 'attempts', attempts, 'started_at', now,
-          'worker_id', worker_id, 'lease', lease)
-        redis.call('ZADD', P .. ':running', lease, id)
-        out[#out + 1] = {int(id), f[2], f[3], f[4], f[5], f[6], f[7], int(attempts), f[9], f[10],
-          f[11], f[12] or ''}
-      end
+      out[#out + 1] = take(popped[j], worker_id, now, lease)
     end
   end
 end

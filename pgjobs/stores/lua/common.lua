@@ -123,6 +123,32 @@ finalize = function(id, queue, status, now, ttl_us, first_attempt)
   end
   settle(id, status, now, ttl_us, nil)
 end
+-- Deferred and retried jobs of queue q that are due now join its ready set.
+local function promote_due(q, now)
+  local scheduled = P .. ':scheduled:' .. q
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 1000)) do
+    local f = redis.call('HMGET', P .. ':job:' .. id, 'priority', 'run_at', 'status')
+    redis.call('ZREM', scheduled, id)
+    if f[3] == 'ready' then
+      redis.call('ZADD', P .. ':ready:' .. q, -tonumber(f[1]), member(tonumber(f[2]), id))
+    end
+  end
+end
+-- Claim the job of ready-set member m (taken out of its set) for worker_id until
+-- lease: its ClaimedJob row, or nil when it is no longer ready.
+local function take(m, worker_id, now, lease)
+  local id = tonumber(string.sub(m, 18))
+  local key = P .. ':job:' .. id
+  local f = redis.call('HMGET', key, 'status', 'func', 'args', 'kwargs', 'queue', 'priority',
+    'run_at', 'attempts', 'max_attempts', 'timeout', 'signature', 'traceparent')
+  if f[1] ~= 'ready' then return nil end
+  local attempts = tonumber(f[8]) + 1
+  redis.call('HSET', key, 'status', 'running', 'attempts', attempts, 'started_at', now,
+    'worker_id', worker_id, 'lease', lease)
+  redis.call('ZADD', P .. ':running', lease, id)
+  return {int(id), f[2], f[3], f[4], f[5], f[6], f[7], int(attempts), f[9], f[10], f[11],
+    f[12] or ''}
+end
 local function mine(id, worker_id)
   local f = redis.call('HMGET', P .. ':job:' .. id, 'status', 'worker_id')
   return f[1] == 'running' and f[2] == worker_id

@@ -39,18 +39,7 @@ local queues = {}
 for j = i, #ARGV do queues[#queues + 1] = ARGV[j] end
 if #queues == 0 then queues = redis.call('SMEMBERS', P .. ':queues') end
 
--- Deferred and retried jobs that are due now join their queue's ready set.
-for _, q in ipairs(queues) do
-  local scheduled = P .. ':scheduled:' .. q
-  local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, 1000)
-  for _, id in ipairs(due) do
-    local f = redis.call('HMGET', P .. ':job:' .. id, 'priority', 'run_at', 'status')
-    redis.call('ZREM', scheduled, id)
-    if f[3] == 'ready' then
-      redis.call('ZADD', P .. ':ready:' .. q, -tonumber(f[1]), member(tonumber(f[2]), id))
-    end
-  end
-end
+for _, q in ipairs(queues) do promote_due(q, now) end
 
 -- The first `limit` members in (score, member) order over the queues.
 local picked = {}
@@ -79,18 +68,7 @@ end
 local out = {}
 local lease = now + lease_us
 for _, m in ipairs(picked) do
-  local id = tonumber(string.sub(m, 18))
-  local key = P .. ':job:' .. id
-  local f = redis.call('HMGET', key, 'status', 'func', 'args', 'kwargs', 'queue', 'priority',
-    'run_at', 'attempts', 'max_attempts', 'timeout', 'signature', 'traceparent')
-  if f[1] == 'ready' then
-    local attempts = tonumber(f[8]) + 1
-    redis.call('HSET', key, 'status', 'running', 'attempts', attempts, 'started_at', now,
-      'worker_id', worker_id, 'lease', lease)
-    redis.call('ZADD', P .. ':running', lease, id)
-    out[#out + 1] = {int(id), f[2], f[3], f[4], f[5], f[6], f[7], int(attempts), f[9], f[10], f[11],
-      f[12] or ''}
-  end
+  out[#out + 1] = take(m, worker_id, now, lease)  -- nil (no longer ready) adds nothing
 end
 if #out == 0 then return '[]' end
 return cjson.encode(out)

@@ -106,19 +106,14 @@ FROM unnest(%s::text[], %s::bigint[], %s::int[]) AS v(q, i, n);
 -- Jobs became ready outside an enqueue: wake the workers of these queues.
 SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q;
 
--- name: finish
--- The successes of a batch in one statement, with their figures, their batches
--- counted and the jobs chained after them released. ids arrive as one array literal
--- and results as NULL when every result is None (unnest pads it with NULLs): a
--- no-op job then costs no per-element dumping in Python. The guard keeps a job
--- whose lease was lost from completing twice.
-WITH finished AS (
-    UPDATE {job} AS j
-    SET status = 'succeeded', result = v.result::jsonb, finished_at = now(), lease_expires_at = NULL
-    FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
-    WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
-    RETURNING j.id, j.batch_id, j.has_dependents, j.result, j.queue, j.run_at, j.started_at
-), locked AS (
+-- name: _settle_finished
+-- A part, not a statement (its name begins with _): what follows the CTE
+-- "finished" (id, batch_id, has_dependents, result of the jobs that just
+-- succeeded) in finish, finish_delete, finish_and_claim and delete_and_claim,
+-- written in where they say {+_settle_finished} (pgjobs/stores/queries.py):
+-- each batch counts its jobs, the statement that brings one to zero releases
+-- its callbacks, the jobs chained after them follow, their queues are woken.
+locked AS (
     -- The batches' rows, locked in id order, as every store locks them: two
     -- workers finishing jobs of the same batches never wait on each other in turn.
     SELECT b.id FROM {batch} AS b
@@ -161,6 +156,23 @@ WITH finished AS (
     FROM finished AS f
     WHERE f.has_dependents AND j.after_id = f.id AND j.status = 'waiting'
     RETURNING j.id, j.queue, j.status
+), woken AS (
+    SELECT pg_notify(%(channel)s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
+    FROM (SELECT * FROM released UNION ALL SELECT * FROM followed) AS r
+    WHERE status = 'ready' GROUP BY queue;
+
+-- name: finish
+-- The successes of a batch in one statement, with their figures, their batches
+-- counted and the jobs chained after them released. ids arrive as one array literal
+-- and results as NULL when every result is None (unnest pads it with NULLs): a
+-- no-op job then costs no per-element dumping in Python. The guard keeps a job
+-- whose lease was lost from completing twice.
+WITH finished AS (
+    UPDATE {job} AS j
+    SET status = 'succeeded', result = v.result::jsonb, finished_at = now(), lease_expires_at = NULL
+    FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
+    WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
+    RETURNING j.id, j.batch_id, j.has_dependents, j.result, j.queue, j.run_at, j.started_at
 ), figured AS (
     -- The per-minute figures of these successes (pgjobs/stats.py), added to the
     -- rows of this worker's shard, locked in key order.
@@ -183,10 +195,7 @@ WITH finished AS (
     ORDER BY 2, 4, 5
     ON CONFLICT (minute, queue, shard, metric, bucket)
     DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
-), woken AS (
-    SELECT pg_notify(%(channel)s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
-    FROM (SELECT * FROM released UNION ALL SELECT * FROM followed) AS r
-    WHERE status = 'ready' GROUP BY queue
+), {+_settle_finished}
 )
 SELECT count(*) FROM woken;
 
@@ -199,49 +208,6 @@ WITH finished AS (
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
     RETURNING j.id, j.batch_id, j.has_dependents, v.result::jsonb AS result, j.queue,
               j.run_at, j.started_at, j.attempts
-), locked AS (
-    -- The batches' rows, locked in id order, as every store locks them: two
-    -- workers finishing jobs of the same batches never wait on each other in turn.
-    SELECT b.id FROM {batch} AS b
-    WHERE b.id IN (SELECT batch_id FROM finished WHERE batch_id IS NOT NULL)
-    ORDER BY b.id
-    FOR UPDATE
-), counted AS (
-    -- Each batch counts its jobs that just succeeded, under its row's lock (a
-    -- concurrent finisher waits, then counts on from the row it committed).
-    UPDATE {batch} AS b
-    SET pending = b.pending - f.n, succeeded = b.succeeded + f.n,
-        finished_at = CASE WHEN b.pending = f.n THEN now() ELSE b.finished_at END
-    FROM (SELECT batch_id, count(*)::int AS n FROM finished
-          WHERE batch_id IS NOT NULL GROUP BY batch_id) AS f
-    WHERE b.id = f.batch_id AND b.id IN (SELECT id FROM locked)
-    RETURNING b.id, b.pending, b.failed, b.cancelled, b.on_finish_id, b.on_success_id
-), released AS (
-    -- The statement that brings a batch to zero releases its callbacks: each
-    -- leaves 'waiting' once. on_success when every job succeeded, else cancelled.
-    UPDATE {job} AS j
-    SET status = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
-                      THEN 'ready' ELSE 'cancelled' END,
-        run_at = GREATEST(j.run_at, now()),
-        finished_at = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
-                           THEN NULL ELSE now() END,
-        error = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
-                     THEN NULL
-                     ELSE jsonb_build_object(
-                         'type', %(dependency_type)s::text,
-                         'message', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled),
-                         'traceback', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled))
-                END
-    FROM counted AS c
-    WHERE c.pending = 0 AND j.status = 'waiting' AND j.id IN (c.on_finish_id, c.on_success_id)
-    RETURNING j.id, j.queue, j.status
-), followed AS (
-    -- Jobs chained after the ones that just succeeded: ready, with the result.
-    UPDATE {job} AS j
-    SET status = 'ready', run_at = GREATEST(j.run_at, now()), previous_result = f.result
-    FROM finished AS f
-    WHERE f.has_dependents AND j.after_id = f.id AND j.status = 'waiting'
-    RETURNING j.id, j.queue, j.status
 ), gone AS (
     -- The attempts kept of jobs that failed before they succeeded.
     DELETE FROM {attempt}
@@ -268,10 +234,7 @@ WITH finished AS (
     ORDER BY 2, 4, 5
     ON CONFLICT (minute, queue, shard, metric, bucket)
     DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
-), woken AS (
-    SELECT pg_notify(%(channel)s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
-    FROM (SELECT * FROM released UNION ALL SELECT * FROM followed) AS r
-    WHERE status = 'ready' GROUP BY queue
+), {+_settle_finished}
 )
 SELECT count(*) FROM woken;
 
@@ -314,49 +277,6 @@ WITH finished AS (
     FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
     RETURNING j.id, j.batch_id, j.has_dependents, j.result, j.queue, j.run_at, j.started_at
-), locked AS (
-    -- The batches' rows, locked in id order, as every store locks them: two
-    -- workers finishing jobs of the same batches never wait on each other in turn.
-    SELECT b.id FROM {batch} AS b
-    WHERE b.id IN (SELECT batch_id FROM finished WHERE batch_id IS NOT NULL)
-    ORDER BY b.id
-    FOR UPDATE
-), counted AS (
-    -- Each batch counts its jobs that just succeeded, under its row's lock (a
-    -- concurrent finisher waits, then counts on from the row it committed).
-    UPDATE {batch} AS b
-    SET pending = b.pending - f.n, succeeded = b.succeeded + f.n,
-        finished_at = CASE WHEN b.pending = f.n THEN now() ELSE b.finished_at END
-    FROM (SELECT batch_id, count(*)::int AS n FROM finished
-          WHERE batch_id IS NOT NULL GROUP BY batch_id) AS f
-    WHERE b.id = f.batch_id AND b.id IN (SELECT id FROM locked)
-    RETURNING b.id, b.pending, b.failed, b.cancelled, b.on_finish_id, b.on_success_id
-), released AS (
-    -- The statement that brings a batch to zero releases its callbacks: each
-    -- leaves 'waiting' once. on_success when every job succeeded, else cancelled.
-    UPDATE {job} AS j
-    SET status = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
-                      THEN 'ready' ELSE 'cancelled' END,
-        run_at = GREATEST(j.run_at, now()),
-        finished_at = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
-                           THEN NULL ELSE now() END,
-        error = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
-                     THEN NULL
-                     ELSE jsonb_build_object(
-                         'type', %(dependency_type)s::text,
-                         'message', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled),
-                         'traceback', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled))
-                END
-    FROM counted AS c
-    WHERE c.pending = 0 AND j.status = 'waiting' AND j.id IN (c.on_finish_id, c.on_success_id)
-    RETURNING j.id, j.queue, j.status
-), followed AS (
-    -- Jobs chained after the ones that just succeeded: ready, with the result.
-    UPDATE {job} AS j
-    SET status = 'ready', run_at = GREATEST(j.run_at, now()), previous_result = f.result
-    FROM finished AS f
-    WHERE f.has_dependents AND j.after_id = f.id AND j.status = 'waiting'
-    RETURNING j.id, j.queue, j.status
 ), figured AS (
     -- The per-minute figures of these successes (pgjobs/stats.py), added to the
     -- rows of this worker's shard, locked in key order.
@@ -379,10 +299,7 @@ WITH finished AS (
     ORDER BY 2, 4, 5
     ON CONFLICT (minute, queue, shard, metric, bucket)
     DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
-), woken AS (
-    SELECT pg_notify(%(channel)s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
-    FROM (SELECT * FROM released UNION ALL SELECT * FROM followed) AS r
-    WHERE status = 'ready' GROUP BY queue
+), {+_settle_finished}
 ), next AS MATERIALIZED (
     SELECT id FROM {job}
     WHERE status = 'ready' AND run_at <= statement_timestamp()
@@ -410,49 +327,6 @@ WITH finished AS (
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
     RETURNING j.id, j.batch_id, j.has_dependents, v.result::jsonb AS result, j.queue,
               j.run_at, j.started_at, j.attempts
-), locked AS (
-    -- The batches' rows, locked in id order, as every store locks them: two
-    -- workers finishing jobs of the same batches never wait on each other in turn.
-    SELECT b.id FROM {batch} AS b
-    WHERE b.id IN (SELECT batch_id FROM finished WHERE batch_id IS NOT NULL)
-    ORDER BY b.id
-    FOR UPDATE
-), counted AS (
-    -- Each batch counts its jobs that just succeeded, under its row's lock (a
-    -- concurrent finisher waits, then counts on from the row it committed).
-    UPDATE {batch} AS b
-    SET pending = b.pending - f.n, succeeded = b.succeeded + f.n,
-        finished_at = CASE WHEN b.pending = f.n THEN now() ELSE b.finished_at END
-    FROM (SELECT batch_id, count(*)::int AS n FROM finished
-          WHERE batch_id IS NOT NULL GROUP BY batch_id) AS f
-    WHERE b.id = f.batch_id AND b.id IN (SELECT id FROM locked)
-    RETURNING b.id, b.pending, b.failed, b.cancelled, b.on_finish_id, b.on_success_id
-), released AS (
-    -- The statement that brings a batch to zero releases its callbacks: each
-    -- leaves 'waiting' once. on_success when every job succeeded, else cancelled.
-    UPDATE {job} AS j
-    SET status = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
-                      THEN 'ready' ELSE 'cancelled' END,
-        run_at = GREATEST(j.run_at, now()),
-        finished_at = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
-                           THEN NULL ELSE now() END,
-        error = CASE WHEN j.id = c.on_finish_id OR (c.failed = 0 AND c.cancelled = 0)
-                     THEN NULL
-                     ELSE jsonb_build_object(
-                         'type', %(dependency_type)s::text,
-                         'message', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled),
-                         'traceback', format(%(batch_failed)s::text, c.id, c.failed, c.cancelled))
-                END
-    FROM counted AS c
-    WHERE c.pending = 0 AND j.status = 'waiting' AND j.id IN (c.on_finish_id, c.on_success_id)
-    RETURNING j.id, j.queue, j.status
-), followed AS (
-    -- Jobs chained after the ones that just succeeded: ready, with the result.
-    UPDATE {job} AS j
-    SET status = 'ready', run_at = GREATEST(j.run_at, now()), previous_result = f.result
-    FROM finished AS f
-    WHERE f.has_dependents AND j.after_id = f.id AND j.status = 'waiting'
-    RETURNING j.id, j.queue, j.status
 ), gone AS (
     -- The attempts kept of jobs that failed before they succeeded.
     DELETE FROM {attempt}
@@ -479,10 +353,7 @@ WITH finished AS (
     ORDER BY 2, 4, 5
     ON CONFLICT (minute, queue, shard, metric, bucket)
     DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
-), woken AS (
-    SELECT pg_notify(%(channel)s, json_build_object('q', queue, 'id', min(id), 'n', count(*))::text)
-    FROM (SELECT * FROM released UNION ALL SELECT * FROM followed) AS r
-    WHERE status = 'ready' GROUP BY queue
+), {+_settle_finished}
 ), next AS MATERIALIZED (
     SELECT id FROM {job}
     WHERE status = 'ready' AND run_at <= statement_timestamp()
