@@ -243,3 +243,26 @@ def configured_description(every):
 
     (schedule,), _ = parse_schedules({"x": {"func": SWEEP, "every": every}})
     return schedule.describe()
+
+
+def test_two_due_revisions_publish_the_page_once_with_the_latest(home):
+    # Two revisions both approved (two editors scheduling at once): the page is
+    # published once, with the revision due last, not twice with both.
+    article = schedule_article(home, 0.3, title="Earlier")
+    first = article.revisions.get(approved_go_live_at__isnull=False)
+    article.title = "Later"
+    second = article.save_revision()
+    wait_for(lambda: timezone.now() > article.go_live_at, timeout=5)
+    past = timezone.now() - datetime.timedelta(seconds=5)
+    type(first).objects.filter(pk=first.pk).update(approved_go_live_at=past)
+    type(second).objects.filter(pk=second.pk).update(
+        approved_go_live_at=past + datetime.timedelta(seconds=1)
+    )
+
+    done = scheduling.publish_due(first.base_content_type_id, str(article.pk))
+    assert done == {"published": 1, "unpublished": 0}
+    article.refresh_from_db()
+    assert article.live and article.title == "Later"
+    assert article.live_revision_id == second.pk
+    assert scheduled_publishes(article) == 1
+    assert scheduling.sweep()["published"] == 0  # nothing left for the sweep

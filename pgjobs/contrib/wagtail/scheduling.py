@@ -113,12 +113,18 @@ def publish_due(content_type_id, object_id, at=None):
         if obj.live and obj.expire_at is not None and obj.expire_at <= now:
             obj.unpublish(set_expired=True, log_action="wagtail.unpublish.scheduled")
             unpublished = 1
+        # The latest due revision only: publishing it clears every revision's
+        # approved_go_live_at, so an older one still approved (two editors
+        # scheduling at once) would be published over it, the page twice.
+        revision = (
+            obj.revisions.filter(approved_go_live_at__lte=now)
+            .order_by("-approved_go_live_at", "-pk")
+            .first()
+        )
         published = 0
-        for revision in obj.revisions.filter(approved_go_live_at__lte=now).order_by(
-            "approved_go_live_at"
-        ):
+        if revision is not None:
             revision.publish(log_action="wagtail.publish.scheduled")
-            published += 1
+            published = 1
     if published or unpublished:
         logger.info(
             "pgjobs: scheduled publishing of %s %s: %d published, %d unpublished",
