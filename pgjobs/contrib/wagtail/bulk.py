@@ -215,6 +215,15 @@ def run_item(item_id):
         return finish(item, BulkActionItem.REFUSED, reason)
     try:
         with transaction.atomic():
+            # The item locked while its page is acted on: a cancel from the progress
+            # page waits for it (then leaves it done), or came first and the job
+            # does nothing; without the lock a page could be acted on and still
+            # be listed as cancelled before it ran.
+            pending = BulkActionItem.objects.select_for_update().filter(
+                pk=item.pk, status=BulkActionItem.PENDING
+            )
+            if not pending.exists():
+                return {"status": "already finished", "message": ""}
             counts = action.execute_action([page], **action.execution_kwargs(run.options, user))
             children = counts[1] if counts else 0
             return finish(item, BulkActionItem.DONE, children=children)
