@@ -73,25 +73,26 @@ class BackgroundBulkAction:
         return {"user": user}
 
 
-class BackgroundPublish(BackgroundBulkAction, PublishBulkAction):
+class WithDescendants:
+    """The publish and unpublish forms' "include descendants" choice, to the jobs."""
+
     def run_options(self):
         return {"include_descendants": bool(self.cleaned_form.cleaned_data["include_descendants"])}
-
-    @classmethod
-    def refusal(cls, page, user, options):
-        if not page.permissions_for_user(user).can_publish():
-            return "You no longer have permission to publish this page."
-        return None
 
     @classmethod
     def execution_kwargs(cls, options, user):
         return {"user": user, "include_descendants": options.get("include_descendants", False)}
 
 
-class BackgroundUnpublish(BackgroundBulkAction, UnpublishBulkAction):
-    def run_options(self):
-        return {"include_descendants": bool(self.cleaned_form.cleaned_data["include_descendants"])}
+class BackgroundPublish(WithDescendants, BackgroundBulkAction, PublishBulkAction):
+    @classmethod
+    def refusal(cls, page, user, options):
+        if not page.permissions_for_user(user).can_publish():
+            return "You no longer have permission to publish this page."
+        return None
 
+
+class BackgroundUnpublish(WithDescendants, BackgroundBulkAction, UnpublishBulkAction):
     @classmethod
     def refusal(cls, page, user, options):
         if not page.permissions_for_user(user).can_unpublish():
@@ -101,8 +102,7 @@ class BackgroundUnpublish(BackgroundBulkAction, UnpublishBulkAction):
     @classmethod
     def execution_kwargs(cls, options, user):
         return {
-            "user": user,
-            "include_descendants": options.get("include_descendants", False),
+            **super().execution_kwargs(options, user),
             "permission_checker": lambda page: page.permissions_for_user(user).can_unpublish(),
         }
 
