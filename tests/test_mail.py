@@ -303,7 +303,11 @@ def test_mailers_checks_name_a_bad_mailer_option():
         ({}, "must name the mailer"),
         ({"mailer": "nope"}, "not in MAILERS"),
         ({"mailer": "default"}, "for ever"),
+        ({"mailer": "smtp", "max_attempts": "ten"}, "max_attempts must be a whole number"),
+        ({"mailer": "smtp", "priority": "high"}, "priority must be a whole number"),
+        ({"mailer": "smtp", "queue": 5}, "queue must be"),
     ]:
-        with override_settings(MAILERS={"default": {"BACKEND": OWN, "OPTIONS": options}}):
+        real = {"smtp": {"BACKEND": SMTP}}
+        with override_settings(MAILERS={"default": {"BACKEND": OWN, "OPTIONS": options}, **real}):
             (error,) = [m for m in checks.run_checks(tags=["pgjobs"]) if m.id == "pgjobs.E022"]
             assert words in error.msg and "MAILERS['default']" in error.msg
