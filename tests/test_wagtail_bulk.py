@@ -375,3 +375,22 @@ def test_a_cancel_while_a_page_is_acted_on_leaves_it_done_not_cancelled(home, ad
     assert live_count(pages) == 1
     state = progress_of(client, run)
     assert (state["done"], state["cancelled"], state["complete"]) == (1, MANY - 1, True)
+
+
+@override_settings(MIDDLEWARE=[*settings.MIDDLEWARE, "django.middleware.csrf.CsrfViewMiddleware"])
+def test_cancelling_needs_the_csrf_token(home, admin):
+    # As on a real site (the test settings leave Django's CSRF middleware out).
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin)
+    pages = drafts(home, MANY)
+    assert client.get(bulk_url("publish", pages, home)).status_code == 200  # the confirmation
+    token = client.cookies["csrftoken"].value
+    client.post(bulk_url("publish", pages, home), {"csrfmiddlewaretoken": token})
+    run = BulkActionRun.objects.get()
+    assert client.post(f"/admin/pgjobs/bulk/{run.pk}/cancel/").status_code == 403
+    assert run.items.filter(status=BulkActionItem.PENDING).count() == MANY
+    response = client.post(f"/admin/pgjobs/bulk/{run.pk}/cancel/", {"csrfmiddlewaretoken": token})
+    assert response.status_code == 302
+    assert run.items.filter(status=BulkActionItem.CANCELLED).count() == MANY
