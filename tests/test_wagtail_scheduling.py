@@ -300,3 +300,25 @@ def test_the_sweep_unpublishes_expired_pages_and_snippets_and_publishes_due_snip
     assert Notice.objects.get(pk=expired.pk).expired
     assert Notice.objects.get(pk=due.pk).live
     assert scheduling.sweep() == {"objects": 0, "published": 0, "unpublished": 0}
+
+
+def test_one_page_that_cannot_be_published_does_not_hold_back_the_sweep(home):
+    from wagtail.signals import page_published
+
+    broken = schedule_article(home, 0.3, title="Broken")
+    fine = schedule_article(home, 0.3, title="Fine")
+    wait_for(lambda: timezone.now() > fine.go_live_at, timeout=5)
+
+    def refuse(sender, instance, **kwargs):
+        if instance.pk == broken.pk:
+            raise RuntimeError("a hook refuses this page")
+
+    page_published.connect(refuse)
+    try:
+        totals = scheduling.sweep()
+    finally:
+        page_published.disconnect(refuse)
+    assert (totals["published"], len(totals["failed"])) == (1, 1)
+    assert ArticlePage.objects.get(pk=fine.pk).live
+    assert not ArticlePage.objects.get(pk=broken.pk).live
+    assert scheduling.sweep()["published"] == 1  # tried again at the next sweep

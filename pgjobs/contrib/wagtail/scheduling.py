@@ -158,10 +158,25 @@ def sweep():
         )
     )
     totals = {"objects": len(due), "published": 0, "unpublished": 0}
+    failed = []
     for content_type_id, object_id in sorted(due):
-        done = publish_due(content_type_id, object_id)
+        try:
+            done = publish_due(content_type_id, object_id)
+        except Exception:
+            # One object that cannot be published (a hook refusing, invalid content)
+            # must not hold back the others at every sweep: logged, counted, and
+            # the sweep goes on; it is tried again at the next sweep.
+            logger.exception(
+                "pgjobs: scheduled publishing of content type %s object %s failed",
+                content_type_id,
+                object_id,
+            )
+            failed.append(f"{content_type_id}:{object_id}")
+            continue
         totals["published"] += done["published"]
         totals["unpublished"] += done["unpublished"]
+    if failed:
+        totals["failed"] = failed
     return totals
 
 
