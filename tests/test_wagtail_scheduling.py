@@ -78,6 +78,7 @@ def scheduled_publishes(page):
     return PageLogEntry.objects.filter(page=page, action="wagtail.publish.scheduled").count()
 
 
+@with_real_worker
 def test_a_scheduled_page_goes_live_at_its_time(home):
     article = schedule_article(home, 2)
     go_live = article.go_live_at
