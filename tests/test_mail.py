@@ -7,6 +7,7 @@ including one that refuses at first. Both forms: ``EMAIL_BACKEND`` with
 import asyncio
 import email
 import email.policy
+import smtplib
 import socket
 import threading
 
@@ -40,8 +41,9 @@ class Recorder:
     """An aiosmtpd handler that keeps what it accepts; refuses the first
     ``refuse`` deliveries with a 451 (try again later)."""
 
-    def __init__(self, refuse=0):
+    def __init__(self, refuse=0, answer="451 4.3.0 Try again later"):
         self.refuse = refuse
+        self.answer = answer
         self.refused = 0
         self.received = []  # (envelope from, recipients, bytes)
         self.lock = threading.Lock()
@@ -50,7 +52,7 @@ class Recorder:
         with self.lock:
             if self.refused < self.refuse:
                 self.refused += 1
-                return "451 4.3.0 Try again later"
+                return self.answer
             self.received.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
         return "250 Message accepted for delivery"
 
@@ -66,8 +68,8 @@ def smtp_server():
     """Start a real SMTP server on a free port: ``smtp_server(refuse=N)``; stopped at teardown."""
     started = []
 
-    def start(refuse=0):
-        recorder = Recorder(refuse)
+    def start(refuse=0, answer="451 4.3.0 Try again later"):
+        recorder = Recorder(refuse, answer)
         controller = Controller(
             recorder, hostname="127.0.0.1", port=free_port(), loop=asyncio.new_event_loop()
         )
@@ -191,6 +193,23 @@ def test_a_server_that_refuses_at_first_gets_the_message_on_a_retry(smtp_server)
         assert Job.objects.get().attempts == 2
 
 
+def test_a_permanent_refusal_is_not_retried(smtp_server, caplog):
+    # A 5xx answer to the message itself: sending it again gets the same answer,
+    # so the job ends at once instead of nine more attempts over eight minutes.
+    server = smtp_server(refuse=10, answer="554 5.7.1 Message rejected as spam")
+    with email_backend_form(server.port):
+        rich_message().send()
+        run_jobs()
+    assert status_counts() == {records.SUCCEEDED: 1}
+    assert server.refused == 1 and server.received == []
+    assert "554 5.7.1 Message rejected as spam" in caplog.text
+    from pgjobs.contrib.mail.jobs import permanent_refusal
+
+    temporary = smtplib.SMTPRecipientsRefused({"a@x.org": (450, b"busy"), "b@x.org": (550, b"no")})
+    assert permanent_refusal(temporary) is None  # one recipient may still take it later
+    assert permanent_refusal(smtplib.SMTPAuthenticationError(535, b"bad login")) is None
+
+
 def test_a_server_that_is_down_leaves_the_message_to_a_retry(smtp_server):
     port = free_port()  # nothing listens yet
     with email_backend_form(port):
@@ -284,7 +303,11 @@ def test_mailers_checks_name_a_bad_mailer_option():
         ({}, "must name the mailer"),
         ({"mailer": "nope"}, "not in MAILERS"),
         ({"mailer": "default"}, "for ever"),
+        ({"mailer": "smtp", "max_attempts": "ten"}, "max_attempts must be a whole number"),
+        ({"mailer": "smtp", "priority": "high"}, "priority must be a whole number"),
+        ({"mailer": "smtp", "queue": 5}, "queue must be"),
     ]:
-        with override_settings(MAILERS={"default": {"BACKEND": OWN, "OPTIONS": options}}):
+        real = {"smtp": {"BACKEND": SMTP}}
+        with override_settings(MAILERS={"default": {"BACKEND": OWN, "OPTIONS": options}, **real}):
             (error,) = [m for m in checks.run_checks(tags=["pgjobs"]) if m.id == "pgjobs.E022"]
             assert words in error.msg and "MAILERS['default']" in error.msg

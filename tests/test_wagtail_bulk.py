@@ -331,3 +331,66 @@ def test_checks_report_a_bad_threshold(value):
     with override_settings(PGJOBS={**settings.PGJOBS, "WAGTAIL_BULK_ACTIONS": value}):
         (error,) = [m for m in checks.run_checks(tags=["pgjobs"]) if m.id == "pgjobs.E022"]
         assert "WAGTAIL_BULK_ACTIONS" in error.msg and repr(value) in error.msg
+
+
+def test_a_cancel_while_a_page_is_acted_on_leaves_it_done_not_cancelled(home, admin, client):
+    # The cancel arrives while a job is publishing its page (inside the job's
+    # transaction): the page ends published, so its item must say done, not
+    # "cancelled before it ran"; the pages not started are cancelled.
+    import threading
+
+    from django.db import connection
+    from wagtail.signals import page_published
+
+    from pgjobs.contrib.wagtail.bulk import cancel_run
+
+    client.force_login(admin)
+    pages = drafts(home, MANY)
+    clear_jobs()
+    post_bulk(client, "publish", pages, home)
+    run = BulkActionRun.objects.get()
+    cancels = []
+
+    def cancel():
+        try:
+            cancels.append(cancel_run(BulkActionRun.objects.get(pk=run.pk), admin))
+        finally:
+            connection.close()
+
+    def cancel_meanwhile(sender, **kwargs):
+        if not cancels and not threads:
+            threads.append(threading.Thread(target=cancel))
+            threads[0].start()
+            threads[0].join(1.0)  # with the item locked, it waits for this job's commit
+
+    threads = []
+    page_published.connect(cancel_meanwhile)
+    try:
+        run_jobs(max_jobs=1)
+    finally:
+        page_published.disconnect(cancel_meanwhile)
+        for thread in threads:
+            thread.join(10)
+    assert cancels == [MANY - 1]
+    assert live_count(pages) == 1
+    state = progress_of(client, run)
+    assert (state["done"], state["cancelled"], state["complete"]) == (1, MANY - 1, True)
+
+
+@override_settings(MIDDLEWARE=[*settings.MIDDLEWARE, "django.middleware.csrf.CsrfViewMiddleware"])
+def test_cancelling_needs_the_csrf_token(home, admin):
+    # As on a real site (the test settings leave Django's CSRF middleware out).
+    from django.test import Client
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin)
+    pages = drafts(home, MANY)
+    assert client.get(bulk_url("publish", pages, home)).status_code == 200  # the confirmation
+    token = client.cookies["csrftoken"].value
+    client.post(bulk_url("publish", pages, home), {"csrfmiddlewaretoken": token})
+    run = BulkActionRun.objects.get()
+    assert client.post(f"/admin/pgjobs/bulk/{run.pk}/cancel/").status_code == 403
+    assert run.items.filter(status=BulkActionItem.PENDING).count() == MANY
+    response = client.post(f"/admin/pgjobs/bulk/{run.pk}/cancel/", {"csrfmiddlewaretoken": token})
+    assert response.status_code == 302
+    assert run.items.filter(status=BulkActionItem.CANCELLED).count() == MANY

@@ -149,3 +149,24 @@ def test_checks_report_bad_specs(value, words):
     with override_settings(PGJOBS={**settings.PGJOBS, "WAGTAIL_RENDITIONS": value}):
         (error,) = [m for m in checks.run_checks(tags=["pgjobs"]) if m.id == "pgjobs.E022"]
         assert words in error.msg and "WAGTAIL_RENDITIONS" in error.msg
+
+
+def test_deleting_an_image_enqueues_nothing_for_it(admin_client):
+    image = upload(admin_client, 50, 50)
+    run_jobs()
+    assert image.renditions.count() == len(SPECS)
+    image.delete()  # its renditions go with it: nothing to make again
+    assert generate_jobs().count() == 1
+    other = upload(admin_client, 50, 50, colour="blue")
+    run_jobs()
+    Image.objects.filter(pk=other.pk).delete()
+    assert generate_jobs().count() == 2
+
+
+def test_a_hash_filled_in_for_the_same_file_is_not_a_new_file(admin_client):
+    image = upload(admin_client, 50, 50)
+    run_jobs()
+    Image.objects.filter(pk=image.pk).update(file_hash="")  # an image stored without one
+    image.refresh_from_db()
+    assert image.get_file_hash()  # Wagtail computes and saves it
+    assert generate_jobs().count() == 1

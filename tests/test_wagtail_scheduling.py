@@ -26,12 +26,20 @@ from pgjobs.handler import get_backend  # noqa: E402
 from pgjobs.models import Job, ScheduleState  # noqa: E402
 from pgjobs.schedule import configured_schedules  # noqa: E402
 from pgjobs.worker import build_worker  # noqa: E402
-from tests.conftest import run_jobs, run_worker_while, wait_for  # noqa: E402
+from tests.conftest import VENDOR, run_jobs, run_worker_while, wait_for  # noqa: E402
 from tests.wagtailapp.models import ArticlePage, Notice  # noqa: E402
 from tests.wagtailapp.site import make_home  # noqa: E402
 
 #: Tests that read or edit the job rows; the others run on every store, Redis included.
 reads_jobs = pytest.mark.sql_store("reads and edits the job rows")
+
+#: Tests that wait for a real worker to act at a scheduled time (seconds each): on
+#: PostgreSQL only. The stores' deferral is proven on every store by
+#: tests/test_store_contract.py, and what publish_due decides runs on every
+#: database through the burst-worker and direct tests below.
+with_real_worker = pytest.mark.skipif(
+    VENDOR != "postgres", reason="waits for a real worker at the scheduled time: once per stack"
+)
 
 PUBLISH_DUE = "pgjobs.contrib.wagtail.scheduling.publish_due"
 SWEEP = "pgjobs.contrib.wagtail.scheduling.sweep"
@@ -70,6 +78,7 @@ def scheduled_publishes(page):
     return PageLogEntry.objects.filter(page=page, action="wagtail.publish.scheduled").count()
 
 
+@with_real_worker
 def test_a_scheduled_page_goes_live_at_its_time(home):
     article = schedule_article(home, 2)
     go_live = article.go_live_at
@@ -97,6 +106,7 @@ def test_saving_the_same_schedule_twice_defers_one_check(home):
     assert checks_of(article.pk).count() == 1
 
 
+@with_real_worker
 @reads_jobs
 def test_a_rescheduled_page_goes_live_at_the_new_time_only(home):
     article = schedule_article(home, 60, title="First")
@@ -149,6 +159,7 @@ def test_a_cancelled_schedule_publishes_nothing(home):
     assert not article.live and scheduled_publishes(article) == 0
 
 
+@with_real_worker
 def test_a_live_page_expires_at_its_time(home):
     article = home.add_child(instance=ArticlePage(title="Expiring"))
     article.expire_at = soon(2)
@@ -164,6 +175,7 @@ def test_a_live_page_expires_at_its_time(home):
     )
 
 
+@with_real_worker
 def test_a_snippet_with_publishing_goes_live_and_expires(home):
     notice = Notice.objects.create(text="Sale", live=False)
     notice.go_live_at = soon(1)
@@ -183,6 +195,7 @@ def test_a_snippet_with_publishing_goes_live_and_expires(home):
     assert actions == ["wagtail.publish.scheduled", "wagtail.unpublish.scheduled"]
 
 
+@with_real_worker
 @reads_jobs
 def test_the_sweep_catches_up_once_after_workers_were_down(home):
     # A page whose time passed while no worker ran, its check lost (scheduled before
@@ -243,3 +256,70 @@ def configured_description(every):
 
     (schedule,), _ = parse_schedules({"x": {"func": SWEEP, "every": every}})
     return schedule.describe()
+
+
+def test_two_due_revisions_publish_the_page_once_with_the_latest(home):
+    # Two revisions both approved (two editors scheduling at once): the page is
+    # published once, with the revision due last, not twice with both.
+    article = schedule_article(home, 0.3, title="Earlier")
+    first = article.revisions.get(approved_go_live_at__isnull=False)
+    article.title = "Later"
+    second = article.save_revision()
+    wait_for(lambda: timezone.now() > article.go_live_at, timeout=5)
+    past = timezone.now() - datetime.timedelta(seconds=5)
+    type(first).objects.filter(pk=first.pk).update(approved_go_live_at=past)
+    type(second).objects.filter(pk=second.pk).update(
+        approved_go_live_at=past + datetime.timedelta(seconds=1)
+    )
+
+    done = scheduling.publish_due(first.base_content_type_id, str(article.pk))
+    assert done == {"published": 1, "unpublished": 0}
+    article.refresh_from_db()
+    assert article.live and article.title == "Later"
+    assert article.live_revision_id == second.pk
+    assert scheduled_publishes(article) == 1
+    assert scheduling.sweep()["published"] == 0  # nothing left for the sweep
+
+
+def test_the_sweep_unpublishes_expired_pages_and_snippets_and_publishes_due_snippets(home):
+    # What the real-worker tests above prove on PostgreSQL, through publish_due
+    # directly, on every database.
+    past = timezone.now() - datetime.timedelta(seconds=5)
+    article = home.add_child(instance=ArticlePage(title="Expired"))
+    article.save_revision().publish()
+    ArticlePage.objects.filter(pk=article.pk).update(expire_at=past)
+    expired = Notice.objects.create(text="Old sale", live=True)
+    Notice.objects.filter(pk=expired.pk).update(expire_at=past)
+    due = Notice.objects.create(text="Sale", live=False)
+    due.go_live_at = soon(0.3)
+    due.save_revision().publish()
+    wait_for(lambda: timezone.now() > due.go_live_at, timeout=5)
+
+    assert scheduling.sweep() == {"objects": 3, "published": 1, "unpublished": 2}
+    article.refresh_from_db()
+    assert not article.live and article.expired
+    assert Notice.objects.get(pk=expired.pk).expired
+    assert Notice.objects.get(pk=due.pk).live
+    assert scheduling.sweep() == {"objects": 0, "published": 0, "unpublished": 0}
+
+
+def test_one_page_that_cannot_be_published_does_not_hold_back_the_sweep(home):
+    from wagtail.signals import page_published
+
+    broken = schedule_article(home, 0.3, title="Broken")
+    fine = schedule_article(home, 0.3, title="Fine")
+    wait_for(lambda: timezone.now() > fine.go_live_at, timeout=5)
+
+    def refuse(sender, instance, **kwargs):
+        if instance.pk == broken.pk:
+            raise RuntimeError("a hook refuses this page")
+
+    page_published.connect(refuse)
+    try:
+        totals = scheduling.sweep()
+    finally:
+        page_published.disconnect(refuse)
+    assert (totals["published"], len(totals["failed"])) == (1, 1)
+    assert ArticlePage.objects.get(pk=fine.pk).live
+    assert not ArticlePage.objects.get(pk=broken.pk).live
+    assert scheduling.sweep()["published"] == 1  # tried again at the next sweep

@@ -23,7 +23,8 @@ class EmailBackend(BaseEmailBackend):
     Job options: under ``MAILERS``, the ``queue``, ``priority`` and ``max_attempts``
     OPTIONS; with ``EMAIL_BACKEND``, the class attributes of a subclass. An SMTP
     error (or any other) in the worker retries the message with backoff, up to
-    ``max_attempts`` (10) attempts.
+    ``max_attempts`` (10) attempts, except a permanent 5xx refusal of the message
+    (``jobs.permanent_refusal``), which ends its job at once.
     """
 
     queue = None

@@ -1,12 +1,19 @@
 """``pgjobs.E022`` for the settings of ``pgjobs.contrib.mail``: a real backend that
 cannot be imported or is pgjobs' own, a pgjobs mailer whose ``mailer`` option names
-no mailer (or another pgjobs one). Registered by the ``pgjobs`` app."""
+no mailer (or another pgjobs one) or job options (``queue``, ``priority``,
+``max_attempts``) that every enqueue would refuse. Registered by the ``pgjobs`` app."""
 
 from django.conf import settings
 from django.core import checks
 from django.utils.module_loading import import_string
 
-from .settings import OWN_BACKEND, MailSettingError, real_backend_path, real_mailer_option
+from .settings import (
+    OWN_BACKEND,
+    MailSettingError,
+    job_option_problem,
+    real_backend_path,
+    real_mailer_option,
+)
 
 
 @checks.register("pgjobs")
@@ -22,6 +29,9 @@ def check_mail_settings(app_configs=None, **kwargs):
                 real_mailer_option(alias, options.get("mailer"))
             except MailSettingError as exc:
                 problems.append(str(exc))
+            problem = job_option_problem(alias, options)
+            if problem is not None:
+                problems.append(problem)
     elif settings.is_overridden("EMAIL_BACKEND") and settings.EMAIL_BACKEND == OWN_BACKEND:
         try:
             import_string(real_backend_path())

@@ -5,6 +5,8 @@ import email
 import email.message
 import email.policy
 import email.utils
+import logging
+import smtplib
 
 from django.core.mail import EmailMessage
 
@@ -54,13 +56,47 @@ def _addresses(parsed, header):
     ]
 
 
+logger = logging.getLogger("pgjobs")
+
+
 def send_message(raw, from_email, recipients, mailer=None):
-    """Send one stored message through the real backend; an error (an SMTP refusal)
-    fails the attempt, and pgjobs retries it."""
+    """Send one stored message through the real backend; an error (a server down, a
+    temporary 4xx refusal) fails the attempt, and pgjobs retries it. A permanent
+    (5xx) refusal of this message (its sender, every recipient, its content) ends
+    the job at once: sending the same message again gets the same answer. It is
+    logged as an error and returned as ``refused``."""
     message = StoredEmail(base64.b64decode(raw), from_email, recipients)
-    with real_connection(mailer) as connection:
-        sent = connection.send_messages([message])
+    try:
+        with real_connection(mailer) as connection:
+            sent = connection.send_messages([message])
+    except smtplib.SMTPException as exc:
+        refusal = permanent_refusal(exc)
+        if refusal is None:
+            raise
+        logger.error("pgjobs: the SMTP server refused a message for good: %s", refusal)
+        return {"sent": 0, "recipients": len(recipients), "refused": refusal}
     return {"sent": sent or 0, "recipients": len(recipients)}
+
+
+def permanent_refusal(exc):
+    """The server's permanent (5xx) refusal of this message in ``exc``, as text, or
+    None for an error worth a retry (4xx, a lost connection, a login refused: the
+    site's settings can be fixed meanwhile)."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        if codes and all(500 <= code < 600 for code in codes):
+            return "; ".join(
+                f"{rcpt}: {code} {_text(answer)}" for rcpt, (code, answer) in exc.recipients.items()
+            )
+        return None
+    if isinstance(exc, (smtplib.SMTPSenderRefused, smtplib.SMTPDataError)):
+        if 500 <= exc.smtp_code < 600:
+            return f"{exc.smtp_code} {_text(exc.smtp_error)}"
+    return None
+
+
+def _text(answer):
+    return answer.decode("utf-8", "replace") if isinstance(answer, bytes) else str(answer)
 
 
 def real_connection(mailer):

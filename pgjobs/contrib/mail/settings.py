@@ -62,3 +62,26 @@ def real_mailer_option(alias, mailer):
             "again for ever; name the mailer that really sends"
         )
     return mailer
+
+
+def job_option_problem(alias, options):
+    """What is wrong with the ``queue``, ``priority`` and ``max_attempts`` OPTIONS of
+    the pgjobs mailer ``alias`` (the jobs it enqueues), as one line; None: nothing."""
+    from ...backends.base import validate_priority
+    from ...exceptions import InvalidJob
+    from ...handler import get_backend
+
+    backend = get_backend()
+    checks = {
+        "queue": backend.validate_queue,
+        "priority": validate_priority,
+        "max_attempts": backend.validate_max_attempts,
+    }
+    for name, validate in checks.items():
+        if options.get(name) is None:
+            continue
+        try:
+            validate(options[name])
+        except InvalidJob as exc:
+            return f"MAILERS[{alias!r}]['OPTIONS']: {exc}"
+    return None

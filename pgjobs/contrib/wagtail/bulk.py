@@ -73,25 +73,26 @@ class BackgroundBulkAction:
         return {"user": user}
 
 
-class BackgroundPublish(BackgroundBulkAction, PublishBulkAction):
+class WithDescendants:
+    """The publish and unpublish forms' "include descendants" choice, to the jobs."""
+
     def run_options(self):
         return {"include_descendants": bool(self.cleaned_form.cleaned_data["include_descendants"])}
-
-    @classmethod
-    def refusal(cls, page, user, options):
-        if not page.permissions_for_user(user).can_publish():
-            return "You no longer have permission to publish this page."
-        return None
 
     @classmethod
     def execution_kwargs(cls, options, user):
         return {"user": user, "include_descendants": options.get("include_descendants", False)}
 
 
-class BackgroundUnpublish(BackgroundBulkAction, UnpublishBulkAction):
-    def run_options(self):
-        return {"include_descendants": bool(self.cleaned_form.cleaned_data["include_descendants"])}
+class BackgroundPublish(WithDescendants, BackgroundBulkAction, PublishBulkAction):
+    @classmethod
+    def refusal(cls, page, user, options):
+        if not page.permissions_for_user(user).can_publish():
+            return "You no longer have permission to publish this page."
+        return None
 
+
+class BackgroundUnpublish(WithDescendants, BackgroundBulkAction, UnpublishBulkAction):
     @classmethod
     def refusal(cls, page, user, options):
         if not page.permissions_for_user(user).can_unpublish():
@@ -101,8 +102,7 @@ class BackgroundUnpublish(BackgroundBulkAction, UnpublishBulkAction):
     @classmethod
     def execution_kwargs(cls, options, user):
         return {
-            "user": user,
-            "include_descendants": options.get("include_descendants", False),
+            **super().execution_kwargs(options, user),
             "permission_checker": lambda page: page.permissions_for_user(user).can_unpublish(),
         }
 
@@ -215,6 +215,15 @@ def run_item(item_id):
         return finish(item, BulkActionItem.REFUSED, reason)
     try:
         with transaction.atomic():
+            # The item locked while its page is acted on: a cancel from the progress
+            # page waits for it (then leaves it done), or came first and the job
+            # does nothing; without the lock a page could be acted on and still
+            # be listed as cancelled before it ran.
+            pending = BulkActionItem.objects.select_for_update().filter(
+                pk=item.pk, status=BulkActionItem.PENDING
+            )
+            if not pending.exists():
+                return {"status": "already finished", "message": ""}
             counts = action.execute_action([page], **action.execution_kwargs(run.options, user))
             children = counts[1] if counts else 0
             return finish(item, BulkActionItem.DONE, children=children)

@@ -18,10 +18,16 @@ from ... import background
 from . import conf
 
 
-def image_saving(sender, instance, **kwargs):
-    """``pre_save`` of the image model: remember whether the file is new."""
+def image_saving(sender, instance, update_fields=None, **kwargs):
+    """``pre_save`` of the image model: remember whether the file is new. A save of
+    other fields only (``update_fields``) reads nothing; a hash filled in for the
+    same file (Wagtail's ``get_file_hash`` on an image stored without one) is not
+    a new file."""
     if instance.pk is None or instance._state.adding:
         instance._pgjobs_file_changed = True
+        return
+    if update_fields is not None and "file" not in update_fields:
+        instance._pgjobs_file_changed = False
         return
     stored = (
         type(instance)
@@ -29,7 +35,13 @@ def image_saving(sender, instance, **kwargs):
         .values_list("file", "file_hash")
         .first()
     )
-    instance._pgjobs_file_changed = stored != (instance.file.name, instance.file_hash)
+    if stored is None:
+        instance._pgjobs_file_changed = True
+        return
+    stored_file, stored_hash = stored
+    instance._pgjobs_file_changed = stored_file != instance.file.name or (
+        bool(stored_hash) and stored_hash != instance.file_hash
+    )
 
 
 def image_saved(sender, instance, **kwargs):
@@ -39,8 +51,15 @@ def image_saved(sender, instance, **kwargs):
         enqueue_renditions(instance.pk, "saved")
 
 
-def rendition_deleted(sender, instance, **kwargs):
-    """``post_delete`` of the rendition model: make the configured ones again."""
+def rendition_deleted(sender, instance, origin=None, **kwargs):
+    """``post_delete`` of the rendition model: make the configured ones again,
+    unless the deletion is the image's own (its renditions go with it)."""
+    from django.db.models import QuerySet
+    from wagtail.images.models import AbstractImage
+
+    started_by = origin.model if isinstance(origin, QuerySet) else type(origin)
+    if isinstance(started_by, type) and issubclass(started_by, AbstractImage):
+        return
     enqueue_renditions(instance.image_id, "deleted")
 
 

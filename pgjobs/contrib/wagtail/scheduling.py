@@ -113,12 +113,18 @@ def publish_due(content_type_id, object_id, at=None):
         if obj.live and obj.expire_at is not None and obj.expire_at <= now:
             obj.unpublish(set_expired=True, log_action="wagtail.unpublish.scheduled")
             unpublished = 1
+        # The latest due revision only: publishing it clears every revision's
+        # approved_go_live_at, so an older one still approved (two editors
+        # scheduling at once) would be published over it, the page twice.
+        revision = (
+            obj.revisions.filter(approved_go_live_at__lte=now)
+            .order_by("-approved_go_live_at", "-pk")
+            .first()
+        )
         published = 0
-        for revision in obj.revisions.filter(approved_go_live_at__lte=now).order_by(
-            "approved_go_live_at"
-        ):
+        if revision is not None:
             revision.publish(log_action="wagtail.publish.scheduled")
-            published += 1
+            published = 1
     if published or unpublished:
         logger.info(
             "pgjobs: scheduled publishing of %s %s: %d published, %d unpublished",
@@ -152,10 +158,25 @@ def sweep():
         )
     )
     totals = {"objects": len(due), "published": 0, "unpublished": 0}
+    failed = []
     for content_type_id, object_id in sorted(due):
-        done = publish_due(content_type_id, object_id)
+        try:
+            done = publish_due(content_type_id, object_id)
+        except Exception:
+            # One object that cannot be published (a hook refusing, invalid content)
+            # must not hold back the others at every sweep: logged, counted, and
+            # the sweep goes on; it is tried again at the next sweep.
+            logger.exception(
+                "pgjobs: scheduled publishing of content type %s object %s failed",
+                content_type_id,
+                object_id,
+            )
+            failed.append(f"{content_type_id}:{object_id}")
+            continue
         totals["published"] += done["published"]
         totals["unpublished"] += done["unpublished"]
+    if failed:
+        totals["failed"] = failed
     return totals
 
 
