@@ -824,11 +824,20 @@ class OrmStore(Store):
             batch = list(old.values_list("pk", flat=True)[:batch_size])
             if not batch:
                 return deleted
-            deleted += self._delete_jobs(self.jobs().filter(pk__in=batch))
+            # Guarded again: a job requeued since it was read is not deleted.
+            deleted += self._delete_jobs(old.filter(pk__in=batch))
 
     def _delete_jobs(self, jobs):
-        """Delete ``jobs`` (a queryset) and their attempts; return how many jobs."""
-        _, deleted = jobs.delete()
+        """Delete ``jobs`` (a queryset) and their attempts; return how many jobs.
+
+        Django deletes the attempts first, then the jobs by id: the rows are locked
+        before, in the same transaction, so that a job changed in between (requeued,
+        say) is not deleted by id after it no longer matches ``jobs``."""
+        with transaction.atomic(using=self.alias):
+            ids = list(jobs.select_for_update().values_list("pk", flat=True))
+            if not ids:
+                return 0
+            _, deleted = self.jobs().filter(pk__in=ids).delete()
         return deleted.get(jobs.model._meta.label, 0)
 
     def prune_batch(self, older_than, statuses, limit):
