@@ -9,7 +9,7 @@ It creates a database of its own (dropped afterwards) and a private PgBouncer
 (``tests/pgbouncer.py``: the Debian package's 1.18, on a free port), and uses the
 test suite's settings: the PgBouncer workers run with Django's
 ``DISABLE_SERVER_SIDE_CURSORS`` and ``LISTEN_DATABASE`` naming a direct alias, as
-the README's "PgBouncer" section says. Each round runs both set-ups, in
+docs/howto/pgbouncer.md says. Each round runs both set-ups, in
 alternating order, on the same database:
 
 - idle latency: with every worker idle, ``--latency-jobs`` jobs enqueued one at

@@ -1,4 +1,4 @@
-"""pgjobs through PgBouncer 1.18 in transaction mode (README, "PgBouncer"): web-side
+"""pgjobs through PgBouncer 1.18 in transaction mode (docs/howto/pgbouncer.md): web-side
 enqueues and worker processes through a private PgBouncer (``tests/pgbouncer.py``)
 whose pool has fewer server connections than there are workers, with only Django's
 ``DISABLE_SERVER_SIDE_CURSORS`` set and, at most, ``LISTEN_DATABASE``.
@@ -181,7 +181,7 @@ def test_a_worker_behind_an_untold_pooler_stops_preparing_and_runs_every_job_onc
     for worker in workers:
         worker.wait_for_output("lack DISABLE_SERVER_SIDE_CURSORS", stream="stderr")
     # The jobs are enqueued directly: a web process behind the untold pooler
-    # would prepare its enqueue (the W004 check and the README say to tell Django).
+    # would prepare its enqueue (the W004 check and the docs say to tell Django).
     from pgjobs import background
     from tests.testapp import jobs
 
