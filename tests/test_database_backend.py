@@ -61,6 +61,19 @@ def test_enqueue_defaults():
 
 
 @pytest.mark.django_db
+def test_the_store_reads_times_as_use_tz_says_after_it_changed():
+    """The store outlives an ``override_settings(USE_TZ=False)`` in a site's tests:
+    its times read as aware again after it (MySQL's converters were kept from
+    the first read, made under the override, and stayed naive)."""
+    from django.test import override_settings
+
+    with override_settings(USE_TZ=False):
+        background.defer(jobs.add, when=datetime.timedelta(minutes=5), args=[1, 2])
+    when = timezone.now() + datetime.timedelta(minutes=10)
+    assert background.defer(jobs.add, when=when, args=[1, 2]).run_at == when
+
+
+@pytest.mark.django_db
 def test_defer_stores_the_time_given():
     when = timezone.now() + datetime.timedelta(minutes=10)
     ref = background.defer(jobs.add, when=when, args=[1, 2], priority=-5)

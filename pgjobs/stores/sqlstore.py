@@ -13,6 +13,7 @@ import logging
 import random
 import time
 
+from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.db.models import BooleanField, DateTimeField, JSONField
 from django.utils import timezone
@@ -96,9 +97,18 @@ class SqlStore(OrmStore):
 
     # -- reading rows --------------------------------------------------------------
 
-    @cached_property
+    @property
     def _converters(self):
-        """Column -> how a raw value from the driver becomes the model's value."""
+        """Column -> how a raw value from the driver becomes the model's value;
+        made again when ``USE_TZ`` changes (``override_settings`` in a site's tests:
+        the store outlives it), since the datetime converter depends on it."""
+        use_tz = settings.USE_TZ
+        made = self.__dict__.get("_made_converters")
+        if made is None or made[0] != use_tz:
+            made = self.__dict__["_made_converters"] = (use_tz, self._make_converters())
+        return made[1]
+
+    def _make_converters(self):
         converters = {}
         to_datetime = self._datetime_converter()
         for field in self.jobs().model._meta.concrete_fields:
