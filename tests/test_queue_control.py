@@ -208,10 +208,14 @@ def test_bad_input_to_the_command_is_one_line_and_writes_nothing(args, named):
 def test_manage_py_says_what_is_wrong_in_one_line_without_a_traceback():
     code, out, err = manage("pgjobs_queue", "limit", "other", "--rate", "fast")
     assert code == 1 and "Traceback" not in err
-    assert err.strip().splitlines() == [
+    # The last line is ours; Django's own system-check warnings may come before it
+    # (Django 6.1 on MariaDB: models.W037 for the partial indexes it ignores).
+    lines = err.strip().splitlines()
+    assert lines[-1] == (
         "CommandError: --rate must read like '5/s', '100/m', '10/30s', '1000/h' (starts per "
         "period) or be a (starts, seconds) pair, with starts >= 1; not 'fast'"
-    ]
+    )
+    assert not [line for line in lines[:-1] if "pgjobs_queue" in line or "rate" in line]
 
 
 # -- workers ---------------------------------------------------------------------------------
