@@ -59,13 +59,14 @@ docs: $(DOCS_STAMP)
 INTEGRATION_TESTS ?= tests/test_django_tasks.py tests/test_django_tasks_upstream.py tests/test_wagtail.py tests/test_wagtail_scheduling.py tests/test_wagtail_renditions.py tests/test_wagtail_bulk.py tests/test_celery_tasks.py
 
 # Lint first: it takes a second and catches what would otherwise fail four database runs.
-# The database passes then run in two lanes side by side (TEST_JOBS=1 runs them one after
-# the other): much of the suite waits on worker subprocesses and servers, so two lanes
-# nearly halve the wall time on two cores. Each pass has its own test database or Redis
-# key prefix, and the fault tests restart a private PostgreSQL, so passes do not collide.
+# The database passes then run in three lanes side by side (TEST_JOBS=1 runs them one after
+# the other): much of the suite waits on worker subprocesses and servers, so lanes nearly
+# divide the wall time even on two cores. PostgreSQL's pass is the longest (PgBouncer, the
+# fault tests, the browser): it has a lane to itself. Each pass has its own test database or
+# Redis key prefix, and the fault tests restart a private PostgreSQL, so passes do not collide.
 # A lane's output is printed whole when it ends (make -O), not interleaved.
-TEST_LANES ?= postgres+sqlite mysql+redis
-TEST_JOBS ?= 2
+TEST_LANES ?= postgres mysql+sqlite redis
+TEST_JOBS ?= 3
 
 test: lint
 	@$(MAKE) --no-print-directory -j$(TEST_JOBS) -O $(addprefix test-lane-,$(TEST_LANES))
