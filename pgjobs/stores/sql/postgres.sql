@@ -106,6 +106,34 @@ FROM unnest(%s::text[], %s::bigint[], %s::int[]) AS v(q, i, n);
 -- Jobs became ready outside an enqueue: wake the workers of these queues.
 SELECT pg_notify(%s, q) FROM unnest(%s::text[]) AS q;
 
+-- name: _figure_finished
+-- A part, not a statement: the per-minute figures (pgjobs/stats.py) of the jobs
+-- the CTE "finished" (queue, run_at, started_at) just recorded as succeeded, in
+-- finish, finish_delete, finish_and_claim and delete_and_claim.
+figured AS (
+    -- The per-minute figures of these successes (pgjobs/stats.py), added to the
+    -- rows of this worker's shard, locked in key order.
+    -- One pass over the jobs, grouped by queue and both buckets (a few groups),
+    -- then each group spread over the three metrics.
+    INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
+    SELECT date_trunc('minute', now()), g.queue, %(shard)s, k.metric,
+           CASE k.metric WHEN 'wait' THEN g.wb WHEN 'run' THEN g.rb ELSE 0 END,
+           sum(g.n), sum(CASE k.metric WHEN 'wait' THEN g.ws WHEN 'run' THEN g.rs ELSE 0 END)
+    FROM (
+        SELECT queue, COALESCE(width_bucket(w, %(edges)s::float8[]), 0) AS wb,
+               COALESCE(width_bucket(r, %(edges)s::float8[]), 0) AS rb,
+               count(*) AS n, COALESCE(sum(w), 0) AS ws, COALESCE(sum(r), 0) AS rs
+        FROM (SELECT queue, EXTRACT(EPOCH FROM started_at - run_at)::float8 AS w,
+                     EXTRACT(EPOCH FROM now() - started_at)::float8 AS r
+              FROM finished) AS t
+        GROUP BY 1, 2, 3
+    ) AS g CROSS JOIN (VALUES ('succeeded'), ('wait'), ('run')) AS k(metric)
+    GROUP BY 2, 4, 5
+    ORDER BY 2, 4, 5
+    ON CONFLICT (minute, queue, shard, metric, bucket)
+    DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
+);
+
 -- name: _settle_finished
 -- A part, not a statement (its name begins with _): what follows the CTE
 -- "finished" (id, batch_id, has_dependents, result of the jobs that just
@@ -173,29 +201,7 @@ WITH finished AS (
     FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
     RETURNING j.id, j.batch_id, j.has_dependents, j.result, j.queue, j.run_at, j.started_at
-), figured AS (
-    -- The per-minute figures of these successes (pgjobs/stats.py), added to the
-    -- rows of this worker's shard, locked in key order.
-    -- One pass over the jobs, grouped by queue and both buckets (a few groups),
-    -- then each group spread over the three metrics.
-    INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
-    SELECT date_trunc('minute', now()), g.queue, %(shard)s, k.metric,
-           CASE k.metric WHEN 'wait' THEN g.wb WHEN 'run' THEN g.rb ELSE 0 END,
-           sum(g.n), sum(CASE k.metric WHEN 'wait' THEN g.ws WHEN 'run' THEN g.rs ELSE 0 END)
-    FROM (
-        SELECT queue, COALESCE(width_bucket(w, %(edges)s::float8[]), 0) AS wb,
-               COALESCE(width_bucket(r, %(edges)s::float8[]), 0) AS rb,
-               count(*) AS n, COALESCE(sum(w), 0) AS ws, COALESCE(sum(r), 0) AS rs
-        FROM (SELECT queue, EXTRACT(EPOCH FROM started_at - run_at)::float8 AS w,
-                     EXTRACT(EPOCH FROM now() - started_at)::float8 AS r
-              FROM finished) AS t
-        GROUP BY 1, 2, 3
-    ) AS g CROSS JOIN (VALUES ('succeeded'), ('wait'), ('run')) AS k(metric)
-    GROUP BY 2, 4, 5
-    ORDER BY 2, 4, 5
-    ON CONFLICT (minute, queue, shard, metric, bucket)
-    DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
-), {+_settle_finished}
+), {+_figure_finished}, {+_settle_finished}
 )
 SELECT count(*) FROM woken;
 
@@ -212,29 +218,7 @@ WITH finished AS (
     -- The attempts kept of jobs that failed before they succeeded.
     DELETE FROM {attempt}
     WHERE job_id = ANY(ARRAY(SELECT id FROM finished WHERE attempts > 1))
-), figured AS (
-    -- The per-minute figures of these successes (pgjobs/stats.py), added to the
-    -- rows of this worker's shard, locked in key order.
-    -- One pass over the jobs, grouped by queue and both buckets (a few groups),
-    -- then each group spread over the three metrics.
-    INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
-    SELECT date_trunc('minute', now()), g.queue, %(shard)s, k.metric,
-           CASE k.metric WHEN 'wait' THEN g.wb WHEN 'run' THEN g.rb ELSE 0 END,
-           sum(g.n), sum(CASE k.metric WHEN 'wait' THEN g.ws WHEN 'run' THEN g.rs ELSE 0 END)
-    FROM (
-        SELECT queue, COALESCE(width_bucket(w, %(edges)s::float8[]), 0) AS wb,
-               COALESCE(width_bucket(r, %(edges)s::float8[]), 0) AS rb,
-               count(*) AS n, COALESCE(sum(w), 0) AS ws, COALESCE(sum(r), 0) AS rs
-        FROM (SELECT queue, EXTRACT(EPOCH FROM started_at - run_at)::float8 AS w,
-                     EXTRACT(EPOCH FROM now() - started_at)::float8 AS r
-              FROM finished) AS t
-        GROUP BY 1, 2, 3
-    ) AS g CROSS JOIN (VALUES ('succeeded'), ('wait'), ('run')) AS k(metric)
-    GROUP BY 2, 4, 5
-    ORDER BY 2, 4, 5
-    ON CONFLICT (minute, queue, shard, metric, bucket)
-    DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
-), {+_settle_finished}
+), {+_figure_finished}, {+_settle_finished}
 )
 SELECT count(*) FROM woken;
 
@@ -277,29 +261,7 @@ WITH finished AS (
     FROM unnest(%(ids)s::bigint[], %(results)s::text[]) AS v(id, result)
     WHERE j.id = v.id AND j.status = 'running' AND j.worker_id = %(worker_id)s
     RETURNING j.id, j.batch_id, j.has_dependents, j.result, j.queue, j.run_at, j.started_at
-), figured AS (
-    -- The per-minute figures of these successes (pgjobs/stats.py), added to the
-    -- rows of this worker's shard, locked in key order.
-    -- One pass over the jobs, grouped by queue and both buckets (a few groups),
-    -- then each group spread over the three metrics.
-    INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
-    SELECT date_trunc('minute', now()), g.queue, %(shard)s, k.metric,
-           CASE k.metric WHEN 'wait' THEN g.wb WHEN 'run' THEN g.rb ELSE 0 END,
-           sum(g.n), sum(CASE k.metric WHEN 'wait' THEN g.ws WHEN 'run' THEN g.rs ELSE 0 END)
-    FROM (
-        SELECT queue, COALESCE(width_bucket(w, %(edges)s::float8[]), 0) AS wb,
-               COALESCE(width_bucket(r, %(edges)s::float8[]), 0) AS rb,
-               count(*) AS n, COALESCE(sum(w), 0) AS ws, COALESCE(sum(r), 0) AS rs
-        FROM (SELECT queue, EXTRACT(EPOCH FROM started_at - run_at)::float8 AS w,
-                     EXTRACT(EPOCH FROM now() - started_at)::float8 AS r
-              FROM finished) AS t
-        GROUP BY 1, 2, 3
-    ) AS g CROSS JOIN (VALUES ('succeeded'), ('wait'), ('run')) AS k(metric)
-    GROUP BY 2, 4, 5
-    ORDER BY 2, 4, 5
-    ON CONFLICT (minute, queue, shard, metric, bucket)
-    DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
-), {+_settle_finished}
+), {+_figure_finished}, {+_settle_finished}
 ), next AS MATERIALIZED (
     SELECT id FROM {job}
     WHERE status = 'ready' AND run_at <= statement_timestamp()
@@ -331,29 +293,7 @@ WITH finished AS (
     -- The attempts kept of jobs that failed before they succeeded.
     DELETE FROM {attempt}
     WHERE job_id = ANY(ARRAY(SELECT id FROM finished WHERE attempts > 1))
-), figured AS (
-    -- The per-minute figures of these successes (pgjobs/stats.py), added to the
-    -- rows of this worker's shard, locked in key order.
-    -- One pass over the jobs, grouped by queue and both buckets (a few groups),
-    -- then each group spread over the three metrics.
-    INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
-    SELECT date_trunc('minute', now()), g.queue, %(shard)s, k.metric,
-           CASE k.metric WHEN 'wait' THEN g.wb WHEN 'run' THEN g.rb ELSE 0 END,
-           sum(g.n), sum(CASE k.metric WHEN 'wait' THEN g.ws WHEN 'run' THEN g.rs ELSE 0 END)
-    FROM (
-        SELECT queue, COALESCE(width_bucket(w, %(edges)s::float8[]), 0) AS wb,
-               COALESCE(width_bucket(r, %(edges)s::float8[]), 0) AS rb,
-               count(*) AS n, COALESCE(sum(w), 0) AS ws, COALESCE(sum(r), 0) AS rs
-        FROM (SELECT queue, EXTRACT(EPOCH FROM started_at - run_at)::float8 AS w,
-                     EXTRACT(EPOCH FROM now() - started_at)::float8 AS r
-              FROM finished) AS t
-        GROUP BY 1, 2, 3
-    ) AS g CROSS JOIN (VALUES ('succeeded'), ('wait'), ('run')) AS k(metric)
-    GROUP BY 2, 4, 5
-    ORDER BY 2, 4, 5
-    ON CONFLICT (minute, queue, shard, metric, bucket)
-    DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
-), {+_settle_finished}
+), {+_figure_finished}, {+_settle_finished}
 ), next AS MATERIALIZED (
     SELECT id FROM {job}
     WHERE status = 'ready' AND run_at <= statement_timestamp()
