@@ -82,7 +82,16 @@ PGJOBS_CLAIM_PARAMS = {"limit": 4, "worker_id": "floor", "lease": 20.0, "queues"
 
 def pgjobs_enqueue_params(sent: float) -> list:
     args = json.dumps([sent])
-    return ["floor.probe", args, "{}", "default", 0, None, 1, None, None, "-", PGJOBS_CHANNEL]
+    return ["floor.probe", args, "{}", "default", 0, None, 1, None, None, "-", None, PGJOBS_CHANNEL]
+
+
+def pgjobs_queries():
+    """pgjobs' PostgreSQL statements on the tables its migrations make (``pgjobs_job``,
+    ``pgjobs_stat``, ...), as its store loads them."""
+    from pgjobs.stores.queries import Queries
+
+    names = ("job", "batch", "attempt", "stat", "worker", "schedule", "queue")
+    return Queries("postgres", {name: f'"pgjobs_{name}"' for name in names})
 
 
 def dsn(dbname: str) -> str:
@@ -117,9 +126,7 @@ class Statements:
         if name == "bare":
             self.channel = CHANNEL
         else:
-            from pgjobs.stores.queries import Queries
-
-            statements = Queries("postgres", {"job": '"pgjobs_job"'})
+            statements = pgjobs_queries()
             self.channel, self.enqueue_sql = PGJOBS_CHANNEL, statements.enqueue
             self.claim_sql = statements.claim
 
