@@ -1,0 +1,322 @@
+#!/usr/bin/env python3
+"""The machine's floor for no-op throughput on PostgreSQL: no queue at all.
+
+    benchmarks/.work/venv/bin/python benchmarks/throughput_floor.py
+    benchmarks/.work/venv/bin/python benchmarks/throughput_floor.py --jobs 100000 --rounds 5
+    benchmarks/.work/venv/bin/python benchmarks/throughput_floor.py --statements bare,pgjobs,worker
+
+``--processes`` bare psycopg loops (default 2) each claim ``--batch`` rows with one
+``FOR UPDATE SKIP LOCKED`` statement (committed), call a no-op per row and mark
+the rows done (committed), until nothing is left: what any batching queue must do
+for a no-op job, and nothing else. Its rate is the ceiling for ``run.py``'s
+"no-op, 2 processes" on this machine, this hour.
+
+The same loops then run pgjobs' own statements (``pgjobs``): its ``claim`` and
+``finish_and_claim`` from ``pgjobs/stores/sql/postgres.sql`` on its migrated
+tables, with the parameters its store sends, its rows read as Django reads them,
+but no Django and no worker. ``worker`` runs pgjobs' worker itself
+(``manage.py pgjobs_worker``, ``--worker-args``, default run.py's best setting)
+on the same jobs. Three figures then split the gap between the floor and pgjobs
+into what its SQL costs and what its Python costs.
+
+Each round runs every set once, in turn, on ``--jobs`` fresh rows (vacuumed and
+analysed first). Per run: jobs/s from first claim to last finish (the loops'
+clocks, or the jobs' timestamps for the worker), the CPU the client processes
+used per job (``getrusage``: the loops' from their first claim; the workers'
+whole lives, start-up included), and the rest of the machine's busy
+time per job: PostgreSQL's, on a quiet machine. Medians per set, every run's
+figure beside. Its own database, ``pgjobs_bench_floor``, dropped and recreated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import psycopg
+from harness import (
+    PROJECTS_DIR,
+    PYTHON,
+    _cpu_times,
+    manage_py,
+    projects_pythonpath,
+    wait_until_quiet,
+)
+from latency_floor import dsn, pgjobs_queries
+from psycopg import sql
+from psycopg.types.string import TextLoader
+
+DATABASE = "pgjobs_bench_floor"
+BARE_CLAIM = """
+UPDATE floor_job SET status = 'running', started_at = now()
+WHERE id IN (SELECT id FROM floor_job WHERE status = 'ready' ORDER BY id LIMIT %s
+             FOR UPDATE SKIP LOCKED)
+RETURNING id, args
+"""
+BARE_FINISH = "UPDATE floor_job SET status = 'done', finished_at = now() WHERE id = ANY(%s)"
+# The rows of the pgjobs sets: copies of one no-op job enqueued by pgjobs itself
+# (signed, as a worker checks), made once by ``recreate``.
+TEMPLATE = (
+    "import django; django.setup()\n"
+    "from pgjobs import background\n"
+    "from pgjobs_bench.tasks import noop\n"
+    "background.enqueue_many([(noop, [], {})])\n"
+)
+
+
+def noop(*args, **kwargs):
+    return None
+
+
+def recreate() -> str:
+    """Make the database; return the statement that fills pgjobs' table."""
+    with psycopg.connect(dsn("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(DATABASE)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
+    with psycopg.connect(dsn(DATABASE), autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE floor_job (id bigserial PRIMARY KEY, status text NOT NULL DEFAULT "
+            "'ready', args jsonb NOT NULL, started_at timestamptz, finished_at timestamptz)"
+        )
+        conn.execute("CREATE INDEX floor_job_ready ON floor_job (id) WHERE status = 'ready'")
+    env = project_env()
+    subprocess.run(
+        [PYTHON, manage_py(), "migrate", "-v", "0"], env=env, check=True, cwd=PROJECTS_DIR
+    )
+    subprocess.run([PYTHON, "-c", TEMPLATE], env=env, check=True, cwd=PROJECTS_DIR)
+    with psycopg.connect(dsn(DATABASE), autocommit=True) as conn:
+        conn.execute("CREATE TABLE floor_template AS SELECT * FROM pgjobs_job")
+        columns = conn.execute(
+            "SELECT string_agg(column_name, ', ' ORDER BY ordinal_position) "
+            "FROM information_schema.columns WHERE table_name = 'pgjobs_job' "
+            "AND column_name <> 'id' AND is_generated = 'NEVER'"
+        ).fetchone()[0]
+    return (
+        f"INSERT INTO pgjobs_job ({columns}) SELECT {columns} "
+        "FROM floor_template, generate_series(1, %s)"
+    )
+
+
+def project_env(checkout: str | None = None) -> dict:
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="pgjobs_bench.settings", BENCH_DB=DATABASE)
+    env["PYTHONPATH"] = projects_pythonpath(env, checkout)
+    return env
+
+
+def fill(name: str, jobs: int, pgjobs_fill: str) -> None:
+    with psycopg.connect(dsn(DATABASE), autocommit=True) as conn:
+        conn.execute("TRUNCATE floor_job, pgjobs_job, pgjobs_stat")
+        if name == "bare":
+            conn.execute(
+                "INSERT INTO floor_job (args) SELECT '[]' FROM generate_series(1, %s)", [jobs]
+            )
+        else:
+            conn.execute(pgjobs_fill, [jobs])
+        conn.execute("VACUUM ANALYZE floor_job")
+        conn.execute("VACUUM ANALYZE pgjobs_job")
+
+
+class PgjobsStatements:
+    """pgjobs' claim and finish_and_claim, with the parameters its store sends."""
+
+    def __init__(self, worker_id: str, batch: int, finish_and_claim: str | None):
+        from pgjobs import records, stats
+        from pgjobs.stores import postgres
+
+        self.queries = pgjobs_queries()
+        if finish_and_claim:  # --finish-and-claim: a variant, to see what a part costs
+            with open(finish_and_claim) as f:
+                self.queries.finish_and_claim = f.read()
+        self.claim_params = {"limit": batch, "worker_id": worker_id, "lease": 20.0, "queues": None}
+        self.finish_params = {
+            "worker_id": worker_id,
+            "results": None,
+            "channel": "pgjobs",
+            "dependency_type": records.DEPENDENCY_TYPE,
+            "batch_failed": records.BATCH_FAILED_MESSAGE,
+            "shard": stats.shard_of(worker_id),
+            "edges": postgres._EDGES,
+        }
+
+    def claim(self, conn, done: list[int]) -> list:
+        if not done:
+            return conn.execute(self.queries.claim, self.claim_params, prepare=True).fetchall()
+        params = {**self.claim_params, **self.finish_params}
+        params["ids"] = "{" + ",".join([str(i) for i in done]) + "}"
+        return conn.execute(self.queries.finish_and_claim, params, prepare=True).fetchall()
+
+    def finish(self, conn, done: list[int]) -> None:
+        params = {**self.finish_params, "ids": "{" + ",".join([str(i) for i in done]) + "}"}
+        conn.execute(self.queries.finish, params, prepare=True).fetchall()
+
+
+def loop(name: str, batch: int, finish_and_claim: str | None) -> None:
+    """One client process: claim, run, finish until nothing is left; print its span."""
+    conn = psycopg.connect(dsn(DATABASE), autocommit=True, prepare_threshold=0)
+    conn.adapters.register_loader("jsonb", TextLoader)  # as Django reads jsonb
+    statements = (
+        PgjobsStatements(f"floor-{os.getpid()}", batch, finish_and_claim)
+        if name == "pgjobs"
+        else None
+    )
+    print("ready", flush=True)
+    sys.stdin.readline()  # go
+    cpu0 = _own_cpu()
+    first = last = None
+    done: list[int] = []
+    while True:
+        if statements is None:
+            if done:
+                conn.execute(BARE_FINISH, [done], prepare=True)
+                last = time.time()
+            rows = conn.execute(BARE_CLAIM, [batch], prepare=True).fetchall()
+        else:
+            rows = statements.claim(conn, done)
+            if done:
+                last = time.time()
+        if not rows:
+            break
+        first = first or time.time()
+        done = []
+        for row in rows:
+            noop(*json.loads(row[-1] if statements is None else row[2]))
+            done.append(row[0])
+    if statements is not None and done:
+        statements.finish(conn, done)
+        last = time.time()
+    print(json.dumps({"first": first, "last": last, "cpu": _own_cpu() - cpu0}), flush=True)
+
+
+def run_loops(name: str, processes: int, batch: int, finish_and_claim: str | None) -> dict:
+    argv = [sys.executable, __file__, "--loop", name, "--batch", str(batch)]
+    if finish_and_claim:
+        argv += ["--finish-and-claim", finish_and_claim]
+    procs = [
+        subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        for _ in range(processes)
+    ]
+    for proc in procs:
+        if proc.stdout.readline().strip() != "ready":
+            raise SystemExit(f"{name}: a loop did not start")
+    before = _cpu_times()
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    spans = [json.loads(proc.stdout.readline()) for proc in procs]
+    busy = (before, _cpu_times())
+    for proc in procs:
+        proc.wait(timeout=60)
+    return {"spans": spans, "busy": busy, "cpu": sum(span["cpu"] for span in spans)}
+
+
+def run_worker(jobs: int, processes: int, worker_args: str, checkout: str | None) -> dict:
+    env = project_env(checkout)
+    argv = [PYTHON, manage_py(), "pgjobs_worker", *worker_args.split()]
+    before, cpu0 = _cpu_times(), _children_cpu()
+    procs = [
+        subprocess.Popen(
+            argv, env=env, cwd=PROJECTS_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        for _ in range(processes)
+    ]
+    with psycopg.connect(dsn(DATABASE), autocommit=True) as conn:
+        while True:
+            time.sleep(0.2)
+            (left,) = conn.execute(
+                "SELECT count(*) FROM pgjobs_job WHERE status <> 'succeeded'"
+            ).fetchone()
+            if not left:
+                break
+        busy = (before, _cpu_times())
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=60)
+        first, last = conn.execute(
+            "SELECT extract(epoch FROM min(started_at)), extract(epoch FROM max(finished_at)) "
+            "FROM pgjobs_job"
+        ).fetchone()
+    # A worker's CPU after the last job (its shutdown) is a few ms: left in.
+    return {"spans": [{"first": float(first), "last": float(last)}], "busy": busy,
+            "cpu": _children_cpu() - cpu0}  # fmt: skip
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def figures(run: dict, jobs: int) -> dict:
+    first = min(span["first"] for span in run["spans"])
+    last = max(span["last"] for span in run["spans"])
+    (busy0, _), (busy1, _) = run["busy"]
+    machine = (busy1 - busy0) / os.sysconf("SC_CLK_TCK")
+    return {
+        "jobs_per_s": jobs / (last - first),
+        "client_us": run["cpu"] / jobs * 1e6,
+        "rest_us": max(0.0, machine - run["cpu"]) / jobs * 1e6,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--jobs", type=int, default=50_000, help="no-op jobs per run (default 50,000)")
+    p.add_argument("--processes", type=int, default=2, help="client processes (default 2)")
+    p.add_argument("--batch", type=int, default=200, help="rows per claim (default 200)")
+    p.add_argument("--rounds", type=int, default=3, help="runs of each set (default 3)")
+    p.add_argument("--statements", default="bare,pgjobs,worker", help="sets, in turn per round")
+    p.add_argument("--worker-args", default="-v 0 --concurrency 8", help="for the worker set")
+    p.add_argument("--checkout", help="measure this checkout's pgjobs in the worker set")
+    p.add_argument(
+        "--finish-and-claim",
+        metavar="FILE",
+        help="the pgjobs set runs this statement instead of pgjobs' finish_and_claim "
+        "(a variant with a part cut out, say, to see what that part costs)",
+    )
+    p.add_argument("--loop", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.loop:
+        loop(args.loop, args.batch, args.finish_and_claim)
+        return
+    names = args.statements.split(",")
+    pgjobs_fill = recreate()
+    results: dict[str, list[dict]] = {name: [] for name in names}
+    for n in range(args.rounds):
+        for name in names:
+            fill(name, args.jobs, pgjobs_fill)
+            wait_until_quiet()
+            if name == "worker":
+                run = run_worker(args.jobs, args.processes, args.worker_args, args.checkout)
+            else:
+                run = run_loops(name, args.processes, args.batch, args.finish_and_claim)
+            results[name].append(figures(run, args.jobs))
+            got = results[name][-1]
+            print(
+                f"round {n + 1} {name:7} {got['jobs_per_s']:9,.0f} jobs/s  client "
+                f"{got['client_us']:5.1f} µs/job  rest {got['rest_us']:5.1f} µs/job",
+                flush=True,
+            )
+    print(f"\n{args.jobs:,} no-op jobs, {args.processes} processes, batch {args.batch}, medians:")
+    for name in names:
+        runs = results[name]
+        rates = ", ".join(f"{r['jobs_per_s']:,.0f}" for r in runs)
+        print(
+            f"  {name:7} {statistics.median(r['jobs_per_s'] for r in runs):9,.0f} jobs/s "
+            f"(client {statistics.median(r['client_us'] for r in runs):.1f} µs/job, "
+            f"rest {statistics.median(r['rest_us'] for r in runs):.1f} µs/job)  [{rates}]"
+        )
+
+
+if __name__ == "__main__":
+    main()
