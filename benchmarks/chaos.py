@@ -131,6 +131,20 @@ class Workers:
         )
         self.running.append(process)
 
+    def check_alive(self):
+        """Stop the run when a worker exited by itself: it could not start (a
+        Python without the test suite's dependencies, say), and killing its
+        successors every few seconds would go on forever with nothing done."""
+        for number, process in enumerate(self.running):
+            if process.poll() is not None:
+                log = self.log_files[self.started - len(self.running) + number]
+                log.flush()
+                tail = Path(log.name).read_text(errors="replace").strip().splitlines()[-1:]
+                sys.exit(
+                    f"chaos: a worker exited by itself (code {process.returncode}): "
+                    f"{tail[0] if tail else 'no output'} (log: {log.name})"
+                )
+
     def kill_oldest(self):
         """SIGKILL the longest-lived worker (it has had time to claim work); return
         how many jobs it was running."""
@@ -281,6 +295,7 @@ def run(options, atomic, number):
                 print(f"  {now - started:6.1f} s  {counts()}  kills {len(workers.killed)}")
                 next_report = now + 10
             if now >= next_kill:
+                workers.check_alive()
                 interrupted += workers.kill_oldest()
                 workers.start()
                 next_kill = now + options.kill_every * chance.uniform(0.75, 1.25)
