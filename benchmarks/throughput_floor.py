@@ -165,6 +165,8 @@ def loop(name: str, batch: int, finish_and_claim: str | None) -> None:
         if name == "pgjobs"
         else None
     )
+    if statements is not None:  # as pgjobs' store sets its worker's connection (_replan)
+        conn.execute("SET plan_cache_mode = force_generic_plan")
     print("ready", flush=True)
     sys.stdin.readline()  # go
     cpu0 = _own_cpu()
