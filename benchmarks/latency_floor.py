@@ -102,20 +102,35 @@ def dsn(dbname: str) -> str:
 
 
 def recreate() -> None:
+    fresh_database(
+        "CREATE TABLE floor_job (id bigserial PRIMARY KEY, "
+        "status text NOT NULL DEFAULT 'ready', sent float8 NOT NULL)"
+    )
+
+
+def fresh_database(*statements: str) -> None:
+    """``DATABASE`` dropped and made again: the bare loop's table (``statements``),
+    and pgjobs' tables as its migrations make them, indexes and storage settings
+    included. Also used by ``throughput_floor.py``."""
     with psycopg.connect(dsn("postgres"), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(DATABASE)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
     with psycopg.connect(dsn(DATABASE), autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE floor_job (id bigserial PRIMARY KEY, "
-            "status text NOT NULL DEFAULT 'ready', sent float8 NOT NULL)"
-        )
-    # pgjobs' table as its migrations make it, indexes and storage settings included.
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="pgjobs_bench.settings", BENCH_DB=DATABASE)
-    env["PYTHONPATH"] = projects_pythonpath(env)
+        for statement in statements:
+            conn.execute(statement)
     subprocess.run(
-        [PYTHON, manage_py(), "migrate", "-v", "0"], env=env, check=True, cwd=PROJECTS_DIR
+        [PYTHON, manage_py(), "migrate", "-v", "0"],
+        env=project_env(),
+        check=True,
+        cwd=PROJECTS_DIR,
     )
+
+
+def project_env(checkout: str | None = None) -> dict:
+    """The benchmark project's environment on ``DATABASE`` (``checkout``: that pgjobs)."""
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="pgjobs_bench.settings", BENCH_DB=DATABASE)
+    env["PYTHONPATH"] = projects_pythonpath(env, checkout)
+    return env
 
 
 class Statements:
@@ -200,9 +215,8 @@ def worker_round(probes: int, spacing: float, worker_args: str, checkout: str | 
     latency_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".work", "floor.txt")
     if os.path.exists(latency_file):
         os.unlink(latency_file)
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="pgjobs_bench.settings", BENCH_DB=DATABASE)
+    env = project_env(checkout)
     env["BENCH_LATENCY_FILE"] = latency_file
-    env["PYTHONPATH"] = projects_pythonpath(env, checkout)
     worker = subprocess.Popen(
         [PYTHON, manage_py(), "pgjobs_worker", *worker_args.split()],
         env=env,

@@ -45,14 +45,11 @@ from harness import (
     PYTHON,
     _cpu_times,
     manage_py,
-    projects_pythonpath,
     wait_until_quiet,
 )
-from latency_floor import dsn, pgjobs_queries
-from psycopg import sql
+from latency_floor import DATABASE, dsn, fresh_database, pgjobs_queries, project_env
 from psycopg.types.string import TextLoader
 
-DATABASE = "pgjobs_bench_floor"
 BARE_CLAIM = """
 UPDATE floor_job SET status = 'running', started_at = now()
 WHERE id IN (SELECT id FROM floor_job WHERE status = 'ready' ORDER BY id LIMIT %s
@@ -76,19 +73,12 @@ def noop(*args, **kwargs):
 
 def recreate() -> str:
     """Make the database; return the statement that fills pgjobs' table."""
-    with psycopg.connect(dsn("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(DATABASE)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
-    with psycopg.connect(dsn(DATABASE), autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE floor_job (id bigserial PRIMARY KEY, status text NOT NULL DEFAULT "
-            "'ready', args jsonb NOT NULL, started_at timestamptz, finished_at timestamptz)"
-        )
-        conn.execute("CREATE INDEX floor_job_ready ON floor_job (id) WHERE status = 'ready'")
-    env = project_env()
-    subprocess.run(
-        [PYTHON, manage_py(), "migrate", "-v", "0"], env=env, check=True, cwd=PROJECTS_DIR
+    fresh_database(
+        "CREATE TABLE floor_job (id bigserial PRIMARY KEY, status text NOT NULL DEFAULT "
+        "'ready', args jsonb NOT NULL, started_at timestamptz, finished_at timestamptz)",
+        "CREATE INDEX floor_job_ready ON floor_job (id) WHERE status = 'ready'",
     )
+    env = project_env()
     subprocess.run([PYTHON, "-c", TEMPLATE], env=env, check=True, cwd=PROJECTS_DIR)
     with psycopg.connect(dsn(DATABASE), autocommit=True) as conn:
         conn.execute("CREATE TABLE floor_template AS SELECT * FROM pgjobs_job")
@@ -101,12 +91,6 @@ def recreate() -> str:
         f"INSERT INTO pgjobs_job ({columns}) SELECT {columns} "
         "FROM floor_template, generate_series(1, %s)"
     )
-
-
-def project_env(checkout: str | None = None) -> dict:
-    env = dict(os.environ, DJANGO_SETTINGS_MODULE="pgjobs_bench.settings", BENCH_DB=DATABASE)
-    env["PYTHONPATH"] = projects_pythonpath(env, checkout)
-    return env
 
 
 def fill(name: str, jobs: int, pgjobs_fill: str) -> None:
