@@ -469,6 +469,27 @@ FROM {stat}
 WHERE minute >= %(since)s
 GROUP BY 1, 2, 3, 4;
 
+-- name: _figure_ended
+-- A part, not a statement: the per-minute figures (pgjobs/stats.py) of the
+-- attempts the CTE "ended" (queue, run_at, started_at, outcome) just ended
+-- without success, in retry and fail: the outcome, and wait and run time.
+counted AS (
+    INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
+    SELECT date_trunc('minute', statement_timestamp()), queue, %(shard)s, metric,
+           COALESCE(width_bucket(x, %(edges)s::float8[]), 0), count(*), COALESCE(sum(x), 0)
+    FROM (
+        SELECT e.queue, k.metric,
+               CASE k.metric WHEN 'wait' THEN EXTRACT(EPOCH FROM e.started_at - e.run_at)::float8
+                             WHEN 'run' THEN EXTRACT(EPOCH FROM statement_timestamp() - e.started_at)::float8
+               END AS x
+        FROM ended AS e CROSS JOIN LATERAL (VALUES (e.outcome), ('wait'), ('run')) AS k(metric)
+    ) AS f
+    GROUP BY 2, 4, 5
+    ORDER BY 2, 4, 5
+    ON CONFLICT (minute, queue, shard, metric, bucket)
+    DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
+);
+
 -- name: retry
 -- A failed attempt, in one statement: the job ready again in delay seconds (or
 -- cancelled, when that was asked while it ran), the attempt kept and counted.
@@ -493,22 +514,7 @@ WITH old AS (
 ), kept AS (
     INSERT INTO {attempt} (job_id, attempt, started_at, finished_at, worker_id, outcome, error)
     SELECT id, attempts, started_at, statement_timestamp(), %(worker_id)s, outcome, %(error)s::jsonb FROM ended
-), counted AS (
-    INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
-    SELECT date_trunc('minute', statement_timestamp()), queue, %(shard)s, metric,
-           COALESCE(width_bucket(x, %(edges)s::float8[]), 0), count(*), COALESCE(sum(x), 0)
-    FROM (
-        SELECT e.queue, k.metric,
-               CASE k.metric WHEN 'wait' THEN EXTRACT(EPOCH FROM e.started_at - e.run_at)::float8
-                             WHEN 'run' THEN EXTRACT(EPOCH FROM statement_timestamp() - e.started_at)::float8
-               END AS x
-        FROM ended AS e CROSS JOIN LATERAL (VALUES (e.outcome), ('wait'), ('run')) AS k(metric)
-    ) AS f
-    GROUP BY 2, 4, 5
-    ORDER BY 2, 4, 5
-    ON CONFLICT (minute, queue, shard, metric, bucket)
-    DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
-)
+), {+_figure_ended}
 SELECT count(*) FROM ended;
 
 -- name: fail
@@ -524,25 +530,11 @@ WITH old AS (
     SET status = %(status)s, error = %(error)s::jsonb, finished_at = statement_timestamp(),
         lease_expires_at = NULL
     FROM old WHERE j.id = old.id
-    RETURNING old.id, old.queue, old.run_at, old.started_at, old.attempts
+    RETURNING old.id, old.queue, old.run_at, old.started_at, old.attempts,
+              %(status)s::text AS outcome
 ), kept AS (
     INSERT INTO {attempt} (job_id, attempt, started_at, finished_at, worker_id, outcome, error)
-    SELECT id, attempts, started_at, statement_timestamp(), %(worker_id)s, %(status)s, %(error)s::jsonb
+    SELECT id, attempts, started_at, statement_timestamp(), %(worker_id)s, outcome, %(error)s::jsonb
     FROM ended
-), counted AS (
-    INSERT INTO {stat} AS s (minute, queue, shard, metric, bucket, count, total)
-    SELECT date_trunc('minute', statement_timestamp()), queue, %(shard)s, metric,
-           COALESCE(width_bucket(x, %(edges)s::float8[]), 0), count(*), COALESCE(sum(x), 0)
-    FROM (
-        SELECT e.queue, k.metric,
-               CASE k.metric WHEN 'wait' THEN EXTRACT(EPOCH FROM e.started_at - e.run_at)::float8
-                             WHEN 'run' THEN EXTRACT(EPOCH FROM statement_timestamp() - e.started_at)::float8
-               END AS x
-        FROM ended AS e CROSS JOIN (VALUES (%(status)s), ('wait'), ('run')) AS k(metric)
-    ) AS f
-    GROUP BY 2, 4, 5
-    ORDER BY 2, 4, 5
-    ON CONFLICT (minute, queue, shard, metric, bucket)
-    DO UPDATE SET count = s.count + EXCLUDED.count, total = s.total + EXCLUDED.total
-)
+), {+_figure_ended}
 SELECT count(*) FROM ended;
