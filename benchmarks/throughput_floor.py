@@ -17,13 +17,17 @@ tables, with the parameters its store sends, its rows read as Django reads them,
 but no Django and no worker. ``worker`` runs pgjobs' worker itself
 (``manage.py pgjobs_worker``, ``--worker-args``, default run.py's best setting)
 on the same jobs. Three figures then split the gap between the floor and pgjobs
-into what its SQL costs and what its Python costs.
+into what its SQL costs and what its Python costs. ``pgjobs-delete`` and
+``worker-delete`` are the same with ``KEEP_SUCCEEDED = False``: succeeded jobs
+deleted as they finish (``delete_and_claim``) rather than kept.
 
 Each round runs every set once, in turn, on ``--jobs`` fresh rows (vacuumed and
 analysed first). Per run: jobs/s from first claim to last finish (the loops'
-clocks, or the jobs' timestamps for the worker), the CPU the client processes
-used per job (``getrusage``: the loops' from their first claim; the workers'
-whole lives, start-up included), and the rest of the machine's busy
+clocks; for the worker, from its first stored success to its last, watched every
+5 ms in the per-minute figures its statements write, which a deleted job leaves
+behind too: the jobs' own timestamps are printed beside where they are kept), the
+CPU the client processes used per job (``getrusage``: the loops' from their first
+claim; the workers' whole lives, start-up included), and the rest of the machine's busy
 time per job: PostgreSQL's, on a quiet machine. Medians per set, every run's
 figure beside. Its own database, ``pgjobs_bench_floor``, dropped and recreated.
 """
@@ -67,12 +71,16 @@ TEMPLATE = (
 )
 
 
+SETS = ("bare", "pgjobs", "pgjobs-delete", "worker", "worker-delete")
+
+
 def noop(*args, **kwargs):
     return None
 
 
-def recreate() -> str:
-    """Make the database; return the statement that fills pgjobs' table."""
+def recreate(schema_sql: str | None = None) -> str:
+    """Make the database; return the statement that fills pgjobs' table.
+    ``schema_sql``: a file of statements run on pgjobs' tables once migrated."""
     fresh_database(
         "CREATE TABLE floor_job (id bigserial PRIMARY KEY, status text NOT NULL DEFAULT "
         "'ready', args jsonb NOT NULL, started_at timestamptz, finished_at timestamptz)",
@@ -82,6 +90,9 @@ def recreate() -> str:
     subprocess.run([PYTHON, "-c", TEMPLATE], env=env, check=True, cwd=PROJECTS_DIR)
     with psycopg.connect(dsn(DATABASE), autocommit=True) as conn:
         conn.execute("CREATE TABLE floor_template AS SELECT * FROM pgjobs_job")
+        if schema_sql:
+            with open(schema_sql) as f:
+                conn.execute(f.read())
         columns = conn.execute(
             "SELECT string_agg(column_name, ', ' ORDER BY ordinal_position) "
             "FROM information_schema.columns WHERE table_name = 'pgjobs_job' "
@@ -107,16 +118,20 @@ def fill(name: str, jobs: int, pgjobs_fill: str) -> None:
 
 
 class PgjobsStatements:
-    """pgjobs' claim and finish_and_claim, with the parameters its store sends."""
+    """pgjobs' claim and finish_and_claim, with the parameters its store sends
+    (``delete``: delete_and_claim and finish_delete, as with KEEP_SUCCEEDED False)."""
 
-    def __init__(self, worker_id: str, batch: int, finish_and_claim: str | None):
+    def __init__(self, worker_id: str, batch: int, finish_and_claim: str | None, delete=False):
         from pgjobs import records, stats
         from pgjobs.stores import postgres
 
         self.queries = pgjobs_queries()
+        queries = self.queries
+        self.finish_and_claim = queries.delete_and_claim if delete else queries.finish_and_claim
+        self.finish_sql = self.queries.finish_delete if delete else self.queries.finish
         if finish_and_claim:  # --finish-and-claim: a variant, to see what a part costs
             with open(finish_and_claim) as f:
-                self.queries.finish_and_claim = f.read()
+                self.finish_and_claim = f.read()
         self.claim_params = {"limit": batch, "worker_id": worker_id, "lease": 20.0, "queues": None}
         self.finish_params = {
             "worker_id": worker_id,
@@ -133,11 +148,11 @@ class PgjobsStatements:
             return conn.execute(self.queries.claim, self.claim_params, prepare=True).fetchall()
         params = {**self.claim_params, **self.finish_params}
         params["ids"] = "{" + ",".join([str(i) for i in done]) + "}"
-        return conn.execute(self.queries.finish_and_claim, params, prepare=True).fetchall()
+        return conn.execute(self.finish_and_claim, params, prepare=True).fetchall()
 
     def finish(self, conn, done: list[int]) -> None:
         params = {**self.finish_params, "ids": "{" + ",".join([str(i) for i in done]) + "}"}
-        conn.execute(self.queries.finish, params, prepare=True).fetchall()
+        conn.execute(self.finish_sql, params, prepare=True).fetchall()
 
 
 def loop(name: str, batch: int, finish_and_claim: str | None) -> None:
@@ -145,8 +160,10 @@ def loop(name: str, batch: int, finish_and_claim: str | None) -> None:
     conn = psycopg.connect(dsn(DATABASE), autocommit=True, prepare_threshold=0)
     conn.adapters.register_loader("jsonb", TextLoader)  # as Django reads jsonb
     statements = (
-        PgjobsStatements(f"floor-{os.getpid()}", batch, finish_and_claim)
-        if name == "pgjobs"
+        PgjobsStatements(
+            f"floor-{os.getpid()}", batch, finish_and_claim, delete=name == "pgjobs-delete"
+        )
+        if name != "bare"
         else None
     )
     if statements is not None:  # as pgjobs' store sets its worker's connection (_replan)
@@ -201,8 +218,12 @@ def run_loops(name: str, processes: int, batch: int, finish_and_claim: str | Non
     return {"spans": spans, "busy": busy, "cpu": sum(span["cpu"] for span in spans)}
 
 
-def run_worker(jobs: int, processes: int, worker_args: str, checkout: str | None) -> dict:
+def run_worker(jobs: int, processes: int, worker_args: str, checkout: str | None,
+               delete: bool = False) -> dict:  # fmt: skip
     env = project_env(checkout)
+    if delete:
+        env["DJANGO_SETTINGS_MODULE"] = "pgjobs_bench.scale_settings"
+        env["BENCH_PGJOBS_OPTIONS"] = json.dumps({"KEEP_SUCCEEDED": False})
     argv = [PYTHON, manage_py(), "pgjobs_worker", *worker_args.split()]
     before, cpu0 = _cpu_times(), _children_cpu()
     procs = [
@@ -211,26 +232,34 @@ def run_worker(jobs: int, processes: int, worker_args: str, checkout: str | None
         )
         for _ in range(processes)
     ]
+    first = None
     with psycopg.connect(dsn(DATABASE), autocommit=True) as conn:
         while True:
-            time.sleep(0.2)
-            (left,) = conn.execute(
-                "SELECT count(*) FROM pgjobs_job WHERE status <> 'succeeded'"
+            time.sleep(0.005)
+            (done,) = conn.execute(
+                "SELECT COALESCE(sum(count), 0) FROM pgjobs_stat WHERE metric = 'succeeded'",
+                prepare=True,
             ).fetchone()
-            if not left:
+            if done and first is None:
+                first = time.time()
+            if done >= jobs:
+                last = time.time()
                 break
         busy = (before, _cpu_times())
         for proc in procs:
             proc.terminate()
         for proc in procs:
             proc.wait(timeout=60)
-        first, last = conn.execute(
+        stamped = conn.execute(
             "SELECT extract(epoch FROM min(started_at)), extract(epoch FROM max(finished_at)) "
             "FROM pgjobs_job"
         ).fetchone()
     # A worker's CPU after the last job (its shutdown) is a few ms: left in.
-    return {"spans": [{"first": float(first), "last": float(last)}], "busy": busy,
-            "cpu": _children_cpu() - cpu0}  # fmt: skip
+    run = {"spans": [{"first": first, "last": last}], "busy": busy,
+           "cpu": _children_cpu() - cpu0}  # fmt: skip
+    if stamped[0] is not None:  # kept: the jobs' own first start and last finish
+        run["stamped"] = jobs / (float(stamped[1]) - float(stamped[0]))
+    return run
 
 
 def _own_cpu() -> float:
@@ -252,6 +281,7 @@ def figures(run: dict, jobs: int) -> dict:
         "jobs_per_s": jobs / (last - first),
         "client_us": run["cpu"] / jobs * 1e6,
         "rest_us": max(0.0, machine - run["cpu"]) / jobs * 1e6,
+        "stamped": run.get("stamped"),
     }
 
 
@@ -261,7 +291,11 @@ def main() -> None:
     p.add_argument("--processes", type=int, default=2, help="client processes (default 2)")
     p.add_argument("--batch", type=int, default=200, help="rows per claim (default 200)")
     p.add_argument("--rounds", type=int, default=3, help="runs of each set (default 3)")
-    p.add_argument("--statements", default="bare,pgjobs,worker", help="sets, in turn per round")
+    p.add_argument(
+        "--statements",
+        default="bare,pgjobs,worker",
+        help=f"sets, in turn per round, from {', '.join(SETS)}",
+    )
     p.add_argument("--worker-args", default="-v 0 --concurrency 8", help="for the worker set")
     p.add_argument("--checkout", help="measure this checkout's pgjobs in the worker set")
     p.add_argument(
@@ -270,27 +304,42 @@ def main() -> None:
         help="the pgjobs set runs this statement instead of pgjobs' finish_and_claim "
         "(a variant with a part cut out, say, to see what that part costs)",
     )
+    p.add_argument(
+        "--schema-sql",
+        metavar="FILE",
+        help="statements run on pgjobs' migrated tables before the rounds (an index "
+        "dropped, a storage setting changed, say, to see what it costs every set)",
+    )
     p.add_argument("--loop", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.loop:
         loop(args.loop, args.batch, args.finish_and_claim)
         return
     names = args.statements.split(",")
-    pgjobs_fill = recreate()
+    if set(names) - set(SETS):
+        p.error(f"--statements takes {', '.join(SETS)}, not {args.statements!r}")
+    pgjobs_fill = recreate(args.schema_sql)
     results: dict[str, list[dict]] = {name: [] for name in names}
     for n in range(args.rounds):
         for name in names:
             fill(name, args.jobs, pgjobs_fill)
             wait_until_quiet()
-            if name == "worker":
-                run = run_worker(args.jobs, args.processes, args.worker_args, args.checkout)
+            if name.startswith("worker"):
+                run = run_worker(
+                    args.jobs,
+                    args.processes,
+                    args.worker_args,
+                    args.checkout,
+                    delete=name == "worker-delete",
+                )
             else:
                 run = run_loops(name, args.processes, args.batch, args.finish_and_claim)
             results[name].append(figures(run, args.jobs))
             got = results[name][-1]
+            stamped = f"  (timestamps {got['stamped']:,.0f} jobs/s)" if got["stamped"] else ""
             print(
-                f"round {n + 1} {name:7} {got['jobs_per_s']:9,.0f} jobs/s  client "
-                f"{got['client_us']:5.1f} µs/job  rest {got['rest_us']:5.1f} µs/job",
+                f"round {n + 1} {name:13} {got['jobs_per_s']:9,.0f} jobs/s  client "
+                f"{got['client_us']:5.1f} µs/job  rest {got['rest_us']:5.1f} µs/job{stamped}",
                 flush=True,
             )
     print(f"\n{args.jobs:,} no-op jobs, {args.processes} processes, batch {args.batch}, medians:")
@@ -298,7 +347,7 @@ def main() -> None:
         runs = results[name]
         rates = ", ".join(f"{r['jobs_per_s']:,.0f}" for r in runs)
         print(
-            f"  {name:7} {statistics.median(r['jobs_per_s'] for r in runs):9,.0f} jobs/s "
+            f"  {name:13} {statistics.median(r['jobs_per_s'] for r in runs):9,.0f} jobs/s "
             f"(client {statistics.median(r['client_us'] for r in runs):.1f} µs/job, "
             f"rest {statistics.median(r['rest_us'] for r in runs):.1f} µs/job)  [{rates}]"
         )
