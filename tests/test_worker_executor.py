@@ -12,6 +12,7 @@ from pgjobs.handler import get_backend
 from pgjobs.worker import Worker, executor
 from tests.conftest import wait_for
 from tests.testapp import jobs
+from tests.testapp.models import Event
 
 
 def slot_threads():
@@ -109,3 +110,17 @@ def test_a_job_whose_row_could_not_be_read_fails_alone_at_once_and_the_batch_run
     assert good.refresh().status == records.SUCCEEDED
     assert good.result == 5
     assert (worker.stats.failed, worker.stats.succeeded, worker.stats.retried) == (1, 1, 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_that_leaves_a_transaction_open_does_not_swallow_the_next_jobs_writes():
+    """Both jobs run in the one slot thread, on its connection: the first leaves it
+    outside autocommit with a write pending. The worker closes that connection after
+    the job (rolling the write back), so the next job's write commits on a fresh one
+    instead of joining a transaction nobody ends."""
+    careless = background.enqueue(jobs.leave_transaction_open, args=["never committed"])
+    after = background.enqueue(jobs.record_event, args=["committed"])
+    Worker(get_backend().get_store(), concurrency=1, burst=True).run()
+    assert careless.refresh().status == records.SUCCEEDED
+    assert after.refresh().status == records.SUCCEEDED
+    assert list(Event.objects.values_list("name", flat=True)) == ["committed"]
