@@ -71,22 +71,23 @@ def test_a_full_claim_is_not_drained_and_sets_no_look_again_time():
 def test_prefetch_is_zero_until_jobs_and_claims_are_timed_and_bounded_by_prefetch():
     p = policy(concurrency=4, prefetch=50)
     assert p.prefetch_target() == 0
-    p.job_timed(0.001)
+    p.jobs_timed([0.001])
     assert p.prefetch_target() == 0  # no claim timed yet
     p.claimed(asked=4, found=4, seconds=0.002)
     # 4 slots * 2 round trips * 2 ms / 1 ms a job = 16
     assert p.prefetch_target() == 16
-    for _ in range(100):
-        p.job_timed(0.00001)  # very short jobs: many wanted, at most ``prefetch``
+    p.jobs_timed([0.00001] * 100)  # very short jobs: many wanted, at most ``prefetch``
     assert p.prefetch_target() == 50
     assert policy(prefetch=0).prefetch_target() == 0
 
 
 def test_moving_averages_weigh_recent_values():
     p = policy()
-    p.job_timed(1.0)
-    p.job_timed(0.0)
+    p.jobs_timed([1.0])
+    p.jobs_timed([0.0])
     assert p.job_seconds == pytest.approx(0.9)
+    p.jobs_timed([1.0, 0.0])  # in one batch, in the order they ended
+    assert p.job_seconds == pytest.approx(0.819)  # 0.9 → 0.91 → 0.819
 
 
 def test_the_claim_fills_free_capacity_and_counts_successes_stored_with_it():
@@ -105,7 +106,7 @@ def test_jobs_queued_for_idle_slots_do_not_stop_a_claim_for_the_rest(queued):
 
 def test_no_claim_while_more_than_low_water_jobs_wait_for_a_slot():
     p = policy(concurrency=2, prefetch=100)
-    p.job_timed(0.001)
+    p.jobs_timed([0.001])
     p.claimed(asked=2, found=2, seconds=0.01)  # prefetch target: 2 * 2 * 10 = 40, low water 20
     assert claim_size(p, held=2 + 30, running=2, queued=30) == 0
     assert p.low_water == 20

@@ -84,10 +84,11 @@ class Recorder:
             self.first_unrecorded_at = None
         held, log_jobs = self.held, self.log_jobs
         telemetry = self.telemetry if self.telemetry.listened() else None
+        succeeded = 0
         for job, outcome in recorded:
             held.pop(job.id, None)
             if outcome.ok:
-                self.stats.succeeded += 1
+                succeeded += 1
                 if log_jobs:
                     job_logger.info(
                         "job %s %s succeeded in %.1f ms", job.id, job.func, outcome.seconds * 1e3
@@ -96,6 +97,7 @@ class Recorder:
                     telemetry.recorded(
                         job, SUCCEEDED, result=outcome.result, seconds=outcome.seconds
                     )
+        self.stats.succeeded += succeeded
 
     def record_failure(self, job, outcome):
         if outcome.snooze is not None:

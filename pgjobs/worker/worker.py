@@ -334,10 +334,7 @@ class Worker:
 
     def _take_outcomes(self):
         outcomes = self.executor.take_done()
-        policy = self.policy
-        for _, outcome in outcomes:
-            if outcome.seconds:
-                policy.job_timed(outcome.seconds)
+        self.policy.jobs_timed([outcome.seconds for _, outcome in outcomes if outcome.seconds])
         return self.recorder.take(outcomes)
 
     def _finish_and_claim(self, successes, free):
