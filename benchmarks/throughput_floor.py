@@ -89,10 +89,10 @@ def recreate(schema_sql: str | None = None) -> str:
     env = project_env()
     subprocess.run([PYTHON, "-c", TEMPLATE], env=env, check=True, cwd=PROJECTS_DIR)
     with psycopg.connect(dsn(DATABASE), autocommit=True) as conn:
-        conn.execute("CREATE TABLE floor_template AS SELECT * FROM pgjobs_job")
-        if schema_sql:
+        if schema_sql:  # first: a column it adds is in the template, and filled
             with open(schema_sql) as f:
                 conn.execute(f.read())
+        conn.execute("CREATE TABLE floor_template AS SELECT * FROM pgjobs_job")
         columns = conn.execute(
             "SELECT string_agg(column_name, ', ' ORDER BY ordinal_position) "
             "FROM information_schema.columns WHERE table_name = 'pgjobs_job' "
@@ -301,8 +301,9 @@ def main() -> None:
     p.add_argument(
         "--finish-and-claim",
         metavar="FILE",
-        help="the pgjobs set runs this statement instead of pgjobs' finish_and_claim "
-        "(a variant with a part cut out, say, to see what that part costs)",
+        help="the pgjobs sets run this statement instead of pgjobs' finish_and_claim "
+        "(pgjobs-delete: delete_and_claim): a variant with a part cut out, say, to see "
+        "what that part costs",
     )
     p.add_argument(
         "--schema-sql",
