@@ -6,6 +6,7 @@ import threading
 import time
 
 import pytest
+from django.db import connections
 
 from pgjobs import background, records
 from pgjobs.handler import get_backend
@@ -113,14 +114,30 @@ def test_a_job_whose_row_could_not_be_read_fails_alone_at_once_and_the_batch_run
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_job_that_leaves_a_transaction_open_does_not_swallow_the_next_jobs_writes():
-    """Both jobs run in the one slot thread, on its connection: the first leaves it
-    outside autocommit with a write pending. The worker closes that connection after
-    the job (rolling the write back), so the next job's write commits on a fresh one
-    instead of joining a transaction nobody ends."""
+def test_a_job_that_leaves_a_transaction_open_does_not_swallow_the_next_jobs_writes(
+    monkeypatch,
+):
+    """The first job leaves its slot thread's connection outside autocommit with a
+    write pending. The worker closes that connection after the job (rolling the
+    write back), so the next job's write commits on a fresh one instead of joining
+    a transaction nobody ends, and, on SQLite, the worker's own writes do not wait
+    behind that transaction's lock. Slots idle for a minute here: a slot thread
+    that ended would close the connection itself and hide a worker that did not."""
+    monkeypatch.setattr(executor, "SLOT_IDLE_SECONDS", 60.0)
     careless = background.enqueue(jobs.leave_transaction_open, args=["never committed"])
     after = background.enqueue(jobs.record_event, args=["committed"])
-    Worker(get_backend().get_store(), concurrency=1, burst=True).run()
+    worker = Worker(get_backend().get_store(), concurrency=1, burst=True)
+
+    def work():
+        try:
+            worker.run()
+        finally:
+            connections.close_all()  # the worker's own, opened in this thread
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(15)
+    assert not thread.is_alive(), "the worker stalled behind the careless job's transaction"
     assert careless.refresh().status == records.SUCCEEDED
     assert after.refresh().status == records.SUCCEEDED
     assert list(Event.objects.values_list("name", flat=True)) == ["committed"]
