@@ -284,7 +284,8 @@ def main() -> None:
     p.add_argument(
         "--statements",
         default="bare,pgjobs",
-        help="whose statements the loop runs, from bare and pgjobs (default: both, in turn)",
+        help="whose statements the loop runs, in turn: bare, pgjobs and worker (pgjobs' "
+        "worker itself; default: bare,pgjobs)",
     )
     p.add_argument(
         "--load",

@@ -5,8 +5,9 @@ per process count is reported, as for the peers. Each setting is a dict of
 worker options (``{"concurrency": 4, "prefetch": 200}`` becomes
 ``--concurrency 4 --prefetch 200``); an option left out keeps the worker's
 default (prefetch: 1,000). To try a new worker option, such as ``--batch``, add
-it to the dicts. ``-v 0``: at the default verbosity the worker logs every
-job's start and end, which the peers are not asked to do either.
+it to the dicts. ``-v 0``: no summary line every 10 seconds either (per-job
+lines are ``-v 2``'s), as the peers run with their logging at WARNING;
+``ab_worker.py`` measures what the default verbosity costs.
 """
 
 from harness import (
