@@ -11,8 +11,10 @@ enqueues probe jobs 20 ms apart as run.py's idle latency does (each carries the
 ``time.time()`` taken just before its ``background.enqueue``). Per probe:
 
 - enqueued → notified: the enqueue (Django, pgjobs' statement, the commit) and
-  the notification reaching the listener thread;
-- notified → main woke: the listener rings the alarm, the main thread wakes;
+  the notification read by the main thread, asleep on the LISTEN socket (a
+  checkout before the main thread listened: by the listener thread);
+- notified → main woke: the main thread answers the wake-up and leaves its
+  sleep (before: the listener thread rang the alarm and the main thread woke);
 - main woke → claim sent: the main loop's turn up to the claim;
 - claim sent → claim back: the claim statement and its commit;
 - claim back → slot began: the hand-over to a slot thread;

@@ -15,7 +15,7 @@ import time
 import pytest
 from django.conf import settings as django_settings
 from django.core.signing import Signer
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import Count
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -201,28 +201,84 @@ def test_wakeups_without_ids_or_for_unranked_workers_are_answered():
     assert worker.answers(records.Wakeup("elsewhere", 7, 1))  # no rank for this queue
 
 
+def woken_within(alarm, seconds):
+    """The main thread's sleep, as the worker's loop has it, until a wake-up this
+    worker answers or ``seconds`` pass: whether one came."""
+    deadline = time.monotonic() + seconds
+    while not alarm.take()[0]:
+        if time.monotonic() >= deadline:
+            return False
+        alarm.clear()
+        alarm.sleep(deadline - time.monotonic())
+    return True
+
+
+def postgres_listener(rank, workers):
+    """A worker's listener at that rank, listening as ``Listener.start`` has the
+    worker do on PostgreSQL: on the main thread's sleep, no thread of its own."""
+    if get_backend().get_store().wakeup != "listen" or JOBS_IN_REDIS:
+        pytest.skip("NOTIFY payloads that name the job, on the LISTEN socket: PostgreSQL")
+    listener = worker_ranked(rank, workers)
+    assert listener.store.listens_on_socket
+    threads = set(threading.enumerate())
+    assert listener.start()
+    assert set(threading.enumerate()) == threads, "a listener thread beside the main thread"
+    return listener
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_listener_answers_its_own_wakeup_even_when_another_came_first_in_the_packet():
     """Two jobs committed together notify together; each is another worker's turn.
     The worker whose job is the second must answer at once, not 50-150 ms later."""
-    if get_backend().get_store().wakeup != "listen" or JOBS_IN_REDIS:
-        pytest.skip("NOTIFY payloads that name the job: PostgreSQL")
     before = background.enqueue(jobs.noop)  # the next two jobs get the next two ids
-    worker = worker_ranked((before.id + 2) % 2, 2)  # the second one's turn only
-    worker.store.listen(None)
-    listener = threading.Thread(target=worker.listen, daemon=True)
-    listener.start()  # listen() has run LISTEN: what is committed from here reaches it
+    listener = postgres_listener((before.id + 2) % 2, 2)  # the second one's turn only
     try:
         with transaction.atomic():
             first, second = [background.enqueue(jobs.noop) for _ in range(2)]
         assert (first.id, second.id) == (before.id + 1, before.id + 2)
-        assert not worker.answers(records.Wakeup("default", first.id, 1))
+        assert not listener.answers(records.Wakeup("default", first.id, 1))
         # Not answered, it would only look for itself 50-150 ms later: never notified.
-        wait_for(lambda: worker.alarm.take()[0], timeout=2, interval=0.01, message="an answer")
+        assert woken_within(listener.alarm, 2), "the worker did not answer its own job"
     finally:
-        worker.stopping.set()
-        worker.store.stop_listening()
-        listener.join(5)
+        listener.store.stop_listening()
+        listener.alarm.close()
+
+
+def enqueue_later(seconds):
+    """A no-op job enqueued ``seconds`` from now, from another thread (joined by
+    the caller), whose connection is closed after."""
+    timer = threading.Timer(
+        seconds, lambda: (background.enqueue(jobs.noop), connections.close_all())
+    )
+    timer.start()
+    return timer
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_sleeping_main_thread_claims_at_once_for_its_wakeup_and_later_for_anothers():
+    """The main thread sleeps on the LISTEN socket: a job that is its turn ends the
+    sleep at once; one that is another worker's only brings its own next look
+    within 50-150 ms, in case that worker cannot take it."""
+    before = background.enqueue(jobs.noop)
+    listener = postgres_listener((before.id + 1) % 2, 2)  # the next job is its turn
+    alarm = listener.alarm
+    try:
+        timer = enqueue_later(0.3)
+        started = time.monotonic()
+        assert woken_within(alarm, 10), "no wake-up on the LISTEN socket"
+        assert time.monotonic() - started < 5
+        timer.join(5)
+
+        alarm.set_look_again_at(time.monotonic() + 60)  # drained, the poll far off
+        timer = enqueue_later(0.3)  # the other worker's turn
+        started = time.monotonic()
+        assert not woken_within(alarm, 1.5), "answered another worker's wake-up"
+        timer.join(5)
+        looks_at = alarm.look_again_at() - started
+        assert 0.3 < looks_at < 0.3 + 0.15 + 1.0, f"looks again {looks_at:.2f} s after"
+    finally:
+        listener.store.stop_listening()
+        alarm.close()
 
 
 @sql_table_only

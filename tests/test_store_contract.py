@@ -20,6 +20,7 @@ behaviour another branch is adding right now.
 
 import datetime
 import os
+import select
 import threading
 import time
 
@@ -768,6 +769,32 @@ def test_a_listening_store_wakes_wait_within_a_second_of_an_enqueue(store):
     assert time.monotonic() - started < 1.2
     if woken is not True:
         assert "default" in {wakeup.queue for wakeup in woken}
+
+
+def test_a_store_that_lends_its_wakeup_socket_is_read_there_without_blocking(store):
+    """``listens_on_socket``: the worker's main thread sleeps on the socket and
+    calls ``wait(0)`` once it is readable, so that call must not block."""
+    store.listen(None)
+    try:
+        if not store.listens_on_socket:
+            assert store.listen_socket() is None
+            return
+        sock = store.listen_socket()
+        assert sock is not None, "no socket to sleep on"
+        started = time.monotonic()
+        assert not store.wait(0)
+        assert time.monotonic() - started < 0.1, "wait(0) waited"
+        timer = threading.Timer(0.2, lambda: (store.enqueue(spec()), connections.close_all()))
+        timer.start()
+        readable = select.select([sock], [], [], 5)[0]
+        timer.join(5)
+        assert readable, "the socket did not become readable for the enqueue"
+        woken = store.wait(0)
+        assert woken, "wait(0) read nothing from a readable socket"
+        assert woken is True or "default" in {wakeup.queue for wakeup in woken}
+    finally:
+        store.stop_listening()
+    assert store.listen_socket() is None, "a socket lent after stop_listening"
 
 
 @pytest.mark.django_db(transaction=True)

@@ -848,16 +848,16 @@ def test_a_job_that_calls_sys_exit_fails_and_the_worker_goes_on(func, timeout):
 
 def test_a_signal_that_arrives_while_the_worker_holds_its_wake_up_lock_still_stops_it():
     """A handler runs in the main thread between two bytecodes, so it can find the
-    lock inside the worker's wake-up event held by that very thread (entering or
-    leaving a wait). A handler that set the event there waited for itself forever:
-    the worker logged the signal and never stopped. Here the lock is held by the
-    thread that runs the handler, as it is at that moment."""
+    alarm's lock held by that very thread (entering or leaving a sleep). A
+    handler that rang the alarm there would wait for itself forever: the worker
+    logged the signal and never stopped. Here the lock is held by the thread
+    that runs the handler, as it is at that moment."""
     worker = Worker(get_backend().get_store())
     saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     handled = threading.Event()
 
     def signalled_while_holding_the_lock():
-        with worker.alarm.event._cond:  # what Event.wait holds on its way in and out
+        with worker.alarm._lock:  # what the main thread holds on its way in and out of a sleep
             worker.shutdown.on_signal(signal.SIGTERM, None)
         handled.set()
 
@@ -866,9 +866,10 @@ def test_a_signal_that_arrives_while_the_worker_holds_its_wake_up_lock_still_sto
         threading.Thread(target=signalled_while_holding_the_lock, daemon=True).start()
         assert handled.wait(5), "the signal handler waited on a lock its own thread holds"
         assert worker.shutdown.stopping.wait(5), "the signal did not ask the worker to stop"
-        # The relay thread sets stopping, then the alarm: wait for both, do not peek.
-        assert worker.alarm.event.wait(5), "a waiting main loop would not wake up"
+        # The relay thread sets stopping, then rings: wait for both, do not peek.
+        wait_for(lambda: worker.alarm.rung, timeout=5, message="a ring for the main loop")
     finally:
+        worker.shutdown.close()
         for signum, handler in saved.items():
             signal.signal(signum, handler)
 

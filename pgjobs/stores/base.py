@@ -19,13 +19,19 @@ from ..serialization import dumps
 
 class Store(abc.ABC):
     """Where jobs live. Methods are called from the worker's own thread, except
-    ``wait``, which a worker may call from a listener thread."""
+    ``wait``, which a worker calls from a listener thread unless the store
+    ``listens_on_socket``."""
 
     # -- capabilities: declared here, read by callers, never probed ---------------
 
     #: ``wait`` returns early when jobs arrive (PostgreSQL LISTEN, Redis pub/sub);
     #: otherwise it only sleeps and workers poll.
     supports_listen = False
+    #: ``wait`` reads one socket, which ``listen_socket`` lends: the worker's main
+    #: thread then sleeps on it and calls ``wait(0)`` when it is readable, rather
+    #: than keeping a listener thread (one hand-over between threads fewer per
+    #: wake-up). ``wait(0)`` must not block, and listens again if it had to stop.
+    listens_on_socket = False
     #: ``claim`` returns jobs in claim order already (no ``run_at`` needed to sort).
     claims_in_order = False
     #: ``live_workers`` answers, so that wake-ups can be shared out between workers.
@@ -417,6 +423,11 @@ class Store(abc.ABC):
         server, so that wake-ups would be lost (the system check asks; a store
         that finds so at ``listen`` polls instead, ``supports_listen`` False)."""
         return False
+
+    def listen_socket(self):
+        """The socket ``wait`` reads (``listens_on_socket``): a file descriptor,
+        or None while there is none (the connection broke: ``wait`` makes a new one)."""
+        return None
 
     def wait(self, timeout):
         """Block until woken or ``timeout`` seconds pass. Falsy when not woken;

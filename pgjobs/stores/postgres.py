@@ -52,6 +52,7 @@ class PostgresStore(OrmStore):
     """Jobs in a PostgreSQL database, through Django's connection for the alias."""
 
     supports_listen = True
+    listens_on_socket = True
     claims_in_order = True
     # LISTEN wakes workers for jobs due now; polling only backs it up (and
     # deferred jobs are waited for exactly, see ``seconds_until_due``).
@@ -605,6 +606,10 @@ class PostgresStore(OrmStore):
         """psycopg's connection parameters for the LISTEN connection: those of
         this alias, of the alias ``listen_database`` names, or of its DSN."""
         return listen_connection_params(self.alias, self.listen_database)
+
+    def listen_socket(self):
+        listener = self._listener
+        return None if listener is None or listener.closed else listener.fileno()
 
     def wait(self, timeout):
         """Block on the listener connection until NOTIFYs arrive; return the

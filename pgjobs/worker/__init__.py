@@ -12,7 +12,8 @@ A package of small parts, each with one job:
   threads that exist while needed, async jobs on one event loop thread.
 - ``recorder.py``: stores outcomes, successes batched with the next claim,
   failures through the retry policy.
-- ``wakeups.py``: what wakes the main thread (``Alarm``) and the listener thread.
+- ``wakeups.py``: what wakes the main thread (``Alarm``) and reads the store's
+  wake-ups (``Listener``).
 - ``duties.py``: periodic duties (heartbeat, rescue, ranks, pruning, schedules, summary).
 - ``pruning.py``: the pruner, which deletes finished jobs past their retention.
 - ``shutdown.py``: signals, the grace period, handing back unfinished jobs.

@@ -27,15 +27,15 @@ class Shutdown:
 
     def request_stop(self):
         self.stopping.set()
-        self.alarm.event.set()
+        self.alarm.ring()
 
     def install_signal_handlers(self):
         """SIGTERM/SIGINT stop gracefully; a second one exits at once.
 
         Python runs a handler in the main thread between two of its bytecodes,
-        possibly while that thread holds the lock inside the main thread's wake-up
-        event (on its way into or out of a wait). ``Event.set()`` in the handler
-        would then wait for that lock forever, and the worker would never stop.
+        possibly while that thread holds the alarm's lock (on its way into or
+        out of a sleep). Ringing the alarm in the handler would then wait for
+        that lock forever, and the worker would never stop.
         So the handler only writes the signal's number to a pipe; a thread of its
         own reads it and asks the worker to stop, as any other thread may.
         """
@@ -75,7 +75,7 @@ class Shutdown:
     def close(self):
         """Let the signal relay thread end (it reads end-of-file), freeing the pipe:
         a process may run many workers (drains, tests), each installing handlers."""
-        self.stopping.set()  # ends the listener thread's loop
+        self.stopping.set()  # ends the listener thread's loop, if it has one
         fd, self._signal_fd = self._signal_fd, None
         if fd is not None:
             os.close(fd)
@@ -95,7 +95,7 @@ def finish_in_flight(executor, recorder, alarm, deadline, record):
         record()
         if recorder.held:
             remaining = 1.0 if deadline is None else deadline - time.monotonic()
-            alarm.event.wait(max(0.0, min(1.0, remaining)))
+            alarm.sleep(max(0.0, min(1.0, remaining)))
     record()
     if recorder.held:
         logger.warning(

@@ -9,7 +9,7 @@ on the alarm until something needs it. It speaks only the store interface
 
 The parts (this package): ``policy`` decides, ``executor`` runs jobs (slot
 threads and the event loop thread), ``recorder`` stores outcomes, ``wakeups``
-holds what wakes the main thread and the listener thread, ``duties`` the
+holds what wakes the main thread and what listens for wake-ups, ``duties`` the
 periodic work (heartbeat, rescue, ranks, pruning, schedules, the summary line), ``shutdown`` the
 signals and the grace period.
 """
@@ -192,6 +192,7 @@ class Worker:
             return self._run(started)
         finally:
             self.shutdown.close()
+            self.alarm.close()
             try:
                 self.store.stop_listening()
                 self.store.unregister_worker(self.worker_id)
