@@ -50,6 +50,12 @@ def home(transactional_db):
     return make_home()
 
 
+#: Seconds ahead a page is scheduled when a test then waits for that time: enough for
+#: the page to be saved and its revision published first on a loaded machine (at 0.3 s,
+#: three test lanes on two cores published some pages at once, already due).
+LEAD = 1.5
+
+
 def soon(seconds):
     return timezone.now() + datetime.timedelta(seconds=seconds)
 
@@ -130,7 +136,7 @@ def test_a_rescheduled_page_goes_live_at_the_new_time_only(home):
 
 @reads_jobs
 def test_a_schedule_moved_later_is_not_published_early(home):
-    article = schedule_article(home, 0.5)
+    article = schedule_article(home, LEAD)
     article.go_live_at = soon(3600)
     article.save_revision().publish()
     first = checks_of(article.pk).earliest("run_at")
@@ -145,7 +151,7 @@ def test_a_schedule_moved_later_is_not_published_early(home):
 
 @reads_jobs
 def test_a_cancelled_schedule_publishes_nothing(home):
-    article = schedule_article(home, 0.5)
+    article = schedule_article(home, LEAD)
     revision = article.revisions.get(approved_go_live_at__isnull=False)
     revision.approved_go_live_at = None  # what the admin's "cancel scheduled publish" does
     revision.save(update_fields=["approved_go_live_at"])
@@ -261,7 +267,7 @@ def configured_description(every):
 def test_two_due_revisions_publish_the_page_once_with_the_latest(home):
     # Two revisions both approved (two editors scheduling at once): the page is
     # published once, with the revision due last, not twice with both.
-    article = schedule_article(home, 0.3, title="Earlier")
+    article = schedule_article(home, LEAD, title="Earlier")
     first = article.revisions.get(approved_go_live_at__isnull=False)
     article.title = "Later"
     second = article.save_revision()
@@ -291,7 +297,7 @@ def test_the_sweep_unpublishes_expired_pages_and_snippets_and_publishes_due_snip
     expired = Notice.objects.create(text="Old sale", live=True)
     Notice.objects.filter(pk=expired.pk).update(expire_at=past)
     due = Notice.objects.create(text="Sale", live=False)
-    due.go_live_at = soon(0.3)
+    due.go_live_at = soon(LEAD)
     due.save_revision().publish()
     wait_for(lambda: timezone.now() > due.go_live_at, timeout=5)
 
@@ -306,8 +312,8 @@ def test_the_sweep_unpublishes_expired_pages_and_snippets_and_publishes_due_snip
 def test_one_page_that_cannot_be_published_does_not_hold_back_the_sweep(home):
     from wagtail.signals import page_published
 
-    broken = schedule_article(home, 0.3, title="Broken")
-    fine = schedule_article(home, 0.3, title="Fine")
+    broken = schedule_article(home, LEAD, title="Broken")
+    fine = schedule_article(home, LEAD, title="Fine")
     wait_for(lambda: timezone.now() > fine.go_live_at, timeout=5)
 
     def refuse(sender, instance, **kwargs):
