@@ -7,6 +7,8 @@ Django's."""
 import datetime
 import hmac
 import json
+import os
+import select
 import signal
 import string
 import threading
@@ -37,6 +39,7 @@ from pgjobs.serialization import (
     verify_job,
 )
 from pgjobs.worker import Worker
+from pgjobs.worker.wakeups import Alarm
 from tests.conftest import (
     JOBS_IN_REDIS,
     job_row_locked,
@@ -279,6 +282,51 @@ def test_a_sleeping_main_thread_claims_at_once_for_its_wakeup_and_later_for_anot
     finally:
         listener.store.stop_listening()
         alarm.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_busy_main_thread_still_reads_the_listen_socket():
+    """A worker that keeps claiming never waits: it only glances at its wake-ups
+    between claims (``sleep(0)``, or a sleep that is rung already). Unread, the
+    notifications would fill the socket until the server blocked on it, holding
+    back every listener's notifications."""
+    before = background.enqueue(jobs.noop)
+    listener = postgres_listener((before.id + 1) % 2, 2)  # the next job is its turn
+    alarm = listener.alarm
+    try:
+        timer = enqueue_later(0)
+        timer.join(5)
+        sock = listener.fileno()
+        wait_for(lambda: select.select([sock], [], [], 0)[0], timeout=5, message="a NOTIFY")
+        alarm.ring()  # busy: rung already
+        started = time.monotonic()
+        alarm.sleep(5)
+        assert time.monotonic() - started < 1, "a rung alarm must not wait"
+        assert alarm.take()[0], "the notification was left unread"
+        assert not select.select([sock], [], [], 0)[0], "the socket still holds it"
+    finally:
+        listener.store.stop_listening()
+        alarm.close()
+
+
+def test_the_main_thread_sleeps_and_wakes_with_descriptors_past_1023():
+    """A process with many files open (a site's own connections, logs) gives the
+    worker's sockets numbers past 1023, which ``select`` refuses."""
+    held = []
+    try:
+        while len(held) < 1100:
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        alarm = Alarm()
+        alarm.sleep(0.01)  # makes its sockets, now numbered past the files held
+        assert alarm._bell[0].fileno() > 1023
+        started = time.monotonic()
+        threading.Timer(0.1, alarm.ring).start()
+        alarm.sleep(5)
+        assert time.monotonic() - started < 2, "a ring did not end the sleep"
+        alarm.close()
+    finally:
+        for fd in held:
+            os.close(fd)
 
 
 @sql_table_only

@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -25,8 +26,10 @@ from django.db import connection
 from django.test import override_settings
 
 from pgjobs import background, records
+from pgjobs.handler import get_backend
 from pgjobs.models import Job
 from pgjobs.serialization import sign_job
+from pgjobs.worker import Worker
 from tests.conftest import (
     REQUIRE_SERVICES,
     ROOT,
@@ -457,3 +460,49 @@ def test_rows_written_by_hand_fail_at_once_and_the_worker_carries_on(start_worke
     # Still working: a job enqueued now runs too.
     assert background.enqueue(jobs.add, args=[2, 3]).wait(timeout=20).result == 5
     assert worker.returncode is None, worker.output()
+
+
+@pytest.mark.skipif(VENDOR != "postgres", reason="pg_terminate_backend is PostgreSQL's")
+@pytest.mark.django_db(transaction=True)
+def test_a_listen_connection_that_cannot_be_made_again_does_not_hold_up_the_main_thread():
+    """The main thread sleeps on the LISTEN socket. When that connection is cut and
+    the server then accepts connections but never answers, connecting again takes
+    minutes: done in the main thread, it stopped heartbeats and claims meanwhile,
+    and the worker's leases ran out. The main thread must be told at once (it may
+    have missed notifications) and go on sleeping and waking as before."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts (the kernel's backlog), never answers
+    worker = Worker(get_backend().get_store())
+    store, alarm = worker.store, worker.alarm
+    try:
+        assert worker.listener.start()
+        with connection.cursor() as cursor:
+            wait_for(lambda: listener_pids(cursor), timeout=10, message="the worker's LISTEN")
+            store.listen_database = f"host=127.0.0.1 port={silent.getsockname()[1]} user=x"
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND query LIKE 'LISTEN %%' "
+                "AND pid <> pg_backend_pid()"
+            )
+        started = time.monotonic()
+        alarm.sleep(10)
+        assert time.monotonic() - started < 3, "the sleep did not end for the cut connection"
+        assert alarm.take()[0], "a cut LISTEN connection must count as a wake-up"
+        assert store.listen_socket() is None
+        wait_for(
+            lambda: any(t.name == "pgjobs-relisten" for t in threading.enumerate()),
+            timeout=5,
+            message="a thread connecting anew",
+        )
+        for _ in range(3):  # the main thread sleeps and is rung as usual meanwhile
+            started = time.monotonic()
+            threading.Timer(0.2, alarm.ring).start()
+            alarm.sleep(5)
+            assert time.monotonic() - started < 2, "the main thread waited on the reconnect"
+            alarm.clear()
+    finally:
+        worker.shutdown.stopping.set()
+        silent.close()  # the thread's connection attempt now fails, and it ends
+        store.stop_listening()
+        alarm.close()

@@ -30,7 +30,10 @@ class Store(abc.ABC):
     #: ``wait`` reads one socket, which ``listen_socket`` lends: the worker's main
     #: thread then sleeps on it and calls ``wait(0)`` when it is readable, rather
     #: than keeping a listener thread (one hand-over between threads fewer per
-    #: wake-up). ``wait(0)`` must not block, and listens again if it had to stop.
+    #: wake-up). With a socket, ``wait(0)`` never blocks; one whose connection
+    #: broke closes it and returns True (notifications may have been missed).
+    #: With none, ``wait`` connects anew, which may block: the worker calls it
+    #: from a thread of its own then.
     listens_on_socket = False
     #: ``claim`` returns jobs in claim order already (no ``run_at`` needed to sort).
     claims_in_order = False
@@ -426,7 +429,8 @@ class Store(abc.ABC):
 
     def listen_socket(self):
         """The socket ``wait`` reads (``listens_on_socket``): a file descriptor,
-        or None while there is none (the connection broke: ``wait`` makes a new one)."""
+        or None while there is none (the connection broke: the next ``wait``
+        makes a new one)."""
         return None
 
     def wait(self, timeout):

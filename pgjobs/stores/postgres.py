@@ -621,6 +621,9 @@ class PostgresStore(OrmStore):
         a worker whose turn a dropped one was (workers share out wake-ups) would not
         answer it. A broken listener is reconnected with backoff; the caller
         is told it was woken then, since notifications may have been missed.
+        ``wait(0)`` (the worker's main thread, ``listens_on_socket``) never
+        blocks: it closes a broken listener and returns True, and the next
+        ``wait``, from another thread, connects anew.
         """
         if not self._listening:
             return False
@@ -639,6 +642,8 @@ class PostgresStore(OrmStore):
                 return False  # stop_listening() closed it under us
             logger.warning("pgjobs: lost the LISTEN connection (%s); reconnecting", exc)
             self._close_listener()
+            if not timeout:
+                return True  # wait(0) never blocks: the next wait connects anew
             return self._reconnect_listener(timeout)
 
     def _reconnect_listener(self, timeout):
@@ -649,6 +654,9 @@ class PostgresStore(OrmStore):
             if self._listener_failed_at is None:
                 self._listener_failed_at = time.monotonic()
                 logger.warning("pgjobs: cannot LISTEN yet (%s); polling until it can", exc)
+            return False
+        if not self._listening:  # stop_listening() came while it connected
+            self._close_listener()
             return False
         if self._listener_failed_at is not None:
             logger.warning("pgjobs: LISTEN connection restored")

@@ -29,15 +29,15 @@ logger = logging.getLogger("pgjobs")
 
 #: Seconds between looks at the live workers, by which wake-ups are shared out.
 RANKS_INTERVAL = 1.0
-#: Seconds between attempts to listen again, for the main thread, once the
-#: store's wake-up socket is gone (the listener thread's ``wait`` paces itself).
+#: Seconds between attempts to listen again once the store's wake-up socket is
+#: gone (``Listener.relisten``; the listener thread's ``wait`` paces itself).
 RELISTEN_EVERY = 1.0
 
 
 class Alarm:
     """Wakes the main thread; holds what the other threads tell it.
 
-    The main thread sleeps in ``select`` on one end of a socket pair, made on
+    The main thread sleeps (``poll``) on one end of a socket pair, made on
     its first sleep; ringing while it sleeps writes a byte to the other end,
     once until the main thread clears the alarm (ringing while it is awake only
     sets a flag its next sleep sees: no system call per ring on a busy worker).
@@ -49,7 +49,7 @@ class Alarm:
         self._lock = threading.Lock()
         self._rung = False  # rung since the main thread last cleared the alarm
         self._bell = None  # (read end, write end): made by the main thread's first sleep
-        self._sleeping = False  # the main thread is in select: a ring writes a byte
+        self._sleeping = False  # the main thread waits in poll: a ring writes a byte
         self._sent = False  # a byte waits in the socket pair for ``clear``
         self._watched = None  # the Listener whose socket the main thread sleeps on
         self._notified = False  # a wake-up this worker answers
@@ -124,40 +124,43 @@ class Alarm:
         with self._lock:
             self._rung = False
             if self._sent:
-                self._bell[0].recv(16)
                 self._sent = False
+                try:
+                    self._bell[0].recv(16)
+                except BlockingIOError:
+                    pass  # not arrived yet (an emulated socket pair): one wake-up more
 
     def sleep(self, timeout):
         """Main thread: wait until rung, a wake-up this worker answers arrives on
-        the watched socket, or ``timeout`` seconds have passed."""
-        deadline = self.clock() + timeout
+        the watched socket, or ``timeout`` seconds have passed.
+
+        What the watched socket holds is read even when the main thread does not
+        wait (rung already, or ``timeout`` 0): a busy worker must keep reading
+        it, or the server would block on a full socket, holding back every
+        listener's notifications."""
+        if timeout <= 0 and self._watched is None:
+            return  # nothing to read, nothing to wait for
         with self._lock:
             if self._bell is None:
                 self._bell = socket.socketpair()
                 for end in self._bell:
                     end.setblocking(False)
             if self._rung:
-                return
-            self._sleeping, self._sleeping_until = True, deadline
-        bell, watched = self._bell[0], self._watched
+                timeout = 0.0
+            deadline = self.clock() + timeout
+            if timeout > 0:
+                self._sleeping, self._sleeping_until = True, deadline
+        bell, watched = self._bell[0].fileno(), self._watched
         try:
             while True:
-                until, fds = deadline, [bell]
-                if watched is not None:
-                    fd = watched.fileno()
-                    if fd is None:
-                        until = min(until, watched.listen_again_at)
-                    else:
-                        fds.append(fd)
-                ready = select.select(fds, [], [], max(0.0, until - self.clock()))[0]
-                if bell in ready:
+                fd = None if watched is None else watched.fileno()
+                fds = (bell,) if fd is None else (bell, fd)
+                ready = _readable(fds, max(0.0, deadline - self.clock()))
+                if fd in ready and watched.read():
+                    with self._lock:
+                        self._notified = True
                     return
-                if watched is not None and (ready or self.clock() >= watched.listen_again_at):
-                    if watched.read():
-                        with self._lock:
-                            self._notified = True
-                        return
-                if not ready and self.clock() >= deadline:
+                if bell in ready or self.clock() >= deadline:
                     return
         finally:
             with self._lock:
@@ -169,6 +172,20 @@ class Alarm:
             bell, self._bell, self._sent = self._bell, None, False
         for end in bell or ():
             end.close()
+
+
+def _readable(fds, timeout):
+    """Those of the file descriptors ``fds`` readable within ``timeout`` seconds.
+    ``poll`` where there is one: ``select`` takes no descriptor above 1023."""
+    if _poll is None:
+        return set(select.select(fds, (), (), timeout)[0])
+    poller = _poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return {fd for fd, _ in poller.poll(timeout * 1000)}
+
+
+_poll = getattr(select, "poll", None)  # None on Windows
 
 
 class Listener:
@@ -186,9 +203,7 @@ class Listener:
         # {queue: (this worker's rank, workers serving it)}, from the store's list
         # of live workers; replaced whole by the main thread, read by the listener.
         self.ranks = {}
-        #: While the store has no socket to lend (listening broke): when the main
-        #: thread tries to listen again (``read``).
-        self.listen_again_at = float("inf")
+        self._relistening = None  # the thread that listens again (``relisten``), if any
 
     def start(self):
         """Listen: on the main thread's alarm, or in a thread of its own. False
@@ -215,23 +230,42 @@ class Listener:
 
     def fileno(self):
         """The store's wake-up socket, for the main thread's sleep; None while
-        it has none (see ``listen_again_at``)."""
+        it has none (``relisten`` is making a new one)."""
         return self.store.listen_socket()
 
     def read(self):
-        """Main thread (``Alarm.sleep``): read the wake-ups that arrived, without
-        waiting; True if this worker answers one. With no socket, listen again,
-        every ``RELISTEN_EVERY`` seconds: the store's ``wait`` connects anew."""
+        """Main thread (``Alarm.sleep``), the socket readable: read the wake-ups
+        that arrived, without waiting; True if this worker answers one. When the
+        connection broke, a thread of its own connects anew (``relisten``):
+        connecting may take long, and the main thread must go on heartbeating."""
         try:
             woken = self.store.wait(0)
         except Exception:  # as the listener thread: polling covers for it
             logger.exception("pgjobs: listener error")
             woken = False
-        if self.store.listen_socket() is None:
-            self.listen_again_at = time.monotonic() + RELISTEN_EVERY
-        else:
-            self.listen_again_at = float("inf")
+        if self.store.listen_socket() is None and not (
+            self._relistening is not None and self._relistening.is_alive()
+        ):
+            self._relistening = threading.Thread(
+                target=self.relisten, name="pgjobs-relisten", daemon=True
+            )
+            self._relistening.start()
         return self.answer(woken)
+
+    def relisten(self):
+        """A thread's loop while the store has no socket to lend: connect anew
+        every ``RELISTEN_EVERY`` seconds until it can (the store's ``wait``
+        does), then ring the main thread, which sleeps on the new socket and
+        claims: notifications may have been missed meanwhile."""
+        while not self.stopping.is_set():
+            try:
+                self.store.wait(0)  # no socket: connects anew
+            except Exception:
+                logger.exception("pgjobs: listener error")
+            if self.store.listen_socket() is not None:
+                self.alarm.notify()
+                return
+            self.stopping.wait(RELISTEN_EVERY)
 
     def answer(self, woken):
         """Whether to claim at once for what ``store.wait`` returned."""

@@ -292,7 +292,9 @@ class Worker:
                     if not held:
                         break  # drained: nothing due, nothing running
                 if claimed and claimed == requested:
-                    continue  # there may be more; slots fill or the claim comes back short
+                    # There may be more; slots fill or the claim comes back short.
+                    alarm.sleep(0)  # no wait: reads the wake-ups that came meanwhile
+                    continue
                 if not self.burst and claimed is not None and policy.drained:
                     # Nothing more is due now: look again for the next deferred job
                     # or retry (no wake-up tells of those), a wake-up, or the poll.
