@@ -123,6 +123,18 @@ def wait_for(condition, timeout=10.0, interval=0.02, message=None):
         time.sleep(interval)
 
 
+def assert_a_ring_ends_the_sleep(alarm, after=0.1, within=2.0):
+    """Ring the worker's ``alarm`` from another thread ``after`` seconds on, while
+    the main thread sleeps: the sleep must end within ``within`` seconds."""
+    started = time.monotonic()
+    ringer = threading.Timer(after, alarm.ring)
+    ringer.start()
+    alarm.sleep(within + 3)
+    ringer.join(5)
+    assert time.monotonic() - started < within, "a ring did not end the main thread's sleep"
+    alarm.clear()
+
+
 def status_counts():
     """``{status: count}`` over every job, read from the database now."""
     if JOBS_IN_REDIS:
