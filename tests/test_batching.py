@@ -340,9 +340,16 @@ def test_idle_workers_share_out_wakeups_and_every_job_still_starts_promptly(
     for worker in workers:
         worker.wait_for_output("Stop with Ctrl-C")
     store = get_backend().get_store()
-    wait_for(lambda: len(store.live_workers()) == 4)
+
+    def four_live():
+        # Live: heartbeated in the last half lease (1.5 s, beats every 1 s); on a
+        # loaded machine a beat can come late and a worker drop out for a moment.
+        live = sorted(worker_id for worker_id, _ in store.live_workers())
+        return live if len(live) == 4 else None
+
+    wait_for(four_live, message="four live workers")
     time.sleep(1.5)  # every worker has heartbeated since all four registered
-    ranked = sorted(worker_id for worker_id, _ in store.live_workers())
+    ranked = wait_for(four_live, message="four live workers")
     for n in range(40):
         background.enqueue(jobs.record, args=[f"job-{n}"])
         time.sleep(0.05)
