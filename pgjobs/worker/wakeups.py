@@ -243,14 +243,17 @@ class Listener:
         except Exception:  # as the listener thread: polling covers for it
             logger.exception("pgjobs: listener error")
             woken = False
-        if self.store.listen_socket() is None and not (
-            self._relistening is not None and self._relistening.is_alive()
-        ):
+        if self.store.listen_socket() is None:
+            self._relisten_in_background()
+        return self.answer(woken)
+
+    def _relisten_in_background(self):
+        """Start the ``relisten`` thread, unless it runs already."""
+        if self._relistening is None or not self._relistening.is_alive():
             self._relistening = threading.Thread(
                 target=self.relisten, name="pgjobs-relisten", daemon=True
             )
             self._relistening.start()
-        return self.answer(woken)
 
     def relisten(self):
         """A thread's loop while the store has no socket to lend: connect anew
