@@ -476,6 +476,7 @@ def test_a_listen_connection_that_cannot_be_made_again_does_not_hold_up_the_main
     silent.listen(8)  # accepts (the kernel's backlog), never answers
     worker = Worker(get_backend().get_store())
     store, alarm = worker.store, worker.alarm
+    listen_database = store.listen_database  # the backend's store, shared with later tests
     try:
         assert worker.listener.start()
         with connection.cursor() as cursor:
@@ -502,4 +503,5 @@ def test_a_listen_connection_that_cannot_be_made_again_does_not_hold_up_the_main
         worker.shutdown.stopping.set()
         silent.close()  # the thread's connection attempt now fails, and it ends
         store.stop_listening()
+        store.listen_database = listen_database
         alarm.close()
