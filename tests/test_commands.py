@@ -2,6 +2,7 @@
 (``pgjobs/management/commands/``)."""
 
 import datetime
+import gc
 import io
 import signal
 
@@ -177,6 +178,26 @@ def test_drain_as_cron_runs_it(start_worker):
         "pgjobs_drain: ran 10, succeeded 10, failed 0 (0 to retry), left 0"
     )
     assert [ref.refresh().result for ref in refs] == [n + 1 for n in range(10)]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["pgjobs_drain", "pgjobs_worker"])
+def test_a_command_run_from_the_command_line_freezes_its_start_up_objects(start_worker, command):
+    ref = background.enqueue(jobs.frozen_objects)
+    process = start_worker(command=command)
+    wait_for(lambda: ref.refresh().status == records.SUCCEEDED, timeout=30)
+    # Django's and pgjobs' modules, classes and settings: tens of thousands.
+    assert ref.result > 10_000, process.output()
+
+
+@pytest.mark.django_db
+def test_a_drain_called_inside_a_process_leaves_its_garbage_collector_alone():
+    frozen = gc.get_freeze_count()
+    ref = background.enqueue(jobs.frozen_objects)
+    drain()
+    assert ref.refresh().result == frozen
+    assert gc.get_freeze_count() == frozen
 
 
 # -- pgjobs_worker -------------------------------------------------------------------

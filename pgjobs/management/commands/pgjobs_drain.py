@@ -42,7 +42,7 @@ class Command(WorkerCommand):
             max_seconds=options["max_seconds"],
         )
         worker.install_signal_handlers()
-        stats = run_worker(worker)
+        stats = run_worker(worker, own_process=self._called_from_command_line)
         try:
             left = worker.store.count_due(worker.queues)
         except Exception as exc:  # stopped while the store was unreachable

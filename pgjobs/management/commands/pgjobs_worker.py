@@ -65,7 +65,7 @@ class Command(WorkerCommand):
                 + "Stop with Ctrl-C or SIGTERM."
             )
             self.stdout.flush()
-        stats = run_worker(worker)
+        stats = run_worker(worker, own_process=self._called_from_command_line)
         if options["verbosity"] > 0:
             self.stdout.write(
                 f"pgjobs worker stopped: ran {stats.ran} ({stats.succeeded} succeeded, "
