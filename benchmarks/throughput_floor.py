@@ -26,9 +26,10 @@ analysed first). Per run: jobs/s from first claim to last finish (the loops'
 clocks; for the worker, from its first stored success to its last, watched every
 5 ms in the per-minute figures its statements write, which a deleted job leaves
 behind too: the jobs' own timestamps are printed beside where they are kept), the
-CPU the client processes used per job (``getrusage``: the loops' from their first
-claim; the workers' whole lives, start-up included), and the rest of the machine's busy
-time per job: PostgreSQL's, on a quiet machine. Medians per set, every run's
+CPU the client processes used per job (the loops' from their first claim, ``getrusage``;
+the workers' from their first stored success to their last, read from ``/proc``, so that
+start-up and exit are left out), and the rest of the machine's busy time per job in the
+same span: PostgreSQL's, on a quiet machine. Medians per set, every run's
 figure beside. Its own database, ``pgjobs_bench_floor``, dropped and recreated.
 """
 
@@ -225,13 +226,13 @@ def run_worker(jobs: int, processes: int, worker_args: str, checkout: str | None
         env["DJANGO_SETTINGS_MODULE"] = "pgjobs_bench.scale_settings"
         env["BENCH_PGJOBS_OPTIONS"] = json.dumps({"KEEP_SUCCEEDED": False})
     argv = [PYTHON, manage_py(), "pgjobs_worker", *worker_args.split()]
-    before, cpu0 = _cpu_times(), _children_cpu()
     procs = [
         subprocess.Popen(
             argv, env=env, cwd=PROJECTS_DIR, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         for _ in range(processes)
     ]
+    pids = [proc.pid for proc in procs]
     first = None
     with psycopg.connect(dsn(DATABASE), autocommit=True) as conn:
         while True:
@@ -241,11 +242,10 @@ def run_worker(jobs: int, processes: int, worker_args: str, checkout: str | None
                 prepare=True,
             ).fetchone()
             if done and first is None:
-                first = time.time()
+                first, start = time.time(), (_cpu_times(), _process_cpu(pids), done)
             if done >= jobs:
-                last = time.time()
+                last, end = time.time(), (_cpu_times(), _process_cpu(pids), done)
                 break
-        busy = (before, _cpu_times())
         for proc in procs:
             proc.terminate()
         for proc in procs:
@@ -254,9 +254,9 @@ def run_worker(jobs: int, processes: int, worker_args: str, checkout: str | None
             "SELECT extract(epoch FROM min(started_at)), extract(epoch FROM max(finished_at)) "
             "FROM pgjobs_job"
         ).fetchone()
-    # A worker's CPU after the last job (its shutdown) is a few ms: left in.
-    run = {"spans": [{"first": first, "last": last}], "busy": busy,
-           "cpu": _children_cpu() - cpu0}  # fmt: skip
+    # The CPU figures cover the jobs finished between the two looks.
+    run = {"spans": [{"first": first, "last": last}], "busy": (start[0], end[0]),
+           "cpu": end[1] - start[1], "counted": int(end[2] - start[2])}  # fmt: skip
     if stamped[0] is not None:  # kept: the jobs' own first start and last finish
         run["stamped"] = jobs / (float(stamped[1]) - float(stamped[0]))
     return run
@@ -267,9 +267,14 @@ def _own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _process_cpu(pids: list[int]) -> float:
+    """The CPU seconds (user and system) the processes have used so far."""
+    ticks = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()  # from the state, field 3
+        ticks += int(fields[11]) + int(fields[12])  # utime and stime: fields 14 and 15
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def figures(run: dict, jobs: int) -> dict:
@@ -277,10 +282,11 @@ def figures(run: dict, jobs: int) -> dict:
     last = max(span["last"] for span in run["spans"])
     (busy0, _), (busy1, _) = run["busy"]
     machine = (busy1 - busy0) / os.sysconf("SC_CLK_TCK")
+    counted = run.get("counted", jobs)
     return {
         "jobs_per_s": jobs / (last - first),
-        "client_us": run["cpu"] / jobs * 1e6,
-        "rest_us": max(0.0, machine - run["cpu"]) / jobs * 1e6,
+        "client_us": run["cpu"] / counted * 1e6,
+        "rest_us": max(0.0, machine - run["cpu"]) / counted * 1e6,
         "stamped": run.get("stamped"),
     }
 
