@@ -132,8 +132,7 @@ def freeze_start_up_objects():
     setting those off: about 1 µs of CPU per no-op job, a twelfth of the
     worker's, and a quicker exit (``benchmarks/throughput_floor.py``, the
     worker's CPU between its first job and its last). Objects made from here
-    on are collected as ever. A process that only calls the command (``call_command``) keeps its
-    collector as it is."""
+    on are collected as ever."""
     gc.collect()
     gc.freeze()
 
