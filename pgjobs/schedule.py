@@ -446,7 +446,6 @@ def _parse_func(where, entry, problems):
 
 def _parse_timing(where, entry, tz, problems):
     """``(ticks, cron, every)``, or Nones after recording the problem."""
-    none = None, None, None
     if ("cron" in entry) == ("every" in entry):
         problems.append(
             Problem(
@@ -457,20 +456,29 @@ def _parse_timing(where, entry, tz, problems):
                 "'every': timedelta(minutes=5).",
             )
         )
-        return none
+        return None, None, None
     if "every" in entry:
-        every = entry["every"]
-        if not isinstance(every, datetime.timedelta) or every < MICROSECOND:
-            problems.append(
-                Problem(
-                    "pgjobs.E009",
-                    f"{where}['every'] must be a positive datetime.timedelta, not {every!r}.",
-                    hint="For example 'every': timedelta(minutes=5).",
-                )
+        return _parse_every(where, entry["every"], problems)
+    return _parse_cron(where, entry["cron"], tz, problems)
+
+
+def _parse_every(where, every, problems):
+    """``_parse_timing`` for an ``every`` entry."""
+    if not isinstance(every, datetime.timedelta) or every < MICROSECOND:
+        problems.append(
+            Problem(
+                "pgjobs.E009",
+                f"{where}['every'] must be a positive datetime.timedelta, not {every!r}.",
+                hint="For example 'every': timedelta(minutes=5).",
             )
-            return none
-        return EveryTicks(every), None, every
-    cron = entry["cron"]
+        )
+        return None, None, None
+    return EveryTicks(every), None, every
+
+
+def _parse_cron(where, cron, tz, problems):
+    """``_parse_timing`` for a ``cron`` entry."""
+    none = None, None, None
     if not isinstance(cron, str):
         problems.append(
             Problem(
