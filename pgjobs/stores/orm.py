@@ -875,12 +875,47 @@ class OrmStore(Store):
         first, is left alone and counted by whoever changed it. The updates run
         in one transaction, so that a retried rescue starts over consistently.
         """
+        self._forget_silent_workers()
+        expired = self._expired_attempts()
+        if not expired:
+            return records.Rescued(0)
+        rescued, ended = 0, []
+        with self._rescue_transaction():
+            settled = []
+            lost = {}  # worker id -> [(attempt, outcome, error)] of its attempts rescued
+            for row in expired:
+                pk, worker_id, attempts, _, _, queue, run_at, started_at, batch, dependents = row
+                taken = self._take_back(row)
+                if taken is None:
+                    continue
+                status, error = taken
+                rescued += 1
+                if status != records.READY:
+                    ended.append(pk)
+                    settled.append(Ended(pk, status, batch, dependents))
+                attempt = {"pk": pk, "attempts": attempts, "queue": queue,
+                           "run_at": run_at, "started_at": started_at}  # fmt: skip
+                outcome = records.RETRIED if status == records.READY else status
+                lost.setdefault(worker_id, []).append((attempt, outcome, error))
+            for worker_id, attempts in lost.items():
+                self._keep_attempts(attempts, worker_id)
+            self._settle(settled)
+        if rescued:
+            self.notify_ready()  # no enqueue told the workers of these
+        return records.Rescued(rescued, ended)
+
+    def _forget_silent_workers(self):
+        """Delete the rows of workers silent for three leases (``rescue``)."""
         self.workers().filter(
             heartbeat_at__lt=self.now() - Value(seconds(3 * self.lease_seconds))
         ).delete()
+
+    def _expired_attempts(self):
+        """The running attempts whose lease ran out, at most ``rescue_batch``, in
+        id order, as rows of what ``rescue`` needs (no lock taken)."""
         # Read through the lease index (no ORDER BY, which would scan the table
         # in id order), then updated in id order: racing rescuers lock alike.
-        expired = sorted(
+        return sorted(
             self.jobs()
             .filter(status=records.RUNNING, lease_expires_at__lt=self.now())
             .order_by()
@@ -897,57 +932,40 @@ class OrmStore(Store):
                 "has_dependents",
             )[: self.rescue_batch]
         )
-        if not expired:
-            return records.Rescued(0)
-        rescued, ended = 0, []
-        error_field = self.jobs().model._meta.get_field("error")
-        with self._rescue_transaction():
-            settled = []
-            lost = {}  # worker id -> [(attempt, outcome, error)] of its attempts rescued
-            for row in expired:
-                pk, worker_id, attempts, max_attempts, cancel_requested, *_ = row
-                if cancel_requested:
-                    status = records.CANCELLED
-                elif attempts >= max_attempts:
-                    status = records.FAILED
-                else:
-                    status = records.READY
-                error = worker_lost_error(worker_id, attempts, max_attempts, status)
-                changes = dict(
-                    status=status,
-                    error=Value(error, output_field=error_field),
-                    worker_id=None,
-                    lease_expires_at=None,
-                )
-                if status != records.READY:
-                    changes["finished_at"] = self.now()
-                taken = (
-                    self.jobs()
-                    .filter(
-                        pk=pk,
-                        status=records.RUNNING,
-                        worker_id=worker_id,
-                        attempts=attempts,
-                        cancel_requested=cancel_requested,
-                        lease_expires_at__lt=self.now(),
-                    )
-                    .update(**changes)
-                )
-                rescued += taken
-                if taken and status != records.READY:
-                    ended.append(pk)
-                    settled.append(Ended(pk, status, row[8], row[9]))
-                if taken:
-                    attempt = {"pk": pk, "attempts": attempts, "queue": row[5],
-                               "run_at": row[6], "started_at": row[7]}  # fmt: skip
-                    outcome = records.RETRIED if status == records.READY else status
-                    lost.setdefault(worker_id, []).append((attempt, outcome, error))
-            for worker_id, attempts in lost.items():
-                self._keep_attempts(attempts, worker_id)
-            self._settle(settled)
-        if rescued:
-            self.notify_ready()  # no enqueue told the workers of these
-        return records.Rescued(rescued, ended)
+
+    def _take_back(self, row):
+        """Take back one expired attempt (a row of ``_expired_attempts``), if it is
+        still the attempt that was read: ``(status, error)`` it now has, or None
+        when a heartbeat saved it or another rescuer took it first."""
+        pk, worker_id, attempts, max_attempts, cancel_requested, *_ = row
+        if cancel_requested:
+            status = records.CANCELLED
+        elif attempts >= max_attempts:
+            status = records.FAILED
+        else:
+            status = records.READY
+        error = worker_lost_error(worker_id, attempts, max_attempts, status)
+        changes = dict(
+            status=status,
+            error=Value(error, output_field=self.jobs().model._meta.get_field("error")),
+            worker_id=None,
+            lease_expires_at=None,
+        )
+        if status != records.READY:
+            changes["finished_at"] = self.now()
+        taken = (
+            self.jobs()
+            .filter(
+                pk=pk,
+                status=records.RUNNING,
+                worker_id=worker_id,
+                attempts=attempts,
+                cancel_requested=cancel_requested,
+                lease_expires_at__lt=self.now(),
+            )
+            .update(**changes)
+        )
+        return (status, error) if taken else None
 
     def _rescue_transaction(self):
         """The transaction a rescue's updates run in."""
