@@ -124,26 +124,41 @@ def check_settings(app_configs=None, **kwargs):
             )
         )
     config = jobs_settings()
-    path = config["BACKEND"]
+    backend_class = _backend_class(name, config["BACKEND"])
+    if isinstance(backend_class, checks.Error):
+        return messages + [backend_class]
+    backend = _backend(name, backend_class, config["OPTIONS"])
+    if isinstance(backend, checks.Error):
+        return messages + [backend]
+    if config["SCHEDULE"]:
+        messages.extend(schedule_checks(name, config["SCHEDULE"], backend))
+    messages.extend(backend.check())
+    return messages
+
+
+def _backend_class(name, path):
+    """The ``BaseJobBackend`` subclass ``BACKEND`` names, or the E001 that says why not."""
     try:
         backend_class = import_string(path) if isinstance(path, str) else None
     except ImportError as exc:
         backend_class = exc
-    if not (isinstance(backend_class, type) and issubclass(backend_class, BaseJobBackend)):
-        reason = (
-            f"cannot be imported ({backend_class})"
-            if isinstance(backend_class, Exception)
-            else "is not a subclass of pgjobs.BaseJobBackend"
-        )
-        return messages + [
-            checks.Error(
-                f"{name}['BACKEND'] {path!r} {reason}.",
-                hint="Use 'pgjobs.backends.DatabaseBackend', 'pgjobs.backends.ImmediateBackend' "
-                "or the dotted path of your own BaseJobBackend subclass.",
-                id="pgjobs.E001",
-            )
-        ]
-    options = config["OPTIONS"]
+    if isinstance(backend_class, type) and issubclass(backend_class, BaseJobBackend):
+        return backend_class
+    reason = (
+        f"cannot be imported ({backend_class})"
+        if isinstance(backend_class, Exception)
+        else "is not a subclass of pgjobs.BaseJobBackend"
+    )
+    return checks.Error(
+        f"{name}['BACKEND'] {path!r} {reason}.",
+        hint="Use 'pgjobs.backends.DatabaseBackend', 'pgjobs.backends.ImmediateBackend' "
+        "or the dotted path of your own BaseJobBackend subclass.",
+        id="pgjobs.E001",
+    )
+
+
+def _backend(name, backend_class, options):
+    """The backend made with ``OPTIONS``, or the E003 (queues) or E002 it refuses them with."""
     if isinstance(options, dict) and "QUEUES" in options:
         # Queue names first, on their own: telling them apart by the words of
         # the backend's message misfiled every unknown option as E003 (the
@@ -151,23 +166,17 @@ def check_settings(app_configs=None, **kwargs):
         try:
             BaseJobBackend._queue_names(options["QUEUES"])
         except InvalidBackend as exc:
-            return messages + [checks.Error(f"{name}['OPTIONS']: {exc}", id="pgjobs.E003")]
+            return checks.Error(f"{name}['OPTIONS']: {exc}", id="pgjobs.E003")
     try:
-        backend = backend_class(options)
+        return backend_class(options)
     except InvalidBackend as exc:
-        return messages + [
-            checks.Error(f"{name}['OPTIONS'] for {backend_class.__name__}: {exc}", id="pgjobs.E002")
-        ]
+        return checks.Error(
+            f"{name}['OPTIONS'] for {backend_class.__name__}: {exc}", id="pgjobs.E002"
+        )
     except Exception as exc:  # a third-party backend's own complaint
-        return messages + [
-            checks.Error(
-                f"{name}['OPTIONS'] rejected by {backend_class.__name__}: {exc}", id="pgjobs.E002"
-            )
-        ]
-    if config["SCHEDULE"]:
-        messages.extend(schedule_checks(name, config["SCHEDULE"], backend))
-    messages.extend(backend.check())
-    return messages
+        return checks.Error(
+            f"{name}['OPTIONS'] rejected by {backend_class.__name__}: {exc}", id="pgjobs.E002"
+        )
 
 
 @checks.register("pgjobs")
