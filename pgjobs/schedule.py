@@ -339,36 +339,8 @@ def parse_schedules(raw, backend=None, tz=None, setting="PGJOBS"):
 
 def _parse_entry(setting, name, entry, backend, tz, problems):
     where = f"{setting}['SCHEDULE'][{name!r}]"
-    if not isinstance(name, str) or not (
-        NAME_PATTERN.fullmatch(name) and len(name) <= MAX_NAME_LENGTH
-    ):
-        problems.append(
-            Problem(
-                "pgjobs.E007",
-                f"{setting}['SCHEDULE']: schedule name {name!r} is not valid.",
-                hint=f"Use letters, digits, '_', '-' and '.', starting with a letter or digit, "
-                f"at most {MAX_NAME_LENGTH} characters.",
-            )
-        )
+    if not _entry_shaped(setting, name, entry, where, problems):
         return None
-    if not isinstance(entry, dict):
-        problems.append(
-            Problem(
-                "pgjobs.E007",
-                f"{where} must be a dict like {{'func': 'myapp.jobs.nightly', "
-                f"'cron': '0 3 * * *'}}, not {type(entry).__name__}.",
-            )
-        )
-        return None
-    unknown = sorted(set(entry) - set(ENTRY_KEYS), key=str)
-    if unknown:
-        problems.append(
-            Problem(
-                "pgjobs.E007",
-                f"{where} has unknown key(s) {', '.join(map(str, unknown))}.",
-                hint=f"Keys are {', '.join(ENTRY_KEYS)}.",
-            )
-        )
     func = _parse_func(where, entry, problems)
     ticks, cron, every = _parse_timing(where, entry, tz, problems)
     catch_up = _parse_catch_up(where, entry.get("catch_up", "latest"), problems)
@@ -409,6 +381,42 @@ def _parse_entry(setting, name, entry, backend, tz, problems):
         cron=cron,
         every=every,
     )
+
+
+def _entry_shaped(setting, name, entry, where, problems):
+    """Whether the entry can be read: a valid name and a dict. Unknown keys are a
+    problem too, recorded, but the rest of the entry is still read."""
+    if not isinstance(name, str) or not (
+        NAME_PATTERN.fullmatch(name) and len(name) <= MAX_NAME_LENGTH
+    ):
+        problems.append(
+            Problem(
+                "pgjobs.E007",
+                f"{setting}['SCHEDULE']: schedule name {name!r} is not valid.",
+                hint=f"Use letters, digits, '_', '-' and '.', starting with a letter or digit, "
+                f"at most {MAX_NAME_LENGTH} characters.",
+            )
+        )
+        return False
+    if not isinstance(entry, dict):
+        problems.append(
+            Problem(
+                "pgjobs.E007",
+                f"{where} must be a dict like {{'func': 'myapp.jobs.nightly', "
+                f"'cron': '0 3 * * *'}}, not {type(entry).__name__}.",
+            )
+        )
+        return False
+    unknown = sorted(set(entry) - set(ENTRY_KEYS), key=str)
+    if unknown:
+        problems.append(
+            Problem(
+                "pgjobs.E007",
+                f"{where} has unknown key(s) {', '.join(map(str, unknown))}.",
+                hint=f"Keys are {', '.join(ENTRY_KEYS)}.",
+            )
+        )
+    return True
 
 
 def _parse_func(where, entry, problems):
