@@ -74,6 +74,22 @@ def test_the_store_reads_times_as_use_tz_says_after_it_changed():
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("use_tz", [True, False])
+def test_an_enqueues_ref_holds_its_times_as_the_orm_reads_them(use_tz):
+    """``created_at`` and ``run_at`` come back from the enqueue's own statement:
+    aware and equal to the ORM's under ``USE_TZ``, naive local times without it."""
+    from django.test import override_settings
+
+    with override_settings(USE_TZ=use_tz, TIME_ZONE="America/Chicago"):
+        refs = [background.enqueue(jobs.noop), *background.enqueue_many([(jobs.noop, [], {})])]
+        for ref in refs:
+            row = Job.objects.get(pk=ref.id)
+            assert (ref.created_at, ref.run_at) == (row.created_at, row.run_at)
+            assert timezone.is_aware(ref.run_at) is timezone.is_aware(row.run_at) is use_tz
+            assert ref.run_at.utcoffset() == row.run_at.utcoffset()
+
+
+@pytest.mark.django_db
 def test_defer_stores_the_time_given():
     when = timezone.now() + datetime.timedelta(minutes=10)
     ref = background.defer(jobs.add, when=when, args=[1, 2], priority=-5)

@@ -25,8 +25,9 @@ import zoneinfo
 import psycopg
 from django.conf import settings
 from django.db import DatabaseError, transaction
-from django.utils import timezone
+from django.db.backends.postgresql.psycopg_any import register_tzloader
 from psycopg import sql
+from psycopg.types.datetime import TimestamptzLoader
 
 from .. import records, stats
 from ..exceptions import InvalidBackend
@@ -43,6 +44,9 @@ _EDGES = "{" + ",".join(repr(edge) for edge in stats.EDGES) + "}"
 #: Below this many jobs, one INSERT statement beats three round trips (COPY).
 COPY_THRESHOLD = 100
 COPY_CHUNK = 5000
+#: Read with psycopg's own loader (in C) on our cursors where Django's would give
+#: the same aware datetimes; see ``_cursor``.
+_TIMESTAMPTZ = psycopg.postgres.types["timestamptz"].oid
 #: Seconds between polls of a worker that does not LISTEN (``LISTEN_DATABASE``
 #: False, or a pooler in the way): at most, as it backs off from a busy queue.
 POLL_ONLY_INTERVAL = 1.0
@@ -116,7 +120,7 @@ class PostgresStore(OrmStore):
         started = time.perf_counter()
         try:
             with connection.wrap_database_errors:
-                with psycopg.Cursor(connection.connection) as cursor:
+                with _cursor(connection) as cursor:
                     cursor.execute(query, params, prepare=True)
                     return cursor.fetchall() if fetch else None
         finally:
@@ -222,10 +226,8 @@ class PostgresStore(OrmStore):
             # are encoded and the first chunk made meanwhile.
             now, ids, chunk = self._reserve_ids(count, first_chunk)
             # Naive times (USE_TZ = False) are in the zone the connection reads
-            # them in; refs then hold naive times, as the ORM's would.
+            # them in (``_cursor``); refs then hold naive times, as the ORM's would.
             zone = zoneinfo.ZoneInfo(connection.timezone_name)
-            if not settings.USE_TZ and timezone.is_aware(now):  # as Django's loader would
-                now = timezone.make_naive(now, zone)
             rows = _CopyRows(now, zone)
             start = 0
             with connection.wrap_database_errors:
@@ -261,12 +263,12 @@ class PostgresStore(OrmStore):
         with connection.wrap_database_errors:
             raw = connection.connection
             if psycopg.Pipeline.is_supported():
-                with raw.pipeline(), psycopg.Cursor(raw) as cursor:
+                with raw.pipeline(), _cursor(connection) as cursor:
                     cursor.execute(query, [sequence, count], prepare=True)
                     done = meanwhile()
                     ((now, low, high),) = cursor.fetchall()
             else:
-                with psycopg.Cursor(raw) as cursor:
+                with _cursor(connection) as cursor:
                     cursor.execute(query, [sequence, count], prepare=True)
                     ((now, low, high),) = cursor.fetchall()
                 done = meanwhile()
@@ -517,9 +519,6 @@ class PostgresStore(OrmStore):
         if isinstance(since, datetime.timedelta):
             since = self._clock() - since
         rows = self._execute(self.sql.minute_figures, {"since": stats.minute_of(since)})
-        if not settings.USE_TZ:
-            zone = zoneinfo.ZoneInfo(self.connection.timezone_name)
-            rows = [(timezone.make_naive(row[0], zone), *row[1:]) for row in rows]
         return stats.figures_from_rows(rows)
 
     def _add_figures(self, rows):
@@ -900,6 +899,25 @@ def _claimed(rows):
         # unpacked row makes the call build a dict too (0.9 against 1.1 µs a row).
         claimed.append(ClaimedJob(id, func, args, kwargs, *rest, problem))
     return claimed
+
+
+def _cursor(connection):
+    """A psycopg cursor on Django's ``connection`` that reads ``timestamptz`` as
+    Django's own cursors do, and faster under ``USE_TZ``.
+
+    Under ``USE_TZ`` Django's loader (a Python class, made afresh for each cursor:
+    a tenth of an enqueue's time, for its ``created_at`` and ``run_at``) gives aware
+    datetimes in the session's time zone, which Django sets to its
+    ``connection.timezone``: as psycopg's own loader does. Without it, naive times
+    in that zone: Django's loader for them, on the cursor when the connection's
+    was made under ``USE_TZ`` (a test's ``override_settings``), as Django does."""
+    raw = connection.connection
+    cursor = psycopg.Cursor(raw)
+    if connection.timezone is not None:
+        cursor.adapters.register_loader(_TIMESTAMPTZ, TimestamptzLoader)
+    elif raw.adapters.get_loader(_TIMESTAMPTZ, psycopg.pq.Format.TEXT).timezone is not None:
+        register_tzloader(None, cursor)
+    return cursor
 
 
 def _info(row):
