@@ -134,6 +134,7 @@ class Executor:
         straight = []
         sync = False
         with self._lock:
+            idle = self._free == self.concurrency  # nothing running, nothing waiting
             # No share is taken while jobs claimed earlier wait for one; the jobs
             # are queued under the lock, so that none overtakes one claimed before.
             now = 0 if self._waiting else min(len(jobs), self._free)
@@ -149,6 +150,11 @@ class Executor:
             self._grow()
         if straight:
             self.event_loop().call_soon_threadsafe(self._start_on_loop, straight)
+        if idle and now:
+            # An idle worker's wake-up: let the thread just handed the job take the
+            # GIL now rather than once this thread is back asleep (latency_trace.py:
+            # the hand-over 15 µs sooner at p50, 55 at p95). A busy worker goes on.
+            time.sleep(0)
 
     def _fail_unreadable(self, jobs):
         for job in jobs:
