@@ -153,7 +153,7 @@ class Executor:
         if idle and now:
             # An idle worker's wake-up: let the thread just handed the job take the
             # GIL now rather than once this thread is back asleep (latency_trace.py:
-            # the hand-over 15 µs sooner at p50, 55 at p95). A busy worker goes on.
+            # the hand-over 15-20 µs sooner at p50, 45-80 at p95). A busy worker goes on.
             time.sleep(0)
 
     def _fail_unreadable(self, jobs):
