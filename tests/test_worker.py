@@ -20,6 +20,8 @@ from pgjobs.models import Job
 from pgjobs.retry import RetryPolicy
 from pgjobs.serialization import sign_job
 from pgjobs.worker import Worker
+from pgjobs.worker.executor import Outcome
+from pgjobs.worker.policy import DUE_NOW_RECHECK, RECORD_WITHIN
 from tests.conftest import (
     JOBS_IN_REDIS,
     job_row_locked,
@@ -289,6 +291,22 @@ def test_a_drain_runs_a_due_job_that_another_transaction_held_for_a_moment():
         stats = run_jobs()
     assert stats.succeeded == 1
     assert ref.refresh().result == 5
+
+
+def test_the_main_thread_sleeps_until_its_nearest_deadline_and_no_longer():
+    """At the end of a turn with nothing to do the main thread sleeps until the
+    first of: a running job's timeout, the next duty, the recheck of a due job
+    another transaction holds, and the moment the oldest success not stored yet
+    must be (RECORD_WITHIN); otherwise until the next heartbeat at the latest."""
+    worker = Worker(get_backend().get_store(), poll_interval=5.0)
+    idle = worker._sleep_seconds(None, None, False)
+    assert 0 < idle <= worker.heartbeat_interval
+    assert worker._sleep_seconds(0.2, None, False) == 0.2  # a job's timeout
+    assert worker._sleep_seconds(None, 0.3, False) == 0.3  # a duty
+    assert worker._sleep_seconds(0.2, 0.1, False) == 0.1
+    assert worker._sleep_seconds(None, None, True) == DUE_NOW_RECHECK
+    worker.recorder.take([(object(), Outcome(True))])  # a success, not stored yet
+    assert 0 < worker._sleep_seconds(None, None, False) <= RECORD_WITHIN
 
 
 @pytest.mark.django_db(transaction=True)

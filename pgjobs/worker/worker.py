@@ -301,17 +301,7 @@ class Worker:
                     due = self._seconds_until_due()
                     if due is not None:
                         alarm.look_again_by(policy.look_after_due(due))
-                timeout = policy.idle_timeout(
-                    held=len(recorder.held), look_again_at=alarm.look_again_at()
-                )
-                if recorder.unrecorded:
-                    timeout = min(timeout, policy.record_within(recorder.first_unrecorded_at))
-                if until_timeout is not None:
-                    timeout = min(timeout, until_timeout)
-                if until_duty is not None:
-                    timeout = min(timeout, until_duty)
-                if held:
-                    timeout = min(timeout, DUE_NOW_RECHECK)
+                timeout = self._sleep_seconds(until_timeout, until_duty, held)
                 if failures:
                     logger.warning("pgjobs: store reachable again")
                 failures = 0
@@ -329,6 +319,25 @@ class Worker:
         deadline = None if self._limit_reached(started) else time.monotonic() + self.grace_period
         finish_in_flight(self.executor, recorder, alarm, deadline, self._record_patiently)
         return self.stats
+
+    def _sleep_seconds(self, until_timeout, until_duty, held):
+        """How long the main thread may sleep at the end of a turn with nothing to
+        do: until the policy's next look, the oldest unrecorded success's deadline
+        (``RECORD_WITHIN``), a running job's timeout, the next duty, or, while a
+        due job is held by another transaction (``held``), ``DUE_NOW_RECHECK``."""
+        policy, recorder = self.policy, self.recorder
+        timeout = policy.idle_timeout(
+            held=len(recorder.held), look_again_at=self.alarm.look_again_at()
+        )
+        if recorder.unrecorded:
+            timeout = min(timeout, policy.record_within(recorder.first_unrecorded_at))
+        if until_timeout is not None:
+            timeout = min(timeout, until_timeout)
+        if until_duty is not None:
+            timeout = min(timeout, until_duty)
+        if held:
+            timeout = min(timeout, DUE_NOW_RECHECK)
+        return timeout
 
     def _limit_reached(self, started):
         if self.max_jobs is not None and self.stats.claimed >= self.max_jobs:
