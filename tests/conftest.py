@@ -400,10 +400,11 @@ def start_worker(transactional_db, tmp_path):
     """Start real worker processes on the test database: ``start_worker("--concurrency", "4")``.
 
     ``command="pgjobs_drain"`` runs a drain instead; ``persistent_connections=True``
-    keeps database connections across jobs (``CONN_MAX_AGE``). Every process is stopped at
-    teardown (SIGTERM, then SIGKILL after a bound), before the database is flushed.
+    keeps database connections across jobs (``CONN_MAX_AGE``); ``env`` adds to the
+    process's environment. Every process is stopped at teardown (SIGTERM, then SIGKILL
+    after a bound), before the database is flushed.
     """
-    env = {
+    base_env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "PGJOBS_TEST_DB": VENDOR,
@@ -412,8 +413,8 @@ def start_worker(transactional_db, tmp_path):
     }
     started = []
 
-    def start(*args, command="pgjobs_worker", persistent_connections=False):
-        process_env = dict(env)
+    def start(*args, command="pgjobs_worker", persistent_connections=False, env=None):
+        process_env = {**base_env, **(env or {})}
         if persistent_connections:
             process_env["PGJOBS_TEST_CONN_MAX_AGE"] = "600"
         process = WorkerProcess(command, args, process_env, tmp_path)
