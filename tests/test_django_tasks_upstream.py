@@ -678,11 +678,13 @@ def test_interrupt_signals(fw, t, sig, transactional_db, tmp_path):
     assert result.worker_ids == []
     # No prefetch: a job claimed beyond the free slots is RUNNING on record before it
     # starts, and a stopping worker hands such jobs back instead of running them.
-    process = start_worker(tmp_path, "--prefetch", "0")
+    process = start_worker(tmp_path, "--prefetch", "0", "-v", "2")
     try:
         wait_until_running(result, fw)
         assert result.worker_ids != []
-        time.sleep(0.5)  # the task is under way (upstream sleeps 1 s after the start)
+        # The task is under way (upstream sleeps 1 s after the start; a pause of 0.5 s
+        # after the claim can be too short on a busy machine, and the job is handed back).
+        process.wait_for_output("started (attempt", stream="stderr")
         process.send_signal(sig)
         assert process.wait(timeout=10) == 0, process.output()
     finally:
@@ -697,10 +699,10 @@ def test_repeat_ctrl_c(fw, t, transactional_db, tmp_path):
     # RUNNING until its lease runs out and a worker puts it back (not FAILED with
     # SystemExit): the job was not at fault.
     result = t.hang.enqueue()
-    process = start_worker(tmp_path, "--grace-period", "60", "--prefetch", "0")
+    process = start_worker(tmp_path, "--grace-period", "60", "--prefetch", "0", "-v", "2")
     try:
         wait_until_running(result, fw)
-        time.sleep(0.5)  # the task is under way, as in test_interrupt_signals
+        process.wait_for_output("started (attempt", stream="stderr")  # as in test_interrupt_signals
         process.send_signal(signal.SIGINT)
         time.sleep(0.5)
         assert process.returncode is None

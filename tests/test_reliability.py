@@ -122,9 +122,11 @@ def test_a_job_asked_to_stop_that_then_fails_ends_cancelled_not_retried():
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.slow
 def test_a_live_worker_slower_than_its_lease_keeps_its_job(start_worker_with_lease):
-    start = start_worker_with_lease(1.0)
+    # A lease of 2 s, heartbeats every 0.67 s: one must come 1.3 s late to lose it
+    # (with 1 s, one 0.7 s late would hand it back; CI's lanes have seen 0.5 s).
+    start = start_worker_with_lease(2.0)
     store = background.backend.get_store()
-    ref = background.enqueue(jobs.sleep_then_record, args=["slow", 3.0])
+    ref = background.enqueue(jobs.sleep_then_record, args=["slow", 5.0])
     worker = start()
     wait_for(lambda: ref.refresh().status == records.RUNNING, timeout=20, message="the job")
 
