@@ -1,7 +1,8 @@
 """The Celery app of ``tests/test_celery.py``: a site's ``proj/celery.py``.
 
-JSON only (no pickle), late acknowledgement, one message prefetched per worker
-process, results in Redis (``tests.celery_settings.RESULT_URL``). The task that runs
+JSON only (no pickle), late acknowledgement, Celery's default prefetch (with one
+message per worker process the solo pool stalled: see ``CeleryWorker`` in
+``tests/test_celery.py``), results in Redis (``tests.celery_settings.RESULT_URL``). The task that runs
 pgjobs jobs is found as a site's would be: ``autodiscover_tasks()`` imports
 ``pgjobs.tasks``.
 """
@@ -25,7 +26,6 @@ app.conf.update(
     accept_content=["json"],
     task_acks_late=True,
     task_track_started=True,
-    worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
