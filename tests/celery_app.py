@@ -2,9 +2,9 @@
 
 JSON only (no pickle), late acknowledgement, Celery's default prefetch (with one
 message per worker process the solo pool stalled: see ``CeleryWorker`` in
-``tests/test_celery.py``), results in Redis (``tests.celery_settings.RESULT_URL``). The task that runs
-pgjobs jobs is found as a site's would be: ``autodiscover_tasks()`` imports
-``pgjobs.tasks``.
+``tests/test_celery.py``), results in Redis (``tests.celery_settings.RESULT_URL``).
+The task that runs pgjobs jobs is found as a site's would be:
+``autodiscover_tasks()`` imports ``pgjobs.tasks``.
 """
 
 import os

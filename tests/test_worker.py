@@ -596,12 +596,10 @@ def test_a_prefetched_job_waiting_for_a_share_of_the_concurrency_is_handed_back_
         grace_period=0.3,
         poll_interval=0.05,
     )
-    # The worker prefetches once it has timed jobs far quicker than a claim. Timing
-    # real ones made this test flaky: on a busy machine a quick job descheduled for
-    # a few milliseconds weighs on the moving average for dozens of jobs after it,
-    # and the worker, rightly, prefetched nothing. One job timed at a microsecond
-    # stands for them (the estimate itself is test_worker_policy's subject); the job
-    # that holds the share never ends, so nothing moves the average after it.
+    # The worker prefetches once it has timed jobs far quicker than a claim: one job
+    # timed at a microsecond stands for quick ones, as for the worker subprocesses of
+    # tests/testapp/apps.py (which says why timing real ones made this flaky). The job
+    # that holds the share never ends, so nothing moves the estimate after it.
     worker.policy.jobs_timed([1e-6])
     found = {}
 
