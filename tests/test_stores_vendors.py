@@ -218,7 +218,9 @@ def test_mysql_deadlock_is_retried(store, caplog):
         caplog.set_level("DEBUG", logger="pgjobs")
         thread, outcome = in_thread(store.finish, "w", [(a.id, "a"), (b.id, "b")])
         # innodb_trx is refreshed only when it was not read for 0.1 s.
-        wait_for(lambda: lock_waits(other), timeout=10, interval=0.25, message="a lock wait")
+        wait_for(
+            lambda: lock_waits(other, "UPDATE%"), timeout=10, interval=0.25, message="a lock wait"
+        )
         cursor.execute("UPDATE pgjobs_job SET max_attempts = 4 WHERE id = %s", [a.id])
         other.commit()
     finally:
@@ -233,10 +235,60 @@ def test_mysql_deadlock_is_retried(store, caplog):
     assert "Deadlock" in caplog.text and "retrying" in caplog.text
 
 
-def lock_waits(other):
+@mysql_only
+@pytest.mark.django_db(transaction=True)
+def test_mysql_cancel_batch_retries_a_deadlock_with_a_worker(store, caplog):
+    """A cancel that deadlocks with the transaction finishing one of the batch's
+    jobs: the server rolls the cancel's statement back, the store runs that step
+    again, and the cancel counts every job once (a Wagtail bulk action's
+    cancel button got a server error here)."""
+    others = store.enqueue_many([spec() for _ in range(200)])
+    batch, (a, b) = store.enqueue_batch([spec(priority=10), spec(priority=10)])
+    assert {job.id for job in store.claim(None, 2, "w")} == {a.id, b.id}
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")
+        deadlocks_before = int(cursor.fetchone()[1])
+    other = other_connection()
+    other.set_autocommit(False)
+    cursor = other.cursor()
+    try:
+        # Heavier than the cancel: InnoDB picks the transaction that changed less.
+        cursor.execute(
+            "UPDATE pgjobs_job SET priority = 1 WHERE id IN %s", [tuple(j.id for j in others)]
+        )
+        cursor.execute("UPDATE pgjobs_job SET max_attempts = 4 WHERE id = %s", [b.id])
+        caplog.set_level("DEBUG", logger="pgjobs")
+        thread, outcome = in_thread(store.cancel_batch, batch.id)
+        # It waits for b, holding a: the deadlock comes when the other asks for a.
+        wait_for(
+            lambda: lock_waits(other, "SELECT%FOR UPDATE"),
+            timeout=10,
+            interval=0.25,
+            message="the cancel waiting for a lock",
+        )
+        cursor.execute("UPDATE pgjobs_job SET max_attempts = 4 WHERE id = %s", [a.id])
+        other.commit()
+    finally:
+        cursor.close()
+        other.close()
+    thread.join(30)
+    assert outcome == {"result": (0, 2)}  # both running: asked to stop, once each
+    assert Job.objects.filter(pk__in=[a.id, b.id], cancel_requested=True).count() == 2
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")
+        assert int(cursor.fetchone()[1]) > deadlocks_before
+    assert "Deadlock" in caplog.text and "retrying" in caplog.text
+
+
+def lock_waits(other, statement):
+    """How many transactions wait for a lock in a statement ``LIKE statement``.
+    The server refreshes innodb_trx only when it was not read for 0.1 s: a test
+    just before may have left its own wait in there."""
     with other.cursor() as cursor:
         cursor.execute(
-            "SELECT COUNT(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'"
+            "SELECT COUNT(*) FROM information_schema.innodb_trx"
+            " WHERE trx_state = 'LOCK WAIT' AND trx_query LIKE %s",
+            [statement],
         )
         return cursor.fetchone()[0]
 

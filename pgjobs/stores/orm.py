@@ -278,16 +278,22 @@ class OrmStore(Store):
         stop: (cancelled, asked). A job running at the first step that went back
         to ready before the second (a retry, a snooze, a rescue) was neither:
         the ready ones are looked for again, unless ``count`` (how many jobs
-        there are at most) were all accounted for."""
-        with self._transaction():
-            cancelled = self._cancel_waiting(jobs.filter(status__in=CANCELLABLE))
-        asked = jobs.filter(status=records.RUNNING, cancel_requested=False).update(
-            cancel_requested=True
+        there are at most) were all accounted for.
+
+        Each step is retried on its own (``_retrying``): a deadlock with a worker
+        finishing one of ``jobs`` repeats that step, not the ones that counted."""
+        cancelled = self._retrying(self._cancel_ready, jobs)
+        asked = self._retrying(
+            jobs.filter(status=records.RUNNING, cancel_requested=False).update,
+            cancel_requested=True,
         )
         if count is None or cancelled + asked < count:
-            with self._transaction():
-                cancelled += self._cancel_waiting(jobs.filter(status__in=CANCELLABLE))
+            cancelled += self._retrying(self._cancel_ready, jobs)
         return cancelled, asked
+
+    def _cancel_ready(self, jobs):
+        with self._transaction():
+            return self._cancel_waiting(jobs.filter(status__in=CANCELLABLE))
 
     def _cancel_waiting(self, jobs, error=None):
         """Cancel ``jobs`` (a queryset of ready or waiting jobs) and settle them;

@@ -337,7 +337,6 @@ class SqlStore(OrmStore):
         raise NotImplementedError
 
     # The ORM's operations, retried like the rest.
-    cancel = _retried(OrmStore.cancel)
     retry = _retried(OrmStore.retry)
     fail = _retried(OrmStore.fail)
     heartbeat = _retried(OrmStore.heartbeat)
