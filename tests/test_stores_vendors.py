@@ -24,6 +24,7 @@ from pgjobs.handler import get_backend
 from pgjobs.models import Job
 from pgjobs.stores import database_store
 from pgjobs.worker import Worker
+from tests.testapp.models import Event
 
 from .conftest import VENDOR, wait_for
 
@@ -196,13 +197,15 @@ def test_mysql_claim_skips_rows_another_transaction_holds(store):
     assert sorted(job.id for job in claimed) == [job.id for job in rest]
 
 
-@mysql_only
-@pytest.mark.django_db(transaction=True)
-def test_mysql_deadlock_is_retried(store, caplog):
-    """A real deadlock between finish() and another transaction: the server
-    rolls finish() back (the smaller transaction) and the store runs it again."""
-    a, b, *others = store.enqueue_many([spec() for _ in range(202)])
-    store.claim(None, 2, "w")  # a and b, in id order
+def deadlocked(caplog, a, b, operation, *args):
+    """Run ``operation(*args)`` in a thread into a real deadlock: another
+    connection holds ``b``'s row; once ``operation`` waits for it, holding
+    ``a``'s, the other asks for ``a``'s. The other has
+    written 300 rows of a table of its own first: InnoDB rolls back the
+    transaction that changed less, and no job's row but ``a``'s and ``b``'s is
+    locked, whatever plan the operation's statements take. Returns the thread's
+    outcome, once the server has counted the deadlock and the store has said it
+    retries."""
     with connection.cursor() as cursor:
         cursor.execute("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")
         deadlocks_before = int(cursor.fetchone()[1])
@@ -210,29 +213,38 @@ def test_mysql_deadlock_is_retried(store, caplog):
     other.set_autocommit(False)
     cursor = other.cursor()
     try:
-        # Heavier than finish(): InnoDB picks the transaction that changed less.
-        cursor.execute(
-            "UPDATE pgjobs_job SET priority = 1 WHERE id IN %s", [tuple(j.id for j in others)]
+        cursor.executemany(
+            f"INSERT INTO {Event._meta.db_table} (name, value, at) VALUES (%s, %s, %s)",
+            [("weight", n, 0.0) for n in range(300)],
         )
         cursor.execute("UPDATE pgjobs_job SET max_attempts = 4 WHERE id = %s", [b.id])
         caplog.set_level("DEBUG", logger="pgjobs")
-        thread, outcome = in_thread(store.finish, "w", [(a.id, "a"), (b.id, "b")])
-        # innodb_trx is refreshed only when it was not read for 0.1 s.
-        wait_for(
-            lambda: lock_waits(other, "UPDATE%"), timeout=10, interval=0.25, message="a lock wait"
-        )
+        thread, outcome = in_thread(operation, *args)
+        wait_for(lambda: lock_waits(other), timeout=10, interval=0.25, message="a lock wait")
         cursor.execute("UPDATE pgjobs_job SET max_attempts = 4 WHERE id = %s", [a.id])
         other.commit()
     finally:
         cursor.close()
         other.close()
     thread.join(30)
-    assert outcome == {"result": None}
-    assert [store.get(job.id).status for job in (a, b)] == [records.SUCCEEDED] * 2
     with connection.cursor() as cursor:
         cursor.execute("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")
         assert int(cursor.fetchone()[1]) > deadlocks_before
     assert "Deadlock" in caplog.text and "retrying" in caplog.text
+    return outcome
+
+
+@mysql_only
+@pytest.mark.django_db(transaction=True)
+def test_mysql_deadlock_is_retried(store, caplog):
+    """A real deadlock between finish() and another transaction: the server
+    rolls finish() back (the smaller transaction) and the store runs it again."""
+    a, b = store.enqueue_many([spec(), spec()])
+    store.claim(None, 2, "w")
+    results = [(a.id, "a"), (b.id, "b")]
+    outcome = deadlocked(caplog, a, b, store.finish, "w", results)
+    assert outcome == {"result": None}
+    assert [store.get(job.id).status for job in (a, b)] == [records.SUCCEEDED] * 2
 
 
 @mysql_only
@@ -241,54 +253,42 @@ def test_mysql_cancel_batch_retries_a_deadlock_with_a_worker(store, caplog):
     """A cancel that deadlocks with the transaction finishing one of the batch's
     jobs: the server rolls the cancel's statement back, the store runs that step
     again, and the cancel counts every job once (a Wagtail bulk action's
-    cancel button got a server error here)."""
-    others = store.enqueue_many([spec() for _ in range(200)])
-    batch, (a, b) = store.enqueue_batch([spec(priority=10), spec(priority=10)])
-    assert {job.id for job in store.claim(None, 2, "w")} == {a.id, b.id}
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")
-        deadlocks_before = int(cursor.fetchone()[1])
-    other = other_connection()
-    other.set_autocommit(False)
-    cursor = other.cursor()
-    try:
-        # Heavier than the cancel: InnoDB picks the transaction that changed less.
-        cursor.execute(
-            "UPDATE pgjobs_job SET priority = 1 WHERE id IN %s", [tuple(j.id for j in others)]
-        )
-        cursor.execute("UPDATE pgjobs_job SET max_attempts = 4 WHERE id = %s", [b.id])
-        caplog.set_level("DEBUG", logger="pgjobs")
-        thread, outcome = in_thread(store.cancel_batch, batch.id)
-        # It waits for b, holding a: the deadlock comes when the other asks for a.
-        wait_for(
-            lambda: lock_waits(other, "SELECT%FOR UPDATE"),
-            timeout=10,
-            interval=0.25,
-            message="the cancel waiting for a lock",
-        )
-        cursor.execute("UPDATE pgjobs_job SET max_attempts = 4 WHERE id = %s", [a.id])
-        other.commit()
-    finally:
-        cursor.close()
-        other.close()
-    thread.join(30)
+    cancel button got a server error here). It waits for b holding a, in its
+    first step's locking read."""
+    batch, (a, b) = store.enqueue_batch([spec(), spec()])
+    store.claim(None, 2, "w")
+    outcome = deadlocked(caplog, a, b, store.cancel_batch, batch.id)
     assert outcome == {"result": (0, 2)}  # both running: asked to stop, once each
     assert Job.objects.filter(pk__in=[a.id, b.id], cancel_requested=True).count() == 2
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")
-        assert int(cursor.fetchone()[1]) > deadlocks_before
-    assert "Deadlock" in caplog.text and "retrying" in caplog.text
 
 
-def lock_waits(other, statement):
-    """How many transactions wait for a lock in a statement ``LIKE statement``.
-    The server refreshes innodb_trx only when it was not read for 0.1 s: a test
-    just before may have left its own wait in there."""
+@mysql_only
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "operation, status",
+    [("cancel_many", records.CANCELLED), ("requeue", records.READY), ("run_now", records.READY)],
+)
+def test_mysql_the_admins_operations_retry_a_deadlock(store, caplog, operation, status):
+    """The admin's Cancel, Retry and Run now buttons on two jobs, deadlocked with
+    a transaction holding one of them: each acts on both jobs and counts them once."""
+    later = timezone.now() + datetime.timedelta(hours=1)
+    a, b = store.enqueue_many([spec(run_at=later), spec(run_at=later)])
+    if operation == "requeue":
+        assert store.cancel_many([a.id, b.id]) == (2, 0)
+    outcome = deadlocked(caplog, a, b, getattr(store, operation), [a.id, b.id])
+    assert outcome == {"result": (2, 0) if operation == "cancel_many" else 2}
+    assert [store.get(job.id).status for job in (a, b)] == [status] * 2
+    assert store.count_due(None) == (0 if status == records.CANCELLED else 2)
+
+
+def lock_waits(other):
+    """How many connections opened after ``other`` wait for a lock. (The server
+    refreshes innodb_trx only when it was not read for 0.1 s: a wait that a test
+    just before left there may be listed still, under an older connection.)"""
     with other.cursor() as cursor:
         cursor.execute(
             "SELECT COUNT(*) FROM information_schema.innodb_trx"
-            " WHERE trx_state = 'LOCK WAIT' AND trx_query LIKE %s",
-            [statement],
+            " WHERE trx_state = 'LOCK WAIT' AND trx_mysql_thread_id > CONNECTION_ID()"
         )
         return cursor.fetchone()[0]
 

@@ -493,10 +493,12 @@ class OrmStore(Store):
 
         A job whose ``unique_key`` another ready or running job holds (or one taken
         back just before it, for the same key) stays as it is, rather than failing
-        the whole call: two active jobs never share a key.
+        the whole call: two active jobs never share a key. Each step is retried on
+        its own (``_retrying``), so that the count stays right.
         """
+        job_ids = list(job_ids)
         finished = self.jobs().filter(
-            pk__in=list(job_ids), status__in=[records.FAILED, records.CANCELLED]
+            pk__in=job_ids, status__in=[records.FAILED, records.CANCELLED]
         )
         ready_again = dict(
             status=records.READY,
@@ -508,8 +510,8 @@ class OrmStore(Store):
             result=None,
             cancel_requested=False,
         )
-        requeued = finished.filter(unique_key__isnull=True, batch_id__isnull=True).update(
-            **ready_again
+        requeued = self._retrying(
+            finished.filter(unique_key__isnull=True, batch_id__isnull=True).update, **ready_again
         )
         # One by one: those with a key (it may be taken), and a batch's jobs (their
         # batch counts them as pending again).
@@ -518,29 +520,33 @@ class OrmStore(Store):
             keyed.order_by("pk").values_list("pk", "batch_id", "status")
         ):
             try:
-                with transaction.atomic(using=self.alias):  # a savepoint inside the caller's
-                    again = finished.filter(pk=pk, status=status).update(**ready_again)
-                    if again and batch_id is not None:
-                        self.batches().filter(pk=batch_id).update(
-                            pending=F("pending") + 1, **{status: F(status) - 1}
-                        )
-                    requeued += again
+                job = finished.filter(pk=pk, status=status)
+                requeued += self._retrying(self._requeue_one, job, status, batch_id, ready_again)
             except IntegrityError:
                 pass  # its key is taken
         if requeued:  # afresh, attempts from 0: the attempts kept go
-            afresh = self.jobs().filter(pk__in=list(job_ids), status=records.READY, attempts=0)
-            self.attempts().filter(job_id__in=list(afresh.values_list("pk", flat=True))).delete()
-        if requeued:
+            afresh = self.jobs().filter(pk__in=job_ids, status=records.READY, attempts=0)
+            self._retrying(
+                self.attempts().filter(job_id__in=list(afresh.values_list("pk", flat=True))).delete
+            )
             self.notify_ready()
         return requeued
 
+    def _requeue_one(self, job, status, batch_id, ready_again):
+        """``requeue`` for one job with a key or in a batch (``job``: a queryset of
+        it while still ``status``), whose batch counts it as pending again: 1 or 0."""
+        with transaction.atomic(using=self.alias):  # a savepoint inside the caller's
+            again = job.update(**ready_again)
+            if again and batch_id is not None:
+                self.batches().filter(pk=batch_id).update(
+                    pending=F("pending") + 1, **{status: F(status) - 1}
+                )
+        return again
+
     def run_now(self, job_ids):
         now = self.now()
-        due = (
-            self.jobs()
-            .filter(pk__in=list(job_ids), status=records.READY, run_at__gt=now)
-            .update(run_at=now)
-        )
+        later = self.jobs().filter(pk__in=list(job_ids), status=records.READY, run_at__gt=now)
+        due = self._retrying(later.update, run_at=now)
         if due:
             self.notify_ready()
         return due
