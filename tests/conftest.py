@@ -376,6 +376,13 @@ class WorkerProcess:
 
         wait_for(seen, timeout=timeout, message=f"{text!r} in the {stream} of {self!r}")
 
+    def wait_until_started(self, timeout=60.0):
+        """Wait for a worker's banner (default verbosity), printed once its signal
+        handlers are in: a SIGTERM before that kills the process (exit -15), as it
+        would any Django command still starting. On a loaded machine other workers
+        can finish every job before this one is up."""
+        self.wait_for_output("Stop with Ctrl-C or SIGTERM.", timeout=timeout)
+
     def stop(self, timeout=STOP_TIMEOUT):
         """SIGTERM, then SIGKILL when it does not exit within ``timeout``; return the code."""
         if self.process.poll() is None:

@@ -289,6 +289,7 @@ def test_drains_overlap_safely_with_each_other_and_with_a_worker(start_worker):
     for drain in drains:
         assert drain.wait(timeout=60) == 0, drain.output()
     wait_for(lambda: status_counts() == {records.SUCCEEDED: total}, timeout=60)
+    worker.wait_until_started()  # the drains may have run every job before it was up
     worker.send_signal(signal.SIGTERM)
     assert worker.wait() == 0, worker.output()
 

@@ -49,6 +49,7 @@ def test_every_job_runs_exactly_once_across_competing_workers(start_worker):
     ran_by = set(Job.objects.values_list("worker_id", flat=True).distinct())
     assert len(ran_by) > 1, "the work should be shared between processes"
     for worker in workers:
+        worker.wait_until_started()  # the others may have run every job before it was up
         worker.send_signal(signal.SIGTERM)
     for worker in workers:
         assert worker.wait() == 0, worker.output()

@@ -548,6 +548,7 @@ def test_every_job_runs_exactly_once_across_competing_worker_processes(start_wor
     assert {attempts for attempts, _ in rows} == {"1"}, "no job was retried or run twice"
     assert len({worker for _, worker in rows}) > 1, "the work was shared between processes"
     for worker in workers:
+        worker.wait_until_started()  # the others may have run every job before it was up
         worker.send_signal(signal.SIGTERM)
     for worker in workers:
         assert worker.wait() == 0, worker.output()
