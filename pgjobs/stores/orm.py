@@ -292,6 +292,7 @@ class OrmStore(Store):
         return cancelled, asked
 
     def _cancel_ready(self, jobs):
+        """Cancel the ready and waiting of ``jobs``, in a transaction of its own."""
         with self._transaction():
             return self._cancel_waiting(jobs.filter(status__in=CANCELLABLE))
 
