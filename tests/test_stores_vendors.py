@@ -197,18 +197,22 @@ def test_mysql_claim_skips_rows_another_transaction_holds(store):
     assert sorted(job.id for job in claimed) == [job.id for job in rest]
 
 
+def innodb_deadlocks():
+    """The deadlocks the server has counted since it started."""
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")
+        return int(cursor.fetchone()[1])
+
+
 def deadlocked(caplog, a, b, operation, *args):
     """Run ``operation(*args)`` in a thread into a real deadlock: another
     connection holds ``b``'s row; once ``operation`` waits for it, holding
-    ``a``'s, the other asks for ``a``'s. The other has
-    written 300 rows of a table of its own first: InnoDB rolls back the
-    transaction that changed less, and no job's row but ``a``'s and ``b``'s is
-    locked, whatever plan the operation's statements take. Returns the thread's
-    outcome, once the server has counted the deadlock and the store has said it
-    retries."""
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")
-        deadlocks_before = int(cursor.fetchone()[1])
+    ``a``'s, the other asks for ``a``'s. The other has written 300 rows of a
+    table of its own first: InnoDB rolls back the transaction that changed less,
+    and no job's row but ``a``'s and ``b``'s is locked, whatever plan the
+    operation's statements take. Returns the thread's outcome, once the server
+    has counted the deadlock and the store has said it retries."""
+    deadlocks_before = innodb_deadlocks()
     other = other_connection()
     other.set_autocommit(False)
     cursor = other.cursor()
@@ -227,9 +231,7 @@ def deadlocked(caplog, a, b, operation, *args):
         cursor.close()
         other.close()
     thread.join(30)
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW GLOBAL STATUS LIKE 'Innodb_deadlocks'")
-        assert int(cursor.fetchone()[1]) > deadlocks_before
+    assert innodb_deadlocks() > deadlocks_before
     assert "Deadlock" in caplog.text and "retrying" in caplog.text
     return outcome
 
